@@ -1,0 +1,128 @@
+/*
+ * cmn_alloc.c - the one allocation choke point (STYLE.md rule 10).
+ *
+ * Every block carries a 16-byte header holding its size, so live bytes can
+ * be counted exactly and a test can make the n-th allocation fail (OOM
+ * loops). Invariant: live_bytes equals the sum of the sizes of the blocks
+ * handed out and not yet freed. This is the only file that may call
+ * malloc/realloc/free.
+ */
+#include "common.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CMN_ALLOC_MAX ((size_t)1 << 30) /* 1 GiB: larger is a bug */
+#define HDR 16
+
+_Static_assert(HDR >= sizeof(size_t), "header holds the size");
+
+static atomic_size_t live_bytes;
+static atomic_uint_fast64_t alloc_calls;
+static atomic_uint_fast64_t fail_at; /* 0 = off; else call number */
+
+static bool should_fail(void)
+{
+    uint64_t n = atomic_fetch_add(&alloc_calls, 1) + 1;
+    uint64_t f = atomic_load(&fail_at);
+    return f != 0 && n >= f;
+}
+
+void *cmn_malloc(size_t size)
+{
+    if (size == 0 || size > CMN_ALLOC_MAX || should_fail())
+        return NULL;
+    unsigned char *p = malloc(size + HDR);
+    if (p == NULL)
+        return NULL;
+    memcpy(p, &size, sizeof(size));
+    atomic_fetch_add(&live_bytes, size);
+    return p + HDR;
+}
+
+void *cmn_calloc(size_t n, size_t size)
+{
+    if (size != 0 && n > CMN_ALLOC_MAX / size)
+        return NULL;
+    void *p = cmn_malloc(n * size);
+    if (p != NULL)
+        memset(p, 0, n * size);
+    return p;
+}
+
+void *cmn_reallocarray(void *p, size_t n, size_t size)
+{
+    if (p == NULL)
+        return cmn_calloc(n, size);
+    if (size != 0 && n > CMN_ALLOC_MAX / size)
+        return NULL;
+    size_t nsize = n * size;
+    if (nsize == 0 || should_fail())
+        return NULL;
+    unsigned char *base = (unsigned char *)p - HDR;
+    size_t old;
+    memcpy(&old, base, sizeof(old));
+    unsigned char *nb = realloc(base, nsize + HDR);
+    if (nb == NULL)
+        return NULL;
+    memcpy(nb, &nsize, sizeof(nsize));
+    atomic_fetch_sub(&live_bytes, old);
+    atomic_fetch_add(&live_bytes, nsize);
+    return nb + HDR;
+}
+
+void cmn_free(void *p)
+{
+    if (p == NULL)
+        return;
+    unsigned char *base = (unsigned char *)p - HDR;
+    size_t size;
+    memcpy(&size, base, sizeof(size));
+    atomic_fetch_sub(&live_bytes, size);
+    free(base);
+}
+
+char *cmn_strndup(const char *s, size_t len)
+{
+    char *d = cmn_malloc(len + 1);
+    if (d == NULL)
+        return NULL;
+    if (len)
+        memcpy(d, s, len);
+    d[len] = '\0';
+    return d;
+}
+
+char *cmn_strdup(const char *s)
+{
+    return cmn_strndup(s, strlen(s));
+}
+
+void *cmn_memdup(const void *p, size_t len)
+{
+    void *d = cmn_malloc(len);
+    if (d != NULL)
+        memcpy(d, p, len);
+    return d;
+}
+
+size_t cmn_alloc_live_bytes(void)
+{
+    return atomic_load(&live_bytes);
+}
+
+uint64_t cmn_alloc_count(void)
+{
+    return atomic_load(&alloc_calls);
+}
+
+void cmn_alloc_fail_after(uint64_t n)
+{
+    atomic_store(&fail_at, n == 0 ? 0 : atomic_load(&alloc_calls) + n);
+}
+
+void cmn_alloc_fail_reset(void)
+{
+    atomic_store(&fail_at, 0);
+}

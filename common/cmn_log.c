@@ -1,0 +1,122 @@
+/*
+ * cmn_log.c - leveled logging to stderr, one write(2) per line so lines
+ * from several threads never interleave. The level is a global read without
+ * locks (an int store is atomic enough for a log threshold).
+ */
+#include "common.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+static atomic_int level = CMN_LOG_INFO;
+static const char *logger = "DRAINPIPE";
+
+static const char *const names[] = {"TRACE", "DEBUG",    "INFO", "WARN",
+                                    "ERROR", "CRITICAL", "OFF"};
+
+int cmn_log_level_parse(const char *s, enum cmn_log_level *out)
+{
+    static const struct {
+        const char *n;
+        enum cmn_log_level l;
+    } map[] = {{"trace", CMN_LOG_TRACE},       {"debug", CMN_LOG_DEBUG},
+               {"info", CMN_LOG_INFO},         {"warn", CMN_LOG_WARN},
+               {"warning", CMN_LOG_WARN},      {"error", CMN_LOG_ERROR},
+               {"critical", CMN_LOG_CRITICAL}, {"off", CMN_LOG_OFF}};
+    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
+        if (strcasecmp(s, map[i].n) == 0) {
+            *out = map[i].l;
+            return 0;
+        }
+    }
+    return CMN_EPARSE;
+}
+
+void cmn_log_set_level(enum cmn_log_level lvl)
+{
+    atomic_store(&level, (int)lvl);
+}
+
+enum cmn_log_level cmn_log_get_level(void)
+{
+    return (enum cmn_log_level)atomic_load(&level);
+}
+
+void cmn_log_set_logger(const char *name)
+{
+    logger = name;
+}
+
+bool cmn_log_enabled(enum cmn_log_level lvl)
+{
+    return lvl != CMN_LOG_OFF && (int)lvl >= atomic_load(&level);
+}
+
+void cmn_vlog(enum cmn_log_level lvl, const char *comp, const char *fmt,
+              va_list ap)
+{
+    if (!cmn_log_enabled(lvl))
+        return;
+    char line[2048];
+    uint64_t now = cmn_wall_ns();
+    time_t sec = (time_t)(now / 1000000000ull);
+    struct tm tm;
+    gmtime_r(&sec, &tm);
+    int n = snprintf(line, sizeof(line),
+                     "%04d-%02d-%02d %02d:%02d:%02d.%03u UTC | %s | %s | (%s) ",
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+                     tm.tm_min, tm.tm_sec, (unsigned)(now / 1000000ull % 1000),
+                     logger, names[lvl], comp ? comp : "-");
+    if (n < 0)
+        return;
+    size_t len = (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1;
+    int m = vsnprintf(line + len, sizeof(line) - len - 1, fmt, ap);
+    if (m > 0)
+        len += (size_t)m < sizeof(line) - len - 1 ? (size_t)m
+                                                  : sizeof(line) - len - 2;
+    line[len++] = '\n';
+    ssize_t w;
+    do {
+        w = write(STDERR_FILENO, line, len);
+    } while (w < 0 && errno == EINTR);
+}
+
+void cmn_log(enum cmn_log_level lvl, const char *comp, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    cmn_vlog(lvl, comp, fmt, ap);
+    va_end(ap);
+}
+
+void cmn_log_rl(struct cmn_ratelimit *rl, enum cmn_log_level lvl,
+                const char *comp, const char *fmt, ...)
+{
+    if (!cmn_log_enabled(lvl))
+        return;
+    uint64_t now = cmn_mono_ns();
+    if (rl->window_start_ns == 0 ||
+        now - rl->window_start_ns >= (uint64_t)rl->interval_ms * 1000000ull) {
+        rl->window_start_ns = now;
+        rl->printed = 0;
+    }
+    if (rl->printed >= rl->burst) {
+        rl->suppressed++;
+        return;
+    }
+    rl->printed++;
+    if (rl->suppressed) {
+        cmn_log(lvl, comp, "(%llu similar messages suppressed)",
+                (unsigned long long)rl->suppressed);
+        rl->suppressed = 0;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    cmn_vlog(lvl, comp, fmt, ap);
+    va_end(ap);
+}

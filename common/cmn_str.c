@@ -1,0 +1,251 @@
+/*
+ * cmn_str.c - byte slices and bounded number parsing.
+ *
+ * The only file allowed to call strtod/strtol (STYLE.md rule 8). Every
+ * parser takes a (ptr, len) slice, needs no NUL, never writes to its input
+ * and accepts the whole slice or nothing.
+ *
+ * Float grammar accepted (Go strconv.ParseFloat, 64 bits):
+ *
+ *     [+-] digits [. digits] [(e|E) [+-] digits]
+ *     [+-] . digits [(e|E) [+-] digits]
+ *     [+-] 0x hexdigits [. hexdigits] p [+-] digits
+ *     [+-] (inf | infinity | nan)           any case
+ *
+ * Plain decimals with at most 19 significant digits, a mantissa below 2^53
+ * and at most 22 fraction digits take the fast path: one exact division by
+ * a power of ten, which IEEE 754 rounds correctly. Everything else is copied
+ * into a 64-byte stack buffer and handed to strtod.
+ */
+#include "common.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define F64_MAX_TEXT 64
+
+struct cmn_slice cmn_slice_cstr(const char *s)
+{
+    return cmn_slice(s, s ? strlen(s) : 0);
+}
+
+bool cmn_slice_eq(struct cmn_slice a, struct cmn_slice b)
+{
+    return a.len == b.len && (a.len == 0 || memcmp(a.p, b.p, a.len) == 0);
+}
+
+bool cmn_slice_eq_cstr(struct cmn_slice a, const char *s)
+{
+    return cmn_slice_eq(a, cmn_slice_cstr(s));
+}
+
+bool cmn_slice_has_prefix(struct cmn_slice a, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    return a.len >= n && memcmp(a.p, prefix, n) == 0;
+}
+
+static const double pow10_tab[] = {
+    1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+    1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+};
+
+static bool is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* The fast path. Returns true and sets *out when the text is a plain
+ * decimal it can convert exactly; false means "use the slow path", not
+ * "invalid". */
+static bool f64_fast(const char *p, size_t len, double *out)
+{
+    size_t i = 0;
+    bool neg = false;
+    if (i < len && (p[i] == '+' || p[i] == '-'))
+        neg = p[i++] == '-';
+    uint64_t mant = 0;
+    unsigned sig = 0, frac = 0, ndig = 0;
+    for (; i < len && is_digit(p[i]); i++, ndig++) {
+        if (mant == 0 && p[i] == '0')
+            continue;
+        if (++sig > 19)
+            return false;
+        mant = mant * 10 + (uint64_t)(p[i] - '0');
+    }
+    if (i < len && p[i] == '.') {
+        i++;
+        for (; i < len && is_digit(p[i]); i++, ndig++, frac++) {
+            if (mant == 0 && p[i] == '0')
+                continue;
+            if (++sig > 19)
+                return false;
+            mant = mant * 10 + (uint64_t)(p[i] - '0');
+        }
+    }
+    if (i != len || ndig == 0 || frac > 22 || mant > (1ull << 53))
+        return false;
+    double v = (double)mant;
+    if (frac)
+        v /= pow10_tab[frac];
+    *out = neg ? -v : v;
+    return true;
+}
+
+/* Grammar check for what we hand to strtod, so strtod's extensions (leading
+ * spaces, "nan(...)", hex without exponent) are refused as Go refuses them. */
+static bool f64_grammar_ok(const char *p, size_t len)
+{
+    size_t i = 0;
+    if (i < len && (p[i] == '+' || p[i] == '-'))
+        i++;
+    const char *r = p + i;
+    size_t rl = len - i;
+    if ((rl == 3 &&
+         (strncasecmp(r, "inf", 3) == 0 || strncasecmp(r, "nan", 3) == 0)) ||
+        (rl == 8 && strncasecmp(r, "infinity", 8) == 0))
+        return true;
+    if (rl >= 2 && r[0] == '0' && (r[1] == 'x' || r[1] == 'X')) {
+        size_t j = 2, nd = 0;
+        for (; j < rl && (isxdigit((unsigned char)r[j]) || r[j] == '.'); j++)
+            nd += r[j] != '.';
+        if (nd == 0 || j >= rl || (r[j] != 'p' && r[j] != 'P'))
+            return false;
+        j++;
+        if (j < rl && (r[j] == '+' || r[j] == '-'))
+            j++;
+        if (j >= rl)
+            return false;
+        for (; j < rl; j++)
+            if (!is_digit(r[j]))
+                return false;
+        return true;
+    }
+    size_t j = 0, nd = 0, dots = 0;
+    for (; j < rl && (is_digit(r[j]) || r[j] == '.'); j++) {
+        if (r[j] == '.')
+            dots++;
+        else
+            nd++;
+    }
+    if (nd == 0 || dots > 1)
+        return false;
+    if (j < rl && (r[j] == 'e' || r[j] == 'E')) {
+        j++;
+        if (j < rl && (r[j] == '+' || r[j] == '-'))
+            j++;
+        if (j >= rl || !is_digit(r[j]))
+            return false;
+        while (j < rl && is_digit(r[j]))
+            j++;
+    }
+    return j == rl;
+}
+
+int cmn_parse_f64(struct cmn_slice s, double *out)
+{
+    if (s.len == 0)
+        return CMN_EPARSE;
+    if (f64_fast(s.p, s.len, out))
+        return 0;
+    if (s.len > F64_MAX_TEXT)
+        return CMN_ETOOBIG;
+    if (!f64_grammar_ok(s.p, s.len))
+        return CMN_EPARSE;
+    char buf[F64_MAX_TEXT + 1];
+    memcpy(buf, s.p, s.len);
+    buf[s.len] = '\0';
+    char *end;
+    errno = 0;
+    double v = strtod(buf, &end);
+    if (end != buf + s.len)
+        return CMN_EPARSE;
+    if (errno == ERANGE && isinf(v))
+        return CMN_ETOOBIG;
+    *out = v;
+    return 0;
+}
+
+int cmn_parse_i64(struct cmn_slice s, int64_t *out)
+{
+    size_t i = 0;
+    bool neg = false;
+    if (s.len > 0 && (s.p[0] == '+' || s.p[0] == '-')) {
+        neg = s.p[0] == '-';
+        i = 1;
+    }
+    if (i == s.len)
+        return CMN_EPARSE;
+    /* accumulate as a negative number so INT64_MIN fits */
+    int64_t v = 0;
+    for (; i < s.len; i++) {
+        if (!is_digit(s.p[i]))
+            return CMN_EPARSE;
+        int d = s.p[i] - '0';
+        if (v < (INT64_MIN + d) / 10)
+            return CMN_ETOOBIG;
+        v = v * 10 - d;
+    }
+    if (!neg) {
+        if (v == INT64_MIN)
+            return CMN_ETOOBIG;
+        v = -v;
+    }
+    *out = v;
+    return 0;
+}
+
+int cmn_parse_u64(struct cmn_slice s, uint64_t max, uint64_t *out)
+{
+    if (s.len == 0)
+        return CMN_EPARSE;
+    uint64_t v = 0;
+    for (size_t i = 0; i < s.len; i++) {
+        if (!is_digit(s.p[i]))
+            return CMN_EPARSE;
+        uint64_t d = (uint64_t)(s.p[i] - '0');
+        if (v > (max - d) / 10)
+            return CMN_ETOOBIG;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 0;
+}
+
+int cmn_parse_bool(struct cmn_slice s, bool *out)
+{
+    static const char *const t[] = {"1", "t", "T", "TRUE", "true", "True"};
+    static const char *const f[] = {"0", "f", "F", "FALSE", "false", "False"};
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        if (cmn_slice_eq_cstr(s, t[i])) {
+            *out = true;
+            return 0;
+        }
+        if (cmn_slice_eq_cstr(s, f[i])) {
+            *out = false;
+            return 0;
+        }
+    }
+    return CMN_EPARSE;
+}
+
+void cmn_split_list(const char *s, void (*fn)(struct cmn_slice, void *),
+                    void *data)
+{
+    if (s == NULL)
+        return;
+    const char *p = s;
+    while (*p) {
+        while (*p == ' ' || *p == ',' || *p == '\t' || *p == '\n')
+            p++;
+        const char *b = p;
+        while (*p && *p != ' ' && *p != ',' && *p != '\t' && *p != '\n')
+            p++;
+        if (p > b)
+            fn(cmn_slice(b, (size_t)(p - b)), data);
+    }
+}

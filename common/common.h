@@ -1,0 +1,211 @@
+/*
+ * common.h - the leaf utilities every drainpipe component uses: errors,
+ * checked allocation, byte slices and bounded number parsing, bounded
+ * buffers, logging, clocks and environment configuration.
+ *
+ * Nothing here depends on any other drainpipe folder. Everything here may be
+ * called from any thread unless its comment says otherwise.
+ */
+#ifndef DP_COMMON_H
+#define DP_COMMON_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#define CMN_MUST_CHECK __attribute__((warn_unused_result))
+#define CMN_PRINTF(a, b) __attribute__((format(printf, a, b)))
+
+/* drainpipe's own version, and the Datadog Agent version whose behaviour and
+ * headers (DD-Agent-Version, User-Agent) it reproduces. */
+#define CMN_VERSION "0.1.0"
+#define CMN_AGENT_VERSION "7.60.0"
+
+/* ------------------------------------------------------------------------
+ * Errors (STYLE.md rule 3): 0 is success, negative is an error. libuv's
+ * UV_E* codes are used as they are; these are the project's own additions.
+ */
+#define CMN_EPARSE (-4001)   /* input does not follow the grammar */
+#define CMN_ETOOBIG (-4002)  /* input or request larger than a cap */
+#define CMN_ECAP (-4003)     /* a table or queue is full: counted drop */
+#define CMN_ESTOPPED (-4004) /* component is stopping or stopped */
+
+/* Returns a static, human-readable string for any error code above or any
+ * libuv code. Never NULL. */
+const char *cmn_strerror(int err);
+
+/* ------------------------------------------------------------------------
+ * Allocation (STYLE.md rule 10). All project memory goes through these.
+ * They check n * size for overflow, reject 0-byte and oversize (> 1 GiB)
+ * requests, and count live bytes. cmn_free(NULL) is a no-op.
+ */
+void *cmn_malloc(size_t size) CMN_MUST_CHECK;
+void *cmn_calloc(size_t n, size_t size) CMN_MUST_CHECK;
+/* Grows or shrinks p to n * size bytes; on failure p is untouched. */
+void *cmn_reallocarray(void *p, size_t n, size_t size) CMN_MUST_CHECK;
+void cmn_free(void *p);
+/* Copies len bytes and adds a NUL. */
+char *cmn_strndup(const char *s, size_t len) CMN_MUST_CHECK;
+char *cmn_strdup(const char *s) CMN_MUST_CHECK;
+void *cmn_memdup(const void *p, size_t len) CMN_MUST_CHECK;
+/* Bytes currently allocated through this module, and allocation calls. */
+size_t cmn_alloc_live_bytes(void);
+uint64_t cmn_alloc_count(void);
+/* Test hook for OOM loops: the n-th allocation from now (1 = the next one)
+ * and every one after it fail until cmn_alloc_fail_reset(). 0 disables. */
+void cmn_alloc_fail_after(uint64_t n);
+void cmn_alloc_fail_reset(void);
+
+/* ------------------------------------------------------------------------
+ * Byte slices and parsing (STYLE.md rule 7). Parsers never need a NUL and
+ * never write to their input.
+ */
+struct cmn_slice {
+    const char *p; /* borrowed; may be NULL when len == 0 */
+    size_t len;
+};
+
+#define CMN_SLICE_LIT(s) ((struct cmn_slice){(s), sizeof(s) - 1})
+static inline struct cmn_slice cmn_slice(const char *p, size_t len)
+{
+    struct cmn_slice s = {p, len};
+    return s;
+}
+struct cmn_slice cmn_slice_cstr(const char *s);
+bool cmn_slice_eq(struct cmn_slice a, struct cmn_slice b);
+bool cmn_slice_eq_cstr(struct cmn_slice a, const char *s);
+bool cmn_slice_has_prefix(struct cmn_slice a, const char *prefix);
+
+/* Parses a float64 the way Go's strconv.ParseFloat(s, 64) does: optional
+ * sign, decimal with optional fraction and exponent, hex floats, and
+ * NaN/Inf/Infinity in any case. No spaces, no trailing bytes. An overflowing
+ * value is an error (CMN_ETOOBIG); underflow gives 0 or a subnormal. Inputs
+ * longer than 64 bytes are rejected (CMN_ETOOBIG). Returns 0 or
+ * CMN_EPARSE. A fast exact path handles plain decimals. */
+int cmn_parse_f64(struct cmn_slice s, double *out) CMN_MUST_CHECK;
+/* Base-10 signed 64-bit integer with optional sign; no spaces; overflow is
+ * CMN_ETOOBIG. */
+int cmn_parse_i64(struct cmn_slice s, int64_t *out) CMN_MUST_CHECK;
+/* Base-10 unsigned integer no larger than max, no sign. */
+int cmn_parse_u64(struct cmn_slice s, uint64_t max,
+                  uint64_t *out) CMN_MUST_CHECK;
+/* Go strconv.ParseBool: 1 t T TRUE true True 0 f F FALSE false False. */
+int cmn_parse_bool(struct cmn_slice s, bool *out) CMN_MUST_CHECK;
+
+/* ------------------------------------------------------------------------
+ * Bounded growable buffer (curl dynbuf): appends past max fail with
+ * CMN_ETOOBIG and leave the buffer as it was.
+ */
+struct cmn_buf {
+    char *p;    /* owned; NULL until the first append */
+    size_t len; /* bytes used */
+    size_t cap; /* bytes allocated */
+    size_t max; /* hard cap on len */
+};
+void cmn_buf_init(struct cmn_buf *b, size_t max);
+int cmn_buf_append(struct cmn_buf *b, const void *p, size_t n) CMN_MUST_CHECK;
+int cmn_buf_printf(struct cmn_buf *b, const char *fmt, ...)
+    CMN_PRINTF(2, 3) CMN_MUST_CHECK;
+/* Makes room for n more bytes without changing len. */
+int cmn_buf_reserve(struct cmn_buf *b, size_t n) CMN_MUST_CHECK;
+/* Hands the bytes to the caller (who frees them with cmn_free) and resets
+ * the buffer to empty. */
+char *cmn_buf_steal(struct cmn_buf *b, size_t *len);
+void cmn_buf_reset(struct cmn_buf *b);
+void cmn_buf_free(struct cmn_buf *b);
+
+/* ------------------------------------------------------------------------
+ * Logging. Lines go to stderr as
+ *   2026-11-25 12:00:00.123 UTC | DRAINPIPE | INFO | (forwarder) message
+ * The level comes from DD_LOG_LEVEL (trace, debug, info, warn, error,
+ * critical, off; default info). Thread-safe: one write(2) per line.
+ */
+enum cmn_log_level {
+    CMN_LOG_TRACE,
+    CMN_LOG_DEBUG,
+    CMN_LOG_INFO,
+    CMN_LOG_WARN,
+    CMN_LOG_ERROR,
+    CMN_LOG_CRITICAL,
+    CMN_LOG_OFF
+};
+/* Parses a DD_LOG_LEVEL value (case-insensitive; "warning" = warn). */
+int cmn_log_level_parse(const char *s, enum cmn_log_level *out) CMN_MUST_CHECK;
+void cmn_log_set_level(enum cmn_log_level lvl);
+enum cmn_log_level cmn_log_get_level(void);
+/* Name printed in the second column (default "DRAINPIPE"); borrowed. */
+void cmn_log_set_logger(const char *name);
+bool cmn_log_enabled(enum cmn_log_level lvl);
+void cmn_log(enum cmn_log_level lvl, const char *comp, const char *fmt, ...)
+    CMN_PRINTF(3, 4);
+void cmn_vlog(enum cmn_log_level lvl, const char *comp, const char *fmt,
+              va_list ap);
+
+/* A rate limiter for logs fed by input: at most `burst` lines per
+ * `interval_ms`; the number suppressed is reported on the next line. */
+struct cmn_ratelimit {
+    uint64_t window_start_ns;
+    uint32_t interval_ms;
+    uint32_t burst;
+    uint32_t printed;
+    uint64_t suppressed;
+};
+#define CMN_RATELIMIT_INIT(ms, n)                                              \
+    {                                                                          \
+        0, (ms), (n), 0, 0                                                     \
+    }
+/* Logs like cmn_log when the limiter allows it. Not thread-safe per
+ * limiter: use one limiter per thread (they live on the loop thread). */
+void cmn_log_rl(struct cmn_ratelimit *rl, enum cmn_log_level lvl,
+                const char *comp, const char *fmt, ...) CMN_PRINTF(4, 5);
+
+#define CMN_LOGT(comp, ...) cmn_log(CMN_LOG_TRACE, comp, __VA_ARGS__)
+#define CMN_LOGD(comp, ...) cmn_log(CMN_LOG_DEBUG, comp, __VA_ARGS__)
+#define CMN_LOGI(comp, ...) cmn_log(CMN_LOG_INFO, comp, __VA_ARGS__)
+#define CMN_LOGW(comp, ...) cmn_log(CMN_LOG_WARN, comp, __VA_ARGS__)
+#define CMN_LOGE(comp, ...) cmn_log(CMN_LOG_ERROR, comp, __VA_ARGS__)
+
+/* ------------------------------------------------------------------------
+ * Clocks. Monotonic for intervals, wall clock only for timestamps.
+ */
+uint64_t cmn_mono_ns(void);
+uint64_t cmn_wall_ns(void);
+/* Monotonic time of the first call to cmn_process_start_set (or of the
+ * first call to this function), for "cumulative since start" figures. */
+void cmn_process_start_set(uint64_t mono_ns);
+uint64_t cmn_process_start_ns(void);
+
+/* ------------------------------------------------------------------------
+ * Environment configuration with the Agent's names. Each reader leaves
+ * *out unchanged when the variable is unset (or set to the empty string),
+ * and on a malformed value logs an error naming the variable and returns
+ * UV_EINVAL. The getenv used is replaceable for tests (NULL = getenv).
+ */
+typedef const char *(*cmn_getenv_fn)(const char *name, void *data);
+struct cmn_env {
+    cmn_getenv_fn get; /* NULL: process environment */
+    void *data;        /* passed to get */
+};
+const char *cmn_env_get(const struct cmn_env *env, const char *name);
+int cmn_env_bool(const struct cmn_env *env, const char *name,
+                 bool *out) CMN_MUST_CHECK;
+/* Integer within [min, max]. */
+int cmn_env_i64(const struct cmn_env *env, const char *name, int64_t min,
+                int64_t max, int64_t *out) CMN_MUST_CHECK;
+/* Float within [min, max]. */
+int cmn_env_f64(const struct cmn_env *env, const char *name, double min,
+                double max, double *out) CMN_MUST_CHECK;
+/* String: *out points into the environment (borrowed, valid while the
+ * environment is not modified). */
+int cmn_env_str(const struct cmn_env *env, const char *name,
+                const char **out) CMN_MUST_CHECK;
+
+/* Splits a list value the way the Agent reads list variables: on spaces
+ * and/or commas, empty items skipped. Calls fn for each item. */
+void cmn_split_list(const char *s, void (*fn)(struct cmn_slice item, void *),
+                    void *data);
+
+#endif /* DP_COMMON_H */

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The README's main job: builds serverless-init and wraps the example job
+# (examples/job.sh), which sends a few DogStatsD metrics and exits. With no
+# DD_API_KEY set, drainpipe shows on stderr what it would have sent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/install-deps.sh
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j"$(nproc 2>/dev/null || echo 2)" --target serverless-init
+exec ./build/bin/serverless-init ./examples/job.sh "$@"

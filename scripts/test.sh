@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Runs every check drainpipe has, as CI does:
+#   1. installs the Debian packages it needs (scripts/install-deps.sh)
+#   2. style gates: banned functions, clang-format
+#   3. CMake build with -Werror + the whole Criterion suite (ctest)
+#   4. the same under AddressSanitizer + UndefinedBehaviorSanitizer
+#   5. the offline Bazel build and `bazel test //...`
+# Usage: scripts/test.sh [--no-asan] [--no-bazel]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+ASAN=1
+BAZEL=1
+for a in "$@"; do
+  case "$a" in
+    --no-asan) ASAN=0 ;;
+    --no-bazel) BAZEL=0 ;;
+    *) echo "usage: $0 [--no-asan] [--no-bazel]" >&2; exit 2 ;;
+  esac
+done
+JOBS=$(nproc 2>/dev/null || echo 2)
+
+step() { printf '\n=== %s\n' "$*"; }
+
+step "dependencies"
+./scripts/install-deps.sh
+
+step "style: banned functions and clang-format"
+./scripts/check-banned.sh
+./scripts/check-format.sh
+
+failed=()
+run_suite() { # name, build dir, extra cmake args...
+  local name=$1 dir=$2
+  shift 2
+  step "build ($name)"
+  cmake -S "$ROOT" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
+  cmake --build "$dir" -j"$JOBS"
+  step "tests ($name)"
+  if ! ctest --test-dir "$dir" -j"$JOBS" --output-on-failure; then
+    failed+=("$name")
+  fi
+}
+
+run_suite release "$ROOT/build"
+if [ $ASAN -eq 1 ]; then
+  # detect_leaks: every test must free what it allocates
+  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+  export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+  run_suite "asan+ubsan" "$ROOT/build-asan" -DSANITIZE=address,undefined \
+    -DDP_BENCH=OFF
+  unset ASAN_OPTIONS UBSAN_OPTIONS
+fi
+if [ $BAZEL -eq 1 ]; then
+  step "bazel (offline)"
+  if ! bazel test //... --test_output=errors; then
+    failed+=("bazel")
+  fi
+fi
+
+if [ ${#failed[@]} -ne 0 ]; then
+  echo
+  echo "FAILED suites: ${failed[*]}"
+  exit 1
+fi
+echo
+echo "all suites passed"
