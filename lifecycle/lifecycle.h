@@ -1,0 +1,280 @@
+/*
+ * lifecycle.h - the component registry (ordered start, reverse drain-stop,
+ * checkpoints), the pipeline embedding API (forwarder or local sink ->
+ * aggregator -> dogstatsd), and the local sink used when no API key is set.
+ *
+ * See DESIGN.md "Lifecycle: the heart of the design" and spec/pipeline.md
+ * §4, §5.2, §5.6.
+ *
+ * Threading: every function here runs on the loop thread of the loop given
+ * at creation, except the config functions, which any thread may call.
+ */
+#ifndef DP_LIFECYCLE_H
+#define DP_LIFECYCLE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <uv.h>
+
+#include "aggregator.h"
+#include "common.h"
+#include "dogstatsd.h"
+#include "forwarder.h"
+
+/* ========================================================================
+ * 1. Registry
+ * ======================================================================== */
+
+#define LC_NAME_MAX 32       /* component name, including the NUL */
+#define LC_DEPS_MAX 16       /* dependencies per component */
+#define LC_COMPONENTS_MAX 64 /* components per manager */
+/* recorded checkpoints; later ones are only logged */
+#define LC_CHECKPOINTS_MAX 256
+#define LC_NO_TIMEOUT UINT64_MAX /* as a timeout or deadline: unbounded */
+#define LC_LATE_GRACE_MS 2 /* per component once the deadline has passed */
+
+/* A component reports "stopped" by calling this once, with the arg it was
+ * given, on the loop thread. It may call it from inside its stop op. */
+typedef void (*lc_stopped_fn)(void *arg);
+
+/* The operations of one component. The table is borrowed and must outlive
+ * the manager (normally a static const). */
+struct lc_ops {
+    /* Synchronous; 0 or a negative error. Called once, after every
+     * dependency started. A component whose start fails is never stopped,
+     * only destroyed. */
+    int (*start)(void *self);
+    /* Asynchronous: begins draining and closing, then calls done(arg)
+     * exactly once (possibly from inside this call). May be NULL: stopped
+     * at once. Called only after a successful start. */
+    void (*stop)(void *self, lc_stopped_fn done, void *arg);
+    /* Frees the component. Called after it reported stopped, or if it was
+     * never started (or its start failed). May be NULL. */
+    void (*destroy)(void *self);
+};
+
+struct lc_manager;
+
+/* Creates an empty manager on loop (borrowed; must outlive it). Allocates
+ * but opens no handle. Returns 0 or UV_ENOMEM. */
+int lc_create(uv_loop_t *loop, struct lc_manager **out) CMN_MUST_CHECK;
+
+/* Registers a component. name is copied (at most LC_NAME_MAX-1 bytes);
+ * deps is a NULL-terminated list of names (copied; NULL = none); ops is
+ * borrowed; self is handed to the ops. stop_timeout_ms bounds its stop
+ * (LC_NO_TIMEOUT or 0 = bounded only by the overall deadline).
+ *
+ * Validation: duplicate names give UV_EEXIST; a dependency on itself, or
+ * one that closes a cycle through components already registered, gives
+ * UV_ELOOP (cycles are therefore rejected at register time). A dependency
+ * on a name not registered yet is allowed here and checked by lc_start_all
+ * (UV_ENOENT), so components may be registered in any order. Too long a
+ * name or too many deps/components: UV_EINVAL. Must be called before
+ * lc_start_all. On error nothing is registered and the reason is logged.
+ * On success the manager owns the registration: lc_destroy calls
+ * ops->destroy(self). */
+int lc_register(struct lc_manager *m, const char *name, const char *const *deps,
+                const struct lc_ops *ops, void *self,
+                uint64_t stop_timeout_ms) CMN_MUST_CHECK;
+
+/* Starts every component in dependency order (ties broken by registration
+ * order). Checks first that every dependency exists (UV_ENOENT, nothing
+ * started). If a start fails, logs "component <name> failed to start:
+ * <reason>", begins stopping the ones already started in reverse (each
+ * bounded by its own timeout), and returns that error: the rollback runs as
+ * the loop runs; lc_stop_all's callback (or lc_destroy, which then waits)
+ * covers it. Called at most once. */
+int lc_start_all(struct lc_manager *m) CMN_MUST_CHECK;
+
+/* clean = false: some component did not report stopped in time (it was
+ * abandoned and logged), or the start had failed. */
+typedef void (*lc_done_cb)(void *arg, bool clean);
+
+/* Stops every started component in exact reverse start order, each only
+ * after the previous one reported stopped. Each step is bounded by the
+ * component's own timeout and by the overall deadline (deadline_ms from
+ * now; LC_NO_TIMEOUT = none). A component that does not report in time is
+ * abandoned (logged) and the next one is stopped anyway; once the deadline
+ * has passed the remaining components are still asked to stop, but each is
+ * abandoned unless it reports within LC_LATE_GRACE_MS (enough for its
+ * uv_close callbacks to run). cb is always called exactly once, on a
+ * later loop iteration, never from inside this call. Calling it again, or
+ * during a rollback, only updates cb (the earlier one is not called) and
+ * tightens the deadline. */
+void lc_stop_all(struct lc_manager *m, uint64_t deadline_ms, lc_done_cb cb,
+                 void *arg);
+
+/* Time left for the component being stopped now: min(its own timeout,
+ * overall deadline) minus the time it has used, in ms; LC_NO_TIMEOUT when
+ * unbounded; 0 when not stopping. Components whose stop takes a deadline
+ * (fwd_stop) read it from their stop op. */
+uint64_t lc_stop_remaining_ms(const struct lc_manager *m);
+
+/* Destroys components in reverse dependency order (reverse registration
+ * order when the dependencies do not resolve), then the manager.
+ * If a stop sequence is still running (e.g. a rollback), or a component
+ * abandoned during stop has not reported yet, the whole destruction is
+ * deferred: it runs on a later loop iteration once the sequence ended and
+ * every abandoned component reported, so nothing is freed under live
+ * handles or under a component that may still call its dependencies
+ * (STYLE rules 5, 6). Keep running the loop after this call; the stop
+ * callback is not called any more. A component that never reports is
+ * leaked (logged), never freed. NULL is a no-op. */
+void lc_destroy(struct lc_manager *m);
+
+/* One start or stop step. phase is a static string: "start",
+ * "start-failed", "stop", "abandon" (stop timed out), "late-stop" (reported
+ * after being abandoned). */
+struct lc_checkpoint {
+    const char *phase;      /* static */
+    char name[LC_NAME_MAX]; /* component */
+    uint64_t took_us;       /* the step's own cost, microseconds */
+    uint64_t cumulative_us; /* end of the step since cmn_process_start_ns */
+};
+
+/* The checkpoints recorded so far, in order (also logged at debug level as
+ * "checkpoint <phase> <name>: took X.XXX ms, cumulative Y.YYY ms").
+ * *out is valid until the next registry call. Returns the count. */
+size_t lc_checkpoints(const struct lc_manager *m,
+                      const struct lc_checkpoint **out);
+
+/* True while the named component is started and not yet stopped (for
+ * tests and diagnostics). */
+bool lc_is_running(const struct lc_manager *m, const char *name);
+
+/* ========================================================================
+ * 2. Local sink: a fwd_submit_fn target that decodes payloads (zstd,
+ * deflate or identity; protobuf MetricPayload / SketchPayload, v1 JSON
+ * series, events and service-check JSON) and writes one JSON line per
+ * series point / sketch point / event / check to a file, or collects a
+ * summary table printed to stderr (or to a given stream) when it stops.
+ * ======================================================================== */
+
+struct lc_local_stats {
+    uint64_t payloads;      /* payloads received */
+    uint64_t series_points; /* series points written / collected */
+    uint64_t sketch_points; /* dogsketches */
+    uint64_t events;
+    uint64_t service_checks;
+    uint64_t decode_errors;   /* payloads that could not be decoded */
+    uint64_t write_errors;    /* lines not written, rows not kept */
+    uint64_t dropped_stopped; /* payloads received after stop */
+    uint64_t dropped_cap;     /* summary rows over the cap (not shown) */
+};
+
+struct lc_local;
+
+/* Creates a local sink. path (copied; NULL = summary on stderr) is opened
+ * for appending, close-on-exec, at lc_local_start. Returns 0 or UV_ENOMEM.
+ * Writes are synchronous on the loop thread: this sink is a developer aid,
+ * not a production path. */
+int lc_local_create(uv_loop_t *loop, const char *path,
+                    struct lc_local **out) CMN_MUST_CHECK;
+/* Opens the file (or nothing). 0 or the open error (logged with the
+ * path). */
+int lc_local_start(struct lc_local *l) CMN_MUST_CHECK;
+/* fwd_submit_fn: data is the struct lc_local; takes ownership of p. */
+void lc_local_submit(void *data, struct fwd_payload *p);
+/* Writes out: closes the file, or prints the summary table to the summary
+ * stream; then calls cb(data) (from inside this call). Later payloads are
+ * counted as dropped_stopped. */
+void lc_local_stop(struct lc_local *l, lc_stopped_fn cb, void *data);
+void lc_local_destroy(struct lc_local *l);
+void lc_local_get_stats(const struct lc_local *l, struct lc_local_stats *out);
+/* Where the table goes (borrowed; default stderr). For tests. */
+void lc_local_set_summary_stream(struct lc_local *l, FILE *f);
+
+/* ========================================================================
+ * 3. Pipeline: the embedding API
+ * ======================================================================== */
+
+enum lc_sink_mode {
+    LC_SINK_AUTO,      /* forwarder if an API key is set, else local */
+    LC_SINK_FORWARDER, /* forwarder; UV_EINVAL at create with no API key */
+    LC_SINK_LOCAL      /* local sink even when a key is set */
+};
+
+struct lc_pipeline_config {
+    struct fwd_config fwd;
+    struct agg_config agg;
+    struct dsd_config dsd;
+    enum lc_sink_mode sink;              /* AUTO */
+    char *local_file;                    /* owned or NULL: JSON lines file for
+                                            the local sink
+                                            (DRAINPIPE_LOCAL_FILE); NULL =
+                                            summary table on stderr */
+    uint64_t aggregator_stop_timeout_ms; /* aggregator_stop_timeout 2 s
+                                            (DD_AGGREGATOR_STOP_TIMEOUT, s) */
+    uint64_t dogstatsd_stop_timeout_ms;  /* drain of the listeners, 1 s */
+    enum cmn_log_level log_level;        /* DD_LOG_LEVEL, info; applied by
+                                            lc_pipeline_config_from_env */
+};
+
+/* Fills the Agent's defaults (fwd_/agg_/dsd_config_defaults, sink AUTO,
+ * no local file, aggregator stop timeout 2000 ms, dogstatsd 1000 ms). The
+ * component defaults may allocate (the aggregator's hostname): always
+ * release with lc_pipeline_config_free. */
+void lc_pipeline_config_defaults(struct lc_pipeline_config *c);
+/* Applies DD_LOG_LEVEL first (also applied with cmn_log_set_level), then
+ * fwd_/agg_/dsd_config_from_env, DD_AGGREGATOR_STOP_TIMEOUT (seconds,
+ * 0-3600), DRAINPIPE_SINK (auto, forwarder or local) and
+ * DRAINPIPE_LOCAL_FILE. Returns 0 or UV_EINVAL after logging the variable
+ * at fault (c may then hold some applied values; free it as usual). */
+int lc_pipeline_config_from_env(struct lc_pipeline_config *c,
+                                const struct cmn_env *env) CMN_MUST_CHECK;
+/* Frees every owned field (and resets them). */
+void lc_pipeline_config_free(struct lc_pipeline_config *c);
+
+struct lc_pipeline;
+
+/* Creates the components (forwarder or local sink, aggregator, dogstatsd
+ * server) and registers them as "forwarder" (or "local-sink"),
+ * "aggregator" and "dogstatsd". c is borrowed for this call only. Opens no
+ * socket yet. Returns 0, UV_EINVAL (LC_SINK_FORWARDER with no API key) or
+ * a component's create error. */
+int lc_pipeline_create(uv_loop_t *loop, const struct lc_pipeline_config *c,
+                       struct lc_pipeline **out) CMN_MUST_CHECK;
+/* The pipeline's registry: register more components (e.g. one depending on
+ * "dogstatsd") before lc_pipeline_start; they are stopped before it (the
+ * reverse order) by lc_pipeline_stop and destroyed by
+ * lc_pipeline_destroy. Borrowed. */
+struct lc_manager *lc_pipeline_manager(struct lc_pipeline *p);
+/* Starts forwarder (or local sink) -> aggregator -> dogstatsd. When it
+ * returns 0 the listeners are bound. On error (logged, naming the
+ * component) the started ones are being stopped: call lc_pipeline_stop
+ * (its cb fires once that rollback ends) or lc_pipeline_destroy. */
+int lc_pipeline_start(struct lc_pipeline *p) CMN_MUST_CHECK;
+/* The aggregator, to inject enhanced metrics (borrowed). */
+struct agg *lc_pipeline_agg(struct lc_pipeline *p);
+/* The bound UDP port, 0 if UDP is off or not started. */
+int lc_pipeline_udp_port(const struct lc_pipeline *p);
+/* true when the pipeline sends to the local sink, not the forwarder. */
+bool lc_pipeline_is_local(const struct lc_pipeline *p);
+/* Reverse drain under one budget (LC_NO_TIMEOUT = none): dogstatsd (reads
+ * what is queued in the kernel) -> aggregator (final flush, incl. the open
+ * bucket when configured) -> forwarder (deadline = what is left of the
+ * budget) or local sink. At the end, if anything was not delivered, writes
+ * one line to stderr with the counts. cb is called once, on a later loop
+ * iteration; clean = false if a component was abandoned. */
+void lc_pipeline_stop(struct lc_pipeline *p, uint64_t budget_ms, lc_done_cb cb,
+                      void *arg);
+/* Frees the pipeline now and its components through lc_destroy: at once,
+ * or, if a component was abandoned and has not reported yet (or a rollback
+ * is still running), on a later loop iteration, so run the loop once more
+ * before uv_loop_close. Call after the stop callback, or if never started.
+ * NULL is a no-op. */
+void lc_pipeline_destroy(struct lc_pipeline *p);
+
+struct lc_pipeline_stats {
+    struct dsd_stats dsd;
+    struct agg_stats agg;
+    struct fwd_stats fwd;        /* zero with the local sink */
+    struct lc_local_stats local; /* zero with the forwarder */
+};
+void lc_pipeline_get_stats(const struct lc_pipeline *p,
+                           struct lc_pipeline_stats *out);
+
+#endif /* DP_LIFECYCLE_H */
