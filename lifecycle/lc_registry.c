@@ -237,8 +237,7 @@ static int sort_components(struct lc_manager *m, size_t *order, bool quiet)
             for (size_t d = 0; d < m->comps[i]->ndeps && ready; d++) {
                 size_t j = 0;
                 /* every dependency was found above */
-                ready = find(m, m->comps[i]->deps[d], &j) != NULL &&
-                        placed[j];
+                ready = find(m, m->comps[i]->deps[d], &j) != NULL && placed[j];
             }
             if (ready)
                 pick = i;
