@@ -1,0 +1,475 @@
+/*
+ * dsd_server.c - the DogStatsD server object: packet splitting
+ * (spec/pipeline.md §1.2), dispatch of each line to its parser, the
+ * enrichment of §1.5 (metric namespace, blocklist), error accounting
+ * (§1.9), and the create/start/stop/destroy lifecycle that ties the
+ * listeners of dsd_dgram.c and dsd_stream.c together.
+ *
+ * Invariants: nothing here allocates per packet or per line (the value
+ * array, the event scratch and the namespaced-name buffer are fixed at
+ * create time); a bad line is counted, logged (rate-limited) and skipped,
+ * never spoiling the other lines of its packet; memory is freed only after
+ * the last close callback (s->nlive == 0).
+ */
+#include "dsd_int.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+/* The Agent's StandardStatsdPrefixes: names starting with these are never
+ * namespaced. */
+static const char *const std_prefixes[] = {
+    "datadog.agent.",
+    "datadog.dogstatsd.",
+    "datadog.process.",
+    "datadog.trace_agent.",
+    "datadog.tracer.",
+    "activemq.",
+    "activemq_58.",
+    "airflow.",
+    "cassandra.",
+    "confluent.",
+    "hazelcast.",
+    "hive.",
+    "ignite.",
+    "jboss.",
+    "jvm.",
+    "kafka.",
+    "presto.",
+    "sidekiq.",
+    "solr.",
+    "tomcat.",
+    "runtime.",
+};
+#define NSTD_PREFIXES (sizeof(std_prefixes) / sizeof(std_prefixes[0]))
+
+static int slice_cmp(const void *a, const void *b)
+{
+    const struct cmn_slice *x = a, *y = b;
+    size_t n = x->len < y->len ? x->len : y->len;
+    int c = n ? memcmp(x->p, y->p, n) : 0;
+    if (c != 0)
+        return c;
+    return (x->len > y->len) - (x->len < y->len);
+}
+
+/* Builds the namespace, blacklist and blocklist views of s->cfg. */
+static int setup_enrichment(struct dsd *s)
+{
+    struct dsd_config *c = &s->cfg;
+    if (c->metric_namespace != NULL && c->metric_namespace[0] != '\0') {
+        size_t n = strlen(c->metric_namespace);
+        if (c->metric_namespace[n - 1] != '.') {
+            char *ns = cmn_malloc(n + 2);
+            if (ns == NULL)
+                return UV_ENOMEM;
+            memcpy(ns, c->metric_namespace, n);
+            ns[n] = '.';
+            ns[n + 1] = '\0';
+            cmn_free(c->metric_namespace);
+            c->metric_namespace = ns;
+            n++;
+        }
+        if (n >= DSD_NAME_MAX) {
+            CMN_LOGE(DSD_COMP, "statsd_metric_namespace is over %d bytes",
+                     DSD_NAME_MAX - 1);
+            return UV_EINVAL;
+        }
+        s->ns_len = n;
+        memcpy(s->name_buf, c->metric_namespace, n);
+    }
+    size_t nbl =
+        c->namespace_blacklist ? c->nnamespace_blacklist : NSTD_PREFIXES;
+    if (nbl > 0) {
+        s->ns_blacklist = cmn_calloc(nbl, sizeof(*s->ns_blacklist));
+        if (s->ns_blacklist == NULL)
+            return UV_ENOMEM;
+        for (size_t i = 0; i < nbl; i++)
+            s->ns_blacklist[i] = cmn_slice_cstr(c->namespace_blacklist
+                                                    ? c->namespace_blacklist[i]
+                                                    : std_prefixes[i]);
+        s->nns_blacklist = nbl;
+    }
+    if (c->nmetric_blocklist > 0) {
+        s->blocklist = cmn_calloc(c->nmetric_blocklist, sizeof(*s->blocklist));
+        if (s->blocklist == NULL)
+            return UV_ENOMEM;
+        for (size_t i = 0; i < c->nmetric_blocklist; i++)
+            s->blocklist[i] = cmn_slice_cstr(c->metric_blocklist[i]);
+        s->nblocklist = c->nmetric_blocklist;
+        qsort(s->blocklist, s->nblocklist, sizeof(*s->blocklist), slice_cmp);
+    }
+    return 0;
+}
+
+static int alloc_buffers(struct dsd *s)
+{
+    size_t bs = s->cfg.buffer_size;
+    s->vals = cmn_calloc(s->cfg.max_values_per_line, sizeof(double));
+    s->ev_scratch = cmn_malloc(bs);
+    size_t n = DSD_MMSG_BYTES / bs;
+    s->mmsg_n = n < 1 ? 1 : n > DSD_MMSG_MAX ? DSD_MMSG_MAX : n;
+    s->rbuf = cmn_calloc(s->mmsg_n, bs);
+    s->msgs = cmn_calloc(s->mmsg_n, sizeof(*s->msgs));
+    s->iovs = cmn_calloc(s->mmsg_n, sizeof(*s->iovs));
+    if (!s->vals || !s->ev_scratch || !s->rbuf || !s->msgs || !s->iovs)
+        return UV_ENOMEM;
+    for (size_t i = 0; i < s->mmsg_n; i++) {
+        s->iovs[i].iov_base = s->rbuf + i * bs;
+        s->iovs[i].iov_len = bs;
+        s->msgs[i].msg_hdr.msg_iov = &s->iovs[i];
+        s->msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    return 0;
+}
+
+static void free_server(struct dsd *s)
+{
+    dsd_config_free(&s->cfg);
+    cmn_free(s->ns_blacklist);
+    cmn_free(s->blocklist);
+    cmn_free(s->vals);
+    cmn_free(s->ev_scratch);
+    cmn_free(s->rbuf);
+    cmn_free(s->msgs);
+    cmn_free(s->iovs);
+    cmn_free(s);
+}
+
+int dsd_create(uv_loop_t *loop, const struct dsd_config *cfg,
+               const struct dsd_sink *sink, struct dsd **out)
+{
+    if (cfg->buffer_size == 0 || cfg->max_values_per_line == 0) {
+        CMN_LOGE(DSD_COMP, "buffer_size and max_values_per_line must be > 0");
+        return UV_EINVAL;
+    }
+    struct dsd *s = cmn_calloc(1, sizeof(*s));
+    if (s == NULL)
+        return UV_ENOMEM;
+    int rc = dsd__config_copy(&s->cfg, cfg);
+    if (rc != 0)
+        goto out_free;
+    s->loop = loop;
+    s->sink = *sink;
+    s->parse = cfg->parse;
+    s->udp =
+        (struct dsd__dgram){s, {0}, -1, cfg->eol_required_udp, false, "udp"};
+    s->uds =
+        (struct dsd__dgram){s, {0}, -1, cfg->eol_required_uds, false, "uds"};
+    s->rl_line = (struct cmn_ratelimit)CMN_RATELIMIT_INIT(1000, 10);
+    s->rl_io = (struct cmn_ratelimit)CMN_RATELIMIT_INIT(1000, 10);
+    if ((rc = setup_enrichment(s)) != 0 || (rc = alloc_buffers(s)) != 0)
+        goto out_free;
+    *out = s;
+    return 0;
+out_free:
+    free_server(s);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * Packet processing (the hot path)
+ */
+
+static void log_bad_line(struct dsd *s, enum dsd_err e, const char *line,
+                         size_t len)
+{
+    s->stats.parse_errors[e]++;
+    if (!cmn_log_enabled(CMN_LOG_ERROR))
+        return;
+    int n = len > DSD_LOG_LINE_MAX ? DSD_LOG_LINE_MAX : (int)len;
+    cmn_log_rl(&s->rl_line, CMN_LOG_ERROR, DSD_COMP, "%s: \"%.*s\"%s",
+               dsd_err_str(e), n, line, len > DSD_LOG_LINE_MAX ? "..." : "");
+}
+
+static bool ns_blacklisted(const struct dsd *s, struct cmn_slice name)
+{
+    for (size_t i = 0; i < s->nns_blacklist; i++) {
+        const struct cmn_slice *b = &s->ns_blacklist[i];
+        if (name.len >= b->len && memcmp(name.p, b->p, b->len) == 0)
+            return true;
+    }
+    return false;
+}
+
+static bool blocked(const struct dsd *s, struct cmn_slice name)
+{
+    if (!s->cfg.blocklist_match_prefix)
+        return bsearch(&name, s->blocklist, s->nblocklist,
+                       sizeof(*s->blocklist), slice_cmp) != NULL;
+    for (size_t i = 0; i < s->nblocklist; i++) {
+        const struct cmn_slice *b = &s->blocklist[i];
+        if (name.len >= b->len && memcmp(name.p, b->p, b->len) == 0)
+            return true;
+    }
+    return false;
+}
+
+static void process_metric(struct dsd *s, const char *line, size_t len)
+{
+    struct dsd_metric dm;
+    enum dsd_err e = dsd_parse_metric(line, len, &s->parse, &dm, s->vals,
+                                      s->cfg.max_values_per_line);
+    if (e != DSD_OK) {
+        log_bad_line(s, e, line, len);
+        return;
+    }
+    if (s->ns_len != 0 && !ns_blacklisted(s, dm.m.name)) {
+        if (dm.m.name.len > DSD_NAME_MAX - s->ns_len) {
+            log_bad_line(s, DSD_ERR_NAME_TOO_LONG, line, len);
+            return;
+        }
+        memcpy(s->name_buf + s->ns_len, dm.m.name.p, dm.m.name.len);
+        dm.m.name = cmn_slice(s->name_buf, s->ns_len + dm.m.name.len);
+    }
+    s->stats.metric_lines++;
+    s->stats.metric_samples += dm.m.type == AGG_SET ? 1 : dm.m.nvalues;
+    if (s->nblocklist != 0 && blocked(s, dm.m.name)) {
+        s->stats.blocked++;
+        return;
+    }
+    if (s->sink.metric(s->sink.data, &dm.m) != 0)
+        s->stats.agg_rejected++;
+}
+
+static void process_event(struct dsd *s, const char *line, size_t len)
+{
+    struct agg_event ev;
+    enum dsd_err e =
+        dsd_parse_event(line, len, &ev, s->ev_scratch, s->cfg.buffer_size);
+    if (e != DSD_OK) {
+        log_bad_line(s, e, line, len);
+        return;
+    }
+    s->stats.event_lines++;
+    if (s->sink.event(s->sink.data, &ev) != 0)
+        s->stats.agg_rejected++;
+}
+
+static void process_service_check(struct dsd *s, const char *line, size_t len)
+{
+    struct agg_service_check sc;
+    enum dsd_err e = dsd_parse_service_check(line, len, &sc);
+    if (e != DSD_OK) {
+        log_bad_line(s, e, line, len);
+        return;
+    }
+    s->stats.service_check_lines++;
+    if (s->sink.service_check(s->sink.data, &sc) != 0)
+        s->stats.agg_rejected++;
+}
+
+static inline void process_line(struct dsd *s, const char *line, size_t len)
+{
+    if (len > 0 && line[len - 1] == '\r')
+        len--;
+    if (len == 0)
+        return;
+    switch (dsd_msg_type(line, len)) {
+    case DSD_MSG_METRIC:
+        process_metric(s, line, len);
+        break;
+    case DSD_MSG_EVENT:
+        process_event(s, line, len);
+        break;
+    case DSD_MSG_SERVICE_CHECK:
+        process_service_check(s, line, len);
+        break;
+    }
+}
+
+/*
+ * A packet is lines separated by '\n':
+ *
+ *     a:1|c\nb:2|g\r\n\nc:3|c
+ *     ^     ^      ^ ^ ^
+ *     |     |      | | last line, unterminated: processed unless
+ *     |     |      | |   eol_required, then dropped and counted
+ *     |     |      | empty line: skipped
+ *     |     |      one trailing '\r' dropped
+ *     lines
+ */
+void dsd_process_packet(struct dsd *s, const char *buf, size_t len,
+                        bool eol_required)
+{
+    const char *p = buf, *end = buf + len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (nl == NULL) {
+            if (eol_required) {
+                s->stats.unterminated++;
+                cmn_log_rl(&s->rl_line, CMN_LOG_DEBUG, DSD_COMP,
+                           "dropping unterminated line (eol required)");
+                return;
+            }
+            process_line(s, p, (size_t)(end - p));
+            return;
+        }
+        process_line(s, p, (size_t)(nl - p));
+        p = nl + 1;
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * Lifecycle
+ */
+
+int dsd__prepare_unix_path(const char *path, const char *var)
+{
+    struct sockaddr_un sun;
+    if (strlen(path) >= sizeof(sun.sun_path)) {
+        CMN_LOGE(DSD_COMP, "%s: path \"%s\" is longer than %zu bytes", var,
+                 path, sizeof(sun.sun_path) - 1);
+        return UV_ENAMETOOLONG;
+    }
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        return 0; /* nothing there (or unreadable: bind will say) */
+    if (!S_ISSOCK(st.st_mode)) {
+        CMN_LOGE(DSD_COMP,
+                 "%s: cannot reuse \"%s\": it exists and is not a socket", var,
+                 path);
+        return UV_EEXIST;
+    }
+    if (unlink(path) != 0) {
+        int err = -errno;
+        CMN_LOGE(DSD_COMP, "%s: cannot remove stale socket \"%s\": %s", var,
+                 path, uv_strerror(err));
+        return err;
+    }
+    CMN_LOGD(DSD_COMP, "removed stale socket file %s", path);
+    return 0;
+}
+
+static void unlink_files(struct dsd *s)
+{
+    if (s->uds_created && unlink(s->cfg.socket_path) != 0)
+        CMN_LOGW(DSD_COMP, "unlink %s: %s", s->cfg.socket_path,
+                 uv_strerror(-errno));
+    if (s->stream_created && unlink(s->cfg.stream_socket_path) != 0)
+        CMN_LOGW(DSD_COMP, "unlink %s: %s", s->cfg.stream_socket_path,
+                 uv_strerror(-errno));
+    s->uds_created = s->stream_created = false;
+}
+
+int dsd_start(struct dsd *s)
+{
+    bool want_udp = s->cfg.port != 0;
+    bool want_uds = s->cfg.socket_path && s->cfg.socket_path[0];
+    bool want_stream =
+        s->cfg.stream_socket_path && s->cfg.stream_socket_path[0];
+    int stream_fd = -1;
+    int rc;
+    if (s->started || s->stopping)
+        return UV_EALREADY;
+    if (!want_udp && !want_uds && !want_stream) {
+        CMN_LOGE(DSD_COMP, "listening on neither udp nor socket");
+        return UV_EINVAL;
+    }
+    /* Open and bind every socket first: nothing here needs the loop, so a
+     * failure leaves no handle to close. */
+    if (want_udp && (rc = dsd__udp_open(s)) != 0)
+        goto out_close;
+    if (want_uds && (rc = dsd__uds_open(s)) != 0)
+        goto out_close;
+    if (want_stream && (rc = dsd__stream_open(s, &stream_fd)) != 0)
+        goto out_close;
+    s->started = true;
+    if (want_udp && (rc = dsd__dgram_start(&s->udp)) != 0)
+        goto out_started;
+    if (want_uds && (rc = dsd__dgram_start(&s->uds)) != 0)
+        goto out_started;
+    if (want_stream) {
+        rc = dsd__stream_start(s, stream_fd);
+        stream_fd = -1; /* owned by the pipe handle (or closed) now */
+        if (rc != 0)
+            goto out_started;
+    }
+    return 0;
+out_started:
+    /* A loop handle failed to start (libuv refused a fresh fd): close what
+     * started; dsd_stop/dsd_destroy handle the rest. */
+    CMN_LOGE(DSD_COMP, "starting listeners: %s", uv_strerror(rc));
+out_close:
+    if (stream_fd >= 0)
+        close(stream_fd);
+    if (!s->udp.live)
+        dsd__dgram_close_fd(&s->udp);
+    if (!s->uds.live)
+        dsd__dgram_close_fd(&s->uds);
+    if (s->nlive == 0) {
+        unlink_files(s);
+        s->started = false;
+    }
+    return rc;
+}
+
+int dsd_udp_port(const struct dsd *s)
+{
+    return s->udp.fd >= 0 || s->udp.live ? s->udp_port : 0;
+}
+
+void dsd__handle_closed(struct dsd *s)
+{
+    if (--s->nlive == 0 && s->stopping && s->stop_cb != NULL) {
+        dsd_stopped_cb cb = s->stop_cb;
+        s->stop_cb = NULL;
+        cb(s->stop_data);
+    }
+}
+
+static void idle_closed(uv_handle_t *h)
+{
+    dsd__handle_closed(h->data);
+}
+
+void dsd_stop(struct dsd *s, dsd_stopped_cb cb, void *data)
+{
+    if (s->stopping) {
+        CMN_LOGW(DSD_COMP, "dsd_stop called twice: ignored");
+        return;
+    }
+    s->stopping = true;
+    s->stop_cb = cb;
+    s->stop_data = data;
+    /* Counted first so that no close callback can see nlive reach 0. */
+    s->nlive++;
+    dsd__dgram_stop(&s->udp);
+    dsd__dgram_stop(&s->uds);
+    dsd__stream_stop(s);
+    unlink_files(s);
+    CMN_LOGD(DSD_COMP,
+             "stopped: %llu packets, %llu metric lines, %llu truncated",
+             (unsigned long long)s->stats.packets,
+             (unsigned long long)s->stats.metric_lines,
+             (unsigned long long)s->stats.packets_truncated);
+    uv_idle_init(s->loop, &s->stop_idle);
+    s->stop_idle.data = s;
+    uv_close((uv_handle_t *)&s->stop_idle, idle_closed);
+}
+
+void dsd_destroy(struct dsd *s)
+{
+    if (s == NULL)
+        return;
+    if (s->nlive != 0) {
+        CMN_LOGE(DSD_COMP,
+                 "dsd_destroy with %u handles open: leaking the "
+                 "server (call dsd_stop and wait for its callback)",
+                 s->nlive);
+        return;
+    }
+    dsd__dgram_close_fd(&s->udp);
+    dsd__dgram_close_fd(&s->uds);
+    unlink_files(s);
+    free_server(s);
+}
+
+void dsd_get_stats(const struct dsd *s, struct dsd_stats *out)
+{
+    *out = s->stats;
+}

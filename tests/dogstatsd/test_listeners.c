@@ -1,0 +1,648 @@
+/*
+ * test_listeners.c - the server's listeners on real loopback sockets: UDP
+ * on an ephemeral port of 127.0.0.1, Unix datagram and Unix stream sockets
+ * in a private temp directory. A recording sink turns every item into a
+ * text row (dsd_rec.h) so each test asserts exactly what arrived.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "dogstatsd.h"
+#include "dogstatsd/dsd_rec.h"
+
+static struct rec rec;
+static uv_loop_t loop;
+static char dir[64];
+static char dgram_path[100], stream_path[100];
+static int stopped;
+static size_t rows_at_stop;
+
+static void setup(void)
+{
+    cr_assert_eq(uv_loop_init(&loop), 0);
+    snprintf(dir, sizeof(dir), "/tmp/dsdtest.XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(dgram_path, sizeof(dgram_path), "%s/dsd.sock", dir);
+    snprintf(stream_path, sizeof(stream_path), "%s/dsd-stream.sock", dir);
+    memset(&rec, 0, sizeof(rec));
+    stopped = 0;
+}
+
+static void teardown(void)
+{
+    unlink(dgram_path);
+    unlink(stream_path);
+    rmdir(dir);
+}
+
+TestSuite(listeners, .init = setup, .fini = teardown);
+
+static void tick(uv_timer_t *t)
+{
+    (void)t;
+}
+
+/* Runs the loop until *counter >= want, or about 10 s (a hang guard, not a
+ * speed assertion). */
+static void run_until(const size_t *counter, size_t want)
+{
+    uv_timer_t t;
+    uv_timer_init(&loop, &t);
+    uv_timer_start(&t, tick, 5, 5);
+    for (int i = 0; i < 2000 && *counter < want; i++)
+        uv_run(&loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(&loop, UV_RUN_NOWAIT);
+}
+
+/* Runs n loop iterations (each at most ~2 ms) for effects that have no
+ * counter, like a close reaching the peer. */
+static void run_rounds(int n)
+{
+    uv_timer_t t;
+    uv_timer_init(&loop, &t);
+    uv_timer_start(&t, tick, 2, 2);
+    for (int i = 0; i < n; i++)
+        uv_run(&loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(&loop, UV_RUN_NOWAIT);
+}
+
+static void on_stopped(void *data)
+{
+    stopped++;
+    rows_at_stop = rec.total;
+    cr_expect_eq(data, &rec);
+}
+
+/* Stops the server, runs the loop until the stop callback, frees it, and
+ * checks the loop has nothing left. */
+static void stop_and_close(struct dsd *s)
+{
+    dsd_stop(s, on_stopped, &rec);
+    cr_expect_eq(stopped, 0, "stop callback must be asynchronous");
+    uv_run(&loop, UV_RUN_DEFAULT);
+    cr_expect_eq(stopped, 1);
+    dsd_destroy(s);
+    cr_expect_eq(uv_loop_close(&loop), 0);
+}
+
+static struct dsd *start(struct dsd_config *cfg)
+{
+    struct dsd_sink sink = rec_sink(&rec);
+    struct dsd *s = NULL;
+    cr_assert_eq(dsd_create(&loop, cfg, &sink, &s), 0);
+    int rc = dsd_start(s);
+    cr_assert_eq(rc, 0, "dsd_start: %s", uv_strerror(rc));
+    return s;
+}
+
+static int udp_sender(void)
+{
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(fd, 0);
+    return fd;
+}
+
+static void udp_send(int fd, int port, const char *p, size_t len)
+{
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(sendto(fd, p, len, 0, (struct sockaddr *)&a, sizeof(a)),
+                 (ssize_t)len, "sendto: %s", strerror(errno));
+}
+
+static void unix_addr(struct sockaddr_un *a, const char *path)
+{
+    memset(a, 0, sizeof(*a));
+    a->sun_family = AF_UNIX;
+    snprintf(a->sun_path, sizeof(a->sun_path), "%s", path);
+}
+
+static int uds_sender(void)
+{
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(fd, 0);
+    return fd;
+}
+
+static void uds_send(int fd, const char *p, size_t len)
+{
+    struct sockaddr_un a;
+    unix_addr(&a, dgram_path);
+    cr_assert_eq(sendto(fd, p, len, 0, (struct sockaddr *)&a, sizeof(a)),
+                 (ssize_t)len, "sendto: %s", strerror(errno));
+}
+
+static int stream_connect(void)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(fd, 0);
+    struct sockaddr_un a;
+    unix_addr(&a, stream_path);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0,
+                 "connect: %s", strerror(errno));
+    return fd;
+}
+
+/* Appends one frame (LE length + payload) to buf at *n. */
+static void frame(char *buf, size_t *n, const char *payload, uint32_t len)
+{
+    unsigned char h[4] = {(unsigned char)len, (unsigned char)(len >> 8),
+                          (unsigned char)(len >> 16),
+                          (unsigned char)(len >> 24)};
+    memcpy(buf + *n, h, 4);
+    memcpy(buf + *n + 4, payload, len);
+    *n += 4 + len;
+}
+
+static void write_all(int fd, const char *p, size_t len)
+{
+    cr_assert_eq(write(fd, p, len), (ssize_t)len, "write: %s", strerror(errno));
+}
+
+static struct dsd_stats stats(struct dsd *s)
+{
+    struct dsd_stats st;
+    dsd_get_stats(s, &st);
+    return st;
+}
+
+Test(listeners, udp_ephemeral_port)
+{
+    struct dsd_config cfg;
+    dsd_config_defaults(&cfg);
+    cfg.port = -1;
+    cfg.so_rcvbuf = 1 << 20;
+    struct dsd *s = start(&cfg);
+    int port = dsd_udp_port(s);
+    cr_assert_gt(port, 0);
+    cr_assert_neq(port, 8125);
+    int fd = udp_sender();
+    udp_send(fd, port, "a:1|c", 5);
+    const char two[] = "b:2.5|g|#t:1,u\nc:3:4|h|@0.5";
+    udp_send(fd, port, two, sizeof(two) - 1);
+    udp_send(fd, port, "_sc|up|1|m:hi", 13);
+    udp_send(fd, port, "", 0);
+    run_until(&rec.total, 4);
+    cr_assert_eq(rec.n, 4);
+    cr_expect_str_eq(rec.rows[0], "c a 1 # @1 T0");
+    cr_expect_str_eq(rec.rows[1], "g b 2.5 #t:1,u @1 T0");
+    cr_expect_str_eq(rec.rows[2], "h c 3,4 # @0.5 T0");
+    cr_expect_str_eq(rec.rows[3], "sc up 1 # T0 h mhi");
+    run_rounds(3); /* the empty datagram */
+    struct dsd_stats st = stats(s);
+    cr_expect_eq(st.packets, 4);
+    cr_expect_eq(st.metric_samples, 4);
+    cr_expect_eq(st.service_check_lines, 1);
+    cr_expect_eq(st.bytes, 5 + sizeof(two) - 1 + 13);
+    close(fd);
+    stop_and_close(s);
+    dsd_config_free(&cfg);
+}
+
+Test(listeners, udp_truncated_datagram_dropped)
+{
+    struct dsd_config cfg;
+    dsd_config_defaults(&cfg);
+    cfg.port = -1;
+    cfg.buffer_size = 64;
+    struct dsd *s = start(&cfg);
+    int port = dsd_udp_port(s);
+    int fd = udp_sender();
+    char big[100];
+    memset(big, 'x', sizeof(big));
+    memcpy(big, "big:1|c\n", 8); /* a valid first line: still dropped */
+    char exact[64];
+    memset(exact, 'y', sizeof(exact));
+    memcpy(exact, "exact:1|c|#", 11); /* exactly buffer_size: kept */
+    udp_send(fd, port, "before:1|c", 10);
+    udp_send(fd, port, big, sizeof(big));
+    udp_send(fd, port, exact, sizeof(exact));
+    udp_send(fd, port, "after:1|c", 9);
+    run_until(&rec.total, 3);
+    cr_assert_eq(rec.n, 3);
+    cr_expect_str_eq(rec.rows[0], "c before 1 # @1 T0");
+    cr_expect_eq(strncmp(rec.rows[1], "c exact 1 #yyy", 14), 0, "%s",
+                 rec.rows[1]);
+    cr_expect_str_eq(rec.rows[2], "c after 1 # @1 T0");
+    struct dsd_stats st = stats(s);
+    cr_expect_eq(st.packets_truncated, 1);
+    cr_expect_eq(st.packets, 4);
+    close(fd);
+    stop_and_close(s);
+    dsd_config_free(&cfg);
+}
+
+Test(listeners, udp_eol_required)
+{
+    struct dsd_config cfg;
+    dsd_config_defaults(&cfg);
+    cfg.port = -1;
+    cfg.eol_required_udp = true;
+    struct dsd *s = start(&cfg);
+    int fd = udp_sender();
+    udp_send(fd, dsd_udp_port(s), "a:1|c\nb:2|c", 11);
+    udp_send(fd, dsd_udp_port(s), "c:3|c\n", 6);
+    run_until(&rec.total, 2);
+    cr_assert_eq(rec.n, 2);
+    cr_expect_str_eq(rec.rows[0], "c a 1 # @1 T0");
+    cr_expect_str_eq(rec.rows[1], "c c 3 # @1 T0");
+    cr_expect_eq(stats(s).unterminated, 1);
+    close(fd);
+    stop_and_close(s);
+    dsd_config_free(&cfg);
+}
+
+Test(listeners, uds_dgram_mode_and_unlink)
+{
+    struct dsd_config cfg;
+    dsd_config_defaults(&cfg);
+    cfg.port = 0;
+    cfg.socket_path = cmn_strdup(dgram_path);
+    cfg.eol_required_uds = true; /* udp setting must not leak to uds */
+    struct dsd *s = start(&cfg);
+    cr_expect_eq(dsd_udp_port(s), 0);
+    struct stat st;
+    cr_assert_eq(stat(dgram_path, &st), 0);
+    cr_expect(S_ISSOCK(st.st_mode));
+    cr_expect_eq(st.st_mode & 07777, 0722, "mode %o", st.st_mode & 07777);
+    int fd = uds_sender();
+    uds_send(fd, "u:1|d|#x\n", 9);
+    uds_send(fd, "v:2|d\nw:3|s", 11);
+    run_until(&rec.total, 2);
+    cr_assert_eq(rec.n, 2);
+    cr_expect_str_eq(rec.rows[0], "d u 1 #x @1 T0");
+    cr_expect_str_eq(rec.rows[1], "d v 2 # @1 T0");
+    cr_expect_eq(stats(s).unterminated, 1);
+    close(fd);
+    stop_and_close(s);
+    cr_expect_neq(stat(dgram_path, &st), 0, "socket file removed on stop");
+    dsd_config_free(&cfg);
+}
+
+Test(listeners, stale_socket_replaced_regular_file_refused)
+{
+    /* a socket file left by a previous run */
+    int old = socket(AF_UNIX, SOCK_DGRAM, 0);
+    struct sockaddr_un a;
+    unix_addr(&a, dgram_path);
+    cr_assert_eq(bind(old, (struct sockaddr *)&a, sizeof(a)), 0);
+    close(old);
+    struct dsd_config cfg;
+    dsd_config_defaults(&cfg);
+    cfg.port = 0;
+    cfg.socket_path = cmn_strdup(dgram_path);
+    struct dsd *s = start(&cfg);
+    int fd = uds_sender();
+    uds_send(fd, "z:1|c", 5);
+    run_until(&rec.total, 1);
+    cr_expect_eq(rec.n, 1);
+    close(fd);
+    stop_and_close(s);
+
+    /* a regular file is never removed */
+    cr_assert_eq(uv_loop_init(&loop), 0);
+    int f = open(dgram_path, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+    cr_assert_geq(f, 0);
+    close(f);
+    struct dsd_sink sink = rec_sink(&rec);
+    cr_assert_eq(dsd_create(&loop, &cfg, &sink, &s), 0);
+    cr_expect_eq(dsd_start(s), UV_EEXIST);
+    struct stat st;
+    cr_expect_eq(stat(dgram_path, &st), 0);
+    cr_expect(S_ISREG(st.st_mode));
+    dsd_destroy(s);
+    cr_expect_eq(uv_loop_close(&loop), 0);
+    dsd_config_free(&cfg);
+}
+
+Test(listeners, no_listener_and_bad_bind_host)
+{
+    struct dsd_config cfg;
+    dsd_config_defaults(&cfg);
+    cfg.port = 0;
+    struct dsd_sink sink = rec_sink(&rec);
+    struct dsd *s = NULL;
+    cr_assert_eq(dsd_create(&loop, &cfg, &sink, &s), 0);
+    cr_expect_eq(dsd_start(s), UV_EINVAL);
+    dsd_destroy(s);
+    cfg.port = -1;
+    cfg.bind_host = cmn_strdup("not-a-host.invalid");
+    cr_assert_eq(dsd_create(&loop, &cfg, &sink, &s), 0);
+    cr_expect_eq(dsd_start(s), UV_EINVAL);
+    dsd_destroy(s);
+    cr_expect_eq(uv_loop_close(&loop), 0);
+    dsd_config_free(&cfg);
+}
+
+Test(listeners, udp_ipv6_loopback)
+{
+    int probe = socket(AF_INET6, SOCK_DGRAM, 0);
+    if (probe < 0)
+        cr_skip_test("no IPv6");
+    close(probe);
+    struct dsd_config cfg;
+    dsd_config_defaults(&cfg);
+    cfg.port = -1;
+    cfg.bind_host = cmn_strdup("::1");
+    struct dsd_sink sink = rec_sink(&rec);
+    struct dsd *s = NULL;
+    cr_assert_eq(dsd_create(&loop, &cfg, &sink, &s), 0);
+    int rc = dsd_start(s);
+    if (rc == UV_EADDRNOTAVAIL) {
+        dsd_destroy(s);
+        uv_loop_close(&loop);
+        dsd_config_free(&cfg);
+        cr_skip_test("::1 not configured");
+    }
+    cr_assert_eq(rc, 0);
+    int fd = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in6 a;
+    cr_assert_eq(uv_ip6_addr("::1", dsd_udp_port(s), &a), 0);
+    cr_assert_eq(sendto(fd, "six:6|g", 7, 0, (struct sockaddr *)&a, sizeof(a)),
+                 7);
+    run_until(&rec.total, 1);
+    cr_assert_eq(rec.n, 1);
+    cr_expect_str_eq(rec.rows[0], "g six 6 # @1 T0");
+    close(fd);
+    stop_and_close(s);
+    dsd_config_free(&cfg);
+}
+
+Test(listeners, stream_framing)
+{
+    struct dsd_config cfg;
+    dsd_config_defaults(&cfg);
+    cfg.port = 0;
+    cfg.stream_socket_path = cmn_strdup(stream_path);
+    struct dsd *s = start(&cfg);
+    struct stat st;
+    cr_assert_eq(stat(stream_path, &st), 0);
+    cr_expect_eq(st.st_mode & 07777, 0722);
+    int fd = stream_connect();
+
+    /* several frames in one write */
+    char buf[256];
+    size_t n = 0;
+    frame(buf, &n, "f1:1|c", 6);
+    frame(buf, &n, "f2:2|c\nf3:3|c", 13);
+    frame(buf, &n, "", 0);
+    frame(buf, &n, "_e{2,2}:ti|tx", 13);
+    write_all(fd, buf, n);
+    run_until(&rec.total, 4);
+    cr_assert_eq(rec.n, 4);
+    cr_expect_str_eq(rec.rows[0], "c f1 1 # @1 T0");
+    cr_expect_str_eq(rec.rows[1], "c f2 2 # @1 T0");
+    cr_expect_str_eq(rec.rows[2], "c f3 3 # @1 T0");
+    cr_expect_str_eq(rec.rows[3], "event ti|tx # p1 a1 T0 h");
+
+    /* one frame split across writes: inside the length, then the payload */
+    n = 0;
+    frame(buf, &n, "split:42|g", 10);
+    write_all(fd, buf, 2);
+    run_rounds(5);
+    write_all(fd, buf + 2, 5);
+    run_rounds(5);
+    cr_expect_eq(rec.n, 4, "nothing before the frame is whole");
+    write_all(fd, buf + 7, n - 7);
+    run_until(&rec.total, 5);
+    cr_assert_eq(rec.n, 5);
+    cr_expect_str_eq(rec.rows[4], "g split 42 # @1 T0");
+    struct dsd_stats sst = stats(s);
+    cr_expect_eq(sst.stream_conns, 1);
+    cr_expect_eq(sst.packets, 5);
+    close(fd);
+    stop_and_close(s);
+    cr_expect_neq(stat(stream_path, &st), 0, "socket file removed on stop");
+    dsd_config_free(&cfg);
+}
+
+Test(listeners, stream_oversize_frame_closes_connection)
+{
+    struct dsd_config cfg;
+    dsd_config_defaults(&cfg);
+    cfg.port = 0;
+    cfg.buffer_size = 32;
+    cfg.stream_socket_path = cmn_strdup(stream_path);
+    struct dsd *s = start(&cfg);
+    int fd = stream_connect();
+    int other = stream_connect();
+    char buf[128];
+    size_t n = 0;
+    frame(buf, &n, "ok:1|c", 6);
+    char big[33];
+    memset(big, 'x', sizeof(big));
+    frame(buf, &n, big, 33); /* 33 > buffer_size */
+    frame(buf, &n, "never:1|c", 9);
+    write_all(fd, buf, n);
+    n = 0;
+    char exact[32];
+    memset(exact, 'y', sizeof(exact));
+    memcpy(exact, "exact:1|c|#", 11);
+    frame(buf, &n, exact, 32);
+    write_all(other, buf, n);
+    struct dsd_stats st = stats(s);
+    for (int i = 0; i < 200 && (st.stream_frames_too_big == 0 || rec.n < 2);
+         i++) {
+        run_rounds(1);
+        st = stats(s);
+    }
+    cr_expect_eq(st.stream_frames_too_big, 1);
+    cr_assert_eq(rec.n, 2);
+    cr_expect_str_eq(rec.rows[0], "c ok 1 # @1 T0");
+    cr_expect_eq(strncmp(rec.rows[1], "c exact 1 #yyy", 14), 0, "%s",
+                 rec.rows[1]);
+    run_rounds(5);
+    char c;
+    cr_expect_eq(recv(fd, &c, 1, MSG_DONTWAIT), 0, "server closed fd");
+    close(fd);
+    close(other);
+    stop_and_close(s);
+    dsd_config_free(&cfg);
+}
+
+Test(listeners, stream_eof_mid_frame_and_conn_cap)
+{
+    struct dsd_config cfg;
+    dsd_config_defaults(&cfg);
+    cfg.port = 0;
+    cfg.max_stream_conns = 1;
+    cfg.stream_socket_path = cmn_strdup(stream_path);
+    struct dsd *s = start(&cfg);
+    int a = stream_connect();
+    char buf[64];
+    size_t n = 0;
+    frame(buf, &n, "a:1|c", 5);
+    write_all(a, buf, n);
+    run_until(&rec.total, 1);
+    cr_assert_eq(rec.n, 1);
+    int b = stream_connect(); /* over the cap: accepted, then closed */
+    struct dsd_stats st = stats(s);
+    for (int i = 0; i < 200 && st.stream_conns_refused == 0; i++) {
+        run_rounds(1);
+        st = stats(s);
+    }
+    cr_expect_eq(st.stream_conns_refused, 1);
+    run_rounds(5);
+    char c;
+    cr_expect_eq(recv(b, &c, 1, MSG_DONTWAIT), 0);
+    close(b);
+    /* EOF in the middle of a frame */
+    n = 0;
+    frame(buf, &n, "half:1|c", 8);
+    write_all(a, buf, n - 3);
+    close(a);
+    for (int i = 0; i < 200 && st.stream_partial_eof == 0; i++) {
+        run_rounds(1);
+        st = stats(s);
+    }
+    cr_expect_eq(st.stream_partial_eof, 1);
+    cr_expect_eq(rec.n, 1);
+    /* the slot is free again */
+    int d = stream_connect();
+    n = 0;
+    frame(buf, &n, "d:4|c", 5);
+    write_all(d, buf, n);
+    run_until(&rec.total, 2);
+    cr_assert_eq(rec.n, 2);
+    cr_expect_str_eq(rec.rows[1], "c d 4 # @1 T0");
+    close(d);
+    stop_and_close(s);
+    dsd_config_free(&cfg);
+}
+
+/* The shutdown promise: whatever the kernel already holds when dsd_stop is
+ * called reaches the sink before the stop callback, with no loop run. */
+Test(listeners, stop_drains_udp_and_uds)
+{
+    enum { N = 100 };
+    struct dsd_config cfg;
+    dsd_config_defaults(&cfg);
+    cfg.port = -1;
+    cfg.so_rcvbuf = 1 << 20;
+    cfg.socket_path = cmn_strdup(dgram_path);
+    struct dsd *s = start(&cfg);
+    int u = udp_sender(), d = uds_sender();
+    char line[32];
+    /* Unix datagram queues hold only net.unix.max_dgram_qlen datagrams (10
+     * on many systems): send without blocking and count what the kernel
+     * accepted; every one of those must arrive. */
+    size_t nuds_sent = 0;
+    for (int i = 0; i < N; i++) {
+        int len = snprintf(line, sizeof(line), "udp%d:%d|c", i, i);
+        udp_send(u, dsd_udp_port(s), line, (size_t)len);
+        len = snprintf(line, sizeof(line), "uds%d:%d|c", i, i);
+        struct sockaddr_un a;
+        unix_addr(&a, dgram_path);
+        if (sendto(d, line, (size_t)len, MSG_DONTWAIT, (struct sockaddr *)&a,
+                   sizeof(a)) == len)
+            nuds_sent++;
+    }
+    cr_assert_geq(nuds_sent, 5);
+    cr_assert_eq(rec.total, 0, "nothing read before the loop runs");
+    dsd_stop(s, on_stopped, &rec);
+    cr_expect_eq(rec.total, N + nuds_sent, "drained synchronously");
+    cr_expect_eq(stopped, 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    cr_expect_eq(stopped, 1);
+    cr_expect_eq(rows_at_stop, N + nuds_sent);
+    size_t nudp = 0, nuds = 0;
+    for (size_t i = 0; i < rec.n; i++) {
+        nudp += strncmp(rec.rows[i], "c udp", 5) == 0;
+        nuds += strncmp(rec.rows[i], "c uds", 5) == 0;
+    }
+    cr_expect_eq(nudp, N);
+    cr_expect_eq(nuds, nuds_sent);
+    cr_expect_str_eq(rec.rows[0], "c udp0 0 # @1 T0");
+    cr_expect_str_eq(rec.rows[N - 1], "c udp99 99 # @1 T0");
+    dsd_destroy(s);
+    cr_expect_eq(uv_loop_close(&loop), 0);
+    close(u);
+    close(d);
+    dsd_config_free(&cfg);
+}
+
+Test(listeners, stop_drains_stream_bytes)
+{
+    struct dsd_config cfg;
+    dsd_config_defaults(&cfg);
+    cfg.port = 0;
+    cfg.stream_socket_path = cmn_strdup(stream_path);
+    struct dsd *s = start(&cfg);
+    int fd = stream_connect();
+    run_rounds(5); /* accept the client */
+    char buf[64];
+    size_t n = 0;
+    frame(buf, &n, "last:1|c", 8);
+    frame(buf, &n, "words:2|c", 9);
+    write_all(fd, buf, n);
+    dsd_stop(s, on_stopped, &rec);
+    cr_expect_eq(rec.total, 2);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    cr_expect_eq(rows_at_stop, 2);
+    cr_expect_str_eq(rec.rows[1], "c words 2 # @1 T0");
+    dsd_destroy(s);
+    cr_expect_eq(uv_loop_close(&loop), 0);
+    close(fd);
+    dsd_config_free(&cfg);
+}
+
+Test(listeners, stop_without_start_is_async)
+{
+    struct dsd_config cfg;
+    dsd_config_defaults(&cfg);
+    struct dsd_sink sink = rec_sink(&rec);
+    struct dsd *s = NULL;
+    cr_assert_eq(dsd_create(&loop, &cfg, &sink, &s), 0);
+    stop_and_close(s);
+    dsd_config_free(&cfg);
+}
+
+/* Out of memory when a stream client arrives: that client is refused
+ * (counted) and the listener keeps serving the next one. */
+Test(listeners, stream_conn_oom_refused_then_served)
+{
+    struct dsd_config cfg;
+    dsd_config_defaults(&cfg);
+    cfg.port = 0;
+    cfg.stream_socket_path = cmn_strdup(stream_path);
+    struct dsd *s = start(&cfg);
+    int a = stream_connect();
+    cmn_alloc_fail_after(1);
+    struct dsd_stats st = stats(s);
+    for (int i = 0; i < 200 && st.stream_conns_refused == 0; i++) {
+        run_rounds(1);
+        st = stats(s);
+    }
+    cmn_alloc_fail_reset();
+    cr_expect_eq(st.stream_conns_refused, 1);
+    cr_expect_eq(st.stream_conns, 0);
+    run_rounds(5);
+    char c;
+    cr_expect_eq(recv(a, &c, 1, MSG_DONTWAIT), 0);
+    close(a);
+    int b = stream_connect();
+    char buf[32];
+    size_t n = 0;
+    frame(buf, &n, "b:1|c", 5);
+    write_all(b, buf, n);
+    run_until(&rec.total, 1);
+    cr_assert_eq(rec.n, 1);
+    cr_expect_str_eq(rec.rows[0], "c b 1 # @1 T0");
+    close(b);
+    stop_and_close(s);
+    dsd_config_free(&cfg);
+}
