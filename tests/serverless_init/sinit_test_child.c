@@ -1,0 +1,207 @@
+/*
+ * sinit_test_child.c - the child program the serverless-init end-to-end
+ * tests wrap. It runs its arguments as a list of operations, in order:
+ *
+ *   udp LINE        one datagram to 127.0.0.1:$DD_DOGSTATSD_PORT ("\n" in
+ *                   LINE, written as the two characters, becomes a newline)
+ *   uds LINE        one datagram to the Unix socket $DD_DOGSTATSD_SOCKET
+ *   exit N          exit with status N
+ *   kill SIG        kill itself with signal SIG
+ *   term-wait FILE  block SIGTERM, create FILE (readiness), wait for SIGTERM
+ *   orphan FILE     start a grandchild (through a middle process that exits
+ *                   at once, so the grandchild is orphaned) that exits after
+ *                   100 ms; FILE receives the grandchild's pid
+ *   sleep MS        sleep
+ *   env NAME FILE   write the value of NAME (or "(unset)") to FILE
+ *
+ * Without an exit op it exits 0 at the end.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+static long num(const char *s)
+{
+    long v = 0;
+    int neg = 0;
+    if (*s == '-') {
+        neg = 1;
+        s++;
+    }
+    for (; *s >= '0' && *s <= '9'; s++)
+        v = v * 10 + (*s - '0');
+    return neg ? -v : v;
+}
+
+static size_t unescape(const char *in, char *out, size_t cap)
+{
+    size_t n = 0;
+    for (; *in && n + 1 < cap; in++) {
+        if (in[0] == '\\' && in[1] == 'n') {
+            out[n++] = '\n';
+            in++;
+        } else {
+            out[n++] = *in;
+        }
+    }
+    return n;
+}
+
+static void die(const char *what)
+{
+    fprintf(stderr, "sinit_test_child: %s: %s\n", what, strerror(errno));
+    exit(99);
+}
+
+static void send_udp(const char *line)
+{
+    char buf[65536];
+    size_t n = unescape(line, buf, sizeof(buf));
+    const char *port = getenv("DD_DOGSTATSD_PORT");
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((unsigned short)num(port ? port : "8125"));
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        die("socket");
+    if (sendto(fd, buf, n, 0, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+        die("sendto");
+    close(fd);
+}
+
+static void send_uds(const char *line)
+{
+    char buf[65536];
+    size_t n = unescape(line, buf, sizeof(buf));
+    const char *path = getenv("DD_DOGSTATSD_SOCKET");
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    if (path == NULL || strlen(path) >= sizeof(sa.sun_path)) {
+        errno = EINVAL;
+        die("DD_DOGSTATSD_SOCKET");
+    }
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        die("socket");
+    if (sendto(fd, buf, n, 0, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+        die("sendto uds");
+    close(fd);
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+static void touch(const char *path, const char *content)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (f == NULL)
+        die("fopen");
+    fputs(content, f);
+    fclose(f);
+    if (rename(tmp, path) != 0)
+        die("rename");
+}
+
+static void term_wait(const char *file)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    touch(file, "ready\n");
+    int sig;
+    sigwait(&set, &sig);
+}
+
+static pid_t spawn_self(const char *self, char *const args[])
+{
+    pid_t pid;
+    int err = posix_spawn(&pid, self, NULL, NULL, args, environ);
+    if (err != 0) {
+        errno = err;
+        die("posix_spawn");
+    }
+    return pid;
+}
+
+int main(int argc, char **argv)
+{
+    const char *self = "/proc/self/exe";
+    if (argc >= 3 && strcmp(argv[1], "__middle") == 0) {
+        /* the middle process: start the grandchild, record it, exit */
+        char *args[] = {argv[0], "__grand", NULL};
+        pid_t g = spawn_self(self, args);
+        char buf[32];
+        snprintf(buf, sizeof(buf), "%d\n", (int)g);
+        touch(argv[2], buf);
+        return 0;
+    }
+    if (argc >= 2 && strcmp(argv[1], "__grand") == 0) {
+        sleep_ms(100);
+        return 0;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *op = argv[i];
+        const char *arg = i + 1 < argc ? argv[i + 1] : "";
+        if (strcmp(op, "udp") == 0) {
+            send_udp(arg);
+            i++;
+        } else if (strcmp(op, "uds") == 0) {
+            send_uds(arg);
+            i++;
+        } else if (strcmp(op, "exit") == 0) {
+            return (int)num(arg);
+        } else if (strcmp(op, "kill") == 0) {
+            kill(getpid(), (int)num(arg));
+            sleep_ms(5000);
+            return 98;
+        } else if (strcmp(op, "term-wait") == 0) {
+            term_wait(arg);
+            i++;
+        } else if (strcmp(op, "orphan") == 0) {
+            char *args[] = {argv[0], "__middle", (char *)arg, NULL};
+            pid_t m = spawn_self(self, args);
+            int st;
+            while (waitpid(m, &st, 0) < 0 && errno == EINTR)
+                ;
+            i++;
+        } else if (strcmp(op, "sleep") == 0) {
+            sleep_ms(num(arg));
+            i++;
+        } else if (strcmp(op, "env") == 0) {
+            const char *v = getenv(arg);
+            char buf[4096];
+            snprintf(buf, sizeof(buf), "%s", v ? v : "(unset)");
+            if (i + 2 < argc)
+                touch(argv[i + 2], buf);
+            i += 2;
+        } else {
+            fprintf(stderr, "sinit_test_child: unknown op %s\n", op);
+            return 97;
+        }
+    }
+    return 0;
+}
