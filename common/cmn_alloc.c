@@ -41,14 +41,21 @@ void *cmn_malloc(size_t size)
     return p + HDR;
 }
 
+/* Uses calloc, not malloc + memset: for large blocks glibc hands out fresh
+ * zero pages from mmap without touching them, so a big table costs page
+ * faults only where it is used. That keeps start-up (readiness) and idle
+ * RSS low. */
 void *cmn_calloc(size_t n, size_t size)
 {
-    if (size != 0 && n > CMN_ALLOC_MAX / size)
+    if (size == 0 || n == 0 || n > CMN_ALLOC_MAX / size || should_fail())
         return NULL;
-    void *p = cmn_malloc(n * size);
-    if (p != NULL)
-        memset(p, 0, n * size);
-    return p;
+    size_t total = n * size;
+    unsigned char *p = calloc(1, total + HDR);
+    if (p == NULL)
+        return NULL;
+    memcpy(p, &total, sizeof(total));
+    atomic_fetch_add(&live_bytes, total);
+    return p + HDR;
 }
 
 void *cmn_reallocarray(void *p, size_t n, size_t size)

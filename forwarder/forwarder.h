@@ -152,6 +152,10 @@ int fwd_create(uv_loop_t *loop, const struct fwd_config *cfg,
  * is a warning that the key was rejected); it is not a transaction, and it
  * is cancelled if still running at stop. */
 int fwd_start(struct fwd *f) CMN_MUST_CHECK;
+/* True once the transport can send: fwd_start loads libcurl on the libuv
+ * thread pool (so start-up never pays for it) and payloads submitted
+ * before then wait in the queue, counted as queued. */
+bool fwd_is_ready(const struct fwd *f);
 /* Takes ownership of p and queues one transaction per (endpoint, key).
  * Returns 0; CMN_ESTOPPED before fwd_start or once stop began (p is freed
  * and counted as dropped_stopped); UV_ENOMEM (p freed, counted as

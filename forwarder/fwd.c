@@ -172,6 +172,10 @@ static void dispatch(struct fwd *f)
 
     if (f->state != FWD_RUNNING && f->state != FWD_STOPPING)
         return;
+    if (!f->http_ready) {
+        update_queue_stats(f);
+        return; /* load_after dispatches */
+    }
     for (size_t i = 0; i < f->neps; i++) {
         struct fwd_ep *ep = &f->eps[i];
 
@@ -431,15 +435,74 @@ static void warm_start(struct fwd *f)
     }
 }
 
+/* Thread pool: the blocking part of start-up (see fwd_curl.c). */
+static void load_work(uv_work_t *req)
+{
+    int rc = fwd__curl_load(); /* the result is read again in load_after */
+    (void)rc;
+}
+
+/* Drops every queued transaction: libcurl cannot be used. */
+static void drop_all_queued(struct fwd *f)
+{
+    for (size_t i = 0; i < f->neps; i++) {
+        struct fwd_ep *ep = &f->eps[i];
+        while (ep->queue.head != NULL) {
+            struct fwd_txn *t = ep->queue.head;
+            list_remove(&ep->queue, t);
+            f->st.dropped_other++;
+            txn_free(t);
+        }
+    }
+    update_queue_stats(f);
+}
+
+/* Loop thread, once libcurl is loaded (or not). load_req counts as an open
+ * handle so the stop callback, and with it fwd_destroy, waits for it. */
+static void load_after(uv_work_t *req, int status)
+{
+    struct fwd *f = req->data;
+    int lrc = status != 0 ? status : fwd__curl_load();
+    int rc = lrc;
+
+    f->loading = false;
+    if (f->state == FWD_RUNNING || f->state == FWD_STOPPING) {
+        if (rc == 0)
+            rc = fwd__http_init(f);
+        if (rc == 0) {
+            f->http_ready = true;
+            CMN_LOGD(FWD_COMP, "libcurl loaded");
+            if (f->cfg.warm_start && f->state == FWD_RUNNING)
+                warm_start(f);
+            dispatch(f);
+        } else {
+            f->load_failed = true;
+            CMN_LOGE(FWD_COMP,
+                     "cannot use libcurl (%s): payloads cannot be sent and "
+                     "are dropped",
+                     lrc != 0 && status == 0 ? fwd__curl_load_error()
+                                             : cmn_strerror(rc));
+            drop_all_queued(f);
+        }
+        maybe_finish_stop(f);
+    }
+    fwd__handle_closed(f);
+}
+
 int fwd_start(struct fwd *f)
 {
     int rc;
 
     if (f->state != FWD_CREATED)
         return UV_EINVAL;
-    rc = fwd__http_init(f);
-    if (rc != 0)
-        return rc;
+    if (f->neps > 0) {
+        f->load_req.data = f;
+        rc = uv_queue_work(f->loop, &f->load_req, load_work, load_after);
+        if (rc != 0)
+            return rc;
+        f->loading = true;
+        f->handles_open++;
+    }
     uv_timer_init(f->loop, &f->curl_timer);
     uv_timer_init(f->loop, &f->retry_timer);
     uv_timer_init(f->loop, &f->stop_timer);
@@ -448,9 +511,12 @@ int fwd_start(struct fwd *f)
     f->state = FWD_RUNNING;
     if (f->neps == 0)
         CMN_LOGW(FWD_COMP, "no endpoint configured: payloads are dropped");
-    if (f->cfg.warm_start)
-        warm_start(f);
     return 0;
+}
+
+bool fwd_is_ready(const struct fwd *f)
+{
+    return f->http_ready;
 }
 
 int fwd_submit(struct fwd *f, struct fwd_payload *p)
@@ -467,7 +533,7 @@ int fwd_submit(struct fwd *f, struct fwd_payload *p)
         return CMN_ESTOPPED;
     }
     f->st.submitted++;
-    if (f->neps == 0) {
+    if (f->neps == 0 || f->load_failed) {
         f->st.dropped_other++;
         fwd_payload_free(p);
         return 0;

@@ -142,18 +142,14 @@ int fwd__http_init(struct fwd *f)
 {
     curl_version_info_data *vi = curl_version_info(CURLVERSION_NOW);
 
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-        return UV_EINVAL;
     if (!(vi->features & CURL_VERSION_ASYNCHDNS))
         CMN_LOGW(FWD_COMP,
                  "libcurl %s has no asynchronous resolver: DNS "
                  "lookups may block the loop",
                  vi->version);
     f->multi = curl_multi_init();
-    if (f->multi == NULL) {
-        curl_global_cleanup();
+    if (f->multi == NULL)
         return UV_ENOMEM;
-    }
     curl_multi_setopt(f->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
     curl_multi_setopt(f->multi, CURLMOPT_SOCKETDATA, f);
     curl_multi_setopt(f->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
@@ -168,7 +164,6 @@ void fwd__http_shutdown(struct fwd *f)
         /* curl reports CURL_POLL_REMOVE for the sockets it closes here */
         curl_multi_cleanup(f->multi);
         f->multi = NULL;
-        curl_global_cleanup();
     }
     while (f->socks != NULL)
         sock_close(f->socks);
@@ -336,7 +331,9 @@ void fwd__http_release(struct fwd_txn *t)
     if (t->easy != NULL)
         curl_easy_cleanup(t->easy);
     t->easy = NULL;
-    curl_slist_free_all(t->headers);
+    /* never called through the table before libcurl is loaded */
+    if (t->headers != NULL)
+        curl_slist_free_all(t->headers);
     t->headers = NULL;
     cmn_free(t->url);
     t->url = NULL;

@@ -11,9 +11,79 @@
 #ifndef DP_FWD_INTERNAL_H
 #define DP_FWD_INTERNAL_H
 
+/* libcurl is loaded with dlopen (fwd_curl.c), so its gcc type-checking
+ * macros, which wrap the real symbols, are turned off. */
+#define CURL_DISABLE_TYPECHECK 1
 #include <curl/curl.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
 
 #include "forwarder.h"
+
+/* The libcurl functions the forwarder calls, resolved by fwd__curl_load.
+ * The macros below route the ordinary curl_* names through this table, so
+ * the transport code reads like plain libcurl code. */
+struct fwd_curl_api {
+    CURLcode (*global_init)(long flags);
+    CURL *(*easy_init)(void);
+    CURLcode (*easy_setopt)(CURL *h, CURLoption opt, ...);
+    CURLcode (*easy_getinfo)(CURL *h, CURLINFO info, ...);
+    void (*easy_cleanup)(CURL *h);
+    const char *(*easy_strerror)(CURLcode rc);
+    CURLM *(*multi_init)(void);
+    CURLMcode (*multi_setopt)(CURLM *m, CURLMoption opt, ...);
+    CURLMcode (*multi_add_handle)(CURLM *m, CURL *h);
+    CURLMcode (*multi_remove_handle)(CURLM *m, CURL *h);
+    CURLMcode (*multi_assign)(CURLM *m, curl_socket_t s, void *p);
+    CURLMcode (*multi_socket_action)(CURLM *m, curl_socket_t s, int ev,
+                                     int *running);
+    CURLMsg *(*multi_info_read)(CURLM *m, int *left);
+    CURLMcode (*multi_cleanup)(CURLM *m);
+    struct curl_slist *(*slist_append)(struct curl_slist *l, const char *s);
+    void (*slist_free_all)(struct curl_slist *l);
+    curl_version_info_data *(*version_info)(CURLversion v);
+};
+extern struct fwd_curl_api fwd__curl;
+
+/* Loads libcurl.so.4 and runs curl_global_init, once per process. Blocking:
+ * call it on the thread pool. 0, or a negative error with the reason in
+ * fwd__curl_load_error(). Any thread. */
+int fwd__curl_load(void) CMN_MUST_CHECK;
+const char *fwd__curl_load_error(void);
+
+#undef curl_easy_init
+#define curl_easy_init fwd__curl.easy_init
+#undef curl_easy_setopt
+#define curl_easy_setopt fwd__curl.easy_setopt
+#undef curl_easy_getinfo
+#define curl_easy_getinfo fwd__curl.easy_getinfo
+#undef curl_easy_cleanup
+#define curl_easy_cleanup fwd__curl.easy_cleanup
+#undef curl_easy_strerror
+#define curl_easy_strerror fwd__curl.easy_strerror
+#undef curl_multi_init
+#define curl_multi_init fwd__curl.multi_init
+#undef curl_multi_setopt
+#define curl_multi_setopt fwd__curl.multi_setopt
+#undef curl_multi_add_handle
+#define curl_multi_add_handle fwd__curl.multi_add_handle
+#undef curl_multi_remove_handle
+#define curl_multi_remove_handle fwd__curl.multi_remove_handle
+#undef curl_multi_assign
+#define curl_multi_assign fwd__curl.multi_assign
+#undef curl_multi_socket_action
+#define curl_multi_socket_action fwd__curl.multi_socket_action
+#undef curl_multi_info_read
+#define curl_multi_info_read fwd__curl.multi_info_read
+#undef curl_multi_cleanup
+#define curl_multi_cleanup fwd__curl.multi_cleanup
+#undef curl_slist_append
+#define curl_slist_append fwd__curl.slist_append
+#undef curl_slist_free_all
+#define curl_slist_free_all fwd__curl.slist_free_all
+#undef curl_version_info
+#define curl_version_info fwd__curl.version_info
 
 #define FWD_COMP "forwarder"
 #define FWD_AGENT_PAYLOAD_VERSION "5.0.4"
@@ -80,7 +150,11 @@ struct fwd {
     struct fwd_ep *eps;
     size_t neps;
     enum fwd_state state;
-    CURLM *multi;
+    CURLM *multi;           /* NULL until libcurl is loaded */
+    uv_work_t load_req;     /* fwd__curl_load on the thread pool */
+    bool loading;           /* load_req queued, its after-cb not run yet */
+    bool http_ready;        /* multi handle made: requests can go */
+    bool load_failed;       /* libcurl unusable: payloads are dropped */
     uv_timer_t curl_timer;  /* CURLMOPT_TIMERFUNCTION */
     uv_timer_t retry_timer; /* wakes blocked endpoints */
     uv_timer_t stop_timer;  /* stop deadline */
@@ -98,7 +172,7 @@ struct fwd {
     uint64_t rng;                  /* xorshift state */
 };
 
-/* fwd_http.c: transport */
+/* fwd_http.c: transport. fwd__http_init needs libcurl loaded. */
 int fwd__http_init(struct fwd *f) CMN_MUST_CHECK;
 /* Puts t on the wire. 0 or a negative error (t untouched). */
 int fwd__http_send(struct fwd *f, struct fwd_txn *t) CMN_MUST_CHECK;

@@ -172,4 +172,17 @@ static inline char *capture_end(struct capture *c)
     return cmn_buf_steal(&b, NULL);
 }
 
+static inline bool fwd_ready_pred(void *f)
+{
+    return fwd_is_ready(f);
+}
+
+/* fwd_start, then runs the loop until libcurl is loaded, so a test's
+ * submissions go straight to the wire as they did before the async load. */
+static inline void start_ready(uv_loop_t *loop, struct fwd *f)
+{
+    cr_assert_eq(fwd_start(f), 0);
+    cr_assert(run_until(loop, fwd_ready_pred, f, 10000), "libcurl loaded");
+}
+
 #endif /* DP_FWD_TEST_H */

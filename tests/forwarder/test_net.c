@@ -30,7 +30,7 @@ static void env_start(struct env *e)
 static void env_fwd(struct env *e)
 {
     cr_assert_eq(fwd_create(&e->loop, &e->cfg, &e->f), 0);
-    cr_assert_eq(fwd_start(e->f), 0);
+    start_ready(&e->loop, e->f);
 }
 
 static void env_free(struct env *e)

@@ -29,7 +29,7 @@ static void env_start(struct env *e, const struct ti_plan *plan)
 static void env_fwd(struct env *e)
 {
     cr_assert_eq(fwd_create(&e->loop, &e->cfg, &e->f), 0);
-    cr_assert_eq(fwd_start(e->f), 0);
+    start_ready(&e->loop, e->f);
 }
 
 static void env_free(struct env *e)
@@ -284,7 +284,7 @@ Test(stop, connection_refused_is_retried_then_abandoned)
     cfg_one(&cfg, url, k, 1);
     cfg.stop_wait_for_inflight = true;
     cr_assert_eq(fwd_create(&loop, &cfg, &f), 0);
-    cr_assert_eq(fwd_start(f), 0);
+    start_ready(&loop, f);
     cr_assert_eq(fwd_submit(f, payload_bytes(FWD_KIND_SERIES, "x", 1)), 0);
     stop_and_wait(&loop, f, 150);
     fwd_get_stats(f, &st);
@@ -317,4 +317,30 @@ Test(stop, destroy_from_stop_callback)
     cr_assert_null(e.f);
     cr_assert_eq(ti_request_count(e.ti), 1);
     env_free(&e); /* fwd_destroy(NULL) is a no-op */
+}
+
+/* Stop right after start, before libcurl has finished loading on the thread
+ * pool: payloads queued meanwhile are either delivered (the load won the
+ * race) or abandoned at the deadline, never lost or touched after free. */
+Test(stop, stop_while_libcurl_loads)
+{
+    struct env e;
+    struct fwd_stats st;
+
+    env_start(&e, NULL);
+    e.cfg.stop_wait_for_inflight = true;
+    cr_assert_eq(fwd_create(&e.loop, &e.cfg, &e.f), 0);
+    cr_assert_eq(fwd_start(e.f), 0);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(fwd_submit(e.f, payload_bytes(FWD_KIND_SERIES, "s", 1)),
+                     0);
+    fwd_get_stats(e.f, &st);
+    if (!fwd_is_ready(e.f))
+        cr_assert_eq(st.queued, 3, "waiting for libcurl, not dropped");
+    stop_and_wait(&e.loop, e.f, 1);
+    fwd_get_stats(e.f, &st);
+    cr_assert_eq(st.delivered + st.abandoned, 3);
+    cr_assert_eq(st.queued, 0);
+    assert_accounted(&st);
+    env_free(&e);
 }

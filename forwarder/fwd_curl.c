@@ -1,0 +1,92 @@
+/*
+ * fwd_curl.c - loads libcurl at run time, off the loop thread.
+ *
+ * Why: linking libcurl pulls about 35 shared libraries (OpenSSL, nghttp2,
+ * krb5, ldap, ...) into the process, and the dynamic loader maps and
+ * relocates all of them before main() runs: tens of milliseconds on a
+ * small VM, all of it on serverless-init's critical path to spawning the
+ * child. The forwarder needs curl only for its first request, so fwd_start
+ * queues fwd__curl_load on the libuv thread pool and the loop carries on;
+ * payloads submitted meanwhile wait in the queue.
+ *
+ * Invariant: fwd__curl is filled completely, and curl_global_init has run,
+ * before fwd__curl_load returns 0; it runs at most once per process (uv_once)
+ * and is never undone (curl_global_cleanup is not thread-safe and the
+ * process ends soon after the pipeline anyway).
+ */
+#include <dlfcn.h>
+
+#include "fwd_internal.h"
+
+struct fwd_curl_api fwd__curl;
+
+static uv_once_t load_once = UV_ONCE_INIT;
+static int load_rc;
+static char load_err[256];
+
+#define FWD_LIBCURL "libcurl.so.4"
+
+static void load(void)
+{
+    void *h = dlopen(FWD_LIBCURL, RTLD_NOW | RTLD_LOCAL);
+    if (h == NULL) {
+        const char *e = dlerror();
+        snprintf(load_err, sizeof(load_err), "%s", e ? e : FWD_LIBCURL);
+        load_rc = UV_ENOENT;
+        return;
+    }
+    /* One entry per libcurl function the forwarder calls. */
+    static const struct {
+        const char *name;
+        size_t off;
+    } syms[] = {
+#define SYM(field, fn) {#fn, offsetof(struct fwd_curl_api, field)}
+        SYM(global_init, curl_global_init),
+        SYM(easy_init, curl_easy_init),
+        SYM(easy_setopt, curl_easy_setopt),
+        SYM(easy_getinfo, curl_easy_getinfo),
+        SYM(easy_cleanup, curl_easy_cleanup),
+        SYM(easy_strerror, curl_easy_strerror),
+        SYM(multi_init, curl_multi_init),
+        SYM(multi_setopt, curl_multi_setopt),
+        SYM(multi_add_handle, curl_multi_add_handle),
+        SYM(multi_remove_handle, curl_multi_remove_handle),
+        SYM(multi_assign, curl_multi_assign),
+        SYM(multi_socket_action, curl_multi_socket_action),
+        SYM(multi_info_read, curl_multi_info_read),
+        SYM(multi_cleanup, curl_multi_cleanup),
+        SYM(slist_append, curl_slist_append),
+        SYM(slist_free_all, curl_slist_free_all),
+        SYM(version_info, curl_version_info),
+#undef SYM
+    };
+    struct fwd_curl_api api;
+    for (size_t i = 0; i < sizeof(syms) / sizeof(syms[0]); i++) {
+        void *fn = dlsym(h, syms[i].name);
+        if (fn == NULL) {
+            snprintf(load_err, sizeof(load_err), "%s: no symbol %s",
+                     FWD_LIBCURL, syms[i].name);
+            load_rc = UV_ENOSYS;
+            return;
+        }
+        memcpy((char *)&api + syms[i].off, &fn, sizeof(fn));
+    }
+    if (api.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        snprintf(load_err, sizeof(load_err), "curl_global_init failed");
+        load_rc = UV_EINVAL;
+        return;
+    }
+    fwd__curl = api;
+    load_rc = 0;
+}
+
+int fwd__curl_load(void)
+{
+    uv_once(&load_once, load);
+    return load_rc;
+}
+
+const char *fwd__curl_load_error(void)
+{
+    return load_err;
+}
