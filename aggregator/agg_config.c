@@ -1,0 +1,452 @@
+/*
+ * agg_config.c - the aggregator's configuration: the Agent's defaults
+ * (spec/pipeline.md §6), the DD_* variables that change them, deep copies,
+ * and the derived tables built once at creation (histogram name suffixes,
+ * the extra-tag set).
+ *
+ * Invariant: every list in a struct agg_config is owned by it and freed by
+ * agg_config_free; a bad variable is refused with UV_EINVAL and an error
+ * line naming it, never silently replaced by a default.
+ */
+#include "agg_internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <zstd.h>
+
+#define COMP "config"
+
+static const char *const agg_hist_names[] = {"max", "min", "median",
+                                             "avg", "sum", "count"};
+static const uint8_t agg_hist_what[] = {AGG__H_MAX, AGG__H_MIN, AGG__H_MEDIAN,
+                                        AGG__H_AVG, AGG__H_SUM, AGG__H_COUNT};
+
+void agg_config_defaults(struct agg_config *cfg)
+{
+    char host[256];
+    size_t hl = sizeof(host);
+
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->flush_interval_s = 15;
+    cfg->flush_incomplete_buckets = false;
+    cfg->expiry_seconds = 300;
+    cfg->context_expiry_seconds = 20;
+    cfg->context_limit = 1000000;
+    cfg->tags_per_metric_max = 1000;
+    cfg->no_aggregation_pipeline = true;
+    cfg->no_agg_batch_size = 2048;
+    cfg->origin_product = 10;
+    cfg->origin_service = 0;
+    cfg->origin_category = 10;
+    if (uv_os_gethostname(host, &hl) == 0)
+        cfg->hostname = cmn_strdup(host);
+    else
+        cfg->hostname = cmn_strdup("");
+    cfg->use_v2_series = true;
+    cfg->compressor = AGG_COMPRESS_ZSTD;
+    cfg->zstd_level = 1;
+    cfg->max_payload_size = 2621440;
+    cfg->max_uncompressed_payload_size = 4194304;
+    cfg->max_series_payload_size = 512000;
+    cfg->max_series_uncompressed_payload_size = 5242880;
+    cfg->max_series_points_per_payload = 10000;
+    cfg->enable_series = true;
+    cfg->enable_sketches = true;
+    cfg->enable_events = true;
+    cfg->enable_service_checks = true;
+}
+
+static void agg_free_strv(char **v, size_t n)
+{
+    if (v == NULL)
+        return;
+    for (size_t i = 0; i < n; i++)
+        cmn_free(v[i]);
+    cmn_free(v);
+}
+
+void agg_config_free(struct agg_config *cfg)
+{
+    if (cfg == NULL)
+        return;
+    agg_free_strv(cfg->histogram_aggregates, cfg->nhistogram_aggregates);
+    cmn_free(cfg->histogram_percentiles);
+    agg_free_strv(cfg->extra_tags, cfg->nextra_tags);
+    cmn_free(cfg->hostname);
+    cfg->histogram_aggregates = NULL;
+    cfg->nhistogram_aggregates = 0;
+    cfg->histogram_percentiles = NULL;
+    cfg->nhistogram_percentiles = 0;
+    cfg->extra_tags = NULL;
+    cfg->nextra_tags = 0;
+    cfg->hostname = NULL;
+}
+
+/* A growable list of owned strings built by cmn_split_list callbacks. */
+struct agg_strlist {
+    char **v;
+    size_t n;
+    bool oom;
+};
+
+static void agg_strlist_add(struct cmn_slice item, void *data)
+{
+    struct agg_strlist *l = data;
+    if (l->oom)
+        return;
+    char **nv = cmn_reallocarray(l->v, l->n + 1, sizeof(*nv));
+    if (nv == NULL) {
+        l->oom = true;
+        return;
+    }
+    l->v = nv;
+    l->v[l->n] = cmn_strndup(item.p, item.len);
+    if (l->v[l->n] == NULL) {
+        l->oom = true;
+        return;
+    }
+    l->n++;
+}
+
+static char **agg_strv_dup(char *const *v, size_t n, int *rc)
+{
+    *rc = 0;
+    if (v == NULL || n == 0)
+        return NULL;
+    char **out = cmn_calloc(n, sizeof(*out));
+    if (out == NULL)
+        goto out_oom;
+    for (size_t i = 0; i < n; i++) {
+        out[i] = cmn_strdup(v[i]);
+        if (out[i] == NULL) {
+            agg_free_strv(out, i);
+            goto out_oom;
+        }
+    }
+    return out;
+out_oom:
+    *rc = UV_ENOMEM;
+    return NULL;
+}
+
+int agg__config_copy(struct agg_config *dst, const struct agg_config *src)
+{
+    int rc;
+
+    *dst = *src;
+    dst->histogram_aggregates = NULL;
+    dst->histogram_percentiles = NULL;
+    dst->extra_tags = NULL;
+    dst->hostname = NULL;
+    dst->histogram_aggregates = agg_strv_dup(src->histogram_aggregates,
+                                             src->nhistogram_aggregates, &rc);
+    if (rc)
+        goto out_free;
+    dst->extra_tags = agg_strv_dup(src->extra_tags, src->nextra_tags, &rc);
+    if (rc)
+        goto out_free;
+    if (src->histogram_percentiles && src->nhistogram_percentiles) {
+        dst->histogram_percentiles =
+            cmn_memdup(src->histogram_percentiles,
+                       src->nhistogram_percentiles * sizeof(double));
+        if (dst->histogram_percentiles == NULL) {
+            rc = UV_ENOMEM;
+            goto out_free;
+        }
+    }
+    dst->hostname = cmn_strdup(src->hostname ? src->hostname : "");
+    if (dst->hostname == NULL) {
+        rc = UV_ENOMEM;
+        goto out_free;
+    }
+    return 0;
+out_free:
+    agg_config_free(dst);
+    return rc;
+}
+
+static int agg_cmp_str(const void *x, const void *y)
+{
+    return strcmp(*(char *const *)x, *(char *const *)y);
+}
+
+/* Sorts and removes duplicates, as the Agent does once at start-up. */
+static void agg_sort_unique(char **v, size_t *n)
+{
+    if (*n < 2)
+        return;
+    qsort(v, *n, sizeof(*v), agg_cmp_str);
+    size_t w = 1;
+    for (size_t i = 1; i < *n; i++) {
+        if (strcmp(v[i], v[w - 1]) == 0)
+            cmn_free(v[i]);
+        else
+            v[w++] = v[i];
+    }
+    *n = w;
+}
+
+static int agg_env_size(const struct cmn_env *env, const char *name,
+                        int64_t min, int64_t max, size_t *out)
+{
+    int64_t v = (int64_t)*out;
+    int rc = cmn_env_i64(env, name, min, max, &v);
+    if (rc == 0)
+        *out = (size_t)v;
+    return rc;
+}
+
+static int agg_env_hist_aggregates(struct agg_config *cfg,
+                                   const struct cmn_env *env)
+{
+    const char *name = "DD_HISTOGRAM_AGGREGATES";
+    const char *v = cmn_env_get(env, name);
+    struct agg_strlist l = {0};
+
+    if (v == NULL)
+        return 0;
+    cmn_split_list(v, agg_strlist_add, &l);
+    if (l.oom)
+        goto out_oom;
+    for (size_t i = 0; i < l.n; i++) {
+        bool ok = false;
+        for (size_t k = 0; k < sizeof(agg_hist_names) / sizeof(char *); k++)
+            ok = ok || strcmp(l.v[i], agg_hist_names[k]) == 0;
+        if (!ok) {
+            CMN_LOGE(COMP,
+                     "%s: unknown aggregate \"%s\" (expected max, min, "
+                     "median, avg, sum or count)",
+                     name, l.v[i]);
+            agg_free_strv(l.v, l.n);
+            return UV_EINVAL;
+        }
+    }
+    agg_free_strv(cfg->histogram_aggregates, cfg->nhistogram_aggregates);
+    cfg->histogram_aggregates = l.v;
+    cfg->nhistogram_aggregates = l.n;
+    return 0;
+out_oom:
+    agg_free_strv(l.v, l.n);
+    return UV_ENOMEM;
+}
+
+static int agg_env_hist_percentiles(struct agg_config *cfg,
+                                    const struct cmn_env *env)
+{
+    const char *name = "DD_HISTOGRAM_PERCENTILES";
+    const char *v = cmn_env_get(env, name);
+    struct agg_strlist l = {0};
+    double *p = NULL;
+    int rc = 0;
+
+    if (v == NULL)
+        return 0;
+    cmn_split_list(v, agg_strlist_add, &l);
+    if (l.oom) {
+        rc = UV_ENOMEM;
+        goto out;
+    }
+    if (l.n > 0) {
+        p = cmn_calloc(l.n, sizeof(*p));
+        if (p == NULL) {
+            rc = UV_ENOMEM;
+            goto out;
+        }
+    }
+    for (size_t i = 0; i < l.n; i++) {
+        if (cmn_parse_f64(cmn_slice_cstr(l.v[i]), &p[i]) != 0 ||
+            !(p[i] >= 0 && p[i] <= 1)) {
+            CMN_LOGE(COMP, "%s: expected numbers from 0 to 1, got \"%s\"", name,
+                     l.v[i]);
+            rc = UV_EINVAL;
+            goto out;
+        }
+    }
+    cmn_free(cfg->histogram_percentiles);
+    cfg->histogram_percentiles = p;
+    cfg->nhistogram_percentiles = l.n;
+    p = NULL;
+out:
+    cmn_free(p);
+    agg_free_strv(l.v, l.n);
+    return rc;
+}
+
+static int agg_env_tags(struct agg_config *cfg, const struct cmn_env *env)
+{
+    static const char *const names[] = {"DD_DOGSTATSD_TAGS", "DD_TAGS"};
+    struct agg_strlist l = {cfg->extra_tags, cfg->nextra_tags, false};
+
+    for (size_t i = 0; i < 2; i++) {
+        const char *v = cmn_env_get(env, names[i]);
+        if (v != NULL)
+            cmn_split_list(v, agg_strlist_add, &l);
+    }
+    cfg->extra_tags = l.v;
+    cfg->nextra_tags = l.n;
+    if (l.oom)
+        return UV_ENOMEM;
+    agg_sort_unique(cfg->extra_tags, &cfg->nextra_tags);
+    return 0;
+}
+
+static int agg_env_compressor(struct agg_config *cfg, const struct cmn_env *env)
+{
+    const char *name = "DD_SERIALIZER_COMPRESSOR_KIND";
+    const char *v = cmn_env_get(env, name);
+    int64_t lvl = cfg->zstd_level;
+
+    if (v != NULL) {
+        if (strcmp(v, "zstd") == 0)
+            cfg->compressor = AGG_COMPRESS_ZSTD;
+        else if (strcmp(v, "zlib") == 0)
+            cfg->compressor = AGG_COMPRESS_ZLIB;
+        else if (strcmp(v, "none") == 0)
+            cfg->compressor = AGG_COMPRESS_NONE;
+        else {
+            CMN_LOGE(COMP, "%s: expected zstd, zlib or none, got \"%s\"", name,
+                     v);
+            return UV_EINVAL;
+        }
+    }
+    if (cmn_env_i64(env, "DD_SERIALIZER_ZSTD_COMPRESSOR_LEVEL",
+                    ZSTD_minCLevel(), ZSTD_maxCLevel(), &lvl))
+        return UV_EINVAL;
+    cfg->zstd_level = (int)lvl;
+    return 0;
+}
+
+int agg_config_from_env(struct agg_config *cfg, const struct cmn_env *env)
+{
+    const char *host = NULL;
+    int rc;
+
+#define TRY(x)                                                                 \
+    do {                                                                       \
+        rc = (x);                                                              \
+        if (rc)                                                                \
+            return rc;                                                         \
+    } while (0)
+    TRY(cmn_env_bool(env, "DD_DOGSTATSD_FLUSH_INCOMPLETE_BUCKETS",
+                     &cfg->flush_incomplete_buckets));
+    TRY(cmn_env_i64(env, "DD_DOGSTATSD_EXPIRY_SECONDS", 0, 1000000000,
+                    &cfg->expiry_seconds));
+    TRY(cmn_env_i64(env, "DD_DOGSTATSD_CONTEXT_EXPIRY_SECONDS", 0, 1000000000,
+                    &cfg->context_expiry_seconds));
+    TRY(agg_env_size(env, "DD_DOGSTATSD_CONTEXT_LIMIT", 1, 1000000000,
+                     &cfg->context_limit));
+    TRY(cmn_env_bool(env, "DD_DOGSTATSD_NO_AGGREGATION_PIPELINE",
+                     &cfg->no_aggregation_pipeline));
+    TRY(agg_env_size(env, "DD_DOGSTATSD_NO_AGGREGATION_PIPELINE_BATCH_SIZE", 1,
+                     10000000, &cfg->no_agg_batch_size));
+    TRY(agg_env_hist_aggregates(cfg, env));
+    TRY(agg_env_hist_percentiles(cfg, env));
+    TRY(agg_env_tags(cfg, env));
+    TRY(cmn_env_str(env, "DD_HOSTNAME", &host));
+    if (host != NULL) {
+        char *h = cmn_strdup(host);
+        if (h == NULL)
+            return UV_ENOMEM;
+        cmn_free(cfg->hostname);
+        cfg->hostname = h;
+    }
+    TRY(cmn_env_bool(env, "DD_USE_V2_API_SERIES", &cfg->use_v2_series));
+    TRY(agg_env_compressor(cfg, env));
+    TRY(agg_env_size(env, "DD_SERIALIZER_MAX_PAYLOAD_SIZE", 64, 1 << 30,
+                     &cfg->max_payload_size));
+    TRY(agg_env_size(env, "DD_SERIALIZER_MAX_UNCOMPRESSED_PAYLOAD_SIZE", 64,
+                     1 << 30, &cfg->max_uncompressed_payload_size));
+    TRY(agg_env_size(env, "DD_SERIALIZER_MAX_SERIES_PAYLOAD_SIZE", 64, 1 << 30,
+                     &cfg->max_series_payload_size));
+    TRY(agg_env_size(env, "DD_SERIALIZER_MAX_SERIES_UNCOMPRESSED_PAYLOAD_SIZE",
+                     64, 1 << 30, &cfg->max_series_uncompressed_payload_size));
+    TRY(agg_env_size(env, "DD_SERIALIZER_MAX_SERIES_POINTS_PER_PAYLOAD", 1,
+                     100000000, &cfg->max_series_points_per_payload));
+    TRY(cmn_env_bool(env, "DD_ENABLE_PAYLOADS_SERIES", &cfg->enable_series));
+    TRY(cmn_env_bool(env, "DD_ENABLE_PAYLOADS_SKETCHES",
+                     &cfg->enable_sketches));
+    TRY(cmn_env_bool(env, "DD_ENABLE_PAYLOADS_EVENTS", &cfg->enable_events));
+    TRY(cmn_env_bool(env, "DD_ENABLE_PAYLOADS_SERVICE_CHECKS",
+                     &cfg->enable_service_checks));
+#undef TRY
+    return 0;
+}
+
+/* Builds the histogram suffix table: [0] is the bare name. */
+int agg__suffix_build(struct agg *a)
+{
+    const struct agg_config *c = &a->cfg;
+    static const char *const defaults[] = {"max", "median", "avg", "count"};
+    static const double defpct[] = {0.95};
+    const char *const *aggs = (const char *const *)c->histogram_aggregates;
+    size_t naggs = c->nhistogram_aggregates;
+    const double *pcts = c->histogram_percentiles;
+    size_t npcts = c->nhistogram_percentiles;
+
+    if (aggs == NULL) {
+        aggs = defaults;
+        naggs = 4;
+    }
+    if (pcts == NULL) {
+        pcts = defpct;
+        npcts = 1;
+    }
+    a->suffix = cmn_calloc(1 + naggs + npcts, sizeof(*a->suffix));
+    if (a->suffix == NULL)
+        return UV_ENOMEM;
+    a->suffix[0].api_type = AGG__API_GAUGE;
+    a->nsuffix = 1;
+    for (size_t i = 0; i < naggs; i++) {
+        struct agg__suffix *s = &a->suffix[a->nsuffix];
+        for (size_t k = 0; k < sizeof(agg_hist_names) / sizeof(char *); k++) {
+            if (strcmp(aggs[i], agg_hist_names[k]) == 0) {
+                snprintf(s->name, sizeof(s->name), ".%s", agg_hist_names[k]);
+                s->what = agg_hist_what[k];
+                s->api_type =
+                    s->what == AGG__H_COUNT ? AGG__API_RATE : AGG__API_GAUGE;
+                a->nsuffix++;
+                break;
+            }
+        }
+    }
+    for (size_t i = 0; i < npcts; i++) {
+        struct agg__suffix *s = &a->suffix[a->nsuffix++];
+        s->pct = (int)(pcts[i] * 100 + 0.5);
+        snprintf(s->name, sizeof(s->name), ".%dpercentile", s->pct);
+        s->what = AGG__H_PCT;
+        s->api_type = AGG__API_GAUGE;
+    }
+    return 0;
+}
+
+struct agg__tagset *agg__tagset_new(const struct cmn_slice *tags, size_t n)
+{
+    size_t bytes = 0, w = 0;
+    for (size_t i = 0; i < n; i++)
+        bytes += tags[i].len + 1;
+    struct agg__tagset *t =
+        cmn_malloc(sizeof(*t) + n * sizeof(struct cmn_slice) + bytes + 1);
+    if (t == NULL)
+        return NULL;
+    char *p = (char *)&t->tags[n];
+    t->refs = 1;
+    for (size_t i = 0; i < n; i++) {
+        if (agg__has_tag(t->tags, w, tags[i]))
+            continue; /* duplicates are sent once */
+        memcpy(p, tags[i].p, tags[i].len);
+        p[tags[i].len] = '\0';
+        t->tags[w++] = cmn_slice(p, tags[i].len);
+        p += tags[i].len + 1;
+    }
+    t->n = w;
+    return t;
+}
+
+void agg__tagset_unref(struct agg__tagset *t)
+{
+    if (t != NULL && --t->refs == 0)
+        cmn_free(t);
+}

@@ -1,0 +1,305 @@
+/*
+ * agg_context.c - contexts: (name, host, tag set) interned once.
+ *
+ * Hot path: XXH3 of the raw name and the raw tag bytes indexes a
+ * hash table of context pointers, so a line seen before costs two
+ * hashes and one compare. A miss splits the tags, pulls out the special
+ * tags (host:, dd.internal.entity_id:, dd.internal.card:,
+ * dd.internal.jmx_check_name:), sorts and de-duplicates the rest, and
+ * combines per-tag hashes with a sum (order-independent) into the context
+ * key; the context table compares the full identity, so only the raw cache
+ * trusts a 64-bit hash (as the Agent's ckey does).
+ *
+ * Invariants: nctx <= context_limit; a context is freed only by expiry,
+ * when nothing references it (refs == 0) and it is no tracked counter; the
+ * raw cache is cleared whenever a context is freed.
+ */
+#include "agg_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define XXH_INLINE_ALL /* short keys: inlined XXH3 avoids the call */
+#include <xxhash.h>
+
+#define AGG_RC_MIN 1024
+#define AGG_SEED_HOST 0x9E3779B97F4A7C15ULL
+#define AGG_SEED_TAG 0x51AFD7ED558CCD1DULL
+
+long agg__split_tags(struct cmn_slice raw, struct cmn_slice *out, size_t max)
+{
+    size_t n = 0;
+    const char *p = raw.p, *end = raw.p + raw.len;
+
+    if (raw.len == 0)
+        return 0;
+    for (;;) {
+        const char *c = memchr(p, ',', (size_t)(end - p));
+        const char *e = c ? c : end;
+        if (n == max)
+            return -1;
+        out[n++] = cmn_slice(p, (size_t)(e - p));
+        if (c == NULL)
+            break;
+        p = c + 1;
+    }
+    return (long)n;
+}
+
+int agg__ctx_init(struct agg *a)
+{
+    a->ctab_mask = 1023;
+    a->ctab = cmn_calloc(a->ctab_mask + 1, sizeof(*a->ctab));
+    a->rc_mask = AGG_RC_MIN - 1;
+    a->rc = cmn_calloc(a->rc_mask + 1, sizeof(*a->rc));
+    a->scratch_cap =
+        a->cfg.tags_per_metric_max ? a->cfg.tags_per_metric_max : 1;
+    a->scratch_tags = cmn_calloc(a->scratch_cap, sizeof(*a->scratch_tags));
+    a->next_ctx_id = 1;
+    if (a->ctab == NULL || a->rc == NULL || a->scratch_tags == NULL)
+        return UV_ENOMEM;
+    return 0;
+}
+
+void agg__ctx_fini(struct agg *a)
+{
+    if (a->ctab != NULL) {
+        for (size_t i = 0; i <= a->ctab_mask; i++)
+            cmn_free(a->ctab[i]);
+    }
+    cmn_free(a->ctab);
+    cmn_free(a->rc);
+    cmn_free(a->scratch_tags);
+    a->ctab = NULL;
+    a->rc = NULL;
+    a->scratch_tags = NULL;
+}
+
+static int agg_slice_cmp(const void *x, const void *y)
+{
+    const struct cmn_slice *s = x, *t = y;
+    size_t n = s->len < t->len ? s->len : t->len;
+    int c = n ? memcmp(s->p, t->p, n) : 0;
+    if (c != 0)
+        return c;
+    return s->len < t->len ? -1 : s->len > t->len;
+}
+
+static bool agg_ctx_same(const struct agg__ctx *c, struct cmn_slice name,
+                         struct cmn_slice host, const struct cmn_slice *tags,
+                         size_t ntags)
+{
+    if (c->ntags != ntags || !cmn_slice_eq(c->name, name) ||
+        !cmn_slice_eq(c->host, host))
+        return false;
+    for (size_t i = 0; i < ntags; i++) {
+        if (!cmn_slice_eq(c->tags[i], tags[i]))
+            return false;
+    }
+    return true;
+}
+
+static void agg_ctab_put(struct agg__ctx **tab, size_t mask, struct agg__ctx *c)
+{
+    size_t i = (size_t)c->key & mask;
+    while (tab[i] != NULL)
+        i = (i + 1) & mask;
+    tab[i] = c;
+}
+
+static int agg_ctab_grow(struct agg *a)
+{
+    size_t nmask = a->ctab_mask * 2 + 1;
+    struct agg__ctx **nt = cmn_calloc(nmask + 1, sizeof(*nt));
+    if (nt == NULL)
+        return UV_ENOMEM;
+    for (size_t i = 0; i <= a->ctab_mask; i++) {
+        if (a->ctab[i] != NULL)
+            agg_ctab_put(nt, nmask, a->ctab[i]);
+    }
+    cmn_free(a->ctab);
+    a->ctab = nt;
+    a->ctab_mask = nmask;
+    return 0;
+}
+
+/* Inserts (rh -> c) in the raw cache, an open-addressing table kept at
+ * most half full: it doubles up to AGG_RAW_CACHE_MAX slots, and past that
+ * (many spellings of the same contexts) it is emptied and refilled. */
+static void agg_rc_put(struct agg *a, uint64_t rh, struct agg__ctx *c)
+{
+    size_t size = a->rc_mask + 1;
+    if ((a->rc_n + 1) * 2 > size) {
+        void *n = size < AGG_RAW_CACHE_MAX
+                      ? cmn_calloc(size * 2, sizeof(*a->rc))
+                      : NULL;
+        if (n != NULL) {
+            void *old = a->rc;
+            size_t omask = a->rc_mask;
+            a->rc = n;
+            a->rc_mask = size * 2 - 1;
+            a->rc_n = 0;
+            for (size_t i = 0; i <= omask; i++) {
+                const struct agg__rc_slot *o = (struct agg__rc_slot *)old + i;
+                if (o->ctx != NULL)
+                    agg_rc_put(a, o->h, o->ctx);
+            }
+            cmn_free(old);
+        } else {
+            memset(a->rc, 0, size * sizeof(*a->rc));
+            a->rc_n = 0;
+        }
+    }
+    size_t i = (size_t)rh & a->rc_mask;
+    while (a->rc[i].ctx != NULL)
+        i = (i + 1) & a->rc_mask;
+    a->rc[i].h = rh;
+    a->rc[i].ctx = c;
+    a->rc_n++;
+}
+
+static struct agg__ctx *agg_ctx_new(struct agg *a, uint64_t key,
+                                    struct cmn_slice name,
+                                    struct cmn_slice host,
+                                    const struct cmn_slice *tags, size_t n)
+{
+    size_t bytes = name.len + 1 + host.len + 1;
+    for (size_t i = 0; i < n; i++)
+        bytes += tags[i].len + 1;
+    struct agg__ctx *c =
+        cmn_malloc(sizeof(*c) + n * sizeof(struct cmn_slice) + bytes);
+    if (c == NULL)
+        return NULL;
+    char *p = (char *)&c->tags[n];
+    memset(c, 0, sizeof(*c));
+    c->key = key;
+    c->id = a->next_ctx_id++;
+    c->counter_last = NAN;
+    c->ntags = (uint32_t)n;
+#define AGG_PUT(dst, src)                                                      \
+    do {                                                                       \
+        if ((src).len)                                                         \
+            memcpy(p, (src).p, (src).len);                                     \
+        p[(src).len] = '\0';                                                   \
+        (dst) = cmn_slice(p, (src).len);                                       \
+        p += (src).len + 1;                                                    \
+    } while (0)
+    AGG_PUT(c->name, name);
+    AGG_PUT(c->host, host);
+    for (size_t i = 0; i < n; i++)
+        AGG_PUT(c->tags[i], tags[i]);
+#undef AGG_PUT
+    return c;
+}
+
+/* The slow path: resolves the tags and finds or interns the context. */
+static int agg_ctx_resolve(struct agg *a, struct cmn_slice name, uint64_t nh,
+                           struct cmn_slice raw, struct agg__ctx **out)
+{
+    struct cmn_slice *t = a->scratch_tags;
+    struct cmn_slice host = cmn_slice_cstr(a->host);
+    long n = agg__split_tags(raw, t, a->scratch_cap);
+    size_t w = 0;
+
+    if (n < 0)
+        return CMN_ETOOBIG;
+    for (long i = 0; i < n; i++) {
+        if (cmn_slice_has_prefix(t[i], "host:")) {
+            if (!a->cfg.serverless)
+                host = cmn_slice(t[i].p + 5, t[i].len - 5);
+        } else if (cmn_slice_has_prefix(t[i], "dd.internal.entity_id:") ||
+                   cmn_slice_has_prefix(t[i], "dd.internal.card:") ||
+                   cmn_slice_has_prefix(t[i], "dd.internal.jmx_check_name:")) {
+            continue;
+        } else {
+            t[w++] = t[i];
+        }
+    }
+    if (w > 1) {
+        qsort(t, w, sizeof(*t), agg_slice_cmp);
+        size_t u = 1;
+        for (size_t i = 1; i < w; i++) {
+            if (!cmn_slice_eq(t[i], t[u - 1]))
+                t[u++] = t[i];
+        }
+        w = u;
+    }
+    uint64_t key = XXH3_64bits_withSeed(host.p, host.len, nh ^ AGG_SEED_HOST);
+    for (size_t i = 0; i < w; i++)
+        key += XXH3_64bits_withSeed(t[i].p, t[i].len, AGG_SEED_TAG);
+
+    size_t i = (size_t)key & a->ctab_mask;
+    for (struct agg__ctx *c; (c = a->ctab[i]) != NULL;
+         i = (i + 1) & a->ctab_mask) {
+        if (c->key == key && agg_ctx_same(c, name, host, t, w)) {
+            *out = c;
+            return 0;
+        }
+    }
+    if (a->nctx >= a->cfg.context_limit)
+        return CMN_ECAP;
+    if ((a->nctx + 1) * 2 > a->ctab_mask + 1 && agg_ctab_grow(a) != 0)
+        return UV_ENOMEM;
+    struct agg__ctx *c = agg_ctx_new(a, key, name, host, t, w);
+    if (c == NULL)
+        return UV_ENOMEM;
+    agg_ctab_put(a->ctab, a->ctab_mask, c);
+    a->nctx++;
+    a->st.contexts = a->nctx;
+    *out = c;
+    return 0;
+}
+
+int agg__ctx_get(struct agg *a, struct cmn_slice name, struct cmn_slice tags,
+                 struct agg__ctx **out)
+{
+    uint64_t nh = XXH3_64bits(name.p, name.len);
+    uint64_t rh = XXH3_64bits_withSeed(tags.p, tags.len, nh);
+
+    for (size_t i = (size_t)rh & a->rc_mask; a->rc[i].ctx != NULL;
+         i = (i + 1) & a->rc_mask) {
+        if (a->rc[i].h == rh) {
+            *out = a->rc[i].ctx;
+            return 0;
+        }
+    }
+    int rc = agg_ctx_resolve(a, name, nh, tags, out);
+    if (rc)
+        return rc;
+    agg_rc_put(a, rh, *out);
+    return 0;
+}
+
+void agg__ctx_expire(struct agg *a, double before)
+{
+    size_t victims = 0;
+
+    for (size_t i = 0; i <= a->ctab_mask; i++) {
+        struct agg__ctx *c = a->ctab[i];
+        if (c != NULL && c->refs == 0 && isnan(c->counter_last) &&
+            c->last_seen < before)
+            victims++;
+    }
+    if (victims == 0)
+        return;
+    struct agg__ctx **nt = cmn_calloc(a->ctab_mask + 1, sizeof(*nt));
+    if (nt == NULL)
+        return; /* try again at the next flush */
+    for (size_t i = 0; i <= a->ctab_mask; i++) {
+        struct agg__ctx *c = a->ctab[i];
+        if (c == NULL)
+            continue;
+        if (c->refs == 0 && isnan(c->counter_last) && c->last_seen < before)
+            cmn_free(c);
+        else
+            agg_ctab_put(nt, a->ctab_mask, c);
+    }
+    cmn_free(a->ctab);
+    a->ctab = nt;
+    a->nctx -= victims;
+    a->st.contexts = a->nctx;
+    a->st.contexts_expired += victims;
+    memset(a->rc, 0, (a->rc_mask + 1) * sizeof(*a->rc));
+    a->rc_n = 0;
+}

@@ -1,0 +1,332 @@
+/*
+ * agg_internal.h - the aggregator's private types, shared by its .c files
+ * (agg__ names, STYLE.md rule 2).
+ *
+ * Ownership in one picture:
+ *
+ *   struct agg (loop thread)
+ *     ctx table   agg__ctx *  (interned name + host + sorted unique tags)
+ *     raw cache   hash(raw name, raw tags) -> agg__ctx *   (a cache only)
+ *     buckets     agg__bucket *  keyed by 10 s start; entries point at ctxs
+ *     no-agg      agg__noagg samples (ctx + point)
+ *     events / service checks: private copies
+ *   agg__job (built on the loop, serialized on the pool, freed on the loop)
+ *     takes the due buckets, the no-agg batch and the queued events by
+ *     swapping; holds one reference on every ctx its entries point at, so
+ *     context expiry never frees a ctx a worker is reading.
+ */
+#ifndef DP_AGG_INTERNAL_H
+#define DP_AGG_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <uv.h>
+
+#include "aggregator.h"
+#include "ddsketch.h"
+
+#define AGG_COMP "aggregator"
+#define AGG_BUCKET_SECS 10
+/* Caps on state fed by input (STYLE.md rule 9); going over is a counted
+ * drop (agg_stats.samples_dropped_cap). */
+#define AGG_SET_MEMBERS_MAX 65536    /* distinct members per set per bucket */
+#define AGG_HIST_SAMPLES_MAX 1048576 /* samples per histogram per bucket */
+#define AGG_BUCKETS_MAX 4096         /* open buckets (own timestamps) */
+#define AGG_EVENTS_MAX 10000         /* events queued between flushes */
+#define AGG_CHECKS_MAX 10000         /* service checks queued */
+#define AGG_RAW_CACHE_MAX ((size_t)1 << 22) /* raw-line cache slots */
+#define AGG_JOBS_MAX 64 /* flush jobs waiting for the thread pool */
+
+/* Entry kinds are enum agg_mtype; sketches are AGG_DISTRIBUTION. */
+
+/* An interned context. One allocation: the struct, then ntags slices, then
+ * the NUL-terminated bytes of name, host and every tag. */
+struct agg__ctx {
+    uint64_t key;          /* order-independent context key */
+    uint64_t id;           /* creation number: stable output order */
+    double last_seen;      /* latest sample (or zero-fill) time */
+    double counter_last;   /* latest counter sample time; NAN = untracked */
+    uint64_t cache_gen[2]; /* bucket generation of cache_idx: [0] series,
+                              [1] sketch; 0 = none */
+    uint32_t cache_idx[2]; /* entry index in that bucket */
+    uint32_t refs;         /* bucket entries, no-agg samples and jobs */
+    uint32_t ntags;
+    struct cmn_slice name;
+    struct cmn_slice host;
+    struct cmn_slice tags[]; /* sorted, unique; bytes follow */
+};
+
+/* Raw-line cache slot: XXH3(raw name, raw tags) -> context. */
+struct agg__rc_slot {
+    uint64_t h;
+    struct agg__ctx *ctx; /* NULL = empty */
+};
+
+struct agg__set {
+    uint64_t *slots; /* member hashes, 0 = empty */
+    uint32_t n, mask;
+};
+
+struct agg__hsample {
+    double v;
+    int64_t w; /* int64(1/rate) */
+};
+
+struct agg__hist {
+    struct agg__hsample *s;
+    uint32_t n, cap;
+};
+
+struct agg__entry {
+    struct agg__ctx *ctx;
+    uint8_t kind; /* enum agg_mtype of the entry's first sample */
+    union {
+        double gauge;           /* last value */
+        double sum;             /* counter: sum of value / rate */
+        struct agg__set *set;   /* owned */
+        struct agg__hist *hist; /* owned (histogram and timing) */
+        struct agg_sketch *sk;  /* owned (distribution) */
+    } u;
+};
+
+struct agg__bucket {
+    int64_t start;           /* epoch-aligned bucket start */
+    uint64_t gen;            /* unique per bucket, never 0 */
+    struct agg__entry *ents; /* owned */
+    uint32_t n, cap;
+    uint32_t *idx; /* open addressing: entry index + 1, 0 = empty */
+    uint32_t idx_mask;
+    uint32_t nseries; /* entries that are not sketches */
+};
+
+/* One timestamped sample of the no-aggregation path. */
+struct agg__noagg {
+    struct agg__ctx *ctx; /* holds a reference */
+    double value;         /* already value/10 for counters */
+    int64_t ts;           /* the client's T */
+    uint8_t api_type;     /* AGG__API_* */
+};
+
+enum { AGG__API_COUNT = 1, AGG__API_RATE = 2, AGG__API_GAUGE = 3 };
+
+/* Immutable, reference-counted list of extra tags (loop thread counts). */
+struct agg__tagset {
+    uint32_t refs;
+    size_t n;
+    struct cmn_slice tags[]; /* bytes follow */
+};
+
+/* A private copy of an event. */
+struct agg__event {
+    struct cmn_slice title, text, host, agg_key, source;
+    uint64_t seq; /* arrival order, for a stable sort */
+    int64_t ts;
+    enum agg_event_priority priority;
+    enum agg_alert_type alert_type;
+    size_t ntags;
+    struct cmn_slice tags[]; /* bytes follow */
+};
+
+struct agg__check {
+    struct cmn_slice name, host, message;
+    int status;
+    int64_t ts;
+    size_t ntags;
+    struct cmn_slice tags[];
+};
+
+/* Name suffixes of histogram series: [0] "" then one per aggregate, then
+ * one per percentile. */
+struct agg__suffix {
+    char name[24]; /* ".max", ".95percentile" */
+    uint8_t api_type;
+    uint8_t what; /* AGG__H_* */
+    int pct;      /* percentiles: int(p * 100 + 0.5) */
+};
+enum {
+    AGG__H_NONE,
+    AGG__H_MAX,
+    AGG__H_MIN,
+    AGG__H_MEDIAN,
+    AGG__H_AVG,
+    AGG__H_SUM,
+    AGG__H_COUNT,
+    AGG__H_PCT
+};
+
+/* Counters a worker fills; added into agg_stats on the loop thread. */
+struct agg__job_stats {
+    uint64_t series, points, sketches, payloads, items_too_big,
+        payloads_dropped;
+};
+
+struct agg__job {
+    struct agg__job *next; /* pending queue */
+    struct agg *a;
+    uv_work_t work;
+    struct agg__bucket **buckets; /* owned */
+    size_t nbuckets;
+    struct agg__noagg *noagg; /* owned */
+    size_t nnoagg;
+    struct agg__event **events; /* owned */
+    size_t nevents;
+    struct agg__check **checks; /* owned */
+    size_t nchecks;
+    struct agg__tagset *extra; /* one reference */
+    struct fwd_payload **out;  /* built by the worker, in order */
+    size_t nout, capout;
+    struct agg__job_stats st;
+    agg_done_cb cb;
+    void *cb_data;
+};
+
+struct agg {
+    uv_loop_t *loop;
+    struct agg_config cfg; /* deep copy */
+    const char *host;      /* "" in serverless mode, else cfg.hostname */
+    fwd_submit_fn submit;
+    void *submit_data;
+    agg_clock_fn clock; /* NULL = wall clock */
+    void *clock_data;
+    uint64_t clock_at;   /* uv_now() when clock_cached was read */
+    double clock_cached; /* wall clock, unix seconds */
+    uint32_t clock_uses; /* samples stamped since clock_cached */
+    struct agg_stats st;
+
+    /* contexts */
+    struct agg__ctx **ctab; /* open addressing by key */
+    size_t ctab_mask, nctx;
+    uint64_t next_ctx_id;
+    struct agg__rc_slot *rc; /* raw-line cache: open addressing */
+    size_t rc_mask, rc_n;
+    struct cmn_slice *scratch_tags; /* tags_per_metric_max + specials */
+    uint64_t *scratch_hash;
+    size_t scratch_cap;
+
+    /* time sampler */
+    struct agg__bucket **buckets;
+    size_t nbuckets, capbuckets;
+    struct agg__bucket *last;  /* bucket of the previous sample */
+    struct agg__bucket *spare; /* a flushed bucket's arrays, for reuse */
+    uint64_t next_gen;
+    int64_t last_cutoff;
+    struct agg__suffix *suffix;
+    size_t nsuffix;
+
+    /* no-aggregation path */
+    struct agg__noagg *noagg;
+    size_t nnoagg;
+
+    /* events and service checks */
+    struct agg__event **events;
+    size_t nevents, capevents;
+    struct agg__check **checks;
+    size_t nchecks, capchecks;
+
+    struct agg__tagset *extra;
+
+    /* flushing */
+    uv_timer_t timer;
+    bool timer_inited, timer_closed, started, stopping, stop_reported;
+    struct agg__job *running;               /* in the thread pool */
+    struct agg__job *pend_head, *pend_tail; /* waiting for it */
+    size_t npending;
+    agg_done_cb stop_cb;
+    void *stop_data;
+};
+
+/* agg_config.c */
+int agg__config_copy(struct agg_config *dst,
+                     const struct agg_config *src) CMN_MUST_CHECK;
+int agg__suffix_build(struct agg *a) CMN_MUST_CHECK;
+struct agg__tagset *agg__tagset_new(const struct cmn_slice *tags, size_t n);
+void agg__tagset_unref(struct agg__tagset *t);
+
+/* agg_context.c */
+int agg__ctx_init(struct agg *a) CMN_MUST_CHECK;
+void agg__ctx_fini(struct agg *a);
+/* Finds or interns the context of (name, raw tags). Returns 0, CMN_ECAP,
+ * CMN_ETOOBIG or UV_ENOMEM. */
+int agg__ctx_get(struct agg *a, struct cmn_slice name, struct cmn_slice tags,
+                 struct agg__ctx **out) CMN_MUST_CHECK;
+/* Removes contexts unused since before `before` that nothing references. */
+void agg__ctx_expire(struct agg *a, double before);
+/* Splits a raw tag field on ','; an empty field gives none. Returns the
+ * count or -1 when there are more than max. */
+long agg__split_tags(struct cmn_slice raw, struct cmn_slice *out, size_t max);
+static inline void agg__ctx_unref(struct agg__ctx *c)
+{
+    c->refs--;
+}
+
+/* agg_sampler.c */
+int agg__sample(struct agg *a, struct agg__ctx *c, const struct agg_metric *m,
+                double t) CMN_MUST_CHECK;
+void agg__bucket_free(struct agg__bucket *b);
+/* Frees b's entries and keeps its arrays as the spare bucket (or frees it
+ * when there is one already). Loop thread. */
+void agg__bucket_recycle(struct agg *a, struct agg__bucket *b);
+/* Moves the due buckets (all with force) into the job, adds counter zeros
+ * (§2.4). */
+int agg__take_buckets(struct agg *a, struct agg__job *j, int64_t cutoff,
+                      bool force) CMN_MUST_CHECK;
+int64_t agg__bucket_start(double t);
+
+/* agg_events.c */
+int agg__event_copy(struct agg *a, const struct agg_event *e, double now,
+                    struct agg__event **out) CMN_MUST_CHECK;
+int agg__check_copy(struct agg *a, const struct agg_service_check *sc,
+                    double now, struct agg__check **out) CMN_MUST_CHECK;
+void agg__serialize_events(struct agg__job *j);
+void agg__serialize_checks(struct agg__job *j);
+
+/* agg_serialize.c */
+/* Appends o as compact JSON; UV_ENOMEM leaves b as it was. */
+int agg__json_append(struct cmn_buf *b, const json_t *o) CMN_MUST_CHECK;
+/* A JSON string of s; invalid UTF-8 bytes become U+FFFD. */
+json_t *agg__jstr(struct cmn_slice s);
+char *agg__utf8_fix(struct cmn_slice s, size_t *out_len);
+void agg__serialize_job(struct agg__job *j);
+/* Compresses raw (borrowed) per the config into a new payload of kind;
+ * NULL on failure. */
+struct fwd_payload *agg__make_payload(const struct agg_config *cfg,
+                                      enum fwd_kind kind, const char *raw,
+                                      size_t len);
+/* Adds p to the job's output (drops it on allocation failure). */
+void agg__job_out(struct agg__job *j, struct fwd_payload *p);
+/* The tags a series carries: ctx tags then extra tags it lacks. */
+bool agg__has_tag(const struct cmn_slice *tags, size_t n, struct cmn_slice t);
+
+/* Generic payload packer: items are byte chunks joined by sep between
+ * prefix and suffix; payloads are cut by item points, uncompressed bytes
+ * and compressed bytes; an item too big alone is dropped and counted. */
+struct agg__chunks {
+    struct cmn_buf data; /* the items' bytes back to back */
+    size_t *end;         /* end offset of item i */
+    uint32_t *points;    /* points of item i */
+    size_t n, cap;
+    bool failed; /* an allocation failed: some items are missing */
+};
+void agg__chunks_init(struct agg__chunks *c);
+void agg__chunks_free(struct agg__chunks *c);
+/* Drops the partly written item (after a failure) and marks c failed. */
+void agg__chunks_abort(struct agg__chunks *c);
+/* Closes the item just written into c->data; on failure the item is
+ * dropped as by agg__chunks_abort. */
+int agg__chunks_close(struct agg__chunks *c, uint32_t points) CMN_MUST_CHECK;
+struct agg__pack_spec {
+    enum fwd_kind kind;
+    const char *prefix, *sep, *suffix;
+    size_t prefix_len, sep_len, suffix_len;
+    size_t max_points; /* 0 = no limit */
+    size_t max_raw, max_comp;
+    const char *route; /* NULL = the kind's default */
+    const char *content_type;
+};
+void agg__pack(struct agg__job *j, struct agg__chunks *c,
+               const struct agg__pack_spec *spec);
+
+#endif /* DP_AGG_INTERNAL_H */

@@ -1,0 +1,231 @@
+/*
+ * agg_pack.c - turning serialized items into compressed payloads
+ * (spec/pipeline.md §3.3-§3.4).
+ *
+ * Items are byte chunks (one protobuf MetricSeries/Sketch field, one JSON
+ * object) written back to back; a payload is prefix + items joined by sep +
+ * suffix. Payloads are cut greedily by points and uncompressed bytes, then
+ * compressed; a payload whose compressed body is over the limit is split
+ * in two and retried. An item that is too big on its own is dropped and
+ * counted (items_too_big), as the Agent's ItemTooBig. Runs on a pool
+ * thread; touches only the job.
+ */
+#include "agg_internal.h"
+
+#include <string.h>
+
+#include <zlib.h>
+#include <zstd.h>
+
+void agg__chunks_init(struct agg__chunks *c)
+{
+    memset(c, 0, sizeof(*c));
+    cmn_buf_init(&c->data, (size_t)1 << 30);
+}
+
+void agg__chunks_free(struct agg__chunks *c)
+{
+    cmn_buf_free(&c->data);
+    cmn_free(c->end);
+    cmn_free(c->points);
+    memset(c, 0, sizeof(*c));
+}
+
+void agg__chunks_abort(struct agg__chunks *c)
+{
+    c->data.len = c->n ? c->end[c->n - 1] : 0;
+    c->failed = true;
+}
+
+int agg__chunks_close(struct agg__chunks *c, uint32_t points)
+{
+    if (c->n == c->cap) {
+        size_t ncap = c->cap ? c->cap * 2 : 64;
+        size_t *ne = cmn_reallocarray(c->end, ncap, sizeof(*ne));
+        if (ne == NULL) {
+            agg__chunks_abort(c);
+            return UV_ENOMEM;
+        }
+        c->end = ne;
+        uint32_t *np = cmn_reallocarray(c->points, ncap, sizeof(*np));
+        if (np == NULL) {
+            agg__chunks_abort(c);
+            return UV_ENOMEM;
+        }
+        c->points = np;
+        c->cap = ncap;
+    }
+    c->end[c->n] = c->data.len;
+    c->points[c->n] = points;
+    c->n++;
+    return 0;
+}
+
+static inline size_t agg_chunk_start(const struct agg__chunks *c, size_t i)
+{
+    return i == 0 ? 0 : c->end[i - 1];
+}
+
+static inline size_t agg_chunk_len(const struct agg__chunks *c, size_t i)
+{
+    return c->end[i] - agg_chunk_start(c, i);
+}
+
+void agg__job_out(struct agg__job *j, struct fwd_payload *p)
+{
+    if (j->nout == j->capout) {
+        size_t ncap = j->capout ? j->capout * 2 : 8;
+        void *no = cmn_reallocarray(j->out, ncap, sizeof(*j->out));
+        if (no == NULL) {
+            fwd_payload_free(p);
+            j->st.payloads_dropped++;
+            return;
+        }
+        j->out = no;
+        j->capout = ncap;
+    }
+    j->out[j->nout++] = p;
+}
+
+struct fwd_payload *agg__make_payload(const struct agg_config *cfg,
+                                      enum fwd_kind kind, const char *raw,
+                                      size_t len)
+{
+    unsigned char *body = NULL;
+    size_t blen = 0;
+    const char *enc = "identity";
+
+    switch (cfg->compressor) {
+    case AGG_COMPRESS_ZSTD: {
+        size_t bound = ZSTD_compressBound(len);
+        body = cmn_malloc(bound);
+        if (body == NULL)
+            return NULL;
+        size_t n = ZSTD_compress(body, bound, raw, len, cfg->zstd_level);
+        if (ZSTD_isError(n)) {
+            cmn_free(body);
+            return NULL;
+        }
+        blen = n;
+        enc = "zstd";
+        break;
+    }
+    case AGG_COMPRESS_ZLIB: {
+        uLongf n = compressBound((uLong)len);
+        body = cmn_malloc(n);
+        if (body == NULL)
+            return NULL;
+        if (compress2(body, &n, (const Bytef *)raw, (uLong)len,
+                      Z_DEFAULT_COMPRESSION) != Z_OK) {
+            cmn_free(body);
+            return NULL;
+        }
+        blen = n;
+        enc = "deflate";
+        break;
+    }
+    default:
+        body = cmn_malloc(len ? len : 1);
+        if (body == NULL)
+            return NULL;
+        if (len)
+            memcpy(body, raw, len);
+        blen = len;
+        break;
+    }
+    if (blen > 0 && blen < len) {
+        unsigned char *shrunk = cmn_reallocarray(body, blen, 1);
+        if (shrunk != NULL)
+            body = shrunk;
+    }
+    struct fwd_payload *p = fwd_payload_new(kind, body, blen);
+    if (p == NULL)
+        return NULL;
+    p->content_encoding = enc;
+    p->raw_len = len;
+    return p;
+}
+
+static void agg_emit_range(struct agg__job *j, struct agg__chunks *c,
+                           const struct agg__pack_spec *s, size_t lo, size_t hi)
+{
+    size_t from = agg_chunk_start(c, lo), to = c->end[hi - 1];
+    size_t raw_len = s->prefix_len + s->suffix_len + (to - from) +
+                     (hi - lo - 1) * s->sep_len;
+    uint32_t points = 0;
+    char *raw = cmn_malloc(raw_len ? raw_len : 1), *w = raw;
+
+    if (raw == NULL) {
+        j->st.payloads_dropped++;
+        return;
+    }
+    memcpy(w, s->prefix, s->prefix_len);
+    w += s->prefix_len;
+    for (size_t i = lo; i < hi; i++) {
+        if (i > lo) {
+            memcpy(w, s->sep, s->sep_len);
+            w += s->sep_len;
+        }
+        memcpy(w, c->data.p + agg_chunk_start(c, i), agg_chunk_len(c, i));
+        w += agg_chunk_len(c, i);
+        points += c->points[i];
+    }
+    memcpy(w, s->suffix, s->suffix_len);
+    struct fwd_payload *p =
+        agg__make_payload(&j->a->cfg, s->kind, raw, raw_len);
+    cmn_free(raw);
+    if (p == NULL) {
+        j->st.payloads_dropped++;
+        return;
+    }
+    if (p->len > s->max_comp) {
+        fwd_payload_free(p);
+        if (hi - lo == 1) {
+            j->st.items_too_big++;
+            return;
+        }
+        size_t mid = lo + (hi - lo) / 2;
+        agg_emit_range(j, c, s, lo, mid);
+        agg_emit_range(j, c, s, mid, hi);
+        return;
+    }
+    if (s->route != NULL)
+        p->route = s->route;
+    if (s->content_type != NULL) {
+        p->content_type = s->content_type;
+        p->protobuf = strcmp(s->content_type, "application/x-protobuf") == 0;
+    }
+    p->items = (uint32_t)(hi - lo);
+    p->points = points;
+    j->st.payloads++;
+    agg__job_out(j, p);
+}
+
+void agg__pack(struct agg__job *j, struct agg__chunks *c,
+               const struct agg__pack_spec *s)
+{
+    size_t fixed = s->prefix_len + s->suffix_len;
+    size_t i = 0;
+
+    while (i < c->n) {
+        size_t raw = fixed + agg_chunk_len(c, i);
+        uint64_t pts = c->points[i];
+        if ((s->max_points && pts > s->max_points) || raw > s->max_raw) {
+            j->st.items_too_big++;
+            i++;
+            continue;
+        }
+        size_t k = i + 1;
+        for (; k < c->n; k++) {
+            size_t add = s->sep_len + agg_chunk_len(c, k);
+            if (s->max_points && pts + c->points[k] > s->max_points)
+                break;
+            if (raw + add > s->max_raw)
+                break;
+            raw += add;
+            pts += c->points[k];
+        }
+        agg_emit_range(j, c, s, i, k);
+        i = k;
+    }
+}

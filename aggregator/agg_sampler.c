@@ -1,0 +1,470 @@
+/*
+ * agg_sampler.c - the time sampler (spec/pipeline.md §2.2-§2.4): 10 s
+ * epoch-aligned buckets keyed by their start, one entry per (context,
+ * series-or-sketch) in a bucket, per-type state, and the flush-time work
+ * that must run on the loop thread: choosing the due buckets, counter
+ * zero-fill and the synthetic zero bucket.
+ *
+ * Invariants: a bucket entry holds one reference on its context; an entry's
+ * kind is fixed by its first sample; a context's cache_gen/cache_idx name
+ * its entry in the live bucket with that generation (generations are never
+ * reused), so a repeated line finds its entry without hashing.
+ */
+#include "agg_internal.h"
+
+#include <math.h>
+#include <string.h>
+
+#define XXH_INLINE_ALL /* short keys: inlined XXH3 avoids the call */
+#include <xxhash.h>
+
+#define AGG_SKETCH_SEED 0xC2B2AE3D27D4EB4FULL
+
+int64_t agg__bucket_start(double t)
+{
+    int64_t s = (int64_t)t; /* truncates toward 0: floor for t >= 0 */
+    if ((double)s > t)
+        s--;
+    int64_t r = s % AGG_BUCKET_SECS;
+    if (r < 0)
+        r += AGG_BUCKET_SECS;
+    return s - r;
+}
+
+static void agg_entry_free(struct agg__entry *e)
+{
+    switch (e->kind) {
+    case AGG_SET:
+        if (e->u.set)
+            cmn_free(e->u.set->slots);
+        cmn_free(e->u.set);
+        break;
+    case AGG_HISTOGRAM:
+    case AGG_TIMING:
+        if (e->u.hist)
+            cmn_free(e->u.hist->s);
+        cmn_free(e->u.hist);
+        break;
+    case AGG_DISTRIBUTION:
+        if (e->u.sk)
+            agg_sketch_free(e->u.sk);
+        cmn_free(e->u.sk);
+        break;
+    default:
+        break;
+    }
+}
+
+void agg__bucket_free(struct agg__bucket *b)
+{
+    if (b == NULL)
+        return;
+    for (uint32_t i = 0; i < b->n; i++)
+        agg_entry_free(&b->ents[i]);
+    cmn_free(b->ents);
+    cmn_free(b->idx);
+    cmn_free(b);
+}
+
+void agg__bucket_recycle(struct agg *a, struct agg__bucket *b)
+{
+    if (a->spare != NULL || b->cap > 65536) {
+        agg__bucket_free(b);
+        return;
+    }
+    for (uint32_t i = 0; i < b->n; i++)
+        agg_entry_free(&b->ents[i]);
+    memset(b->idx, 0, ((size_t)b->idx_mask + 1) * sizeof(*b->idx));
+    b->n = 0;
+    b->nseries = 0;
+    a->spare = b;
+}
+
+static struct agg__bucket *agg_bucket_new(struct agg *a, int64_t start)
+{
+    struct agg__bucket *b = a->spare;
+    if (b != NULL) { /* the arrays of a flushed bucket, reused */
+        a->spare = NULL;
+        b->start = start;
+        b->gen = ++a->next_gen;
+        return b;
+    }
+    b = cmn_calloc(1, sizeof(*b));
+    if (b == NULL)
+        return NULL;
+    b->idx_mask = 15;
+    b->idx = cmn_calloc(b->idx_mask + 1, sizeof(*b->idx));
+    if (b->idx == NULL) {
+        cmn_free(b);
+        return NULL;
+    }
+    b->start = start;
+    b->gen = ++a->next_gen;
+    return b;
+}
+
+/* The live bucket starting at start, created if needed. */
+static int agg_bucket_get(struct agg *a, int64_t start,
+                          struct agg__bucket **out)
+{
+    if (a->last != NULL && a->last->start == start) {
+        *out = a->last;
+        return 0;
+    }
+    for (size_t i = 0; i < a->nbuckets; i++) {
+        if (a->buckets[i]->start == start) {
+            *out = a->last = a->buckets[i];
+            return 0;
+        }
+    }
+    if (a->nbuckets >= AGG_BUCKETS_MAX)
+        return CMN_ECAP;
+    if (a->nbuckets == a->capbuckets) {
+        size_t ncap = a->capbuckets ? a->capbuckets * 2 : 4;
+        void *nb = cmn_reallocarray(a->buckets, ncap, sizeof(*a->buckets));
+        if (nb == NULL)
+            return UV_ENOMEM;
+        a->buckets = nb;
+        a->capbuckets = ncap;
+    }
+    struct agg__bucket *b = agg_bucket_new(a, start);
+    if (b == NULL)
+        return UV_ENOMEM;
+    a->buckets[a->nbuckets++] = b;
+    *out = a->last = b;
+    return 0;
+}
+
+static inline uint64_t agg_ent_hash(const struct agg__ctx *c, int sk)
+{
+    return c->key + (sk ? AGG_SKETCH_SEED : 0);
+}
+
+static int agg_idx_grow(struct agg__bucket *b)
+{
+    uint32_t nmask = b->idx_mask * 2 + 1;
+    uint32_t *ni = cmn_calloc((size_t)nmask + 1, sizeof(*ni));
+    if (ni == NULL)
+        return UV_ENOMEM;
+    for (uint32_t k = 0; k < b->n; k++) {
+        struct agg__entry *e = &b->ents[k];
+        uint64_t h = agg_ent_hash(e->ctx, e->kind == AGG_DISTRIBUTION);
+        uint32_t i = (uint32_t)h & nmask;
+        while (ni[i] != 0)
+            i = (i + 1) & nmask;
+        ni[i] = k + 1;
+    }
+    cmn_free(b->idx);
+    b->idx = ni;
+    b->idx_mask = nmask;
+    return 0;
+}
+
+static int agg_entry_init(struct agg__entry *e, uint8_t kind)
+{
+    memset(e, 0, sizeof(*e));
+    e->kind = kind;
+    switch (kind) {
+    case AGG_SET:
+        e->u.set = cmn_calloc(1, sizeof(*e->u.set));
+        if (e->u.set == NULL)
+            return UV_ENOMEM;
+        e->u.set->mask = 15;
+        e->u.set->slots = cmn_calloc(16, sizeof(uint64_t));
+        if (e->u.set->slots == NULL) {
+            cmn_free(e->u.set);
+            return UV_ENOMEM;
+        }
+        return 0;
+    case AGG_HISTOGRAM:
+    case AGG_TIMING:
+        e->u.hist = cmn_calloc(1, sizeof(*e->u.hist));
+        return e->u.hist ? 0 : UV_ENOMEM;
+    case AGG_DISTRIBUTION:
+        e->u.sk = cmn_malloc(sizeof(*e->u.sk));
+        if (e->u.sk == NULL)
+            return UV_ENOMEM;
+        agg_sketch_init(e->u.sk);
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+/* The entry of c in b (sketch or series), created with kind if absent.
+ * The pointer is valid until the next entry is added to b. */
+static int agg_entry_get(struct agg__bucket *b, struct agg__ctx *c,
+                         uint8_t kind, struct agg__entry **out)
+{
+    int sk = kind == AGG_DISTRIBUTION;
+    if (c->cache_gen[sk] == b->gen) {
+        *out = &b->ents[c->cache_idx[sk]];
+        return 0;
+    }
+    uint32_t i = (uint32_t)agg_ent_hash(c, sk) & b->idx_mask;
+    for (; b->idx[i] != 0; i = (i + 1) & b->idx_mask) {
+        struct agg__entry *e = &b->ents[b->idx[i] - 1];
+        if (e->ctx == c && (e->kind == AGG_DISTRIBUTION) == sk) {
+            c->cache_gen[sk] = b->gen;
+            c->cache_idx[sk] = b->idx[i] - 1;
+            *out = e;
+            return 0;
+        }
+    }
+    if (c->refs == UINT32_MAX)
+        return CMN_ECAP;
+    if (b->n == b->cap) {
+        uint32_t ncap = b->cap ? b->cap * 2 : 8;
+        void *ne = cmn_reallocarray(b->ents, ncap, sizeof(*b->ents));
+        if (ne == NULL)
+            return UV_ENOMEM;
+        b->ents = ne;
+        b->cap = ncap;
+    }
+    if ((b->n + 1) * 2 > b->idx_mask + 1) {
+        if (agg_idx_grow(b) != 0)
+            return UV_ENOMEM;
+        i = (uint32_t)agg_ent_hash(c, sk) & b->idx_mask;
+        while (b->idx[i] != 0)
+            i = (i + 1) & b->idx_mask;
+    }
+    struct agg__entry *e = &b->ents[b->n];
+    if (agg_entry_init(e, kind) != 0)
+        return UV_ENOMEM;
+    e->ctx = c;
+    c->refs++;
+    b->idx[i] = b->n + 1;
+    c->cache_gen[sk] = b->gen;
+    c->cache_idx[sk] = b->n;
+    b->n++;
+    if (!sk)
+        b->nseries++;
+    *out = e;
+    return 0;
+}
+
+static int agg_set_add(struct agg__set *s, uint64_t h)
+{
+    if (h == 0)
+        h = 1; /* 0 marks an empty slot */
+    uint32_t i = (uint32_t)h & s->mask;
+    for (; s->slots[i] != 0; i = (i + 1) & s->mask) {
+        if (s->slots[i] == h)
+            return 0;
+    }
+    if (s->n >= AGG_SET_MEMBERS_MAX)
+        return CMN_ECAP;
+    if ((s->n + 1) * 2 > s->mask + 1) {
+        uint32_t nmask = s->mask * 2 + 1;
+        uint64_t *ns = cmn_calloc((size_t)nmask + 1, sizeof(*ns));
+        if (ns == NULL)
+            return UV_ENOMEM;
+        for (uint32_t k = 0; k <= s->mask; k++) {
+            if (s->slots[k] == 0)
+                continue;
+            uint32_t j = (uint32_t)s->slots[k] & nmask;
+            while (ns[j] != 0)
+                j = (j + 1) & nmask;
+            ns[j] = s->slots[k];
+        }
+        cmn_free(s->slots);
+        s->slots = ns;
+        s->mask = nmask;
+        i = (uint32_t)h & nmask;
+        while (s->slots[i] != 0)
+            i = (i + 1) & nmask;
+    }
+    s->slots[i] = h;
+    s->n++;
+    return 0;
+}
+
+static int agg_hist_add(struct agg__hist *h, double v, double rate)
+{
+    if (h->n == h->cap) {
+        if (h->n >= AGG_HIST_SAMPLES_MAX)
+            return CMN_ECAP;
+        uint32_t ncap = h->cap ? h->cap * 2 : 8;
+        void *ns = cmn_reallocarray(h->s, ncap, sizeof(*h->s));
+        if (ns == NULL)
+            return UV_ENOMEM;
+        h->s = ns;
+        h->cap = ncap;
+    }
+    /* w = int64(1/rate), rate 0 -> 1 (histogram.go); clamped so the
+     * conversion is defined in C. */
+    double w = rate == 0 ? 1 : 1 / rate;
+    if (!(w > -9007199254740992.0)) /* also NaN */
+        w = w < 0 ? -9007199254740992.0 : 1;
+    if (w > 9007199254740992.0)
+        w = 9007199254740992.0;
+    h->s[h->n].v = v;
+    h->s[h->n].w = (int64_t)w;
+    h->n++;
+    return 0;
+}
+
+static void agg_count_err(struct agg *a, int rc, uint64_t n)
+{
+    if (rc == CMN_ECAP)
+        a->st.samples_dropped_cap += n;
+    else
+        a->st.samples_dropped_oom += n;
+}
+
+/* Applies one value to an entry. An entry keeps the type of its first
+ * sample; like the Agent, a later sample of another type is fed to it (a
+ * set member counts as the value 0, a number into a set is a member). */
+static int agg_apply(struct agg__entry *e, double v, const uint64_t *member,
+                     double rate)
+{
+    switch (e->kind) {
+    case AGG_GAUGE:
+        e->u.gauge = v;
+        return 0;
+    case AGG_COUNTER:
+        e->u.sum += v * (1 / rate);
+        return 0;
+    case AGG_SET: {
+        uint64_t h;
+        if (member == NULL)
+            memcpy(&h, &v, sizeof(h));
+        return agg_set_add(e->u.set, member ? *member : h);
+    }
+    case AGG_HISTOGRAM:
+    case AGG_TIMING:
+        return agg_hist_add(e->u.hist, v, rate);
+    default:
+        return agg_sketch_insert(e->u.sk, v, rate);
+    }
+}
+
+int agg__sample(struct agg *a, struct agg__ctx *c, const struct agg_metric *m,
+                double t)
+{
+    struct agg__bucket *b;
+    struct agg__entry *e;
+    int rc;
+    uint8_t kind = (uint8_t)m->type;
+    bool set = m->type == AGG_SET;
+    size_t nv = set ? 1 : m->nvalues;
+
+    if (!set) { /* a line of NaN/Inf only must not create an entry */
+        size_t finite = 0;
+        for (size_t i = 0; i < m->nvalues; i++)
+            finite += isfinite(m->values[i]) != 0;
+        if (finite == 0) {
+            a->st.samples_nan += m->nvalues;
+            return 0;
+        }
+    }
+    rc = agg_bucket_get(a, agg__bucket_start(t), &b);
+    if (rc == 0)
+        rc = agg_entry_get(b, c, kind, &e);
+    if (rc) {
+        agg_count_err(a, rc, nv);
+        return rc;
+    }
+    if (t > c->last_seen)
+        c->last_seen = t;
+    if (m->type == AGG_COUNTER && !(c->counter_last >= t))
+        c->counter_last = t;
+    if (set) {
+        uint64_t h = XXH3_64bits(m->set_member.p, m->set_member.len);
+        rc = agg_apply(e, 0, &h, 1);
+        if (rc) {
+            agg_count_err(a, rc, 1);
+            return rc;
+        }
+        a->st.samples++;
+        return 0;
+    }
+    for (size_t i = 0; i < m->nvalues; i++) {
+        double v = m->values[i];
+        if (!isfinite(v)) {
+            a->st.samples_nan++;
+            continue;
+        }
+        rc = agg_apply(e, v, NULL, m->rate);
+        if (rc) {
+            agg_count_err(a, rc, 1);
+            continue;
+        }
+        a->st.samples++;
+    }
+    return 0;
+}
+
+/* Counter zero-fill (§2.4) over the job's buckets that hold series. */
+static void agg_zero_fill(struct agg *a, struct agg__job *j)
+{
+    double expiry = (double)a->cfg.expiry_seconds;
+
+    for (size_t i = 0; i <= a->ctab_mask; i++) {
+        struct agg__ctx *c = a->ctab[i];
+        bool expired = false;
+        if (c == NULL || isnan(c->counter_last))
+            continue;
+        for (size_t k = 0; k < j->nbuckets; k++) {
+            struct agg__bucket *b = j->buckets[k];
+            struct agg__entry *e;
+            if (b->nseries == 0 && b->n != 0)
+                continue; /* sketches only: no series bucket */
+            if (!(expiry + c->counter_last > (double)b->start)) {
+                expired = true;
+                continue;
+            }
+            if (agg_entry_get(b, c, AGG_COUNTER, &e) != 0)
+                continue; /* a zero lost to OOM: the series has a gap */
+            if ((double)b->start > c->last_seen)
+                c->last_seen = (double)b->start;
+        }
+        if (expired)
+            c->counter_last = NAN;
+    }
+}
+
+int agg__take_buckets(struct agg *a, struct agg__job *j, int64_t cutoff,
+                      bool force)
+{
+    size_t ndue = 0;
+    bool any_series = false, synth;
+
+    for (size_t i = 0; i < a->nbuckets; i++) {
+        struct agg__bucket *b = a->buckets[i];
+        if (force || b->start + AGG_BUCKET_SECS <= cutoff)
+            ndue++;
+        if (b->nseries > 0)
+            any_series = true;
+    }
+    synth = !any_series && a->last_cutoff + AGG_BUCKET_SECS <= cutoff;
+    if (ndue + synth == 0) {
+        a->last_cutoff = cutoff;
+        return 0;
+    }
+    j->buckets = cmn_calloc(ndue + synth, sizeof(*j->buckets));
+    if (j->buckets == NULL)
+        return UV_ENOMEM; /* nothing moved: the next flush retries */
+    size_t w = 0;
+    for (size_t i = 0; i < a->nbuckets; i++) {
+        struct agg__bucket *b = a->buckets[i];
+        if (force || b->start + AGG_BUCKET_SECS <= cutoff)
+            j->buckets[j->nbuckets++] = b;
+        else
+            a->buckets[w++] = b;
+    }
+    a->nbuckets = w;
+    a->last = NULL;
+    if (synth) {
+        struct agg__bucket *b = agg_bucket_new(a, cutoff - AGG_BUCKET_SECS);
+        if (b != NULL)
+            j->buckets[j->nbuckets++] = b;
+    }
+    agg_zero_fill(a, j);
+    if (synth && j->nbuckets > 0 && j->buckets[j->nbuckets - 1]->n == 0 &&
+        j->buckets[j->nbuckets - 1]->start == cutoff - AGG_BUCKET_SECS) {
+        agg__bucket_free(j->buckets[--j->nbuckets]); /* no counter zeros */
+    }
+    a->last_cutoff = cutoff;
+    return 0;
+}

@@ -1,0 +1,755 @@
+/*
+ * agg_serialize.c - a flush job's buckets into series and sketch payloads
+ * (spec/pipeline.md §2.3, §3.2-§3.3). Runs on a pool thread and reads only
+ * the job (its buckets, its no-agg batch, its extra-tag snapshot) and the
+ * immutable parts of the aggregator (config, suffix table) and contexts
+ * (name, host, tags never change after interning).
+ *
+ * Per bucket entry the per-type value is computed (counter sum/10 as RATE,
+ * histogram aggregates and percentiles); records of one (context, suffix,
+ * API type) across buckets merge into one series with one point per
+ * bucket. The protobuf wire format is written by hand in the order of
+ * iterable_series.go; tests decode it with protobuf-c.
+ *
+ * Wire notes: tag = field << 3 | wire type; 0 varint, 1 fixed64, 2 length
+ * delimited. E.g. MetricPoint {value 0.5, ts 1700000000} is
+ *   09 <8 bytes LE double> 10 <varint ts>
+ */
+#include "agg_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+/* ---- protobuf writer -------------------------------------------------- */
+
+static size_t pb_varint_len(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static size_t pb_put_varint(unsigned char *p, uint64_t v)
+{
+    size_t n = 0;
+    while (v >= 0x80) {
+        p[n++] = (unsigned char)(v | 0x80);
+        v >>= 7;
+    }
+    p[n++] = (unsigned char)v;
+    return n;
+}
+
+static int pb_varint(struct cmn_buf *b, uint64_t v)
+{
+    unsigned char tmp[10];
+    return cmn_buf_append(b, tmp, pb_put_varint(tmp, v));
+}
+
+static int pb_key(struct cmn_buf *b, unsigned field, unsigned wt)
+{
+    return pb_varint(b, (uint64_t)field << 3 | wt);
+}
+
+static int pb_bytes(struct cmn_buf *b, unsigned field, const void *p,
+                    size_t len)
+{
+    int rc = pb_key(b, field, 2);
+    if (rc == 0)
+        rc = pb_varint(b, len);
+    if (rc == 0)
+        rc = cmn_buf_append(b, p, len);
+    return rc;
+}
+
+static int pb_double(struct cmn_buf *b, unsigned field, double v)
+{
+    unsigned char tmp[8];
+    uint64_t u;
+    memcpy(&u, &v, 8);
+    for (int i = 0; i < 8; i++)
+        tmp[i] = (unsigned char)(u >> (8 * i));
+    int rc = pb_key(b, field, 1);
+    return rc ? rc : cmn_buf_append(b, tmp, 8);
+}
+
+static int pb_uint(struct cmn_buf *b, unsigned field, uint64_t v)
+{
+    int rc = pb_key(b, field, 0);
+    return rc ? rc : pb_varint(b, v);
+}
+
+/* sint32 zigzag: 0 -> 0, -1 -> 1, 1 -> 2, -2 -> 3 ... */
+static uint32_t pb_zigzag(int32_t v)
+{
+    return ((uint32_t)v << 1) ^ (v < 0 ? UINT32_MAX : 0);
+}
+
+/* A length-delimited field whose body is already in src. */
+static int pb_embed(struct cmn_buf *b, unsigned field,
+                    const struct cmn_buf *src)
+{
+    return pb_bytes(b, field, src->p, src->len);
+}
+
+/* Metadata { origin { product, category, service } } */
+static int pb_metadata(struct cmn_buf *b, unsigned field,
+                       const struct agg_config *cfg)
+{
+    unsigned char o[32], m[40];
+    size_t on = 0, mn = 0;
+    o[on++] = 4 << 3;
+    on += pb_put_varint(o + on, cfg->origin_product);
+    o[on++] = 5 << 3;
+    on += pb_put_varint(o + on, cfg->origin_category);
+    o[on++] = 6 << 3;
+    on += pb_put_varint(o + on, cfg->origin_service);
+    m[mn++] = 1 << 3 | 2;
+    mn += pb_put_varint(m + mn, on);
+    memcpy(m + mn, o, on);
+    mn += on;
+    return pb_bytes(b, field, m, mn);
+}
+
+/* ---- series records ---------------------------------------------------- */
+
+struct agg_rec {
+    struct agg__ctx *ctx;
+    int64_t ts;
+    double v;
+    uint16_t suffix;
+    uint8_t api;
+};
+
+static int agg_rec_cmp(const void *x, const void *y)
+{
+    const struct agg_rec *r = x, *s = y;
+    if (r->ctx->id != s->ctx->id)
+        return r->ctx->id < s->ctx->id ? -1 : 1;
+    if (r->suffix != s->suffix)
+        return r->suffix < s->suffix ? -1 : 1;
+    if (r->api != s->api)
+        return r->api < s->api ? -1 : 1;
+    return r->ts < s->ts ? -1 : r->ts > s->ts;
+}
+
+static int agg_hs_cmp(const void *x, const void *y)
+{
+    const struct agg__hsample *r = x, *s = y;
+    return r->v < s->v ? -1 : r->v > s->v;
+}
+
+/* First sorted sample whose running weight is greater than target. */
+static double agg_hist_rank(const struct agg__hist *h, int64_t target)
+{
+    int64_t run = 0;
+    for (uint32_t i = 0; i < h->n; i++) {
+        run += h->s[i].w;
+        if (run > target)
+            return h->s[i].v;
+    }
+    return h->s[h->n - 1].v;
+}
+
+/* Appends the records of a histogram entry (histogram.go flush). */
+static size_t agg_hist_recs(const struct agg *a, struct agg__hist *h,
+                            struct agg_rec *out, struct agg_rec proto)
+{
+    int64_t count = 0;
+    double sum = 0, comp = 0; /* Neumaier compensated sum */
+    size_t n = 0;
+
+    if (h->n == 0)
+        return 0;
+    qsort(h->s, h->n, sizeof(*h->s), agg_hs_cmp);
+    for (uint32_t i = 0; i < h->n; i++) {
+        double x = h->s[i].v * (double)h->s[i].w;
+        double t = sum + x;
+        comp += fabs(sum) >= fabs(x) ? (sum - t) + x : (x - t) + sum;
+        sum = t;
+        count += h->s[i].w;
+    }
+    sum += comp;
+    if (count == 0)
+        return 0;
+    for (size_t k = 1; k < a->nsuffix; k++) {
+        const struct agg__suffix *s = &a->suffix[k];
+        struct agg_rec r = proto;
+        r.suffix = (uint16_t)k;
+        r.api = s->api_type;
+        switch (s->what) {
+        case AGG__H_MAX:
+            r.v = h->s[h->n - 1].v;
+            break;
+        case AGG__H_MIN:
+            r.v = h->s[0].v;
+            break;
+        case AGG__H_MEDIAN:
+            r.v = agg_hist_rank(h, (count - 1) / 2);
+            break;
+        case AGG__H_AVG:
+            r.v = sum / (double)count;
+            break;
+        case AGG__H_SUM:
+            r.v = sum;
+            break;
+        case AGG__H_COUNT:
+            r.v = (double)count / AGG_BUCKET_SECS;
+            break;
+        default: /* AGG__H_PCT */
+            r.v = agg_hist_rank(h, ((int64_t)s->pct * count - 1) / 100);
+            break;
+        }
+        out[n++] = r;
+    }
+    return n;
+}
+
+/* All series records of the job's buckets; *n is set. NULL on OOM. */
+static struct agg_rec *agg_job_recs(struct agg__job *j, size_t *n)
+{
+    const struct agg *a = j->a;
+    size_t cap = 0, w = 0;
+
+    for (size_t i = 0; i < j->nbuckets; i++)
+        cap += (size_t)j->buckets[i]->nseries * a->nsuffix;
+    *n = 0;
+    if (cap == 0)
+        return NULL;
+    struct agg_rec *r = cmn_calloc(cap, sizeof(*r));
+    if (r == NULL)
+        return NULL;
+    for (size_t i = 0; i < j->nbuckets; i++) {
+        const struct agg__bucket *b = j->buckets[i];
+        for (uint32_t k = 0; k < b->n; k++) {
+            const struct agg__entry *e = &b->ents[k];
+            struct agg_rec p = {e->ctx, b->start, 0, 0, AGG__API_GAUGE};
+            switch (e->kind) {
+            case AGG_GAUGE:
+                p.v = e->u.gauge;
+                break;
+            case AGG_COUNTER:
+                p.v = e->u.sum / AGG_BUCKET_SECS;
+                p.api = AGG__API_RATE;
+                break;
+            case AGG_SET:
+                p.v = (double)e->u.set->n;
+                break;
+            case AGG_HISTOGRAM:
+            case AGG_TIMING:
+                w += agg_hist_recs(a, e->u.hist, r + w, p);
+                continue;
+            default:
+                continue; /* sketches */
+            }
+            r[w++] = p;
+        }
+    }
+    *n = w;
+    return r;
+}
+
+/* ---- tags --------------------------------------------------------------- */
+
+bool agg__has_tag(const struct cmn_slice *tags, size_t n, struct cmn_slice t)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (cmn_slice_eq(tags[i], t))
+            return true;
+    }
+    return false;
+}
+
+/* The tags of ctx plus the extra tags it lacks, into *out (grown as
+ * needed). With take_device, a device: tag is removed and returned. */
+static long agg_tags(const struct agg__job *j, const struct agg__ctx *c,
+                     struct cmn_slice **out, size_t *cap, bool take_device,
+                     struct cmn_slice *device)
+{
+    size_t need = c->ntags + (j->extra ? j->extra->n : 0), n = 0;
+    if (need > *cap) {
+        struct cmn_slice *nt = cmn_reallocarray(*out, need, sizeof(*nt));
+        if (nt == NULL)
+            return -1;
+        *out = nt;
+        *cap = need;
+    }
+    device->p = NULL;
+    device->len = 0;
+    for (uint32_t i = 0; i < c->ntags; i++)
+        (*out)[n++] = c->tags[i];
+    for (size_t i = 0; j->extra && i < j->extra->n; i++) {
+        if (!agg__has_tag(c->tags, c->ntags, j->extra->tags[i]))
+            (*out)[n++] = j->extra->tags[i];
+    }
+    if (take_device) {
+        size_t w = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (cmn_slice_has_prefix((*out)[i], "device:")) {
+                *device = cmn_slice((*out)[i].p + 7, (*out)[i].len - 7);
+                continue;
+            }
+            (*out)[w++] = (*out)[i];
+        }
+        n = w;
+    }
+    return (long)n;
+}
+
+/* ---- v2 series ----------------------------------------------------------- */
+
+struct agg_ser {
+    struct agg__job *j;
+    struct agg__chunks ch;
+    struct cmn_buf sb, tb; /* series body, scratch */
+    struct cmn_slice *tags;
+    size_t tcap;
+    bool v1;
+};
+
+static int agg_res(struct cmn_buf *b, const char *type, struct cmn_slice name)
+{
+    struct cmn_buf r;
+    int rc;
+    cmn_buf_init(&r, (size_t)1 << 30);
+    rc = pb_bytes(&r, 1, type, strlen(type));
+    if (rc == 0)
+        rc = pb_bytes(&r, 2, name.p, name.len);
+    if (rc == 0)
+        rc = pb_embed(b, 1, &r);
+    cmn_buf_free(&r);
+    return rc;
+}
+
+/* One MetricSeries as field 1 of MetricPayload, into the chunks. */
+static int agg_v2_series(struct agg_ser *s, const struct agg__ctx *c,
+                         const char *suffix, uint8_t api,
+                         const struct agg_rec *pts, size_t npts,
+                         const struct agg__noagg *na)
+{
+    struct cmn_slice dev;
+    struct cmn_buf *b = &s->sb;
+    long nt = agg_tags(s->j, c, &s->tags, &s->tcap, true, &dev);
+    size_t sl = strlen(suffix);
+    int rc;
+
+    if (nt < 0)
+        return UV_ENOMEM;
+    cmn_buf_reset(b);
+    rc = agg_res(b, "host", c->host);
+    if (rc == 0 && dev.p != NULL)
+        rc = agg_res(b, "device", dev);
+    if (rc == 0)
+        rc = pb_key(b, 2, 2);
+    if (rc == 0)
+        rc = pb_varint(b, c->name.len + sl);
+    if (rc == 0)
+        rc = cmn_buf_append(b, c->name.p, c->name.len);
+    if (rc == 0)
+        rc = cmn_buf_append(b, suffix, sl);
+    for (long i = 0; rc == 0 && i < nt; i++)
+        rc = pb_bytes(b, 3, s->tags[i].p, s->tags[i].len);
+    if (rc == 0)
+        rc = pb_uint(b, 5, api);
+    if (rc == 0)
+        rc = pb_uint(b, 8, AGG_BUCKET_SECS);
+    for (size_t i = 0; rc == 0 && i < (na ? 1 : npts); i++) {
+        unsigned char pt[24];
+        double v = na ? na->value : pts[i].v;
+        int64_t ts = na ? na->ts : pts[i].ts;
+        uint64_t u;
+        size_t n = 0;
+        memcpy(&u, &v, 8);
+        pt[n++] = 1 << 3 | 1;
+        for (int k = 0; k < 8; k++)
+            pt[n++] = (unsigned char)(u >> (8 * k));
+        pt[n++] = 2 << 3;
+        n += pb_put_varint(pt + n, (uint64_t)ts);
+        rc = pb_bytes(b, 4, pt, n);
+    }
+    if (rc == 0)
+        rc = pb_metadata(b, 9, &s->j->a->cfg);
+    if (rc == 0)
+        rc = pb_embed(&s->ch.data, 1, b);
+    if (rc == 0)
+        rc = agg__chunks_close(&s->ch, (uint32_t)(na ? 1 : npts));
+    return rc;
+}
+
+/* ---- v1 JSON series ------------------------------------------------------ */
+
+static int agg_json_cb(const char *p, size_t n, void *data)
+{
+    return cmn_buf_append(data, p, n) == 0 ? 0 : -1;
+}
+
+int agg__json_append(struct cmn_buf *b, const json_t *o)
+{
+    size_t before = b->len;
+    if (json_dump_callback(o, agg_json_cb, b, JSON_COMPACT) != 0) {
+        b->len = before;
+        return UV_ENOMEM;
+    }
+    return 0;
+}
+
+/* Length of the valid UTF-8 sequence at p (n > 0 bytes left), 0 if none. */
+static size_t agg_utf8_seq(const unsigned char *p, size_t n)
+{
+    unsigned c = p[0], cp, min;
+    size_t len;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF) {
+        len = 2;
+        min = 0x80;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3;
+        min = 0x800;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4;
+        min = 0x10000;
+    } else {
+        return 0;
+    }
+    if (n < len)
+        return 0;
+    cp = c & (0x7Fu >> len);
+    for (size_t i = 1; i < len; i++) {
+        if ((p[i] & 0xC0) != 0x80)
+            return 0;
+        cp = cp << 6 | (p[i] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return len;
+}
+
+/* s with every byte that is not valid UTF-8 replaced by U+FFFD, as Go's
+ * encoding/json writes it (cmn_free it). NULL on allocation failure. */
+char *agg__utf8_fix(struct cmn_slice s, size_t *out_len)
+{
+    char *o = cmn_malloc(s.len * 3 + 1), *w = o;
+    const unsigned char *p = (const unsigned char *)s.p;
+    if (o == NULL)
+        return NULL;
+    for (size_t i = 0; i < s.len;) {
+        size_t n = agg_utf8_seq(p + i, s.len - i);
+        if (n == 0) {
+            memcpy(w, "\xEF\xBF\xBD", 3);
+            w += 3;
+            i++;
+            continue;
+        }
+        memcpy(w, p + i, n);
+        w += n;
+        i += n;
+    }
+    *w = '\0';
+    *out_len = (size_t)(w - o);
+    return o;
+}
+
+json_t *agg__jstr(struct cmn_slice s)
+{
+    json_t *j = json_stringn(s.p ? s.p : "", s.len);
+    if (j != NULL || s.len == 0)
+        return j;
+    size_t n;
+    char *fixed = agg__utf8_fix(s, &n); /* invalid UTF-8 from a client */
+    if (fixed == NULL)
+        return NULL;
+    j = json_stringn(fixed, n);
+    cmn_free(fixed);
+    return j;
+}
+
+static int agg_v1_series(struct agg_ser *s, const struct agg__ctx *c,
+                         const char *suffix, uint8_t api,
+                         const struct agg_rec *pts, size_t npts,
+                         const struct agg__noagg *na)
+{
+    static const char *const types[] = {"", "count", "rate", "gauge"};
+    struct cmn_slice dev;
+    long nt = agg_tags(s->j, c, &s->tags, &s->tcap, true, &dev);
+    json_t *o = json_object(), *jp = json_array(), *jt = json_array();
+    char *name = NULL;
+    int rc = UV_ENOMEM;
+
+    if (nt < 0 || o == NULL || jp == NULL || jt == NULL)
+        goto out;
+    size_t sl = strlen(suffix);
+    name = cmn_malloc(c->name.len + sl + 1);
+    if (name == NULL)
+        goto out;
+    memcpy(name, c->name.p, c->name.len);
+    memcpy(name + c->name.len, suffix, sl + 1);
+    for (size_t i = 0; i < (na ? 1 : npts); i++) {
+        json_t *pt = json_array();
+        json_array_append_new(pt, json_integer(na ? na->ts : pts[i].ts));
+        json_array_append_new(pt, json_real(na ? na->value : pts[i].v));
+        json_array_append_new(jp, pt);
+    }
+    for (long i = 0; i < nt; i++)
+        json_array_append_new(jt, agg__jstr(s->tags[i]));
+    json_object_set_new(o, "metric",
+                        agg__jstr(cmn_slice(name, c->name.len + sl)));
+    json_object_set_new(o, "points", jp);
+    json_object_set_new(o, "tags", jt);
+    jp = jt = NULL;
+    json_object_set_new(o, "host", agg__jstr(c->host));
+    if (dev.p != NULL)
+        json_object_set_new(o, "device", agg__jstr(dev));
+    json_object_set_new(o, "type", json_string(types[api & 3]));
+    json_object_set_new(o, "interval", json_integer(AGG_BUCKET_SECS));
+    rc = agg__json_append(&s->ch.data, o);
+    if (rc == 0)
+        rc = agg__chunks_close(&s->ch, (uint32_t)(na ? 1 : npts));
+out:
+    cmn_free(name);
+    json_decref(jp);
+    json_decref(jt);
+    json_decref(o);
+    return rc;
+}
+
+static void agg_serialize_series(struct agg__job *j)
+{
+    struct agg_ser s = {.j = j, .v1 = !j->a->cfg.use_v2_series};
+    size_t nrec = 0;
+    struct agg_rec *r = agg_job_recs(j, &nrec);
+    int (*one)(struct agg_ser *, const struct agg__ctx *, const char *, uint8_t,
+               const struct agg_rec *, size_t, const struct agg__noagg *) =
+        s.v1 ? agg_v1_series : agg_v2_series;
+
+    agg__chunks_init(&s.ch);
+    cmn_buf_init(&s.sb, (size_t)1 << 30);
+    cmn_buf_init(&s.tb, (size_t)1 << 30);
+    if (r == NULL && nrec == 0) {
+        for (size_t i = 0; i < j->nbuckets; i++) {
+            if (j->buckets[i]->nseries > 0)
+                j->st.payloads_dropped++; /* records lost to OOM */
+        }
+    }
+    if (nrec > 1)
+        qsort(r, nrec, sizeof(*r), agg_rec_cmp);
+    for (size_t i = 0; i < nrec;) {
+        size_t k = i + 1;
+        while (k < nrec && r[k].ctx == r[i].ctx && r[k].suffix == r[i].suffix &&
+               r[k].api == r[i].api)
+            k++;
+        if (one(&s, r[i].ctx, j->a->suffix[r[i].suffix].name, r[i].api, r + i,
+                k - i, NULL) != 0)
+            agg__chunks_abort(&s.ch);
+        else {
+            j->st.series++;
+            j->st.points += k - i;
+        }
+        i = k;
+    }
+    for (size_t i = 0; i < j->nnoagg; i++) {
+        const struct agg__noagg *na = &j->noagg[i];
+        if (one(&s, na->ctx, "", na->api_type, NULL, 0, na) != 0)
+            agg__chunks_abort(&s.ch);
+        else {
+            j->st.series++;
+            j->st.points++;
+        }
+    }
+    if (s.ch.failed)
+        j->st.payloads_dropped++;
+    const struct agg_config *cfg = &j->a->cfg;
+    struct agg__pack_spec spec = {.kind = FWD_KIND_SERIES};
+    if (s.v1) {
+        spec.prefix = "{\"series\":[";
+        spec.sep = ",";
+        spec.suffix = "]}";
+        spec.max_raw = cfg->max_uncompressed_payload_size;
+        spec.max_comp = cfg->max_payload_size;
+        spec.route = "/api/v1/series";
+        spec.content_type = "application/json";
+    } else {
+        spec.prefix = spec.sep = spec.suffix = "";
+        spec.max_raw = cfg->max_series_uncompressed_payload_size;
+        spec.max_comp = cfg->max_series_payload_size;
+        spec.max_points = cfg->max_series_points_per_payload;
+        spec.route = "/api/v2/series";
+        spec.content_type = "application/x-protobuf";
+    }
+    spec.prefix_len = strlen(spec.prefix);
+    spec.sep_len = strlen(spec.sep);
+    spec.suffix_len = strlen(spec.suffix);
+    agg__pack(j, &s.ch, &spec);
+    agg__chunks_free(&s.ch);
+    cmn_buf_free(&s.sb);
+    cmn_buf_free(&s.tb);
+    cmn_free(s.tags);
+    cmn_free(r);
+}
+
+/* ---- sketches -------------------------------------------------------------
+ */
+
+struct agg_skrec {
+    struct agg__ctx *ctx;
+    int64_t ts;
+    struct agg_sketch *sk;
+};
+
+static int agg_skrec_cmp(const void *x, const void *y)
+{
+    const struct agg_skrec *r = x, *s = y;
+    if (r->ctx->id != s->ctx->id)
+        return r->ctx->id < s->ctx->id ? -1 : 1;
+    return r->ts < s->ts ? -1 : r->ts > s->ts;
+}
+
+static int agg_dogsketch(struct cmn_buf *b, struct cmn_buf *tmp,
+                         const struct agg_skrec *r)
+{
+    const struct agg_sketch *k = r->sk;
+    int rc;
+
+    cmn_buf_reset(tmp);
+    rc = pb_uint(tmp, 1, (uint64_t)r->ts);
+    if (rc == 0)
+        rc = pb_uint(tmp, 2, (uint64_t)k->cnt);
+    if (rc == 0)
+        rc = pb_double(tmp, 3, k->min);
+    if (rc == 0)
+        rc = pb_double(tmp, 4, k->max);
+    if (rc == 0)
+        rc = pb_double(tmp, 5, k->avg);
+    if (rc == 0)
+        rc = pb_double(tmp, 6, k->sum);
+    if (rc == 0 && k->nbins > 0) {
+        size_t len = 0;
+        for (uint32_t i = 0; i < k->nbins; i++) {
+            len += pb_varint_len(pb_zigzag(k->bins[i].k));
+        }
+        rc = pb_key(tmp, 7, 2);
+        if (rc == 0)
+            rc = pb_varint(tmp, len);
+        for (uint32_t i = 0; rc == 0 && i < k->nbins; i++) {
+            rc = pb_varint(tmp, pb_zigzag(k->bins[i].k));
+        }
+        len = 0;
+        for (uint32_t i = 0; i < k->nbins; i++)
+            len += pb_varint_len(k->bins[i].n);
+        if (rc == 0)
+            rc = pb_key(tmp, 8, 2);
+        if (rc == 0)
+            rc = pb_varint(tmp, len);
+        for (uint32_t i = 0; rc == 0 && i < k->nbins; i++)
+            rc = pb_varint(tmp, k->bins[i].n);
+    }
+    if (rc == 0)
+        rc = pb_embed(b, 7, tmp);
+    return rc;
+}
+
+static void agg_serialize_sketches(struct agg__job *j)
+{
+    struct agg_ser s = {.j = j};
+    struct cmn_buf tmp;
+    size_t n = 0, cap = 0;
+
+    for (size_t i = 0; i < j->nbuckets; i++)
+        cap += j->buckets[i]->n - j->buckets[i]->nseries;
+    if (cap == 0)
+        return;
+    struct agg_skrec *r = cmn_calloc(cap, sizeof(*r));
+    if (r == NULL) {
+        j->st.payloads_dropped++;
+        return;
+    }
+    for (size_t i = 0; i < j->nbuckets; i++) {
+        struct agg__bucket *b = j->buckets[i];
+        for (uint32_t k = 0; k < b->n; k++) {
+            struct agg__entry *e = &b->ents[k];
+            if (e->kind != AGG_DISTRIBUTION || e->u.sk->cnt == 0)
+                continue;
+            if (agg_sketch_finish(e->u.sk) != 0) {
+                j->st.payloads_dropped++;
+                continue;
+            }
+            r[n].ctx = e->ctx;
+            r[n].ts = b->start;
+            r[n].sk = e->u.sk;
+            n++;
+        }
+    }
+    qsort(r, n, sizeof(*r), agg_skrec_cmp);
+    agg__chunks_init(&s.ch);
+    cmn_buf_init(&s.sb, (size_t)1 << 30);
+    cmn_buf_init(&tmp, (size_t)1 << 30);
+    for (size_t i = 0; i < n;) {
+        size_t k = i + 1;
+        struct cmn_slice dev;
+        const struct agg__ctx *c = r[i].ctx;
+        while (k < n && r[k].ctx == c)
+            k++;
+        long nt = agg_tags(j, c, &s.tags, &s.tcap, false, &dev);
+        int rc = nt < 0 ? UV_ENOMEM : 0;
+        cmn_buf_reset(&s.sb);
+        if (rc == 0)
+            rc = pb_bytes(&s.sb, 1, c->name.p, c->name.len);
+        if (rc == 0)
+            rc = pb_bytes(&s.sb, 2, c->host.p, c->host.len);
+        for (long t = 0; rc == 0 && t < nt; t++)
+            rc = pb_bytes(&s.sb, 4, s.tags[t].p, s.tags[t].len);
+        for (size_t p = i; rc == 0 && p < k; p++)
+            rc = agg_dogsketch(&s.sb, &tmp, &r[p]);
+        if (rc == 0)
+            rc = pb_metadata(&s.sb, 8, &j->a->cfg);
+        if (rc == 0)
+            rc = pb_embed(&s.ch.data, 1, &s.sb);
+        if (rc == 0)
+            rc = agg__chunks_close(&s.ch, (uint32_t)(k - i));
+        if (rc == 0)
+            j->st.sketches++;
+        else
+            agg__chunks_abort(&s.ch);
+        i = k;
+    }
+    if (s.ch.failed)
+        j->st.payloads_dropped++;
+    /* footer: an empty CommonMetadata (field 2) */
+    static const char footer[] = {2 << 3 | 2, 0};
+    struct agg__pack_spec spec = {
+        .kind = FWD_KIND_SKETCHES,
+        .prefix = "",
+        .sep = "",
+        .suffix = footer,
+        .suffix_len = 2,
+        .max_raw = j->a->cfg.max_uncompressed_payload_size,
+        .max_comp = j->a->cfg.max_payload_size,
+        .route = "/api/beta/sketches",
+        .content_type = "application/x-protobuf",
+    };
+    agg__pack(j, &s.ch, &spec);
+    agg__chunks_free(&s.ch);
+    cmn_buf_free(&s.sb);
+    cmn_buf_free(&tmp);
+    cmn_free(s.tags);
+    cmn_free(r);
+}
+
+void agg__serialize_job(struct agg__job *j)
+{
+    const struct agg_config *cfg = &j->a->cfg;
+    if (cfg->enable_series)
+        agg_serialize_series(j);
+    if (cfg->enable_sketches)
+        agg_serialize_sketches(j);
+    if (cfg->enable_events && j->nevents > 0)
+        agg__serialize_events(j);
+    if (cfg->enable_service_checks && j->nchecks > 0)
+        agg__serialize_checks(j);
+}

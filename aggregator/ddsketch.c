@@ -1,0 +1,438 @@
+/*
+ * ddsketch.c - the Agent's DDSketch (spec/pipeline.md §2.3 "Distribution"
+ * and §2.5), as DataDog/opentelemetry-mapping-go pkg/quantile implements it
+ * for the Agent (agent.go, sparse.go, store.go, config.go), with the Agent's
+ * 16-bit bin counts.
+ *
+ * Key invariant: after agg_sketch_finish, s->bins[0..nbins) is sorted by key
+ * (non-decreasing; one key may span several bins when its count is above
+ * 65535, the remainder bin first), and the bins' counts add up to s->cnt.
+ * Until then, s->cnt also counts the nbuf keys still waiting in s->buf.
+ *
+ * Keys: with gamma = 1 + 2/128 and lnGamma = log1p(2/128),
+ *
+ *   key(v) = round_half_even(ln(v) / lnGamma) + bias      for v >= min
+ *          = 0                                           for |v| < min
+ *          = -key(-v)                                    for v < 0
+ *
+ * clamped to >= 1 and to the Inf key 32767 above 32766. emin =
+ * floor(ln(1e-9) / lnGamma) = -1337, bias = 1 - emin = 1338 and min =
+ * gamma^emin ~= 9.94e-10 (the Agent's norm.min: the power of gamma just
+ * below 1e-9, which gets key 1). Because the key rounds, a key k covers
+ * [gamma^(j-1/2), gamma^(j+1/2)) with j = k - bias, and its "lower bound"
+ * gamma^j (the Agent's f64/binLow) is really the geometric centre of the
+ * bin: returning it as a quantile is within sqrt(gamma) - 1 ~= 0.778% of
+ * the true value, under the 1/128 = 0.781% accuracy the sketch promises.
+ *
+ * Caps (STYLE.md rule 9): the total count is capped at the Agent's MaxCount
+ * (4096 x 65535), which bounds the bins at 2 x 4096 (+1): an insert or merge
+ * that would pass it is refused with CMN_ECAP and changes nothing.
+ */
+#include "ddsketch.h"
+
+#include <math.h>
+#include <string.h>
+
+/* ln(1.015625) = log1p(2/128); checked against log1p() by the tests. The
+ * literal is the exact double log1p returns, so keys match Go bit for bit
+ * (Go divides by the same value in logGamma). */
+#define SK_LN_GAMMA 0.015504186535965254
+#define SK_GAMMA 1.015625
+#define SK_BIAS 1338 /* 1 - floor(ln(1e-9) / SK_LN_GAMMA) */
+#define SK_MAX_BIN_N 65535u
+/* gamma^emin = pow(1.015625, -1337): the smallest value with a non-zero key
+ * (key 1), the Agent's norm.min; a literal so the hot path needs no pow().
+ * Checked against pow() by the tests. */
+#define SK_MIN_VALUE 9.94185408912145e-10
+
+/* One (key, count) run to merge into the bins. Counts are at most
+ * AGG_SKETCH_MAX_COUNT, so a run's count plus one bin's fits 32 bits. */
+struct sk_run {
+    int16_t k;
+    uint32_t n;
+};
+
+_Static_assert((uint64_t)AGG_SKETCH_MAX_COUNT + SK_MAX_BIN_N <= UINT32_MAX,
+               "run counts must fit uint32");
+
+void agg_sketch_init(struct agg_sketch *s)
+{
+    memset(s, 0, sizeof(*s));
+}
+
+void agg_sketch_free(struct agg_sketch *s)
+{
+    if (s == NULL)
+        return;
+    cmn_free(s->bins);
+    cmn_free(s->buf);
+    agg_sketch_init(s);
+}
+
+int16_t agg_sketch_key(double v)
+{
+    if (v < 0)
+        return (int16_t)-agg_sketch_key(-v);
+    /* NaN compares false everywhere: it gets key 0 here, but inserts
+     * reject it before asking for a key. */
+    if (!(v >= SK_MIN_VALUE))
+        return 0;
+    /* ln(DBL_MAX) / lnGamma ~= 45780 + bias: no int overflow. +Inf gives
+     * +Inf here and so the Inf key. rint() rounds half to even in the
+     * default rounding mode, as Go's math.RoundToEven. */
+    double r = rint(log(v) / SK_LN_GAMMA);
+    if (r + SK_BIAS > AGG_SKETCH_MAX_KEY)
+        return AGG_SKETCH_INF_KEY;
+    int i = (int)r + SK_BIAS;
+    if (i < 1)
+        return 1; /* cannot happen for v >= min; the Agent guards it too */
+    return (int16_t)i;
+}
+
+double agg_sketch_key_lower(int16_t k)
+{
+    if (k <= -AGG_SKETCH_INF_KEY)
+        return -INFINITY;
+    if (k < 0)
+        return -agg_sketch_key_lower((int16_t)-k);
+    if (k == 0)
+        return 0;
+    if (k >= AGG_SKETCH_INF_KEY)
+        return INFINITY;
+    return pow(SK_GAMMA, (double)(k - SK_BIAS));
+}
+
+/* ------------------------------------------------------------------------
+ * Summary (summary.go): Insert, InsertN and Merge, same arithmetic.
+ */
+static void sk_summary_insert(struct agg_sketch *s, double v)
+{
+    if (v > s->max || s->cnt == 0)
+        s->max = v;
+    if (v < s->min || s->cnt == 0)
+        s->min = v;
+    s->cnt++;
+    s->sum += v;
+    s->avg += (v - s->avg) / (double)s->cnt; /* incremental, as the Agent */
+}
+
+static void sk_summary_merge(struct agg_sketch *s, int64_t cnt, double min,
+                             double max, double sum, double avg)
+{
+    if (cnt == 0)
+        return;
+    if (s->cnt == 0) {
+        s->cnt = cnt;
+        s->min = min;
+        s->max = max;
+        s->sum = sum;
+        s->avg = avg;
+        return;
+    }
+    if (max > s->max)
+        s->max = max;
+    if (min < s->min)
+        s->min = min;
+    s->cnt += cnt;
+    s->sum += sum;
+    s->avg = s->avg + (avg - s->avg) * (double)cnt / (double)s->cnt;
+}
+
+/* ------------------------------------------------------------------------
+ * Bins (store.go, bin.go).
+ */
+
+/* appendSafe: one bin for n <= 65535, else the remainder n % 65535 (if
+ * any) then n / 65535 full bins. Returns the new length; the caller sized
+ * out for it. */
+static uint32_t sk_append_safe(struct agg_sketch_bin *out, uint32_t len,
+                               int16_t k, uint32_t n)
+{
+    if (n <= SK_MAX_BIN_N) {
+        out[len].k = k;
+        out[len].n = (uint16_t)n;
+        return len + 1;
+    }
+    uint32_t r = n % SK_MAX_BIN_N;
+    if (r != 0) {
+        out[len].k = k;
+        out[len].n = (uint16_t)r;
+        len++;
+    }
+    for (uint32_t i = 0; i < n / SK_MAX_BIN_N; i++) {
+        out[len].k = k;
+        out[len].n = (uint16_t)SK_MAX_BIN_N;
+        len++;
+    }
+    return len;
+}
+
+/* trimLeft, in place: when there are more than 4096 bins, the counts of
+ * the lowest len - 4096 bins are added into the next bin up. While the
+ * running sum of removed counts passes 65535, a full bin is kept at the
+ * key being removed; what bin nRemove cannot take becomes one more bin at
+ * its key, before it. Writes only land below the index being read (at most
+ * one bin per removed bin after the first, plus one), so in place is safe.
+ * Returns the new length (never more than len). */
+static uint32_t sk_trim_left(struct agg_sketch_bin *a, uint32_t len)
+{
+    if (len <= AGG_SKETCH_BIN_LIMIT)
+        return len;
+    uint32_t nremove = len - AGG_SKETCH_BIN_LIMIT;
+    uint32_t missing = 0, nover = 0;
+
+    for (uint32_t i = 0; i < nremove; i++) {
+        missing += a[i].n;
+        if (missing > SK_MAX_BIN_N) {
+            int16_t k = a[i].k;
+            a[nover].k = k;
+            a[nover].n = (uint16_t)SK_MAX_BIN_N;
+            nover++;
+            missing -= SK_MAX_BIN_N;
+        }
+    }
+    uint32_t next = missing + a[nremove].n; /* incrSafe */
+    if (next > SK_MAX_BIN_N) {
+        a[nremove].n = (uint16_t)SK_MAX_BIN_N;
+        a[nover].k = a[nremove].k;
+        a[nover].n = (uint16_t)(next - SK_MAX_BIN_N);
+        nover++;
+    } else {
+        a[nremove].n = (uint16_t)next;
+    }
+    memmove(a + nover, a + nremove, (size_t)(len - nremove) * sizeof(*a));
+    return AGG_SKETCH_BIN_LIMIT + nover;
+}
+
+/* Merges sorted runs into the sorted bins (insert, insertCounts and merge
+ * of store.go are this one walk), then collapses. Allocates the result
+ * before touching the sketch, so on UV_ENOMEM nothing has changed. */
+static int sk_merge_runs(struct agg_sketch *s, const struct sk_run *runs,
+                         uint32_t nruns)
+{
+    if (nruns == 0)
+        return 0;
+    /* Upper bound: every bin once, and per run n / 65535 + 2 (a run that
+     * meets a bin appends b.n + r.n). Bounded by the count cap. */
+    uint64_t bound = s->nbins;
+    for (uint32_t i = 0; i < nruns; i++)
+        bound += runs[i].n / SK_MAX_BIN_N + 2;
+    if (bound > UINT32_MAX)
+        return CMN_ETOOBIG; /* unreachable under AGG_SKETCH_MAX_COUNT */
+    struct agg_sketch_bin *out = cmn_reallocarray(NULL, bound, sizeof(*out));
+    if (out == NULL)
+        return UV_ENOMEM;
+
+    uint32_t len = 0, si = 0, ri = 0;
+    while (si < s->nbins && ri < nruns) {
+        const struct agg_sketch_bin *b = &s->bins[si];
+        const struct sk_run *r = &runs[ri];
+        if (b->k < r->k) {
+            out[len++] = *b;
+            si++;
+        } else if (b->k > r->k) {
+            len = sk_append_safe(out, len, r->k, r->n);
+            ri++;
+        } else {
+            len = sk_append_safe(out, len, b->k, (uint32_t)b->n + r->n);
+            si++;
+            ri++;
+        }
+    }
+    for (; si < s->nbins; si++)
+        out[len++] = s->bins[si];
+    for (; ri < nruns; ri++)
+        len = sk_append_safe(out, len, runs[ri].k, runs[ri].n);
+
+    len = sk_trim_left(out, len);
+    cmn_free(s->bins);
+    s->bins = out;
+    s->nbins = len;
+    s->cap = (uint32_t)bound;
+    return 0;
+}
+
+/* Sorts up to AGG_SKETCH_BUF_KEYS keys: an LSD radix sort on the keys
+ * biased to uint16 (two byte passes), insertion sort for short buffers.
+ * Replaces qsort, which took half the cost of a rate-1 insert. */
+static void sk_sort_keys(int16_t *k, uint32_t n)
+{
+    if (n < 32) {
+        for (uint32_t i = 1; i < n; i++) {
+            int16_t x = k[i];
+            uint32_t j = i;
+            while (j > 0 && k[j - 1] > x) {
+                k[j] = k[j - 1];
+                j--;
+            }
+            k[j] = x;
+        }
+        return;
+    }
+    uint16_t tmp[AGG_SKETCH_BUF_KEYS];
+    uint32_t lo[257] = {0}, hi[257] = {0};
+    for (uint32_t i = 0; i < n; i++) {
+        uint16_t u = (uint16_t)((uint16_t)k[i] ^ 0x8000u); /* order kept */
+        lo[(u & 0xff) + 1]++;
+        hi[(u >> 8) + 1]++;
+    }
+    for (int b = 0; b < 256; b++) {
+        lo[b + 1] += lo[b];
+        hi[b + 1] += hi[b];
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        uint16_t u = (uint16_t)((uint16_t)k[i] ^ 0x8000u);
+        tmp[lo[u & 0xff]++] = u;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        uint16_t u = tmp[i];
+        k[hi[u >> 8]++] = (int16_t)(uint16_t)(u ^ 0x8000u);
+    }
+}
+
+/* Moves the buffered keys into the bins, keeping the buffer. */
+static int sk_flush(struct agg_sketch *s)
+{
+    if (s->nbuf == 0)
+        return 0;
+    struct sk_run runs[AGG_SKETCH_BUF_KEYS];
+    uint32_t nruns = 0;
+
+    sk_sort_keys(s->buf, s->nbuf);
+    for (uint32_t i = 0; i < s->nbuf;) {
+        uint32_t j = i + 1;
+        while (j < s->nbuf && s->buf[j] == s->buf[i])
+            j++;
+        runs[nruns].k = s->buf[i];
+        runs[nruns].n = j - i;
+        nruns++;
+        i = j;
+    }
+    int err = sk_merge_runs(s, runs, nruns);
+    if (err != 0)
+        return err; /* buffer kept (sorted) for a later retry */
+    s->nbuf = 0;
+    return 0;
+}
+
+/* Flushes and releases the buffer: a finished sketch is normally read and
+ * dropped, and a live context should not hold 1 KiB of idle buffer. */
+int agg_sketch_finish(struct agg_sketch *s)
+{
+    int err = sk_flush(s);
+    if (err != 0)
+        return err;
+    cmn_free(s->buf);
+    s->buf = NULL;
+    s->bufcap = 0;
+    return 0;
+}
+
+int agg_sketch_insert(struct agg_sketch *s, double v, double rate)
+{
+    if (!isfinite(v))
+        return CMN_EPARSE;
+    if (!(rate > 0 && rate <= 1)) /* also NaN */
+        rate = 1;
+    int16_t k = agg_sketch_key(v);
+    int err;
+
+    if (rate == 1) {
+        if (s->cnt >= AGG_SKETCH_MAX_COUNT)
+            return CMN_ECAP;
+        /* The Agent flushes right after the 512th key; flushing before
+         * the 513th gives the same bins and lets a failed flush leave the
+         * sketch as it was. The buffer grows 8, 16, ... 512 keys so that a
+         * context with a few samples holds a few bytes. */
+        if (s->nbuf == AGG_SKETCH_BUF_KEYS) {
+            err = sk_flush(s);
+            if (err != 0)
+                return err;
+        }
+        if (s->nbuf == s->bufcap) {
+            uint32_t ncap = s->bufcap ? 2 * s->bufcap : 8;
+            if (ncap > AGG_SKETCH_BUF_KEYS)
+                ncap = AGG_SKETCH_BUF_KEYS;
+            int16_t *nb = cmn_reallocarray(s->buf, ncap, sizeof(*nb));
+            if (nb == NULL)
+                return UV_ENOMEM;
+            s->buf = nb;
+            s->bufcap = ncap;
+        }
+        s->buf[s->nbuf++] = k;
+        sk_summary_insert(s, v);
+        return 0;
+    }
+
+    /* rate < 1: the summary gets InsertN(v, 1/rate) (Sum += v/rate, Cnt +=
+     * int64(1/rate)) and the bins get uint(1/rate) copies, so cnt stays
+     * the bins' total. The Agent also flushes the rate-1 buffer first. */
+    double nf = 1 / rate;
+    if (nf > (double)(AGG_SKETCH_MAX_COUNT - s->cnt))
+        return CMN_ECAP;
+    struct sk_run run = {k, (uint32_t)nf};
+    err = sk_flush(s);
+    if (err != 0)
+        return err;
+    err = sk_merge_runs(s, &run, 1);
+    if (err != 0)
+        return err;
+    sk_summary_merge(s, (int64_t)nf, v, v, nf * v, v);
+    return 0;
+}
+
+int agg_sketch_merge(struct agg_sketch *dst, const struct agg_sketch *src)
+{
+    if (src->nbuf != 0)
+        return UV_EINVAL; /* src not finished: its buffered keys would be
+                             lost */
+    if (src->cnt == 0)
+        return 0;
+    if (src->cnt > AGG_SKETCH_MAX_COUNT - dst->cnt)
+        return CMN_ECAP;
+    int err = sk_flush(dst);
+    if (err != 0)
+        return err;
+    if (src->nbins > 0) {
+        struct sk_run *runs = cmn_reallocarray(NULL, src->nbins, sizeof(*runs));
+        if (runs == NULL)
+            return UV_ENOMEM;
+        for (uint32_t i = 0; i < src->nbins; i++) {
+            runs[i].k = src->bins[i].k;
+            runs[i].n = src->bins[i].n;
+        }
+        err = sk_merge_runs(dst, runs, src->nbins);
+        cmn_free(runs);
+        if (err != 0)
+            return err;
+    }
+    sk_summary_merge(dst, src->cnt, src->min, src->max, src->sum, src->avg);
+    return 0;
+}
+
+double agg_sketch_quantile(const struct agg_sketch *s, double q)
+{
+    if (s->cnt == 0 || s->nbins == 0 || isnan(q))
+        return NAN;
+    if (q <= 0)
+        return s->min;
+    if (q >= 1)
+        return s->max;
+
+    /* sparse.go rank(): RoundToEven(q * (count - 1)); the first bin whose
+     * running count passes it holds the wanted sample. */
+    double want = rint(q * (double)(s->cnt - 1));
+    double n = 0, v = s->max;
+    for (uint32_t i = 0; i < s->nbins; i++) {
+        n += s->bins[i].n;
+        if (n > want) {
+            v = agg_sketch_key_lower(s->bins[i].k);
+            break;
+        }
+    }
+    if (v < s->min)
+        v = s->min;
+    if (v > s->max)
+        v = s->max;
+    return v;
+}
