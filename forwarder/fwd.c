@@ -489,20 +489,32 @@ static void load_after(uv_work_t *req, int status)
     fwd__handle_closed(f);
 }
 
+/* Runs on the first loop iteration after fwd_start: queues the libcurl load.
+ * Deferring it keeps even the thread pool's start-up out of whatever the
+ * caller does right after fwd_start (serverless-init spawns the child). */
+static void load_kick_cb(uv_timer_t *h)
+{
+    struct fwd *f = h->data;
+
+    if (f->state != FWD_RUNNING && f->state != FWD_STOPPING)
+        return;
+    f->load_req.data = f;
+    if (uv_queue_work(f->loop, &f->load_req, load_work, load_after) != 0) {
+        f->load_failed = true;
+        CMN_LOGE(FWD_COMP, "cannot queue the libcurl load: payloads are "
+                           "dropped");
+        drop_all_queued(f);
+        maybe_finish_stop(f);
+        return;
+    }
+    f->loading = true;
+    f->handles_open++;
+}
+
 int fwd_start(struct fwd *f)
 {
-    int rc;
-
     if (f->state != FWD_CREATED)
         return UV_EINVAL;
-    if (f->neps > 0) {
-        f->load_req.data = f;
-        rc = uv_queue_work(f->loop, &f->load_req, load_work, load_after);
-        if (rc != 0)
-            return rc;
-        f->loading = true;
-        f->handles_open++;
-    }
     uv_timer_init(f->loop, &f->curl_timer);
     uv_timer_init(f->loop, &f->retry_timer);
     uv_timer_init(f->loop, &f->stop_timer);
@@ -511,6 +523,8 @@ int fwd_start(struct fwd *f)
     f->state = FWD_RUNNING;
     if (f->neps == 0)
         CMN_LOGW(FWD_COMP, "no endpoint configured: payloads are dropped");
+    else /* curl_timer is idle until libcurl is loaded: borrow it */
+        uv_timer_start(&f->curl_timer, load_kick_cb, 0, 0);
     return 0;
 }
 
