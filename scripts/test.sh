@@ -40,6 +40,14 @@ run_suite() { # name, build dir, extra cmake args...
   if ! ctest --test-dir "$dir" -j"$JOBS" --output-on-failure; then
     failed+=("$name")
   fi
+  # Criterion runs each test in a worker process and does not fail a test
+  # whose worker reports a sanitizer error at exit: read the full log.
+  local log="$dir/Testing/Temporary/LastTest.log"
+  if grep -qE "ERROR: (Leak|Address)Sanitizer|runtime error:" "$log"; then
+    echo "sanitizer reports in $log:"
+    grep -nE -A 12 "ERROR: (Leak|Address)Sanitizer|runtime error:" "$log" | head -80
+    failed+=("$name: sanitizer report")
+  fi
 }
 
 run_suite release "$ROOT/build"
