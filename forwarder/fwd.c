@@ -463,6 +463,8 @@ static void load_after(uv_work_t *req, int status)
 {
     struct fwd *f = req->data;
     int lrc = status != 0 ? status : fwd__curl_load();
+    if (lrc == 0)
+        lrc = fwd__curl_global_init();
     int rc = lrc;
 
     f->loading = false;

@@ -9,10 +9,13 @@
  * queues fwd__curl_load on the libuv thread pool and the loop carries on;
  * payloads submitted meanwhile wait in the queue.
  *
- * Invariant: fwd__curl is filled completely, and curl_global_init has run,
- * before fwd__curl_load returns 0; it runs at most once per process (uv_once)
- * and is never undone (curl_global_cleanup is not thread-safe and the
- * process ends soon after the pipeline anyway).
+ * Invariant: fwd__curl is filled completely before fwd__curl_load returns
+ * 0; the load runs at most once per process (uv_once). curl_global_init runs
+ * once, on the loop thread (fwd__curl_global_init): OpenSSL keeps per-thread
+ * state for the thread that initialises it, and a thread-pool thread is
+ * never joined before exit, so that state would leak. It is never undone
+ * (curl_global_cleanup is not thread-safe; OpenSSL frees its own state at
+ * exit).
  */
 #include <dlfcn.h>
 
@@ -71,11 +74,6 @@ static void load(void)
         }
         memcpy((char *)&api + syms[i].off, &fn, sizeof(fn));
     }
-    if (api.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        snprintf(load_err, sizeof(load_err), "curl_global_init failed");
-        load_rc = UV_EINVAL;
-        return;
-    }
     fwd__curl = api;
     load_rc = 0;
 }
@@ -84,6 +82,20 @@ int fwd__curl_load(void)
 {
     uv_once(&load_once, load);
     return load_rc;
+}
+
+int fwd__curl_global_init(void)
+{
+    static bool done;
+
+    if (done)
+        return 0;
+    if (fwd__curl.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        snprintf(load_err, sizeof(load_err), "curl_global_init failed");
+        return UV_EINVAL;
+    }
+    done = true;
+    return 0;
 }
 
 const char *fwd__curl_load_error(void)

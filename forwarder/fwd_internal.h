@@ -46,10 +46,12 @@ struct fwd_curl_api {
 };
 extern struct fwd_curl_api fwd__curl;
 
-/* Loads libcurl.so.4 and runs curl_global_init, once per process. Blocking:
- * call it on the thread pool. 0, or a negative error with the reason in
- * fwd__curl_load_error(). Any thread. */
+/* Loads libcurl.so.4 and resolves its functions, once per process.
+ * Blocking: call it on the thread pool. 0, or a negative error with the reason
+ * in fwd__curl_load_error(). Any thread. */
 int fwd__curl_load(void) CMN_MUST_CHECK;
+/* curl_global_init, once per process. Loop thread, after fwd__curl_load. */
+int fwd__curl_global_init(void) CMN_MUST_CHECK;
 const char *fwd__curl_load_error(void);
 
 #undef curl_easy_init
