@@ -730,6 +730,9 @@ void fwd_stop(struct fwd *f, uint64_t deadline_ms, fwd_stopped_cb cb,
     f->stop_data = data;
     if (deadline_ms < budget)
         budget = deadline_ms;
+    /* the loop's cached time may be stale (a long callback ran before this
+     * one): count the budget from now, so the deadline is never early */
+    uv_update_time(f->loop);
     f->stop_deadline_ms = uv_now(f->loop) + budget;
     CMN_LOGD(FWD_COMP,
              "stopping: %llu transactions queued, %llu in flight, "
