@@ -62,7 +62,7 @@ if [ $ASAN -eq 1 ]; then
 fi
 if [ $BAZEL -eq 1 ]; then
   step "bazel (offline)"
-  if ! bazel test //... --test_output=errors; then
+  if ! bazel test //... --test_output=errors || ! bazel/test_summary.sh; then
     failed+=("bazel")
   fi
 fi
