@@ -339,8 +339,49 @@ static int agg_apply(struct agg__entry *e, double v, const uint64_t *member,
     }
 }
 
-int agg__sample(struct agg *a, struct agg__ctx *c, const struct agg_metric *m,
-                double t)
+/* The common line: one finite value of a number type, at a time inside
+ * the bucket of the previous sample, for a context whose entry there is
+ * cached. Does what the general path does for it without re-deriving the
+ * bucket start or scanning the values. Returns false (nothing done) when
+ * the line is not of that kind. */
+static inline bool agg_sample_fast(struct agg *a, struct agg__ctx *c,
+                                   const struct agg_metric *m, double t)
+{
+    struct agg__bucket *b = a->last;
+    if (b == NULL || m->nvalues != 1 || m->type == AGG_SET)
+        return false;
+    /* floor(t) lies in [start, start + 10) iff t does: start is an integer
+     * (NaN fails both comparisons) */
+    if (!(t >= (double)b->start && t < (double)(b->start + AGG_BUCKET_SECS)))
+        return false;
+    int sk = m->type == AGG_DISTRIBUTION;
+    double v = m->values[0];
+    if (c->cache_gen[sk] != b->gen || !isfinite(v))
+        return false;
+    struct agg__entry *e = &b->ents[c->cache_idx[sk]];
+    if (t > c->last_seen)
+        c->last_seen = t;
+    if (m->type == AGG_COUNTER && !(c->counter_last >= t))
+        c->counter_last = t;
+    if (e->kind == AGG_COUNTER) {
+        e->u.sum += v * (1 / m->rate);
+    } else {
+        int rc = agg_apply(e, v, NULL, m->rate);
+        if (rc) {
+            agg_count_err(a, rc, 1);
+            return true;
+        }
+    }
+    a->st.samples++;
+    return true;
+}
+
+/* The general path (kept out of line so that the fast path's caller saves
+ * no registers for it). */
+static __attribute__((noinline)) int agg_sample_slow(struct agg *a,
+                                                     struct agg__ctx *c,
+                                                     const struct agg_metric *m,
+                                                     double t)
 {
     struct agg__bucket *b;
     struct agg__entry *e;
@@ -393,6 +434,14 @@ int agg__sample(struct agg *a, struct agg__ctx *c, const struct agg_metric *m,
         a->st.samples++;
     }
     return 0;
+}
+
+int agg__sample(struct agg *a, struct agg__ctx *c, const struct agg_metric *m,
+                double t)
+{
+    if (agg_sample_fast(a, c, m, t))
+        return 0;
+    return agg_sample_slow(a, c, m, t);
 }
 
 /* Counter zero-fill (§2.4) over the job's buckets that hold series. */

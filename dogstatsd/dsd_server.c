@@ -19,6 +19,9 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 /* The Agent's StandardStatsdPrefixes: names starting with these are never
  * namespaced. */
@@ -269,6 +272,10 @@ static inline void process_line(struct dsd *s, const char *line, size_t len)
         len--;
     if (len == 0)
         return;
+    if (line[0] != '_') { /* no event or service check: skip the sniffer */
+        process_metric(s, line, len);
+        return;
+    }
     switch (dsd_msg_type(line, len)) {
     case DSD_MSG_METRIC:
         process_metric(s, line, len);
@@ -293,12 +300,39 @@ static inline void process_line(struct dsd *s, const char *line, size_t len)
  *     |     |      one trailing '\r' dropped
  *     lines
  */
+/* The first '\n' in [p, end), or NULL; buf <= p is the packet's start.
+ * Lines are short, so this beats a libc memchr call: 16 bytes at a time,
+ * and a last partial block is read as the 16 bytes that end at end (inside
+ * the packet when it is that long), the bytes before p masked off. */
+static inline const char *find_nl(const char *buf, const char *p,
+                                  const char *end)
+{
+#ifdef __SSE2__
+    const __m128i vn = _mm_set1_epi8('\n');
+    while (end - p >= 16) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
+        unsigned m = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, vn));
+        if (m != 0)
+            return p + __builtin_ctz(m);
+        p += 16;
+    }
+    if (p < end && end - buf >= 16) {
+        const char *q = end - 16;
+        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)q);
+        unsigned m = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, vn));
+        m &= ~0u << (p - q); /* p - q is 1..15 here */
+        return m != 0 ? q + __builtin_ctz(m) : NULL;
+    }
+#endif
+    return p < end ? memchr(p, '\n', (size_t)(end - p)) : NULL;
+}
+
 void dsd_process_packet(struct dsd *s, const char *buf, size_t len,
                         bool eol_required)
 {
     const char *p = buf, *end = buf + len;
     while (p < end) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *nl = find_nl(buf, p, end);
         if (nl == NULL) {
             if (eol_required) {
                 s->stats.unterminated++;
