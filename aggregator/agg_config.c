@@ -59,22 +59,13 @@ void agg_config_defaults(struct agg_config *cfg)
     cfg->enable_service_checks = true;
 }
 
-static void agg_free_strv(char **v, size_t n)
-{
-    if (v == NULL)
-        return;
-    for (size_t i = 0; i < n; i++)
-        cmn_free(v[i]);
-    cmn_free(v);
-}
-
 void agg_config_free(struct agg_config *cfg)
 {
     if (cfg == NULL)
         return;
-    agg_free_strv(cfg->histogram_aggregates, cfg->nhistogram_aggregates);
+    cmn_strv_free(cfg->histogram_aggregates, cfg->nhistogram_aggregates);
     cmn_free(cfg->histogram_percentiles);
-    agg_free_strv(cfg->extra_tags, cfg->nextra_tags);
+    cmn_strv_free(cfg->extra_tags, cfg->nextra_tags);
     cmn_free(cfg->hostname);
     cfg->histogram_aggregates = NULL;
     cfg->nhistogram_aggregates = 0;
@@ -83,53 +74,6 @@ void agg_config_free(struct agg_config *cfg)
     cfg->extra_tags = NULL;
     cfg->nextra_tags = 0;
     cfg->hostname = NULL;
-}
-
-/* A growable list of owned strings built by cmn_split_list callbacks. */
-struct agg_strlist {
-    char **v;
-    size_t n;
-    bool oom;
-};
-
-static void agg_strlist_add(struct cmn_slice item, void *data)
-{
-    struct agg_strlist *l = data;
-    if (l->oom)
-        return;
-    char **nv = cmn_reallocarray(l->v, l->n + 1, sizeof(*nv));
-    if (nv == NULL) {
-        l->oom = true;
-        return;
-    }
-    l->v = nv;
-    l->v[l->n] = cmn_strndup(item.p, item.len);
-    if (l->v[l->n] == NULL) {
-        l->oom = true;
-        return;
-    }
-    l->n++;
-}
-
-static char **agg_strv_dup(char *const *v, size_t n, int *rc)
-{
-    *rc = 0;
-    if (v == NULL || n == 0)
-        return NULL;
-    char **out = cmn_calloc(n, sizeof(*out));
-    if (out == NULL)
-        goto out_oom;
-    for (size_t i = 0; i < n; i++) {
-        out[i] = cmn_strdup(v[i]);
-        if (out[i] == NULL) {
-            agg_free_strv(out, i);
-            goto out_oom;
-        }
-    }
-    return out;
-out_oom:
-    *rc = UV_ENOMEM;
-    return NULL;
 }
 
 int agg__config_copy(struct agg_config *dst, const struct agg_config *src)
@@ -141,11 +85,11 @@ int agg__config_copy(struct agg_config *dst, const struct agg_config *src)
     dst->histogram_percentiles = NULL;
     dst->extra_tags = NULL;
     dst->hostname = NULL;
-    dst->histogram_aggregates = agg_strv_dup(src->histogram_aggregates,
-                                             src->nhistogram_aggregates, &rc);
+    rc = cmn_strv_dup(src->histogram_aggregates, src->nhistogram_aggregates,
+                      &dst->histogram_aggregates);
     if (rc)
         goto out_free;
-    dst->extra_tags = agg_strv_dup(src->extra_tags, src->nextra_tags, &rc);
+    rc = cmn_strv_dup(src->extra_tags, src->nextra_tags, &dst->extra_tags);
     if (rc)
         goto out_free;
     if (src->histogram_percentiles && src->nhistogram_percentiles) {
@@ -204,12 +148,12 @@ static int agg_env_hist_aggregates(struct agg_config *cfg,
 {
     const char *name = "DD_HISTOGRAM_AGGREGATES";
     const char *v = cmn_env_get(env, name);
-    struct agg_strlist l = {0};
+    struct cmn_strv l = {0};
 
     if (v == NULL)
         return 0;
-    cmn_split_list(v, agg_strlist_add, &l);
-    if (l.oom)
+    cmn_split_list(v, cmn_strv_add, &l);
+    if (l.err)
         goto out_oom;
     for (size_t i = 0; i < l.n; i++) {
         bool ok = false;
@@ -220,16 +164,16 @@ static int agg_env_hist_aggregates(struct agg_config *cfg,
                      "%s: unknown aggregate \"%s\" (expected max, min, "
                      "median, avg, sum or count)",
                      name, l.v[i]);
-            agg_free_strv(l.v, l.n);
+            cmn_strv_free(l.v, l.n);
             return UV_EINVAL;
         }
     }
-    agg_free_strv(cfg->histogram_aggregates, cfg->nhistogram_aggregates);
+    cmn_strv_free(cfg->histogram_aggregates, cfg->nhistogram_aggregates);
     cfg->histogram_aggregates = l.v;
     cfg->nhistogram_aggregates = l.n;
     return 0;
 out_oom:
-    agg_free_strv(l.v, l.n);
+    cmn_strv_free(l.v, l.n);
     return UV_ENOMEM;
 }
 
@@ -238,15 +182,15 @@ static int agg_env_hist_percentiles(struct agg_config *cfg,
 {
     const char *name = "DD_HISTOGRAM_PERCENTILES";
     const char *v = cmn_env_get(env, name);
-    struct agg_strlist l = {0};
+    struct cmn_strv l = {0};
     double *p = NULL;
     int rc = 0;
 
     if (v == NULL)
         return 0;
-    cmn_split_list(v, agg_strlist_add, &l);
-    if (l.oom) {
-        rc = UV_ENOMEM;
+    cmn_split_list(v, cmn_strv_add, &l);
+    if (l.err) {
+        rc = l.err;
         goto out;
     }
     if (l.n > 0) {
@@ -271,24 +215,24 @@ static int agg_env_hist_percentiles(struct agg_config *cfg,
     p = NULL;
 out:
     cmn_free(p);
-    agg_free_strv(l.v, l.n);
+    cmn_strv_free(l.v, l.n);
     return rc;
 }
 
 static int agg_env_tags(struct agg_config *cfg, const struct cmn_env *env)
 {
     static const char *const names[] = {"DD_DOGSTATSD_TAGS", "DD_TAGS"};
-    struct agg_strlist l = {cfg->extra_tags, cfg->nextra_tags, false};
+    struct cmn_strv l = {cfg->extra_tags, cfg->nextra_tags, 0};
 
     for (size_t i = 0; i < 2; i++) {
         const char *v = cmn_env_get(env, names[i]);
         if (v != NULL)
-            cmn_split_list(v, agg_strlist_add, &l);
+            cmn_split_list(v, cmn_strv_add, &l);
     }
     cfg->extra_tags = l.v;
     cfg->nextra_tags = l.n;
-    if (l.oom)
-        return UV_ENOMEM;
+    if (l.err)
+        return l.err;
     agg_sort_unique(cfg->extra_tags, &cfg->nextra_tags);
     return 0;
 }

@@ -293,3 +293,50 @@ void cmn_split_list(const char *s, void (*fn)(struct cmn_slice, void *),
             fn(cmn_slice(b, (size_t)(p - b)), data);
     }
 }
+
+void cmn_strv_add(struct cmn_slice item, void *data)
+{
+    struct cmn_strv *l = data;
+    if (l->err != 0)
+        return;
+    char **nv = cmn_reallocarray(l->v, l->n + 1, sizeof(*nv));
+    if (nv == NULL) {
+        l->err = UV_ENOMEM;
+        return;
+    }
+    l->v = nv;
+    l->v[l->n] = cmn_strndup(item.p, item.len);
+    if (l->v[l->n] == NULL) {
+        l->err = UV_ENOMEM;
+        return;
+    }
+    l->n++;
+}
+
+int cmn_strv_dup(char *const *src, size_t n, char ***out)
+{
+    *out = NULL;
+    if (src == NULL || n == 0)
+        return 0;
+    char **v = cmn_calloc(n, sizeof(*v));
+    if (v == NULL)
+        return UV_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        v[i] = cmn_strdup(src[i]);
+        if (v[i] == NULL) {
+            cmn_strv_free(v, i);
+            return UV_ENOMEM;
+        }
+    }
+    *out = v;
+    return 0;
+}
+
+void cmn_strv_free(char **v, size_t n)
+{
+    if (v == NULL)
+        return;
+    for (size_t i = 0; i < n; i++)
+        cmn_free(v[i]);
+    cmn_free(v);
+}

@@ -208,4 +208,20 @@ int cmn_env_str(const struct cmn_env *env, const char *name,
 void cmn_split_list(const char *s, void (*fn)(struct cmn_slice item, void *),
                     void *data);
 
+/* ------------------------------------------------------------------------
+ * Owned string lists (config lists: tags, prefixes, aggregates).
+ */
+struct cmn_strv {
+    char **v; /* owned array of owned strings */
+    size_t n;
+    int err; /* first error of cmn_strv_add (UV_ENOMEM), sticky */
+};
+/* cmn_split_list callback: appends a copy of item to the struct cmn_strv
+ * in data; on failure sets its err and ignores further items. */
+void cmn_strv_add(struct cmn_slice item, void *data);
+/* Copies n strings into a new owned array (*out = NULL when n == 0). */
+int cmn_strv_dup(char *const *src, size_t n, char ***out) CMN_MUST_CHECK;
+/* Frees n strings and the array. NULL is a no-op. */
+void cmn_strv_free(char **v, size_t n);
+
 #endif /* DP_COMMON_H */

@@ -27,13 +27,6 @@ void dsd_config_defaults(struct dsd_config *cfg)
     cfg->max_stream_conns = 1024;
 }
 
-static void free_list(char **l, size_t n)
-{
-    for (size_t i = 0; l != NULL && i < n; i++)
-        cmn_free(l[i]);
-    cmn_free(l);
-}
-
 void dsd_config_free(struct dsd_config *cfg)
 {
     if (cfg == NULL)
@@ -42,8 +35,8 @@ void dsd_config_free(struct dsd_config *cfg)
     cmn_free(cfg->socket_path);
     cmn_free(cfg->stream_socket_path);
     cmn_free(cfg->metric_namespace);
-    free_list(cfg->namespace_blacklist, cfg->nnamespace_blacklist);
-    free_list(cfg->metric_blocklist, cfg->nmetric_blocklist);
+    cmn_strv_free(cfg->namespace_blacklist, cfg->nnamespace_blacklist);
+    cmn_strv_free(cfg->metric_blocklist, cfg->nmetric_blocklist);
     cfg->bind_host = cfg->socket_path = cfg->stream_socket_path = NULL;
     cfg->metric_namespace = NULL;
     cfg->namespace_blacklist = cfg->metric_blocklist = NULL;
@@ -59,25 +52,6 @@ static int dup_str(char **dst, const char *src)
     return *dst ? 0 : UV_ENOMEM;
 }
 
-static int dup_list(char ***dst, char *const *src, size_t n)
-{
-    *dst = NULL;
-    if (src == NULL || n == 0)
-        return 0;
-    char **l = cmn_calloc(n, sizeof(*l));
-    if (l == NULL)
-        return UV_ENOMEM;
-    for (size_t i = 0; i < n; i++) {
-        l[i] = cmn_strdup(src[i]);
-        if (l[i] == NULL) {
-            free_list(l, i);
-            return UV_ENOMEM;
-        }
-    }
-    *dst = l;
-    return 0;
-}
-
 int dsd__config_copy(struct dsd_config *dst, const struct dsd_config *src)
 {
     *dst = *src;
@@ -89,11 +63,11 @@ int dsd__config_copy(struct dsd_config *dst, const struct dsd_config *src)
         dup_str(&dst->stream_socket_path, src->stream_socket_path) != 0 ||
         dup_str(&dst->metric_namespace, src->metric_namespace) != 0)
         goto out_free;
-    if (dup_list(&dst->namespace_blacklist, src->namespace_blacklist,
-                 src->nnamespace_blacklist) != 0)
+    if (cmn_strv_dup(src->namespace_blacklist, src->nnamespace_blacklist,
+                     &dst->namespace_blacklist) != 0)
         goto out_free;
-    if (dup_list(&dst->metric_blocklist, src->metric_blocklist,
-                 src->nmetric_blocklist) != 0)
+    if (cmn_strv_dup(src->metric_blocklist, src->nmetric_blocklist,
+                     &dst->metric_blocklist) != 0)
         goto out_free;
     return 0;
 out_free:
@@ -117,31 +91,6 @@ static int env_str(const struct cmn_env *env, const char *name, char **dst)
     return 0;
 }
 
-struct list_acc {
-    char **items;
-    size_t n;
-    int err;
-};
-
-static void list_add(struct cmn_slice item, void *data)
-{
-    struct list_acc *a = data;
-    if (a->err != 0)
-        return;
-    char **l = cmn_reallocarray(a->items, a->n + 1, sizeof(*l));
-    if (l == NULL) {
-        a->err = UV_ENOMEM;
-        return;
-    }
-    a->items = l;
-    a->items[a->n] = cmn_strndup(item.p, item.len);
-    if (a->items[a->n] == NULL) {
-        a->err = UV_ENOMEM;
-        return;
-    }
-    a->n++;
-}
-
 /* Replaces the list with the variable's items (space/comma separated). */
 static int env_list(const struct cmn_env *env, const char *name, char ***dst,
                     size_t *n)
@@ -149,14 +98,14 @@ static int env_list(const struct cmn_env *env, const char *name, char ***dst,
     const char *v = cmn_env_get(env, name);
     if (v == NULL)
         return 0;
-    struct list_acc a = {NULL, 0, 0};
-    cmn_split_list(v, list_add, &a);
+    struct cmn_strv a = {NULL, 0, 0};
+    cmn_split_list(v, cmn_strv_add, &a);
     if (a.err != 0) {
-        free_list(a.items, a.n);
+        cmn_strv_free(a.v, a.n);
         return a.err;
     }
-    free_list(*dst, *n);
-    *dst = a.items;
+    cmn_strv_free(*dst, *n);
+    *dst = a.v;
     *n = a.n;
     return 0;
 }
@@ -200,7 +149,7 @@ static int env_eol(const struct cmn_env *env, struct dsd_config *cfg)
             rc = UV_EINVAL;
         }
     }
-    free_list(items, n);
+    cmn_strv_free(items, n);
     if (rc == 0) {
         cfg->eol_required_udp = udp;
         cfg->eol_required_uds = uds;

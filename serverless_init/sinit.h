@@ -122,10 +122,9 @@ int sinit_tags_build(struct sinit_tags *t, const struct cmn_env *env,
                      enum sinit_cloud cloud, bool sidecar,
                      const struct sinit_gcp_md *md) CMN_MUST_CHECK;
 /* Renders the metric tags ("k:v" or "k"), high-cardinality keys removed,
- * as an owned array of owned strings (free with sinit_strv_free). */
+ * as an owned array of owned strings (free with cmn_strv_free). */
 int sinit_tags_metric_list(const struct sinit_tags *t, char ***out,
                            size_t *n) CMN_MUST_CHECK;
-void sinit_strv_free(char **v, size_t n);
 
 /* ------------------------------------------------------------------------
  * GCP metadata client: three parallel HTTP/1.0 GETs over uv_tcp with the

@@ -526,15 +526,6 @@ int sinit_tags_build(struct sinit_tags *t, const struct cmn_env *env,
         CMN_VERSION);
 }
 
-void sinit_strv_free(char **v, size_t n)
-{
-    if (v == NULL)
-        return;
-    for (size_t i = 0; i < n; i++)
-        cmn_free(v[i]);
-    cmn_free(v);
-}
-
 int sinit_tags_metric_list(const struct sinit_tags *t, char ***out, size_t *n)
 {
     *out = NULL;
@@ -552,7 +543,7 @@ int sinit_tags_metric_list(const struct sinit_tags *t, char ***out, size_t *n)
         size_t vl = t->vals[i] ? strlen(t->vals[i]) + 1 : 0;
         char *s = cmn_malloc(kl + vl + 1);
         if (s == NULL) {
-            sinit_strv_free(v, k);
+            cmn_strv_free(v, k);
             return UV_ENOMEM;
         }
         memcpy(s, t->keys[i], kl);

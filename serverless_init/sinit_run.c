@@ -154,7 +154,7 @@ static void on_metadata(void *data, const struct sinit_gcp_md *md)
                                n) != 0)
             CMN_LOGW(COMP, "could not apply the metadata tags");
     }
-    sinit_strv_free(v, n);
+    cmn_strv_free(v, n);
     sinit_md_close(a->md);
     a->md = NULL;
     a->md_pending = false;
@@ -645,14 +645,14 @@ int sinit_main(int argc, char **argv)
     uv_run(&a->loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&a->loop) != 0)
         CMN_LOGD(COMP, "loop still has handles at exit");
-    sinit_strv_free(base_extra, nbase_extra);
+    cmn_strv_free(base_extra, nbase_extra);
     sinit_cli_free(&a->cli);
     cmn_free(a);
     return rc;
 
 out_free_cfg:
     lc_pipeline_config_free(&cfg);
-    sinit_strv_free(base_extra, nbase_extra);
+    cmn_strv_free(base_extra, nbase_extra);
     sinit_cli_free(&a->cli);
     cmn_free(a);
     return rc;

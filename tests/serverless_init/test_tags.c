@@ -41,7 +41,7 @@ static char *render(const char *const *kv, enum sinit_cloud *cloud_out,
         pos += (size_t)snprintf(out + pos, sizeof(out) - pos, "%s%s",
                                 i ? "," : "", v[i]);
     cr_assert_lt(pos, sizeof(out));
-    sinit_strv_free(v, n);
+    cmn_strv_free(v, n);
     sinit_tags_free(&t);
     return out;
 }
@@ -279,7 +279,7 @@ Test(tags, oom_loop)
             ok = 1;
         else
             cr_assert_eq(err, UV_ENOMEM);
-        sinit_strv_free(v, k);
+        cmn_strv_free(v, k);
         sinit_tags_free(&t);
         cr_assert_eq(cmn_alloc_live_bytes(), base, "leak at n=%llu",
                      (unsigned long long)n);
