@@ -52,7 +52,7 @@ struct lc_local {
     bool started, stopped;
     struct row *rows; /* owned, LC_LOCAL_ROWS_MAX, insertion order */
     uint32_t nrows;
-    int32_t *slots; /* owned, LC_LOCAL_SLOTS, -1 = empty */
+    int32_t *slots; /* owned, LC_LOCAL_SLOTS: row index + 1, 0 = empty */
     struct lc_local_stats stats;
 };
 
@@ -164,7 +164,7 @@ static struct row *row_get(struct lc_local *l, const char *type,
     uint64_t h = fnv1a(key, klen);
     for (uint32_t i = 0; i < LC_LOCAL_SLOTS; i++) {
         uint32_t s = (uint32_t)((h + i) & (LC_LOCAL_SLOTS - 1));
-        int32_t idx = l->slots[s];
+        int32_t idx = l->slots[s] - 1;
         if (idx < 0) {
             if (l->nrows >= LC_LOCAL_ROWS_MAX) {
                 l->stats.dropped_cap++;
@@ -182,7 +182,7 @@ static struct row *row_get(struct lc_local *l, const char *type,
             r->key = key;
             r->type = type;
             r->metric = key + tl + 1;
-            l->slots[s] = (int32_t)l->nrows++;
+            l->slots[s] = (int32_t)++l->nrows;
             return r;
         }
         struct row *r = &l->rows[idx];
@@ -585,9 +585,10 @@ int lc_local_create(uv_loop_t *loop, const char *path, struct lc_local **out)
     } else {
         l->rows = cmn_calloc(LC_LOCAL_ROWS_MAX, sizeof(*l->rows));
         l->slots = cmn_calloc(LC_LOCAL_SLOTS, sizeof(*l->slots));
+        /* zeroed by calloc: no page is touched before it is used, which
+         * keeps serverless-init's start-up short */
         if (l->rows == NULL || l->slots == NULL)
             goto out_free;
-        memset(l->slots, 0xff, LC_LOCAL_SLOTS * sizeof(*l->slots));
     }
     *out = l;
     return 0;
