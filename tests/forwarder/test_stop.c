@@ -165,6 +165,10 @@ Test(stop, drain_retries_promptly)
     env_start(&e, &plan);
     e.cfg.backoff_base = 32;
     e.cfg.backoff_max = 64;
+    /* the intake may have answered the first 503 before the forwarder has
+     * read it: the request can still be in flight when stop begins, and
+     * must then finish (and be retried), not be cancelled */
+    e.cfg.stop_wait_for_inflight = true;
     env_fwd(&e);
     cr_assert_eq(fwd_submit(e.f, payload_bytes(FWD_KIND_SERIES, "d", 1)), 0);
     cr_assert(run_until(&e.loop, got_request, &e, 5000));
