@@ -225,4 +225,16 @@ static inline size_t e2e_delivered_points(struct ti *ti, const char *name,
     return n;
 }
 
+/* The common start of an end-to-end test: a fresh loopback intake and an
+ * environment pointing the wrapper at it with API key "test". */
+static inline struct ti *e2e_with_intake(struct e2e *e)
+{
+    struct ti *ti;
+    cr_assert_eq(ti_start(&ti), 0);
+    e2e_init(e);
+    e2e_env(e, "DD_API_KEY=test");
+    e2e_env(e, "DD_DD_URL=%s", ti_url(ti));
+    return ti;
+}
+
 #endif

@@ -29,12 +29,8 @@ static void send_udp(int port, const char *payload)
 
 Test(sidecar, sigterm_drains_everything_received, .timeout = 60)
 {
-    struct ti *ti;
-    cr_assert_eq(ti_start(&ti), 0);
     struct e2e e;
-    e2e_init(&e);
-    e2e_env(&e, "DD_API_KEY=test");
-    e2e_env(&e, "DD_DD_URL=%s", ti_url(ti));
+    struct ti *ti = e2e_with_intake(&e);
     e2e_env(&e, "DD_LOG_LEVEL=info");
     e2e_env(&e, "DD_DOGSTATSD_NON_LOCAL_TRAFFIC=false");
     pid_t pid = e2e_start(&e, NULL);
@@ -125,12 +121,8 @@ Test(cloudrun, job_tags_and_enhanced_metrics, .timeout = 60)
                      .region = "projects/123/regions/europe-west1",
                      .project = "my-proj"};
     cr_assert_eq(mds_start(&md), 0);
-    struct ti *ti;
-    cr_assert_eq(ti_start(&ti), 0);
     struct e2e e;
-    e2e_init(&e);
-    e2e_env(&e, "DD_API_KEY=test");
-    e2e_env(&e, "DD_DD_URL=%s", ti_url(ti));
+    struct ti *ti = e2e_with_intake(&e);
     e2e_env(&e, "GCE_METADATA_HOST=127.0.0.1:%d", md.port);
     e2e_env(&e, "CLOUD_RUN_JOB=nightly");
     e2e_env(&e, "CLOUD_RUN_EXECUTION=nightly-abc");
@@ -183,12 +175,8 @@ Test(cloudrun, failed_job_and_metadata_down, .timeout = 60)
     cr_assert_eq(mds_start(&md), 0);
     int port = md.port;
     mds_stop(&md); /* nothing listens: every value is "unknown" */
-    struct ti *ti;
-    cr_assert_eq(ti_start(&ti), 0);
     struct e2e e;
-    e2e_init(&e);
-    e2e_env(&e, "DD_API_KEY=test");
-    e2e_env(&e, "DD_DD_URL=%s", ti_url(ti));
+    struct ti *ti = e2e_with_intake(&e);
     e2e_env(&e, "GCE_METADATA_HOST=127.0.0.1:%d", port);
     e2e_env(&e, "CLOUD_RUN_JOB=j");
     const char *args[] = {e.child, "exit", "2", NULL};
@@ -208,12 +196,8 @@ Test(cloudrun, failed_job_and_metadata_down, .timeout = 60)
 
 Test(enhanced, disabled_by_env, .timeout = 60)
 {
-    struct ti *ti;
-    cr_assert_eq(ti_start(&ti), 0);
     struct e2e e;
-    e2e_init(&e);
-    e2e_env(&e, "DD_API_KEY=test");
-    e2e_env(&e, "DD_DD_URL=%s", ti_url(ti));
+    struct ti *ti = e2e_with_intake(&e);
     e2e_env(&e, "DD_ENHANCED_METRICS=false");
     const char *args[] = {e.child, "udp", "e2e.only:1|g", NULL};
     cr_assert_eq(e2e_run(&e, args, 20000), 0);
@@ -296,12 +280,8 @@ Test(cloudrun, service_enhanced_metrics_and_legacy_names, .timeout = 60)
                      .region = "projects/1/regions/us-east1",
                      .project = "proj"};
     cr_assert_eq(mds_start(&md), 0);
-    struct ti *ti;
-    cr_assert_eq(ti_start(&ti), 0);
     struct e2e e;
-    e2e_init(&e);
-    e2e_env(&e, "DD_API_KEY=test");
-    e2e_env(&e, "DD_DD_URL=%s", ti_url(ti));
+    struct ti *ti = e2e_with_intake(&e);
     e2e_env(&e, "GCE_METADATA_HOST=127.0.0.1:%d", md.port);
     e2e_env(&e, "K_SERVICE=api");
     e2e_env(&e, "K_REVISION=api-00001");

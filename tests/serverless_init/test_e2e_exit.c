@@ -47,12 +47,8 @@ Test(exit, killed_by_signal_is_128_plus_n, .timeout = 60)
 
 Test(exit, command_not_found_is_127, .timeout = 60)
 {
-    struct ti *ti;
-    cr_assert_eq(ti_start(&ti), 0);
     struct e2e e;
-    e2e_init(&e);
-    e2e_env(&e, "DD_API_KEY=test");
-    e2e_env(&e, "DD_DD_URL=%s", ti_url(ti));
+    struct ti *ti = e2e_with_intake(&e);
     const char *args[] = {"/nonexistent/definitely-not-here", "x", NULL};
     cr_assert_eq(e2e_run(&e, args, 20000), 127);
     char err[8192];
@@ -105,12 +101,8 @@ Test(exit, help_and_version, .timeout = 30)
 
 Test(signals, sigterm_reaches_child_and_last_metric_arrives, .timeout = 60)
 {
-    struct ti *ti;
-    cr_assert_eq(ti_start(&ti), 0);
     struct e2e e;
-    e2e_init(&e);
-    e2e_env(&e, "DD_API_KEY=test");
-    e2e_env(&e, "DD_DD_URL=%s", ti_url(ti));
+    struct ti *ti = e2e_with_intake(&e);
     char ready[128];
     snprintf(ready, sizeof(ready), "%s/ready", e.dir);
     const char *args[] = {e.child, "udp", "e2e.first:1|c", "term-wait",
@@ -198,12 +190,8 @@ Test(signals, slow_child_shutdown_is_not_cut_by_budget, .timeout = 60)
     /* The budget starts at SIGTERM but the forced exit is armed only once
      * the child has exited: a child slower than the budget still has its
      * exit code and last metric honoured (the drain gets its floor). */
-    struct ti *ti;
-    cr_assert_eq(ti_start(&ti), 0);
     struct e2e e;
-    e2e_init(&e);
-    e2e_env(&e, "DD_API_KEY=test");
-    e2e_env(&e, "DD_DD_URL=%s", ti_url(ti));
+    struct ti *ti = e2e_with_intake(&e);
     e2e_env(&e, "DRAINPIPE_SHUTDOWN_BUDGET_MS=300");
     char ready[128];
     snprintf(ready, sizeof(ready), "%s/ready", e.dir);

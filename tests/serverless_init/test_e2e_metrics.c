@@ -112,12 +112,8 @@ Test(e2e, uds_every_sample, .timeout = 120)
 
 Test(e2e, single_argument_command_is_split, .timeout = 60)
 {
-    struct ti *ti;
-    cr_assert_eq(ti_start(&ti), 0);
     struct e2e e;
-    e2e_init(&e);
-    e2e_env(&e, "DD_API_KEY=test");
-    e2e_env(&e, "DD_DD_URL=%s", ti_url(ti));
+    struct ti *ti = e2e_with_intake(&e);
     char cmd[1200];
     snprintf(cmd, sizeof(cmd), "%s udp e2e.split:1|c exit 3", e.child);
     const char *args[] = {cmd, NULL};
