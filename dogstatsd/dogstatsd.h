@@ -109,7 +109,13 @@ struct dsd_config {
     char *stream_socket_path; /* owned or NULL: dogstatsd_stream_socket,
                                  mode 0722 */
     size_t buffer_size;       /* dogstatsd_buffer_size 8192 */
-    int so_rcvbuf;            /* dogstatsd_so_rcvbuf, 0 = leave */
+    int so_rcvbuf;            /* dogstatsd_so_rcvbuf; 0 = ask for
+                                 DSD_RCVBUF_DEFAULT (SO_RCVBUFFORCE, then
+                                 SO_RCVBUF, which rmem_max caps) */
+    size_t ring_size;         /* DRAINPIPE_RECEIVE_RING_SIZE: the user-space
+                                 ring behind each datagram socket,
+                                 DSD_RING_SIZE_DEFAULT; touched only as it
+                                 fills */
     bool eol_required_udp;    /* dogstatsd_eol_required has "udp" */
     bool eol_required_uds;    /* ... "uds" */
     struct dsd_parse_opts parse;
@@ -122,6 +128,11 @@ struct dsd_config {
     size_t max_values_per_line; /* cap, default 1024 */
     uint32_t max_stream_conns;  /* cap on UDS stream clients, default 1024 */
 };
+
+#define DSD_RCVBUF_DEFAULT (8 << 20)            /* asked for by default */
+#define DSD_RING_SIZE_DEFAULT ((size_t)16 << 20) /* per datagram listener */
+#define DSD_RING_SIZE_MIN ((size_t)256 << 10)
+#define DSD_STOP_DRAIN_MS_DEFAULT 2000 /* dsd_stop's bound, unless set */
 
 void dsd_config_defaults(struct dsd_config *cfg);
 /* Applies DD_DOGSTATSD_PORT, DD_BIND_HOST, DD_DOGSTATSD_SOCKET, ... Returns
@@ -151,6 +162,21 @@ struct dsd_stats {
                                            connection was closed */
     uint64_t stream_partial_eof;        /* EOF inside a frame or its length */
     uint64_t read_errors; /* recv errors other than EAGAIN/EINTR */
+    /* The receive path (per datagram listener) */
+    uint64_t kernel_drops_udp; /* the UDP socket's own drop counter
+                                  (SO_RXQ_OVFL / SO_MEMINFO): datagrams
+                                  the kernel dropped, buffer full */
+    uint64_t kernel_drops_uds; /* idem, Unix datagram socket */
+    uint64_t ring_full;        /* times a receive ring was full (the
+                                  receive thread waited for the loop) */
+    uint64_t ring_full_ns;     /* time spent waiting so */
+    uint64_t ring_bytes;       /* bytes received and not yet parsed */
+    uint64_t stop_unread;      /* datagrams left unparsed when the stop
+                                  drain ran out of time */
+    uint64_t stop_socket_left; /* listeners whose socket still held data
+                                  when the stop drain ran out of time */
+    int rcvbuf_udp, rcvbuf_uds; /* effective SO_RCVBUF (bytes the kernel
+                                  accounts, i.e. twice the asked value) */
 };
 
 /* Where parsed items go: normally the aggregator (dsd_sink_from_agg), in
@@ -195,10 +221,27 @@ int dsd_udp_port(const struct dsd *s);
 void dsd_process_packet(struct dsd *s, const char *buf, size_t len,
                         bool eol_required);
 
+typedef void (*dsd_synced_cb)(void *data);
+/* Flush-now support: calls cb on the loop thread once every datagram that
+ * was in the kernel socket buffers when dsd_sync was called, and
+ * everything in the receive rings, has been parsed and handed to the
+ * sink. cb may run before dsd_sync returns when no datagram listener
+ * runs. One sync at a time: a second call while one is pending returns
+ * UV_EBUSY and does not call cb. Loop thread. */
+int dsd_sync(struct dsd *s, dsd_synced_cb cb, void *data) CMN_MUST_CHECK;
+
+/* Bounds the stop drain (reading what is still queued in the kernel and
+ * in the receive rings) to ms milliseconds from the dsd_stop call;
+ * default DSD_STOP_DRAIN_MS_DEFAULT. What is left at the bound is counted
+ * (stop_unread, stop_socket_left) and logged. */
+void dsd_set_stop_drain_ms(struct dsd *s, uint64_t ms);
+
 typedef void (*dsd_stopped_cb)(void *data);
-/* Stops accepting, reads every datagram still queued in the kernel socket
- * buffers until EAGAIN (and the bytes queued on stream clients), parses
- * them and hands them to the sink before returning; then closes every
+/* Stops accepting, stops the receive threads, then reads every datagram
+ * still queued in the receive rings and the kernel socket buffers until
+ * both are empty or the stop drain bound passes (and the bytes queued on
+ * stream clients), parses them and hands them to the sink before
+ * returning; then closes every
  * handle, unlinks the socket files it created, and calls cb once on the
  * loop thread after the last close callback (always asynchronously, also
  * when nothing was started). A second call is ignored. */

@@ -25,6 +25,7 @@ void dsd_config_defaults(struct dsd_config *cfg)
     cfg->parse.origin_detection_client = false;
     cfg->max_values_per_line = 1024;
     cfg->max_stream_conns = 1024;
+    cfg->ring_size = DSD_RING_SIZE_DEFAULT;
 }
 
 void dsd_config_free(struct dsd_config *cfg)
@@ -181,6 +182,11 @@ int dsd_config_from_env(struct dsd_config *cfg, const struct cmn_env *env)
     if (cmn_env_i64(env, "DD_DOGSTATSD_SO_RCVBUF", 0, INT32_MAX, &i) != 0)
         return UV_EINVAL;
     cfg->so_rcvbuf = (int)i;
+    i = (int64_t)cfg->ring_size;
+    if (cmn_env_i64(env, "DRAINPIPE_RECEIVE_RING_SIZE",
+                    (int64_t)DSD_RING_SIZE_MIN, (int64_t)1 << 30, &i) != 0)
+        return UV_EINVAL;
+    cfg->ring_size = (size_t)i;
     if ((rc = env_eol(env, cfg)) != 0)
         return rc;
     if (cmn_env_bool(env, "DD_DOGSTATSD_NO_AGGREGATION_PIPELINE",

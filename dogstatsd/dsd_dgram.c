@@ -1,41 +1,78 @@
 /*
  * dsd_dgram.c - the datagram listeners: UDP (dogstatsd_port) and Unix
- * datagram (dogstatsd_socket), spec/pipeline.md §1.1.
+ * datagram (dogstatsd_socket), spec/pipeline.md §1.1, and their receive
+ * path.
  *
- * Both are a non-blocking, close-on-exec socket watched by a uv_poll_t and
- * read with recvmmsg: up to DSD_MMSG_MAX datagrams per system call, at most
- * DSD_MMSG_CALLS calls per wakeup so one busy socket cannot starve the
- * loop. Each datagram lands in its own buffer_size slot; a datagram that
- * did not fit (MSG_TRUNC) is counted as truncated and dropped whole, never
- * parsed in part. On stop, the socket is read until EAGAIN before the
- * handle is closed, so nothing the kernel already accepted is lost.
+ * Receiving is not parsing. Each listener has a receive thread that only
+ * moves datagrams from the kernel into a user-space ring (dsd_ring.h):
+ * recvmmsg straight into up to DSD_MMSG_MAX ring slots of buffer_size
+ * bytes, then the datagrams are packed by length and published with one
+ * release store, and the loop is woken through a uv_async_t. The loop
+ * thread parses what was published (dgram_consume), at most
+ * DSD_CONSUME_BYTES per callback so it never holds the loop for long. The
+ * ring extends the kernel buffer: a stall of the loop (a flush, a page
+ * fault, a slow CPU) fills the ring, not the socket. When the ring is
+ * full, the thread stops reading until the loop frees room, and the
+ * kernel buffer absorbs what follows.
  *
- * libuv does not own these fds: the close callback closes them.
+ * Loss is never silent: the socket asks for a large buffer
+ * (DSD_RCVBUF_DEFAULT: SO_RCVBUFFORCE, then SO_RCVBUF), SO_RXQ_OVFL is on
+ * and the kernel's per-socket drop counter is read from each batch and
+ * from SO_MEMINFO; time spent with a full ring is counted. A datagram
+ * that did not fit buffer_size (MSG_TRUNC) is counted as truncated and
+ * dropped whole, never parsed in part.
+ *
+ * Stop: the thread is joined, then the loop thread itself reads the ring
+ * and the socket until both are empty or the stop drain bound passes;
+ * what is left then is counted and logged.
+ *
+ * Threads: the receive thread touches only the socket, the ring's
+ * producer side, the batch arrays and the atomics of struct dsd__dgram;
+ * it blocks every signal and logs nothing (the loop logs its errors).
+ * libuv does not own these fds: they are closed after the close callback.
  */
 #include "dsd_int.h"
 
 #include <errno.h>
+#include <linux/sock_diag.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
-static void set_rcvbuf(struct dsd *s, int fd, const char *what)
+#ifndef SO_MEMINFO
+#define SO_MEMINFO 55
+#endif
+
+#define DSD_CONSUME_BYTES (1u << 20) /* parsed per loop callback */
+#define DSD_RELEASE_STEP (256u << 10) /* ring bytes freed at a time */
+#define DSD_RING_RESET_AT (256u << 10) /* empty ring restarts at 0 past */
+#define DSD_IDLE_TRIM_MS 5000 /* idle time before ring pages go back */
+#define DSD_ERROR_PAUSE_MS 10 /* after a read error other than EAGAIN */
+#define DSD_THREAD_STACK (128u << 10)
+#define DSD_CMSG_SPACE CMSG_SPACE(sizeof(uint32_t))
+
+static void set_rcvbuf(struct dsd *s, int fd, const char *what, int *eff)
 {
-    if (s->cfg.so_rcvbuf <= 0)
-        return;
-    int v = s->cfg.so_rcvbuf;
-    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v)) != 0) {
+    int v = s->cfg.so_rcvbuf > 0 ? s->cfg.so_rcvbuf : DSD_RCVBUF_DEFAULT;
+    /* SO_RCVBUFFORCE passes rmem_max where we may (CAP_NET_ADMIN);
+     * elsewhere SO_RCVBUF gives at most rmem_max. */
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &v, sizeof(v)) != 0 &&
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v)) != 0)
         CMN_LOGW(DSD_COMP, "%s: SO_RCVBUF %d: %s", what, v,
                  uv_strerror(-errno));
-        return;
-    }
-    int eff = 0;
-    socklen_t l = sizeof(eff);
-    if (getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &eff, &l) == 0)
-        CMN_LOGD(DSD_COMP, "%s: SO_RCVBUF asked %d, effective %d", what, v,
-                 eff);
+    int on = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_RXQ_OVFL, &on, sizeof(on)) != 0)
+        CMN_LOGD(DSD_COMP, "%s: SO_RXQ_OVFL: %s", what, uv_strerror(-errno));
+    socklen_t l = sizeof(*eff);
+    if (getsockopt(fd, SOL_SOCKET, SO_RCVBUF, eff, &l) != 0)
+        *eff = 0;
+    CMN_LOGD(DSD_COMP, "%s: SO_RCVBUF asked %d, effective %d (the kernel "
+             "counts twice the asked bytes)", what, v, *eff);
 }
 
 /* Resolves the UDP bind address: 0.0.0.0 with non_local_traffic, else
@@ -67,7 +104,7 @@ int dsd__udp_open(struct dsd *s)
     int fd = socket(ss.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
-    set_rcvbuf(s, fd, "udp");
+    set_rcvbuf(s, fd, "udp", &s->rcvbuf_udp);
     socklen_t alen = ss.ss_family == AF_INET ? sizeof(struct sockaddr_in)
                                              : sizeof(struct sockaddr_in6);
     if (bind(fd, (struct sockaddr *)&ss, alen) != 0) {
@@ -107,7 +144,7 @@ int dsd__uds_open(struct dsd *s)
     int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
-    set_rcvbuf(s, fd, "uds");
+    set_rcvbuf(s, fd, "uds", &s->rcvbuf_uds);
     struct sockaddr_un sun;
     memset(&sun, 0, sizeof(sun));
     sun.sun_family = AF_UNIX;
@@ -126,77 +163,329 @@ int dsd__uds_open(struct dsd *s)
     return 0;
 }
 
-/* Reads batches until EAGAIN or max_calls recvmmsg calls; with drain off,
- * also stops at the first short batch (the queue was empty). Returns the
- * datagrams read. */
-static size_t dgram_read(struct dsd__dgram *d, size_t max_calls, bool drain)
+
+/* ------------------------------------------------------------------------
+ * Producer: kernel -> ring (the receive thread, or the loop thread once the
+ * thread is joined at stop)
+ */
+/* EMPTY: the socket is empty; MORE: max_calls reached. */
+enum fill_result { FILL_EMPTY, FILL_MORE, FILL_FULL, FILL_ERROR };
+
+static void wake(int fd)
 {
-    struct dsd *s = d->s;
-    size_t total = 0;
+    uint64_t one = 1;
+    ssize_t w = write(fd, &one, sizeof(one));
+    (void)w; /* EAGAIN: the counter is already non-zero, a wake-up is due */
+}
+
+static void note_max(_Atomic uint64_t *v, uint64_t x)
+{
+    uint64_t cur = atomic_load_explicit(v, memory_order_relaxed);
+    while (x > cur && !atomic_compare_exchange_weak_explicit(
+                          v, &cur, x, memory_order_relaxed,
+                          memory_order_relaxed))
+        ;
+}
+
+/* The drop counter the kernel attached to a datagram (SO_RXQ_OVFL: only
+ * present once it is non-zero). */
+static void read_ovfl(struct dsd__dgram *d, const struct msghdr *h)
+{
+    if (h->msg_controllen == 0)
+        return;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c != NULL;
+         c = CMSG_NXTHDR((struct msghdr *)h, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL) {
+            uint32_t v;
+            memcpy(&v, CMSG_DATA(c), sizeof(v));
+            note_max(&d->kernel_drops, v);
+        }
+    }
+}
+
+/* The socket's drop counter, read directly (SO_MEMINFO, Linux 4.12+). */
+static void read_meminfo(struct dsd__dgram *d)
+{
+    uint32_t mi[SK_MEMINFO_VARS];
+    socklen_t l = sizeof(mi);
+    if (d->fd >= 0 && getsockopt(d->fd, SOL_SOCKET, SO_MEMINFO, mi, &l) == 0 &&
+        l > SK_MEMINFO_DROPS * sizeof(uint32_t))
+        note_max(&d->kernel_drops, mi[SK_MEMINFO_DROPS]);
+}
+
+/* Reads until EAGAIN (FILL_EMPTY), a full ring or max_calls calls. */
+static enum fill_result dgram_fill(struct dsd__dgram *d, size_t max_calls)
+{
+    size_t bs = d->s->cfg.buffer_size;
+    size_t slot = DSD_RING_HDR + ((bs + 7u) & ~(size_t)7u);
     for (size_t call = 0; call < max_calls; call++) {
-        int n =
-            recvmmsg(d->fd, s->msgs, (unsigned)s->mmsg_n, MSG_DONTWAIT, NULL);
-        if (n < 0) {
+        if (d->thread_live &&
+            atomic_load_explicit(&d->stop, memory_order_relaxed))
+            return FILL_EMPTY;
+        char *at;
+        size_t n = dsd__ring_reserve(&d->ring, bs, d->mmsg_n,
+                                     DSD_RING_RESET_AT, &at);
+        if (n == 0)
+            return FILL_FULL;
+        for (size_t i = 0; i < n; i++) {
+            d->iovs[i].iov_base = at + i * slot + DSD_RING_HDR;
+            d->iovs[i].iov_len = bs;
+            d->msgs[i].msg_hdr.msg_controllen = DSD_CMSG_SPACE;
+            d->msgs[i].msg_hdr.msg_flags = 0;
+        }
+        int k = recvmmsg(d->fd, d->msgs, (unsigned)n, MSG_DONTWAIT, NULL);
+        if (k < 0) {
             if (errno == EINTR)
                 continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK) {
-                s->stats.read_errors++;
-                cmn_log_rl(&s->rl_io, CMN_LOG_ERROR, DSD_COMP, "%s read: %s",
-                           d->kind, uv_strerror(-errno));
-            }
-            break;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return FILL_EMPTY;
+            atomic_store_explicit(&d->last_errno, errno,
+                                  memory_order_relaxed);
+            atomic_fetch_add_explicit(&d->read_errors, 1,
+                                      memory_order_relaxed);
+            return FILL_ERROR;
         }
-        for (int i = 0; i < n; i++) {
-            struct mmsghdr *m = &s->msgs[i];
+        for (int i = 0; i < k; i++) {
+            struct mmsghdr *m = &d->msgs[i];
+            d->lens[i] = m->msg_len;
+            d->flags[i] =
+                (m->msg_hdr.msg_flags & MSG_TRUNC) ? DSD_RING_F_TRUNC : 0;
+            read_ovfl(d, &m->msg_hdr);
+        }
+        dsd__ring_pack(&d->ring, at, bs, (size_t)k, d->lens, d->flags);
+        if (d->thread_live)
+            uv_async_send(&d->async);
+        if ((size_t)k < n)
+            return FILL_EMPTY;
+    }
+    return FILL_MORE;
+}
+
+/* Waits until the loop frees room in the ring or asks to stop. */
+static void wait_room(struct dsd__dgram *d)
+{
+    uint64_t t0 = cmn_mono_ns();
+    atomic_fetch_add_explicit(&d->full_events, 1, memory_order_relaxed);
+    atomic_store_explicit(&d->ring.prod_waiting, 1, memory_order_seq_cst);
+    for (;;) {
+        char *at;
+        /* Re-check after announcing the wait (see dsd_ring.c). */
+        if (dsd__ring_reserve(&d->ring, d->s->cfg.buffer_size, 1,
+                              DSD_RING_RESET_AT, &at) > 0 ||
+            atomic_load_explicit(&d->stop, memory_order_acquire))
+            break;
+        struct pollfd p = {d->wake_fd, POLLIN, 0};
+        if (poll(&p, 1, -1) > 0) {
+            uint64_t v;
+            ssize_t r = read(d->wake_fd, &v, sizeof(v));
+            (void)r;
+        }
+    }
+    atomic_store_explicit(&d->ring.prod_waiting, 0, memory_order_seq_cst);
+    atomic_fetch_add_explicit(&d->full_ns, cmn_mono_ns() - t0,
+                              memory_order_relaxed);
+}
+
+static void *reader_main(void *arg)
+{
+    struct dsd__dgram *d = arg;
+    bool error = false;
+    while (!atomic_load_explicit(&d->stop, memory_order_acquire)) {
+        enum fill_result r = dgram_fill(d, SIZE_MAX);
+        if (r == FILL_FULL) {
+            wait_room(d);
+            continue;
+        }
+        error = r == FILL_ERROR;
+        /* The socket was empty (or failing): every sync request made
+         * before now is answered by what was published. */
+        uint64_t req = atomic_load_explicit(&d->sync_req, memory_order_acquire);
+        if (atomic_load_explicit(&d->sync_ack, memory_order_relaxed) != req) {
+            atomic_store_explicit(&d->sync_ack, req, memory_order_release);
+            uv_async_send(&d->async);
+        }
+        struct pollfd p[2] = {{d->fd, POLLIN, 0}, {d->wake_fd, POLLIN, 0}};
+        int timeout = error ? DSD_ERROR_PAUSE_MS
+                      : d->ring.touched > 0 ? DSD_IDLE_TRIM_MS
+                                            : -1;
+        int n = poll(error ? &p[1] : p, error ? 1 : 2, timeout);
+        if (n == 0 && !error)
+            dsd__ring_trim(&d->ring); /* idle: give the pages back */
+        if (n > 0 && (p[1].revents & POLLIN)) {
+            uint64_t v;
+            ssize_t rd = read(d->wake_fd, &v, sizeof(v));
+            (void)rd;
+        }
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------
+ * Consumer: ring -> parser (loop thread)
+ */
+
+static void log_read_errors(struct dsd__dgram *d)
+{
+    uint64_t n = atomic_load_explicit(&d->read_errors, memory_order_relaxed);
+    if (n == d->errors_logged)
+        return;
+    d->errors_logged = n;
+    int e = atomic_load_explicit(&d->last_errno, memory_order_relaxed);
+    cmn_log_rl(&d->s->rl_io, CMN_LOG_ERROR, DSD_COMP, "%s read: %s (%llu "
+               "errors)", d->kind, uv_strerror(-e), (unsigned long long)n);
+}
+
+/* Parses published datagrams, at most max_bytes of ring. Returns true when
+ * the ring was emptied. */
+static bool dgram_consume(struct dsd__dgram *d, uint64_t max_bytes)
+{
+    struct dsd *s = d->s;
+    uint64_t head = atomic_load_explicit(&d->ring.head, memory_order_acquire);
+    uint64_t pos = d->cpos, start = pos, released = pos;
+    struct dsd__ring_rec rec;
+    while (pos - start < max_bytes &&
+           dsd__ring_peek(&d->ring, pos, head, &rec)) {
+        if (!(rec.flags & DSD_RING_F_PAD)) {
             s->stats.packets++;
-            s->stats.bytes += m->msg_len;
-            if (m->msg_hdr.msg_flags & MSG_TRUNC) {
+            if (rec.flags & DSD_RING_F_TRUNC) {
+                s->stats.bytes += s->cfg.buffer_size;
                 s->stats.packets_truncated++;
                 cmn_log_rl(&s->rl_io, CMN_LOG_WARN, DSD_COMP,
                            "%s: dropping a datagram larger than "
                            "dogstatsd_buffer_size (%zu bytes)",
                            d->kind, s->cfg.buffer_size);
-                continue;
+            } else {
+                s->stats.bytes += rec.len;
+                dsd_process_packet(s, rec.data, rec.len, d->eol_required);
             }
-            dsd_process_packet(s, s->msgs[i].msg_hdr.msg_iov->iov_base,
-                               m->msg_len, d->eol_required);
         }
-        total += (size_t)n;
-        if (!drain && (size_t)n < s->mmsg_n)
-            break;
+        pos = rec.next;
+        if (pos - released >= DSD_RELEASE_STEP) {
+            if (dsd__ring_release(&d->ring, pos))
+                wake(d->wake_fd);
+            released = pos;
+        }
     }
-    return total;
+    d->cpos = pos;
+    if (pos != released && dsd__ring_release(&d->ring, pos))
+        wake(d->wake_fd);
+    return pos == head;
 }
 
-static void on_readable(uv_poll_t *h, int status, int events)
+static void on_async(uv_async_t *h)
 {
     struct dsd__dgram *d = h->data;
-    if (status < 0) {
-        /* The socket itself is broken (libuv would report it again on
-         * every iteration): stop watching it rather than spin. */
-        d->s->stats.read_errors++;
-        CMN_LOGE(DSD_COMP, "%s listener failed, no longer reading: %s", d->kind,
-                 uv_strerror(status));
-        uv_poll_stop(h);
+    log_read_errors(d);
+    /* The ack is read before the data it covers (published first). */
+    uint64_t ack = atomic_load_explicit(&d->sync_ack, memory_order_acquire);
+    if (!dgram_consume(d, DSD_CONSUME_BYTES)) {
+        uv_async_send(h); /* more: go on at the next loop iteration */
         return;
     }
-    dgram_read(d, DSD_MMSG_CALLS, false);
+    /* Emptied after the ack was read: all it covers is parsed. */
+    if (ack >= d->sync_target && d->synced < d->sync_target) {
+        d->synced = d->sync_target;
+        if (d->s->sync_cb != NULL)
+            dsd__sync_check(d->s);
+    }
+}
+
+void dsd__dgram_sync(struct dsd__dgram *d)
+{
+    d->sync_target = atomic_fetch_add_explicit(&d->sync_req, 1,
+                                               memory_order_acq_rel) +
+                     1;
+    wake(d->wake_fd);
+}
+
+bool dsd__dgram_synced(const struct dsd__dgram *d)
+{
+    return !d->live || !d->thread_live || d->synced >= d->sync_target;
+}
+
+/* ------------------------------------------------------------------------
+ * Start, stop, stats
+ */
+
+static int alloc_batch(struct dsd__dgram *d)
+{
+    size_t bs = d->s->cfg.buffer_size;
+    size_t n = DSD_MMSG_BYTES / bs;
+    d->mmsg_n = n < 1 ? 1 : n > DSD_MMSG_MAX ? DSD_MMSG_MAX : n;
+    d->msgs = cmn_calloc(d->mmsg_n, sizeof(*d->msgs));
+    d->iovs = cmn_calloc(d->mmsg_n, sizeof(*d->iovs));
+    d->cmsg = cmn_calloc(d->mmsg_n, DSD_CMSG_SPACE);
+    d->lens = cmn_calloc(d->mmsg_n, sizeof(*d->lens));
+    d->flags = cmn_calloc(d->mmsg_n, sizeof(*d->flags));
+    if (!d->msgs || !d->iovs || !d->cmsg || !d->lens || !d->flags)
+        return UV_ENOMEM;
+    for (size_t i = 0; i < d->mmsg_n; i++) {
+        d->msgs[i].msg_hdr.msg_iov = &d->iovs[i];
+        d->msgs[i].msg_hdr.msg_iovlen = 1;
+        d->msgs[i].msg_hdr.msg_control = d->cmsg + i * DSD_CMSG_SPACE;
+    }
+    return 0;
+}
+
+void dsd__dgram_free(struct dsd__dgram *d)
+{
+    cmn_free(d->msgs);
+    cmn_free(d->iovs);
+    cmn_free(d->cmsg);
+    cmn_free(d->lens);
+    cmn_free(d->flags);
+    d->msgs = NULL;
+    d->iovs = NULL;
+    d->cmsg = NULL;
+    d->lens = d->flags = NULL;
+    dsd__ring_free(&d->ring);
+    if (d->wake_fd >= 0)
+        close(d->wake_fd);
+    d->wake_fd = -1;
+}
+
+/* The receive thread blocks every signal: they belong to the loop. */
+static int start_thread(struct dsd__dgram *d)
+{
+    pthread_attr_t attr;
+    sigset_t all, old;
+    int rc = pthread_attr_init(&attr);
+    if (rc != 0)
+        return -rc;
+    pthread_attr_setstacksize(&attr, DSD_THREAD_STACK);
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    rc = pthread_create(&d->thread, &attr, reader_main, d);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+    if (rc != 0)
+        return -rc;
+    d->thread_live = true;
+    return 0;
 }
 
 int dsd__dgram_start(struct dsd__dgram *d)
 {
-    int rc = uv_poll_init_socket(d->s->loop, &d->poll, d->fd);
+    int rc = alloc_batch(d);
     if (rc != 0)
         return rc;
-    d->poll.data = d;
+    if ((rc = dsd__ring_init(&d->ring, d->s->ring_size)) != 0)
+        return rc;
+    d->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (d->wake_fd < 0)
+        return -errno;
+    if ((rc = uv_async_init(d->s->loop, &d->async, on_async)) != 0)
+        return rc;
+    d->async.data = d;
     d->live = true;
     d->s->nlive++;
-    return uv_poll_start(&d->poll, UV_READABLE, on_readable);
+    return start_thread(d);
 }
 
 void dsd__dgram_close_fd(struct dsd__dgram *d)
 {
     if (d->fd >= 0 && !d->live) {
+        read_meminfo(d); /* the final drop count */
         close(d->fd);
         d->fd = -1;
     }
@@ -210,12 +499,76 @@ static void dgram_closed(uv_handle_t *h)
     dsd__handle_closed(d->s);
 }
 
-void dsd__dgram_stop(struct dsd__dgram *d)
+/* Counts the records left in the ring (at a stop that ran out of time). */
+static uint64_t ring_records(struct dsd__dgram *d)
+{
+    uint64_t head = atomic_load_explicit(&d->ring.head, memory_order_acquire);
+    uint64_t pos = d->cpos, n = 0;
+    struct dsd__ring_rec rec;
+    while (dsd__ring_peek(&d->ring, pos, head, &rec)) {
+        n += !(rec.flags & DSD_RING_F_PAD);
+        pos = rec.next;
+    }
+    return n;
+}
+
+void dsd__dgram_stop(struct dsd__dgram *d, uint64_t deadline_ns)
 {
     if (!d->live)
         return;
-    uv_poll_stop(&d->poll);
-    size_t n = dgram_read(d, DSD_DRAIN_MAX / d->s->mmsg_n, true);
-    CMN_LOGD(DSD_COMP, "%s: drained %zu datagrams on stop", d->kind, n);
-    uv_close((uv_handle_t *)&d->poll, dgram_closed);
+    struct dsd *s = d->s;
+    if (d->thread_live) {
+        atomic_store_explicit(&d->stop, 1, memory_order_release);
+        wake(d->wake_fd);
+        pthread_join(d->thread, NULL);
+        d->thread_live = false;
+    }
+    /* The loop thread is the producer now: alternate reading and parsing
+     * until the socket and the ring are both empty, or time is up. */
+    uint64_t n0 = s->stats.packets;
+    bool socket_empty = false, ring_empty = false;
+    for (;;) {
+        ring_empty = dgram_consume(d, UINT64_MAX);
+        if (socket_empty || cmn_mono_ns() >= deadline_ns)
+            break;
+        enum fill_result r = dgram_fill(d, 1);
+        socket_empty = r == FILL_EMPTY || r == FILL_ERROR;
+    }
+    log_read_errors(d);
+    read_meminfo(d);
+    if (!ring_empty || !socket_empty) {
+        uint64_t left = ring_records(d);
+        char probe;
+        bool more = recv(d->fd, &probe, 1, MSG_PEEK | MSG_DONTWAIT) >= 0;
+        s->stats.stop_unread += left;
+        s->stats.stop_socket_left += more;
+        CMN_LOGE(DSD_COMP,
+                 "%s: stop drain ran out of time: %llu datagrams left "
+                 "unparsed%s",
+                 d->kind, (unsigned long long)left,
+                 more ? ", and more still queued in the socket" : "");
+    }
+    CMN_LOGD(DSD_COMP, "%s: drained %llu datagrams on stop", d->kind,
+             (unsigned long long)(s->stats.packets - n0));
+    uv_close((uv_handle_t *)&d->async, dgram_closed);
+}
+
+void dsd__dgram_stats(const struct dsd__dgram *d, struct dsd_stats *out)
+{
+    struct dsd__dgram *m = (struct dsd__dgram *)d; /* atomics only */
+    read_meminfo(m);
+    uint64_t drops =
+        atomic_load_explicit(&m->kernel_drops, memory_order_relaxed);
+    if (d == &d->s->udp)
+        out->kernel_drops_udp += drops;
+    else
+        out->kernel_drops_uds += drops;
+    out->ring_full +=
+        atomic_load_explicit(&m->full_events, memory_order_relaxed);
+    out->ring_full_ns +=
+        atomic_load_explicit(&m->full_ns, memory_order_relaxed);
+    out->read_errors +=
+        atomic_load_explicit(&m->read_errors, memory_order_relaxed);
+    if (d->ring.base != NULL)
+        out->ring_bytes += dsd__ring_used(&m->ring);
 }

@@ -7,25 +7,59 @@
 #define DP_DSD_INT_H
 
 #include "dogstatsd.h"
+#include "dsd_ring.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <sys/socket.h>
 
 #define DSD_COMP "dogstatsd"
 #define DSD_LOG_LINE_MAX 200      /* bytes of a bad line shown in a log */
 #define DSD_MMSG_MAX 64           /* datagrams per recvmmsg call */
-#define DSD_MMSG_CALLS 8          /* recvmmsg calls per wakeup */
-#define DSD_MMSG_BYTES (4u << 20) /* cap on the batch's buffer memory */
-#define DSD_DRAIN_MAX 1000000     /* datagrams read by one stop drain */
+#define DSD_MMSG_BYTES (4u << 20) /* cap on one batch's slot memory */
 
-/* A datagram listener: UDP or Unix datagram, read with recvmmsg from a
- * uv_poll_t (libuv does not own the fd: we close it in the close cb). */
+/* A datagram listener: UDP or Unix datagram. Its receive thread moves
+ * datagrams from the kernel into the ring (recvmmsg straight into ring
+ * slots, then packed by length) and wakes the loop through `async`; the
+ * loop thread parses them (dsd_dgram.c). libuv does not own the fd: we
+ * close it after the async handle's close callback. */
 struct dsd__dgram {
     struct dsd *s;
-    uv_poll_t poll;
+    uv_async_t async;  /* the receive thread's wake-up of the loop */
     int fd;            /* -1 when not open */
     bool eol_required; /* from the transport's dogstatsd_eol_required */
-    bool live;         /* poll handle initialised and not yet closed */
+    bool live;         /* async handle initialised and not yet closed */
     const char *kind;  /* "udp" or "uds": static, for logs */
+
+    struct dsd__ring ring;
+    pthread_t thread;
+    bool thread_live; /* created and not yet joined */
+    int wake_fd;      /* eventfd: stop, sync request, space freed */
+    _Atomic int stop; /* the thread exits at its next wake-up */
+
+    /* batch arrays, used by whichever thread is the producer (the
+     * receive thread, or the loop thread once it is joined) */
+    size_t mmsg_n;
+    struct mmsghdr *msgs;
+    struct iovec *iovs;
+    char *cmsg;      /* mmsg_n control buffers (SO_RXQ_OVFL) */
+    uint32_t *lens;  /* mmsg_n */
+    uint32_t *flags; /* mmsg_n */
+
+    /* written by the producer, read anywhere */
+    _Atomic uint64_t kernel_drops; /* the socket's drop counter */
+    _Atomic uint64_t full_events;  /* times the ring was full */
+    _Atomic uint64_t full_ns;      /* time spent waiting for room */
+    _Atomic uint64_t read_errors;
+    _Atomic int last_errno;
+    _Atomic uint64_t sync_req; /* loop: sync requests made */
+    _Atomic uint64_t sync_ack; /* producer: requests seen at EAGAIN */
+
+    /* loop thread (consumer) */
+    uint64_t cpos;          /* consumer's tail */
+    uint64_t errors_logged; /* read_errors already logged */
+    uint64_t sync_target;   /* sync_req value the pending sync waits for */
+    uint64_t synced;        /* sync_target values answered and parsed */
 };
 
 /* A Unix stream client. buf holds at most one partial frame between
@@ -59,11 +93,13 @@ struct dsd {
     char *ev_scratch; /* buffer_size bytes, event title + text */
     char name_buf[DSD_NAME_MAX];
 
-    /* datagram reads: DSD_MMSG_MAX (or fewer) buffers of buffer_size */
-    size_t mmsg_n;
-    char *rbuf;           /* owned, mmsg_n * buffer_size */
-    struct mmsghdr *msgs; /* owned, mmsg_n */
-    struct iovec *iovs;   /* owned, mmsg_n */
+    size_t ring_size;       /* per datagram listener */
+    uint64_t stop_drain_ms; /* bound on the stop drain of both layers */
+    int rcvbuf_udp, rcvbuf_uds; /* effective SO_RCVBUF, for stats */
+
+    /* one pending dsd_sync */
+    dsd_synced_cb sync_cb;
+    void *sync_data;
 
     struct dsd__dgram udp;
     struct dsd__dgram uds;
@@ -91,9 +127,20 @@ struct dsd {
 /* dsd_dgram.c */
 int dsd__udp_open(struct dsd *s) CMN_MUST_CHECK;
 int dsd__uds_open(struct dsd *s) CMN_MUST_CHECK;
+/* Maps the ring, starts the receive thread and the async handle. */
 int dsd__dgram_start(struct dsd__dgram *d) CMN_MUST_CHECK;
-void dsd__dgram_stop(struct dsd__dgram *d);
+/* Joins the thread, then reads socket and ring on the loop thread until
+ * both are empty or deadline_ns (monotonic) passes, and closes. */
+void dsd__dgram_stop(struct dsd__dgram *d, uint64_t deadline_ns);
 void dsd__dgram_close_fd(struct dsd__dgram *d);
+/* Frees what dsd__dgram_start allocated (after the close callback). */
+void dsd__dgram_free(struct dsd__dgram *d);
+/* Asks the receive thread to read until EAGAIN and report back. */
+void dsd__dgram_sync(struct dsd__dgram *d);
+/* True when the last sync request was answered and its data parsed. */
+bool dsd__dgram_synced(const struct dsd__dgram *d);
+/* Adds the listener's receive-path counters to out. */
+void dsd__dgram_stats(const struct dsd__dgram *d, struct dsd_stats *out);
 
 /* dsd_stream.c */
 int dsd__stream_open(struct dsd *s, int *fd) CMN_MUST_CHECK;
@@ -106,6 +153,9 @@ int dsd__config_copy(struct dsd_config *dst,
 
 /* dsd_server.c */
 void dsd__handle_closed(struct dsd *s);
+/* Calls a pending dsd_sync callback once every datagram listener has
+ * answered (loop thread). */
+void dsd__sync_check(struct dsd *s);
 /* Removes a stale socket file at path (only if it is a socket) and checks
  * the path fits sockaddr_un. */
 int dsd__prepare_unix_path(const char *path, const char *var) CMN_MUST_CHECK;

@@ -111,22 +111,10 @@ static int setup_enrichment(struct dsd *s)
 
 static int alloc_buffers(struct dsd *s)
 {
-    size_t bs = s->cfg.buffer_size;
     s->vals = cmn_calloc(s->cfg.max_values_per_line, sizeof(double));
-    s->ev_scratch = cmn_malloc(bs);
-    size_t n = DSD_MMSG_BYTES / bs;
-    s->mmsg_n = n < 1 ? 1 : n > DSD_MMSG_MAX ? DSD_MMSG_MAX : n;
-    s->rbuf = cmn_calloc(s->mmsg_n, bs);
-    s->msgs = cmn_calloc(s->mmsg_n, sizeof(*s->msgs));
-    s->iovs = cmn_calloc(s->mmsg_n, sizeof(*s->iovs));
-    if (!s->vals || !s->ev_scratch || !s->rbuf || !s->msgs || !s->iovs)
+    s->ev_scratch = cmn_malloc(s->cfg.buffer_size);
+    if (!s->vals || !s->ev_scratch)
         return UV_ENOMEM;
-    for (size_t i = 0; i < s->mmsg_n; i++) {
-        s->iovs[i].iov_base = s->rbuf + i * bs;
-        s->iovs[i].iov_len = bs;
-        s->msgs[i].msg_hdr.msg_iov = &s->iovs[i];
-        s->msgs[i].msg_hdr.msg_iovlen = 1;
-    }
     return 0;
 }
 
@@ -137,9 +125,8 @@ static void free_server(struct dsd *s)
     cmn_free(s->blocklist);
     cmn_free(s->vals);
     cmn_free(s->ev_scratch);
-    cmn_free(s->rbuf);
-    cmn_free(s->msgs);
-    cmn_free(s->iovs);
+    dsd__dgram_free(&s->udp);
+    dsd__dgram_free(&s->uds);
     cmn_free(s);
 }
 
@@ -159,10 +146,16 @@ int dsd_create(uv_loop_t *loop, const struct dsd_config *cfg,
     s->loop = loop;
     s->sink = *sink;
     s->parse = cfg->parse;
-    s->udp =
-        (struct dsd__dgram){s, {0}, -1, cfg->eol_required_udp, false, "udp"};
-    s->uds =
-        (struct dsd__dgram){s, {0}, -1, cfg->eol_required_uds, false, "uds"};
+    s->ring_size = cfg->ring_size ? cfg->ring_size : DSD_RING_SIZE_DEFAULT;
+    s->stop_drain_ms = DSD_STOP_DRAIN_MS_DEFAULT;
+    struct dsd__dgram *dg[2] = {&s->udp, &s->uds};
+    for (int i = 0; i < 2; i++) {
+        dg[i]->s = s;
+        dg[i]->fd = dg[i]->wake_fd = -1;
+        dg[i]->kind = i == 0 ? "udp" : "uds";
+        dg[i]->eol_required =
+            i == 0 ? cfg->eol_required_udp : cfg->eol_required_uds;
+    }
     s->rl_line = (struct cmn_ratelimit)CMN_RATELIMIT_INIT(1000, 10);
     s->rl_io = (struct cmn_ratelimit)CMN_RATELIMIT_INIT(1000, 10);
     if ((rc = setup_enrichment(s)) != 0 || (rc = alloc_buffers(s)) != 0)
@@ -472,15 +465,26 @@ void dsd_stop(struct dsd *s, dsd_stopped_cb cb, void *data)
     s->stop_data = data;
     /* Counted first so that no close callback can see nlive reach 0. */
     s->nlive++;
-    dsd__dgram_stop(&s->udp);
-    dsd__dgram_stop(&s->uds);
+    uint64_t deadline = cmn_mono_ns() + s->stop_drain_ms * 1000000u;
+    dsd__dgram_stop(&s->udp, deadline);
+    dsd__dgram_stop(&s->uds, deadline);
     dsd__stream_stop(s);
     unlink_files(s);
-    CMN_LOGD(DSD_COMP,
-             "stopped: %llu packets, %llu metric lines, %llu truncated",
-             (unsigned long long)s->stats.packets,
-             (unsigned long long)s->stats.metric_lines,
-             (unsigned long long)s->stats.packets_truncated);
+    dsd__sync_check(s); /* everything received is parsed now */
+    if (cmn_log_enabled(CMN_LOG_DEBUG)) {
+        struct dsd_stats st;
+        dsd_get_stats(s, &st);
+        CMN_LOGD(DSD_COMP,
+                 "stopped: %llu packets, %llu metric lines, %llu truncated, "
+                 "kernel drops udp %llu uds %llu, ring full %llu times "
+                 "(%.3f ms)",
+                 (unsigned long long)st.packets,
+                 (unsigned long long)st.metric_lines,
+                 (unsigned long long)st.packets_truncated,
+                 (unsigned long long)st.kernel_drops_udp,
+                 (unsigned long long)st.kernel_drops_uds,
+                 (unsigned long long)st.ring_full, st.ring_full_ns / 1e6);
+    }
     uv_idle_init(s->loop, &s->stop_idle);
     s->stop_idle.data = s;
     uv_close((uv_handle_t *)&s->stop_idle, idle_closed);
@@ -506,4 +510,37 @@ void dsd_destroy(struct dsd *s)
 void dsd_get_stats(const struct dsd *s, struct dsd_stats *out)
 {
     *out = s->stats;
+    dsd__dgram_stats(&s->udp, out);
+    dsd__dgram_stats(&s->uds, out);
+    out->rcvbuf_udp = s->rcvbuf_udp;
+    out->rcvbuf_uds = s->rcvbuf_uds;
+}
+
+void dsd_set_stop_drain_ms(struct dsd *s, uint64_t ms)
+{
+    s->stop_drain_ms = ms;
+}
+
+void dsd__sync_check(struct dsd *s)
+{
+    if (s->sync_cb == NULL || !dsd__dgram_synced(&s->udp) ||
+        !dsd__dgram_synced(&s->uds))
+        return;
+    dsd_synced_cb cb = s->sync_cb;
+    s->sync_cb = NULL;
+    cb(s->sync_data);
+}
+
+int dsd_sync(struct dsd *s, dsd_synced_cb cb, void *data)
+{
+    if (s->sync_cb != NULL)
+        return UV_EBUSY;
+    s->sync_cb = cb;
+    s->sync_data = data;
+    if (s->udp.thread_live)
+        dsd__dgram_sync(&s->udp);
+    if (s->uds.thread_live)
+        dsd__dgram_sync(&s->uds);
+    dsd__sync_check(s); /* nothing to wait for: at once */
+    return 0;
 }

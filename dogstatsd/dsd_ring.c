@@ -1,0 +1,183 @@
+/*
+ * dsd_ring.c - the receive ring of dsd_ring.h: a single-producer
+ * single-consumer ring of length-prefixed records in one anonymous
+ * mapping.
+ *
+ * Ordering: the producer writes records, then publishes them with a
+ * release store of head; the consumer acquires head before it reads a
+ * record and releases tail only after it is done with the bytes. Sleep and
+ * wake-up for a full ring use the store-then-load pattern on both sides
+ * (producer: prod_waiting = 1 then load tail; consumer: store tail then
+ * load prod_waiting), all sequentially consistent, so at least one side
+ * sees the other and the producer is never left asleep on a freed ring.
+ */
+#include "dsd_ring.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define ALIGN8(n) (((n) + 7u) & ~(size_t)7u)
+
+static size_t page_size(void)
+{
+    long p = sysconf(_SC_PAGESIZE);
+    return p > 0 ? (size_t)p : 4096;
+}
+
+int dsd__ring_init(struct dsd__ring *r, size_t cap)
+{
+    size_t pg = page_size();
+    memset(r, 0, sizeof(*r));
+    if (cap < pg)
+        cap = pg;
+    cap = (cap + pg - 1) / pg * pg;
+    void *m = mmap(NULL, cap, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED)
+        return -errno;
+    r->base = m;
+    r->cap = cap;
+    atomic_init(&r->head, 0);
+    atomic_init(&r->tail, 0);
+    atomic_init(&r->prod_waiting, 0);
+    return 0;
+}
+
+void dsd__ring_free(struct dsd__ring *r)
+{
+    if (r->base != NULL)
+        munmap(r->base, r->cap);
+    r->base = NULL;
+    r->cap = 0;
+}
+
+static void put_hdr(char *at, uint32_t len, uint32_t flags)
+{
+    memcpy(at, &len, 4);
+    memcpy(at + 4, &flags, 4);
+}
+
+size_t dsd__ring_reserve(struct dsd__ring *r, size_t slot_data,
+                         size_t max_slots, size_t reset_at, char **at)
+{
+    size_t slot = DSD_RING_HDR + ALIGN8(slot_data);
+    uint64_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
+    for (int pass = 0; pass < 2; pass++) {
+        uint64_t tail = atomic_load_explicit(&r->tail, memory_order_seq_cst);
+        r->tail_cache = tail;
+        size_t free_b = r->cap - (size_t)(head - tail);
+        size_t off = (size_t)(head % r->cap);
+        size_t contig = r->cap - off;
+        bool wrap = contig < slot || (head == tail && off != 0 &&
+                                      off >= reset_at);
+        if (wrap) {
+            /* The PAD needs the rest of the mapping, and a slot must fit
+             * after it. */
+            if (free_b < contig + slot)
+                return 0;
+            put_hdr(r->base + off, 0, DSD_RING_F_PAD);
+            head += contig;
+            atomic_store_explicit(&r->head, head, memory_order_release);
+            continue;
+        }
+        size_t n = contig / slot;
+        if (free_b / slot < n)
+            n = free_b / slot;
+        if (max_slots < n)
+            n = max_slots;
+        *at = r->base + off;
+        return n;
+    }
+    return 0; /* not reached: after a wrap off is 0 and a slot fits */
+}
+
+size_t dsd__ring_pack(struct dsd__ring *r, char *at, size_t slot_data,
+                      size_t n, const uint32_t *lens, const uint32_t *flags)
+{
+    size_t slot = DSD_RING_HDR + ALIGN8(slot_data);
+    char *w = at;
+    for (size_t i = 0; i < n; i++) {
+        const char *src = at + i * slot + DSD_RING_HDR;
+        uint32_t len = (flags[i] & DSD_RING_F_TRUNC) ? 0 : lens[i];
+        /* w + HDR <= src: earlier records are never longer than their
+         * slots, so the header never lands on unread data. */
+        if (w + DSD_RING_HDR != src && len > 0)
+            memmove(w + DSD_RING_HDR, src, len);
+        put_hdr(w, len, flags[i]);
+        w += DSD_RING_HDR + ALIGN8(len);
+    }
+    size_t off = (size_t)(at - r->base);
+    size_t hi = off + n * slot;
+    if (hi > r->cap)
+        hi = r->cap;
+    if (hi > r->touched)
+        r->touched = hi;
+    size_t bytes = (size_t)(w - at);
+    uint64_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
+    atomic_store_explicit(&r->head, head + bytes, memory_order_release);
+    return bytes;
+}
+
+static void get_hdr(const char *at, uint32_t *len, uint32_t *flags)
+{
+    memcpy(len, at, 4);
+    memcpy(flags, at + 4, 4);
+}
+
+bool dsd__ring_peek(struct dsd__ring *r, uint64_t pos, uint64_t head,
+                    struct dsd__ring_rec *out)
+{
+    if (pos == head)
+        return false;
+    size_t off = (size_t)(pos % r->cap);
+    uint32_t len, flags;
+    get_hdr(r->base + off, &len, &flags);
+    if (flags & DSD_RING_F_PAD) {
+        pos += r->cap - off;
+        if (pos == head) {
+            out->data = NULL;
+            out->len = 0;
+            out->flags = DSD_RING_F_PAD;
+            out->next = pos;
+            return true;
+        }
+        off = 0;
+        get_hdr(r->base, &len, &flags);
+    }
+    out->data = r->base + off + DSD_RING_HDR;
+    out->len = len;
+    out->flags = flags;
+    out->next = pos + DSD_RING_HDR + ALIGN8(len);
+    return true;
+}
+
+bool dsd__ring_release(struct dsd__ring *r, uint64_t pos)
+{
+    atomic_store_explicit(&r->tail, pos, memory_order_seq_cst);
+    return atomic_load_explicit(&r->prod_waiting, memory_order_seq_cst) != 0;
+}
+
+uint64_t dsd__ring_used(struct dsd__ring *r)
+{
+    uint64_t t = atomic_load_explicit(&r->tail, memory_order_acquire);
+    uint64_t h = atomic_load_explicit(&r->head, memory_order_acquire);
+    return h - t;
+}
+
+size_t dsd__ring_trim(struct dsd__ring *r)
+{
+    uint64_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
+    if (r->touched == 0 ||
+        atomic_load_explicit(&r->tail, memory_order_acquire) != head)
+        return 0;
+    size_t pg = page_size();
+    size_t n = (r->touched + pg - 1) / pg * pg;
+    if (n > r->cap)
+        n = r->cap;
+    if (madvise(r->base, n, MADV_DONTNEED) != 0)
+        return 0;
+    r->touched = 0;
+    return n;
+}

@@ -1,0 +1,97 @@
+/*
+ * dsd_ring.h - private to dogstatsd/: the receive ring, a single-producer
+ * single-consumer byte ring of length-prefixed records that extends a
+ * datagram socket's kernel buffer into user space.
+ *
+ * The producer (a listener's receive thread) reserves contiguous room for
+ * up to N slots of slot_data bytes, lets recvmmsg fill them, then packs the
+ * datagrams by length (dsd__ring_pack) and publishes them with one
+ * release store of `head`. The consumer (the loop thread) reads records
+ * from `tail` up to an acquired `head` and releases the space with a
+ * release store of `tail`. No lock is taken per datagram.
+ *
+ *   offset: tail                                     head
+ *           v                                        v
+ *   ...  [hdr|datagram....][hdr|dgram][pad......]  | free ... |
+ *
+ * A record is an 8-byte header (length, flags) and the data rounded up to
+ * 8 bytes. A record never wraps: when the room left before the end of the
+ * mapping is too small, the producer writes a PAD header that tells the
+ * consumer to skip to offset 0. `head` and `tail` are byte counters that
+ * only grow (64 bits: they never wrap); the offset is counter % cap.
+ *
+ * Memory: the ring is one anonymous mapping of cap bytes made with
+ * MAP_NORESERVE. Pages are first touched by the producer as it writes, and
+ * dsd__ring_trim gives them back (MADV_DONTNEED) when the ring is empty, so
+ * an idle ring costs no resident memory.
+ */
+#ifndef DP_DSD_RING_H
+#define DP_DSD_RING_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define DSD_RING_HDR 8u
+#define DSD_RING_F_TRUNC 1u /* the datagram did not fit: data dropped */
+#define DSD_RING_F_PAD 2u   /* skip to the start of the mapping */
+
+struct dsd__ring {
+    /* producer's line */
+    _Alignas(64) _Atomic uint64_t head; /* bytes ever published */
+    uint64_t tail_cache;                /* producer's view of tail */
+    size_t touched;   /* highest offset written since the last trim */
+    _Atomic int prod_waiting; /* producer sleeps until space is freed */
+    /* consumer's line */
+    _Alignas(64) _Atomic uint64_t tail; /* bytes ever released */
+    /* shared, read-only after init */
+    _Alignas(64) char *base; /* the mapping, cap bytes */
+    size_t cap;              /* multiple of the page size and of 8 */
+};
+
+/* One record handed to the consumer: data borrows the ring until the
+ * consumer releases past it. */
+struct dsd__ring_rec {
+    const char *data;
+    uint32_t len;
+    uint32_t flags;
+    uint64_t next; /* the tail after this record */
+};
+
+/* Maps cap bytes (rounded up to the page size; touches nothing). Returns 0
+ * or a negative error. */
+int dsd__ring_init(struct dsd__ring *r, size_t cap);
+/* Unmaps. Safe on a zeroed or already freed ring. */
+void dsd__ring_free(struct dsd__ring *r);
+
+/* Producer: the room for up to max_slots slots of slot_data bytes of data
+ * each, contiguous, at the head. Writes a PAD and wraps when the end of the
+ * mapping is too close, and starts again at offset 0 whenever the ring is
+ * empty and the head is past reset_at (so a lightly loaded ring keeps
+ * reusing the same few pages). Returns the number of slots (0 = full) and
+ * sets *at to the first slot's start (its header). */
+size_t dsd__ring_reserve(struct dsd__ring *r, size_t slot_data,
+                         size_t max_slots, size_t reset_at, char **at);
+/* Producer: packs n received datagrams that lie in slots of slot_data
+ * bytes from `at` (slot i's data at at + i * (HDR + slot_data) + HDR) into
+ * consecutive records, writes their headers and publishes them. lens and
+ * flags are per datagram. Returns the bytes published. */
+size_t dsd__ring_pack(struct dsd__ring *r, char *at, size_t slot_data,
+                      size_t n, const uint32_t *lens, const uint32_t *flags);
+
+/* Consumer: the record at position pos (a tail value), or false when
+ * pos == head (acquired). PAD records are skipped internally. */
+bool dsd__ring_peek(struct dsd__ring *r, uint64_t pos, uint64_t head,
+                    struct dsd__ring_rec *out);
+/* Consumer: releases everything before pos; returns true when the
+ * producer waits for space and must be woken. */
+bool dsd__ring_release(struct dsd__ring *r, uint64_t pos);
+
+/* Bytes published and not yet released (either side, approximate). */
+uint64_t dsd__ring_used(struct dsd__ring *r);
+/* Producer: gives the pages back to the kernel when the ring is empty.
+ * Returns the bytes given back. */
+size_t dsd__ring_trim(struct dsd__ring *r);
+
+#endif /* DP_DSD_RING_H */
