@@ -116,6 +116,9 @@ struct dsd_config {
                                  ring behind each datagram socket,
                                  DSD_RING_SIZE_DEFAULT; touched only as it
                                  fills */
+    bool rx_realtime;         /* DRAINPIPE_RECEIVE_REALTIME (true): run
+                                 the receive threads at SCHED_FIFO 1 where
+                                 permitted (CAP_SYS_NICE or RLIMIT_RTPRIO) */
     bool eol_required_udp;    /* dogstatsd_eol_required has "udp" */
     bool eol_required_uds;    /* ... "uds" */
     struct dsd_parse_opts parse;
@@ -129,7 +132,7 @@ struct dsd_config {
     uint32_t max_stream_conns;  /* cap on UDS stream clients, default 1024 */
 };
 
-#define DSD_RCVBUF_DEFAULT (8 << 20)            /* asked for by default */
+#define DSD_RCVBUF_DEFAULT (8 << 20)             /* asked for by default */
 #define DSD_RING_SIZE_DEFAULT ((size_t)16 << 20) /* per datagram listener */
 #define DSD_RING_SIZE_MIN ((size_t)256 << 10)
 #define DSD_STOP_DRAIN_MS_DEFAULT 2000 /* dsd_stop's bound, unless set */
@@ -163,20 +166,21 @@ struct dsd_stats {
     uint64_t stream_partial_eof;        /* EOF inside a frame or its length */
     uint64_t read_errors; /* recv errors other than EAGAIN/EINTR */
     /* The receive path (per datagram listener) */
-    uint64_t kernel_drops_udp; /* the UDP socket's own drop counter
-                                  (SO_RXQ_OVFL / SO_MEMINFO): datagrams
-                                  the kernel dropped, buffer full */
-    uint64_t kernel_drops_uds; /* idem, Unix datagram socket */
-    uint64_t ring_full;        /* times a receive ring was full (the
-                                  receive thread waited for the loop) */
-    uint64_t ring_full_ns;     /* time spent waiting so */
-    uint64_t ring_bytes;       /* bytes received and not yet parsed */
-    uint64_t stop_unread;      /* datagrams left unparsed when the stop
-                                  drain ran out of time */
-    uint64_t stop_socket_left; /* listeners whose socket still held data
-                                  when the stop drain ran out of time */
+    uint64_t kernel_drops_udp;  /* the UDP socket's own drop counter
+                                   (SO_RXQ_OVFL / SO_MEMINFO): datagrams
+                                   the kernel dropped, buffer full */
+    uint64_t kernel_drops_uds;  /* idem, Unix datagram socket */
+    uint64_t ring_full;         /* times a receive ring was full (the
+                                   receive thread waited for the loop) */
+    uint64_t ring_full_ns;      /* time spent waiting so */
+    uint64_t ring_bytes;        /* bytes received and not yet parsed */
+    uint64_t stop_unread;       /* datagrams left unparsed when the stop
+                                   drain ran out of time */
+    uint64_t stop_socket_left;  /* listeners whose socket still held data
+                                   when the stop drain ran out of time */
     int rcvbuf_udp, rcvbuf_uds; /* effective SO_RCVBUF (bytes the kernel
                                   accounts, i.e. twice the asked value) */
+    int rx_realtime; /* receive threads running at real-time priority */
 };
 
 /* Where parsed items go: normally the aggregator (dsd_sink_from_agg), in

@@ -26,6 +26,7 @@ void dsd_config_defaults(struct dsd_config *cfg)
     cfg->max_values_per_line = 1024;
     cfg->max_stream_conns = 1024;
     cfg->ring_size = DSD_RING_SIZE_DEFAULT;
+    cfg->rx_realtime = true;
 }
 
 void dsd_config_free(struct dsd_config *cfg)
@@ -187,6 +188,8 @@ int dsd_config_from_env(struct dsd_config *cfg, const struct cmn_env *env)
                     (int64_t)DSD_RING_SIZE_MIN, (int64_t)1 << 30, &i) != 0)
         return UV_EINVAL;
     cfg->ring_size = (size_t)i;
+    if (cmn_env_bool(env, "DRAINPIPE_RECEIVE_REALTIME", &cfg->rx_realtime) != 0)
+        return UV_EINVAL;
     if ((rc = env_eol(env, cfg)) != 0)
         return rc;
     if (cmn_env_bool(env, "DD_DOGSTATSD_NO_AGGREGATION_PIPELINE",

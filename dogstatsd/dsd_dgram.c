@@ -5,9 +5,10 @@
  *
  * Receiving is not parsing. Each listener has a receive thread that only
  * moves datagrams from the kernel into a user-space ring (dsd_ring.h):
- * recvmmsg straight into up to DSD_MMSG_MAX ring slots of buffer_size
- * bytes, then the datagrams are packed by length and published with one
- * release store, and the loop is woken through a uv_async_t. The loop
+ * recvmmsg into up to DSD_MMSG_MAX scratch slots of buffer_size bytes,
+ * then the datagrams are copied into the ring packed by length and
+ * published with one release store, and the loop is woken through a
+ * uv_async_t. The loop
  * thread parses what was published (dgram_consume), at most
  * DSD_CONSUME_BYTES per callback so it never holds the loop for long. The
  * ring extends the kernel buffer: a stall of the loop (a flush, a page
@@ -37,6 +38,7 @@
 #include <linux/sock_diag.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -48,10 +50,10 @@
 #define SO_MEMINFO 55
 #endif
 
-#define DSD_CONSUME_BYTES (1u << 20) /* parsed per loop callback */
-#define DSD_RELEASE_STEP (256u << 10) /* ring bytes freed at a time */
+#define DSD_CONSUME_BYTES (1u << 20)   /* parsed per loop callback */
+#define DSD_RELEASE_STEP (256u << 10)  /* ring bytes freed at a time */
 #define DSD_RING_RESET_AT (256u << 10) /* empty ring restarts at 0 past */
-#define DSD_IDLE_TRIM_MS 5000 /* idle time before ring pages go back */
+#define DSD_IDLE_TRIM_MS 5000          /* idle time before ring pages go back */
 #define DSD_ERROR_PAUSE_MS 10 /* after a read error other than EAGAIN */
 #define DSD_THREAD_STACK (128u << 10)
 #define DSD_CMSG_SPACE CMSG_SPACE(sizeof(uint32_t))
@@ -71,8 +73,10 @@ static void set_rcvbuf(struct dsd *s, int fd, const char *what, int *eff)
     socklen_t l = sizeof(*eff);
     if (getsockopt(fd, SOL_SOCKET, SO_RCVBUF, eff, &l) != 0)
         *eff = 0;
-    CMN_LOGD(DSD_COMP, "%s: SO_RCVBUF asked %d, effective %d (the kernel "
-             "counts twice the asked bytes)", what, v, *eff);
+    CMN_LOGD(DSD_COMP,
+             "%s: SO_RCVBUF asked %d, effective %d (the kernel "
+             "counts twice the asked bytes)",
+             what, v, *eff);
 }
 
 /* Resolves the UDP bind address: 0.0.0.0 with non_local_traffic, else
@@ -163,7 +167,6 @@ int dsd__uds_open(struct dsd *s)
     return 0;
 }
 
-
 /* ------------------------------------------------------------------------
  * Producer: kernel -> ring (the receive thread, or the loop thread once the
  * thread is joined at stop)
@@ -181,9 +184,9 @@ static void wake(int fd)
 static void note_max(_Atomic uint64_t *v, uint64_t x)
 {
     uint64_t cur = atomic_load_explicit(v, memory_order_relaxed);
-    while (x > cur && !atomic_compare_exchange_weak_explicit(
-                          v, &cur, x, memory_order_relaxed,
-                          memory_order_relaxed))
+    while (x > cur &&
+           !atomic_compare_exchange_weak_explicit(
+               v, &cur, x, memory_order_relaxed, memory_order_relaxed))
         ;
 }
 
@@ -217,18 +220,17 @@ static void read_meminfo(struct dsd__dgram *d)
 static enum fill_result dgram_fill(struct dsd__dgram *d, size_t max_calls)
 {
     size_t bs = d->s->cfg.buffer_size;
-    size_t slot = DSD_RING_HDR + ((bs + 7u) & ~(size_t)7u);
     for (size_t call = 0; call < max_calls; call++) {
         if (d->thread_live &&
             atomic_load_explicit(&d->stop, memory_order_relaxed))
             return FILL_EMPTY;
         char *at;
-        size_t n = dsd__ring_reserve(&d->ring, bs, d->mmsg_n,
-                                     DSD_RING_RESET_AT, &at);
+        size_t n =
+            dsd__ring_reserve(&d->ring, bs, d->mmsg_n, DSD_RING_RESET_AT, &at);
         if (n == 0)
             return FILL_FULL;
         for (size_t i = 0; i < n; i++) {
-            d->iovs[i].iov_base = at + i * slot + DSD_RING_HDR;
+            d->iovs[i].iov_base = d->scratch + i * bs;
             d->iovs[i].iov_len = bs;
             d->msgs[i].msg_hdr.msg_controllen = DSD_CMSG_SPACE;
             d->msgs[i].msg_hdr.msg_flags = 0;
@@ -239,10 +241,8 @@ static enum fill_result dgram_fill(struct dsd__dgram *d, size_t max_calls)
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 return FILL_EMPTY;
-            atomic_store_explicit(&d->last_errno, errno,
-                                  memory_order_relaxed);
-            atomic_fetch_add_explicit(&d->read_errors, 1,
-                                      memory_order_relaxed);
+            atomic_store_explicit(&d->last_errno, errno, memory_order_relaxed);
+            atomic_fetch_add_explicit(&d->read_errors, 1, memory_order_relaxed);
             return FILL_ERROR;
         }
         for (int i = 0; i < k; i++) {
@@ -252,7 +252,8 @@ static enum fill_result dgram_fill(struct dsd__dgram *d, size_t max_calls)
                 (m->msg_hdr.msg_flags & MSG_TRUNC) ? DSD_RING_F_TRUNC : 0;
             read_ovfl(d, &m->msg_hdr);
         }
-        dsd__ring_pack(&d->ring, at, bs, (size_t)k, d->lens, d->flags);
+        dsd__ring_pack(&d->ring, at, d->scratch, bs, (size_t)k, d->lens,
+                       d->flags);
         if (d->thread_live)
             uv_async_send(&d->async);
         if ((size_t)k < n)
@@ -290,6 +291,7 @@ static void *reader_main(void *arg)
 {
     struct dsd__dgram *d = arg;
     bool error = false;
+
     while (!atomic_load_explicit(&d->stop, memory_order_acquire)) {
         enum fill_result r = dgram_fill(d, SIZE_MAX);
         if (r == FILL_FULL) {
@@ -305,7 +307,7 @@ static void *reader_main(void *arg)
             uv_async_send(&d->async);
         }
         struct pollfd p[2] = {{d->fd, POLLIN, 0}, {d->wake_fd, POLLIN, 0}};
-        int timeout = error ? DSD_ERROR_PAUSE_MS
+        int timeout = error                 ? DSD_ERROR_PAUSE_MS
                       : d->ring.touched > 0 ? DSD_IDLE_TRIM_MS
                                             : -1;
         int n = poll(error ? &p[1] : p, error ? 1 : 2, timeout);
@@ -331,8 +333,10 @@ static void log_read_errors(struct dsd__dgram *d)
         return;
     d->errors_logged = n;
     int e = atomic_load_explicit(&d->last_errno, memory_order_relaxed);
-    cmn_log_rl(&d->s->rl_io, CMN_LOG_ERROR, DSD_COMP, "%s read: %s (%llu "
-               "errors)", d->kind, uv_strerror(-e), (unsigned long long)n);
+    cmn_log_rl(&d->s->rl_io, CMN_LOG_ERROR, DSD_COMP,
+               "%s read: %s (%llu "
+               "errors)",
+               d->kind, uv_strerror(-e), (unsigned long long)n);
 }
 
 /* Parses published datagrams, at most max_bytes of ring. Returns true when
@@ -392,9 +396,8 @@ static void on_async(uv_async_t *h)
 
 void dsd__dgram_sync(struct dsd__dgram *d)
 {
-    d->sync_target = atomic_fetch_add_explicit(&d->sync_req, 1,
-                                               memory_order_acq_rel) +
-                     1;
+    d->sync_target =
+        atomic_fetch_add_explicit(&d->sync_req, 1, memory_order_acq_rel) + 1;
     wake(d->wake_fd);
 }
 
@@ -417,7 +420,9 @@ static int alloc_batch(struct dsd__dgram *d)
     d->cmsg = cmn_calloc(d->mmsg_n, DSD_CMSG_SPACE);
     d->lens = cmn_calloc(d->mmsg_n, sizeof(*d->lens));
     d->flags = cmn_calloc(d->mmsg_n, sizeof(*d->flags));
-    if (!d->msgs || !d->iovs || !d->cmsg || !d->lens || !d->flags)
+    d->scratch = cmn_malloc(d->mmsg_n * bs); /* touched as datagrams land */
+    if (!d->msgs || !d->iovs || !d->cmsg || !d->lens || !d->flags ||
+        !d->scratch)
         return UV_ENOMEM;
     for (size_t i = 0; i < d->mmsg_n; i++) {
         d->msgs[i].msg_hdr.msg_iov = &d->iovs[i];
@@ -434,6 +439,8 @@ void dsd__dgram_free(struct dsd__dgram *d)
     cmn_free(d->cmsg);
     cmn_free(d->lens);
     cmn_free(d->flags);
+    cmn_free(d->scratch);
+    d->scratch = NULL;
     d->msgs = NULL;
     d->iovs = NULL;
     d->cmsg = NULL;
@@ -461,6 +468,19 @@ static int start_thread(struct dsd__dgram *d)
     if (rc != 0)
         return -rc;
     d->thread_live = true;
+    if (d->s->cfg.rx_realtime) {
+        /* The lowest real-time priority: the thread preempts ordinary
+         * work the moment a datagram arrives, so a busy job cannot make
+         * the kernel drop. It never spins (it sleeps in poll when the
+         * socket is empty and when the ring is full), and the kernel's
+         * RT throttling caps it in any case. */
+        struct sched_param sp = {.sched_priority = 1};
+        rc = pthread_setschedparam(d->thread, SCHED_FIFO, &sp);
+        CMN_LOGD(DSD_COMP, "%s: receive thread at %s", d->kind,
+                 rc == 0 ? "real-time priority (SCHED_FIFO 1)"
+                         : "normal priority (SCHED_FIFO not permitted)");
+        d->s->rx_realtime += rc == 0;
+    }
     return 0;
 }
 

@@ -42,6 +42,7 @@ struct dsd__dgram {
     size_t mmsg_n;
     struct mmsghdr *msgs;
     struct iovec *iovs;
+    char *scratch;   /* mmsg_n slots of buffer_size: recvmmsg lands here */
     char *cmsg;      /* mmsg_n control buffers (SO_RXQ_OVFL) */
     uint32_t *lens;  /* mmsg_n */
     uint32_t *flags; /* mmsg_n */
@@ -93,9 +94,10 @@ struct dsd {
     char *ev_scratch; /* buffer_size bytes, event title + text */
     char name_buf[DSD_NAME_MAX];
 
-    size_t ring_size;       /* per datagram listener */
-    uint64_t stop_drain_ms; /* bound on the stop drain of both layers */
+    size_t ring_size;           /* per datagram listener */
+    uint64_t stop_drain_ms;     /* bound on the stop drain of both layers */
     int rcvbuf_udp, rcvbuf_uds; /* effective SO_RCVBUF, for stats */
+    int rx_realtime;            /* receive threads at SCHED_FIFO */
 
     /* one pending dsd_sync */
     dsd_synced_cb sync_cb;

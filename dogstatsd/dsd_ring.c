@@ -70,8 +70,8 @@ size_t dsd__ring_reserve(struct dsd__ring *r, size_t slot_data,
         size_t free_b = r->cap - (size_t)(head - tail);
         size_t off = (size_t)(head % r->cap);
         size_t contig = r->cap - off;
-        bool wrap = contig < slot || (head == tail && off != 0 &&
-                                      off >= reset_at);
+        bool wrap =
+            contig < slot || (head == tail && off != 0 && off >= reset_at);
         if (wrap) {
             /* The PAD needs the rest of the mapping, and a slot must fit
              * after it. */
@@ -93,25 +93,19 @@ size_t dsd__ring_reserve(struct dsd__ring *r, size_t slot_data,
     return 0; /* not reached: after a wrap off is 0 and a slot fits */
 }
 
-size_t dsd__ring_pack(struct dsd__ring *r, char *at, size_t slot_data,
-                      size_t n, const uint32_t *lens, const uint32_t *flags)
+size_t dsd__ring_pack(struct dsd__ring *r, char *at, const char *src,
+                      size_t stride, size_t n, const uint32_t *lens,
+                      const uint32_t *flags)
 {
-    size_t slot = DSD_RING_HDR + ALIGN8(slot_data);
     char *w = at;
     for (size_t i = 0; i < n; i++) {
-        const char *src = at + i * slot + DSD_RING_HDR;
         uint32_t len = (flags[i] & DSD_RING_F_TRUNC) ? 0 : lens[i];
-        /* w + HDR <= src: earlier records are never longer than their
-         * slots, so the header never lands on unread data. */
-        if (w + DSD_RING_HDR != src && len > 0)
-            memmove(w + DSD_RING_HDR, src, len);
         put_hdr(w, len, flags[i]);
+        if (len > 0)
+            memcpy(w + DSD_RING_HDR, src + i * stride, len);
         w += DSD_RING_HDR + ALIGN8(len);
     }
-    size_t off = (size_t)(at - r->base);
-    size_t hi = off + n * slot;
-    if (hi > r->cap)
-        hi = r->cap;
+    size_t hi = (size_t)(w - r->base);
     if (hi > r->touched)
         r->touched = hi;
     size_t bytes = (size_t)(w - at);

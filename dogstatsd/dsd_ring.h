@@ -4,11 +4,14 @@
  * datagram socket's kernel buffer into user space.
  *
  * The producer (a listener's receive thread) reserves contiguous room for
- * up to N slots of slot_data bytes, lets recvmmsg fill them, then packs the
- * datagrams by length (dsd__ring_pack) and publishes them with one
- * release store of `head`. The consumer (the loop thread) reads records
- * from `tail` up to an acquired `head` and releases the space with a
- * release store of `tail`. No lock is taken per datagram.
+ * up to N slots of slot_data bytes, lets recvmmsg fill N slots of a
+ * scratch buffer, then copies the datagrams into the ring packed by length
+ * (dsd__ring_pack) and publishes them with one release store of `head`.
+ * (Receiving straight into ring slots would fault in a fresh page per
+ * datagram as the head moves through untouched memory; the scratch stays
+ * hot and the ring is touched only as densely as the data.) The consumer (the
+ * loop thread) reads records from `tail` up to an acquired `head` and releases
+ * the space with a release store of `tail`. No lock is taken per datagram.
  *
  *   offset: tail                                     head
  *           v                                        v
@@ -41,7 +44,7 @@ struct dsd__ring {
     /* producer's line */
     _Alignas(64) _Atomic uint64_t head; /* bytes ever published */
     uint64_t tail_cache;                /* producer's view of tail */
-    size_t touched;   /* highest offset written since the last trim */
+    size_t touched;           /* highest offset written since the last trim */
     _Atomic int prod_waiting; /* producer sleeps until space is freed */
     /* consumer's line */
     _Alignas(64) _Atomic uint64_t tail; /* bytes ever released */
@@ -73,12 +76,13 @@ void dsd__ring_free(struct dsd__ring *r);
  * sets *at to the first slot's start (its header). */
 size_t dsd__ring_reserve(struct dsd__ring *r, size_t slot_data,
                          size_t max_slots, size_t reset_at, char **at);
-/* Producer: packs n received datagrams that lie in slots of slot_data
- * bytes from `at` (slot i's data at at + i * (HDR + slot_data) + HDR) into
- * consecutive records, writes their headers and publishes them. lens and
+/* Producer: copies n received datagrams, datagram i at src + i * stride,
+ * into consecutive records from `at` (as returned by dsd__ring_reserve for
+ * at least n slots), writes their headers and publishes them. lens and
  * flags are per datagram. Returns the bytes published. */
-size_t dsd__ring_pack(struct dsd__ring *r, char *at, size_t slot_data,
-                      size_t n, const uint32_t *lens, const uint32_t *flags);
+size_t dsd__ring_pack(struct dsd__ring *r, char *at, const char *src,
+                      size_t stride, size_t n, const uint32_t *lens,
+                      const uint32_t *flags);
 
 /* Consumer: the record at position pos (a tail value), or false when
  * pos == head (acquired). PAD records are skipped internally. */

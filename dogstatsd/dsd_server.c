@@ -514,6 +514,7 @@ void dsd_get_stats(const struct dsd *s, struct dsd_stats *out)
     dsd__dgram_stats(&s->uds, out);
     out->rcvbuf_udp = s->rcvbuf_udp;
     out->rcvbuf_uds = s->rcvbuf_uds;
+    out->rx_realtime = s->rx_realtime;
 }
 
 void dsd_set_stop_drain_ms(struct dsd *s, uint64_t ms)

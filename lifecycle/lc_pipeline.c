@@ -294,8 +294,23 @@ static void report_undelivered(const struct lc_pipeline *p, bool clean)
 {
     struct lc_pipeline_stats st;
     lc_pipeline_get_stats(p, &st);
-    char buf[768] = "";
+    char buf[1024] = "";
     size_t off = 0;
+    const char *const kinds[2] = {"udp", "uds"};
+    const uint64_t drops[2] = {st.dsd.kernel_drops_udp,
+                               st.dsd.kernel_drops_uds};
+    for (int i = 0; i < 2; i++) {
+        if (drops[i] == 0 || off >= sizeof(buf))
+            continue;
+        int w = snprintf(buf + off, sizeof(buf) - off,
+                         "%s%s: kernel dropped %llu datagrams", off ? ", " : "",
+                         kinds[i], (unsigned long long)drops[i]);
+        if (w > 0)
+            off += (size_t)w;
+    }
+    add_count(buf, sizeof(buf), &off,
+              "datagrams left unread when the stop drain ran out of time",
+              st.dsd.stop_unread);
     add_count(buf, sizeof(buf), &off, "payloads refused by the intake (400)",
               st.fwd.dropped_400);
     add_count(buf, sizeof(buf), &off,
@@ -328,7 +343,7 @@ static void report_undelivered(const struct lc_pipeline *p, bool clean)
     }
     if (buf[0] == '\0')
         return;
-    char line[896];
+    char line[1152];
     int n = snprintf(line, sizeof(line),
                      "drainpipe: not everything was delivered: %s\n", buf);
     if (n > 0) {
@@ -353,6 +368,11 @@ void lc_pipeline_stop(struct lc_pipeline *p, uint64_t budget_ms, lc_done_cb cb,
 {
     p->cb = cb;
     p->cb_arg = arg;
+    /* Reading what is still queued in the sockets and the receive rings
+     * gets a quarter of the budget; the flush and the delivery that follow
+     * need the rest. */
+    if (p->dsd != NULL && budget_ms != LC_NO_TIMEOUT)
+        dsd_set_stop_drain_ms(p->dsd, budget_ms / 4);
     lc_stop_all(p->m, budget_ms, on_stopped_all, p);
 }
 

@@ -13,10 +13,19 @@
  *                   100 ms; FILE receives the grandchild's pid
  *   sleep MS        sleep
  *   env NAME FILE   write the value of NAME (or "(unset)") to FILE
+ *   burst T N C L F send N datagrams of L lines each back-to-back on one
+ *                   socket, T "udp" or "uds" (burst_line() below: mixed
+ *                   types over C contexts, 3 tags each); F: a file that
+ *                   receives the longest time in microseconds one send
+ *                   waited for the socket to accept it ("-" for none).
+ *                   Line numbers go on from the previous burst op
+ *   burst-tag T     later bursts use the tag t3:T (default z) and number
+ *                   their lines from 0 again
  *
  * Without an exit op it exits 0 at the end.
  */
 #include <errno.h>
+#include <poll.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -125,6 +134,81 @@ static void touch(const char *path, const char *content)
         die("rename");
 }
 
+#include "burst_line.h"
+
+static uint64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* Sends without blocking; when the socket is full, waits in poll and
+ * records the wait (what a client blocked on a full socket would feel). */
+static char burst_t3[32] = "z";
+static long burst_next; /* the next burst's first line number */
+
+static void burst(const char *kind, long n, long ctx, long lpd,
+                  const char *file)
+{
+    struct sockaddr_storage ss;
+    socklen_t alen;
+    memset(&ss, 0, sizeof(ss));
+    int uds = strcmp(kind, "uds") == 0;
+    if (uds) {
+        struct sockaddr_un *sa = (struct sockaddr_un *)&ss;
+        const char *path = getenv("DD_DOGSTATSD_SOCKET");
+        if (path == NULL || strlen(path) >= sizeof(sa->sun_path)) {
+            errno = EINVAL;
+            die("DD_DOGSTATSD_SOCKET");
+        }
+        sa->sun_family = AF_UNIX;
+        memcpy(sa->sun_path, path, strlen(path) + 1);
+        alen = sizeof(*sa);
+    } else {
+        struct sockaddr_in *sa = (struct sockaddr_in *)&ss;
+        const char *port = getenv("DD_DOGSTATSD_PORT");
+        sa->sin_family = AF_INET;
+        sa->sin_port = htons((unsigned short)num(port ? port : "8125"));
+        sa->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        alen = sizeof(*sa);
+    }
+    int fd = socket(uds ? AF_UNIX : AF_INET,
+                    SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        die("socket");
+    static char buf[65536];
+    uint64_t longest = 0;
+    for (long i = 0; i < n; i++) {
+        size_t len = 0;
+        for (long j = 0; j < lpd; j++) {
+            if (j > 0)
+                buf[len++] = '\n';
+            len += burst_line(buf + len, sizeof(buf) - len, burst_next++, ctx,
+                              burst_t3);
+        }
+        for (;;) {
+            if (sendto(fd, buf, len, 0, (struct sockaddr *)&ss, alen) >= 0)
+                break;
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS &&
+                errno != EINTR)
+                die("sendto burst");
+            uint64_t t0 = mono_us();
+            struct pollfd p = {fd, POLLOUT, 0};
+            poll(&p, 1, 1000);
+            uint64_t w = mono_us() - t0;
+            if (w > longest)
+                longest = w;
+        }
+    }
+    close(fd);
+    if (strcmp(file, "-") != 0) {
+        char out[32];
+        snprintf(out, sizeof(out), "%llu\n", (unsigned long long)longest);
+        touch(file, out);
+    }
+}
+
 static void term_wait(const char *file)
 {
     sigset_t set;
@@ -187,6 +271,14 @@ int main(int argc, char **argv)
             int st;
             while (waitpid(m, &st, 0) < 0 && errno == EINTR)
                 ;
+            i++;
+        } else if (strcmp(op, "burst") == 0 && i + 5 < argc) {
+            burst(arg, num(argv[i + 2]), num(argv[i + 3]), num(argv[i + 4]),
+                  argv[i + 5]);
+            i += 5;
+        } else if (strcmp(op, "burst-tag") == 0) {
+            snprintf(burst_t3, sizeof(burst_t3), "%s", arg);
+            burst_next = 0;
             i++;
         } else if (strcmp(op, "sleep") == 0) {
             sleep_ms(num(arg));

@@ -1,0 +1,347 @@
+/*
+ * test_e2e_burst.c - zero loss under the loads real clients produce, at the
+ * default configuration: the real wrapper around a real child that sends a
+ * back-to-back burst (one metric per datagram, as datadogpy and hot-shots
+ * send, or 20 lines per datagram) right after it starts and exits the
+ * instant it is done. The loopback intake decodes every payload, and every
+ * context's aggregate must be exact (burst_line.h says what was sent).
+ */
+#include "burst_line.h"
+#include "e2e.h"
+
+#include <arpa/inet.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#define MAX_CTX 2000
+
+/* What arrived, per context (index = the ctx tag). */
+struct got {
+    double count[MAX_CTX]; /* b.count: sum of RATE points */
+    double gauge[MAX_CTX]; /* b.gauge: last point */
+    bool has_gauge[MAX_CTX];
+    double hcount[MAX_CTX], hmax[MAX_CTX]; /* b.hist.count / .max */
+    int64_t dcnt[MAX_CTX];                 /* b.dist sketches */
+    double dsum[MAX_CTX], dmin[MAX_CTX], dmax[MAX_CTX];
+    double set[MAX_CTX]; /* b.set: sum of points */
+};
+
+/* The ctx tag of a series of the checked phase (t3:z), else -1. */
+static long ctx_of(char **tags, size_t n)
+{
+    bool phase = false;
+    for (size_t i = 0; i < n; i++)
+        phase |= strcmp(tags[i], "t3:z") == 0;
+    for (size_t i = 0; phase && i < n; i++)
+        if (strncmp(tags[i], "ctx:", 4) == 0) {
+            int64_t v;
+            return cmn_parse_i64(cmn_slice_cstr(tags[i] + 4), &v) == 0 ? v : -1;
+        }
+    return -1;
+}
+
+static void collect(struct ti *ti, struct got *g)
+{
+    memset(g, 0, sizeof(*g));
+    for (int c = 0; c < MAX_CTX; c++) {
+        g->dmin[c] = 1e300;
+        g->dmax[c] = g->hmax[c] = -1e300;
+    }
+    size_t n = ti_request_count(ti);
+    for (size_t i = 0; i < n; i++) {
+        const struct ti_request *r = ti_request_get(ti, i);
+        if (r->answered < 200 || r->answered >= 300)
+            continue;
+        if (strcmp(r->path, "/api/v2/series") == 0) {
+            Datadog__Agentpayload__MetricPayload *p = ti_decode_series(r);
+            cr_assert_not_null(p, "a series payload does not decode");
+            for (size_t s = 0; s < p->n_series; s++) {
+                Datadog__Agentpayload__MetricPayload__MetricSeries *ms =
+                    p->series[s];
+                long c = ctx_of(ms->tags, ms->n_tags);
+                if (c < 0 || c >= MAX_CTX)
+                    continue;
+                for (size_t k = 0; k < ms->n_points; k++) {
+                    double v = ms->points[k]->value;
+                    if (strcmp(ms->metric, "b.count") == 0)
+                        g->count[c] += v;
+                    else if (strcmp(ms->metric, "b.gauge") == 0) {
+                        g->gauge[c] = v;
+                        g->has_gauge[c] = true;
+                    } else if (strcmp(ms->metric, "b.hist.count") == 0)
+                        g->hcount[c] += v;
+                    else if (strcmp(ms->metric, "b.hist.max") == 0 &&
+                             v > g->hmax[c])
+                        g->hmax[c] = v;
+                    else if (strcmp(ms->metric, "b.set") == 0)
+                        g->set[c] += v;
+                }
+            }
+            datadog__agentpayload__metric_payload__free_unpacked(p, NULL);
+        } else if (strcmp(r->path, "/api/beta/sketches") == 0) {
+            Datadog__Agentpayload__SketchPayload *p = ti_decode_sketches(r);
+            cr_assert_not_null(p, "a sketch payload does not decode");
+            for (size_t s = 0; s < p->n_sketches; s++) {
+                Datadog__Agentpayload__SketchPayload__Sketch *sk =
+                    p->sketches[s];
+                long c = ctx_of(sk->tags, sk->n_tags);
+                if (strcmp(sk->metric, "b.dist") != 0 || c < 0 || c >= MAX_CTX)
+                    continue;
+                for (size_t k = 0; k < sk->n_dogsketches; k++) {
+                    Datadog__Agentpayload__SketchPayload__Sketch__Dogsketch *d =
+                        sk->dogsketches[k];
+                    g->dcnt[c] += d->cnt;
+                    g->dsum[c] += d->sum;
+                    if (d->min < g->dmin[c])
+                        g->dmin[c] = d->min;
+                    if (d->max > g->dmax[c])
+                        g->dmax[c] = d->max;
+                }
+            }
+            datadog__agentpayload__sketch_payload__free_unpacked(p, NULL);
+        }
+    }
+}
+
+/* Checks every context of a burst of `lines` lines over nctx contexts,
+ * minus `lost` lines of context-0-type counters when the test forces
+ * drops (then only the counter total is checked). Returns the number of
+ * contexts that were not exact (0 = all exact), and describes the first
+ * in why. */
+static int check_exact(const struct got *g, long lines, long nctx, char *why,
+                       size_t cap)
+{
+    int bad = 0;
+    why[0] = '\0';
+    for (long c = 0; c < nctx; c++) {
+        long n = 0, last = -1, vmax = -1;
+        double vsum = 0;
+        for (long x = c; x < lines; x += nctx) {
+            long v = burst_value(x, nctx);
+            n++;
+            last = x;
+            vsum += (double)v;
+            if (v > vmax)
+                vmax = v;
+        }
+        bool ok = true;
+        char d[160] = "";
+        switch (c % 5) {
+        case 0:
+            ok = fabs(g->count[c] * 10 - (double)n) < 1e-6;
+            snprintf(d, sizeof(d), "b.count ctx:%ld = %g, want %ld", c,
+                     g->count[c] * 10, n);
+            break;
+        case 1:
+            ok = g->has_gauge[c] && g->gauge[c] == (double)last;
+            snprintf(d, sizeof(d), "b.gauge ctx:%ld = %g, want %ld", c,
+                     g->gauge[c], last);
+            break;
+        case 2:
+            ok = fabs(g->hcount[c] * 10 - (double)n) < 1e-6 &&
+                 g->hmax[c] == (double)vmax;
+            snprintf(d, sizeof(d),
+                     "b.hist ctx:%ld count %g max %g, want %ld / %ld", c,
+                     g->hcount[c] * 10, g->hmax[c], n, vmax);
+            break;
+        case 3:
+            ok = g->dcnt[c] == n && g->dsum[c] == vsum &&
+                 g->dmax[c] == (double)vmax;
+            snprintf(d, sizeof(d),
+                     "b.dist ctx:%ld cnt %lld sum %g max %g, want %ld %g %ld",
+                     c, (long long)g->dcnt[c], g->dsum[c], g->dmax[c], n, vsum,
+                     vmax);
+            break;
+        default:
+            ok = g->set[c] == (double)n;
+            snprintf(d, sizeof(d), "b.set ctx:%ld = %g, want %ld", c, g->set[c],
+                     n);
+        }
+        if (!ok && bad++ == 0)
+            snprintf(why, cap, "%s", d);
+    }
+    return bad;
+}
+
+/* Runs the wrapper around the child with the ops in args (the child's
+ * path is prepended) `runs` times at the configuration in env
+ * (NULL-terminated "NAME=value" list), and asserts that every run exits 0
+ * and that the burst phase (t3:z) of `lines` lines over nctx contexts
+ * arrived exact. */
+static void burst_runs(int runs, const char *const *env, const char *const *ops,
+                       long lines, long nctx)
+{
+    static struct got g;
+    int exact = 0;
+    char why[256] = "", err[8192] = "";
+    for (int r = 0; r < runs; r++) {
+        struct e2e e;
+        struct ti *ti = e2e_with_intake(&e);
+        for (const char *const *v = env; v && *v; v++)
+            e2e_env(&e, "%s", *v);
+        const char *args[64] = {e.child};
+        for (int i = 0; ops[i] != NULL && i < 60; i++)
+            args[i + 1] = ops[i];
+        int code = e2e_run(&e, args, 120000);
+        e2e_read(e.errpath, err, sizeof(err));
+        cr_assert_eq(code, 0, "run %d: exit %d, stderr:\n%s", r, code, err);
+        collect(ti, &g);
+        int bad = check_exact(&g, lines, nctx, why, sizeof(why));
+        if (bad == 0)
+            exact++;
+        else
+            cr_log_error("run %d: %d of %ld contexts wrong (%s); stderr:\n%s",
+                         r, bad, nctx, why, err);
+        e2e_fini(&e);
+        ti_stop(ti);
+    }
+    cr_assert_eq(exact, runs, "%d of %d runs exact; first error: %s", exact,
+                 runs, why);
+}
+
+static int runs_from_env(void)
+{
+    const char *v = getenv("DP_BURST_RUNS");
+    int64_t n = 20;
+    if (v != NULL)
+        cr_assert_eq(cmn_parse_i64(cmn_slice_cstr(v), &n), 0);
+    return (int)n;
+}
+
+/* 50 000 single-line datagrams over 500 contexts (100 lines each). */
+static const char *const one_line[] = {"burst", "udp", "50000", "500",
+                                       "1",     "-",   NULL};
+
+Test(burst, one_line_datagrams_default_config, .timeout = 900)
+{
+    burst_runs(runs_from_env(), NULL, one_line, 50000, 500);
+}
+
+Test(burst, one_line_datagrams_small_socket_buffer, .timeout = 900)
+{
+    const char *env[] = {"DD_DOGSTATSD_SO_RCVBUF=212992", NULL};
+    burst_runs(runs_from_env(), env, one_line, 50000, 500);
+}
+
+Test(burst, batched_datagrams_default_config, .timeout = 600)
+{
+    const char *ops[] = {"burst", "udp", "20000", "500", "20", "-", NULL};
+    burst_runs(3, NULL, ops, 400000, 500);
+}
+
+/* 100 000 live contexts (phase t3:p1) are flushed every 3 s (the
+ * serverless flush interval) while a burst of 5 x 10 000 datagrams spread
+ * over 3 s arrives. */
+Test(burst, flush_of_100k_contexts_during_a_burst, .timeout = 600)
+{
+#define PIECE "burst", "udp", "10000", "500", "1", "-", "sleep", "600"
+    const char *ops[] = {
+        "burst-tag", "p1", "burst", "udp", "5000", "100000", "20",  "-",
+        "burst-tag", "z",  PIECE,   PIECE, PIECE,  PIECE,    PIECE, NULL};
+#undef PIECE
+    burst_runs(2, NULL, ops, 50000, 500);
+}
+
+/* /proc/net/snmp's Udp RcvbufErrors (the whole network namespace). */
+static uint64_t snmp_rcvbuf_errors(void)
+{
+    char buf[8192];
+    e2e_read("/proc/net/snmp", buf, sizeof(buf));
+    /* "Udp: InDatagrams ... RcvbufErrors ..." then "Udp: 1 2 ..." */
+    char *hdr = strstr(buf, "\nUdp: ");
+    cr_assert_not_null(hdr);
+    char *val = strstr(hdr + 1, "\nUdp: ");
+    cr_assert_not_null(val);
+    int col = 0;
+    for (char *p = hdr + 6; *p != '\n' && strncmp(p, "RcvbufErrors", 12); p++)
+        col += *p == ' ';
+    char *p = val + 6;
+    for (int i = 0; i < col; i++)
+        p = strchr(p, ' ') + 1;
+    int64_t v = 0;
+    size_t n = strcspn(p, " \n");
+    cr_assert_eq(cmn_parse_i64(cmn_slice(p, n), &v), 0);
+    return (uint64_t)v;
+}
+
+/* Drops forced with the smallest ring and socket buffer and an ordinary
+ * priority receive thread: the count reported at exit equals the kernel's
+ * own count, and what was delivered plus what was dropped is what was
+ * sent (one counter line per datagram). */
+Test(burst, kernel_drops_are_counted_exactly, .timeout = 300)
+{
+    int forced = 0;
+    for (int attempt = 0; attempt < 5 && forced == 0; attempt++) {
+        struct e2e e;
+        struct ti *ti = e2e_with_intake(&e);
+        e2e_env(&e, "DRAINPIPE_RECEIVE_RING_SIZE=262144");
+        e2e_env(&e, "DD_DOGSTATSD_SO_RCVBUF=1");
+        e2e_env(&e, "DRAINPIPE_RECEIVE_REALTIME=false");
+        const char *args[] = {e.child, "burst", "udp", "50000",
+                              "1",     "1",     "-",   NULL};
+        uint64_t before = snmp_rcvbuf_errors();
+        int code = e2e_run(&e, args, 120000);
+        uint64_t delta = snmp_rcvbuf_errors() - before;
+        char err[8192];
+        e2e_read(e.errpath, err, sizeof(err));
+        cr_assert_eq(code, 0, "exit %d, stderr:\n%s", code, err);
+        const char *at = strstr(err, "udp: kernel dropped ");
+        if (delta == 0) {
+            cr_assert_null(at, "no drop, yet: %s", err);
+            cr_log_warn("attempt %d: the kernel dropped nothing", attempt);
+        } else {
+            cr_assert_not_null(at, "%llu drops not reported:\n%s",
+                               (unsigned long long)delta, err);
+            int64_t reported = -1;
+            at += strlen("udp: kernel dropped ");
+            cr_assert_eq(
+                cmn_parse_i64(cmn_slice(at, strcspn(at, " ")), &reported), 0);
+            cr_assert_eq((uint64_t)reported, delta,
+                         "reported %lld, /proc/net/snmp says %llu",
+                         (long long)reported, (unsigned long long)delta);
+            static struct got g;
+            collect(ti, &g);
+            cr_assert_float_eq(g.count[0] * 10 + (double)reported, 50000, 1e-6,
+                               "delivered %g + dropped %lld != 50000",
+                               g.count[0] * 10, (long long)reported);
+            forced = 1;
+        }
+        e2e_fini(&e);
+        ti_stop(ti);
+    }
+    cr_assert_eq(forced, 1, "could not force a kernel drop in 5 attempts");
+}
+
+/* The same one-line burst over the Unix datagram socket: exact, and the
+ * sender never waits more than 10 ms for the socket to take a datagram. */
+Test(burst, unix_datagram_socket, .timeout = 600)
+{
+    static struct got g;
+    for (int r = 0; r < 3; r++) {
+        struct e2e e;
+        struct ti *ti = e2e_with_intake(&e);
+        char sock[128], waitf[128];
+        snprintf(sock, sizeof(sock), "%s/dsd.sock", e.dir);
+        snprintf(waitf, sizeof(waitf), "%s/wait", e.dir);
+        e2e_env(&e, "DD_DOGSTATSD_SOCKET=%s", sock);
+        const char *args[] = {e.child, "burst", "uds", "50000",
+                              "500",   "1",     waitf, NULL};
+        int code = e2e_run(&e, args, 120000);
+        char err[8192], w[64];
+        e2e_read(e.errpath, err, sizeof(err));
+        cr_assert_eq(code, 0, "exit %d, stderr:\n%s", code, err);
+        collect(ti, &g);
+        char why[256];
+        cr_assert_eq(check_exact(&g, 50000, 500, why, sizeof(why)), 0, "%s",
+                     why);
+        e2e_read(waitf, w, sizeof(w));
+        int64_t us = -1;
+        cr_assert_eq(cmn_parse_i64(cmn_slice(w, strcspn(w, "\n")), &us), 0);
+        cr_assert_leq(us, 10000, "the sender waited %lld us at once",
+                      (long long)us);
+        unlink(waitf);
+        e2e_fini(&e);
+        ti_stop(ti);
+    }
+}
