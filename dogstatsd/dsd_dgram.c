@@ -562,11 +562,12 @@ void dsd__dgram_stop(struct dsd__dgram *d, uint64_t deadline_ns)
         bool more = recv(d->fd, &probe, 1, MSG_PEEK | MSG_DONTWAIT) >= 0;
         s->stats.stop_unread += left;
         s->stats.stop_socket_left += more;
-        CMN_LOGE(DSD_COMP,
-                 "%s: stop drain ran out of time: %llu datagrams left "
-                 "unparsed%s",
-                 d->kind, (unsigned long long)left,
-                 more ? ", and more still queued in the socket" : "");
+        if (left > 0 || more)
+            CMN_LOGE(DSD_COMP,
+                     "%s: stop drain ran out of time: %llu datagrams left "
+                     "unparsed%s",
+                     d->kind, (unsigned long long)left,
+                     more ? ", and more still queued in the socket" : "");
     }
     CMN_LOGD(DSD_COMP, "%s: drained %llu datagrams on stop", d->kind,
              (unsigned long long)(s->stats.packets - n0));

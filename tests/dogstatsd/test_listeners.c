@@ -646,3 +646,90 @@ Test(listeners, stream_conn_oom_refused_then_served)
     stop_and_close(s);
     dsd_config_free(&cfg);
 }
+
+static size_t rows_at_sync;
+static void on_synced(void *data)
+{
+    rows_at_sync = ((struct rec *)data)->total;
+}
+
+/* dsd_sync: everything sent before the call is parsed when its callback
+ * runs (the receive thread reads until EAGAIN, the loop parses the ring). */
+Test(listeners, sync_parses_everything_sent_before)
+{
+    enum { N = 3000 };
+    struct dsd_config cfg;
+    dsd_config_defaults(&cfg);
+    cfg.port = -1;
+    struct dsd *s = start(&cfg);
+    int u = udp_sender();
+    char line[32];
+    for (int i = 0; i < N; i++) {
+        int len = snprintf(line, sizeof(line), "s%d:%d|c", i, i);
+        udp_send(u, dsd_udp_port(s), line, (size_t)len);
+    }
+    rows_at_sync = 0;
+    cr_assert_eq(dsd_sync(s, on_synced, &rec), 0);
+    cr_assert_eq(dsd_sync(s, on_synced, &rec), UV_EBUSY, "one at a time");
+    run_until(&rows_at_sync, N);
+    cr_assert_eq(rows_at_sync, N);
+    cr_assert_str_eq(rec.rows[N - 1], "c s2999 2999 # @1 T0");
+    struct dsd_stats st;
+    dsd_get_stats(s, &st);
+    cr_expect_eq(st.packets, N);
+    cr_expect_eq(st.kernel_drops_udp, 0);
+    cr_expect_gt(st.rcvbuf_udp, 0);
+    stop_and_close(s);
+    close(u);
+    dsd_config_free(&cfg);
+}
+
+/* With nothing to wait for (no datagram listener), the callback runs at
+ * once. */
+Test(listeners, sync_without_datagram_listener_is_immediate)
+{
+    struct dsd_config cfg;
+    dsd_config_defaults(&cfg);
+    cfg.port = 0;
+    cfg.stream_socket_path = cmn_strdup(stream_path);
+    struct dsd *s = start(&cfg);
+    rows_at_sync = 7;
+    cr_assert_eq(dsd_sync(s, on_synced, &rec), 0);
+    cr_assert_eq(rows_at_sync, 0);
+    stop_and_close(s);
+    dsd_config_free(&cfg);
+}
+
+/* A ring smaller than the burst: the receive thread waits for the loop
+ * (counted as ring-full time) instead of reading on, and nothing is lost
+ * once the loop runs. The default 8 MiB socket buffer holds the rest. */
+Test(listeners, full_ring_waits_for_the_loop)
+{
+    enum { N = 20000 };
+    struct dsd_config cfg;
+    dsd_config_defaults(&cfg);
+    cfg.port = -1;
+    cfg.ring_size = DSD_RING_SIZE_MIN;
+    struct dsd *s = start(&cfg);
+    int u = udp_sender();
+    char line[64];
+    for (int i = 0; i < N; i++) {
+        int len = snprintf(line, sizeof(line), "full.ring.%d:%d|c", i % 10, i);
+        udp_send(u, dsd_udp_port(s), line, (size_t)len);
+    }
+    struct dsd_stats st;
+    dsd_get_stats(s, &st);
+    cr_expect_eq(st.packets, 0, "the loop has not run yet");
+    rows_at_sync = 0;
+    cr_assert_eq(dsd_sync(s, on_synced, &rec), 0);
+    run_until(&rows_at_sync, N);
+    cr_assert_eq(rows_at_sync, N);
+    dsd_get_stats(s, &st);
+    cr_expect_eq(st.packets, N);
+    cr_expect_geq(st.ring_full, 1);
+    cr_expect_eq(st.kernel_drops_udp, 0);
+    cr_expect_eq(st.ring_bytes, 0);
+    stop_and_close(s);
+    close(u);
+    dsd_config_free(&cfg);
+}

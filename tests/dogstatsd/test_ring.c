@@ -1,0 +1,168 @@
+/*
+ * test_ring.c - the receive ring (dogstatsd/dsd_ring.h) on its own, in one
+ * thread: records come out in order with their lengths and flags, a record
+ * never wraps (a PAD sends the consumer to offset 0), a full ring reserves
+ * nothing, an empty ring restarts at offset 0 once past reset_at, and trim
+ * gives the pages back only when the ring is empty. The two-thread use is
+ * covered by the listener and end-to-end burst tests.
+ */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "dsd_ring.h"
+
+#define CAP 65536
+#define SLOT 120 /* slot data bytes: a slot is 8 + 120 = 128 bytes */
+
+static struct dsd__ring r;
+
+static void setup(void)
+{
+    cr_assert_eq(dsd__ring_init(&r, CAP), 0);
+    cr_assert_eq(r.cap, CAP);
+}
+
+static void teardown(void)
+{
+    dsd__ring_free(&r);
+}
+
+TestSuite(ring, .init = setup, .fini = teardown);
+
+/* Publishes one batch of the given strings; returns the bytes published. */
+static size_t put(const char *const *items, size_t n, uint32_t flag)
+{
+    char scratch[8][SLOT];
+    uint32_t lens[8], flags[8];
+    cr_assert_leq(n, 8);
+    for (size_t i = 0; i < n; i++) {
+        lens[i] = (uint32_t)strlen(items[i]);
+        memcpy(scratch[i], items[i], lens[i]);
+        flags[i] = flag;
+    }
+    char *at;
+    cr_assert_geq(dsd__ring_reserve(&r, SLOT, n, CAP, &at), n);
+    return dsd__ring_pack(&r, at, &scratch[0][0], SLOT, n, lens, flags);
+}
+
+Test(ring, records_in_order_packed_by_length)
+{
+    const char *a[] = {"a:1|c", "", "hello:2|g|#x:y"};
+    size_t bytes = put(a, 3, 0);
+    /* 8 + 8 (5 bytes), 8 + 0, 8 + 16 (14 bytes) */
+    cr_assert_eq(bytes, 16 + 8 + 24);
+    uint64_t head = atomic_load(&r.head), pos = 0;
+    struct dsd__ring_rec rec;
+    for (int i = 0; i < 3; i++) {
+        cr_assert(dsd__ring_peek(&r, pos, head, &rec));
+        cr_assert_eq(rec.len, strlen(a[i]));
+        cr_assert_eq(memcmp(rec.data, a[i], rec.len), 0);
+        cr_assert_eq(rec.flags, 0);
+        pos = rec.next;
+    }
+    cr_assert_not(dsd__ring_peek(&r, pos, head, &rec));
+    cr_assert_eq(dsd__ring_used(&r), bytes);
+    cr_assert_not(dsd__ring_release(&r, pos), "nobody waits");
+    cr_assert_eq(dsd__ring_used(&r), 0);
+}
+
+Test(ring, truncated_datagram_keeps_flag_drops_data)
+{
+    const char *a[] = {"too-long-for-its-slot"};
+    size_t bytes = put(a, 1, DSD_RING_F_TRUNC);
+    cr_assert_eq(bytes, 8);
+    struct dsd__ring_rec rec;
+    cr_assert(dsd__ring_peek(&r, 0, atomic_load(&r.head), &rec));
+    cr_assert_eq(rec.flags, DSD_RING_F_TRUNC);
+    cr_assert_eq(rec.len, 0);
+}
+
+Test(ring, full_ring_reserves_nothing_until_released)
+{
+    char *at;
+    uint64_t released = 0;
+    /* Full 128-byte records until no slot fits. */
+    char big[SLOT + 1];
+    memset(big, 'x', SLOT);
+    big[SLOT] = '\0';
+    const char *one[] = {big};
+    size_t n = 0;
+    while (dsd__ring_reserve(&r, SLOT, 1, CAP, &at) > 0) {
+        cr_assert_eq(put(one, 1, 0), 128);
+        n++;
+    }
+    cr_assert_eq(n, CAP / 128);
+    cr_assert_eq(dsd__ring_used(&r), CAP);
+    /* The consumer frees one record: exactly one slot fits again. */
+    struct dsd__ring_rec rec;
+    cr_assert(dsd__ring_peek(&r, released, atomic_load(&r.head), &rec));
+    released = rec.next;
+    dsd__ring_release(&r, released);
+    cr_assert_eq(dsd__ring_reserve(&r, SLOT, 8, CAP, &at), 1);
+}
+
+Test(ring, record_never_wraps_pad_skips_to_start)
+{
+    char *at;
+    /* Fill to 100 bytes before the end with short records. */
+    const char *s40 = "0123456789012345678901234567890123456789";
+    const char *one[] = {s40}; /* 8 + 40 = 48 bytes */
+    size_t fill = (CAP - 100) / 48;
+    for (size_t i = 0; i < fill; i++)
+        put(one, 1, 0);
+    uint64_t head = atomic_load(&r.head);
+    cr_assert_gt(CAP - head, 0);
+    cr_assert_lt(CAP - head, 128);
+    /* Free everything but the last record, so there is room at the start. */
+    dsd__ring_release(&r, head - 48);
+    /* The next 128-byte slot does not fit before the end: PAD, then 0. */
+    cr_assert_eq(dsd__ring_reserve(&r, SLOT, 1, CAP, &at), 1);
+    cr_assert_eq(at, r.base);
+    const char *b[] = {"after-wrap:1|c"};
+    size_t bytes = put(b, 1, 0);
+    cr_assert_eq(bytes, 24);
+    /* The consumer reads the last record before the end, then the wrapped
+     * one (the PAD is skipped inside peek). */
+    uint64_t h = atomic_load(&r.head), pos = head - 48;
+    struct dsd__ring_rec rec;
+    cr_assert(dsd__ring_peek(&r, pos, h, &rec));
+    cr_assert_eq(rec.len, 40);
+    pos = rec.next;
+    cr_assert(dsd__ring_peek(&r, pos, h, &rec));
+    cr_assert_eq(rec.len, strlen(b[0]));
+    cr_assert_eq(memcmp(rec.data, b[0], rec.len), 0);
+    cr_assert_eq(rec.next, h);
+}
+
+Test(ring, empty_ring_restarts_at_zero_past_reset_at)
+{
+    char *at;
+    const char *one[] = {"x:1|c"};
+    for (int i = 0; i < 100; i++)
+        put(one, 1, 0); /* 16 bytes each */
+    uint64_t head = atomic_load(&r.head);
+    cr_assert_eq(head, 1600);
+    dsd__ring_release(&r, head); /* empty */
+    /* Below reset_at the head stays where it is... */
+    cr_assert_gt(dsd__ring_reserve(&r, SLOT, 1, 4096, &at), 0);
+    cr_assert_eq(at, r.base + 1600);
+    /* ...past it, an empty ring starts over at offset 0. */
+    cr_assert_gt(dsd__ring_reserve(&r, SLOT, 1, 1024, &at), 0);
+    cr_assert_eq(at, r.base);
+    cr_assert_eq(atomic_load(&r.head), CAP, "a PAD took the rest");
+    /* The consumer skips the PAD and reaches the head. */
+    struct dsd__ring_rec rec;
+    cr_assert(dsd__ring_peek(&r, head, atomic_load(&r.head), &rec));
+    cr_assert_eq(rec.flags, DSD_RING_F_PAD);
+    cr_assert_eq(rec.next, CAP);
+}
+
+Test(ring, trim_only_when_empty)
+{
+    const char *one[] = {"x:1|c"};
+    put(one, 1, 0);
+    cr_assert_eq(dsd__ring_trim(&r), 0, "not empty: nothing given back");
+    dsd__ring_release(&r, atomic_load(&r.head));
+    cr_assert_eq(dsd__ring_trim(&r), 4096);
+    cr_assert_eq(dsd__ring_trim(&r), 0, "nothing touched since");
+}
