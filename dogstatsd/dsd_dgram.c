@@ -38,6 +38,7 @@
 #include <linux/sock_diag.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <time.h>
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
@@ -52,9 +53,21 @@
 
 #define DSD_CONSUME_BYTES (1u << 20)   /* parsed per loop callback */
 #define DSD_RELEASE_STEP (256u << 10)  /* ring bytes freed at a time */
-#define DSD_RING_RESET_AT (256u << 10) /* empty ring restarts at 0 past */
+#define DSD_RING_RESET_AT (512u << 10) /* the ring's warm working size */
 #define DSD_IDLE_TRIM_MS 5000          /* idle time before ring pages go back */
 #define DSD_ERROR_PAUSE_MS 10 /* after a read error other than EAGAIN */
+/* The loop is woken at most every DSD_WAKE_DELAY_NS for what the receive
+ * thread published (sooner with DSD_WAKE_BACKLOG bytes waiting): parsing
+ * a millisecond late costs nothing, and on virtual machines each thread
+ * wake-up is expensive. */
+#define DSD_WAKE_DELAY_NS 1000000
+#define DSD_WAKE_BACKLOG (256u << 10)
+/* While the loop has at least DSD_BUSY_BACKLOG bytes left to parse, the
+ * receive thread does not wake for every datagram: it reads again every
+ * DSD_BUSY_WAIT_NS, a time the socket buffer covers even at the stock
+ * 212992 bytes (a few hundred datagrams), so batches grow. */
+#define DSD_BUSY_BACKLOG (512u << 10)
+#define DSD_BUSY_WAIT_NS 200000
 #define DSD_THREAD_STACK (128u << 10)
 #define DSD_CMSG_SPACE CMSG_SPACE(sizeof(uint32_t))
 
@@ -254,8 +267,10 @@ static enum fill_result dgram_fill(struct dsd__dgram *d, size_t max_calls)
         }
         dsd__ring_pack(&d->ring, at, d->scratch, bs, (size_t)k, d->lens,
                        d->flags);
-        if (d->thread_live)
-            uv_async_send(&d->async);
+        /* The loop is woken by the reader loop, at most every
+         * DSD_WAKE_DELAY_NS, so it parses in chunks. */
+        if (d->thread_live && d->unsignalled_ns == 0)
+            d->unsignalled_ns = cmn_mono_ns();
         if ((size_t)k < n)
             return FILL_EMPTY;
     }
@@ -287,31 +302,62 @@ static void wait_room(struct dsd__dgram *d)
                               memory_order_relaxed);
 }
 
+/* Wakes the loop for what was published since the last wake-up. */
+static void signal_loop(struct dsd__dgram *d)
+{
+    d->unsignalled_ns = 0;
+    uv_async_send(&d->async);
+}
+
 static void *reader_main(void *arg)
 {
     struct dsd__dgram *d = arg;
     bool error = false;
-
     while (!atomic_load_explicit(&d->stop, memory_order_acquire)) {
         enum fill_result r = dgram_fill(d, SIZE_MAX);
         if (r == FILL_FULL) {
+            signal_loop(d);
             wait_room(d);
             continue;
         }
         error = r == FILL_ERROR;
+        uint64_t now = cmn_mono_ns();
+        uint64_t used = dsd__ring_used(&d->ring);
         /* The socket was empty (or failing): every sync request made
          * before now is answered by what was published. */
         uint64_t req = atomic_load_explicit(&d->sync_req, memory_order_acquire);
         if (atomic_load_explicit(&d->sync_ack, memory_order_relaxed) != req) {
             atomic_store_explicit(&d->sync_ack, req, memory_order_release);
-            uv_async_send(&d->async);
+            signal_loop(d);
+        } else if (d->unsignalled_ns != 0 &&
+                   (used >= DSD_WAKE_BACKLOG ||
+                    now - d->unsignalled_ns >= DSD_WAKE_DELAY_NS)) {
+            signal_loop(d);
         }
         struct pollfd p[2] = {{d->fd, POLLIN, 0}, {d->wake_fd, POLLIN, 0}};
-        int timeout = error                 ? DSD_ERROR_PAUSE_MS
-                      : d->ring.touched > 0 ? DSD_IDLE_TRIM_MS
-                                            : -1;
-        int n = poll(error ? &p[1] : p, error ? 1 : 2, timeout);
-        if (n == 0 && !error)
+        struct timespec ts, *tsp = NULL;
+        int np = 2;
+        if (error) {
+            np = 1; /* not the socket: it would report the error again */
+            ts = (struct timespec){0, DSD_ERROR_PAUSE_MS * 1000000L};
+            tsp = &ts;
+        } else if (used >= DSD_BUSY_BACKLOG) {
+            /* The loop is behind: read in larger batches, not on every
+             * datagram (the socket buffer covers the wait). */
+            np = 1;
+            ts = (struct timespec){0, DSD_BUSY_WAIT_NS};
+            tsp = &ts;
+        } else if (d->unsignalled_ns != 0) {
+            uint64_t left = d->unsignalled_ns + DSD_WAKE_DELAY_NS - now;
+            ts = (struct timespec){0, (long)left};
+            tsp = &ts;
+        } else if (d->ring.touched > 0) {
+            ts = (struct timespec){DSD_IDLE_TRIM_MS / 1000, 0};
+            tsp = &ts;
+        }
+        int n = ppoll(np == 1 ? &p[1] : p, (nfds_t)np, tsp, NULL);
+        if (n == 0 && tsp != NULL && d->unsignalled_ns == 0 && !error &&
+            used == 0)
             dsd__ring_trim(&d->ring); /* idle: give the pages back */
         if (n > 0 && (p[1].revents & POLLIN)) {
             uint64_t v;

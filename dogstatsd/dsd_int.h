@@ -46,6 +46,7 @@ struct dsd__dgram {
     char *cmsg;      /* mmsg_n control buffers (SO_RXQ_OVFL) */
     uint32_t *lens;  /* mmsg_n */
     uint32_t *flags; /* mmsg_n */
+    uint64_t unsignalled_ns; /* first publish the loop was not woken for */
 
     /* written by the producer, read anywhere */
     _Atomic uint64_t kernel_drops; /* the socket's drop counter */

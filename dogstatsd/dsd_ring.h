@@ -70,10 +70,11 @@ void dsd__ring_free(struct dsd__ring *r);
 
 /* Producer: the room for up to max_slots slots of slot_data bytes of data
  * each, contiguous, at the head. Writes a PAD and wraps when the end of the
- * mapping is too close, and starts again at offset 0 whenever the ring is
- * empty and the head is past reset_at (so a lightly loaded ring keeps
- * reusing the same few pages). Returns the number of slots (0 = full) and
- * sets *at to the first slot's start (its header). */
+ * mapping is too close, and starts again at offset 0 once the head is past
+ * reset_at and the start of the mapping is free for max_slots slots (so a
+ * ring that keeps up reuses the same cache-warm pages and touches the rest
+ * only under a backlog). Returns the number of slots (0 = full) and sets
+ * *at to the first slot's start (its header). */
 size_t dsd__ring_reserve(struct dsd__ring *r, size_t slot_data,
                          size_t max_slots, size_t reset_at, char **at);
 /* Producer: copies n received datagrams, datagram i at src + i * stride,

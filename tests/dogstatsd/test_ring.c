@@ -166,3 +166,29 @@ Test(ring, trim_only_when_empty)
     cr_assert_eq(dsd__ring_trim(&r), 4096);
     cr_assert_eq(dsd__ring_trim(&r), 0, "nothing touched since");
 }
+
+Test(ring, keeps_up_ring_wraps_early_when_the_start_is_free)
+{
+    char *at;
+    const char *one[] = {"x:1|c"};
+    for (int i = 0; i < 100; i++)
+        put(one, 1, 0); /* 16 bytes each: head 1600 */
+    /* The consumer is 6 records in (tail 96 < a 128-byte slot): the start
+     * is not free yet, the head goes on. */
+    dsd__ring_release(&r, 96);
+    cr_assert_gt(dsd__ring_reserve(&r, SLOT, 1, 1024, &at), 0);
+    cr_assert_eq(at, r.base + 1600);
+    /* Past 128 bytes: a 128-byte slot fits at the start, so the ring
+     * wraps there although it is not empty. */
+    dsd__ring_release(&r, 800);
+    cr_assert_gt(dsd__ring_reserve(&r, SLOT, 1, 1024, &at), 0);
+    cr_assert_eq(at, r.base);
+    /* ...but not for a batch larger than the free start. */
+    dsd__ring_free(&r);
+    cr_assert_eq(dsd__ring_init(&r, CAP), 0);
+    for (int i = 0; i < 100; i++)
+        put(one, 1, 0);
+    dsd__ring_release(&r, 800);
+    cr_assert_gt(dsd__ring_reserve(&r, SLOT, 8, 1024, &at), 0);
+    cr_assert_eq(at, r.base + 1600, "8 slots (1024 bytes) need more");
+}
