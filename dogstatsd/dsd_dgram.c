@@ -51,7 +51,7 @@
 #define SO_MEMINFO 55
 #endif
 
-#define DSD_CONSUME_BYTES (1u << 20)   /* parsed per loop callback */
+#define DSD_CONSUME_BYTES (256u << 10) /* parsed per loop callback */
 #define DSD_RELEASE_STEP (256u << 10)  /* ring bytes freed at a time */
 #define DSD_RING_RESET_AT (512u << 10) /* the ring's warm working size */
 #define DSD_IDLE_TRIM_MS 5000          /* idle time before ring pages go back */
