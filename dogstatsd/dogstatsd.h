@@ -204,8 +204,16 @@ struct dsd;
  * buffers; opens nothing. */
 int dsd_create(uv_loop_t *loop, const struct dsd_config *cfg,
                const struct dsd_sink *sink, struct dsd **out) CMN_MUST_CHECK;
-/* Binds and starts every configured listener. Fails with "listening on
- * neither udp nor socket" (UV_EINVAL) when none is configured. A stale
+/* Opens and binds every configured socket and nothing else: no thread,
+ * no loop handle, no allocation beyond the sockets. From here on the
+ * kernel queues what clients send (in the socket buffers), so a caller
+ * that must be ready quickly (serverless-init before it spawns its child)
+ * binds first and calls dsd_start later. Fails as dsd_start does; on
+ * failure nothing stays open. Loop thread; at most once. */
+int dsd_bind(struct dsd *s) CMN_MUST_CHECK;
+/* Binds (unless dsd_bind did) and starts every configured listener: the
+ * receive threads and their rings, the stream listener. Fails with "listening
+ * on neither udp nor socket" (UV_EINVAL) when none is configured. A stale
  * socket file is replaced; a path that exists and is not a socket is
  * UV_EEXIST. After this returns 0 a client's first packet is never lost.
  * On failure nothing stays open and dsd_destroy may be called at once (or

@@ -117,7 +117,8 @@ struct dsd {
     uint32_t nconns;
 
     bool uds_created, stream_created; /* socket files to unlink on stop */
-    bool started, stopping;
+    bool bound, started, stopping;
+    int stream_fd;       /* bound by dsd_bind, until dsd_start hands it over */
     unsigned nlive;      /* handles initialised and not yet closed */
     uv_idle_t stop_idle; /* closed by dsd_stop so cb is always async */
     dsd_stopped_cb stop_cb;

@@ -146,6 +146,7 @@ int dsd_create(uv_loop_t *loop, const struct dsd_config *cfg,
     s->loop = loop;
     s->sink = *sink;
     s->parse = cfg->parse;
+    s->stream_fd = -1;
     s->ring_size = cfg->ring_size ? cfg->ring_size : DSD_RING_SIZE_DEFAULT;
     s->stop_drain_ms = DSD_STOP_DRAIN_MS_DEFAULT;
     struct dsd__dgram *dg[2] = {&s->udp, &s->uds};
@@ -383,55 +384,77 @@ static void unlink_files(struct dsd *s)
     s->uds_created = s->stream_created = false;
 }
 
-int dsd_start(struct dsd *s)
+/* Closes the sockets no handle owns yet, and unlinks the socket files
+ * when nothing is live. */
+static void close_unstarted(struct dsd *s)
 {
-    bool want_udp = s->cfg.port != 0;
-    bool want_uds = s->cfg.socket_path && s->cfg.socket_path[0];
-    bool want_stream =
-        s->cfg.stream_socket_path && s->cfg.stream_socket_path[0];
-    int stream_fd = -1;
-    int rc;
-    if (s->started || s->stopping)
-        return UV_EALREADY;
-    if (!want_udp && !want_uds && !want_stream) {
-        CMN_LOGE(DSD_COMP, "listening on neither udp nor socket");
-        return UV_EINVAL;
-    }
-    /* Open and bind every socket first: nothing here needs the loop, so a
-     * failure leaves no handle to close. */
-    if (want_udp && (rc = dsd__udp_open(s)) != 0)
-        goto out_close;
-    if (want_uds && (rc = dsd__uds_open(s)) != 0)
-        goto out_close;
-    if (want_stream && (rc = dsd__stream_open(s, &stream_fd)) != 0)
-        goto out_close;
-    s->started = true;
-    if (want_udp && (rc = dsd__dgram_start(&s->udp)) != 0)
-        goto out_started;
-    if (want_uds && (rc = dsd__dgram_start(&s->uds)) != 0)
-        goto out_started;
-    if (want_stream) {
-        rc = dsd__stream_start(s, stream_fd);
-        stream_fd = -1; /* owned by the pipe handle (or closed) now */
-        if (rc != 0)
-            goto out_started;
-    }
-    return 0;
-out_started:
-    /* A loop handle failed to start (libuv refused a fresh fd): close what
-     * started; dsd_stop/dsd_destroy handle the rest. */
-    CMN_LOGE(DSD_COMP, "starting listeners: %s", uv_strerror(rc));
-out_close:
-    if (stream_fd >= 0)
-        close(stream_fd);
+    if (s->stream_fd >= 0)
+        close(s->stream_fd);
+    s->stream_fd = -1;
     if (!s->udp.live)
         dsd__dgram_close_fd(&s->udp);
     if (!s->uds.live)
         dsd__dgram_close_fd(&s->uds);
     if (s->nlive == 0) {
         unlink_files(s);
-        s->started = false;
+        s->bound = false;
     }
+}
+
+int dsd_bind(struct dsd *s)
+{
+    bool want_udp = s->cfg.port != 0;
+    bool want_uds = s->cfg.socket_path && s->cfg.socket_path[0];
+    bool want_stream =
+        s->cfg.stream_socket_path && s->cfg.stream_socket_path[0];
+    int rc;
+    if (s->bound || s->started || s->stopping)
+        return UV_EALREADY;
+    if (!want_udp && !want_uds && !want_stream) {
+        CMN_LOGE(DSD_COMP, "listening on neither udp nor socket");
+        return UV_EINVAL;
+    }
+    /* Nothing here needs the loop, so a failure leaves no handle to
+     * close. */
+    if (want_udp && (rc = dsd__udp_open(s)) != 0)
+        goto out_close;
+    if (want_uds && (rc = dsd__uds_open(s)) != 0)
+        goto out_close;
+    if (want_stream && (rc = dsd__stream_open(s, &s->stream_fd)) != 0)
+        goto out_close;
+    s->bound = true;
+    return 0;
+out_close:
+    close_unstarted(s);
+    return rc;
+}
+
+int dsd_start(struct dsd *s)
+{
+    int rc;
+    if (s->started || s->stopping)
+        return UV_EALREADY;
+    if (!s->bound && (rc = dsd_bind(s)) != 0)
+        return rc;
+    s->started = true;
+    if (s->udp.fd >= 0 && (rc = dsd__dgram_start(&s->udp)) != 0)
+        goto out_started;
+    if (s->uds.fd >= 0 && (rc = dsd__dgram_start(&s->uds)) != 0)
+        goto out_started;
+    if (s->stream_fd >= 0) {
+        rc = dsd__stream_start(s, s->stream_fd);
+        s->stream_fd = -1; /* owned by the pipe handle (or closed) now */
+        if (rc != 0)
+            goto out_started;
+    }
+    return 0;
+out_started:
+    /* A loop handle or a receive thread failed to start: close what
+     * started; dsd_stop/dsd_destroy handle the rest. */
+    CMN_LOGE(DSD_COMP, "starting listeners: %s", uv_strerror(rc));
+    close_unstarted(s);
+    if (s->nlive == 0)
+        s->started = false;
     return rc;
 }
 
@@ -501,9 +524,7 @@ void dsd_destroy(struct dsd *s)
                  s->nlive);
         return;
     }
-    dsd__dgram_close_fd(&s->udp);
-    dsd__dgram_close_fd(&s->uds);
-    unlink_files(s);
+    close_unstarted(s);
     free_server(s);
 }
 

@@ -733,3 +733,52 @@ Test(listeners, full_ring_waits_for_the_loop)
     close(u);
     dsd_config_free(&cfg);
 }
+
+/* dsd_bind alone: what clients send is queued by the kernel and parsed
+ * once dsd_start runs the receive thread. */
+Test(listeners, bind_first_start_later_loses_nothing)
+{
+    enum { N = 500 };
+    struct dsd_config cfg;
+    dsd_config_defaults(&cfg);
+    cfg.port = -1;
+    struct dsd_sink sink = rec_sink(&rec);
+    struct dsd *s = NULL;
+    cr_assert_eq(dsd_create(&loop, &cfg, &sink, &s), 0);
+    cr_assert_eq(dsd_bind(s), 0);
+    cr_assert_eq(dsd_bind(s), UV_EALREADY);
+    int u = udp_sender();
+    char line[32];
+    for (int i = 0; i < N; i++) {
+        int len = snprintf(line, sizeof(line), "early%d:1|c", i);
+        udp_send(u, dsd_udp_port(s), line, (size_t)len);
+    }
+    cr_assert_eq(dsd_start(s), 0);
+    rows_at_sync = 0;
+    cr_assert_eq(dsd_sync(s, on_synced, &rec), 0);
+    run_until(&rows_at_sync, N);
+    cr_assert_eq(rows_at_sync, N);
+    cr_assert_str_eq(rec.rows[0], "c early0 1 # @1 T0");
+    stop_and_close(s);
+    close(u);
+    dsd_config_free(&cfg);
+}
+
+/* A server that was bound but never started is freed without leaks. */
+Test(listeners, bound_never_started_destroys_cleanly)
+{
+    struct dsd_config cfg;
+    dsd_config_defaults(&cfg);
+    cfg.port = -1;
+    cfg.stream_socket_path = cmn_strdup(stream_path);
+    struct dsd_sink sink = rec_sink(&rec);
+    struct dsd *s = NULL;
+    cr_assert_eq(dsd_create(&loop, &cfg, &sink, &s), 0);
+    cr_assert_eq(dsd_bind(s), 0);
+    struct stat st;
+    cr_assert_eq(stat(stream_path, &st), 0);
+    dsd_destroy(s);
+    cr_assert_neq(stat(stream_path, &st), 0, "socket file removed");
+    cr_expect_eq(uv_loop_close(&loop), 0);
+    dsd_config_free(&cfg);
+}
