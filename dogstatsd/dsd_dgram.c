@@ -594,10 +594,14 @@ void dsd__dgram_stop(struct dsd__dgram *d, uint64_t deadline_ns)
     uint64_t n0 = s->stats.packets;
     bool socket_empty = false, ring_empty = false;
     for (;;) {
-        ring_empty = dgram_consume(d, UINT64_MAX);
-        if (socket_empty || cmn_mono_ns() >= deadline_ns)
+        ring_empty = dgram_consume(d, DSD_CONSUME_BYTES);
+        if (cmn_mono_ns() >= deadline_ns)
             break;
-        enum fill_result r = dgram_fill(d, 1);
+        if (!ring_empty)
+            continue;
+        if (socket_empty)
+            break;
+        enum fill_result r = dgram_fill(d, 4);
         socket_empty = r == FILL_EMPTY || r == FILL_ERROR;
     }
     log_read_errors(d);

@@ -782,3 +782,45 @@ Test(listeners, bound_never_started_destroys_cleanly)
     cr_expect_eq(uv_loop_close(&loop), 0);
     dsd_config_free(&cfg);
 }
+
+/* The stop drain is bounded by time: with no time at all, one chunk of the
+ * ring is parsed and the rest is counted as left unread, never silently
+ * dropped. */
+Test(listeners, stop_drain_out_of_time_counts_what_is_left)
+{
+    enum { N = 20000 };
+    struct dsd_config cfg;
+    dsd_config_defaults(&cfg);
+    cfg.port = -1;
+    struct dsd *s = start(&cfg);
+    int u = udp_sender();
+    char line[32];
+    for (int i = 0; i < N; i++) {
+        int len = snprintf(line, sizeof(line), "stopdrain.%05d:1|c", i);
+        cr_assert_eq(len, 19);
+        udp_send(u, dsd_udp_port(s), line, (size_t)len);
+    }
+    /* Every datagram is a 32-byte record (8-byte header, 19 bytes rounded
+     * to 24): wait until the receive thread has moved them all. */
+    struct dsd_stats st;
+    for (int i = 0; i < 2000; i++) {
+        dsd_get_stats(s, &st);
+        if (st.ring_bytes >= (uint64_t)N * 32)
+            break;
+        usleep(1000);
+    }
+    cr_assert_eq(st.ring_bytes, (uint64_t)N * 32);
+    dsd_set_stop_drain_ms(s, 0);
+    dsd_stop(s, on_stopped, &rec);
+    dsd_get_stats(s, &st);
+    cr_assert_gt(st.stop_unread, 0);
+    cr_assert_lt(rec.total, N);
+    cr_assert_eq(rec.total + st.stop_unread, N, "%zu parsed + %llu left",
+                 rec.total, (unsigned long long)st.stop_unread);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    cr_expect_eq(stopped, 1);
+    dsd_destroy(s);
+    cr_expect_eq(uv_loop_close(&loop), 0);
+    close(u);
+    dsd_config_free(&cfg);
+}
