@@ -40,17 +40,22 @@
 #define DSD_RING_F_TRUNC 1u /* the datagram did not fit: data dropped */
 #define DSD_RING_F_PAD 2u   /* skip to the start of the mapping */
 
+/* The producer's and the consumer's fields are kept 64 bytes apart (no
+ * _Alignas: the ring lives inside heap objects with malloc's alignment),
+ * so the two threads never write the same cache line. */
 struct dsd__ring {
-    /* producer's line */
-    _Alignas(64) _Atomic uint64_t head; /* bytes ever published */
-    uint64_t tail_cache;                /* producer's view of tail */
+    /* producer's fields */
+    _Atomic uint64_t head;    /* bytes ever published */
+    uint64_t tail_cache;      /* producer's view of tail */
     size_t touched;           /* highest offset written since the last trim */
     _Atomic int prod_waiting; /* producer sleeps until space is freed */
-    /* consumer's line */
-    _Alignas(64) _Atomic uint64_t tail; /* bytes ever released */
+    char pad1[64];
+    /* consumer's field */
+    _Atomic uint64_t tail; /* bytes ever released */
+    char pad2[64];
     /* shared, read-only after init */
-    _Alignas(64) char *base; /* the mapping, cap bytes */
-    size_t cap;              /* multiple of the page size and of 8 */
+    char *base; /* the mapping, cap bytes */
+    size_t cap; /* multiple of the page size and of 8 */
 };
 
 /* One record handed to the consumer: data borrows the ring until the
