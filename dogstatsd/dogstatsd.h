@@ -195,6 +195,13 @@ int dsd_udp_port(const struct dsd *s);
 void dsd_process_packet(struct dsd *s, const char *buf, size_t len,
                         bool eol_required);
 
+/* Reads what is queued now on the datagram listeners (until EAGAIN, at
+ * most DSD_DRAIN_MAX datagrams each) and hands it to the sink, without
+ * stopping anything: the "flush now" of the Lambda extension. Stream
+ * clients are read by the loop as usual. Returns the datagrams read.
+ * Loop thread. */
+size_t dsd_read_pending(struct dsd *s);
+
 typedef void (*dsd_stopped_cb)(void *data);
 /* Stops accepting, reads every datagram still queued in the kernel socket
  * buffers until EAGAIN (and the bytes queued on stream clients), parses

@@ -447,6 +447,40 @@ int dsd_udp_port(const struct dsd *s)
     return s->udp.fd >= 0 || s->udp.live ? s->udp_port : 0;
 }
 
+/* Kept tiny on purpose (the datagram read path is being replaced by a
+ * receive thread and a ring): one recvmmsg loop over each open socket. */
+static size_t read_pending(struct dsd *s, struct dsd__dgram *d)
+{
+    size_t total = 0;
+    while (d->live && total < DSD_DRAIN_MAX) {
+        int n =
+            recvmmsg(d->fd, s->msgs, (unsigned)s->mmsg_n, MSG_DONTWAIT, NULL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break; /* EAGAIN: empty; other errors: the poll reports them */
+        for (int i = 0; i < n; i++) {
+            struct mmsghdr *m = &s->msgs[i];
+            s->stats.packets++;
+            s->stats.bytes += m->msg_len;
+            if (m->msg_hdr.msg_flags & MSG_TRUNC)
+                s->stats.packets_truncated++;
+            else
+                dsd_process_packet(s, m->msg_hdr.msg_iov->iov_base,
+                                   m->msg_len, d->eol_required);
+        }
+        total += (size_t)n;
+    }
+    return total;
+}
+
+size_t dsd_read_pending(struct dsd *s)
+{
+    if (s == NULL || s->stopping)
+        return 0;
+    return read_pending(s, &s->udp) + read_pending(s, &s->uds);
+}
+
 void dsd__handle_closed(struct dsd *s)
 {
     if (--s->nlive == 0 && s->stopping && s->stop_cb != NULL) {
