@@ -466,8 +466,8 @@ static size_t read_pending(struct dsd *s, struct dsd__dgram *d)
             if (m->msg_hdr.msg_flags & MSG_TRUNC)
                 s->stats.packets_truncated++;
             else
-                dsd_process_packet(s, m->msg_hdr.msg_iov->iov_base,
-                                   m->msg_len, d->eol_required);
+                dsd_process_packet(s, m->msg_hdr.msg_iov->iov_base, m->msg_len,
+                                   d->eol_required);
         }
         total += (size_t)n;
     }

@@ -41,7 +41,7 @@ struct lc_pipeline {
     bool start_failed; /* clean = false then says nothing more */
     lc_done_cb cb;
     void *cb_arg;
-    bool flushing;       /* lc_pipeline_flush running */
+    bool flushing;        /* lc_pipeline_flush running */
     lc_flush_cb flush_cb; /* NULL once cancelled */
     void *flush_data;
 };

@@ -75,8 +75,8 @@ void sinit_flush_init(struct sinit_flush_ctl *c,
     c->cfg = *cfg;
 }
 
-struct sinit_flush_strategy sinit_flush_effective(const struct sinit_flush_ctl *c,
-                                                  uint64_t now_ms)
+struct sinit_flush_strategy
+sinit_flush_effective(const struct sinit_flush_ctl *c, uint64_t now_ms)
 {
     struct sinit_flush_strategy s = c->cfg;
     if (s.kind != SINIT_FLUSH_DEFAULT)
@@ -119,9 +119,8 @@ enum sinit_flush_action sinit_flush_on_invoke(struct sinit_flush_ctl *c,
                    ? SINIT_FLUSH_NOW_BLOCKING
                    : SINIT_FLUSH_NONE;
     case SINIT_FLUSH_CONTINUOUSLY:
-        return interval_passed(c, now_ms, s.interval_ms)
-                   ? SINIT_FLUSH_NOW_ASYNC
-                   : SINIT_FLUSH_NONE;
+        return interval_passed(c, now_ms, s.interval_ms) ? SINIT_FLUSH_NOW_ASYNC
+                                                         : SINIT_FLUSH_NONE;
     default:
         return SINIT_FLUSH_AT_END;
     }

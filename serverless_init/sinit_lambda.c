@@ -40,14 +40,14 @@
 #include "lifecycle.h"
 
 #define COMP "lambda"
-#define RAPI_TIMEOUT_MS 5000      /* register / subscribe / error calls */
-#define TOMBSTONE_WAIT_MS 300     /* last telemetry at SHUTDOWN (spec §4.3) */
-#define SHUTDOWN_MARGIN_MS 200    /* exit this long before deadlineMs */
-#define SHUTDOWN_DEFAULT_MS 2000  /* budget when deadlineMs is unusable */
-#define SHUTDOWN_MIN_MS 100       /* never less than this to drain */
-#define FLUSH_MARGIN_MS 100       /* end flush: stop before the deadline */
-#define FLUSH_MAX_MS 30000        /* end flush bound without a deadline */
-#define FAIL_DRAIN_MS 1000        /* drain after a failed /next */
+#define RAPI_TIMEOUT_MS 5000     /* register / subscribe / error calls */
+#define TOMBSTONE_WAIT_MS 300    /* last telemetry at SHUTDOWN (spec §4.3) */
+#define SHUTDOWN_MARGIN_MS 200   /* exit this long before deadlineMs */
+#define SHUTDOWN_DEFAULT_MS 2000 /* budget when deadlineMs is unusable */
+#define SHUTDOWN_MIN_MS 100      /* never less than this to drain */
+#define FLUSH_MARGIN_MS 100      /* end flush: stop before the deadline */
+#define FLUSH_MAX_MS 30000       /* end flush bound without a deadline */
+#define FAIL_DRAIN_MS 1000       /* drain after a failed /next */
 #define NEXT_PATH "/2020-01-01/extension/event/next"
 
 enum lx_state {
@@ -62,11 +62,11 @@ enum lx_state {
 struct lx {
     uv_loop_t loop;
     struct sinit_rapi rapi;
-    char name[256];     /* Lambda-Extension-Name */
-    char account[64];   /* from register's body, "" if absent */
-    bool idle;          /* fail-open: /next only */
-    bool enhanced;      /* DD_ENHANCED_METRICS */
-    int tel_port;       /* DRAINPIPE_TELEMETRY_PORT */
+    char name[256];   /* Lambda-Extension-Name */
+    char account[64]; /* from register's body, "" if absent */
+    bool idle;        /* fail-open: /next only */
+    bool enhanced;    /* DD_ENHANCED_METRICS */
+    int tel_port;     /* DRAINPIPE_TELEMETRY_PORT */
     enum lx_state state;
     uint64_t start_ns, last_ck_ns;
     struct lc_pipeline *p;
@@ -78,12 +78,12 @@ struct lx {
     uv_timer_t timer;  /* flush bound / tombstone wait / forced exit */
     uv_timer_t period; /* end,<ms>: flushes during the invocation */
     bool timers_inited;
-    char req[64];         /* current requestId */
-    int64_t deadline_ms;  /* current deadline, unix ms (0 = none) */
-    bool flush_running;   /* a flush of ours is in lc_pipeline_flush */
-    bool flush_blocking;  /* /next waits for it */
-    bool flush_again;     /* a blocking flush was asked while one ran */
-    uint64_t nnext;       /* /next requests sent */
+    char req[64];           /* current requestId */
+    int64_t deadline_ms;    /* current deadline, unix ms (0 = none) */
+    bool flush_running;     /* a flush of ours is in lc_pipeline_flush */
+    bool flush_blocking;    /* /next waits for it */
+    bool flush_again;       /* a blocking flush was asked while one ran */
+    uint64_t nnext;         /* /next requests sent */
     uint64_t budget_end_ns; /* SHUTDOWN: monotonic end of the budget */
     int exit_code;
 };
@@ -130,8 +130,8 @@ static void report_error(struct lx *x, bool init, const char *type,
     char hdr[128], body[512];
     snprintf(hdr, sizeof(hdr), "Lambda-Extension-Function-Error-Type: %s\r\n",
              type);
-    snprintf(body, sizeof(body), "{\"errorMessage\":\"%s\",\"errorType\":\"%s\"}",
-             msg, type);
+    snprintf(body, sizeof(body),
+             "{\"errorMessage\":\"%s\",\"errorType\":\"%s\"}", msg, type);
     struct sinit_http_resp r;
     int err = sinit_rapi_call(&x->rapi, "POST",
                               init ? "/2020-01-01/extension/init/error"
@@ -151,10 +151,9 @@ static int do_register(struct lx *x)
              "Content-Type: application/json\r\n",
              x->name);
     struct sinit_http_resp r;
-    int err = sinit_rapi_call(&x->rapi, "POST",
-                              "/2020-01-01/extension/register", hdr,
-                              "{\"events\":[\"INVOKE\",\"SHUTDOWN\"]}",
-                              RAPI_TIMEOUT_MS, &r);
+    int err = sinit_rapi_call(
+        &x->rapi, "POST", "/2020-01-01/extension/register", hdr,
+        "{\"events\":[\"INVOKE\",\"SHUTDOWN\"]}", RAPI_TIMEOUT_MS, &r);
     if (err != 0) {
         fprintf(stderr,
                 "drainpipe extension: register with the Lambda Runtime API "
@@ -195,8 +194,8 @@ static int do_subscribe(struct lx *x)
                               "Content-Type: application/json\r\n", body,
                               RAPI_TIMEOUT_MS, &r);
     if (err == 0 && r.status != 200) {
-        CMN_LOGE(COMP, "telemetry subscribe refused: HTTP %d: %.200s",
-                 r.status, r.body);
+        CMN_LOGE(COMP, "telemetry subscribe refused: HTTP %d: %.200s", r.status,
+                 r.body);
         err = UV_EPROTO;
     } else if (err != 0) {
         CMN_LOGE(COMP, "telemetry subscribe failed: %s", cmn_strerror(err));
@@ -273,9 +272,8 @@ static void on_pipeline_stopped(void *arg, bool clean)
 static uint64_t budget_left_ms(const struct lx *x)
 {
     uint64_t now = cmn_mono_ns();
-    uint64_t left = x->budget_end_ns > now
-                        ? (x->budget_end_ns - now) / 1000000u
-                        : 0;
+    uint64_t left =
+        x->budget_end_ns > now ? (x->budget_end_ns - now) / 1000000u : 0;
     return left < SHUTDOWN_MIN_MS / 2 ? SHUTDOWN_MIN_MS / 2 : left;
 }
 
@@ -307,9 +305,11 @@ static void drain(struct lx *x)
 static void on_tombstone_timeout(uv_timer_t *t)
 {
     struct lx *x = t->data;
-    CMN_LOGD(COMP, "no platform.report for the last invocation within "
-                   "%d ms: shutting down without it",
-             TOMBSTONE_WAIT_MS);
+    if (!sinit_le_last_reported(&x->le))
+        CMN_LOGD(COMP,
+                 "no platform.report for the last invocation within "
+                 "%d ms: shutting down without it",
+                 TOMBSTONE_WAIT_MS);
     drain(x);
 }
 
@@ -322,8 +322,7 @@ static void begin_shutdown(struct lx *x, const char *reason, int64_t deadline)
     if (left < SHUTDOWN_MIN_MS)
         left = SHUTDOWN_MIN_MS;
     x->budget_end_ns = cmn_mono_ns() + (uint64_t)left * 1000000u;
-    CMN_LOGD(COMP, "SHUTDOWN (%s): %lld ms to drain", reason,
-             (long long)left);
+    CMN_LOGD(COMP, "SHUTDOWN (%s): %lld ms to drain", reason, (long long)left);
     checkpoint(x, "shutdown_received");
     uv_timer_stop(&x->period);
     if (x->flush_running && x->p != NULL)
@@ -423,7 +422,8 @@ static void on_invoke(struct lx *x, const json_t *ev)
 {
     const char *id = json_string_value(json_object_get(ev, "requestId"));
     snprintf(x->req, sizeof(x->req), "%s", id ? id : "");
-    x->deadline_ms = (int64_t)json_number_value(json_object_get(ev, "deadlineMs"));
+    x->deadline_ms =
+        (int64_t)json_number_value(json_object_get(ev, "deadlineMs"));
     if (x->idle) {
         send_next(x);
         return;
@@ -496,7 +496,8 @@ static void on_telemetry(void *data, const char *type, const json_t *record)
         return;
     sinit_le_event(&x->le, type, record);
     if (x->state == LX_SHUTDOWN_TEL && sinit_le_last_reported(&x->le)) {
-        drain(x);
+        /* on the next iteration: this batch's answer is written first */
+        uv_timer_start(&x->timer, on_tombstone_timeout, 0, 0);
         return;
     }
     if (x->state != LX_INVOKE || strcmp(type, "platform.runtimeDone") != 0)

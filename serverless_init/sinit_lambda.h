@@ -44,15 +44,15 @@ int sinit_lambda_main(int argc, char **argv);
  */
 struct sinit_rapi {
     struct sockaddr_in addr;
-    char host[64];  /* Host header: the variable's value */
-    char id[128];   /* Lambda-Extension-Identifier, "" before register */
+    char host[64]; /* Host header: the variable's value */
+    char id[128];  /* Lambda-Extension-Identifier, "" before register */
 };
 
 struct sinit_http_resp {
-    int status;      /* HTTP status, 0 until the status line was read */
-    char *body;      /* owned, NUL-terminated (may be "") */
-    size_t len;      /* bytes in body */
-    char id[128];    /* Lambda-Extension-Identifier response header */
+    int status;   /* HTTP status, 0 until the status line was read */
+    char *body;   /* owned, NUL-terminated (may be "") */
+    size_t len;   /* bytes in body */
+    char id[128]; /* Lambda-Extension-Identifier response header */
 };
 
 /* host_port: "a.b.c.d:port" or "localhost:port". 0 or UV_EINVAL. */
@@ -108,17 +108,17 @@ void sinit_tel_close(struct sinit_tel *t);
  * Flush strategies (sinit_flush.c, spec §4.2). Pure: times are given.
  */
 enum sinit_flush_kind {
-    SINIT_FLUSH_DEFAULT,        /* adaptive */
-    SINIT_FLUSH_END,            /* after runtimeDone, before /next */
-    SINIT_FLUSH_END_PERIODIC,   /* end + every interval during the call */
-    SINIT_FLUSH_PERIODICALLY,   /* blocking, at INVOKE once interval passed */
-    SINIT_FLUSH_CONTINUOUSLY    /* non-blocking, at INVOKE once interval */
+    SINIT_FLUSH_DEFAULT,      /* adaptive */
+    SINIT_FLUSH_END,          /* after runtimeDone, before /next */
+    SINIT_FLUSH_END_PERIODIC, /* end + every interval during the call */
+    SINIT_FLUSH_PERIODICALLY, /* blocking, at INVOKE once interval passed */
+    SINIT_FLUSH_CONTINUOUSLY  /* non-blocking, at INVOKE once interval */
 };
 
-#define SINIT_FLUSH_LOOKBACK 20          /* invocations remembered */
-#define SINIT_FLUSH_ADAPT_GAP_MS 120000  /* mean gap threshold */
+#define SINIT_FLUSH_LOOKBACK 20         /* invocations remembered */
+#define SINIT_FLUSH_ADAPT_GAP_MS 120000 /* mean gap threshold */
 #define SINIT_FLUSH_ADAPT_INTERVAL_MS 20000
-#define SINIT_FLUSH_TIMEOUT_MS 30000     /* bottlecap's flush_timeout */
+#define SINIT_FLUSH_TIMEOUT_MS 30000 /* bottlecap's flush_timeout */
 
 struct sinit_flush_strategy {
     enum sinit_flush_kind kind;
@@ -134,10 +134,10 @@ int sinit_flush_parse(const char *s,
 
 /* What to do at one INVOKE. */
 enum sinit_flush_action {
-    SINIT_FLUSH_AT_END,      /* wait for runtimeDone, flush, then /next */
+    SINIT_FLUSH_AT_END,       /* wait for runtimeDone, flush, then /next */
     SINIT_FLUSH_NOW_BLOCKING, /* flush now, wait for it, then /next */
-    SINIT_FLUSH_NOW_ASYNC,   /* start a flush, /next at once */
-    SINIT_FLUSH_NONE         /* /next at once */
+    SINIT_FLUSH_NOW_ASYNC,    /* start a flush, /next at once */
+    SINIT_FLUSH_NONE          /* /next at once */
 };
 
 struct sinit_flush_ctl {
@@ -152,8 +152,8 @@ void sinit_flush_init(struct sinit_flush_ctl *c,
                       const struct sinit_flush_strategy *cfg);
 /* The strategy in effect for an invocation starting at now_ms (after
  * recording it): the configured one, or the adaptive choice. */
-struct sinit_flush_strategy sinit_flush_effective(const struct sinit_flush_ctl *c,
-                                                  uint64_t now_ms);
+struct sinit_flush_strategy
+sinit_flush_effective(const struct sinit_flush_ctl *c, uint64_t now_ms);
 /* Records an INVOKE at now_ms and returns the action for it. */
 enum sinit_flush_action sinit_flush_on_invoke(struct sinit_flush_ctl *c,
                                               uint64_t now_ms);
@@ -174,24 +174,24 @@ typedef void (*sinit_emit_fn)(void *data, const char *name, double value,
 #define SINIT_PROACTIVE_INIT_MS 10000
 
 struct sinit_le_req {
-    char id[64];            /* requestId, "" = free slot */
-    bool cold;              /* cold_start:true */
-    bool proactive;         /* proactive_initialization:true */
-    double runtime_ms;      /* runtimeDone durationMs, < 0 = not seen */
-    bool oom;               /* out_of_memory already counted */
-    bool reported;          /* platform.report seen */
+    char id[64];       /* requestId, "" = free slot */
+    bool cold;         /* cold_start:true */
+    bool proactive;    /* proactive_initialization:true */
+    double runtime_ms; /* runtimeDone durationMs, < 0 = not seen */
+    bool oom;          /* out_of_memory already counted */
+    bool reported;     /* platform.report seen */
 };
 
 struct sinit_le {
-    bool enabled;             /* DD_ENHANCED_METRICS */
-    bool arm64;               /* price per GB-s */
-    uint64_t start_ms;        /* extension start (monotonic ms) */
-    uint64_t invocations;     /* INVOKEs seen */
-    bool init_reported;       /* init_duration emitted */
-    char init_type[32];       /* from initStart/initReport */
+    bool enabled;         /* DD_ENHANCED_METRICS */
+    bool arm64;           /* price per GB-s */
+    uint64_t start_ms;    /* extension start (monotonic ms) */
+    uint64_t invocations; /* INVOKEs seen */
+    bool init_reported;   /* init_duration emitted */
+    char init_type[32];   /* from initStart/initReport */
     struct sinit_le_req ring[SINIT_LE_RING];
-    size_t next;              /* ring slot for the next INVOKE */
-    char last_id[64];         /* requestId of the last INVOKE */
+    size_t next;      /* ring slot for the next INVOKE */
+    char last_id[64]; /* requestId of the last INVOKE */
     sinit_emit_fn emit;
     void *emit_data;
 };

@@ -188,8 +188,7 @@ static void report(struct sinit_le *le, const json_t *rec)
         init_duration(le, init); /* fallback when no initReport came */
 }
 
-void sinit_le_event(struct sinit_le *le, const char *type,
-                    const json_t *record)
+void sinit_le_event(struct sinit_le *le, const char *type, const json_t *record)
 {
     if (!json_is_object(record))
         return;
@@ -201,8 +200,8 @@ void sinit_le_event(struct sinit_le *le, const char *type,
             snprintf(le->init_type, sizeof(le->init_type), "%s", it);
         if (type[13] == 'R') { /* initReport */
             bool ok = true;
-            double d = num(json_object_get(record, "metrics"), "durationMs",
-                           &ok);
+            double d =
+                num(json_object_get(record, "metrics"), "durationMs", &ok);
             if (ok)
                 init_duration(le, d);
         }
@@ -275,8 +274,9 @@ int sinit_lambda_tags(const struct cmn_env *env, const char *account,
     struct cmn_strv l = {NULL, 0, 0};
     for (size_t i = 0; i < nprev; i++)
         cmn_strv_add(cmn_slice_cstr(prev[i]), &l);
-    static const char *const usv[][2] = {
-        {"DD_ENV", "env"}, {"DD_SERVICE", "service"}, {"DD_VERSION", "version"}};
+    static const char *const usv[][2] = {{"DD_ENV", "env"},
+                                         {"DD_SERVICE", "service"},
+                                         {"DD_VERSION", "version"}};
     for (size_t i = 0; i < 3; i++) {
         const char *val = cmn_env_get(env, usv[i][0]);
         if (val == NULL || val[0] == '\0')
@@ -297,11 +297,15 @@ int sinit_lambda_tags(const struct cmn_env *env, const char *account,
     snprintf(resource, sizeof(resource), "%s%s%s", name, qualified ? ":" : "",
              qualified ? ver : "");
     const char *kv[][2] = {
-        {"region", region},         {"account_id", account},
-        {"aws_account", account},   {"functionname", name},
-        {"resource", resource},     {"function_arn", arn},
+        {"region", region},
+        {"account_id", account},
+        {"aws_account", account},
+        {"functionname", name},
+        {"resource", resource},
+        {"function_arn", arn},
         {"executedversion", qualified ? ver : NULL},
-        {"memorysize", mem},        {"init_type", itype},
+        {"memorysize", mem},
+        {"init_type", itype},
 #if defined(__aarch64__)
         {"architecture", "arm64"},
 #else

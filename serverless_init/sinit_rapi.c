@@ -70,15 +70,15 @@ struct resp_parser {
     http_parser hp;
     struct sinit_http_resp *out;
     struct cmn_buf body;
-    bool in_id;     /* the header being read is the identifier */
-    bool complete;  /* on_message_complete ran */
+    bool in_id;    /* the header being read is the identifier */
+    bool complete; /* on_message_complete ran */
 };
 
 static int on_header_field(http_parser *hp, const char *at, size_t len)
 {
     struct resp_parser *rp = hp->data;
-    rp->in_id = len == sizeof(ID_HEADER) - 1 &&
-                strncasecmp(at, ID_HEADER, len) == 0;
+    rp->in_id =
+        len == sizeof(ID_HEADER) - 1 && strncasecmp(at, ID_HEADER, len) == 0;
     return 0;
 }
 
@@ -164,8 +164,8 @@ static int format_request(const struct sinit_rapi *r, const char *method,
     int n = snprintf(buf, cap,
                      "%s %s HTTP/1.1\r\nHost: %s\r\n%s%s"
                      "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
-                     method, path, r->host, idh, headers ? headers : "",
-                     blen, body ? body : "");
+                     method, path, r->host, idh, headers ? headers : "", blen,
+                     body ? body : "");
     if (n < 0 || (size_t)n >= cap)
         return CMN_ETOOBIG;
     return n;
@@ -173,8 +173,8 @@ static int format_request(const struct sinit_rapi *r, const char *method,
 
 /* Connects and writes the request with the socket blocking; returns the
  * fd or a negative error. timeout_ms 0: no timeout on later reads. */
-static int connect_send(const struct sinit_rapi *r, const char *req,
-                        size_t len, uint32_t timeout_ms)
+static int connect_send(const struct sinit_rapi *r, const char *req, size_t len,
+                        uint32_t timeout_ms)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
@@ -291,9 +291,9 @@ static void next_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     struct sinit_next *n = s->data;
     if (nread == 0)
         return;
-    int err = nread > 0 ? rp_feed(&n->rp, b->base, (size_t)nread)
-                        : (nread == UV_EOF ? rp_feed(&n->rp, NULL, 0)
-                                           : (int)nread);
+    int err = nread > 0
+                  ? rp_feed(&n->rp, b->base, (size_t)nread)
+                  : (nread == UV_EOF ? rp_feed(&n->rp, NULL, 0) : (int)nread);
     if (!n->rp.complete && err == 0 && nread > 0)
         return;
     n->err = n->rp.complete ? 0 : (err != 0 ? err : UV_EOF);
@@ -305,8 +305,8 @@ int sinit_rapi_next(uv_loop_t *loop, const struct sinit_rapi *r,
                     sinit_next_cb cb, void *data)
 {
     char req[RAPI_REQ_MAX];
-    int len = format_request(r, "GET", "/2020-01-01/extension/event/next",
-                             NULL, NULL, req, sizeof(req));
+    int len = format_request(r, "GET", "/2020-01-01/extension/event/next", NULL,
+                             NULL, req, sizeof(req));
     if (len < 0)
         return len;
     struct sinit_next *n = cmn_calloc(1, sizeof(*n));

@@ -21,8 +21,8 @@
 #define COMP "telemetry"
 #define TEL_CONNS_MAX 64 /* Lambda opens one or two; more are refused */
 
-static const char resp_ok[] =
-    "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nOK";
+static const char resp_ok[] = "HTTP/1.1 200 OK\r\nContent-Length: "
+                              "2\r\nContent-Type: text/plain\r\n\r\nOK";
 static const char resp_big[] = "HTTP/1.1 413 Payload Too Large\r\n"
                                "Content-Length: 0\r\nConnection: close\r\n\r\n";
 
@@ -46,7 +46,7 @@ struct sinit_tel {
     unsigned nlive; /* handles not yet closed (server + connections) */
     unsigned nconns;
     struct tel_conn *conns; /* open connections */
-    bool closed; /* sinit_tel_close called */
+    bool closed;            /* sinit_tel_close called */
     struct sinit_tel_stats st;
 };
 
