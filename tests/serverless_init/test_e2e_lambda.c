@@ -343,3 +343,188 @@ Test(lambda, five_invocations_with_end, .timeout = 60)
                  0);
     lx_teardown(&t);
 }
+
+/* Starts the extension and waits for its first /next. */
+static void lx_run(struct lx_test *t)
+{
+    t->pid = e2e_start(&t->e, NULL);
+    cr_assert_eq(fl_wait_next(t->fl, 1, 5000), 1, "no first /next");
+}
+
+/* SHUTDOWN with deadline_in_ms; returns the exit code and the time from
+ * the SHUTDOWN answer to the exit in *took_ms. */
+static int lx_shutdown(struct lx_test *t, size_t nth_next, int64_t deadline,
+                       uint64_t *took_ms)
+{
+    fl_push_shutdown(t->fl, deadline);
+    wait_answered(t, nth_next);
+    uint64_t at = fl_next_answered_ns(t->fl, nth_next);
+    int code = e2e_wait(t->pid, (uint32_t)deadline + 3000);
+    *took_ms = (cmn_mono_ns() - at) / 1000000u;
+    return code;
+}
+
+Test(lambda, telemetry_right_after_subscribe_is_not_lost, .timeout = 30)
+{
+    struct lx_test t;
+    lx_setup(&t, 0, false);
+    /* the fake posts this batch as soon as it answered the subscribe */
+    fl_set_post_on_subscribe(
+        t.fl, "[{\"time\":\"2026-01-01T00:00:00.000Z\",\"type\":"
+              "\"platform.initStart\",\"record\":{\"initializationType\":"
+              "\"on-demand\",\"phase\":\"init\"}},"
+              "{\"time\":\"2026-01-01T00:00:00.200Z\",\"type\":"
+              "\"platform.initReport\",\"record\":{\"initializationType\":"
+              "\"on-demand\",\"phase\":\"init\",\"metrics\":{\"durationMs\":"
+              "211.4}}}]");
+    lx_run(&t);
+    uint64_t end = e2e_now_ms() + 5000;
+    while (fl_post_on_subscribe_status(t.fl) == 0 && e2e_now_ms() < end)
+        e2e_sleep_ms(1); /* the fake's POST may still be in progress */
+    cr_assert_eq(fl_post_on_subscribe_status(t.fl), 200);
+    uint64_t took;
+    int code = lx_shutdown(&t, 0, 2000, &took);
+    cr_assert_eq(code, 0);
+    expect_dist(t.ti, "aws.lambda.enhanced.init_duration",
+                "init_type:on-demand," LX_TAGS, 1, 211.4 * 0.001);
+    /* no INVOKE came: the sandbox was initialised for nothing */
+    expect_dist(t.ti, "aws.lambda.enhanced.unused_init", LX_TAGS, 1, 1);
+    expect_dist(t.ti, "aws.lambda.enhanced.shutdowns", LX_TAGS, 1, 1);
+    lx_teardown(&t);
+}
+
+/* One invocation whose report never comes (the extension waits for it at
+ * most 300 ms at SHUTDOWN). */
+static void one_invocation(struct lx_test *t)
+{
+    fl_push_invoke(t->fl, "req-0", 30000);
+    wait_answered(t, 0);
+    lx_send(t, "fn.last:7|c\nfn.last_dist:5|d");
+    post(t, "[" EV_START "," EV_DONE "]", 0, 0, 100);
+    cr_assert_eq(fl_wait_next(t->fl, 2, 10000), 2);
+}
+
+Test(lambda, shutdown_within_2s_delivers_everything, .timeout = 30)
+{
+    struct lx_test t;
+    lx_setup(&t, 0, false);
+    e2e_env(&t.e, "DD_SERVERLESS_FLUSH_STRATEGY=periodically,600000");
+    lx_run(&t);
+    one_invocation(&t);
+    /* sent after the last /next: only the SHUTDOWN drain delivers it */
+    lx_send(&t, "fn.at_shutdown:3|c|#k:v\nfn.at_shutdown_dist:9|d");
+    uint64_t took;
+    int code = lx_shutdown(&t, 1, 2000, &took);
+    char err[8192];
+    lx_stderr(&t, err, sizeof(err));
+    cr_assert_eq(code, 0, "exit %d\n%s", code, err);
+    cr_assert_lt(took, 2000, "exit %llu ms after SHUTDOWN",
+                 (unsigned long long)took);
+    cr_assert_eq(strstr(err, "not delivered"), NULL, "%s", err);
+    expect_point(t.ti, "fn.last", LX_TAGS, 0.7, 2);
+    expect_point(t.ti, "fn.at_shutdown", "k:v," LX_TAGS, 0.3, 2);
+    expect_dist(t.ti, "fn.last_dist", LX_TAGS, 1, 5);
+    expect_dist(t.ti, "fn.at_shutdown_dist", LX_TAGS, 1, 9);
+    expect_dist(t.ti, "aws.lambda.enhanced.invocations",
+                "cold_start:true," LX_TAGS, 1, 1);
+    expect_dist(t.ti, "aws.lambda.enhanced.shutdowns", LX_TAGS, 1, 1);
+    lx_teardown(&t);
+}
+
+Test(lambda, intake_down_exits_before_deadline_and_says_so, .timeout = 30)
+{
+    struct lx_test t;
+    lx_setup(&t, 0, false);
+    struct ti_plan plan = {.status = 503, .count = TI_ALL};
+    ti_set_plan(t.ti, &plan);
+    e2e_env(&t.e, "DD_SERVERLESS_FLUSH_STRATEGY=end");
+    lx_run(&t);
+    one_invocation(&t);
+    uint64_t took;
+    int code = lx_shutdown(&t, 1, 2000, &took);
+    char err[8192];
+    lx_stderr(&t, err, sizeof(err));
+    cr_assert_eq(code, 0, "exit %d\n%s", code, err);
+    cr_assert_lt(took, 2000, "exit %llu ms after SHUTDOWN",
+                 (unsigned long long)took);
+    cr_assert(strstr(err, "not everything was delivered") != NULL, "%s", err);
+    cr_assert(strstr(err, "abandoned at the deadline") != NULL, "%s", err);
+    double sum;
+    cr_assert_eq(e2e_delivered_points(t.ti, "fn.last", &sum, NULL), 0);
+    lx_teardown(&t);
+}
+
+Test(lambda, no_api_key_answers_every_next_at_once, .timeout = 30)
+{
+    struct lx_test t;
+    lx_setup(&t, 0, true);
+    lx_run(&t);
+    for (int i = 0; i < 3; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "req-%d", i);
+        fl_push_invoke(t.fl, id, 30000);
+        wait_answered(&t, (size_t)i);
+        lx_send(&t, "fn.idle:1|c");
+        /* the runtime is done now; an idle extension did not subscribe,
+         * so no telemetry can tell it */
+        uint64_t done = cmn_mono_ns();
+        cr_assert_eq(fl_wait_next(t.fl, (size_t)i + 2, 5000), (size_t)i + 2);
+        uint64_t next = fl_next_ns(t.fl, (size_t)i + 1);
+        cr_assert(next < done + 50 * 1000000ull,
+                  "/next %d came %lld us after runtimeDone", i + 1,
+                  (long long)(next - done) / 1000);
+    }
+    uint64_t took;
+    int code = lx_shutdown(&t, 3, 2000, &took);
+    char err[8192];
+    lx_stderr(&t, err, sizeof(err));
+    cr_assert_eq(code, 0, "exit %d\n%s", code, err);
+    cr_assert(strstr(err, "DD_API_KEY is not set; running idle") != NULL, "%s",
+              err);
+    struct fl_info in;
+    fl_get_info(t.fl, &in);
+    cr_assert_eq(in.nsubscribe, 0);
+    lx_teardown(&t);
+}
+
+Test(lambda, register_refused_exits_at_once_non_zero, .timeout = 30)
+{
+    struct lx_test t;
+    lx_setup(&t, 500, false);
+    uint64_t start = e2e_now_ms();
+    t.pid = e2e_start(&t.e, NULL);
+    int code = e2e_wait(t.pid, 1000);
+    uint64_t took = e2e_now_ms() - start;
+    char err[8192];
+    lx_stderr(&t, err, sizeof(err));
+    cr_assert_neq(code, -1, "still running after 1 s");
+    cr_assert_neq(code, 0);
+    cr_assert_lt(took, 1000);
+    cr_assert(strstr(err, "register refused by the Lambda Runtime API") != NULL,
+              "%s", err);
+    cr_assert(strstr(err, "HTTP 500") != NULL, "%s", err);
+    struct fl_info in;
+    fl_get_info(t.fl, &in);
+    cr_assert_eq(in.nsubscribe, 0);
+    cr_assert_eq(fl_wait_next(t.fl, 1, 0), 0);
+    lx_teardown(&t);
+}
+
+Test(lambda, enhanced_metrics_off, .timeout = 30)
+{
+    struct lx_test t;
+    lx_setup(&t, 0, false);
+    e2e_env(&t.e, "DD_ENHANCED_METRICS=false");
+    lx_run(&t);
+    one_invocation(&t);
+    uint64_t took;
+    cr_assert_eq(lx_shutdown(&t, 1, 2000, &took), 0);
+    expect_point(t.ti, "fn.last", LX_TAGS, 0.7, 2);
+    struct ti_sketch_sum s;
+    cr_assert_eq(ti_sketch_find(t.ti, "aws.lambda.enhanced.invocations",
+                                "cold_start:true," LX_TAGS, &s),
+                 0);
+    cr_assert_eq(
+        ti_sketch_find(t.ti, "aws.lambda.enhanced.shutdowns", LX_TAGS, &s), 0);
+    lx_teardown(&t);
+}
