@@ -528,3 +528,81 @@ Test(lambda, enhanced_metrics_off, .timeout = 30)
         ti_sketch_find(t.ti, "aws.lambda.enhanced.shutdowns", LX_TAGS, &s), 0);
     lx_teardown(&t);
 }
+
+/* A /next answered 500 after one invocation: the Runtime API is gone.
+ * The extension reports it to /extension/exit/error, drains what it has
+ * and exits non-zero. The same on the first /next goes to init/error. */
+Test(lambda, next_error_reports_exit_error, .timeout = 30)
+{
+    struct lx_test t;
+    lx_setup(&t, 0, false);
+    lx_run(&t);
+    one_invocation(&t);
+    lx_send(&t, "fn.before_error:2|c");
+    fl_push_next_error(t.fl, 500);
+    int code = e2e_wait(t.pid, 3000);
+    char err[8192];
+    lx_stderr(&t, err, sizeof(err));
+    cr_assert_eq(code, 1, "exit %d\n%s", code, err);
+    cr_assert(strstr(err, "/next failed") != NULL, "%s", err);
+    struct fl_info in;
+    fl_get_info(t.fl, &in);
+    cr_assert_eq(in.nexit_error, 1);
+    cr_assert_eq(in.ninit_error, 0);
+    cr_assert_str_eq(in.error_type, "Extension.UnknownReason");
+    expect_point(t.ti, "fn.before_error", LX_TAGS, 0.2, 2);
+    lx_teardown(&t);
+}
+
+Test(lambda, first_next_error_reports_init_error, .timeout = 30)
+{
+    struct lx_test t;
+    lx_setup(&t, 0, false);
+    fl_push_next_error(t.fl, 500);
+    t.pid = e2e_start(&t.e, NULL);
+    int code = e2e_wait(t.pid, 3000);
+    cr_assert_eq(code, 1);
+    struct fl_info in;
+    fl_get_info(t.fl, &in);
+    cr_assert_eq(in.ninit_error, 1);
+    cr_assert_eq(in.nexit_error, 0);
+    lx_teardown(&t);
+}
+
+/* The intake drops the connection the extension kept from the previous
+ * invocation (what a freeze does to an idle connection): the payload is
+ * sent again at once on a new connection, before the next /next. */
+Test(lambda, stale_connection_is_retried_at_once, .timeout = 30)
+{
+    struct lx_test t;
+    lx_setup(&t, 0, false);
+    e2e_env(&t.e, "DD_SERVERLESS_FLUSH_STRATEGY=end");
+    lx_run(&t);
+    one_invocation(&t);
+    struct ti_plan plan = {.fault = TI_FAULT_RESET, .count = 1};
+    ti_set_plan(t.ti, &plan);
+    fl_push_invoke(t.fl, "req-1", 30000);
+    wait_answered(&t, 1);
+    lx_send(&t, "fn.after_freeze:4|c");
+    post(&t, "[" EV_START "," EV_DONE "]", 1, 1, 100);
+    cr_assert_eq(fl_wait_next(t.fl, 3, 10000), 3);
+    uint64_t next = fl_next_ns(t.fl, 2);
+    /* one request was reset, and the series still arrived, answered,
+     * before the extension asked for the next event */
+    size_t reset = 0, delivered = 0;
+    for (size_t i = 0; i < ti_request_count(t.ti); i++) {
+        const struct ti_request *r = ti_request_get(t.ti, i);
+        if (r->answered == 0)
+            reset++;
+        if (r->answered != 202 || r->recv_ns > next ||
+            strcmp(r->path, "/api/v2/series") != 0)
+            continue;
+        Datadog__Agentpayload__MetricPayload *p = ti_decode_series(r);
+        for (size_t k = 0; p != NULL && k < p->n_series; k++)
+            delivered += strcmp(p->series[k]->metric, "fn.after_freeze") == 0;
+        datadog__agentpayload__metric_payload__free_unpacked(p, NULL);
+    }
+    cr_assert_eq(reset, 1);
+    cr_assert_eq(delivered, 1);
+    lx_teardown(&t);
+}

@@ -45,6 +45,7 @@ struct fl {
     size_t nnext;
     char *events[FL_MAX_EVENTS]; /* owned; shutdowns hold "" + deadline */
     int64_t shutdown_in[FL_MAX_EVENTS]; /* >= 0: a SHUTDOWN, ms from answer */
+    int status[FL_MAX_EVENTS];          /* answer status, 0 = 200 */
     size_t nevents, nsent;
     char *post_on_subscribe;
     int post_on_subscribe_status;
@@ -248,6 +249,7 @@ static void handle_next(struct fl *fl, int fd, const struct fl_req *r)
         return;
     }
     size_t e = fl->nsent++;
+    int status = fl->status[e] ? fl->status[e] : 200;
     char body[1024];
     if (fl->shutdown_in[e] >= 0) {
         int64_t dl = (int64_t)(cmn_wall_ns() / 1000000u) + fl->shutdown_in[e];
@@ -259,7 +261,9 @@ static void handle_next(struct fl *fl, int fd, const struct fl_req *r)
         snprintf(body, sizeof(body), "%s", fl->events[e]);
     }
     pthread_mutex_unlock(&fl->mu);
-    answer(fd, 200, "Lambda-Extension-Event-Identifier: ev\r\n", body);
+    answer(fd, status,
+           status == 200 ? "Lambda-Extension-Event-Identifier: ev\r\n" : NULL,
+           body);
     pthread_mutex_lock(&fl->mu);
     if (i < FL_MAX_NEXT)
         fl->next_answered_ns[i] = cmn_mono_ns();
@@ -440,12 +444,13 @@ const char *fl_addr(const struct fl *fl)
     return fl->addr;
 }
 
-static void push(struct fl *fl, char *json, int64_t shutdown_in)
+static void push(struct fl *fl, char *json, int64_t shutdown_in, int status)
 {
     pthread_mutex_lock(&fl->mu);
     if (fl->nevents < FL_MAX_EVENTS) {
         fl->events[fl->nevents] = json;
         fl->shutdown_in[fl->nevents] = shutdown_in;
+        fl->status[fl->nevents] = status;
         fl->nevents++;
         json = NULL;
     }
@@ -456,7 +461,7 @@ static void push(struct fl *fl, char *json, int64_t shutdown_in)
 
 void fl_push_event(struct fl *fl, const char *json)
 {
-    push(fl, strdup(json), -1);
+    push(fl, strdup(json), -1, 0);
 }
 
 void fl_push_invoke(struct fl *fl, const char *request_id,
@@ -471,12 +476,20 @@ void fl_push_invoke(struct fl *fl, const char *request_id,
              "\"X-Amzn-Trace-Id\",\"value\":\"Root=1-5759e988-"
              "bd862e3fe1be46a994272793;Sampled=1\"}}",
              (long long)dl, request_id);
-    push(fl, strdup(buf), -1);
+    push(fl, strdup(buf), -1, 0);
 }
 
 void fl_push_shutdown(struct fl *fl, int64_t deadline_in_ms)
 {
-    push(fl, NULL, deadline_in_ms);
+    push(fl, NULL, deadline_in_ms, 0);
+}
+
+void fl_push_next_error(struct fl *fl, int status)
+{
+    push(fl,
+         strdup("{\"errorMessage\":\"scripted\","
+                "\"errorType\":\"Extension.Scripted\"}"),
+         -1, status);
 }
 
 size_t fl_wait_next(struct fl *fl, size_t n, uint32_t timeout_ms)

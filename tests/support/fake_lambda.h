@@ -41,6 +41,9 @@ void fl_push_invoke(struct fl *fl, const char *request_id,
  * (computed when answered). */
 void fl_push_shutdown(struct fl *fl, int64_t deadline_in_ms);
 
+/* Queues an error answer (HTTP status, e.g. 500) to a future /next. */
+void fl_push_next_error(struct fl *fl, int status);
+
 /* Blocks until at least n /next requests arrived or timeout_ms passed;
  * returns the count at return. */
 size_t fl_wait_next(struct fl *fl, size_t n, uint32_t timeout_ms);
