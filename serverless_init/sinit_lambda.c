@@ -79,6 +79,7 @@ struct lx {
     uv_timer_t period; /* end,<ms>: flushes during the invocation */
     bool timers_inited;
     char req[64];           /* current requestId */
+    char done_early[64];    /* runtimeDone seen before its INVOKE was read */
     int64_t deadline_ms;    /* current deadline, unix ms (0 = none) */
     bool flush_running;     /* a flush of ours is in lc_pipeline_flush */
     bool flush_blocking;    /* /next waits for it */
@@ -430,12 +431,16 @@ static void on_invoke(struct lx *x, const json_t *ev)
     }
     uint64_t now = mono_ms();
     sinit_le_invoke(&x->le, x->req, now);
-    x->inv_strategy = sinit_flush_effective(&x->fc, now);
     enum sinit_flush_action a = sinit_flush_on_invoke(&x->fc, now);
     x->inv_strategy = sinit_flush_effective(&x->fc, now);
     switch (a) {
     case SINIT_FLUSH_AT_END:
         x->state = LX_INVOKE;
+        if (x->req[0] != '\0' && strcmp(x->done_early, x->req) == 0) {
+            /* the telemetry connection was read before /next's answer */
+            start_flush(x, true);
+            break;
+        }
         if (x->inv_strategy.kind == SINIT_FLUSH_END_PERIODIC)
             uv_timer_start(&x->period, on_period, x->inv_strategy.interval_ms,
                            x->inv_strategy.interval_ms);
@@ -500,11 +505,14 @@ static void on_telemetry(void *data, const char *type, const json_t *record)
         uv_timer_start(&x->timer, on_tombstone_timeout, 0, 0);
         return;
     }
-    if (x->state != LX_INVOKE || strcmp(type, "platform.runtimeDone") != 0)
+    if (strcmp(type, "platform.runtimeDone") != 0)
         return;
     const char *id = json_string_value(json_object_get(record, "requestId"));
-    if (id != NULL && strcmp(id, x->req) != 0)
-        return; /* an older invocation's */
+    if (x->state != LX_INVOKE || (id != NULL && strcmp(id, x->req) != 0)) {
+        /* an older invocation's, or one whose INVOKE is still unread */
+        snprintf(x->done_early, sizeof(x->done_early), "%s", id ? id : "");
+        return;
+    }
     uv_timer_stop(&x->period);
     start_flush(x, true);
 }
