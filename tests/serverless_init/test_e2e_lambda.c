@@ -606,3 +606,47 @@ Test(lambda, stale_connection_is_retried_at_once, .timeout = 30)
     cr_assert_eq(delivered, 1);
     lx_teardown(&t);
 }
+
+/* libcurl (and with it DNS and TLS) is loaded only after the first /next
+ * was sent: the debug log shows the checkpoints in that order. */
+Test(lambda, no_libcurl_before_first_next, .timeout = 30)
+{
+    struct lx_test t;
+    lx_setup(&t, 0, false);
+    e2e_env(&t.e, "DD_LOG_LEVEL=debug");
+    lx_run(&t);
+    char err[16384];
+    cr_assert(e2e_wait_stderr(&t.e, "libcurl loaded", 5000, err, sizeof(err)),
+              "%s", err);
+    const char *ready = strstr(err, "extension ready in ");
+    const char *curl = strstr(err, "libcurl loaded");
+    cr_assert_not_null(ready, "%s", err);
+    cr_assert_lt(ready, curl, "%s", err);
+    /* every init phase has its checkpoint, in order */
+    static const char *const phases[] = {
+        "checkpoint register_ready",      "checkpoint config_parsed",
+        "checkpoint telemetry_listening", "checkpoint start dogstatsd",
+        "checkpoint dogstatsd_started",   "checkpoint telemetry_subscribed"};
+    const char *prev = err;
+    for (size_t i = 0; i < sizeof(phases) / sizeof(phases[0]); i++) {
+        const char *p = strstr(err, phases[i]);
+        cr_assert_not_null(p, "%s missing:\n%s", phases[i], err);
+        cr_assert_geq(p, prev, "%s out of order:\n%s", phases[i], err);
+        prev = p;
+    }
+    cr_assert_lt(prev, ready);
+    uint64_t took;
+    cr_assert_eq(lx_shutdown(&t, 0, 2000, &took), 0);
+    e2e_read(t.e.errpath, err, sizeof(err));
+    static const char *const down[] = {
+        "checkpoint shutdown_received", "checkpoint telemetry_closed",
+        "checkpoint stop dogstatsd", "checkpoint shutdown_drained"};
+    prev = err;
+    for (size_t i = 0; i < sizeof(down) / sizeof(down[0]); i++) {
+        const char *p = strstr(err, down[i]);
+        cr_assert_not_null(p, "%s missing:\n%s", down[i], err);
+        cr_assert_geq(p, prev, "%s out of order:\n%s", down[i], err);
+        prev = p;
+    }
+    lx_teardown(&t);
+}
