@@ -623,10 +623,11 @@ Test(lambda, no_libcurl_before_first_next, .timeout = 30)
     cr_assert_not_null(ready, "%s", err);
     cr_assert_lt(ready, curl, "%s", err);
     /* every init phase has its checkpoint, in order */
+    cr_assert_lt(strstr(err, "checkpoint start dogstatsd"), ready, "%s", err);
     static const char *const phases[] = {
-        "checkpoint register_ready",      "checkpoint config_parsed",
-        "checkpoint telemetry_listening", "checkpoint start dogstatsd",
-        "checkpoint dogstatsd_started",   "checkpoint telemetry_subscribed"};
+        "checkpoint register_ready", "checkpoint config_parsed",
+        "checkpoint telemetry_listening", "checkpoint dogstatsd_started",
+        "checkpoint telemetry_subscribed"};
     const char *prev = err;
     for (size_t i = 0; i < sizeof(phases) / sizeof(phases[0]); i++) {
         const char *p = strstr(err, phases[i]);
