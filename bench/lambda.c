@@ -165,9 +165,14 @@ static void bench_ready(const struct opts *o)
             stop_ext(&x);
             continue;
         }
+        /* the checkpoints are logged right after /next was sent */
         char log[16384] = "";
-        FILE *f = fopen(x.errpath, "r");
-        if (f != NULL) {
+        for (int tries = 0; tries < 1000 && !strstr(log, "extension ready");
+             tries++) {
+            usleep(tries ? 1000 : 0);
+            FILE *f = fopen(x.errpath, "r");
+            if (f == NULL)
+                continue;
             size_t got = fread(log, 1, sizeof(log) - 1, f);
             log[got] = '\0';
             fclose(f);
