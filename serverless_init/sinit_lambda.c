@@ -615,15 +615,8 @@ static void emit_enhanced(void *data, const char *name, double v,
                           const char *tags)
 {
     struct lx *x = data;
-    struct agg_metric m;
-    memset(&m, 0, sizeof(m));
-    m.name = cmn_slice_cstr(name);
-    m.tags = tags ? cmn_slice_cstr(tags) : cmn_slice(NULL, 0);
-    m.type = AGG_DISTRIBUTION;
-    m.values = &v;
-    m.nvalues = 1;
-    m.rate = 1;
-    int err = agg_add_metric(lc_pipeline_agg(x->p), &m);
+    int err =
+        agg_add_value(lc_pipeline_agg(x->p), name, AGG_DISTRIBUTION, v, tags);
     if (err != 0)
         CMN_LOGW(COMP, "enhanced metric %s dropped: %s", name,
                  cmn_strerror(err));

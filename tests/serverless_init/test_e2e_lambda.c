@@ -607,6 +607,20 @@ Test(lambda, stale_connection_is_retried_at_once, .timeout = 30)
     lx_teardown(&t);
 }
 
+/* Each of n needles is in log, in this order; returns the last one. */
+static const char *in_order(const char *log, const char *const *needles,
+                            size_t n)
+{
+    const char *prev = log;
+    for (size_t i = 0; i < n; i++) {
+        const char *p = strstr(log, needles[i]);
+        cr_assert_not_null(p, "%s missing:\n%s", needles[i], log);
+        cr_assert_geq(p, prev, "%s out of order:\n%s", needles[i], log);
+        prev = p;
+    }
+    return prev;
+}
+
 /* libcurl (and with it DNS and TLS) is loaded only after the first /next
  * was sent: the debug log shows the checkpoints in that order. */
 Test(lambda, no_libcurl_before_first_next, .timeout = 30)
@@ -628,26 +642,13 @@ Test(lambda, no_libcurl_before_first_next, .timeout = 30)
         "checkpoint register_ready", "checkpoint config_parsed",
         "checkpoint telemetry_listening", "checkpoint dogstatsd_started",
         "checkpoint telemetry_subscribed"};
-    const char *prev = err;
-    for (size_t i = 0; i < sizeof(phases) / sizeof(phases[0]); i++) {
-        const char *p = strstr(err, phases[i]);
-        cr_assert_not_null(p, "%s missing:\n%s", phases[i], err);
-        cr_assert_geq(p, prev, "%s out of order:\n%s", phases[i], err);
-        prev = p;
-    }
-    cr_assert_lt(prev, ready);
+    cr_assert_lt(in_order(err, phases, 5), ready);
     uint64_t took;
     cr_assert_eq(lx_shutdown(&t, 0, 2000, &took), 0);
     e2e_read(t.e.errpath, err, sizeof(err));
     static const char *const down[] = {
         "checkpoint shutdown_received", "checkpoint telemetry_closed",
         "checkpoint stop dogstatsd", "checkpoint shutdown_drained"};
-    prev = err;
-    for (size_t i = 0; i < sizeof(down) / sizeof(down[0]); i++) {
-        const char *p = strstr(err, down[i]);
-        cr_assert_not_null(p, "%s missing:\n%s", down[i], err);
-        cr_assert_geq(p, prev, "%s out of order:\n%s", down[i], err);
-        prev = p;
-    }
+    (void)in_order(err, down, 4);
     lx_teardown(&t);
 }
