@@ -344,6 +344,19 @@ Test(lambda, five_invocations_with_end, .timeout = 60)
     lx_teardown(&t);
 }
 
+/* The Runtime API calls the fake received. */
+static struct fl_info expect_calls(struct lx_test *t, int reg, int sub,
+                                   int init_err, int exit_err)
+{
+    struct fl_info in;
+    fl_get_info(t->fl, &in);
+    cr_assert_eq(in.nregister, reg);
+    cr_assert_eq(in.nsubscribe, sub);
+    cr_assert_eq(in.ninit_error, init_err);
+    cr_assert_eq(in.nexit_error, exit_err);
+    return in;
+}
+
 /* Starts the extension and waits for its first /next. */
 static void lx_run(struct lx_test *t)
 {
@@ -481,9 +494,7 @@ Test(lambda, no_api_key_answers_every_next_at_once, .timeout = 30)
     cr_assert_eq(code, 0, "exit %d\n%s", code, err);
     cr_assert(strstr(err, "DD_API_KEY is not set; running idle") != NULL, "%s",
               err);
-    struct fl_info in;
-    fl_get_info(t.fl, &in);
-    cr_assert_eq(in.nsubscribe, 0);
+    (void)expect_calls(&t, 1, 0, 0, 0);
     lx_teardown(&t);
 }
 
@@ -503,9 +514,7 @@ Test(lambda, register_refused_exits_at_once_non_zero, .timeout = 30)
     cr_assert(strstr(err, "register refused by the Lambda Runtime API") != NULL,
               "%s", err);
     cr_assert(strstr(err, "HTTP 500") != NULL, "%s", err);
-    struct fl_info in;
-    fl_get_info(t.fl, &in);
-    cr_assert_eq(in.nsubscribe, 0);
+    (void)expect_calls(&t, 1, 0, 0, 0);
     cr_assert_eq(fl_wait_next(t.fl, 1, 0), 0);
     lx_teardown(&t);
 }
@@ -545,10 +554,7 @@ Test(lambda, next_error_reports_exit_error, .timeout = 30)
     lx_stderr(&t, err, sizeof(err));
     cr_assert_eq(code, 1, "exit %d\n%s", code, err);
     cr_assert(strstr(err, "/next failed") != NULL, "%s", err);
-    struct fl_info in;
-    fl_get_info(t.fl, &in);
-    cr_assert_eq(in.nexit_error, 1);
-    cr_assert_eq(in.ninit_error, 0);
+    struct fl_info in = expect_calls(&t, 1, 1, 0, 1);
     cr_assert_str_eq(in.error_type, "Extension.UnknownReason");
     expect_point(t.ti, "fn.before_error", LX_TAGS, 0.2, 2);
     lx_teardown(&t);
@@ -562,10 +568,7 @@ Test(lambda, first_next_error_reports_init_error, .timeout = 30)
     t.pid = e2e_start(&t.e, NULL);
     int code = e2e_wait(t.pid, 3000);
     cr_assert_eq(code, 1);
-    struct fl_info in;
-    fl_get_info(t.fl, &in);
-    cr_assert_eq(in.ninit_error, 1);
-    cr_assert_eq(in.nexit_error, 0);
+    (void)expect_calls(&t, 1, 1, 1, 0);
     lx_teardown(&t);
 }
 
