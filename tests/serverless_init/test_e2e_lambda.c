@@ -655,3 +655,46 @@ Test(lambda, no_libcurl_before_first_next, .timeout = 30)
     (void)in_order(err, down, 4);
     lx_teardown(&t);
 }
+
+/* With periodically,<ms> and continuously,<ms> the extension does not wait
+ * for runtimeDone: /next follows each INVOKE at once (after a blocking
+ * flush for periodically, when the interval passed); the metrics of an
+ * invocation are sent by the flush at a later INVOKE. */
+static void strategy_does_not_wait(const char *strategy, bool blocking)
+{
+    struct lx_test t;
+    lx_setup(&t, 0, false);
+    e2e_env(&t.e, "DD_SERVERLESS_FLUSH_STRATEGY=%s", strategy);
+    lx_run(&t);
+    for (int i = 0; i < 3; i++) {
+        char id[16], m[64];
+        snprintf(id, sizeof(id), "req-%d", i);
+        fl_push_invoke(t.fl, id, 30000);
+        /* no telemetry at all: the next /next must come anyway */
+        cr_assert_eq(fl_wait_next(t.fl, (size_t)i + 2, 5000), (size_t)i + 2,
+                     "%s: no /next after INVOKE %d", strategy, i);
+        snprintf(m, sizeof(m), "fn.strategy:%d|c|#inv:%d", i + 1, i);
+        lx_send(&t, m);
+        e2e_sleep_ms(5); /* the interval (1 ms) passes before the next */
+    }
+    uint64_t took;
+    cr_assert_eq(lx_shutdown(&t, 3, 2000, &took), 0);
+    for (int i = 0; i < 3; i++) {
+        char tags[512];
+        snprintf(tags, sizeof(tags), "inv:%d," LX_TAGS, i);
+        expect_point(t.ti, "fn.strategy", tags, (i + 1) / 10.0, 2);
+    }
+    /* with a 1 ms interval every INVOKE flushes: invocation 0's metrics
+     * leave at INVOKE 1; periodically waits for them before /next 2 */
+    uint64_t at = first_arrival(t.ti, "fn.strategy", "inv:0");
+    cr_assert_neq(at, UINT64_MAX);
+    if (blocking)
+        cr_assert_lt(at, fl_next_ns(t.fl, 2));
+    lx_teardown(&t);
+}
+
+Test(lambda, periodically_and_continuously_do_not_wait, .timeout = 60)
+{
+    strategy_does_not_wait("periodically,1", true);
+    strategy_does_not_wait("continuously,1", false);
+}
