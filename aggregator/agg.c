@@ -293,6 +293,20 @@ static int agg_flush_internal(struct agg *a, bool force, agg_done_cb cb,
     return 0;
 }
 
+int agg_add_value(struct agg *a, const char *name, enum agg_mtype type,
+                  double v, const char *tags)
+{
+    const struct agg_metric m = {
+        .name = cmn_slice_cstr(name),
+        .tags = cmn_slice_cstr(tags != NULL ? tags : ""),
+        .type = type,
+        .values = &v,
+        .nvalues = 1,
+        .rate = 1,
+    };
+    return agg_add_metric(a, &m);
+}
+
 int agg_flush(struct agg *a, bool force, agg_done_cb cb, void *data)
 {
     if (a->stop_reported)

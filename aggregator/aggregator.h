@@ -196,6 +196,12 @@ int agg_start(struct agg *a) CMN_MUST_CHECK;
  * checks are copied; in serverless mode they are dropped, counted and 0 is
  * returned; past the queue cap (10 000 per flush) CMN_ECAP. */
 int agg_add_metric(struct agg *a, const struct agg_metric *m);
+/* One value of one metric, as a line "name:v|type|#tags" would give, at
+ * now (no |T). tags: comma-separated or NULL; borrowed for the call. For
+ * metrics the program itself emits (enhanced metrics). Same returns as
+ * agg_add_metric. */
+int agg_add_value(struct agg *a, const char *name, enum agg_mtype type,
+                  double v, const char *tags);
 int agg_add_event(struct agg *a, const struct agg_event *e);
 int agg_add_service_check(struct agg *a, const struct agg_service_check *sc);
 

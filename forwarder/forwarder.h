@@ -164,6 +164,16 @@ int fwd_submit(struct fwd *f, struct fwd_payload *p);
 /* fwd_submit_fn adapter: data is the struct fwd. */
 void fwd_sink_submit(void *data, struct fwd_payload *p);
 
+/* Calls cb(data) once, on the loop thread, as soon as no request is in
+ * flight and every queued transaction has been attempted at least once
+ * (what remains then waits for a retry after a failure: it is kept, not
+ * lost). That is "delivered or failed" for everything submitted so far:
+ * the Lambda extension's flush-now waits on it. cb may run from inside this
+ * call. One waiter at a time: a new call replaces the previous one (which
+ * is not called); cb NULL cancels. Stopping or stopped: cb runs at once. */
+typedef void (*fwd_idle_cb)(void *data);
+void fwd_wait_idle(struct fwd *f, fwd_idle_cb cb, void *data);
+
 typedef void (*fwd_stopped_cb)(void *data);
 /* Drains: refuses new payloads, sends what is queued (ignoring endpoint
  * backoff), lets in-flight requests finish (wait_for_inflight) or cancels

@@ -149,6 +149,38 @@ static void update_queue_stats(struct fwd *f)
 static void maybe_finish_stop(struct fwd *f);
 static void dispatch(struct fwd *f);
 
+/* Idle for fwd_wait_idle: nothing on the wire, nothing never attempted. */
+static bool is_idle(const struct fwd *f)
+{
+    if (f->state != FWD_RUNNING || f->load_failed)
+        return true;
+    for (size_t i = 0; i < f->neps; i++) {
+        const struct fwd_ep *ep = &f->eps[i];
+        if (ep->wire.n > 0)
+            return false;
+        for (const struct fwd_txn *t = ep->queue.head; t != NULL; t = t->next)
+            if (t->attempts == 0)
+                return false;
+    }
+    return true;
+}
+
+static void check_idle(struct fwd *f)
+{
+    if (f->idle_cb == NULL || !is_idle(f))
+        return;
+    fwd_idle_cb cb = f->idle_cb;
+    f->idle_cb = NULL;
+    cb(f->idle_data);
+}
+
+void fwd_wait_idle(struct fwd *f, fwd_idle_cb cb, void *data)
+{
+    f->idle_cb = cb;
+    f->idle_data = data;
+    check_idle(f);
+}
+
 static void retry_timer_cb(uv_timer_t *h)
 {
     dispatch(h->data);
@@ -174,6 +206,7 @@ static void dispatch(struct fwd *f)
         return;
     if (!f->http_ready) {
         update_queue_stats(f);
+        check_idle(f);
         return; /* load_after dispatches */
     }
     for (size_t i = 0; i < f->neps; i++) {
@@ -208,6 +241,7 @@ static void dispatch(struct fwd *f)
         uv_timer_start(&f->retry_timer, retry_timer_cb, wake - now, 0);
     else
         uv_timer_stop(&f->retry_timer);
+    check_idle(f);
 }
 
 /* Adds t to its endpoint's queue, evicting the oldest waiting transactions
@@ -455,6 +489,7 @@ static void drop_all_queued(struct fwd *f)
         }
     }
     update_queue_stats(f);
+    check_idle(f);
 }
 
 /* Loop thread, once libcurl is loaded (or not). load_req counts as an open

@@ -167,6 +167,8 @@ struct fwd {
     bool finishing; /* close scheduled on stop_timer */
     fwd_stopped_cb stop_cb;
     void *stop_data;
+    fwd_idle_cb idle_cb; /* fwd_wait_idle waiter, NULL = none */
+    void *idle_data;
     struct fwd_stats st;
     struct cmn_ratelimit rl_err;   /* retry warnings */
     struct cmn_ratelimit rl_evict; /* eviction warnings */

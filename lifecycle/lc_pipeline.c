@@ -41,6 +41,9 @@ struct lc_pipeline {
     bool start_failed; /* clean = false then says nothing more */
     lc_done_cb cb;
     void *cb_arg;
+    bool flushing;        /* lc_pipeline_flush running */
+    lc_flush_cb flush_cb; /* NULL once cancelled */
+    void *flush_data;
 };
 
 /* ------------------------------------------------------------------------
@@ -271,6 +274,72 @@ int lc_pipeline_udp_port(const struct lc_pipeline *p)
 bool lc_pipeline_is_local(const struct lc_pipeline *p)
 {
     return p->local_mode;
+}
+
+/* ------------------------------------------------------------------------
+ * Flush now
+ */
+static void flush_done(void *data)
+{
+    struct lc_pipeline *p = data;
+    lc_flush_cb cb = p->flush_cb;
+    p->flushing = false;
+    p->flush_cb = NULL;
+    if (cb != NULL)
+        cb(p->flush_data);
+}
+
+static void flush_submitted(void *data)
+{
+    struct lc_pipeline *p = data;
+    if (p->fwd != NULL && lc_is_running(p->m, "forwarder"))
+        fwd_wait_idle(p->fwd, flush_done, p);
+    else
+        flush_done(p);
+}
+
+/* Everything received before the flush call is parsed: flush it all. */
+static void flush_synced(void *data)
+{
+    struct lc_pipeline *p = data;
+    int rc = agg_flush(p->agg, true, flush_submitted, p);
+    if (rc != 0) {
+        CMN_LOGW(COMP, "flush now: %s", cmn_strerror(rc));
+        flush_done(p);
+    }
+}
+
+int lc_pipeline_flush(struct lc_pipeline *p, lc_flush_cb cb, void *data)
+{
+    if (!p->started || !lc_is_running(p->m, "aggregator"))
+        return CMN_ESTOPPED;
+    if (p->flushing)
+        return UV_EBUSY;
+    p->flushing = true;
+    p->flush_cb = cb;
+    p->flush_data = data;
+    /* First every datagram already received (kernel buffers and receive
+     * rings) is parsed, then the aggregator flushes. */
+    int rc = 0;
+    if (lc_is_running(p->m, "dogstatsd"))
+        rc = dsd_sync(p->dsd, flush_synced, p);
+    else
+        flush_synced(p);
+    if (rc != 0) {
+        p->flushing = false;
+        p->flush_cb = NULL;
+    }
+    return rc;
+}
+
+void lc_pipeline_flush_cancel(struct lc_pipeline *p)
+{
+    p->flush_cb = NULL;
+}
+
+struct fwd *lc_pipeline_fwd(struct lc_pipeline *p)
+{
+    return p->fwd;
 }
 
 /* ------------------------------------------------------------------------

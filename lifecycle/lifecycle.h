@@ -253,6 +253,27 @@ struct agg *lc_pipeline_agg(struct lc_pipeline *p);
 int lc_pipeline_udp_port(const struct lc_pipeline *p);
 /* true when the pipeline sends to the local sink, not the forwarder. */
 bool lc_pipeline_is_local(const struct lc_pipeline *p);
+/* Flush now (the Lambda extension's end-of-invocation flush): (a) parses
+ * every datagram received so far (kernel socket buffers and receive
+ * rings: dsd_sync) into the aggregator,
+ * (b) flushes every bucket and sketch, the open ones included, (c) waits
+ * until the forwarder has no request in flight and has attempted every
+ * payload at least once (delivered, or failed and kept for a retry), then
+ * calls cb(data) on the loop thread (possibly from inside this call with
+ * the local sink). No timeout here: the caller bounds the wait with its own
+ * timer and lc_pipeline_flush_cancel. Returns 0 (cb will be called once
+ * unless cancelled; when the aggregator's flush fails after the sync, cb
+ * is still called and the failure logged), UV_EBUSY while an earlier flush
+ * runs, or CMN_ESTOPPED when not running (cb not called). */
+typedef void (*lc_flush_cb)(void *data);
+int lc_pipeline_flush(struct lc_pipeline *p, lc_flush_cb cb,
+                      void *data) CMN_MUST_CHECK;
+/* Forgets the running flush's callback (it is not called any more); the
+ * flush itself goes on. No-op when none runs. */
+void lc_pipeline_flush_cancel(struct lc_pipeline *p);
+/* The forwarder (borrowed), NULL with the local sink. */
+struct fwd *lc_pipeline_fwd(struct lc_pipeline *p);
+
 /* Reverse drain under one budget (LC_NO_TIMEOUT = none): dogstatsd (reads
  * what is queued in the kernel) -> aggregator (final flush, incl. the open
  * bucket when configured) -> forwarder (deadline = what is left of the

@@ -10,7 +10,7 @@ PKGS=(
   libprotobuf-c-dev protobuf-c-compiler libcriterion-dev
   libxxhash-dev libjansson-dev libhttp-parser-dev
   bazel-bootstrap bazel-platforms
-  socat openssl ca-certificates curl
+  socat openssl ca-certificates curl zip
 )
 
 missing=()

@@ -1,0 +1,750 @@
+/*
+ * sinit_lambda.c - the Lambda extension run loop (spec/lambda-cloudrun.md
+ * §1-§4, issue 10).
+ *
+ * Init order, which is the extension's cold-start cost (spec §4.5):
+ *   register (blocking loopback round-trip) -> configuration -> telemetry
+ *   listener bound -> pipeline started (DogStatsD bound) -> subscribe
+ *   (blocking round-trip) -> first /next written -> only then does the
+ *   loop run, so the forwarder's libcurl load, its DNS lookup and TLS
+ *   handshake (queued by fwd_start for the first loop iteration) overlap
+ *   the runtime's init instead of delaying it.
+ *
+ * Per invocation (flush strategy "end" and the adaptive default's end
+ * phase): INVOKE -> invocations metric -> wait for platform.runtimeDone of
+ * that request -> lc_pipeline_flush (queued datagrams, every bucket, wait
+ * for delivery or failure, bounded by the invocation's deadline) -> /next.
+ *
+ * SHUTDOWN: wait <= 300 ms for platform.report of the last invocation,
+ * close the telemetry listener, emit shutdowns, then lc_pipeline_stop
+ * (DogStatsD read out, final flush, forwarder drain) under what is left
+ * of deadlineMs minus a margin; a timer at that bound forces exit 0 after
+ * reporting what was not delivered.
+ *
+ * Fail-open (DESIGN.md "Failure posture"): after a successful register,
+ * any failure (no API key, bad configuration, a listener that cannot bind,
+ * the subscribe refused) leaves the extension in an idle loop that answers
+ * every /next at once and exits 0 at SHUTDOWN. Only a failed register
+ * exits at once (non-zero); a /next that fails (the Runtime API is gone)
+ * is reported to /extension/init/error (first /next) or /exit/error and
+ * ends the process non-zero after a short drain.
+ */
+#include "sinit_lambda.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lifecycle.h"
+
+#define COMP "lambda"
+#define RAPI_TIMEOUT_MS 5000     /* register / subscribe / error calls */
+#define TOMBSTONE_WAIT_MS 300    /* last telemetry at SHUTDOWN (spec §4.3) */
+#define SHUTDOWN_MARGIN_MS 200   /* exit this long before deadlineMs */
+#define SHUTDOWN_DEFAULT_MS 2000 /* budget when deadlineMs is unusable */
+#define SHUTDOWN_MIN_MS 100      /* never less than this to drain */
+#define FLUSH_MARGIN_MS 100      /* end flush: stop before the deadline */
+#define FLUSH_MAX_MS 30000       /* end flush bound without a deadline */
+#define FAIL_DRAIN_MS 1000       /* drain after a failed /next */
+#define NEXT_PATH "/2020-01-01/extension/event/next"
+
+#define LX_INIT_CK_MAX 8 /* init checkpoints kept until the first /next */
+
+struct lx_ck {
+    const char *phase; /* static */
+    uint64_t ns;       /* cmn_mono_ns() at its end */
+};
+
+enum lx_state {
+    LX_NEXT,         /* /next pending */
+    LX_INVOKE,       /* INVOKE received, waiting for runtimeDone */
+    LX_FLUSH,        /* blocking flush before /next */
+    LX_SHUTDOWN_TEL, /* SHUTDOWN: waiting for the last telemetry */
+    LX_DRAIN,        /* lc_pipeline_stop running */
+    LX_DONE
+};
+
+struct lx {
+    uv_loop_t loop;
+    struct sinit_rapi rapi;
+    char name[256];   /* Lambda-Extension-Name */
+    char account[64]; /* from register's body, "" if absent */
+    bool idle;        /* fail-open: /next only */
+    bool enhanced;    /* DD_ENHANCED_METRICS */
+    int tel_port;     /* DRAINPIPE_TELEMETRY_PORT */
+    enum lx_state state;
+    uint64_t start_ns, last_ck_ns;
+    struct lx_ck ck[LX_INIT_CK_MAX]; /* init phases, logged after /next */
+    size_t nck;
+    bool ready_logged;
+    uint64_t ready_ns;     /* first /next written */
+    uint64_t ready_cpu_ns; /* process CPU time then */
+    struct lc_pipeline *p;
+    bool p_started, p_stopping, p_stopped;
+    struct sinit_tel *tel;
+    struct sinit_le le;
+    struct sinit_flush_ctl fc;
+    struct sinit_flush_strategy inv_strategy; /* of the current invocation */
+    uv_timer_t timer;  /* flush bound / tombstone wait / forced exit */
+    uv_timer_t period; /* end,<ms>: flushes during the invocation */
+    bool timers_inited;
+    char req[64];           /* current requestId */
+    char done_early[64];    /* runtimeDone seen before its INVOKE was read */
+    int64_t deadline_ms;    /* current deadline, unix ms (0 = none) */
+    bool flush_running;     /* a flush of ours is in lc_pipeline_flush */
+    bool flush_blocking;    /* /next waits for it */
+    bool flush_again;       /* a blocking flush was asked while one ran */
+    uint64_t nnext;         /* /next requests sent */
+    uint64_t budget_end_ns; /* SHUTDOWN: monotonic end of the budget */
+    int exit_code;
+};
+
+/* ------------------------------------------------------------------------
+ * Checkpoints (spec §4.5 #1271): phase cost and cumulative ms, debug.
+ */
+static void log_checkpoint(const struct lx *x, const char *phase, uint64_t prev,
+                           uint64_t now)
+{
+    CMN_LOGD(COMP, "checkpoint %s: took %.3f ms, cumulative %.3f ms", phase,
+             (double)(now - prev) / 1e6, (double)(now - x->start_ns) / 1e6);
+}
+
+/* Before the first /next the checkpoints are only recorded (a log write
+ * would be part of the cost being measured) and logged once it is sent. */
+static void checkpoint(struct lx *x, const char *phase)
+{
+    uint64_t now = cmn_mono_ns();
+    if (x->ready_logged)
+        log_checkpoint(x, phase, x->last_ck_ns, now);
+    else if (x->nck < LX_INIT_CK_MAX)
+        x->ck[x->nck++] = (struct lx_ck){phase, now};
+    x->last_ck_ns = now;
+}
+
+static void log_ready(struct lx *x)
+{
+    uint64_t prev = x->start_ns;
+    for (size_t i = 0; i < x->nck; i++) {
+        log_checkpoint(x, x->ck[i].phase, prev, x->ck[i].ns);
+        prev = x->ck[i].ns;
+    }
+    x->ready_logged = true;
+    /* CPU time includes the dynamic loader's work before main and does
+     * not count waits: the figure to compare on a loaded machine */
+    CMN_LOGD(COMP, "extension ready in %.3f ms%s (CPU since exec: %.3f ms)",
+             (double)(x->ready_ns - x->start_ns) / 1e6,
+             x->idle ? " (idle)" : "", (double)x->ready_cpu_ns / 1e6);
+}
+
+static uint64_t mono_ms(void)
+{
+    return cmn_mono_ns() / 1000000u;
+}
+
+static int64_t wall_ms(void)
+{
+    return (int64_t)(cmn_wall_ns() / 1000000u);
+}
+
+/* deadlineMs is a unix-ms instant (newer docs) but was once documented
+ * as "ms remaining": a value below 1e12 (2001) is read as relative. */
+static int64_t ms_until(int64_t deadline_ms)
+{
+    if (deadline_ms <= 0)
+        return -1;
+    if (deadline_ms < 1000000000000LL)
+        return deadline_ms;
+    return deadline_ms - wall_ms();
+}
+
+/* ------------------------------------------------------------------------
+ * Runtime API calls
+ */
+static void report_error(struct lx *x, bool init, const char *type,
+                         const char *msg)
+{
+    char hdr[128], body[512];
+    snprintf(hdr, sizeof(hdr), "Lambda-Extension-Function-Error-Type: %s\r\n",
+             type);
+    snprintf(body, sizeof(body),
+             "{\"errorMessage\":\"%s\",\"errorType\":\"%s\"}", msg, type);
+    struct sinit_http_resp r;
+    int err = sinit_rapi_call(&x->rapi, "POST",
+                              init ? "/2020-01-01/extension/init/error"
+                                   : "/2020-01-01/extension/exit/error",
+                              hdr, body, RAPI_TIMEOUT_MS, &r);
+    CMN_LOGD(COMP, "%s error reported: %s, HTTP %d", init ? "init" : "exit",
+             err ? cmn_strerror(err) : "sent", r.status);
+    sinit_http_resp_free(&r);
+}
+
+static int do_register(struct lx *x)
+{
+    char hdr[400];
+    snprintf(hdr, sizeof(hdr),
+             "Lambda-Extension-Name: %s\r\n"
+             "Lambda-Extension-Accept-Feature: accountId\r\n"
+             "Content-Type: application/json\r\n",
+             x->name);
+    struct sinit_http_resp r;
+    int err = sinit_rapi_call(
+        &x->rapi, "POST", "/2020-01-01/extension/register", hdr,
+        "{\"events\":[\"INVOKE\",\"SHUTDOWN\"]}", RAPI_TIMEOUT_MS, &r);
+    if (err != 0) {
+        fprintf(stderr,
+                "drainpipe extension: register with the Lambda Runtime API "
+                "at %s failed: %s\n",
+                x->rapi.host, cmn_strerror(err));
+        goto out;
+    }
+    if (r.status != 200 || r.id[0] == '\0') {
+        fprintf(stderr,
+                "drainpipe extension: register refused by the Lambda Runtime "
+                "API at %s: HTTP %d%s: %.300s\n",
+                x->rapi.host, r.status,
+                r.id[0] ? "" : " (no Lambda-Extension-Identifier)", r.body);
+        err = UV_EPROTO;
+        goto out;
+    }
+    memcpy(x->rapi.id, r.id, sizeof(x->rapi.id));
+    json_t *j = json_loadb(r.body, r.len, 0, NULL);
+    const char *acc = json_string_value(json_object_get(j, "accountId"));
+    snprintf(x->account, sizeof(x->account), "%s", acc ? acc : "");
+    json_decref(j);
+out:
+    sinit_http_resp_free(&r);
+    return err;
+}
+
+static int do_subscribe(struct lx *x)
+{
+    char body[512];
+    snprintf(body, sizeof(body),
+             "{\"schemaVersion\":\"2022-12-13\",\"types\":[\"platform\"],"
+             "\"buffering\":{\"maxItems\":1000,\"maxBytes\":262144,"
+             "\"timeoutMs\":25},\"destination\":{\"protocol\":\"HTTP\","
+             "\"URI\":\"http://sandbox.localdomain:%d/\"}}",
+             sinit_tel_port(x->tel));
+    struct sinit_http_resp r;
+    int err = sinit_rapi_call(&x->rapi, "PUT", "/2022-07-01/telemetry",
+                              "Content-Type: application/json\r\n", body,
+                              RAPI_TIMEOUT_MS, &r);
+    if (err == 0 && r.status != 200) {
+        CMN_LOGE(COMP, "telemetry subscribe refused: HTTP %d: %.200s", r.status,
+                 r.body);
+        err = UV_EPROTO;
+    } else if (err != 0) {
+        CMN_LOGE(COMP, "telemetry subscribe failed: %s", cmn_strerror(err));
+    }
+    sinit_http_resp_free(&r);
+    return err;
+}
+
+static void on_next(void *data, int err, const struct sinit_http_resp *resp);
+
+static void send_next(struct lx *x)
+{
+    x->state = LX_NEXT;
+    x->nnext++;
+    int err = sinit_rapi_next(&x->loop, &x->rapi, on_next, x);
+    if (err != 0)
+        on_next(x, err, NULL);
+}
+
+/* ------------------------------------------------------------------------
+ * End of the run
+ */
+static void close_all(struct lx *x)
+{
+    x->state = LX_DONE;
+    if (x->timers_inited) {
+        if (!uv_is_closing((uv_handle_t *)&x->timer))
+            uv_close((uv_handle_t *)&x->timer, NULL);
+        if (!uv_is_closing((uv_handle_t *)&x->period))
+            uv_close((uv_handle_t *)&x->period, NULL);
+    }
+    sinit_tel_close(x->tel);
+    x->tel = NULL;
+}
+
+/* One stderr line when the forced exit leaves payloads behind. */
+static void report_forced(struct lx *x)
+{
+    struct lc_pipeline_stats st;
+    lc_pipeline_get_stats(x->p, &st);
+    fprintf(stderr,
+            "drainpipe extension: SHUTDOWN deadline reached: exiting with "
+            "%llu payload transaction(s) not delivered (queued %llu, in "
+            "flight %llu); delivered %llu\n",
+            (unsigned long long)(st.fwd.queued + st.fwd.inflight),
+            (unsigned long long)st.fwd.queued,
+            (unsigned long long)st.fwd.inflight,
+            (unsigned long long)st.fwd.delivered);
+    fflush(stderr);
+}
+
+static void on_force_exit(uv_timer_t *t)
+{
+    struct lx *x = t->data;
+    if (x->p != NULL && x->p_started)
+        report_forced(x);
+    _exit(x->exit_code);
+}
+
+static void on_pipeline_stopped(void *arg, bool clean)
+{
+    struct lx *x = arg;
+    /* lc_pipeline_stop has written what was not delivered, if anything */
+    if (!clean)
+        CMN_LOGW(COMP, "drain ended with an abandoned component");
+    x->p_stopping = false;
+    x->p_stopped = true;
+    if (x->state == LX_DRAIN) {
+        checkpoint(x, "shutdown_drained");
+        close_all(x);
+    }
+}
+
+static uint64_t budget_left_ms(const struct lx *x)
+{
+    uint64_t now = cmn_mono_ns();
+    uint64_t left =
+        x->budget_end_ns > now ? (x->budget_end_ns - now) / 1000000u : 0;
+    return left < SHUTDOWN_MIN_MS / 2 ? SHUTDOWN_MIN_MS / 2 : left;
+}
+
+static void drain(struct lx *x)
+{
+    uv_timer_stop(&x->timer);
+    sinit_tel_close(x->tel);
+    x->tel = NULL;
+    checkpoint(x, "telemetry_closed");
+    if (x->p_stopping) {
+        x->state = LX_DRAIN; /* a fail-open stop: on_pipeline_stopped */
+        return;
+    }
+    if (x->p == NULL || !x->p_started || x->p_stopped) {
+        close_all(x);
+        return;
+    }
+    if (!x->idle)
+        sinit_le_shutdown(&x->le);
+    x->state = LX_DRAIN;
+    x->p_stopping = true;
+    /* the forced exit is armed on the same bound; the pipeline's own
+     * deadline ends earlier by the forwarder's close margin */
+    uint64_t left = budget_left_ms(x);
+    uv_timer_start(&x->timer, on_force_exit, left, 0);
+    lc_pipeline_stop(x->p, left, on_pipeline_stopped, x);
+}
+
+static void on_tombstone_timeout(uv_timer_t *t)
+{
+    struct lx *x = t->data;
+    if (!sinit_le_last_reported(&x->le))
+        CMN_LOGD(COMP,
+                 "no platform.report for the last invocation within "
+                 "%d ms: shutting down without it",
+                 TOMBSTONE_WAIT_MS);
+    drain(x);
+}
+
+static void begin_shutdown(struct lx *x, const char *reason, int64_t deadline)
+{
+    int64_t left = ms_until(deadline);
+    if (left < 0)
+        left = SHUTDOWN_DEFAULT_MS;
+    left -= SHUTDOWN_MARGIN_MS;
+    if (left < SHUTDOWN_MIN_MS)
+        left = SHUTDOWN_MIN_MS;
+    x->budget_end_ns = cmn_mono_ns() + (uint64_t)left * 1000000u;
+    CMN_LOGD(COMP, "SHUTDOWN (%s): %lld ms to drain", reason, (long long)left);
+    checkpoint(x, "shutdown_received");
+    uv_timer_stop(&x->period);
+    if (x->flush_running && x->p != NULL)
+        lc_pipeline_flush_cancel(x->p);
+    x->flush_running = false;
+    if (x->idle || sinit_le_last_reported(&x->le)) {
+        drain(x);
+        return;
+    }
+    x->state = LX_SHUTDOWN_TEL;
+    uint64_t wait = TOMBSTONE_WAIT_MS;
+    if (wait > (uint64_t)left / 2)
+        wait = (uint64_t)left / 2;
+    uv_timer_start(&x->timer, on_tombstone_timeout, wait, 0);
+}
+
+/* ------------------------------------------------------------------------
+ * Flushes
+ */
+static void start_flush(struct lx *x, bool blocking);
+
+static void after_blocking_flush(struct lx *x)
+{
+    uv_timer_stop(&x->timer);
+    x->flush_blocking = false;
+    if (x->state == LX_FLUSH)
+        send_next(x);
+}
+
+static void on_flushed(void *data)
+{
+    struct lx *x = data;
+    x->flush_running = false;
+    if (x->flush_again) {
+        x->flush_again = false;
+        start_flush(x, true);
+        return;
+    }
+    if (x->flush_blocking)
+        after_blocking_flush(x);
+}
+
+static void on_flush_timeout(uv_timer_t *t)
+{
+    struct lx *x = t->data;
+    CMN_LOGW(COMP, "flush not finished before the invocation's deadline: "
+                   "calling /next (what is queued stays for the next flush)");
+    lc_pipeline_flush_cancel(x->p);
+    x->flush_running = false;
+    x->flush_again = false;
+    after_blocking_flush(x);
+}
+
+/* Blocking: /next waits for it (state LX_FLUSH), bounded by the
+ * invocation's deadline. Non-blocking: skipped while one runs. */
+static void start_flush(struct lx *x, bool blocking)
+{
+    if (blocking) {
+        x->state = LX_FLUSH;
+        if (!x->flush_blocking) {
+            x->flush_blocking = true;
+            int64_t left = ms_until(x->deadline_ms);
+            uint64_t bound = FLUSH_MAX_MS;
+            if (left >= 0)
+                bound = left > 2 * FLUSH_MARGIN_MS
+                            ? (uint64_t)(left - FLUSH_MARGIN_MS)
+                            : FLUSH_MARGIN_MS;
+            uv_timer_start(&x->timer, on_flush_timeout, bound, 0);
+        }
+        if (x->flush_running) {
+            x->flush_again = true; /* after the running one */
+            return;
+        }
+    } else if (x->flush_running) {
+        return;
+    }
+    sinit_flush_did(&x->fc, mono_ms());
+    int err = lc_pipeline_flush(x->p, on_flushed, x);
+    if (err != 0) {
+        CMN_LOGW(COMP, "flush failed: %s", cmn_strerror(err));
+        if (blocking)
+            after_blocking_flush(x);
+        return;
+    }
+    x->flush_running = true;
+}
+
+static void on_period(uv_timer_t *t)
+{
+    start_flush(t->data, false);
+}
+
+/* ------------------------------------------------------------------------
+ * Events
+ */
+static void on_invoke(struct lx *x, const json_t *ev)
+{
+    const char *id = json_string_value(json_object_get(ev, "requestId"));
+    snprintf(x->req, sizeof(x->req), "%s", id ? id : "");
+    x->deadline_ms =
+        (int64_t)json_number_value(json_object_get(ev, "deadlineMs"));
+    if (x->idle) {
+        send_next(x);
+        return;
+    }
+    uint64_t now = mono_ms();
+    sinit_le_invoke(&x->le, x->req, now);
+    enum sinit_flush_action a = sinit_flush_on_invoke(&x->fc, now);
+    x->inv_strategy = sinit_flush_effective(&x->fc, now);
+    switch (a) {
+    case SINIT_FLUSH_AT_END:
+        x->state = LX_INVOKE;
+        if (x->req[0] != '\0' && strcmp(x->done_early, x->req) == 0) {
+            /* the telemetry connection was read before /next's answer */
+            start_flush(x, true);
+            break;
+        }
+        if (x->inv_strategy.kind == SINIT_FLUSH_END_PERIODIC)
+            uv_timer_start(&x->period, on_period, x->inv_strategy.interval_ms,
+                           x->inv_strategy.interval_ms);
+        break;
+    case SINIT_FLUSH_NOW_BLOCKING:
+        start_flush(x, true);
+        break;
+    case SINIT_FLUSH_NOW_ASYNC:
+        start_flush(x, false);
+        send_next(x);
+        break;
+    default:
+        send_next(x);
+        break;
+    }
+}
+
+static void on_next(void *data, int err, const struct sinit_http_resp *resp)
+{
+    struct lx *x = data;
+    if (x->nnext == 1)
+        checkpoint(x, "first_next_answered");
+    json_t *ev = NULL;
+    if (err == 0 && resp->status == 200)
+        ev = json_loadb(resp->body, resp->len, 0, NULL);
+    const char *type = json_string_value(json_object_get(ev, "eventType"));
+    if (type == NULL) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "/next failed: %s (HTTP %d)",
+                 err ? cmn_strerror(err) : "no eventType",
+                 resp ? resp->status : 0);
+        fprintf(stderr, "drainpipe extension: %s; exiting\n", msg);
+        report_error(x, x->nnext == 1, "Extension.UnknownReason", msg);
+        x->exit_code = 1;
+        json_decref(ev);
+        begin_shutdown(x, "next failed", FAIL_DRAIN_MS + SHUTDOWN_MARGIN_MS);
+        return;
+    }
+    if (strcmp(type, "INVOKE") == 0) {
+        on_invoke(x, ev);
+    } else if (strcmp(type, "SHUTDOWN") == 0) {
+        const char *why =
+            json_string_value(json_object_get(ev, "shutdownReason"));
+        begin_shutdown(
+            x, why ? why : "?",
+            (int64_t)json_number_value(json_object_get(ev, "deadlineMs")));
+    } else {
+        CMN_LOGW(COMP, "unknown event type %s: ignored", type);
+        send_next(x);
+    }
+    json_decref(ev);
+}
+
+static void on_telemetry(void *data, const char *type, const json_t *record)
+{
+    struct lx *x = data;
+    if (x->idle)
+        return;
+    sinit_le_event(&x->le, type, record);
+    if (x->state == LX_SHUTDOWN_TEL && sinit_le_last_reported(&x->le)) {
+        /* on the next iteration: this batch's answer is written first */
+        uv_timer_start(&x->timer, on_tombstone_timeout, 0, 0);
+        return;
+    }
+    if (strcmp(type, "platform.runtimeDone") != 0)
+        return;
+    const char *id = json_string_value(json_object_get(record, "requestId"));
+    if (x->state != LX_INVOKE || (id != NULL && strcmp(id, x->req) != 0)) {
+        /* an older invocation's, or one whose INVOKE is still unread */
+        snprintf(x->done_early, sizeof(x->done_early), "%s", id ? id : "");
+        return;
+    }
+    uv_timer_stop(&x->period);
+    start_flush(x, true);
+}
+
+/* ------------------------------------------------------------------------
+ * Configuration and start
+ */
+bool sinit_lambda_detect(int argc, char *const *argv)
+{
+    (void)argv;
+    const char *api = getenv("AWS_LAMBDA_RUNTIME_API");
+    return argc <= 1 && api != NULL && api[0] != '\0';
+}
+
+static int read_config(struct lx *x, struct lc_pipeline_config *c)
+{
+    x->enhanced = true;
+    if (cmn_env_bool(NULL, "DD_ENHANCED_METRICS", &x->enhanced) != 0)
+        return UV_EINVAL;
+    int64_t port = SINIT_TELEMETRY_PORT_DEFAULT;
+    if (cmn_env_i64(NULL, "DRAINPIPE_TELEMETRY_PORT", 0, 65535, &port) != 0)
+        return UV_EINVAL;
+    x->tel_port = (int)port;
+    struct sinit_flush_strategy fs;
+    const char *v = cmn_env_get(NULL, "DD_SERVERLESS_FLUSH_STRATEGY");
+    if (sinit_flush_parse(v, &fs) != 0) {
+        CMN_LOGE(COMP,
+                 "DD_SERVERLESS_FLUSH_STRATEGY: expected end, end,<ms>, "
+                 "periodically,<ms> or continuously,<ms>, got \"%s\"",
+                 v);
+        return UV_EINVAL;
+    }
+    sinit_flush_init(&x->fc, &fs);
+
+    lc_pipeline_config_defaults(c);
+    c->fwd.stop_timeout_s = 2;
+    c->fwd.stop_wait_for_inflight = true;
+    c->fwd.warm_start = true; /* runs after the first /next */
+    c->agg.flush_incomplete_buckets = true;
+    c->agg.flush_interval_s = 60; /* bottlecap's race interval */
+    int err = lc_pipeline_config_from_env(c, NULL);
+    if (err != 0)
+        return err;
+    /* Lambda origin (spec §3); not agg.serverless, which would drop
+     * events and service checks: the full DogStatsD is the point. */
+    c->agg.origin_product = 1;
+    c->agg.origin_service = 472;
+    c->agg.origin_category = 38;
+    cmn_free(c->agg.hostname);
+    c->agg.hostname = cmn_strdup("");
+    if (c->agg.hostname == NULL)
+        return UV_ENOMEM;
+    char **tags;
+    size_t n;
+    err = sinit_lambda_tags(NULL, x->account, c->agg.extra_tags,
+                            c->agg.nextra_tags, &tags, &n);
+    if (err != 0)
+        return err;
+    cmn_strv_free(c->agg.extra_tags, c->agg.nextra_tags);
+    c->agg.extra_tags = tags;
+    c->agg.nextra_tags = n;
+    return 0;
+}
+
+static void emit_enhanced(void *data, const char *name, double v,
+                          const char *tags)
+{
+    struct lx *x = data;
+    int err =
+        agg_add_value(lc_pipeline_agg(x->p), name, AGG_DISTRIBUTION, v, tags);
+    if (err != 0)
+        CMN_LOGW(COMP, "enhanced metric %s dropped: %s", name,
+                 cmn_strerror(err));
+}
+
+static void go_idle(struct lx *x, const char *why)
+{
+    fprintf(stderr,
+            "drainpipe extension: %s; running idle (the function is not "
+            "affected, no metrics are sent)\n",
+            why);
+    x->idle = true;
+    if (x->p != NULL && x->p_started && !x->p_stopping) {
+        x->p_stopping = true;
+        lc_pipeline_stop(x->p, FAIL_DRAIN_MS, on_pipeline_stopped, x);
+    }
+}
+
+/* Everything between register and the first /next. Failures go idle. */
+static void start_active(struct lx *x)
+{
+    struct lc_pipeline_config c;
+    memset(&c, 0, sizeof(c));
+    int err = read_config(x, &c);
+    checkpoint(x, "config_parsed");
+    if (err != 0) {
+        go_idle(x, "invalid configuration");
+        goto out;
+    }
+    if (c.fwd.nendpoints == 0 && c.sink != LC_SINK_LOCAL) {
+        go_idle(x, "DD_API_KEY is not set");
+        goto out;
+    }
+    sinit_le_init(&x->le, x->enhanced, cmn_process_start_ns() / 1000000u,
+                  emit_enhanced, x);
+    /* the listener first: Lambda may post right after the subscribe */
+    err = sinit_tel_start(&x->loop, x->tel_port, on_telemetry, x, &x->tel);
+    if (err != 0) {
+        go_idle(x, "the telemetry listener cannot bind");
+        goto out;
+    }
+    checkpoint(x, "telemetry_listening");
+    err = lc_pipeline_create(&x->loop, &c, &x->p);
+    if (err == 0)
+        err = lc_pipeline_start(x->p);
+    if (err != 0) {
+        if (x->p != NULL) {
+            x->p_stopping = true;
+            lc_pipeline_stop(x->p, FAIL_DRAIN_MS, on_pipeline_stopped, x);
+        }
+        go_idle(x, "the DogStatsD pipeline cannot start");
+        goto out;
+    }
+    x->p_started = true;
+    checkpoint(x, "dogstatsd_started");
+    if (do_subscribe(x) != 0) {
+        go_idle(x, "the telemetry subscription failed");
+        goto out;
+    }
+    checkpoint(x, "telemetry_subscribed");
+out:
+    lc_pipeline_config_free(&c);
+}
+
+static void basename_of(const char *argv0, char *out, size_t cap)
+{
+    const char *b = argv0 ? strrchr(argv0, '/') : NULL;
+    snprintf(out, cap, "%s", b ? b + 1 : (argv0 ? argv0 : "drainpipe"));
+}
+
+int sinit_lambda_main(int argc, char **argv)
+{
+    (void)argc;
+    struct lx *x = cmn_calloc(1, sizeof(*x));
+    if (x == NULL)
+        return 1;
+    cmn_process_start_set(cmn_mono_ns());
+    x->start_ns = x->last_ck_ns = cmn_process_start_ns();
+    cmn_log_set_logger("DD_EXTENSION");
+    enum cmn_log_level lvl;
+    const char *ll = getenv("DD_LOG_LEVEL");
+    if (ll != NULL && cmn_log_level_parse(ll, &lvl) == 0)
+        cmn_log_set_level(lvl);
+    /* our own writes report EPIPE instead of killing us (no handler: the
+     * mask is inherited by the threads libuv and libcurl start later) */
+    sigset_t pipe;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe, NULL);
+    basename_of(argv[0], x->name, sizeof(x->name));
+    int rc = 1;
+    if (sinit_rapi_init(&x->rapi, getenv("AWS_LAMBDA_RUNTIME_API")) != 0) {
+        fprintf(stderr,
+                "drainpipe extension: AWS_LAMBDA_RUNTIME_API=\"%s\" is not "
+                "a numeric host:port\n",
+                getenv("AWS_LAMBDA_RUNTIME_API"));
+        goto out_free;
+    }
+    if (do_register(x) != 0)
+        goto out_free; /* spec §1.2: exit promptly */
+    checkpoint(x, "register_ready");
+    if (uv_loop_init(&x->loop) != 0)
+        goto out_free;
+    uv_timer_init(&x->loop, &x->timer);
+    uv_timer_init(&x->loop, &x->period);
+    x->timer.data = x->period.data = x;
+    x->timers_inited = true;
+    start_active(x);
+    send_next(x);
+    x->ready_ns = cmn_mono_ns();
+    struct timespec cpu;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu);
+    x->ready_cpu_ns =
+        (uint64_t)cpu.tv_sec * 1000000000u + (uint64_t)cpu.tv_nsec;
+    log_ready(x);
+    uv_run(&x->loop, UV_RUN_DEFAULT);
+    rc = x->exit_code;
+    close_all(x);
+    uv_run(&x->loop, UV_RUN_DEFAULT);
+    lc_pipeline_destroy(x->p);
+    uv_run(&x->loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&x->loop) != 0)
+        CMN_LOGD(COMP, "loop still has handles at exit");
+out_free:
+    cmn_free(x);
+    return rc;
+}
