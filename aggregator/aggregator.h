@@ -111,15 +111,15 @@ struct agg_config {
     char **extra_tags; /* owned: dogstatsd_tags + DD_TAGS +
                           cloud tags, appended to every item */
     size_t nextra_tags;
-    bool hist_copy_to_dist; /* histogram_copy_to_distribution: every
-                               h/ms sample is also a distribution */
-    char *hist_copy_prefix; /* owned; ..._prefix, "" by default; at most
-                               AGG_HIST_COPY_PREFIX_MAX bytes */
-    bool serverless;        /* host forced to "", serverless origin */
-    bool serverless_drop_events; /* DRAINPIPE_SERVERLESS_DROP_EVENTS: drop
-                                    events and service checks as the
-                                    Agent's serverless mode does (only
-                                    with serverless); off by default */
+    bool hist_copy_to_dist;         /* histogram_copy_to_distribution: every
+                                       h/ms sample is also a distribution */
+    char *hist_copy_prefix;         /* owned; ..._prefix, "" by default; at most
+                                       AGG_HIST_COPY_PREFIX_MAX bytes */
+    bool serverless;                /* host forced to "", serverless origin */
+    bool serverless_drop_events;    /* DRAINPIPE_SERVERLESS_DROP_EVENTS: drop
+                                       events and service checks as the
+                                       Agent's serverless mode does (only
+                                       with serverless); off by default */
     uint32_t origin_product;        /* 10 Agent, 1 serverless */
     uint32_t origin_service;        /* 0 DogStatsD; 472 serverless custom */
     uint32_t origin_category;       /* 10 DogStatsD (default); 38 Lambda */
