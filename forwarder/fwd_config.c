@@ -413,12 +413,18 @@ static int tls_version(struct fwd_config *cfg, const struct cmn_env *env)
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         if (strcasecmp(v, names[i].name) == 0) {
             cfg->min_tls_version = names[i].v;
+            if (names[i].v < 12)
+                CMN_LOGW(COMP,
+                         "DD_MIN_TLS_VERSION=%s: TLS versions below 1.2 "
+                         "are allowed (the default minimum is tlsv1.2)",
+                         v);
             return 0;
         }
     }
+    /* the Agent's min_tls_version takes the same four names */
     CMN_LOGE(COMP,
-             "DD_MIN_TLS_VERSION: expected tlsv1.2 or tlsv1.3, got "
-             "\"%s\"",
+             "DD_MIN_TLS_VERSION: expected tlsv1.0, tlsv1.1, tlsv1.2 "
+             "(the default) or tlsv1.3, got \"%s\"",
              v);
     return UV_EINVAL;
 }
@@ -451,6 +457,9 @@ static int numbers(struct fwd_config *cfg, const struct cmn_env *env)
     if (rc != 0)
         return rc;
     cfg->recovery_interval = (uint32_t)i;
+    rc = cmn_env_bool(env, "DD_FORWARDER_RECOVERY_RESET", &cfg->recovery_reset);
+    if (rc != 0)
+        return rc;
     i = (int64_t)cfg->retry_queue_max_bytes;
     rc = cmn_env_i64(env, "DD_FORWARDER_RETRY_QUEUE_PAYLOADS_MAX_SIZE", 1,
                      (int64_t)1 << 30, &i);
