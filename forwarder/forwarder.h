@@ -66,7 +66,8 @@ typedef void (*fwd_submit_fn)(void *data, struct fwd_payload *p);
  */
 struct fwd_endpoint_cfg {
     char *url;   /* owned; "https://host[:port]" without trailing '/' */
-    char **keys; /* owned array of owned API keys */
+    char **keys; /* owned array of owned API keys, each allocated with
+                    cmn_secret_strndup (kept out of core dumps) */
     size_t nkeys;
 };
 

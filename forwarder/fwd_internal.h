@@ -26,6 +26,9 @@
  * the transport code reads like plain libcurl code. */
 struct fwd_curl_api {
     CURLcode (*global_init)(long flags);
+    CURLcode (*global_init_mem)(long flags, curl_malloc_callback m,
+                                curl_free_callback f, curl_realloc_callback r,
+                                curl_strdup_callback s, curl_calloc_callback c);
     CURL *(*easy_init)(void);
     CURLcode (*easy_setopt)(CURL *h, CURLoption opt, ...);
     CURLcode (*easy_getinfo)(CURL *h, CURLINFO info, ...);
