@@ -403,6 +403,28 @@ static const struct arow rows[] = {
         "\"tags\":[\"tag1\",\"tag2:test\"],\"alert_type\":\"warning\","
         "\"aggregation_key\":\"aggKey\",\"source_type_name\":\"source "
         "test\"}]")},
+    /* parse_test.go: the float and integer seeds of FuzzParseFloat64 and
+     * FuzzParseInt64 (Go strconv rules: exponents and the extremes parse,
+     * NaN/Inf parse and are dropped by the aggregator, the rest is an
+     * error; a T field is a base-10 integer) */
+    {"FuzzParseFloat64/extremes", NULL,
+     "fz.a:1e10|g\nfz.b:1.7976931348623157e+308|g\n"
+     "fz.c:2.2250738585072014e-308|g\nfz.d:-1.7976931348623157e+308|g\n"
+     "fz.e:-1.1234|g\nfz.f:0|g",
+     "S fz.a GAUGE " T0 " 1e+10 myhost #\n"
+     "S fz.b GAUGE " T0 " 1.797693135e+308 myhost #\n"
+     "S fz.c GAUGE " T0 " 2.225073859e-308 myhost #\n"
+     "S fz.d GAUGE " T0 " -1.797693135e+308 myhost #\n"
+     "S fz.e GAUGE " T0 " -1.1234 myhost #\n"
+     "S fz.f GAUGE " T0 " 0 myhost #\n"},
+    {"FuzzParseFloat64/NaN and Inf dropped", NULL,
+     "fz.n:NaN|g\nfz.i:Inf|g\nfz.m:-Inf|g", ""},
+    {"FuzzParseFloat64/errors", NULL,
+     "fz.s: |g\nfz.v:invalid|g\nfz.w:1.234.567|g\nfz.x:1,234|g", ""},
+    {"FuzzParseInt64/errors", NULL,
+     "fz.t:1|g|T123.456\nfz.t:1|g|T0x123\nfz.t:1|g|T123abc\n"
+     "fz.t:1|g|Tabc123\nfz.t:1|g|T ",
+     ""},
     /* namespace, its blacklist, the metric filter list, serverless */
     {"TestConvertNamespace", "DD_STATSD_METRIC_NAMESPACE=testNamespace.\n",
      "daemon:21|ms", HIST1("testNamespace.daemon", "21", "0.1", "myhost", "")},
