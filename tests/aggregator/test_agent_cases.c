@@ -31,7 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "aggregator/agg_test_util.h"
+#include "agg_test_util.h"
 #include "dogstatsd.h"
 
 struct arow {
