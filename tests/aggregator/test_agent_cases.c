@@ -491,7 +491,8 @@ static void join_tags(char *const *tags, size_t n, char *out, size_t len)
     char *t[64];
     size_t w = 0;
     cr_assert_leq(n, 64);
-    memcpy(t, tags, n * sizeof(*t));
+    if (n > 0)
+        memcpy(t, tags, n * sizeof(*t));
     qsort(t, n, sizeof(*t), str_cmp);
     out[0] = '\0';
     for (size_t i = 0; i < n; i++)
