@@ -403,6 +403,14 @@ static const struct arow rows[] = {
         "\"tags\":[\"tag1\",\"tag2:test\"],\"alert_type\":\"warning\","
         "\"aggregation_key\":\"aggKey\",\"source_type_name\":\"source "
         "test\"}]")},
+    /* TestEnrichTagsWithJMXCheckName: the check-name tag is metadata (the
+     * Agent turns it into a metric source), never a tag */
+    {"TestEnrichTagsWithJMXCheckName/kafka", NULL,
+     "jmx.a:1|g|#env:prod,dd.internal.jmx_check_name:kafka",
+     "S jmx.a GAUGE " T0 " 1 myhost #env:prod\n"},
+    {"TestEnrichTagsWithJMXCheckName/tomcat", NULL,
+     "jmx.b:1|g|#foo,jmx_domain:testdomain,dd.internal.jmx_check_name:tomcat",
+     "S jmx.b GAUGE " T0 " 1 myhost #foo,jmx_domain:testdomain\n"},
     /* parse_test.go: the float and integer seeds of FuzzParseFloat64 and
      * FuzzParseInt64 (Go strconv rules: exponents and the extremes parse,
      * NaN/Inf parse and are dropped by the aggregator, the rest is an
