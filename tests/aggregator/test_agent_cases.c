@@ -403,6 +403,23 @@ static const struct arow rows[] = {
         "\"tags\":[\"tag1\",\"tag2:test\"],\"alert_type\":\"warning\","
         "\"aggregation_key\":\"aggKey\",\"source_type_name\":\"source "
         "test\"}]")},
+    /* TestNextMessage: lines end at \n, a \r before it is dropped; with
+     * dogstatsd_eol_required the unterminated last line is dropped (X_EOL:
+     * the packet came from a listener named in it) */
+    {"TestNextMessage/eol enabled", "X_EOL=1\n",
+     "foo:1|c\nbar:1|c\r\nbaz:1|c\r\nquz:1|c\nhax:1|c\r",
+     "S bar RATE " T0 " 0.1 myhost #\nS baz RATE " T0 " 0.1 myhost #\n"
+     "S foo RATE " T0 " 0.1 myhost #\nS quz RATE " T0 " 0.1 myhost #\n"},
+    {"TestNextMessage/eol disabled", NULL,
+     "foo:1|c\nbar:1|c\r\nbaz:1|c\r\nquz:1|c\nhax:1|c",
+     "S bar RATE " T0 " 0.1 myhost #\nS baz RATE " T0 " 0.1 myhost #\n"
+     "S foo RATE " T0 " 0.1 myhost #\nS quz RATE " T0 " 0.1 myhost #\n"
+     "S hax RATE " T0 " 0.1 myhost #\n"},
+    {"TestNextMessage/base case", "X_EOL=1\n",
+     "foo:1|c\nbar:1|c\r\nbaz:1|c\r\nquz:1|c\nhax:1|c\r\n",
+     "S bar RATE " T0 " 0.1 myhost #\nS baz RATE " T0 " 0.1 myhost #\n"
+     "S foo RATE " T0 " 0.1 myhost #\nS quz RATE " T0 " 0.1 myhost #\n"
+     "S hax RATE " T0 " 0.1 myhost #\n"},
     /* TestEnrichTagsWithJMXCheckName: the check-name tag is metadata (the
      * Agent turns it into a metric source), never a tag */
     {"TestEnrichTagsWithJMXCheckName/kafka", NULL,
@@ -590,7 +607,8 @@ static void run_row(const struct arow *r)
     th_create(&h);
     dsd_sink_from_agg(&sink, h.a);
     cr_assert_eq(dsd_create(&h.loop, &dcfg, &sink, &s), 0);
-    dsd_process_packet(s, r->packet, strlen(r->packet), false);
+    dsd_process_packet(s, r->packet, strlen(r->packet),
+                       row_env_get("X_EOL", (void *)r->env) != NULL);
     th_flush(&h, true);
     render(&h, &got);
     split_want(r->want, &want);
