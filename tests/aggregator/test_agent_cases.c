@@ -160,6 +160,11 @@ static const struct arow rows[] = {
     {"TestHistToDist/timing", H2D, "daemon:666|ms",
      HIST1("daemon", "666", "0.1", "myhost", "")
      "D dist.daemon " T0 " cnt=1 min=666 max=666 sum=666 avg=666 myhost #\n"},
+    /* server.go: the copy goes to the aggregating batcher even for a
+     * timestamped line, whose histogram the no-aggregation path drops */
+    {"histogram_copy_to_distribution/timestamped", H2D,
+     "daemon:666|h|T1000005\n",
+     "D dist.daemon " T0 " cnt=1 min=666 max=666 sum=666 avg=666 myhost #\n"},
     /* TestExtraTags (dogstatsd_tags) */
     {"TestExtraTags", "DD_DOGSTATSD_TAGS=sometag3:somevalue3\n",
      "daemon:666|g|#" TG,
