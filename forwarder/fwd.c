@@ -10,12 +10,14 @@
  * deadline: nothing is dropped silently.
  *
  * Circuit breaker, per endpoint (the Agent keys it by domain + route; we
- * key it by domain): an error trips it, sets nerrors = min(nerrors + 1,
- * max_errors) and blocks the endpoint for fwd__backoff_s(nerrors) (the
- * Agent's pkg/util/backoff formula, for every setting); once that time has
- * passed it is half-open, with one probe on the wire until it answers. Any
- * answer other than a retryable error closes it and forgives
- * recovery_interval errors, so a later error backs off less.
+ * key it by domain), with the Agent's transitions: an error while closed
+ * or half-open sets nerrors = min(nerrors + 1, max_errors) and blocks the
+ * endpoint for fwd__backoff_s(nerrors) (the Agent's pkg/util/backoff
+ * formula, for every setting); answers arriving while blocked are ignored;
+ * once the time has passed it is half-open, with one probe on the wire
+ * until it answers. A probe answered other than with a retryable error
+ * forgives recovery_interval errors: at 0 the breaker closes, otherwise it
+ * blocks again for the backoff of the errors left.
  */
 #include <math.h>
 #include <string.h>
@@ -249,30 +251,52 @@ static void enqueue(struct fwd *f, struct fwd_txn *t)
  * Completion (called from the transport)
  */
 
-static void ep_success(struct fwd *f, struct fwd_ep *ep)
+/* Blocks ep for the backoff of its error count (promptly while draining:
+ * the stop deadline bounds the retries). */
+static void ep_block(struct fwd *f, struct fwd_ep *ep, uint64_t now)
 {
-    uint32_t r = f->recovery;
+    uint64_t wait_ms =
+        (uint64_t)(fwd__backoff_s(&f->cfg, ep->nerrors, rand01(f)) * 1000.0);
 
-    ep->nerrors = ep->nerrors > r ? ep->nerrors - r : 0;
-    ep->blocked_until_ms = 0;
-    ep->tripped = false;
+    if (f->state == FWD_STOPPING)
+        wait_ms = FWD_STOP_RETRY_MS;
+    ep->blocked_until_ms = now + wait_ms;
 }
 
+/* The Agent's circuit breaker (blocked_endpoints.go): a success while
+ * closed changes nothing; while blocked it is ignored (the request may
+ * have left before the error that blocked the endpoint); the half-open
+ * probe's success forgives recovery errors, closing the breaker at 0 and
+ * blocking again for the backoff of what is left otherwise. */
+static void ep_success(struct fwd *f, struct fwd_ep *ep)
+{
+    uint64_t now = uv_now(f->loop);
+    uint32_t r = f->recovery;
+
+    if (!ep->tripped || now < ep->blocked_until_ms)
+        return;
+    ep->nerrors = ep->nerrors > r ? ep->nerrors - r : 0;
+    if (ep->nerrors == 0) {
+        ep->tripped = false;
+        ep->blocked_until_ms = 0;
+        return;
+    }
+    ep_block(f, ep, now);
+}
+
+/* An error while closed or half-open counts (up to max_errors) and blocks
+ * for the backoff; one while already blocked is ignored, as in the Agent:
+ * it comes from a request sent before the breaker opened. */
 static void ep_error(struct fwd *f, struct fwd_ep *ep)
 {
-    uint64_t now = uv_now(f->loop), wait_ms;
+    uint64_t now = uv_now(f->loop);
 
+    if (ep->tripped && now < ep->blocked_until_ms)
+        return;
     if (ep->nerrors < f->max_errors)
         ep->nerrors++;
     ep->tripped = true;
-    wait_ms =
-        (uint64_t)(fwd__backoff_s(&f->cfg, ep->nerrors, rand01(f)) * 1000.0);
-    if (f->state == FWD_STOPPING) {
-        /* draining: retry promptly, within the time left */
-        wait_ms = FWD_STOP_RETRY_MS;
-    }
-    if (now + wait_ms > ep->blocked_until_ms)
-        ep->blocked_until_ms = now + wait_ms;
+    ep_block(f, ep, now);
 }
 
 static void warmup_done(struct fwd *f, struct fwd_txn *t, long status,

@@ -699,3 +699,91 @@ Test(deliver, large_body_no_expect)
     cr_assert_eq(r->body[len - 1], (unsigned char)((len - 1) * 131 + 17));
     env_end(&e);
 }
+
+static uint64_t retried_want;
+static bool retried_n(void *arg)
+{
+    struct fwd_stats st;
+    fwd_get_stats(arg, &st);
+    return st.retried >= retried_want;
+}
+
+static double rand_zero(void)
+{
+    return 0;
+}
+
+/* The Agent's circuit-breaker transitions (blocked_endpoints.go), checked
+ * on the error count: errors answered while the endpoint is blocked do not
+ * count (they left before it blocked); each half-open probe's success
+ * forgives recovery_interval errors and blocks again until none are left. */
+Test(deliver, breaker_counts_errors_like_the_agent)
+{
+    struct env e;
+    struct ti_plan plan = {.status = 500, .count = 3};
+
+    env_start(&e, key1, 1);
+    e.cfg.backoff_base = 0.01; /* waits of 10-80 ms */
+    e.cfg.backoff_max = 10;
+    e.cfg.recovery_interval = 1;
+    e.cfg.max_concurrent = 3;
+    ti_set_plan(e.ti, &plan);
+    env_fwd(&e);
+    e.f->rand01 = rand_zero;
+    struct fwd_ep *ep = &e.f->eps[0];
+    /* three requests on the wire at once, all answered 500: the first
+     * opens the breaker, the other two arrive while it is blocked */
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(fwd_submit(e.f, payload_bytes(FWD_KIND_SERIES, "b", 1)),
+                     0);
+    retried_want = 3;
+    cr_assert(run_until(&e.loop, retried_n, e.f, 5000));
+    cr_assert_eq(ti_request_count(e.ti), 3);
+    cr_assert_eq(ep->nerrors, 1, "errors while blocked counted: %u",
+                 ep->nerrors);
+    cr_assert(ep->tripped);
+    /* the probes then succeed one at a time (half-open): 1 - 1 = 0, the
+     * breaker closes and the rest go */
+    e.want = 3;
+    cr_assert(run_until(&e.loop, delivered_n, &e, 5000));
+    cr_assert_eq(ep->nerrors, 0);
+    cr_assert_not(ep->tripped);
+    env_end(&e);
+}
+
+/* With recovery_interval 1 and three errors counted (sequential probes),
+ * a successful probe leaves 2 errors and blocks again (the breaker stays
+ * open); later successes ease it to 1, then close it. */
+Test(deliver, breaker_probe_success_forgives_recovery_interval)
+{
+    struct env e;
+    struct ti_plan plan = {.status = 500, .count = 3};
+
+    env_start(&e, key1, 1);
+    e.cfg.backoff_base = 0.01;
+    e.cfg.backoff_max = 10;
+    e.cfg.recovery_interval = 1;
+    e.cfg.max_concurrent = 1;
+    ti_set_plan(e.ti, &plan);
+    env_fwd(&e);
+    e.f->rand01 = rand_zero;
+    struct fwd_ep *ep = &e.f->eps[0];
+    cr_assert_eq(fwd_submit(e.f, payload_bytes(FWD_KIND_SERIES, "p", 1)), 0);
+    e.want = 1;
+    cr_assert(run_until(&e.loop, delivered_n, &e, 5000));
+    cr_assert_eq(ti_request_count(e.ti), 4); /* 3 x 500, then 202 */
+    cr_assert_eq(ep->nerrors, 2);
+    cr_assert(ep->tripped);
+    cr_assert_gt(ep->blocked_until_ms, 0);
+    cr_assert_eq(fwd_submit(e.f, payload_bytes(FWD_KIND_SERIES, "q", 1)), 0);
+    e.want = 2;
+    cr_assert(run_until(&e.loop, delivered_n, &e, 5000));
+    cr_assert_eq(ep->nerrors, 1);
+    cr_assert(ep->tripped);
+    cr_assert_eq(fwd_submit(e.f, payload_bytes(FWD_KIND_SERIES, "r", 1)), 0);
+    e.want = 3;
+    cr_assert(run_until(&e.loop, delivered_n, &e, 5000));
+    cr_assert_eq(ep->nerrors, 0);
+    cr_assert_not(ep->tripped);
+    env_end(&e);
+}
