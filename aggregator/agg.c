@@ -479,13 +479,11 @@ static int agg_add_noagg(struct agg *a, const struct agg_metric *m)
     return 0;
 }
 
-int agg_add_metric(struct agg *a, const struct agg_metric *m)
+static int agg_add_one(struct agg *a, const struct agg_metric *m)
 {
     struct agg__ctx *c;
     int rc;
 
-    if (a->stopping)
-        return CMN_ESTOPPED;
     if (m->timestamp > 0 && a->cfg.no_aggregation_pipeline)
         return agg_add_noagg(a, m);
     rc = agg__ctx_get(a, m->name, m->tags, &c);
@@ -495,6 +493,54 @@ int agg_add_metric(struct agg *a, const struct agg_metric *m)
     }
     double t = m->timestamp > 0 ? (double)m->timestamp : agg_clock_sample(a);
     return agg__sample(a, c, m, t);
+}
+
+/* histogram_copy_to_distribution: the line again as a distribution named
+ * prefix + name. The Agent hands its copy to the aggregating batcher even
+ * when the sample is timestamped, so the copy is bucketed at its timestamp
+ * rather than sent down the no-aggregation path. The name buffer grows to
+ * the longest name seen (names are capped by the server, prefixes by
+ * AGG_HIST_COPY_PREFIX_MAX), so it is allocated only a few times. */
+static int agg_add_copy(struct agg *a, const struct agg_metric *m)
+{
+    const char *pre = a->cfg.hist_copy_prefix ? a->cfg.hist_copy_prefix : "";
+    size_t plen = strlen(pre), n = plen + m->name.len;
+    struct agg_metric d = *m;
+    struct agg__ctx *c;
+    int rc;
+
+    if (n > a->copy_cap) {
+        char *p = cmn_reallocarray(a->copy_name, n, 1);
+        if (p == NULL) {
+            a->st.samples_dropped_oom += m->nvalues;
+            return UV_ENOMEM;
+        }
+        a->copy_name = p;
+        a->copy_cap = n;
+    }
+    memcpy(a->copy_name, pre, plen);
+    memcpy(a->copy_name + plen, m->name.p, m->name.len);
+    d.name = cmn_slice(a->copy_name, n);
+    d.type = AGG_DISTRIBUTION;
+    rc = agg__ctx_get(a, d.name, d.tags, &c);
+    if (rc) {
+        agg_count_ctx_err(a, rc, d.nvalues);
+        return rc;
+    }
+    double t = d.timestamp > 0 ? (double)d.timestamp : agg_clock_sample(a);
+    return agg__sample(a, c, &d, t);
+}
+
+int agg_add_metric(struct agg *a, const struct agg_metric *m)
+{
+    if (a->stopping)
+        return CMN_ESTOPPED;
+    if (!a->cfg.hist_copy_to_dist ||
+        (m->type != AGG_HISTOGRAM && m->type != AGG_TIMING))
+        return agg_add_one(a, m);
+    int rc = agg_add_one(a, m);
+    int rc2 = agg_add_copy(a, m);
+    return rc ? rc : rc2;
 }
 
 /* Appends item to a capped array grown by doubling. */
@@ -521,7 +567,7 @@ int agg_add_event(struct agg *a, const struct agg_event *e)
 
     if (a->stopping)
         return CMN_ESTOPPED;
-    if (a->cfg.serverless) {
+    if (a->cfg.serverless && a->cfg.serverless_drop_events) {
         a->st.events_dropped++;
         return 0;
     }
@@ -552,7 +598,7 @@ int agg_add_service_check(struct agg *a, const struct agg_service_check *sc)
 
     if (a->stopping)
         return CMN_ESTOPPED;
-    if (a->cfg.serverless) {
+    if (a->cfg.serverless && a->cfg.serverless_drop_events) {
         a->st.service_checks_dropped++;
         return 0;
     }

@@ -67,6 +67,8 @@ void agg_config_free(struct agg_config *cfg)
     cmn_free(cfg->histogram_percentiles);
     cmn_strv_free(cfg->extra_tags, cfg->nextra_tags);
     cmn_free(cfg->hostname);
+    cmn_free(cfg->hist_copy_prefix);
+    cfg->hist_copy_prefix = NULL;
     cfg->histogram_aggregates = NULL;
     cfg->nhistogram_aggregates = 0;
     cfg->histogram_percentiles = NULL;
@@ -85,6 +87,7 @@ int agg__config_copy(struct agg_config *dst, const struct agg_config *src)
     dst->histogram_percentiles = NULL;
     dst->extra_tags = NULL;
     dst->hostname = NULL;
+    dst->hist_copy_prefix = NULL;
     rc = cmn_strv_dup(src->histogram_aggregates, src->nhistogram_aggregates,
                       &dst->histogram_aggregates);
     if (rc)
@@ -102,7 +105,9 @@ int agg__config_copy(struct agg_config *dst, const struct agg_config *src)
         }
     }
     dst->hostname = cmn_strdup(src->hostname ? src->hostname : "");
-    if (dst->hostname == NULL) {
+    dst->hist_copy_prefix =
+        cmn_strdup(src->hist_copy_prefix ? src->hist_copy_prefix : "");
+    if (dst->hostname == NULL || dst->hist_copy_prefix == NULL) {
         rc = UV_ENOMEM;
         goto out_free;
     }
@@ -263,6 +268,27 @@ static int agg_env_compressor(struct agg_config *cfg, const struct cmn_env *env)
     return 0;
 }
 
+static int agg_env_hist_copy_prefix(struct agg_config *cfg,
+                                    const struct cmn_env *env)
+{
+    const char *name = "DD_HISTOGRAM_COPY_TO_DISTRIBUTION_PREFIX";
+    const char *v = cmn_env_get(env, name);
+
+    if (v == NULL)
+        return 0;
+    if (strlen(v) > AGG_HIST_COPY_PREFIX_MAX) {
+        CMN_LOGE(COMP, "%s: at most %d bytes, got %zu", name,
+                 AGG_HIST_COPY_PREFIX_MAX, strlen(v));
+        return UV_EINVAL;
+    }
+    char *p = cmn_strdup(v);
+    if (p == NULL)
+        return UV_ENOMEM;
+    cmn_free(cfg->hist_copy_prefix);
+    cfg->hist_copy_prefix = p;
+    return 0;
+}
+
 int agg_config_from_env(struct agg_config *cfg, const struct cmn_env *env)
 {
     const char *host = NULL;
@@ -297,6 +323,11 @@ int agg_config_from_env(struct agg_config *cfg, const struct cmn_env *env)
         cmn_free(cfg->hostname);
         cfg->hostname = h;
     }
+    TRY(cmn_env_bool(env, "DD_HISTOGRAM_COPY_TO_DISTRIBUTION",
+                     &cfg->hist_copy_to_dist));
+    TRY(agg_env_hist_copy_prefix(cfg, env));
+    TRY(cmn_env_bool(env, "DRAINPIPE_SERVERLESS_DROP_EVENTS",
+                     &cfg->serverless_drop_events));
     TRY(cmn_env_bool(env, "DD_USE_V2_API_SERIES", &cfg->use_v2_series));
     TRY(agg_env_compressor(cfg, env));
     TRY(agg_env_size(env, "DD_SERIALIZER_MAX_PAYLOAD_SIZE", 64, 1 << 30,

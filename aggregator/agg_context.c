@@ -71,6 +71,9 @@ void agg__ctx_fini(struct agg *a)
     cmn_free(a->ctab);
     cmn_free(a->rc);
     cmn_free(a->scratch_tags);
+    cmn_free(a->copy_name);
+    a->copy_name = NULL;
+    a->copy_cap = 0;
     a->ctab = NULL;
     a->rc = NULL;
     a->scratch_tags = NULL;

@@ -78,6 +78,12 @@ struct agg__hsample {
 struct agg__hist {
     struct agg__hsample *s;
     uint32_t n, cap;
+    /* sum of value * (1/rate), in arrival order (Neumaier compensated: the
+     * true sum is sum + comp). Not value * w: with a rate whose inverse is
+     * not whole (0.21 -> 4.76..) the Agent adds the exact 1/rate to the sum
+     * but int64(1/rate) to the count (pkg/metrics/histogram.go), see
+     * docs/conformance.md. */
+    double sum, comp;
 };
 
 struct agg__entry {
@@ -205,6 +211,8 @@ struct agg {
     struct cmn_slice *scratch_tags; /* tags_per_metric_max + specials */
     uint64_t *scratch_hash;
     size_t scratch_cap;
+    char *copy_name; /* histogram_copy_to_distribution: prefix + name */
+    size_t copy_cap;
 
     /* time sampler */
     struct agg__bucket **buckets;

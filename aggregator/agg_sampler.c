@@ -294,6 +294,9 @@ static int agg_hist_add(struct agg__hist *h, double v, double rate)
     /* w = int64(1/rate), rate 0 -> 1 (histogram.go); clamped so the
      * conversion is defined in C. */
     double w = rate == 0 ? 1 : 1 / rate;
+    double x = v * w, t = h->sum + x;
+    h->comp += fabs(h->sum) >= fabs(x) ? (h->sum - t) + x : (x - t) + h->sum;
+    h->sum = t;
     if (!(w > -9007199254740992.0)) /* also NaN */
         w = w < 0 ? -9007199254740992.0 : 1;
     if (w > 9007199254740992.0)

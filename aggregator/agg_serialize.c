@@ -162,20 +162,14 @@ static size_t agg_hist_recs(const struct agg *a, struct agg__hist *h,
                             struct agg_rec *out, struct agg_rec proto)
 {
     int64_t count = 0;
-    double sum = 0, comp = 0; /* Neumaier compensated sum */
+    double sum = h->sum + h->comp; /* Σ value/rate, not Σ value×w */
     size_t n = 0;
 
     if (h->n == 0)
         return 0;
     qsort(h->s, h->n, sizeof(*h->s), agg_hs_cmp);
-    for (uint32_t i = 0; i < h->n; i++) {
-        double x = h->s[i].v * (double)h->s[i].w;
-        double t = sum + x;
-        comp += fabs(sum) >= fabs(x) ? (sum - t) + x : (x - t) + sum;
-        sum = t;
+    for (uint32_t i = 0; i < h->n; i++)
         count += h->s[i].w;
-    }
-    sum += comp;
     if (count == 0)
         return 0;
     for (size_t k = 1; k < a->nsuffix; k++) {

@@ -87,6 +87,8 @@ struct agg_service_check {
 enum agg_compressor { AGG_COMPRESS_ZSTD, AGG_COMPRESS_ZLIB, AGG_COMPRESS_NONE };
 
 /* Configuration with the Agent's names (spec/pipeline.md §6). */
+#define AGG_HIST_COPY_PREFIX_MAX 1024 /* bytes of the copy's name prefix */
+
 struct agg_config {
     double flush_interval_s;        /* demux flush tick: 15 (3 in sinit) */
     bool flush_incomplete_buckets;  /* dogstatsd_flush_incomplete_buckets */
@@ -109,8 +111,15 @@ struct agg_config {
     char **extra_tags; /* owned: dogstatsd_tags + DD_TAGS +
                           cloud tags, appended to every item */
     size_t nextra_tags;
-    bool serverless;                /* host forced to "", events and service
-                                       checks dropped, serverless origin */
+    bool hist_copy_to_dist;         /* histogram_copy_to_distribution: every
+                                       h/ms sample is also a distribution */
+    char *hist_copy_prefix;         /* owned; ..._prefix, "" by default; at most
+                                       AGG_HIST_COPY_PREFIX_MAX bytes */
+    bool serverless;                /* host forced to "", serverless origin */
+    bool serverless_drop_events;    /* DRAINPIPE_SERVERLESS_DROP_EVENTS: drop
+                                       events and service checks as the
+                                       Agent's serverless mode does (only
+                                       with serverless); off by default */
     uint32_t origin_product;        /* 10 Agent, 1 serverless */
     uint32_t origin_service;        /* 0 DogStatsD; 472 serverless custom */
     uint32_t origin_category;       /* 10 DogStatsD (default); 38 Lambda */
@@ -146,7 +155,7 @@ struct agg_stats {
     uint64_t samples_dropped_oom; /* samples dropped: allocation failed */
     uint64_t events;              /* accepted */
     uint64_t service_checks;      /* accepted */
-    uint64_t events_dropped;      /* serverless mode or caps */
+    uint64_t events_dropped;      /* serverless_drop_events or caps */
     uint64_t flushes;             /* flush jobs: ticks, agg_flush calls,
                                      no-agg batch cuts */
     uint64_t series_flushed;      /* series written to payloads */
@@ -158,7 +167,7 @@ struct agg_stats {
                                         members or histogram samples per
                                         bucket, open buckets, waiting
                                         no-agg batches */
-    uint64_t service_checks_dropped; /* serverless mode or caps */
+    uint64_t service_checks_dropped; /* serverless_drop_events or caps */
     uint64_t payloads_dropped;       /* payloads lost to allocation or
                                         compression failure */
     uint64_t contexts_expired;       /* contexts removed by expiry */
@@ -192,9 +201,13 @@ int agg_start(struct agg *a) CMN_MUST_CHECK;
  * (more than tags_per_metric_max tags), CMN_ESTOPPED (after agg_stop).
  * NaN/Inf values are dropped one by one and counted (samples_nan); a
  * timestamped h/ms/s/d line on the no-aggregation path is dropped and
- * counted (samples_no_agg_unsupported) with 0 returned. Events and service
- * checks are copied; in serverless mode they are dropped, counted and 0 is
- * returned; past the queue cap (10 000 per flush) CMN_ECAP. */
+ * counted (samples_no_agg_unsupported) with 0 returned. With
+ * hist_copy_to_dist an h/ms line is also added as a distribution named
+ * prefix + name (timestamped or not: the copy is aggregated, as the Agent's
+ * copy skips the no-aggregation path). Events and service checks are
+ * copied; with serverless_drop_events (and serverless) they are dropped,
+ * counted and 0 is returned; past the queue cap (10 000 per flush)
+ * CMN_ECAP. */
 int agg_add_metric(struct agg *a, const struct agg_metric *m);
 /* One value of one metric, as a line "name:v|type|#tags" would give, at
  * now (no |T). tags: comma-separated or NULL; borrowed for the call. For

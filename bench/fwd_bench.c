@@ -48,7 +48,7 @@ static void cfg_for(struct fwd_config *cfg, const char *url)
     cfg->nendpoints = 1;
     cfg->endpoints[0].url = cmn_strdup(url);
     cfg->endpoints[0].keys = cmn_calloc(1, sizeof(char *));
-    cfg->endpoints[0].keys[0] = cmn_strdup(keys[0]);
+    cfg->endpoints[0].keys[0] = cmn_secret_strndup(keys[0], strlen(keys[0]));
     cfg->endpoints[0].nkeys = 1;
     cfg->stop_wait_for_inflight = true;
     cfg->stop_timeout_s = 30;

@@ -9,9 +9,12 @@
  */
 #include "common.h"
 
+#include <malloc.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #define CMN_ALLOC_MAX ((size_t)1 << 30) /* 1 GiB: larger is a bug */
 #define HDR 16
@@ -132,4 +135,98 @@ void cmn_alloc_fail_after(uint64_t n)
 void cmn_alloc_fail_reset(void)
 {
     atomic_store(&fail_at, 0);
+}
+
+/* ------------------------------------------------------------------------
+ * Secrets and scrubbed memory
+ */
+
+void cmn_wipe(void *p, size_t len)
+{
+    if (p != NULL && len > 0)
+        explicit_bzero(p, len);
+}
+
+static size_t secret_map_size(size_t size)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    return (size + HDR + page - 1) / page * page;
+}
+
+char *cmn_secret_strndup(const char *s, size_t len)
+{
+    size_t size = len + 1;
+    if (len >= CMN_ALLOC_MAX || should_fail())
+        return NULL;
+    size_t map = secret_map_size(size);
+    unsigned char *base = mmap(NULL, map, PROT_READ | PROT_WRITE,
+                               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (base == MAP_FAILED)
+        return NULL;
+    /* Best effort: a kernel without MADV_DONTDUMP (before 3.4) still gets
+     * a working copy. */
+    (void)madvise(base, map, MADV_DONTDUMP);
+    memcpy(base, &size, sizeof(size));
+    memcpy(base + HDR, s, len);
+    base[HDR + len] = '\0';
+    atomic_fetch_add(&live_bytes, size);
+    return (char *)base + HDR;
+}
+
+void cmn_secret_free(char *s)
+{
+    if (s == NULL)
+        return;
+    unsigned char *base = (unsigned char *)s - HDR;
+    size_t size;
+    memcpy(&size, base, sizeof(size));
+    size_t map = secret_map_size(size);
+    atomic_fetch_sub(&live_bytes, size);
+    explicit_bzero(base, map);
+    munmap(base, map);
+}
+
+void *cmn_scrub_malloc(size_t size)
+{
+    return malloc(size);
+}
+
+void *cmn_scrub_calloc(size_t n, size_t size)
+{
+    return calloc(n, size);
+}
+
+void cmn_scrub_free(void *p)
+{
+    if (p == NULL)
+        return;
+    explicit_bzero(p, malloc_usable_size(p));
+    free(p);
+}
+
+/* Never realloc in place: the old block would be freed unzeroed. */
+void *cmn_scrub_realloc(void *p, size_t size)
+{
+    if (p == NULL)
+        return malloc(size);
+    if (size == 0) {
+        cmn_scrub_free(p);
+        return NULL;
+    }
+    void *q = malloc(size);
+    if (q == NULL)
+        return NULL;
+    size_t old = malloc_usable_size(p);
+    memcpy(q, p, old < size ? old : size);
+    cmn_scrub_free(p);
+    return q;
+}
+
+char *cmn_scrub_strdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d != NULL)
+        memcpy(d, s, n);
+    return d;
 }

@@ -9,6 +9,9 @@
 #include "common.h"
 
 #include <stdlib.h>
+#include <string.h>
+
+extern char **environ;
 
 #define COMP "config"
 
@@ -20,6 +23,35 @@ const char *cmn_env_get(const struct cmn_env *env, const char *name)
     else
         v = getenv(name);
     return (v != NULL && *v != '\0') ? v : NULL;
+}
+
+int cmn_env_protect(const char *name)
+{
+    /* entries already moved: environ may be copied by setenv, but the
+     * pointers we installed stay the same */
+    static char *moved[8];
+    size_t nl = strlen(name);
+
+    for (char **e = environ; e != NULL && *e != NULL; e++) {
+        if (strncmp(*e, name, nl) != 0 || (*e)[nl] != '=')
+            continue;
+        for (size_t i = 0; i < sizeof(moved) / sizeof(moved[0]); i++)
+            if (moved[i] == *e)
+                return 0;
+        char *old = *e, *copy = cmn_secret_strndup(old, strlen(old));
+        if (copy == NULL)
+            return UV_ENOMEM;
+        *e = copy;
+        cmn_wipe(old + nl + 1, strlen(old + nl + 1));
+        for (size_t i = 0; i < sizeof(moved) / sizeof(moved[0]); i++) {
+            if (moved[i] == NULL) {
+                moved[i] = copy;
+                break;
+            }
+        }
+        return 0;
+    }
+    return 0;
 }
 
 int cmn_env_bool(const struct cmn_env *env, const char *name, bool *out)

@@ -252,7 +252,9 @@ int cmn_parse_u64(struct cmn_slice s, uint64_t max, uint64_t *out)
         if (!is_digit(s.p[i]))
             return CMN_EPARSE;
         uint64_t d = (uint64_t)(s.p[i] - '0');
-        if (v > (max - d) / 10)
+        /* v * 10 + d <= max, without wrapping: d > max alone is too big
+         * (max - d would wrap when max < 9) */
+        if (d > max || v > (max - d) / 10)
             return CMN_ETOOBIG;
         v = v * 10 + d;
     }

@@ -59,6 +59,28 @@ uint64_t cmn_alloc_count(void);
 void cmn_alloc_fail_after(uint64_t n);
 void cmn_alloc_fail_reset(void);
 
+/* Secrets (API keys). A secret copy lives in its own page-aligned
+ * anonymous mapping marked MADV_DONTDUMP, so a core dump of the process
+ * never contains it, and is zeroed before it is unmapped. Costs one page
+ * per secret: meant for a handful of keys, not for data. Counted in the
+ * live bytes and subject to the OOM test hook. cmn_secret_free(NULL) is a
+ * no-op. */
+char *cmn_secret_strndup(const char *s, size_t len) CMN_MUST_CHECK;
+void cmn_secret_free(char *s);
+/* Zeroes len bytes in a way the compiler cannot drop. */
+void cmn_wipe(void *p, size_t len);
+
+/* A malloc-compatible allocator for third-party libraries that handle
+ * secrets (libcurl builds the DD-Api-Key header into its own buffers,
+ * jansson parses DD_ADDITIONAL_ENDPOINTS): plain malloc, but every block is
+ * zeroed before it is freed, so freed memory in a core dump holds no key.
+ * Not counted (the library owns the memory). */
+void *cmn_scrub_malloc(size_t size);
+void *cmn_scrub_calloc(size_t n, size_t size);
+void *cmn_scrub_realloc(void *p, size_t size);
+char *cmn_scrub_strdup(const char *s);
+void cmn_scrub_free(void *p);
+
 /* ------------------------------------------------------------------------
  * Byte slices and parsing (STYLE.md rule 7). Parsers never need a NUL and
  * never write to their input.
@@ -190,6 +212,14 @@ struct cmn_env {
     void *data;        /* passed to get */
 };
 const char *cmn_env_get(const struct cmn_env *env, const char *name);
+/* Moves the process environment's NAME=value entry into a secret page
+ * (cmn_secret_strndup), points environ at the copy and zeroes the value in
+ * the original string (which lives on the initial stack, part of every
+ * core dump). getenv, /proc and children see the same value as before,
+ * /proc/<pid>/environ shows zeros. Idempotent; a no-op when NAME is unset.
+ * Main thread, before other threads read the environment. 0 or
+ * UV_ENOMEM. */
+int cmn_env_protect(const char *name) CMN_MUST_CHECK;
 int cmn_env_bool(const struct cmn_env *env, const char *name,
                  bool *out) CMN_MUST_CHECK;
 /* Integer within [min, max]. */

@@ -66,7 +66,8 @@ typedef void (*fwd_submit_fn)(void *data, struct fwd_payload *p);
  */
 struct fwd_endpoint_cfg {
     char *url;   /* owned; "https://host[:port]" without trailing '/' */
-    char **keys; /* owned array of owned API keys */
+    char **keys; /* owned array of owned API keys, each allocated with
+                    cmn_secret_strndup (kept out of core dumps) */
     size_t nkeys;
 };
 
@@ -79,6 +80,8 @@ struct fwd_config {
     double backoff_factor;        /* forwarder_backoff_factor, 2 */
     double backoff_max;           /* forwarder_backoff_max, 64 */
     uint32_t recovery_interval;   /* forwarder_recovery_interval, 2 */
+    bool recovery_reset;          /* forwarder_recovery_reset: a success
+                                     forgives every error */
     size_t retry_queue_max_bytes; /* ..._retry_queue_payloads_max_size */
     double stop_timeout_s;        /* forwarder_stop_timeout, 2 */
     bool stop_wait_for_inflight;  /* forwarder_stop_wait_for_inflight */
@@ -87,7 +90,8 @@ struct fwd_config {
     char *no_proxy;               /* owned or NULL */
     bool skip_ssl_validation;     /* DD_SKIP_SSL_VALIDATION */
     char *ca_file;                /* owned or NULL: extra CA bundle */
-    int min_tls_version;          /* 12 or 13: min_tls_version */
+    int min_tls_version;          /* min_tls_version: 10, 11, 12 (the
+                                     default) or 13 */
     bool warm_start;              /* resolve + connect at start (one GET
                                      <url>/api/v1/validate per endpoint) */
 };
@@ -99,9 +103,9 @@ void fwd_config_defaults(struct fwd_config *cfg);
  * DD_ADDITIONAL_ENDPOINTS (JSON {"url": ["key", ...]}; keys trimmed, urls
  * without a key dropped, a url equal to the main one merges its keys),
  * DD_FORWARDER_TIMEOUT, _MAX_CONCURRENT_REQUESTS, _BACKOFF_BASE/_FACTOR/_MAX,
- * _RECOVERY_INTERVAL, _RETRY_QUEUE_PAYLOADS_MAX_SIZE, _STOP_TIMEOUT,
- * _STOP_WAIT_FOR_INFLIGHT, DD_PROXY_HTTPS/HTTP/NO_PROXY (falling back to
- * HTTPS_PROXY/https_proxy, HTTP_PROXY/http_proxy, NO_PROXY/no_proxy),
+ * _RECOVERY_INTERVAL, _RECOVERY_RESET, _RETRY_QUEUE_PAYLOADS_MAX_SIZE,
+ * _STOP_TIMEOUT, _STOP_WAIT_FOR_INFLIGHT, DD_PROXY_HTTPS/HTTP/NO_PROXY (falling
+ * back to HTTPS_PROXY/https_proxy, HTTP_PROXY/http_proxy, NO_PROXY/no_proxy),
  * DD_SKIP_SSL_VALIDATION and DD_MIN_TLS_VERSION (tlsv1.0-tlsv1.3).
  * Endpoints are rebuilt from the environment; other fields keep their value
  * when a variable is unset. Returns 0, UV_ENOMEM, or UV_EINVAL after

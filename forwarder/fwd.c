@@ -10,14 +10,18 @@
  * deadline: nothing is dropped silently.
  *
  * Circuit breaker, per endpoint (the Agent keys it by domain + route; we
- * key it by domain): an error trips it, sets nerrors = min(nerrors + 1, 6)
- * and blocks the endpoint for fwd__backoff_s(nerrors); once that time has
- * passed it is half-open, with one probe on the wire until it answers. Any
- * answer other than a retryable error closes it and forgives
- * recovery_interval errors, so a later error backs off less.
+ * key it by domain), with the Agent's transitions: an error while closed
+ * or half-open sets nerrors = min(nerrors + 1, max_errors) and blocks the
+ * endpoint for fwd__backoff_s(nerrors) (the Agent's pkg/util/backoff
+ * formula, for every setting); answers arriving while blocked are ignored;
+ * once the time has passed it is half-open, with one probe on the wire
+ * until it answers. A probe answered other than with a retryable error
+ * forgives recovery_interval errors: at 0 the breaker closes, otherwise it
+ * blocks again for the backoff of the errors left.
  */
 #include <math.h>
 #include <string.h>
+#include <strings.h>
 
 #include "fwd_internal.h"
 
@@ -27,14 +31,27 @@
 
 double fwd__backoff_s(const struct fwd_config *cfg, uint32_t n, double r)
 {
-    double b;
+    double b, lo, hi;
 
-    if (n > FWD_MAX_ERRORS)
-        n = FWD_MAX_ERRORS;
-    b = cfg->backoff_base * pow(cfg->backoff_factor, (double)n);
+    if (n == 0)
+        return 0;
+    b = cfg->backoff_base * pow(2, (double)n);
     if (b > cfg->backoff_max)
         return cfg->backoff_max;
-    return b / 2 + r * (b / 2);
+    lo = b / cfg->backoff_factor;
+    hi = b; /* min(max, b): b <= max here */
+    return lo + r * (hi - lo);
+}
+
+uint32_t fwd__max_errors(const struct fwd_config *cfg)
+{
+    double m = floor(log2(cfg->backoff_max / cfg->backoff_base)) + 1;
+
+    /* bounded: max <= 86400 and base >= 0.001 (fwd_config_from_env) give
+     * at most 27; the clamp guards programmatic configs */
+    if (!(m > 0))
+        return 0;
+    return m > 64 ? 64 : (uint32_t)m;
 }
 
 void fwd__redact(const char *key, char out[16])
@@ -268,30 +285,52 @@ static void enqueue(struct fwd *f, struct fwd_txn *t)
  * Completion (called from the transport)
  */
 
-static void ep_success(struct fwd *f, struct fwd_ep *ep)
+/* Blocks ep for the backoff of its error count (promptly while draining:
+ * the stop deadline bounds the retries). */
+static void ep_block(struct fwd *f, struct fwd_ep *ep, uint64_t now)
 {
-    uint32_t r = f->cfg.recovery_interval;
+    uint64_t wait_ms =
+        (uint64_t)(fwd__backoff_s(&f->cfg, ep->nerrors, rand01(f)) * 1000.0);
 
-    ep->nerrors = ep->nerrors > r ? ep->nerrors - r : 0;
-    ep->blocked_until_ms = 0;
-    ep->tripped = false;
+    if (f->state == FWD_STOPPING)
+        wait_ms = FWD_STOP_RETRY_MS;
+    ep->blocked_until_ms = now + wait_ms;
 }
 
+/* The Agent's circuit breaker (blocked_endpoints.go): a success while
+ * closed changes nothing; while blocked it is ignored (the request may
+ * have left before the error that blocked the endpoint); the half-open
+ * probe's success forgives recovery errors, closing the breaker at 0 and
+ * blocking again for the backoff of what is left otherwise. */
+static void ep_success(struct fwd *f, struct fwd_ep *ep)
+{
+    uint64_t now = uv_now(f->loop);
+    uint32_t r = f->recovery;
+
+    if (!ep->tripped || now < ep->blocked_until_ms)
+        return;
+    ep->nerrors = ep->nerrors > r ? ep->nerrors - r : 0;
+    if (ep->nerrors == 0) {
+        ep->tripped = false;
+        ep->blocked_until_ms = 0;
+        return;
+    }
+    ep_block(f, ep, now);
+}
+
+/* An error while closed or half-open counts (up to max_errors) and blocks
+ * for the backoff; one while already blocked is ignored, as in the Agent:
+ * it comes from a request sent before the breaker opened. */
 static void ep_error(struct fwd *f, struct fwd_ep *ep)
 {
-    uint64_t now = uv_now(f->loop), wait_ms;
+    uint64_t now = uv_now(f->loop);
 
-    if (ep->nerrors < FWD_MAX_ERRORS)
+    if (ep->tripped && now < ep->blocked_until_ms)
+        return;
+    if (ep->nerrors < f->max_errors)
         ep->nerrors++;
     ep->tripped = true;
-    wait_ms =
-        (uint64_t)(fwd__backoff_s(&f->cfg, ep->nerrors, rand01(f)) * 1000.0);
-    if (f->state == FWD_STOPPING) {
-        /* draining: retry promptly, within the time left */
-        wait_ms = FWD_STOP_RETRY_MS;
-    }
-    if (now + wait_ms > ep->blocked_until_ms)
-        ep->blocked_until_ms = now + wait_ms;
+    ep_block(f, ep, now);
 }
 
 static void warmup_done(struct fwd *f, struct fwd_txn *t, long status,
@@ -405,6 +444,47 @@ void fwd__txn_done(struct fwd *f, struct fwd_txn *t, long status, CURLcode res)
  * Public API
  */
 
+bool fwd__url_is_plain_remote(const char *url)
+{
+    static const char *const loopback[] = {"localhost", "[::1]", "127."};
+    const char *host = url + 7;
+
+    if (strncasecmp(url, "http://", 7) != 0)
+        return false;
+    for (size_t i = 0; i < sizeof(loopback) / sizeof(loopback[0]); i++) {
+        size_t n = strlen(loopback[i]);
+        if (strncasecmp(host, loopback[i], n) != 0)
+            continue;
+        /* a whole host: "localhost.example.com" or "127.evil.com" is not
+         * loopback; 127.x.y.z must be digits and dots */
+        const char *p = host + n;
+        if (loopback[i][n - 1] == '.')
+            p += strspn(p, "0123456789.");
+        if (*p == '\0' || *p == ':' || *p == '/')
+            return false;
+    }
+    return true;
+}
+
+/* One warning per weakened protection, at creation (once per pipeline):
+ * the API key travels in a header, so verification off or plain HTTP to
+ * another host exposes it. */
+static void fwd_warn_insecure(const struct fwd_config *cfg)
+{
+    if (cfg->skip_ssl_validation && cfg->nendpoints > 0)
+        CMN_LOGW(FWD_COMP, "TLS certificate verification is off "
+                           "(DD_SKIP_SSL_VALIDATION): the intake's identity "
+                           "is not checked");
+    for (size_t i = 0; i < cfg->nendpoints; i++) {
+        if (fwd__url_is_plain_remote(cfg->endpoints[i].url))
+            CMN_LOGW(FWD_COMP,
+                     "intake URL %s is plain http:// to a host that is not "
+                     "loopback: the API key and the payloads travel "
+                     "unencrypted",
+                     cfg->endpoints[i].url);
+    }
+}
+
 int fwd_create(uv_loop_t *loop, const struct fwd_config *cfg, struct fwd **out)
 {
     struct fwd *f;
@@ -423,6 +503,17 @@ int fwd_create(uv_loop_t *loop, const struct fwd_config *cfg, struct fwd **out)
         goto out_free;
     if (f->cfg.max_concurrent == 0)
         f->cfg.max_concurrent = 1;
+    if (f->cfg.backoff_factor < 2) {
+        /* as the Agent's forwarder (blocked_endpoints.go) */
+        CMN_LOGW(FWD_COMP,
+                 "forwarder_backoff_factor %g is less than 2; 2 is used",
+                 f->cfg.backoff_factor);
+        f->cfg.backoff_factor = 2;
+    }
+    fwd_warn_insecure(&f->cfg);
+    f->max_errors = fwd__max_errors(&f->cfg);
+    f->recovery =
+        f->cfg.recovery_reset ? f->max_errors : f->cfg.recovery_interval;
     if (f->cfg.nendpoints > 0) {
         f->eps = cmn_calloc(f->cfg.nendpoints, sizeof(*f->eps));
         if (f->eps == NULL) {

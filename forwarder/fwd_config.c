@@ -36,7 +36,7 @@ static void endpoint_free(struct fwd_endpoint_cfg *e)
 {
     cmn_free(e->url);
     for (size_t i = 0; i < e->nkeys; i++)
-        cmn_free(e->keys[i]);
+        cmn_secret_free(e->keys[i]);
     cmn_free(e->keys);
     e->url = NULL;
     e->keys = NULL;
@@ -98,7 +98,7 @@ int fwd__config_copy(struct fwd_config *dst, const struct fwd_config *src)
         if (d->keys == NULL)
             goto out_free;
         for (size_t k = 0; k < s->nkeys; k++) {
-            d->keys[k] = cmn_strdup(s->keys[k]);
+            d->keys[k] = cmn_secret_strndup(s->keys[k], strlen(s->keys[k]));
             if (d->keys[k] == NULL)
                 goto out_free;
             d->nkeys = k + 1;
@@ -116,15 +116,24 @@ out_free:
  */
 
 /* Trims ASCII whitespace on both sides; returns a new string or NULL. */
+/* Trims s in place as a slice: *len gets the trimmed length. */
+static const char *trim(const char *s, size_t *len)
+{
+    size_t n = strlen(s);
+    while (n > 0 && isspace((unsigned char)*s)) {
+        s++;
+        n--;
+    }
+    while (n > 0 && isspace((unsigned char)s[n - 1]))
+        n--;
+    *len = n;
+    return s;
+}
+
 static char *trim_dup(const char *s)
 {
-    size_t len = strlen(s);
-    while (len > 0 && isspace((unsigned char)*s)) {
-        s++;
-        len--;
-    }
-    while (len > 0 && isspace((unsigned char)s[len - 1]))
-        len--;
+    size_t len;
+    s = trim(s, &len);
     return cmn_strndup(s, len);
 }
 
@@ -256,7 +265,9 @@ static struct fwd_endpoint_cfg *find_or_add_ep(struct fwd_config *cfg,
 /* Adds a trimmed key unless empty or already present. Takes no ownership. */
 static int ep_add_key(struct fwd_endpoint_cfg *e, const char *raw)
 {
-    char *k = trim_dup(raw), **keys;
+    size_t len;
+    const char *t = trim(raw, &len);
+    char *k = cmn_secret_strndup(t, len), **keys;
 
     if (k == NULL)
         return UV_ENOMEM;
@@ -267,14 +278,14 @@ static int ep_add_key(struct fwd_endpoint_cfg *e, const char *raw)
             goto out_free;
     keys = cmn_reallocarray(e->keys, e->nkeys + 1, sizeof(*keys));
     if (keys == NULL) {
-        cmn_free(k);
+        cmn_secret_free(k);
         return UV_ENOMEM;
     }
     e->keys = keys;
     e->keys[e->nkeys++] = k;
     return 0;
 out_free:
-    cmn_free(k);
+    cmn_secret_free(k);
     return 0;
 }
 
@@ -302,6 +313,10 @@ static int additional_endpoints(struct fwd_config *cfg, const char *json)
 {
     static const char var[] = "DD_ADDITIONAL_ENDPOINTS";
     json_error_t jerr;
+    /* the tree holds the keys: its memory is zeroed when freed (a global
+     * jansson setting; the scrubbing functions are malloc-compatible, so
+     * blocks allocated before the switch free correctly) */
+    json_set_alloc_funcs(cmn_scrub_malloc, cmn_scrub_free);
     json_t *root = json_loads(json, JSON_REJECT_DUPLICATES, &jerr);
     const char *k;
     json_t *v;
@@ -413,12 +428,18 @@ static int tls_version(struct fwd_config *cfg, const struct cmn_env *env)
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         if (strcasecmp(v, names[i].name) == 0) {
             cfg->min_tls_version = names[i].v;
+            if (names[i].v < 12)
+                CMN_LOGW(COMP,
+                         "DD_MIN_TLS_VERSION=%s: TLS versions below 1.2 "
+                         "are allowed (the default minimum is tlsv1.2)",
+                         v);
             return 0;
         }
     }
+    /* the Agent's min_tls_version takes the same four names */
     CMN_LOGE(COMP,
-             "DD_MIN_TLS_VERSION: expected tlsv1.2 or tlsv1.3, got "
-             "\"%s\"",
+             "DD_MIN_TLS_VERSION: expected tlsv1.0, tlsv1.1, tlsv1.2 "
+             "(the default) or tlsv1.3, got \"%s\"",
              v);
     return UV_EINVAL;
 }
@@ -451,6 +472,9 @@ static int numbers(struct fwd_config *cfg, const struct cmn_env *env)
     if (rc != 0)
         return rc;
     cfg->recovery_interval = (uint32_t)i;
+    rc = cmn_env_bool(env, "DD_FORWARDER_RECOVERY_RESET", &cfg->recovery_reset);
+    if (rc != 0)
+        return rc;
     i = (int64_t)cfg->retry_queue_max_bytes;
     rc = cmn_env_i64(env, "DD_FORWARDER_RETRY_QUEUE_PAYLOADS_MAX_SIZE", 1,
                      (int64_t)1 << 30, &i);
@@ -558,6 +582,15 @@ int fwd_config_from_env(struct fwd_config *cfg, const struct cmn_env *env)
 {
     int rc;
 
+    /* The process environment's copies of the keys move to pages kept out
+     * of core dumps before anything reads them. */
+    if (env == NULL || env->get == NULL) {
+        rc = cmn_env_protect("DD_API_KEY");
+        if (rc == 0)
+            rc = cmn_env_protect("DD_ADDITIONAL_ENDPOINTS");
+        if (rc != 0)
+            return rc;
+    }
     /* endpoints are rebuilt from the environment */
     for (size_t i = 0; i < cfg->nendpoints; i++)
         endpoint_free(&cfg->endpoints[i]);

@@ -45,6 +45,7 @@ static void load(void)
     } syms[] = {
 #define SYM(field, fn) {#fn, offsetof(struct fwd_curl_api, field)}
         SYM(global_init, curl_global_init),
+        SYM(global_init_mem, curl_global_init_mem),
         SYM(easy_init, curl_easy_init),
         SYM(easy_setopt, curl_easy_setopt),
         SYM(easy_getinfo, curl_easy_getinfo),
@@ -90,7 +91,13 @@ int fwd__curl_global_init(void)
 
     if (done)
         return 0;
-    if (fwd__curl.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+    /* libcurl copies the DD-Api-Key header into its own buffers: they are
+     * zeroed when freed, so a core dump holds no key in freed memory. The
+     * TLS library's record buffers are outside this (docs/security.md). */
+    if (fwd__curl.global_init_mem(CURL_GLOBAL_DEFAULT, cmn_scrub_malloc,
+                                  cmn_scrub_free, cmn_scrub_realloc,
+                                  cmn_scrub_strdup,
+                                  cmn_scrub_calloc) != CURLE_OK) {
         snprintf(load_err, sizeof(load_err), "curl_global_init failed");
         return UV_EINVAL;
     }

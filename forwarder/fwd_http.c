@@ -191,6 +191,7 @@ static int add_header(struct curl_slist **list, const char *name,
         return UV_ENOMEM;
     }
     l = curl_slist_append(*list, b.p);
+    cmn_wipe(b.p, b.len); /* the DD-Api-Key line */
     cmn_buf_free(&b);
     if (l == NULL)
         return UV_ENOMEM;

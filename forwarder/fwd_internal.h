@@ -26,6 +26,9 @@
  * the transport code reads like plain libcurl code. */
 struct fwd_curl_api {
     CURLcode (*global_init)(long flags);
+    CURLcode (*global_init_mem)(long flags, curl_malloc_callback m,
+                                curl_free_callback f, curl_realloc_callback r,
+                                curl_strdup_callback s, curl_calloc_callback c);
     CURL *(*easy_init)(void);
     CURLcode (*easy_setopt)(CURL *h, CURLoption opt, ...);
     CURLcode (*easy_getinfo)(CURL *h, CURLINFO info, ...);
@@ -89,7 +92,6 @@ const char *fwd__curl_load_error(void);
 
 #define FWD_COMP "forwarder"
 #define FWD_AGENT_PAYLOAD_VERSION "5.0.4"
-#define FWD_MAX_ERRORS 6     /* backoff error count cap (§3.6) */
 #define FWD_STOP_RETRY_MS 25 /* retry delay while draining at stop */
 
 struct fwd_body {
@@ -124,7 +126,7 @@ struct fwd_ep {
     size_t nkeys;
     struct fwd_txn_list queue; /* waiting transactions, oldest first */
     struct fwd_txn_list wire;  /* payload requests on the wire */
-    uint32_t nerrors;          /* backoff error count, <= FWD_MAX_ERRORS */
+    uint32_t nerrors;          /* backoff error count, <= max_errors */
     uint64_t blocked_until_ms; /* uv_now time; breaker blocked before */
     bool tripped;              /* breaker open: blocked, then half-open */
     bool probing;              /* half-open: the probe is on the wire */
@@ -172,6 +174,8 @@ struct fwd {
     struct fwd_stats st;
     struct cmn_ratelimit rl_err;   /* retry warnings */
     struct cmn_ratelimit rl_evict; /* eviction warnings */
+    uint32_t max_errors;           /* fwd__max_errors(&cfg) */
+    uint32_t recovery;             /* errors forgiven per success */
     double (*rand01)(void);        /* test hook; NULL = drand48-like */
     uint64_t rng;                  /* xorshift state */
 };
@@ -193,10 +197,20 @@ void fwd__txn_done(struct fwd *f, struct fwd_txn *t, long status, CURLcode res);
 /* Called when a handle owned by f finished closing. */
 void fwd__handle_closed(struct fwd *f);
 
-/* Backoff after n errors (§3.6, unverified): b = base * factor^n; b > max
- * gives max, otherwise uniform in [b/2, b). r is uniform in [0, 1).
- * n is capped at FWD_MAX_ERRORS. Seconds. */
+/* The Agent's exponential backoff (pkg/util/backoff ExpBackoffPolicy, with
+ * MinBackoffFactor = backoff_factor, BaseBackoffTime = backoff_base,
+ * MaxBackoffTime = backoff_max). The wait after n errors, in seconds:
+ * 0 for n = 0; else b = base * 2^n (the exponent's base is always 2, the
+ * factor only sets the lower bound), max if b > max, otherwise uniform in
+ * [b / factor, min(max, b)). r is uniform in [0, 1). */
 double fwd__backoff_s(const struct fwd_config *cfg, uint32_t n, double r);
+/* The error count cap: floor(log2(max / base)) + 1 (6 with the defaults
+ * 64 / 2), 0 when max < base / 2 (the Agent then never blocks). */
+uint32_t fwd__max_errors(const struct fwd_config *cfg);
+
+/* True for an http:// URL whose host is not literally loopback
+ * (localhost, 127.0.0.0/8, [::1]). */
+bool fwd__url_is_plain_remote(const char *url);
 
 /* Copies the last 5 characters of key for log lines ("***abcde"). */
 void fwd__redact(const char *key, char out[16]);

@@ -4,8 +4,9 @@
  * (zstd / deflate / identity; protobuf MetricPayload and SketchPayload, v1
  * JSON series, events and service-check JSON) and either appends one JSON
  * line per series point, sketch point, event and service check to a file,
- * or keeps one summary row per (type, metric, tags) and prints them as a
- * table when it stops.
+ * or keeps one summary row per (type, metric, tags) and prints them when
+ * it stops: one block per metric, sorted by name, with the full name and
+ * tags, then totals and every drop by cause.
  *
  * Invariant: every payload handed to lc_local_submit is freed before the
  * call returns and counted exactly once (decoded, decode error or dropped
@@ -34,6 +35,7 @@
 #define LC_LOCAL_ROWS_MAX 8192       /* summary rows */
 #define LC_LOCAL_SLOTS 16384         /* hash slots, power of two > rows */
 #define LC_LOCAL_VALUE_MAX 64
+#define LC_LOCAL_TAGS_MAX 16384 /* bytes of one item's joined tags shown */
 
 struct row {
     char *key;        /* owned: type \0 metric \0 tags (NUL-joined) */
@@ -54,6 +56,8 @@ struct lc_local {
     uint32_t nrows;
     int32_t *slots; /* owned, LC_LOCAL_SLOTS: row index + 1, 0 = empty */
     struct lc_local_stats stats;
+    lc_local_drops_fn drops_fn; /* the pipeline's drop counters, or NULL */
+    void *drops_data;
 };
 
 /* ------------------------------------------------------------------------
@@ -299,7 +303,7 @@ static void emit_point(struct lc_local *l, const char *metric, char **tags,
         json_decref(o);
         return;
     }
-    char tagbuf[1024];
+    char tagbuf[LC_LOCAL_TAGS_MAX];
     if (jtags != NULL)
         join_json_tags(tagbuf, sizeof(tagbuf), jtags);
     else
@@ -431,9 +435,9 @@ static int decode_sketches(struct lc_local *l, const struct cmn_buf *raw,
                 json_decref(o);
                 continue;
             }
-            char tagbuf[1024];
+            char tagbuf[LC_LOCAL_TAGS_MAX];
             join_tags(tagbuf, sizeof(tagbuf), s->tags, s->n_tags);
-            struct row *r = row_get(l, "dist", metric, tagbuf);
+            struct row *r = row_get(l, "distribution", metric, tagbuf);
             if (r == NULL)
                 continue;
             r->points++;
@@ -460,7 +464,7 @@ static void emit_json_item(struct lc_local *l, const char *line_type,
         return;
     }
     const char *name = json_string_value(json_object_get(item, name_field));
-    char tagbuf[1024];
+    char tagbuf[LC_LOCAL_TAGS_MAX];
     json_t *tags = json_object_get(item, "tags");
     if (json_is_array(tags))
         join_json_tags(tagbuf, sizeof(tagbuf), tags);
@@ -642,26 +646,109 @@ void lc_local_submit(void *data, struct fwd_payload *p)
     fwd_payload_free(p);
 }
 
-/* Copies s into a w-column cell, cutting with "..." when longer. */
-static void cell(char *dst, size_t w, const char *s)
+static int row_cmp(const void *x, const void *y)
 {
-    size_t n = strlen(s);
-    if (n <= w) {
-        memcpy(dst, s, n + 1);
-        return;
-    }
-    memcpy(dst, s, w - 3);
-    memcpy(dst + w - 3, "...", 4);
+    const struct row *a = *(const struct row *const *)x;
+    const struct row *b = *(const struct row *const *)y;
+    int c = strcmp(a->metric, b->metric);
+    if (c == 0)
+        c = strcmp(a->type, b->type);
+    return c != 0 ? c : strcmp(a->tags, b->tags);
 }
 
-/* Table layout, 100 columns with a 24-column VALUE:
- * METRIC(30) TYPE(6) TAGS(28) POINTS(6, right) VALUE */
-#define W_METRIC 30
-#define W_TAGS 28
+static bool row_is_metric(const struct row *r)
+{
+    return strcmp(r->type, "event") != 0 && strcmp(r->type, "check") != 0;
+}
+
+static const char *plural(uint64_t n, const char *one, const char *many)
+{
+    return n == 1 ? one : many;
+}
+
+/* One block per metric (and per event title or check name), sorted by
+ * name, then type, then tags; names and tags are printed in full:
+ *
+ *   jobs.done (rate)
+ *     tags:   env:dev,team:a
+ *     points: 2, last 0.25
+ */
+static int print_rows(struct lc_local *l, struct cmn_buf *b)
+{
+    const struct row **v = cmn_calloc(l->nrows, sizeof(*v));
+    int rc = 0;
+
+    if (v == NULL)
+        return UV_ENOMEM;
+    for (uint32_t i = 0; i < l->nrows; i++)
+        v[i] = &l->rows[i];
+    qsort(v, l->nrows, sizeof(*v), row_cmp);
+    for (uint32_t i = 0; i < l->nrows && rc == 0; i++) {
+        const struct row *r = v[i];
+        bool metric = row_is_metric(r);
+        rc |= cmn_buf_printf(b, "\n%s (%s)\n    tags:   %s\n",
+                             r->metric[0] ? r->metric : "-", r->type,
+                             strcmp(r->tags, "-") == 0 ? "(none)" : r->tags);
+        rc |= cmn_buf_printf(b, "    %s %llu, last %s\n",
+                             metric ? "points:" : "sent:  ",
+                             (unsigned long long)r->points, r->value);
+    }
+    cmn_free(v);
+    return rc;
+}
+
+/* "Totals" and "Dropped" lines: what was kept, and every drop by cause
+ * (the pipeline's counters, then the sink's own). */
+static int print_totals(struct lc_local *l, struct cmn_buf *b)
+{
+    struct lc_drop drops[LC_LOCAL_DROPS_MAX];
+    size_t n = 0;
+    uint64_t metrics = 0;
+    int rc = 0;
+
+    for (uint32_t i = 0; i < l->nrows; i++)
+        metrics += row_is_metric(&l->rows[i]);
+    uint64_t points = l->stats.series_points + l->stats.sketch_points;
+    rc |= cmn_buf_printf(
+        b, "\nTotals: %llu %s, %llu %s, %llu %s, %llu %s\n",
+        (unsigned long long)metrics, plural(metrics, "metric", "metrics"),
+        (unsigned long long)points, plural(points, "point", "points"),
+        (unsigned long long)l->stats.events,
+        plural(l->stats.events, "event", "events"),
+        (unsigned long long)l->stats.service_checks,
+        plural(l->stats.service_checks, "service check", "service checks"));
+    if (l->drops_fn != NULL)
+        n = l->drops_fn(l->drops_data, drops, LC_LOCAL_DROPS_MAX);
+    const struct lc_drop own[] = {
+        {"payloads that could not be decoded", l->stats.decode_errors},
+        {"lines or rows not written (memory, I/O)", l->stats.write_errors},
+        {"payloads that arrived after stop", l->stats.dropped_stopped},
+    };
+    for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
+        if (own[i].n > 0 && n < LC_LOCAL_DROPS_MAX)
+            drops[n++] = own[i];
+    size_t shown = 0;
+    for (size_t i = 0; i < n; i++)
+        shown += drops[i].n > 0;
+    rc |= cmn_buf_printf(b, "Dropped:%s\n", shown ? "" : " none");
+    for (size_t i = 0; i < n; i++)
+        if (drops[i].n > 0)
+            rc |=
+                cmn_buf_printf(b, "    %llu %s\n",
+                               (unsigned long long)drops[i].n, drops[i].cause);
+    if (l->stats.dropped_cap > 0)
+        rc |= cmn_buf_printf(b,
+                             "(%llu more points in metrics not shown: over "
+                             "%d metrics)\n",
+                             (unsigned long long)l->stats.dropped_cap,
+                             LC_LOCAL_ROWS_MAX);
+    return rc;
+}
+
 static void print_summary(struct lc_local *l)
 {
     struct cmn_buf b;
-    cmn_buf_init(&b, 4u << 20);
+    cmn_buf_init(&b, 64u << 20);
     int rc = 0;
     if (l->nrows == 0) {
         rc |= cmn_buf_printf(&b, "drainpipe: no DD_API_KEY set, so nothing "
@@ -670,26 +757,11 @@ static void print_summary(struct lc_local *l)
         rc |= cmn_buf_printf(&b, "drainpipe: no DD_API_KEY set, so nothing "
                                  "was sent. This is what would have been "
                                  "sent:\n");
-        rc |= cmn_buf_printf(&b, "%-*s %-6s %-*s %6s  %s\n", W_METRIC, "METRIC",
-                             "TYPE", W_TAGS, "TAGS", "POINTS", "VALUE (last)");
+        rc |= print_rows(l, &b);
     }
-    for (uint32_t i = 0; i < l->nrows && rc == 0; i++) {
-        const struct row *r = &l->rows[i];
-        char m[W_METRIC + 1], t[W_TAGS + 1];
-        cell(m, W_METRIC, r->metric[0] ? r->metric : "-");
-        cell(t, W_TAGS, r->tags);
-        rc |= cmn_buf_printf(&b, "%-*s %-6s %-*s %6llu  %s\n", W_METRIC, m,
-                             r->type, W_TAGS, t, (unsigned long long)r->points,
-                             r->value);
-    }
-    if (l->stats.dropped_cap > 0)
-        rc |= cmn_buf_printf(&b,
-                             "(%llu more points in rows not shown: over "
-                             "%d rows)\n",
-                             (unsigned long long)l->stats.dropped_cap,
-                             LC_LOCAL_ROWS_MAX);
+    rc |= print_totals(l, &b);
     if (rc != 0)
-        CMN_LOGW(COMP, "summary table truncated");
+        CMN_LOGW(COMP, "summary truncated");
     if (b.len > 0) {
         (void)fwrite(b.p, 1, b.len, l->summary);
         fflush(l->summary);
@@ -739,6 +811,12 @@ void lc_local_destroy(struct lc_local *l)
 void lc_local_get_stats(const struct lc_local *l, struct lc_local_stats *out)
 {
     *out = l->stats;
+}
+
+void lc_local_set_drops_fn(struct lc_local *l, lc_local_drops_fn fn, void *data)
+{
+    l->drops_fn = fn;
+    l->drops_data = data;
 }
 
 void lc_local_set_summary_stream(struct lc_local *l, FILE *f)

@@ -76,6 +76,61 @@ static void fwdc_destroy(void *self)
 
 static const struct lc_ops fwd_ops = {fwdc_start, fwdc_stop, fwdc_destroy};
 
+/* The local summary's "Dropped" list: every loss counter of the server
+ * and the aggregator, by cause (dogstatsd parse errors by reason). The
+ * server's agg_rejected is left out: the aggregator counts those lines
+ * under their own cause. */
+static size_t pipeline_drops(void *data, struct lc_drop *out, size_t max)
+{
+    static const char *const parse[DSD_ERR_MAX] = {
+        [DSD_ERR_NO_PIPE] = "lines not parsed: no '|'",
+        [DSD_ERR_NO_COLON] = "lines not parsed: no ':' after the name",
+        [DSD_ERR_EMPTY_NAME] = "lines not parsed: empty metric name",
+        [DSD_ERR_EMPTY_VALUE] = "lines not parsed: empty value",
+        [DSD_ERR_BAD_TYPE] = "lines not parsed: invalid metric type",
+        [DSD_ERR_BAD_VALUE] = "lines not parsed: invalid value",
+        [DSD_ERR_TOO_MANY_VALUES] = "lines not parsed: too many values",
+        [DSD_ERR_BAD_RATE] = "lines not parsed: invalid sample rate",
+        [DSD_ERR_BAD_TIMESTAMP] = "lines not parsed: invalid timestamp",
+        [DSD_ERR_BAD_EVENT] = "events not parsed",
+        [DSD_ERR_BAD_SERVICE_CHECK] = "service checks not parsed",
+        [DSD_ERR_NAME_TOO_LONG] = "lines not parsed: name too long",
+    };
+    const struct lc_pipeline *p = data;
+    struct lc_pipeline_stats st;
+    size_t n = 0;
+
+    lc_pipeline_get_stats(p, &st);
+    for (int i = 1; i < DSD_ERR_MAX && n < max; i++)
+        out[n++] = (struct lc_drop){parse[i] ? parse[i] : dsd_err_str(i),
+                                    st.dsd.parse_errors[i]};
+    const struct lc_drop rest[] = {
+        {"unterminated last lines (dogstatsd_eol_required)",
+         st.dsd.unterminated},
+        {"datagrams over dogstatsd_buffer_size", st.dsd.packets_truncated},
+        {"stream frames over dogstatsd_buffer_size",
+         st.dsd.stream_frames_too_big},
+        {"socket read errors", st.dsd.read_errors},
+        {"lines blocked by statsd_metric_blocklist", st.dsd.blocked},
+        {"NaN/Inf values", st.agg.samples_nan},
+        {"timestamped h/ms/s/d samples (only g and c take |T)",
+         st.agg.samples_no_agg_unsupported},
+        {"samples over the context limit", st.agg.contexts_dropped},
+        {"samples over a per-bucket cap", st.agg.samples_dropped_cap},
+        {"samples lost to memory", st.agg.samples_dropped_oom},
+        {"series, sketches or events too big for a payload",
+         st.agg.items_too_big},
+        {"payloads lost to memory or compression", st.agg.payloads_dropped},
+        {"events dropped (DRAINPIPE_SERVERLESS_DROP_EVENTS or the cap)",
+         st.agg.events_dropped},
+        {"service checks dropped (DRAINPIPE_SERVERLESS_DROP_EVENTS or the cap)",
+         st.agg.service_checks_dropped},
+    };
+    for (size_t i = 0; i < sizeof(rest) / sizeof(rest[0]) && n < max; i++)
+        out[n++] = rest[i];
+    return n;
+}
+
 static int localc_start(void *self)
 {
     return lc_local_start(self);
@@ -148,6 +203,7 @@ static int create_sink(struct lc_pipeline *p,
         rc = lc_local_create(p->loop, c->local_file, &p->local);
         if (rc != 0)
             return rc;
+        lc_local_set_drops_fn(p->local, pipeline_drops, p);
         rc = lc_register(p->m, "local-sink", NULL, &local_ops, p->local,
                          LC_LOCAL_STOP_TIMEOUT_MS);
         if (rc != 0) {

@@ -187,6 +187,21 @@ void lc_local_get_stats(const struct lc_local *l, struct lc_local_stats *out);
 /* Where the table goes (borrowed; default stderr). For tests. */
 void lc_local_set_summary_stream(struct lc_local *l, FILE *f);
 
+/* One cause of loss in the summary's "Dropped" list. */
+struct lc_drop {
+    const char *cause; /* static text, e.g. "NaN/Inf values" */
+    uint64_t n;
+};
+#define LC_LOCAL_DROPS_MAX 48
+/* Fills out with up to max drop counters (zero counts are not printed);
+ * returns how many were filled. Called once, on the loop thread, when the
+ * sink stops (after the components feeding it have stopped). */
+typedef size_t (*lc_local_drops_fn)(void *data, struct lc_drop *out,
+                                    size_t max);
+/* Where the summary's drop counters come from (the pipeline sets it). */
+void lc_local_set_drops_fn(struct lc_local *l, lc_local_drops_fn fn,
+                           void *data);
+
 /* ========================================================================
  * 3. Pipeline: the embedding API
  * ======================================================================== */

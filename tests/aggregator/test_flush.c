@@ -386,7 +386,15 @@ Test(flush, serverless_host_empty)
     h.now = T0 + 10;
     th_flush(&h, false);
     th_decode(&h);
-    cr_assert_eq(h.np, 2); /* series + sketches, no events or checks */
+    /* events and checks are delivered in serverless mode too (drainpipe's
+     * default, unlike the Agent's serverless batcher) */
+    cr_assert_eq(h.np, 4);
+    int kinds = 0;
+    for (size_t i = 0; i < h.np; i++)
+        kinds |= 1 << h.p[i]->kind;
+    cr_assert_eq(kinds, (1 << FWD_KIND_SERIES) | (1 << FWD_KIND_SKETCHES) |
+                            (1 << FWD_KIND_EVENTS) |
+                            (1 << FWD_KIND_SERVICE_CHECKS));
     MSeries *s = th_series(&h, "m");
     cr_assert_str_eq(s->resources[0]->type, "host");
     cr_assert_str_eq(s->resources[0]->name, "");
@@ -398,9 +406,35 @@ Test(flush, serverless_host_empty)
     cr_assert_str_eq(th_sketch(&h, "d")->host, "");
     struct agg_stats st;
     agg_get_stats(h.a, &st);
+    cr_assert_eq(st.events_dropped, 0);
+    cr_assert_eq(st.service_checks_dropped, 0);
+    cr_assert_eq(st.events, 1);
+    cr_assert_eq(st.service_checks, 1);
+}
+
+/* DRAINPIPE_SERVERLESS_DROP_EVENTS restores the Agent's serverless
+ * batcher: events and checks are counted and dropped. */
+Test(flush, serverless_drop_events_switch)
+{
+    h.cfg.serverless = true;
+    h.cfg.serverless_drop_events = true;
+    th_create(&h);
+    cr_assert_eq(th_add1(&h, "m", NULL, AGG_GAUGE, 1), 0);
+    struct agg_event ev = {.title = CMN_SLICE_LIT("t"),
+                           .text = CMN_SLICE_LIT("x")};
+    cr_assert_eq(agg_add_event(h.a, &ev), 0);
+    struct agg_service_check sc = {.name = CMN_SLICE_LIT("c")};
+    cr_assert_eq(agg_add_service_check(h.a, &sc), 0);
+    h.now = T0 + 10;
+    th_flush(&h, false);
+    cr_assert_eq(h.np, 1);
+    cr_assert_eq(h.p[0]->kind, FWD_KIND_SERIES);
+    struct agg_stats st;
+    agg_get_stats(h.a, &st);
     cr_assert_eq(st.events_dropped, 1);
     cr_assert_eq(st.service_checks_dropped, 1);
     cr_assert_eq(st.events, 0);
+    cr_assert_eq(st.service_checks, 0);
 }
 
 Test(flush, context_cap_drops_counted)

@@ -134,6 +134,34 @@ Test(str, parse_i64)
     cr_expect_eq(cmn_parse_i64(CMN_SLICE_LIT("1.5"), &v), CMN_EPARSE);
 }
 
+/* A max below 9: a single digit above max is refused (it used to wrap
+ * max - d and pass). Every value of 0..99 against every max of 0..12. */
+Test(str, parse_u64_small_max)
+{
+    char buf[4];
+    uint64_t v;
+
+    for (uint64_t max = 0; max <= 12; max++) {
+        for (unsigned n = 0; n < 100; n++) {
+            snprintf(buf, sizeof(buf), "%u", n);
+            v = 777;
+            int rc = cmn_parse_u64(cmn_slice_cstr(buf), max, &v);
+            if (n <= max) {
+                cr_assert_eq(rc, 0, "%s max %llu", buf,
+                             (unsigned long long)max);
+                cr_assert_eq(v, n);
+            } else {
+                cr_assert_eq(rc, CMN_ETOOBIG, "%s max %llu gave %d", buf,
+                             (unsigned long long)max, rc);
+                cr_assert_eq(v, 777, "output untouched on error");
+            }
+        }
+    }
+    cr_assert_eq(cmn_parse_u64(CMN_SLICE_LIT("007"), 7, &v), 0);
+    cr_assert_eq(v, 7);
+    cr_assert_eq(cmn_parse_u64(CMN_SLICE_LIT("0008"), 7, &v), CMN_ETOOBIG);
+}
+
 Test(str, parse_u64_max)
 {
     uint64_t v;

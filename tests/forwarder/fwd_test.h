@@ -27,7 +27,8 @@ static inline void cfg_one(struct fwd_config *cfg, const char *url,
     cfg->endpoints[0].url = cmn_strdup(url);
     cfg->endpoints[0].keys = cmn_calloc(nkeys, sizeof(char *));
     for (size_t i = 0; i < nkeys; i++)
-        cfg->endpoints[0].keys[i] = cmn_strdup(keys[i]);
+        cfg->endpoints[0].keys[i] =
+            cmn_secret_strndup(keys[i], strlen(keys[i]));
     cfg->endpoints[0].nkeys = nkeys;
     cfg->backoff_base = 0.02;
     cfg->backoff_max = 0.2;
@@ -45,7 +46,7 @@ static inline void cfg_add_ep(struct fwd_config *cfg, const char *url,
     e->url = cmn_strdup(url);
     e->keys = cmn_calloc(nkeys, sizeof(char *));
     for (size_t i = 0; i < nkeys; i++)
-        e->keys[i] = cmn_strdup(keys[i]);
+        e->keys[i] = cmn_secret_strndup(keys[i], strlen(keys[i]));
     e->nkeys = nkeys;
 }
 

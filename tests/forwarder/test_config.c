@@ -156,6 +156,8 @@ Test(config, numbers_bools_tls)
                         "30",
                         "DD_FORWARDER_RECOVERY_INTERVAL",
                         "4",
+                        "DD_FORWARDER_RECOVERY_RESET",
+                        "true",
                         "DD_FORWARDER_RETRY_QUEUE_PAYLOADS_MAX_SIZE",
                         "1000",
                         "DD_FORWARDER_STOP_TIMEOUT",
@@ -174,6 +176,7 @@ Test(config, numbers_bools_tls)
     cr_assert_float_eq(c.backoff_factor, 3, 1e-9);
     cr_assert_float_eq(c.backoff_max, 30, 1e-9);
     cr_assert_eq(c.recovery_interval, 4);
+    cr_assert(c.recovery_reset);
     cr_assert_eq(c.retry_queue_max_bytes, 1000);
     cr_assert_float_eq(c.stop_timeout_s, 3, 1e-9);
     cr_assert(c.stop_wait_for_inflight);
@@ -218,6 +221,7 @@ Test(config, bad_values_name_the_variable)
         {"DD_FORWARDER_MAX_CONCURRENT_REQUESTS", "0"},
         {"DD_FORWARDER_BACKOFF_BASE", "-1"},
         {"DD_FORWARDER_RECOVERY_INTERVAL", "x"},
+        {"DD_FORWARDER_RECOVERY_RESET", "sometimes"},
         {"DD_FORWARDER_RETRY_QUEUE_PAYLOADS_MAX_SIZE", "15MB"},
         {"DD_FORWARDER_STOP_TIMEOUT", "-2"},
         {"DD_FORWARDER_STOP_WAIT_FOR_INFLIGHT", "yes"},
@@ -248,6 +252,122 @@ Test(config, bad_values_name_the_variable)
         cmn_free(log);
         fwd_config_free(&c);
     }
+}
+
+/* TLS 1.2 is the default minimum; the error names every accepted value
+ * (the Agent's four), and a minimum below 1.2 is accepted with a warning. */
+Test(config, min_tls_version_default_and_truthful_error)
+{
+    struct fwd_config c;
+    struct capture cap;
+    const char *bad[] = {"DD_MIN_TLS_VERSION", "tlsv9", NULL};
+    const char *old[] = {"DD_MIN_TLS_VERSION", "tlsv1.0", NULL};
+
+    fwd_config_defaults(&c);
+    cr_assert_eq(c.min_tls_version, 12);
+    fwd_config_free(&c);
+    capture_start(&cap);
+    int rc = load(&c, bad);
+    char *log = capture_end(&cap);
+    cr_assert_eq(rc, UV_EINVAL);
+    cr_assert_not_null(strstr(log, "DD_MIN_TLS_VERSION: expected tlsv1.0, "
+                                   "tlsv1.1, tlsv1.2 (the default) or "
+                                   "tlsv1.3, got \"tlsv9\"\n"),
+                       "%s", log);
+    cmn_free(log);
+    fwd_config_free(&c);
+    capture_start(&cap);
+    cr_assert_eq(load(&c, old), 0);
+    log = capture_end(&cap);
+    cr_assert_eq(c.min_tls_version, 10);
+    cr_assert_not_null(strstr(log, "DD_MIN_TLS_VERSION=tlsv1.0: TLS versions "
+                                   "below 1.2 are allowed"),
+                       "%s", log);
+    cmn_free(log);
+    fwd_config_free(&c);
+}
+
+static size_t count_of(const char *hay, const char *needle)
+{
+    size_t n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)) != NULL; p++)
+        n++;
+    return n;
+}
+
+/* Warnings at creation: once for verification off, once per plain-http
+ * URL to a host that is not loopback; none for https or loopback. */
+static char *create_log(const char *const *kv)
+{
+    uv_loop_t loop;
+    struct fwd_config c;
+    struct fwd *f;
+    struct capture cap;
+
+    cr_assert_eq(uv_loop_init(&loop), 0);
+    cr_assert_eq(load(&c, kv), 0);
+    capture_start(&cap);
+    cr_assert_eq(fwd_create(&loop, &c, &f), 0);
+    char *log = capture_end(&cap);
+    fwd_destroy(f);
+    fwd_config_free(&c);
+    cr_assert_eq(uv_loop_close(&loop), 0);
+    return log;
+}
+
+Test(config, insecure_settings_warn_once)
+{
+    const char *insecure[] = {"DD_API_KEY",
+                              "secretkey12345",
+                              "DD_DD_URL",
+                              "http://intake.example.com:8080",
+                              "DD_SKIP_SSL_VALIDATION",
+                              "true",
+                              NULL};
+    char *log = create_log(insecure);
+    cr_assert_eq(count_of(log, "TLS certificate verification is off "
+                               "(DD_SKIP_SSL_VALIDATION)"),
+                 1, "%s", log);
+    cr_assert_eq(count_of(log, "intake URL http://intake.example.com:8080 "
+                               "is plain http:// to a host that is not "
+                               "loopback"),
+                 1, "%s", log);
+    cr_assert_null(strstr(log, "secretkey12345"));
+    cmn_free(log);
+
+    const char *loop_http[] = {"DD_API_KEY", "k", "DD_DD_URL",
+                               "http://127.0.0.1:8080", NULL};
+    log = create_log(loop_http);
+    cr_assert_str_eq(log, "");
+    cmn_free(log);
+    const char *https[] = {"DD_API_KEY", "k", "DD_DD_URL",
+                           "https://intake.example.com", NULL};
+    log = create_log(https);
+    cr_assert_str_eq(log, "");
+    cmn_free(log);
+}
+
+Test(config, plain_remote_url_detection)
+{
+    static const struct {
+        const char *url;
+        bool remote;
+    } rows[] = {
+        {"http://intake.example.com", true},
+        {"http://localhost", false},
+        {"http://localhost:8125/x", false},
+        {"http://LOCALHOST:1", false},
+        {"http://localhost.example.com", true},
+        {"http://127.0.0.1:80", false},
+        {"http://127.1.2.3", false},
+        {"http://127.evil.com", true},
+        {"http://[::1]:8080", false},
+        {"http://10.0.0.1", true},
+        {"https://intake.example.com", false},
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+        cr_assert_eq(fwd__url_is_plain_remote(rows[i].url), rows[i].remote,
+                     "%s", rows[i].url);
 }
 
 Test(config, agent_url_rewrite_helper)

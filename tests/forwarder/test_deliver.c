@@ -353,27 +353,92 @@ Test(deliver, retry_queue_eviction)
     cr_assert_eq(cmn_alloc_live_bytes(), e.live0);
 }
 
-/* §3.6 (unverified formula): b = base * factor^n; b > max -> max; else
- * uniform in [b/2, b). n capped at 6. */
-Test(deliver, backoff_formula_bounds)
+/* The Agent's pkg/util/backoff formula: after n errors, b = base * 2^n;
+ * b > max gives max, otherwise uniform in [b / factor, min(max, b)); n = 0
+ * waits 0; n is capped at floor(log2(max / base)) + 1. Every expected
+ * value below is computed by hand from that formula. */
+struct bo_case {
+    double base, factor, max;
+    uint32_t max_errors;
+    double lo[8], hi[8]; /* n = 0..7; lo == hi: exactly that */
+};
+
+static const struct bo_case bo_cases[] = {
+    /* defaults 2 / 2 / 64: log2(32) = 5 -> 6 errors */
+    {2, 2, 64, 6, {0, 2, 4, 8, 16, 32, 64, 64}, {0, 4, 8, 16, 32, 64, 64, 64}},
+    /* base 1, factor 3, max 30: log2(30) = 4.9 -> 5 errors; lower bound
+     * b / 3 */
+    {1,
+     3,
+     30,
+     5,
+     {0, 2.0 / 3, 4.0 / 3, 8.0 / 3, 16.0 / 3, 30, 30, 30},
+     {0, 2, 4, 8, 16, 30, 30, 30}},
+    /* base 0.5, factor 4, max 10: log2(20) = 4.3 -> 5 errors */
+    {0.5,
+     4,
+     10,
+     5,
+     {0, 0.25, 0.5, 1, 2, 10, 10, 10},
+     {0, 1, 2, 4, 8, 10, 10, 10}},
+    /* the Agent's own backoff_test.go: (factor 1, base 1, max 9) waits
+     * exactly 2, 4, 8, then 9; 4 errors */
+    {1, 1, 9, 4, {0, 2, 4, 8, 9, 9, 9, 9}, {0, 2, 4, 8, 9, 9, 9, 9}},
+};
+
+Test(deliver, backoff_formula_every_setting)
 {
     struct fwd_config cfg;
-    static const double lo[] = {1, 2, 4, 8, 16, 32, 64, 64};
-    static const double hi[] = {2, 4, 8, 16, 32, 64, 64, 64};
 
     fwd_config_defaults(&cfg);
-    for (uint32_t n = 0; n <= 7; n++) {
-        double a = fwd__backoff_s(&cfg, n, 0.0);
-        double b = fwd__backoff_s(&cfg, n, 0.999999);
-        double m = fwd__backoff_s(&cfg, n, 0.5);
-        cr_assert_float_eq(a, lo[n], 1e-9, "n=%u: %g", n, a);
-        if (lo[n] == hi[n]) {
-            cr_assert_float_eq(b, 64, 1e-9, "n=%u", n);
-        } else {
-            cr_assert(b < hi[n] && b > hi[n] - 1e-3, "n=%u: %g", n, b);
-            cr_assert_float_eq(m, (lo[n] + hi[n]) / 2, 1e-9);
+    for (size_t c = 0; c < sizeof(bo_cases) / sizeof(bo_cases[0]); c++) {
+        const struct bo_case *k = &bo_cases[c];
+        cfg.backoff_base = k->base;
+        cfg.backoff_factor = k->factor;
+        cfg.backoff_max = k->max;
+        cr_assert_eq(fwd__max_errors(&cfg), k->max_errors, "case %zu", c);
+        for (uint32_t n = 0; n <= 7; n++) {
+            double a = fwd__backoff_s(&cfg, n, 0.0);
+            double b = fwd__backoff_s(&cfg, n, 0.999999);
+            double m = fwd__backoff_s(&cfg, n, 0.5);
+            cr_assert_float_eq(a, k->lo[n], 1e-9, "case %zu n=%u: %g", c, n, a);
+            cr_assert_float_eq(m, (k->lo[n] + k->hi[n]) / 2, 1e-9,
+                               "case %zu n=%u: %g", c, n, m);
+            if (k->lo[n] == k->hi[n])
+                cr_assert_float_eq(b, k->hi[n], 1e-9, "case %zu n=%u", c, n);
+            else
+                cr_assert(b < k->hi[n] && b > k->hi[n] - 1e-4,
+                          "case %zu n=%u: %g", c, n, b);
         }
     }
+    fwd_config_free(&cfg);
+}
+
+/* The forwarder applies the Agent forwarder's guards and derived values:
+ * a factor below 2 becomes 2, the error cap follows base and max, and
+ * forwarder_recovery_reset forgives every error on a success. */
+Test(deliver, backoff_policy_derived_at_create)
+{
+    uv_loop_t loop;
+    struct fwd_config cfg;
+    struct fwd *f;
+
+    cr_assert_eq(uv_loop_init(&loop), 0);
+    fwd_config_defaults(&cfg);
+    cfg.backoff_base = 1;
+    cfg.backoff_factor = 1.5;
+    cfg.backoff_max = 30;
+    cr_assert_eq(fwd_create(&loop, &cfg, &f), 0);
+    cr_assert_float_eq(f->cfg.backoff_factor, 2, 1e-12);
+    cr_assert_eq(f->max_errors, 5);
+    cr_assert_eq(f->recovery, 2);
+    fwd_destroy(f);
+    cfg.recovery_reset = true;
+    cr_assert_eq(fwd_create(&loop, &cfg, &f), 0);
+    cr_assert_eq(f->recovery, 5);
+    fwd_destroy(f);
+    fwd_config_free(&cfg);
+    cr_assert_eq(uv_loop_close(&loop), 0);
 }
 
 /* The wait after one error with base 0.2 s, factor 2 is in [0.2, 0.4) s,
@@ -632,5 +697,93 @@ Test(deliver, large_body_no_expect)
     for (size_t i = 0; i < len; i += 4099)
         cr_assert_eq(r->body[i], (unsigned char)(i * 131 + 17));
     cr_assert_eq(r->body[len - 1], (unsigned char)((len - 1) * 131 + 17));
+    env_end(&e);
+}
+
+static uint64_t retried_want;
+static bool retried_n(void *arg)
+{
+    struct fwd_stats st;
+    fwd_get_stats(arg, &st);
+    return st.retried >= retried_want;
+}
+
+static double rand_zero(void)
+{
+    return 0;
+}
+
+/* The Agent's circuit-breaker transitions (blocked_endpoints.go), checked
+ * on the error count: errors answered while the endpoint is blocked do not
+ * count (they left before it blocked); each half-open probe's success
+ * forgives recovery_interval errors and blocks again until none are left. */
+Test(deliver, breaker_counts_errors_like_the_agent)
+{
+    struct env e;
+    struct ti_plan plan = {.status = 500, .count = 3};
+
+    env_start(&e, key1, 1);
+    e.cfg.backoff_base = 0.01; /* waits of 10-80 ms */
+    e.cfg.backoff_max = 10;
+    e.cfg.recovery_interval = 1;
+    e.cfg.max_concurrent = 3;
+    ti_set_plan(e.ti, &plan);
+    env_fwd(&e);
+    e.f->rand01 = rand_zero;
+    struct fwd_ep *ep = &e.f->eps[0];
+    /* three requests on the wire at once, all answered 500: the first
+     * opens the breaker, the other two arrive while it is blocked */
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(fwd_submit(e.f, payload_bytes(FWD_KIND_SERIES, "b", 1)),
+                     0);
+    retried_want = 3;
+    cr_assert(run_until(&e.loop, retried_n, e.f, 5000));
+    cr_assert_eq(ti_request_count(e.ti), 3);
+    cr_assert_eq(ep->nerrors, 1, "errors while blocked counted: %u",
+                 ep->nerrors);
+    cr_assert(ep->tripped);
+    /* the probes then succeed one at a time (half-open): 1 - 1 = 0, the
+     * breaker closes and the rest go */
+    e.want = 3;
+    cr_assert(run_until(&e.loop, delivered_n, &e, 5000));
+    cr_assert_eq(ep->nerrors, 0);
+    cr_assert_not(ep->tripped);
+    env_end(&e);
+}
+
+/* With recovery_interval 1 and three errors counted (sequential probes),
+ * a successful probe leaves 2 errors and blocks again (the breaker stays
+ * open); later successes ease it to 1, then close it. */
+Test(deliver, breaker_probe_success_forgives_recovery_interval)
+{
+    struct env e;
+    struct ti_plan plan = {.status = 500, .count = 3};
+
+    env_start(&e, key1, 1);
+    e.cfg.backoff_base = 0.01;
+    e.cfg.backoff_max = 10;
+    e.cfg.recovery_interval = 1;
+    e.cfg.max_concurrent = 1;
+    ti_set_plan(e.ti, &plan);
+    env_fwd(&e);
+    e.f->rand01 = rand_zero;
+    struct fwd_ep *ep = &e.f->eps[0];
+    cr_assert_eq(fwd_submit(e.f, payload_bytes(FWD_KIND_SERIES, "p", 1)), 0);
+    e.want = 1;
+    cr_assert(run_until(&e.loop, delivered_n, &e, 5000));
+    cr_assert_eq(ti_request_count(e.ti), 4); /* 3 x 500, then 202 */
+    cr_assert_eq(ep->nerrors, 2);
+    cr_assert(ep->tripped);
+    cr_assert_gt(ep->blocked_until_ms, 0);
+    cr_assert_eq(fwd_submit(e.f, payload_bytes(FWD_KIND_SERIES, "q", 1)), 0);
+    e.want = 2;
+    cr_assert(run_until(&e.loop, delivered_n, &e, 5000));
+    cr_assert_eq(ep->nerrors, 1);
+    cr_assert(ep->tripped);
+    cr_assert_eq(fwd_submit(e.f, payload_bytes(FWD_KIND_SERIES, "r", 1)), 0);
+    e.want = 3;
+    cr_assert(run_until(&e.loop, delivered_n, &e, 5000));
+    cr_assert_eq(ep->nerrors, 0);
+    cr_assert_not(ep->tripped);
     env_end(&e);
 }

@@ -301,19 +301,25 @@ Test(local, summary_table)
     cr_assert_eq(calls, 1);
     double p50 = agg_sketch_key_lower(agg_sketch_key(2.0));
     char want[2048];
-    snprintf(
-        want, sizeof(want),
-        "drainpipe: no DD_API_KEY set, so nothing was sent. This is what "
-        "would have been sent:\n"
-        "METRIC                         TYPE   TAGS                        "
-        " POINTS  VALUE (last)\n"
-        "jobs.done                      rate   env:dev,team:a              "
-        "      2  0.25\n"
-        "latency                        dist   -                           "
-        "      1  cnt=3 min=1 p50=%g max=3\n"
-        "a.metric.name.that.is.far.t... gauge  a-rather-long-tag:with-a-... "
-        "     1  0.5\n",
-        p50);
+    snprintf(want, sizeof(want),
+             "drainpipe: no DD_API_KEY set, so nothing was sent. This is "
+             "what would have been sent:\n"
+             "\n"
+             "a.metric.name.that.is.far.too.long.for.its.column (gauge)\n"
+             "    tags:   a-rather-long-tag:with-a-long-value,x:y\n"
+             "    points: 1, last 0.5\n"
+             "\n"
+             "jobs.done (rate)\n"
+             "    tags:   env:dev,team:a\n"
+             "    points: 2, last 0.25\n"
+             "\n"
+             "latency (distribution)\n"
+             "    tags:   (none)\n"
+             "    points: 1, last cnt=3 min=1 p50=%g max=3\n"
+             "\n"
+             "Totals: 3 metrics, 4 points, 0 events, 0 service checks\n"
+             "Dropped: none\n",
+             p50);
     rewind(tab);
     char got[2048];
     size_t n = fread(got, 1, sizeof(got) - 1, tab);
@@ -412,6 +418,95 @@ Test(local, summary_with_nothing_received)
     got[n] = '\0';
     fclose(tab);
     cr_assert_str_eq(got, "drainpipe: no DD_API_KEY set, so nothing was sent "
-                          "(and no metrics were received).\n");
+                          "(and no metrics were received).\n"
+                          "\n"
+                          "Totals: 0 metrics, 0 points, 0 events, 0 service "
+                          "checks\n"
+                          "Dropped: none\n");
+    lc_local_destroy(l);
+}
+
+static size_t fake_drops(void *data, struct lc_drop *out, size_t max)
+{
+    (void)data;
+    cr_assert_geq(max, 3);
+    out[0] = (struct lc_drop){"lines not parsed: invalid metric type", 2};
+    out[1] = (struct lc_drop){"NaN/Inf values", 0}; /* not printed */
+    out[2] = (struct lc_drop){"samples over the context limit", 1};
+    return 3;
+}
+
+/* Events and service checks are blocks of their own; a long tag list is
+ * printed whole; the totals count them; every non-zero drop is listed by
+ * cause, the pipeline's first, then the sink's own. */
+Test(local, summary_lists_events_checks_and_drops_by_cause)
+{
+    struct lc_local *l;
+    cr_assert_eq(lc_local_create(NULL, NULL, &l), 0);
+    FILE *tab = tmpfile();
+    cr_assert_not_null(tab);
+    lc_local_set_summary_stream(l, tab);
+    lc_local_set_drops_fn(l, fake_drops, NULL);
+    cr_assert_eq(lc_local_start(l), 0);
+    char *tags[12];
+    char tagv[12][40];
+    for (int i = 0; i < 12; i++) {
+        snprintf(tagv[i], sizeof(tagv[i]), "gcrj.some_long_tag_%02d:value", i);
+        tags[i] = tagv[i];
+    }
+    int64_t ts[] = {1764072000};
+    double v[] = {7};
+    lc_local_submit(
+        l, series_payload("job.rows", tags, 12, 3, ts, v, 1, "identity"));
+    const char ev[] = "{\"apiKey\":\"\",\"events\":{\"api\":[{\"msg_title\":"
+                      "\"batch failed\",\"msg_text\":\"3 rows\","
+                      "\"timestamp\":5,\"host\":\"\"}]},"
+                      "\"internalHostname\":\"\"}";
+    lc_local_submit(l,
+                    make_payload(FWD_KIND_EVENTS, ev, strlen(ev), "identity"));
+    const char sc[] = "[{\"check\":\"job.done\",\"host_name\":\"\","
+                      "\"timestamp\":5,\"status\":2,\"message\":\"\","
+                      "\"tags\":[\"a:b\"]}]";
+    lc_local_submit(
+        l, make_payload(FWD_KIND_SERVICE_CHECKS, sc, strlen(sc), "identity"));
+    const char junk[] = "not a zstd frame";
+    struct fwd_payload *p =
+        make_payload(FWD_KIND_SERIES, junk, sizeof(junk), "identity");
+    p->content_encoding = "zstd";
+    lc_local_submit(l, p);
+    int calls = 0;
+    lc_local_stop(l, stopped, &calls);
+    rewind(tab);
+    char got[4096];
+    size_t n = fread(got, 1, sizeof(got) - 1, tab);
+    got[n] = '\0';
+    fclose(tab);
+    cr_assert_str_eq(
+        got,
+        "drainpipe: no DD_API_KEY set, so nothing was sent. This is what "
+        "would have been sent:\n"
+        "\n"
+        "batch failed (event)\n"
+        "    tags:   (none)\n"
+        "    sent:   1, last 3 rows\n"
+        "\n"
+        "job.done (check)\n"
+        "    tags:   a:b\n"
+        "    sent:   1, last CRITICAL\n"
+        "\n"
+        "job.rows (gauge)\n"
+        "    tags:   gcrj.some_long_tag_00:value,gcrj.some_long_tag_01:value,"
+        "gcrj.some_long_tag_02:value,gcrj.some_long_tag_03:value,"
+        "gcrj.some_long_tag_04:value,gcrj.some_long_tag_05:value,"
+        "gcrj.some_long_tag_06:value,gcrj.some_long_tag_07:value,"
+        "gcrj.some_long_tag_08:value,gcrj.some_long_tag_09:value,"
+        "gcrj.some_long_tag_10:value,gcrj.some_long_tag_11:value\n"
+        "    points: 1, last 7\n"
+        "\n"
+        "Totals: 1 metric, 1 point, 1 event, 1 service check\n"
+        "Dropped:\n"
+        "    2 lines not parsed: invalid metric type\n"
+        "    1 samples over the context limit\n"
+        "    1 payloads that could not be decoded\n");
     lc_local_destroy(l);
 }

@@ -254,6 +254,8 @@ Test(pipeline, summary_table_on_stderr_without_a_file)
     cr_assert_eq(lc_pipeline_start(p), 0);
     send_udp(lc_pipeline_udp_port(p), "jobs.done:3|c|#env:dev,team:a");
     send_udp(lc_pipeline_udp_port(p), "temp:21.5|g");
+    send_udp(lc_pipeline_udp_port(p), "bad:1|zz");
+    send_udp(lc_pipeline_udp_port(p), "nanv:NaN|g");
     FILE *tmp;
     int saved = stderr_begin(&tmp);
     struct done_rec done = {0};
@@ -267,16 +269,20 @@ Test(pipeline, summary_table_on_stderr_without_a_file)
     cr_assert_not_null(
         strstr(err, "drainpipe: no DD_API_KEY set, so nothing was sent. This "
                     "is what would have been sent:\n"
-                    "METRIC                         TYPE   TAGS              "
-                    "           POINTS  VALUE (last)\n"),
-        "%s", err);
-    cr_assert_not_null(
-        strstr(err, "jobs.done                      rate   env:dev,team:a    "
-                    "                1  0.3\n"),
-        "%s", err);
-    cr_assert_not_null(
-        strstr(err, "temp                           gauge  -                 "
-                    "                1  21.5\n"),
+                    "\n"
+                    "jobs.done (rate)\n"
+                    "    tags:   env:dev,team:a\n"
+                    "    points: 1, last 0.3\n"
+                    "\n"
+                    "temp (gauge)\n"
+                    "    tags:   (none)\n"
+                    "    points: 1, last 21.5\n"
+                    "\n"
+                    "Totals: 2 metrics, 2 points, 0 events, 0 service "
+                    "checks\n"
+                    "Dropped:\n"
+                    "    1 lines not parsed: invalid metric type\n"
+                    "    1 NaN/Inf values\n"),
         "%s", err);
     cr_assert_null(strstr(err, "not everything was delivered"), "%s", err);
     lc_pipeline_destroy(p);
