@@ -68,8 +68,14 @@ static void poll_cb(uv_poll_t *h, int status, int events)
     struct fwd *f = s->f;
     int flags = 0, running;
 
+    /* libuv reports an error on the socket (EPOLLERR, e.g. a reset) as
+     * status < 0 and stops watching. Let curl find it by reading and
+     * writing: on a reused connection that died before any reply (a stale
+     * keep-alive, as after a Lambda freeze) curl then retries at once on a
+     * fresh connection; CURL_CSELECT_ERR alone would fail the request
+     * instead ("select/poll returned error"). */
     if (status < 0)
-        flags = CURL_CSELECT_ERR;
+        flags = CURL_CSELECT_IN | CURL_CSELECT_OUT;
     if (events & UV_READABLE)
         flags |= CURL_CSELECT_IN;
     if (events & UV_WRITABLE)
