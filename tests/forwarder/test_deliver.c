@@ -723,7 +723,10 @@ Test(deliver, breaker_counts_errors_like_the_agent)
     struct ti_plan plan = {.status = 500, .count = 3};
 
     env_start(&e, key1, 1);
-    e.cfg.backoff_base = 0.01; /* waits of 10-80 ms */
+    /* the first block lasts 250 ms (base 0.25 s x 2 / factor 2, random
+     * part 0): long enough for the other two answers to arrive inside it
+     * even on a loaded machine */
+    e.cfg.backoff_base = 0.25;
     e.cfg.backoff_max = 10;
     e.cfg.recovery_interval = 1;
     e.cfg.max_concurrent = 3;
