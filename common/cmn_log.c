@@ -57,9 +57,25 @@ bool cmn_log_enabled(enum cmn_log_level lvl)
     return lvl != CMN_LOG_OFF && (int)lvl >= atomic_load(&level);
 }
 
+/* Where error lines go instead of stderr (cmn_log_divert_errors). */
+static char *divert_buf;
+static size_t divert_cap;
+
+void cmn_log_divert_errors(char *buf, size_t cap)
+{
+    divert_buf = cap > 0 ? buf : NULL;
+    divert_cap = cap;
+    if (divert_buf != NULL)
+        divert_buf[0] = '\0';
+}
+
 void cmn_vlog(enum cmn_log_level lvl, const char *comp, const char *fmt,
               va_list ap)
 {
+    if (divert_buf != NULL && lvl == CMN_LOG_ERROR) {
+        vsnprintf(divert_buf, divert_cap, fmt, ap);
+        return;
+    }
     if (!cmn_log_enabled(lvl))
         return;
     char line[2048];
