@@ -43,12 +43,12 @@ struct lc_dsd_comp {
 struct lc_pipeline {
     uv_loop_t *loop;
     struct lc_manager *m;
-    struct fwd *fwd;           /* owned by the registry once registered */
-    struct lc_local *local;    /* idem */
-    struct agg *agg;           /* idem */
-    struct dsd *dsd;           /* idem; NULL when no listener could bind */
-    struct lc_dsd_comp *dc;    /* idem */
-    bool completed;            /* sink and aggregator created */
+    struct fwd *fwd;        /* owned by the registry once registered */
+    struct lc_local *local; /* idem */
+    struct agg *agg;        /* idem */
+    struct dsd *dsd;        /* idem; NULL when no listener could bind */
+    struct lc_dsd_comp *dc; /* idem */
+    bool completed;         /* sink and aggregator created */
     bool local_mode;
     bool started;
     bool start_failed; /* clean = false then says nothing more */
@@ -284,8 +284,8 @@ static int dsd_comp_register(struct lc_pipeline *p, struct lc_dsd_comp *dc,
                              uint64_t stop_timeout_ms)
 {
     const char *const dsd_deps[] = {"aggregator", NULL};
-    int rc = lc_register(p->m, "dogstatsd", dsd_deps, &dsd_ops, dc,
-                         stop_timeout_ms);
+    int rc =
+        lc_register(p->m, "dogstatsd", dsd_deps, &dsd_ops, dc, stop_timeout_ms);
     if (rc != 0) {
         dsdc_destroy(dc);
         return rc;

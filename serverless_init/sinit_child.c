@@ -157,9 +157,8 @@ int sinit_spawn(char *const *argv, int *pid)
     sigdelset(&all, SIGSTOP);
     (void)posix_spawnattr_setsigmask(&at, &none);
     (void)posix_spawnattr_setsigdefault(&at, &all);
-    (void)posix_spawnattr_setflags(&at,
-                                   POSIX_SPAWN_SETSIGMASK |
-                                       POSIX_SPAWN_SETSIGDEF);
+    (void)posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK |
+                                            POSIX_SPAWN_SETSIGDEF);
     pid_t p;
     /* PATH search as execvp; exec errors (ENOENT, EACCES) come back here */
     err = posix_spawnp(&p, argv[0], NULL, &at, argv, environ);

@@ -46,8 +46,8 @@
 
 #define COMP "sinit"
 #define MD_TIMEOUT_MS 300
-#define FORCE_GRACE_MS 250 /* after the budget, before we give up on stop */
-#define MIN_DRAIN_MS 500   /* drain floor when the child used the budget */
+#define FORCE_GRACE_MS 250  /* after the budget, before we give up on stop */
+#define MIN_DRAIN_MS 500    /* drain floor when the child used the budget */
 #define RETRY_FIRST_MS 1000 /* sidecar: first listener retry */
 #define RETRY_MAX_MS 30000  /* sidecar: backoff cap */
 #define FAIL_CLOSED_ENV "DRAINPIPE_FAIL_CLOSED"
@@ -195,8 +195,7 @@ static void close_handles(struct app *a)
     if (a->budget_timer_inited &&
         !uv_is_closing((uv_handle_t *)&a->budget_timer))
         uv_close((uv_handle_t *)&a->budget_timer, NULL);
-    if (a->retry_timer_inited &&
-        !uv_is_closing((uv_handle_t *)&a->retry_timer))
+    if (a->retry_timer_inited && !uv_is_closing((uv_handle_t *)&a->retry_timer))
         uv_close((uv_handle_t *)&a->retry_timer, NULL);
     if (a->md != NULL) {
         sinit_md_close(a->md);
@@ -529,19 +528,18 @@ static int listen_all(struct app *a)
         const struct lc_listen_failure *f = &rep.failed[i];
         bool path = strcmp(f->var, "DD_DOGSTATSD_PORT") != 0;
         char what[320];
-        snprintf(what, sizeof(what), "%s=%s: cannot listen: %s", f->var,
-                 f->value,
-                 path && f->err == UV_EEXIST
-                     ? "the path exists and is not a socket"
-                     : uv_strerror(f->err));
-        fail_open_line(what,
-                       a->sidecar ? "DogStatsD is off until it binds "
-                                    "(retrying)"
-                       : rep.bound
-                           ? "metrics sent there are off for this run (the "
-                             "other listeners work); the command runs anyway"
-                           : "DogStatsD metrics are off for this run; the "
-                             "command runs anyway");
+        snprintf(
+            what, sizeof(what), "%s=%s: cannot listen: %s", f->var, f->value,
+            path && f->err == UV_EEXIST ? "the path exists and is not a socket"
+                                        : uv_strerror(f->err));
+        fail_open_line(
+            what, a->fail_closed ? "nothing was started (" FAIL_CLOSED_ENV ")"
+                  : a->sidecar   ? "DogStatsD is off until it binds "
+                                   "(retrying)"
+                  : rep.bound ? "metrics sent there are off for this run (the "
+                                "other listeners work); the command runs anyway"
+                              : "DogStatsD metrics are off for this run; the "
+                                "command runs anyway");
     }
     return rep.nfailed > 0 ? 1 : 0;
 }
@@ -557,10 +555,9 @@ static int finish_pipeline(struct app *a)
         err = lc_pipeline_complete(a->p, &a->cfg);
     if (err == 0) {
         if (lc_pipeline_is_local(a->p))
-            CMN_LOGI(COMP,
-                     "DD_API_KEY is not set: nothing is sent to Datadog; "
-                     "the metrics that would have been sent are shown "
-                     "locally (stderr, or DRAINPIPE_LOCAL_FILE)");
+            CMN_LOGI(COMP, "DD_API_KEY is not set: nothing is sent to Datadog; "
+                           "the metrics that would have been sent are shown "
+                           "locally (stderr, or DRAINPIPE_LOCAL_FILE)");
         err = lc_pipeline_start(a->p);
     }
     if (err != 0) {
@@ -605,8 +602,8 @@ static void arm_retry(struct app *a)
             "%llu ms\n",
             (unsigned long long)a->retry_ms);
     (void)uv_timer_start(&a->retry_timer, on_retry_timer, a->retry_ms, 0);
-    a->retry_ms = a->retry_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS
-                                                 : a->retry_ms * 2;
+    a->retry_ms =
+        a->retry_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : a->retry_ms * 2;
 }
 
 static void on_retry_timer(uv_timer_t *t)
@@ -640,7 +637,7 @@ static int spawn_child(struct app *a)
     a->spawned_ns = cmn_mono_ns();
     if (err != 0) {
         fprintf(stderr, "serverless-init: cannot run \"%s\": %s\n",
-                a->cli.argv[0], uv_strerror(err));
+                a->cli.argv[0], strerror(-err));
         a->exit_code = SINIT_EXIT_NOT_FOUND;
         return err;
     }
@@ -670,25 +667,20 @@ static int run(struct app *a, int config_err, const char *config_msg)
     if (config_err != 0) {
         char what[600];
         snprintf(what, sizeof(what), "invalid configuration: %s",
-                 config_msg[0] != '\0' ? config_msg
-                                       : cmn_strerror(config_err));
+                 config_msg[0] != '\0' ? config_msg : cmn_strerror(config_err));
         if (a->fail_closed) {
             fail_open_line(what, "nothing was started (" FAIL_CLOSED_ENV ")");
             return SINIT_EXIT_CONFIG;
         }
-        fail_open_line(what, a->sidecar
-                                 ? "metrics are off"
-                                 : "metrics are off for this run; the "
-                                   "command runs anyway");
+        fail_open_line(what, a->sidecar ? "metrics are off"
+                                        : "metrics are off for this run; the "
+                                          "command runs anyway");
         a->metrics_off = true;
     }
     if (!a->metrics_off) {
         err = listen_all(a);
-        if (err != 0 && a->fail_closed) {
-            fprintf(stderr, "serverless-init: nothing was started (%s)\n",
-                    FAIL_CLOSED_ENV);
+        if (err != 0 && a->fail_closed)
             return SINIT_EXIT_CONFIG; /* main destroys a->p */
-        }
         if (err < 0)
             fail_open_line("the DogStatsD listeners: out of memory",
                            "metrics are off for this run");
@@ -704,14 +696,13 @@ static int run(struct app *a, int config_err, const char *config_msg)
     lc_checkpoint_log("install", "signals", t0);
     if (a->fail_closed && finish_pipeline(a) != 0)
         return SINIT_EXIT_CONFIG;
-    if (!a->sidecar && spawn_child(a) != 0) {
-        begin_drain(a); /* nothing to wait for */
-        return -1;
-    }
+    bool spawned = a->sidecar || spawn_child(a) == 0;
     if (retry)
         arm_retry(a);
     else if (!a->fail_closed)
         (void)finish_pipeline(a); /* fail-open: the child runs anyway */
+    if (!spawned)
+        begin_drain(a); /* nothing to wait for */
     return -1;
 }
 
@@ -774,8 +765,10 @@ int sinit_main(int argc, char **argv)
     }
     uint64_t t1 = cmn_mono_ns();
     close_handles(a);
-    uv_run(&a->loop, UV_RUN_DEFAULT);
+    /* stopped by now, or never started (its listeners close as the loop
+     * runs) */
     lc_pipeline_destroy(a->p);
+    a->p = NULL;
     uv_run(&a->loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&a->loop) != 0)
         CMN_LOGD(COMP, "loop still has handles at exit");
