@@ -136,3 +136,20 @@ void cmn_log_rl(struct cmn_ratelimit *rl, enum cmn_log_level lvl,
     cmn_vlog(lvl, comp, fmt, ap);
     va_end(ap);
 }
+
+void cmn_checkpoint_log(const char *comp, const char *phase, const char *name,
+                        uint64_t took_ns)
+{
+    if (!cmn_log_enabled(CMN_LOG_DEBUG))
+        return;
+    uint64_t now = cmn_mono_ns();
+    uint64_t start = cmn_process_start_ns();
+    uint64_t cum_us = now > start ? (now - start) / 1000u : 0;
+    uint64_t took_us = took_ns / 1000u;
+    cmn_log(CMN_LOG_DEBUG, comp,
+            "checkpoint %s %s: took %llu.%03llu ms, cumulative %llu.%03llu ms",
+            phase, name, (unsigned long long)(took_us / 1000),
+            (unsigned long long)(took_us % 1000),
+            (unsigned long long)(cum_us / 1000),
+            (unsigned long long)(cum_us % 1000));
+}

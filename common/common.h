@@ -145,6 +145,12 @@ bool cmn_log_enabled(enum cmn_log_level lvl);
  * in one line rather than two. Other levels are unaffected. Not
  * thread-safe: only while no other thread logs (start-up). */
 void cmn_log_divert_errors(char *buf, size_t cap);
+/* Logs one start/stop step at debug level, in the one format every phase
+ * uses (lifecycle's registry, the wrapper, the forwarder's libcurl load):
+ * "checkpoint <phase> <name>: took X.XXX ms, cumulative Y.YYY ms", the
+ * cumulative time counted from cmn_process_start_ns. Any thread. */
+void cmn_checkpoint_log(const char *comp, const char *phase, const char *name,
+                        uint64_t took_ns);
 void cmn_log(enum cmn_log_level lvl, const char *comp, const char *fmt, ...)
     CMN_PRINTF(3, 4);
 void cmn_vlog(enum cmn_log_level lvl, const char *comp, const char *fmt,

@@ -155,6 +155,7 @@ struct fwd {
     CURLM *multi;           /* NULL until libcurl is loaded */
     uv_work_t load_req;     /* fwd__curl_load on the thread pool */
     bool loading;           /* load_req queued, its after-cb not run yet */
+    uint64_t load_begin_ns; /* when it was queued (checkpoint) */
     bool http_ready;        /* multi handle made: requests can go */
     bool load_failed;       /* libcurl unusable: payloads are dropped */
     uv_timer_t curl_timer;  /* CURLMOPT_TIMERFUNCTION */
