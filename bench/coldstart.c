@@ -37,6 +37,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common.h"
 #include "intake.h"
 
 #define NVAR 4
@@ -84,8 +85,12 @@ static double last_stamp(const char *path)
         return -1;
     char line[64];
     double v = -1;
-    while (fgets(line, sizeof(line), f) != NULL)
-        v = strtod(line, NULL);
+    while (fgets(line, sizeof(line), f) != NULL) {
+        uint64_t ns;
+        if (cmn_parse_u64(cmn_slice(line, strcspn(line, "\n")), UINT64_MAX,
+                          &ns) == 0)
+            v = (double)ns;
+    }
     fclose(f);
     return v;
 }
@@ -182,13 +187,24 @@ int main(int argc, char **argv)
     c.sinit = argv[1];
     c.minwrap = argv[2];
     c.stamp = argv[3];
-    int runs = argc > 4 ? atoi(argv[4]) : 40;
-    if (runs < 1 || runs > MAX_RUNS)
-        runs = 40;
+    uint64_t nruns = 40;
+    if (argc > 4 &&
+        (cmn_parse_u64(cmn_slice_cstr(argv[4]), MAX_RUNS, &nruns) != 0 ||
+         nruns == 0)) {
+        fprintf(stderr, "RUNS: 1 to %d\n", MAX_RUNS);
+        return 2;
+    }
+    int runs = (int)nruns;
     snprintf(c.out, sizeof(c.out), "/tmp/coldstart-%d.out", (int)getpid());
     c.base_env[c.nbase++] = "PATH=/usr/bin:/bin";
     c.base_env[c.nbase++] = "DD_DOGSTATSD_PORT=__random__";
     c.base_env[c.nbase++] = "DD_LOG_LEVEL=error";
+    static char lib[300];
+    if (getenv("DRAINPIPE_LIBCURL") != NULL) { /* compare libcurl builds */
+        snprintf(lib, sizeof(lib), "DRAINPIPE_LIBCURL=%s",
+                 getenv("DRAINPIPE_LIBCURL"));
+        c.base_env[c.nbase++] = lib;
+    }
 
     struct ti *ti;
     if (ti_start(&ti) != 0) {

@@ -501,6 +501,7 @@ static void load_after(uv_work_t *req, int status)
 static void load_kick(struct fwd *f)
 {
     f->load_begin_ns = cmn_mono_ns();
+    fwd__curl_choose();
     f->load_req.data = f;
     if (uv_queue_work(f->loop, &f->load_req, load_work, load_after) != 0) {
         f->load_failed = true;

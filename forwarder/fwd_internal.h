@@ -50,6 +50,9 @@ extern struct fwd_curl_api fwd__curl;
  * Blocking: call it on the thread pool. 0, or a negative error with the reason
  * in fwd__curl_load_error(). Any thread. */
 int fwd__curl_load(void) CMN_MUST_CHECK;
+/* Reads DRAINPIPE_LIBCURL (the library fwd__curl_load opens). Loop thread,
+ * before the load is queued. */
+void fwd__curl_choose(void);
 /* curl_global_init, once per process. Loop thread, after fwd__curl_load. */
 int fwd__curl_global_init(void) CMN_MUST_CHECK;
 const char *fwd__curl_load_error(void);

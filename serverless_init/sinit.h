@@ -19,8 +19,10 @@
 #include "common.h"
 
 /* Exit codes of the wrapper itself (the child's code otherwise). */
-#define SINIT_EXIT_CONFIG 1        /* bad configuration: nothing spawned */
-#define SINIT_EXIT_NOT_FOUND 127   /* command not found / not executable */
+#define SINIT_EXIT_CONFIG                                                      \
+    1                            /* DRAINPIPE_FAIL_CLOSED and a bad setting or \
+                                    listener: nothing spawned */
+#define SINIT_EXIT_NOT_FOUND 127 /* command not found / not executable */
 #define SINIT_EXIT_SIGNAL_BASE 128 /* child killed by signal N: 128 + N */
 
 /* Default drain budget (Cloud Run gives 10 s between SIGTERM and SIGKILL),

@@ -113,6 +113,7 @@ Test(start, forwarder_and_cloud_after_spawn, .timeout = 60)
     cr_assert_gt(line_of(err, "checkpoint create forwarder:"), spawn);
     cr_assert_gt(line_of(err, "checkpoint create aggregator:"), spawn);
     cr_assert_gt(line_of(err, "checkpoint start forwarder:"), spawn);
+    cr_assert_gt(line_of(err, "checkpoint load libcurl:"), spawn);
     double sum, last;
     cr_assert_eq(e2e_delivered_points(ti, "start.y", &sum, &last), 1);
     cr_assert_eq(last, 4);
