@@ -4,6 +4,8 @@
 # wrapper, interleaved; the binary size; the shared objects mapped.
 #
 #   bench/coldstart.sh [BUILD_DIR] [RUNS]     (default: build, 40)
+#   SINIT=/other/serverless-init bench/coldstart.sh ...   (compare a build)
+#   DRAINPIPE_LIBCURL=libcurl-gnutls.so.4 ...             (compare libcurls)
 #
 # Builds the two helpers with cc -O2 (a minimal posix_spawn + waitpid
 # wrapper, and the stamp child) and runs <build>/bin/bench_coldstart
@@ -94,6 +96,7 @@ C
 cc -O2 -o "$T/minwrap" "$T/minwrap.c"
 cc -O2 -o "$T/stamp" "$T/stamp.c"
 
-"$BIN/bench_coldstart" "$BIN/serverless-init" "$T/minwrap" "$T/stamp" "$RUNS"
+SINIT=${SINIT:-$BIN/serverless-init}
+"$BIN/bench_coldstart" "$SINIT" "$T/minwrap" "$T/stamp" "$RUNS"
 echo
-echo "binary: $(stat -c %s "$BIN/serverless-init") bytes ($(size "$BIN/serverless-init" | awk 'NR==2 {print "text " $1 ", data " $2 ", bss " $3}')); linked: $(ldd "$BIN/serverless-init" | awk '{print $1}' | tr '\n' ' ')"
+echo "binary: $(stat -c %s "$SINIT") bytes ($(size "$SINIT" | awk 'NR==2 {print "text " $1 ", data " $2 ", bss " $3}')); linked: $(ldd "$SINIT" | awk '{print $1}' | tr '\n' ' ')"
