@@ -261,16 +261,19 @@ static int pipeline_new(uv_loop_t *loop, struct lc_pipeline **out)
     return 0;
 }
 
-/* Creates a server for cfg feeding a relay (not registered). */
+/* Creates a server for cfg (not registered) feeding agg directly, or,
+ * with agg NULL (not created yet), a relay: one more indirect call per
+ * item, the price of binding before the aggregator exists. */
 static int dsd_comp_create(uv_loop_t *loop, const struct dsd_config *cfg,
-                           struct lc_dsd_comp **out)
+                           struct agg *agg, struct lc_dsd_comp **out)
 {
     struct lc_dsd_comp *dc = cmn_calloc(1, sizeof(*dc));
     if (dc == NULL)
         return UV_ENOMEM;
-    struct dsd_sink relay = {relay_metric, relay_event, relay_service_check,
-                             dc};
-    int rc = dsd_create(loop, cfg, &relay, &dc->d);
+    struct dsd_sink sink = {relay_metric, relay_event, relay_service_check, dc};
+    if (agg != NULL)
+        dsd_sink_from_agg(&sink, agg);
+    int rc = dsd_create(loop, cfg, &sink, &dc->d);
     if (rc != 0) {
         cmn_free(dc);
         return rc;
@@ -342,14 +345,14 @@ int lc_pipeline_create(uv_loop_t *loop, const struct lc_pipeline_config *c,
     int rc = pipeline_new(loop, &p);
     if (rc != 0)
         return rc;
+    rc = lc_pipeline_complete(p, c);
+    if (rc != 0)
+        goto out_destroy;
     struct lc_dsd_comp *dc;
-    rc = dsd_comp_create(loop, &c->dsd, &dc);
+    rc = dsd_comp_create(loop, &c->dsd, p->agg, &dc);
     if (rc != 0)
         goto out_destroy;
     rc = dsd_comp_register(p, dc, c->dogstatsd_stop_timeout_ms);
-    if (rc != 0)
-        goto out_destroy;
-    rc = lc_pipeline_complete(p, c);
     if (rc != 0)
         goto out_destroy;
     *out = p;
@@ -411,7 +414,7 @@ static int try_bind(uv_loop_t *loop, const struct dsd_config *cfg,
 {
     struct lc_dsd_comp *dc;
     *out = NULL;
-    int rc = dsd_comp_create(loop, cfg, &dc);
+    int rc = dsd_comp_create(loop, cfg, NULL, &dc);
     if (rc != 0)
         return rc;
     rc = dsd_start(dc->d);
