@@ -457,6 +457,15 @@ int lc_pipeline_listen(uv_loop_t *loop, const struct lc_pipeline_config *c,
         return rc;
     uint64_t t0 = cmn_mono_ns();
     struct lc_dsd_comp *dc = NULL;
+    if (!lst_present(&c->dsd, LST_UDP) && !lst_present(&c->dsd, LST_UDS) &&
+        !lst_present(&c->dsd, LST_STREAM)) {
+        /* DD_DOGSTATSD_PORT=0 and no socket: the user turned DogStatsD
+         * off; the rest of the pipeline still runs */
+        CMN_LOGW(COMP, "no DogStatsD listener configured "
+                       "(DD_DOGSTATSD_PORT=0, no socket)");
+        *out = p;
+        return 0;
+    }
     rc = try_bind(loop, &c->dsd, &dc);
     if (rc != 0 && rc != UV_ENOMEM) {
         /* Which ones? Each alone (bound and closed again), then the set
