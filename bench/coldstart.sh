@@ -46,12 +46,12 @@ cat > "$T/stamp.c" <<'C'
 #include <unistd.h>
 static void maps(const char *out, const char *when)
 {
-    char path[64], line[512];
+    char path[64], line[1024];
     snprintf(path, sizeof(path), "/proc/%d/maps", (int)getppid());
     FILE *in = fopen(path, "r"), *o = fopen(out, "a");
     if (in == NULL || o == NULL)
         return;
-    char last[512] = "";
+    char last[1024] = "";
     int n = 0;
     fprintf(o, "%s:", when);
     while (fgets(line, sizeof(line), in) != NULL) {
