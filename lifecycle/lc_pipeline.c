@@ -401,14 +401,19 @@ static void lst_only(struct dsd_config *dst, const struct dsd_config *src,
         dst->stream_socket_path = NULL;
 }
 
-static void probe_stopped(void *arg)
+/* Closes a server that is not registered and frees it once closed (as
+ * the loop runs). Its sockets are released and its socket files unlinked
+ * within dsd_stop (uv_close closes the fd at once), so the same port or
+ * path can be bound again right after this call; no uv_run here, so this
+ * is safe inside a loop callback (a sidecar's retry timer). */
+static void close_unregistered(struct lc_dsd_comp *dc)
 {
-    *(bool *)arg = true;
+    dc->stop_called = true;
+    dsd_stop(dc->d, dsdc_free, dc);
 }
 
-/* Binds a server for cfg: 0 with *out bound, or the error; on error
- * *out is NULL and what was opened is closed before returning (the loop
- * runs until then: failure path only). */
+/* Binds a server for cfg: 0 with *out bound, or the error (*out NULL;
+ * what dsd_start may have left open is being closed). */
 static int try_bind(uv_loop_t *loop, const struct dsd_config *cfg,
                     struct lc_dsd_comp **out)
 {
@@ -423,13 +428,7 @@ static int try_bind(uv_loop_t *loop, const struct dsd_config *cfg,
         *out = dc;
         return 0;
     }
-    /* dsd_start may leave a handle open (libuv refusing a fresh fd):
-     * dsd_stop closes it and reports asynchronously. */
-    bool done = false;
-    dsd_stop(dc->d, probe_stopped, &done);
-    while (!done)
-        (void)uv_run(loop, UV_RUN_ONCE);
-    dsdc_free(dc);
+    close_unregistered(dc);
     return rc;
 }
 
@@ -492,11 +491,7 @@ int lc_pipeline_listen(uv_loop_t *loop, const struct lc_pipeline_config *c,
                 report_failure(rep, &c->dsd, i, err);
                 continue;
             }
-            bool done = false;
-            dsd_stop(probe->d, probe_stopped, &done);
-            while (!done)
-                (void)uv_run(loop, UV_RUN_ONCE);
-            dsdc_free(probe);
+            close_unregistered(probe);
             keep[i] = true;
         }
         struct dsd_config rest;

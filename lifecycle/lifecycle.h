@@ -263,8 +263,10 @@ struct lc_listen_report {
  * binds its listeners now, so that a client's first packet finds them.
  * Nothing else is allocated: no aggregator tables, no sink. When some
  * listeners cannot bind, each is tried alone, the failures are written to
- * *rep, and the server runs with the others (the loop runs during that
- * check, failure path only); when none binds the pipeline has no server.
+ * *rep, and the server runs with the others; when none binds the
+ * pipeline has no server. The check binds and closes each listener at once
+ * (closed servers are freed as the loop runs); it never runs the loop, so
+ * it may be called from a loop callback (a retry timer).
  * The bind errors are logged by the server; a caller that reports them in
  * its own words may divert them (cmn_log_divert_errors). Returns 0 (see
  * rep), or UV_ENOMEM. Then lc_pipeline_complete, lc_pipeline_start; a

@@ -591,7 +591,19 @@ Test(pipeline, listen_reports_the_listener_that_cannot_bind)
     FILE *f = fopen(path, "w");
     cr_assert_not_null(f);
     fclose(f);
-    struct kv env[] = {{"DD_DOGSTATSD_PORT", "__random__"},
+    /* a fixed free port: the probe binds it and must release it at once
+     * for the final bind */
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in sa = {0};
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t slen = sizeof(sa);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&sa, &slen), 0);
+    char port[16];
+    snprintf(port, sizeof(port), "%d", ntohs(sa.sin_port));
+    close(fd);
+    struct kv env[] = {{"DD_DOGSTATSD_PORT", port},
                        {"DD_DOGSTATSD_SOCKET", path},
                        {NULL, NULL}};
     struct lc_pipeline_config c;
@@ -607,7 +619,7 @@ Test(pipeline, listen_reports_the_listener_that_cannot_bind)
     cr_assert_str_eq(rep.failed[0].var, "DD_DOGSTATSD_SOCKET");
     cr_assert_str_eq(rep.failed[0].value, path);
     cr_assert_eq(rep.failed[0].err, UV_EEXIST);
-    cr_assert_gt(lc_pipeline_udp_port(p), 0);
+    cr_assert_eq(lc_pipeline_udp_port(p), ntohs(sa.sin_port));
     lc_pipeline_destroy(p);
     cr_assert_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
     cr_assert_eq(uv_loop_close(&loop), 0);
