@@ -401,19 +401,27 @@ static void lst_only(struct dsd_config *dst, const struct dsd_config *src,
         dst->stream_socket_path = NULL;
 }
 
-/* Closes a server that is not registered and frees it once closed (as
- * the loop runs). Its sockets are released and its socket files unlinked
- * within dsd_stop (uv_close closes the fd at once), so the same port or
- * path can be bound again right after this call; no uv_run here, so this
- * is safe inside a loop callback (a sidecar's retry timer). */
-static void close_unregistered(struct lc_dsd_comp *dc)
+static void probe_stopped(void *arg)
 {
-    dc->stop_called = true;
-    dsd_stop(dc->d, dsdc_free, dc);
+    *(bool *)arg = true;
 }
 
-/* Binds a server for cfg: 0 with *out bound, or the error (*out NULL;
- * what dsd_start may have left open is being closed). */
+/* Closes and frees a server that is not registered. Runs the loop until
+ * its handles are closed (a started listener releases its socket only in
+ * its close callback), so that the same port or path can be bound again
+ * right after: never call it from a loop callback. */
+static void close_unregistered(uv_loop_t *loop, struct lc_dsd_comp *dc)
+{
+    bool done = false;
+    dc->stop_called = true;
+    dsd_stop(dc->d, probe_stopped, &done);
+    while (!done)
+        (void)uv_run(loop, UV_RUN_ONCE);
+    dsdc_free(dc);
+}
+
+/* Binds a server for cfg: 0 with *out bound, or the error (*out NULL,
+ * nothing left open). */
 static int try_bind(uv_loop_t *loop, const struct dsd_config *cfg,
                     struct lc_dsd_comp **out)
 {
@@ -428,7 +436,10 @@ static int try_bind(uv_loop_t *loop, const struct dsd_config *cfg,
         *out = dc;
         return 0;
     }
-    close_unregistered(dc);
+    /* nothing bound is left open (dsd_start closes what it opened), bar
+     * a handle libuv refused: close it and free as the loop runs */
+    dc->stop_called = true;
+    dsd_stop(dc->d, dsdc_free, dc);
     return rc;
 }
 
@@ -447,7 +458,8 @@ static void report_failure(struct lc_listen_report *rep,
 }
 
 int lc_pipeline_listen(uv_loop_t *loop, const struct lc_pipeline_config *c,
-                       struct lc_listen_report *rep, struct lc_pipeline **out)
+                       bool all_or_nothing, struct lc_listen_report *rep,
+                       struct lc_pipeline **out)
 {
     struct lc_pipeline *p;
     memset(rep, 0, sizeof(*rep));
@@ -466,6 +478,8 @@ int lc_pipeline_listen(uv_loop_t *loop, const struct lc_pipeline_config *c,
         return 0;
     }
     rc = try_bind(loop, &c->dsd, &dc);
+    if (rc != 0 && all_or_nothing)
+        goto out_destroy;
     if (rc != 0 && rc != UV_ENOMEM) {
         /* Which ones? Each alone (bound and closed again), then the set
          * of those that can bind. */
@@ -491,7 +505,7 @@ int lc_pipeline_listen(uv_loop_t *loop, const struct lc_pipeline_config *c,
                 report_failure(rep, &c->dsd, i, err);
                 continue;
             }
-            close_unregistered(probe);
+            close_unregistered(loop, probe);
             keep[i] = true;
         }
         struct dsd_config rest;

@@ -264,16 +264,18 @@ struct lc_listen_report {
  * Nothing else is allocated: no aggregator tables, no sink. When some
  * listeners cannot bind, each is tried alone, the failures are written to
  * *rep, and the server runs with the others; when none binds the
- * pipeline has no server. The check binds and closes each listener at once
- * (closed servers are freed as the loop runs); it never runs the loop, so
- * it may be called from a loop callback (a retry timer).
+ * pipeline has no server. That check runs the loop (to close what it
+ * bound): never call this from a loop callback unless all_or_nothing,
+ * which skips the check: any failure returns the bind error with nothing
+ * open and no pipeline (a retry timer's use).
  * The bind errors are logged by the server; a caller that reports them in
- * its own words may divert them (cmn_log_divert_errors). Returns 0 (see
- * rep), or UV_ENOMEM. Then lc_pipeline_complete, lc_pipeline_start; a
+ * its own words may divert them (cmn_log_divert_errors). Then
+ * lc_pipeline_complete, lc_pipeline_start; a
  * pipeline that is never completed is freed with lc_pipeline_destroy
- * (which closes the listeners; run the loop afterwards). c is borrowed. */
+ * (which closes the listeners; run the loop afterwards). c is borrowed.
+ * Returns 0 (see rep), UV_ENOMEM, or with all_or_nothing the bind error. */
 int lc_pipeline_listen(uv_loop_t *loop, const struct lc_pipeline_config *c,
-                       struct lc_listen_report *rep,
+                       bool all_or_nothing, struct lc_listen_report *rep,
                        struct lc_pipeline **out) CMN_MUST_CHECK;
 /* Second step: creates the sink (forwarder or local sink) and the
  * aggregator, and connects the server to it. Returns 0, UV_EALREADY,

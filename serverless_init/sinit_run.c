@@ -513,16 +513,18 @@ static void fail_open_line(const char *what, const char *consequence)
  * otherwise 1 after one error line per listener that is not (a->p then
  * runs with the others, or is NULL when none bound), or a negative error
  * (out of memory: a->p is NULL). */
-static int listen_all(struct app *a)
+static int listen_all(struct app *a, bool retry)
 {
     struct lc_listen_report rep;
     char diverted[512];
     cmn_log_divert_errors(diverted, sizeof(diverted)); /* said below */
-    int err = lc_pipeline_listen(&a->loop, &a->cfg, &rep, &a->p);
+    /* a retry (in a timer callback) is all or nothing: the start-up
+     * already said which listener fails */
+    int err = lc_pipeline_listen(&a->loop, &a->cfg, retry, &rep, &a->p);
     cmn_log_divert_errors(NULL, 0);
     if (err != 0) {
         a->p = NULL;
-        return err;
+        return retry && err != UV_ENOMEM ? 1 : err;
     }
     for (size_t i = 0; i < rep.nfailed; i++) {
         const struct lc_listen_failure *f = &rep.failed[i];
@@ -611,7 +613,7 @@ static void on_retry_timer(uv_timer_t *t)
     struct app *a = t->data;
     if (a->state != ST_RUNNING)
         return;
-    int rc = listen_all(a);
+    int rc = listen_all(a, true);
     if (rc == 0) {
         fprintf(stderr, "serverless-init: sidecar: DogStatsD listeners "
                         "bound\n");
@@ -678,7 +680,7 @@ static int run(struct app *a, int config_err, const char *config_msg)
         a->metrics_off = true;
     }
     if (!a->metrics_off) {
-        err = listen_all(a);
+        err = listen_all(a, false);
         if (err != 0 && a->fail_closed)
             return SINIT_EXIT_CONFIG; /* main destroys a->p */
         if (err < 0)

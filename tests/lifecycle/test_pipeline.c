@@ -556,7 +556,7 @@ Test(pipeline, listen_before_the_aggregator_exists)
     cr_assert_eq(lc_pipeline_config_from_env(&c, &e), 0);
     struct lc_pipeline *p;
     struct lc_listen_report rep;
-    cr_assert_eq(lc_pipeline_listen(&loop, &c, &rep, &p), 0);
+    cr_assert_eq(lc_pipeline_listen(&loop, &c, false, &rep, &p), 0);
     cr_assert(rep.bound);
     cr_assert_eq(rep.nfailed, 0);
     cr_assert_null(lc_pipeline_agg(p)); /* no aggregator yet */
@@ -612,7 +612,7 @@ Test(pipeline, listen_reports_the_listener_that_cannot_bind)
     cr_assert_eq(lc_pipeline_config_from_env(&c, &e), 0);
     struct lc_pipeline *p;
     struct lc_listen_report rep;
-    cr_assert_eq(lc_pipeline_listen(&loop, &c, &rep, &p), 0);
+    cr_assert_eq(lc_pipeline_listen(&loop, &c, false, &rep, &p), 0);
     lc_pipeline_config_free(&c);
     cr_assert(rep.bound);
     cr_assert_eq(rep.nfailed, 1);
