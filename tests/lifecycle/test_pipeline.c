@@ -540,6 +540,19 @@ Test(pipeline, create_survives_every_allocation_failure)
     cr_assert_eq(uv_loop_close(&loop), 0);
 }
 
+/* Config from env into *c (free it), then lc_pipeline_listen. */
+static struct lc_pipeline *listen_from_env(uv_loop_t *loop, struct kv *env,
+                                           struct lc_pipeline_config *c,
+                                           struct lc_listen_report *rep)
+{
+    lc_pipeline_config_defaults(c);
+    struct cmn_env e = {kv_get, env};
+    cr_assert_eq(lc_pipeline_config_from_env(c, &e), 0);
+    struct lc_pipeline *p;
+    cr_assert_eq(lc_pipeline_listen(loop, c, false, rep, &p), 0);
+    return p;
+}
+
 /* The two-step create of a fast start: listeners bound before the
  * aggregator exists; a datagram sent then is counted once completed. */
 Test(pipeline, listen_before_the_aggregator_exists)
@@ -551,12 +564,8 @@ Test(pipeline, listen_before_the_aggregator_exists)
                        {"DRAINPIPE_LOCAL_FILE", outpath},
                        {NULL, NULL}};
     struct lc_pipeline_config c;
-    lc_pipeline_config_defaults(&c);
-    struct cmn_env e = {kv_get, env};
-    cr_assert_eq(lc_pipeline_config_from_env(&c, &e), 0);
-    struct lc_pipeline *p;
     struct lc_listen_report rep;
-    cr_assert_eq(lc_pipeline_listen(&loop, &c, false, &rep, &p), 0);
+    struct lc_pipeline *p = listen_from_env(&loop, env, &c, &rep);
     cr_assert(rep.bound);
     cr_assert_eq(rep.nfailed, 0);
     cr_assert_null(lc_pipeline_agg(p)); /* no aggregator yet */
@@ -607,12 +616,8 @@ Test(pipeline, listen_reports_the_listener_that_cannot_bind)
                        {"DD_DOGSTATSD_SOCKET", path},
                        {NULL, NULL}};
     struct lc_pipeline_config c;
-    lc_pipeline_config_defaults(&c);
-    struct cmn_env e = {kv_get, env};
-    cr_assert_eq(lc_pipeline_config_from_env(&c, &e), 0);
-    struct lc_pipeline *p;
     struct lc_listen_report rep;
-    cr_assert_eq(lc_pipeline_listen(&loop, &c, false, &rep, &p), 0);
+    struct lc_pipeline *p = listen_from_env(&loop, env, &c, &rep);
     lc_pipeline_config_free(&c);
     cr_assert(rep.bound);
     cr_assert_eq(rep.nfailed, 1);
