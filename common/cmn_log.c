@@ -57,9 +57,25 @@ bool cmn_log_enabled(enum cmn_log_level lvl)
     return lvl != CMN_LOG_OFF && (int)lvl >= atomic_load(&level);
 }
 
+/* Where error lines go instead of stderr (cmn_log_divert_errors). */
+static char *divert_buf;
+static size_t divert_cap;
+
+void cmn_log_divert_errors(char *buf, size_t cap)
+{
+    divert_buf = cap > 0 ? buf : NULL;
+    divert_cap = cap;
+    if (divert_buf != NULL)
+        divert_buf[0] = '\0';
+}
+
 void cmn_vlog(enum cmn_log_level lvl, const char *comp, const char *fmt,
               va_list ap)
 {
+    if (divert_buf != NULL && lvl == CMN_LOG_ERROR) {
+        vsnprintf(divert_buf, divert_cap, fmt, ap);
+        return;
+    }
     if (!cmn_log_enabled(lvl))
         return;
     char line[2048];
@@ -119,4 +135,21 @@ void cmn_log_rl(struct cmn_ratelimit *rl, enum cmn_log_level lvl,
     va_start(ap, fmt);
     cmn_vlog(lvl, comp, fmt, ap);
     va_end(ap);
+}
+
+void cmn_checkpoint_log(const char *comp, const char *phase, const char *name,
+                        uint64_t took_ns)
+{
+    if (!cmn_log_enabled(CMN_LOG_DEBUG))
+        return;
+    uint64_t now = cmn_mono_ns();
+    uint64_t start = cmn_process_start_ns();
+    uint64_t cum_us = now > start ? (now - start) / 1000u : 0;
+    uint64_t took_us = took_ns / 1000u;
+    cmn_log(CMN_LOG_DEBUG, comp,
+            "checkpoint %s %s: took %llu.%03llu ms, cumulative %llu.%03llu ms",
+            phase, name, (unsigned long long)(took_us / 1000),
+            (unsigned long long)(took_us % 1000),
+            (unsigned long long)(cum_us / 1000),
+            (unsigned long long)(cum_us % 1000));
 }

@@ -161,6 +161,18 @@ enum cmn_log_level cmn_log_get_level(void);
 /* Name printed in the second column (default "DRAINPIPE"); borrowed. */
 void cmn_log_set_logger(const char *name);
 bool cmn_log_enabled(enum cmn_log_level lvl);
+/* Diverts error-level lines into buf (the message only, without the
+ * header; the last one wins, cut to cap) instead of stderr, until called
+ * again with cap 0. For a caller that reports a failure in its own words,
+ * in one line rather than two. Other levels are unaffected. Not
+ * thread-safe: only while no other thread logs (start-up). */
+void cmn_log_divert_errors(char *buf, size_t cap);
+/* Logs one start/stop step at debug level, in the one format every phase
+ * uses (lifecycle's registry, the wrapper, the forwarder's libcurl load):
+ * "checkpoint <phase> <name>: took X.XXX ms, cumulative Y.YYY ms", the
+ * cumulative time counted from cmn_process_start_ns. Any thread. */
+void cmn_checkpoint_log(const char *comp, const char *phase, const char *name,
+                        uint64_t took_ns);
 void cmn_log(enum cmn_log_level lvl, const char *comp, const char *fmt, ...)
     CMN_PRINTF(3, 4);
 void cmn_vlog(enum cmn_log_level lvl, const char *comp, const char *fmt,

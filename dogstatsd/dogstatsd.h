@@ -211,6 +211,13 @@ int dsd_create(uv_loop_t *loop, const struct dsd_config *cfg,
  * binds first and calls dsd_start later. Fails as dsd_start does; on
  * failure nothing stays open. Loop thread; at most once. */
 int dsd_bind(struct dsd *s) CMN_MUST_CHECK;
+/* After dsd_bind: starts the datagram listeners' receive threads, which
+ * move what arrives into the receive rings at once (so a small socket
+ * buffer cannot overflow) without touching the loop; parsing begins with
+ * dsd_start. For a wrapper: call it right after spawning the child (whose
+ * exec takes longer than this). Optional (dsd_start does it too);
+ * idempotent. Loop thread. */
+int dsd_receive(struct dsd *s) CMN_MUST_CHECK;
 /* Binds (unless dsd_bind did) and starts every configured listener: the
  * receive threads and their rings, the stream listener. Fails with "listening
  * on neither udp nor socket" (UV_EINVAL) when none is configured. A stale
@@ -221,6 +228,10 @@ int dsd_bind(struct dsd *s) CMN_MUST_CHECK;
  * watch a freshly bound socket, leaves handles that dsd_stop closes.
  * Call at most once. */
 int dsd_start(struct dsd *s) CMN_MUST_CHECK;
+/* Replaces the sink (copied; what it points to is borrowed). Only before
+ * dsd_start: a server bound with dsd_bind before its aggregator existed
+ * gets it here. Returns UV_EBUSY once started. */
+int dsd_set_sink(struct dsd *s, const struct dsd_sink *sink) CMN_MUST_CHECK;
 /* The bound UDP port (useful with port -1), or 0 if UDP is off. */
 int dsd_udp_port(const struct dsd *s);
 

@@ -306,7 +306,10 @@ static void wait_room(struct dsd__dgram *d)
 static void signal_loop(struct dsd__dgram *d)
 {
     d->unsignalled_ns = 0;
-    uv_async_send(&d->async);
+    /* Before dsd_start there is no loop handle: dsd_start itself wakes the
+     * loop for what was received until then. */
+    if (atomic_load_explicit(&d->consumer_ready, memory_order_acquire))
+        uv_async_send(&d->async);
 }
 
 static void *reader_main(void *arg)
@@ -458,6 +461,8 @@ bool dsd__dgram_synced(const struct dsd__dgram *d)
 
 static int alloc_batch(struct dsd__dgram *d)
 {
+    if (d->msgs != NULL)
+        return 0; /* an earlier, failed dsd__dgram_receive got this far */
     size_t bs = d->s->cfg.buffer_size;
     size_t n = DSD_MMSG_BYTES / bs;
     d->mmsg_n = n < 1 ? 1 : n > DSD_MMSG_MAX ? DSD_MMSG_MAX : n;
@@ -530,27 +535,53 @@ static int start_thread(struct dsd__dgram *d)
     return 0;
 }
 
-int dsd__dgram_start(struct dsd__dgram *d)
+int dsd__dgram_receive(struct dsd__dgram *d)
 {
+    if (d->thread_live || d->fd < 0)
+        return 0;
     int rc = alloc_batch(d);
     if (rc != 0)
         return rc;
-    if ((rc = dsd__ring_init(&d->ring, d->s->ring_size)) != 0)
+    if (d->ring.base == NULL &&
+        (rc = dsd__ring_init(&d->ring, d->s->ring_size)) != 0)
         return rc;
-    d->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (d->wake_fd < 0)
+    if (d->wake_fd < 0 &&
+        (d->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
         return -errno;
+    return start_thread(d);
+}
+
+int dsd__dgram_start(struct dsd__dgram *d)
+{
+    int rc = dsd__dgram_receive(d);
+    if (rc != 0)
+        return rc;
     if ((rc = uv_async_init(d->s->loop, &d->async, on_async)) != 0)
         return rc;
     d->async.data = d;
     d->live = true;
     d->s->nlive++;
-    return start_thread(d);
+    /* From now on the receive thread wakes the loop; what it received
+     * before is parsed at the next loop iteration. */
+    atomic_store_explicit(&d->consumer_ready, 1, memory_order_release);
+    uv_async_send(&d->async);
+    return 0;
+}
+
+void dsd__dgram_join(struct dsd__dgram *d)
+{
+    if (!d->thread_live)
+        return;
+    atomic_store_explicit(&d->stop, 1, memory_order_release);
+    wake(d->wake_fd);
+    pthread_join(d->thread, NULL);
+    d->thread_live = false;
 }
 
 void dsd__dgram_close_fd(struct dsd__dgram *d)
 {
     if (d->fd >= 0 && !d->live) {
+        dsd__dgram_join(d); /* started by dsd_receive, never by dsd_start */
         read_meminfo(d); /* the final drop count */
         close(d->fd);
         d->fd = -1;
@@ -583,12 +614,7 @@ void dsd__dgram_stop(struct dsd__dgram *d, uint64_t deadline_ns)
     if (!d->live)
         return;
     struct dsd *s = d->s;
-    if (d->thread_live) {
-        atomic_store_explicit(&d->stop, 1, memory_order_release);
-        wake(d->wake_fd);
-        pthread_join(d->thread, NULL);
-        d->thread_live = false;
-    }
+    dsd__dgram_join(d);
     /* The loop thread is the producer now: alternate reading and parsing
      * until the socket and the ring are both empty, or time is up. */
     uint64_t n0 = s->stats.packets;

@@ -36,6 +36,8 @@ struct dsd__dgram {
     bool thread_live; /* created and not yet joined */
     int wake_fd;      /* eventfd: stop, sync request, space freed */
     _Atomic int stop; /* the thread exits at its next wake-up */
+    _Atomic int consumer_ready; /* async initialised: the thread may wake
+                                   the loop */
 
     /* batch arrays, used by whichever thread is the producer (the
      * receive thread, or the loop thread once it is joined) */
@@ -131,8 +133,14 @@ struct dsd {
 /* dsd_dgram.c */
 int dsd__udp_open(struct dsd *s) CMN_MUST_CHECK;
 int dsd__uds_open(struct dsd *s) CMN_MUST_CHECK;
-/* Maps the ring, starts the receive thread and the async handle. */
+/* Maps the ring and starts the receive thread, which fills the ring
+ * without waking the loop (no handle yet). Idempotent. */
+int dsd__dgram_receive(struct dsd__dgram *d) CMN_MUST_CHECK;
+/* dsd__dgram_receive, then the async handle: the loop parses from now on
+ * (and at once what was received before). */
 int dsd__dgram_start(struct dsd__dgram *d) CMN_MUST_CHECK;
+/* Stops and joins the receive thread, if it runs. */
+void dsd__dgram_join(struct dsd__dgram *d);
 /* Joins the thread, then reads socket and ring on the loop thread until
  * both are empty or deadline_ns (monotonic) passes, and closes. */
 void dsd__dgram_stop(struct dsd__dgram *d, uint64_t deadline_ns);

@@ -429,6 +429,20 @@ out_close:
     return rc;
 }
 
+int dsd_receive(struct dsd *s)
+{
+    int rc;
+    if (!s->bound || s->stopping)
+        return UV_EINVAL;
+    if ((rc = dsd__dgram_receive(&s->udp)) != 0 ||
+        (rc = dsd__dgram_receive(&s->uds)) != 0) {
+        CMN_LOGE(DSD_COMP, "starting the receive threads: %s",
+                 uv_strerror(rc));
+        return rc;
+    }
+    return 0;
+}
+
 int dsd_start(struct dsd *s)
 {
     int rc;
@@ -456,6 +470,14 @@ out_started:
     if (s->nlive == 0)
         s->started = false;
     return rc;
+}
+
+int dsd_set_sink(struct dsd *s, const struct dsd_sink *sink)
+{
+    if (s->started)
+        return UV_EBUSY;
+    s->sink = *sink;
+    return 0;
 }
 
 int dsd_udp_port(const struct dsd *s)

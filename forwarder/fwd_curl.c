@@ -18,6 +18,7 @@
  * exit).
  */
 #include <dlfcn.h>
+#include <stdlib.h>
 
 #include "fwd_internal.h"
 
@@ -25,16 +26,33 @@ struct fwd_curl_api fwd__curl;
 
 static uv_once_t load_once = UV_ONCE_INIT;
 static int load_rc;
-static char load_err[256];
+static char load_err[512];
 
 #define FWD_LIBCURL "libcurl.so.4"
+#define FWD_LIBCURL_ENV "DRAINPIPE_LIBCURL"
+
+/* The library to load: $DRAINPIPE_LIBCURL (a leaner libcurl built for the
+ * container: the load cost and the memory are those of its dependencies,
+ * about 30 libraries with Debian's builds) or FWD_LIBCURL. Read by
+ * fwd__curl_choose on the loop thread before the load is queued, so the
+ * loading thread never reads the environment. */
+static char lib_name[256] = FWD_LIBCURL;
+
+void fwd__curl_choose(void)
+{
+    const char *v = getenv(FWD_LIBCURL_ENV);
+    if (v != NULL && v[0] != '\0' && strlen(v) < sizeof(lib_name))
+        memcpy(lib_name, v, strlen(v) + 1);
+}
 
 static void load(void)
 {
-    void *h = dlopen(FWD_LIBCURL, RTLD_NOW | RTLD_LOCAL);
+    /* RTLD_NOW: RTLD_LAZY measured no faster (Debian's libcurl and its
+     * dependencies are mapped and relocated either way). */
+    void *h = dlopen(lib_name, RTLD_NOW | RTLD_LOCAL);
     if (h == NULL) {
         const char *e = dlerror();
-        snprintf(load_err, sizeof(load_err), "%s", e ? e : FWD_LIBCURL);
+        snprintf(load_err, sizeof(load_err), "%s", e ? e : lib_name);
         load_rc = UV_ENOENT;
         return;
     }
@@ -68,8 +86,8 @@ static void load(void)
     for (size_t i = 0; i < sizeof(syms) / sizeof(syms[0]); i++) {
         void *fn = dlsym(h, syms[i].name);
         if (fn == NULL) {
-            snprintf(load_err, sizeof(load_err), "%s: no symbol %s",
-                     FWD_LIBCURL, syms[i].name);
+            snprintf(load_err, sizeof(load_err), "%s: no symbol %s", lib_name,
+                     syms[i].name);
             load_rc = UV_ENOSYS;
             return;
         }

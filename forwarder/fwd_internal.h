@@ -53,6 +53,9 @@ extern struct fwd_curl_api fwd__curl;
  * Blocking: call it on the thread pool. 0, or a negative error with the reason
  * in fwd__curl_load_error(). Any thread. */
 int fwd__curl_load(void) CMN_MUST_CHECK;
+/* Reads DRAINPIPE_LIBCURL (the library fwd__curl_load opens). Loop thread,
+ * before the load is queued. */
+void fwd__curl_choose(void);
 /* curl_global_init, once per process. Loop thread, after fwd__curl_load. */
 int fwd__curl_global_init(void) CMN_MUST_CHECK;
 const char *fwd__curl_load_error(void);
@@ -157,6 +160,7 @@ struct fwd {
     CURLM *multi;           /* NULL until libcurl is loaded */
     uv_work_t load_req;     /* fwd__curl_load on the thread pool */
     bool loading;           /* load_req queued, its after-cb not run yet */
+    uint64_t load_begin_ns; /* when it was queued (checkpoint) */
     bool http_ready;        /* multi handle made: requests can go */
     bool load_failed;       /* libcurl unusable: payloads are dropped */
     uv_timer_t curl_timer;  /* CURLMOPT_TIMERFUNCTION */

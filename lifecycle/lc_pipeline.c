@@ -29,13 +29,27 @@ struct lc_fwd_comp {
     struct lc_manager *m; /* borrowed: only used while stopping */
 };
 
+/* The DogStatsD server's component. The server may be bound before the
+ * aggregator exists (lc_pipeline_listen: dsd_bind, sockets only, so the
+ * kernel queues what clients send); lc_pipeline_complete gives it the
+ * aggregator as its sink, and the registry's start runs its receive
+ * threads (dsd_start). */
+struct lc_dsd_comp {
+    struct dsd *d;
+    bool bound;       /* sockets bound (dsd_bind or dsd_start) */
+    bool started;     /* dsd_start done */
+    bool stop_called; /* stopped through the registry */
+};
+
 struct lc_pipeline {
     uv_loop_t *loop;
     struct lc_manager *m;
     struct fwd *fwd;        /* owned by the registry once registered */
     struct lc_local *local; /* idem */
     struct agg *agg;        /* idem */
-    struct dsd *dsd;        /* idem */
+    struct dsd *dsd;        /* idem; NULL when no listener could bind */
+    struct lc_dsd_comp *dc; /* idem */
+    bool completed;         /* sink and aggregator created */
     bool local_mode;
     bool started;
     bool start_failed; /* clean = false then says nothing more */
@@ -173,20 +187,65 @@ static const struct lc_ops agg_ops = {aggc_start, aggc_stop, aggc_destroy};
 
 static int dsdc_start(void *self)
 {
-    return dsd_start(self);
+    struct lc_dsd_comp *dc = self;
+    int rc = dsd_start(dc->d); /* binds too unless lc_pipeline_listen did */
+    dc->started = dc->bound = rc == 0;
+    return rc;
 }
 
 static void dsdc_stop(void *self, lc_stopped_fn done, void *arg)
 {
-    dsd_stop(self, done, arg);
+    struct lc_dsd_comp *dc = self;
+    dc->stop_called = true;
+    dsd_stop(dc->d, done, arg);
+}
+
+static void dsdc_free(void *self)
+{
+    struct lc_dsd_comp *dc = self;
+    dsd_destroy(dc->d);
+    cmn_free(dc);
 }
 
 static void dsdc_destroy(void *self)
 {
-    dsd_destroy(self);
+    struct lc_dsd_comp *dc = self;
+    if (dc->started && !dc->stop_called) {
+        /* Started but never stopped by the registry: close the listeners,
+         * free after the last close callback. What they still hold goes
+         * nowhere. A server only bound is freed at once (its sockets are
+         * closed by dsd_destroy). */
+        dc->stop_called = true;
+        dsd_stop(dc->d, dsdc_free, dc);
+        return;
+    }
+    dsdc_free(dc);
 }
 
 static const struct lc_ops dsd_ops = {dsdc_start, dsdc_stop, dsdc_destroy};
+
+/* A sink that refuses everything: a server bound before its aggregator
+ * exists reads nothing until lc_pipeline_complete replaces it. */
+static int refuse_metric(void *data, const struct agg_metric *m)
+{
+    (void)data;
+    (void)m;
+    return UV_ECANCELED;
+}
+
+static int refuse_event(void *data, const struct agg_event *e)
+{
+    (void)data;
+    (void)e;
+    return UV_ECANCELED;
+}
+
+static int refuse_service_check(void *data, const struct agg_service_check *sc)
+{
+    (void)data;
+    (void)sc;
+    return UV_ECANCELED;
+}
 
 /* ------------------------------------------------------------------------
  * Create
@@ -247,61 +306,299 @@ static int create_sink(struct lc_pipeline *p,
     return 0;
 }
 
-int lc_pipeline_create(uv_loop_t *loop, const struct lc_pipeline_config *c,
-                       struct lc_pipeline **out)
+/* Allocates the pipeline and its registry, nothing else. */
+static int pipeline_new(uv_loop_t *loop, struct lc_pipeline **out)
 {
+    struct lc_pipeline *p = cmn_calloc(1, sizeof(*p));
+    if (p == NULL)
+        return UV_ENOMEM;
+    p->loop = loop;
+    int rc = lc_create(loop, &p->m);
+    if (rc != 0) {
+        cmn_free(p);
+        return rc;
+    }
+    *out = p;
+    return 0;
+}
+
+/* Creates a server for cfg (not registered) feeding agg, or, with agg
+ * NULL (not created yet), nothing until lc_pipeline_complete sets it. */
+static int dsd_comp_create(uv_loop_t *loop, const struct dsd_config *cfg,
+                           struct agg *agg, struct lc_dsd_comp **out)
+{
+    struct lc_dsd_comp *dc = cmn_calloc(1, sizeof(*dc));
+    if (dc == NULL)
+        return UV_ENOMEM;
+    struct dsd_sink sink = {refuse_metric, refuse_event, refuse_service_check,
+                            NULL};
+    if (agg != NULL)
+        dsd_sink_from_agg(&sink, agg);
+    int rc = dsd_create(loop, cfg, &sink, &dc->d);
+    if (rc != 0) {
+        cmn_free(dc);
+        return rc;
+    }
+    *out = dc;
+    return 0;
+}
+
+/* Registers dc as "dogstatsd", after the aggregator. Takes ownership. */
+static int dsd_comp_register(struct lc_pipeline *p, struct lc_dsd_comp *dc,
+                             uint64_t stop_timeout_ms)
+{
+    const char *const dsd_deps[] = {"aggregator", NULL};
+    int rc =
+        lc_register(p->m, "dogstatsd", dsd_deps, &dsd_ops, dc, stop_timeout_ms);
+    if (rc != 0) {
+        dsdc_destroy(dc);
+        return rc;
+    }
+    p->dc = dc;
+    p->dsd = dc->d;
+    return 0;
+}
+
+int lc_pipeline_complete(struct lc_pipeline *p,
+                         const struct lc_pipeline_config *c)
+{
+    if (p->completed)
+        return UV_EALREADY;
     bool key = has_api_key(&c->fwd);
     if (c->sink == LC_SINK_FORWARDER && !key) {
         CMN_LOGE(COMP, "the forwarder sink needs an API key (DD_API_KEY)");
         return UV_EINVAL;
     }
-    struct lc_pipeline *p = cmn_calloc(1, sizeof(*p));
-    if (p == NULL)
-        return UV_ENOMEM;
-    p->loop = loop;
     p->local_mode = c->sink == LC_SINK_LOCAL || !key;
-    int rc = lc_create(loop, &p->m);
-    if (rc != 0)
-        goto out_free;
 
     fwd_submit_fn submit;
     void *data;
     const char *sink_name;
-    rc = create_sink(p, c, &submit, &data, &sink_name);
+    uint64_t t0 = cmn_mono_ns();
+    int rc = create_sink(p, c, &submit, &data, &sink_name);
     if (rc != 0)
-        goto out_destroy_m;
+        return rc;
+    lc_checkpoint_log("create", sink_name, t0);
 
-    rc = agg_create(loop, &c->agg, submit, data, &p->agg);
+    t0 = cmn_mono_ns();
+    rc = agg_create(p->loop, &c->agg, submit, data, &p->agg);
     if (rc != 0)
-        goto out_destroy_m;
+        return rc;
     const char *const agg_deps[] = {sink_name, NULL};
     rc = lc_register(p->m, "aggregator", agg_deps, &agg_ops, p->agg,
                      c->aggregator_stop_timeout_ms);
     if (rc != 0) {
         agg_destroy(p->agg);
-        goto out_destroy_m;
+        p->agg = NULL;
+        return rc;
     }
+    lc_checkpoint_log("create", "aggregator", t0);
+    if (p->dc != NULL) {
+        struct dsd_sink sink;
+        dsd_sink_from_agg(&sink, p->agg);
+        rc = dsd_set_sink(p->dc->d, &sink);
+        if (rc != 0)
+            return rc;
+    }
+    p->completed = true;
+    return 0;
+}
 
-    struct dsd_sink sink;
-    dsd_sink_from_agg(&sink, p->agg);
-    rc = dsd_create(loop, &c->dsd, &sink, &p->dsd);
+int lc_pipeline_create(uv_loop_t *loop, const struct lc_pipeline_config *c,
+                       struct lc_pipeline **out)
+{
+    struct lc_pipeline *p;
+    int rc = pipeline_new(loop, &p);
     if (rc != 0)
-        goto out_destroy_m;
-    const char *const dsd_deps[] = {"aggregator", NULL};
-    rc = lc_register(p->m, "dogstatsd", dsd_deps, &dsd_ops, p->dsd,
-                     c->dogstatsd_stop_timeout_ms);
-    if (rc != 0) {
-        dsd_destroy(p->dsd);
-        goto out_destroy_m;
-    }
+        return rc;
+    rc = lc_pipeline_complete(p, c);
+    if (rc != 0)
+        goto out_destroy;
+    struct lc_dsd_comp *dc;
+    rc = dsd_comp_create(loop, &c->dsd, p->agg, &dc);
+    if (rc != 0)
+        goto out_destroy;
+    rc = dsd_comp_register(p, dc, c->dogstatsd_stop_timeout_ms);
+    if (rc != 0)
+        goto out_destroy;
     *out = p;
     return 0;
 
-out_destroy_m:
+out_destroy:
     CMN_LOGE(COMP, "cannot create the pipeline: %s", cmn_strerror(rc));
-    lc_destroy(p->m); /* destroys what was registered (nothing started) */
-out_free:
-    cmn_free(p);
+    lc_pipeline_destroy(p); /* destroys what was registered (nothing
+                               started) */
+    return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * Listen: bind the listeners before the rest exists, and find out which
+ * ones cannot bind when the whole set fails.
+ */
+enum { LST_UDP, LST_UDS, LST_STREAM, LST_N };
+
+static const char *const lst_var[LST_N] = {
+    "DD_DOGSTATSD_PORT", "DD_DOGSTATSD_SOCKET", "DD_DOGSTATSD_STREAM_SOCKET"};
+
+static bool lst_present(const struct dsd_config *c, int i)
+{
+    switch (i) {
+    case LST_UDP:
+        return c->port != 0;
+    case LST_UDS:
+        return c->socket_path != NULL && c->socket_path[0] != '\0';
+    default:
+        return c->stream_socket_path != NULL &&
+               c->stream_socket_path[0] != '\0';
+    }
+}
+
+/* A shallow copy of src with only the listeners in keep (dsd_create
+ * deep-copies what it keeps, so the copy owns nothing). */
+static void lst_only(struct dsd_config *dst, const struct dsd_config *src,
+                     const bool keep[LST_N])
+{
+    *dst = *src;
+    if (!keep[LST_UDP])
+        dst->port = 0;
+    if (!keep[LST_UDS])
+        dst->socket_path = NULL;
+    if (!keep[LST_STREAM])
+        dst->stream_socket_path = NULL;
+}
+
+/* Closes and frees a server that is not registered and only bound: its
+ * sockets are closed at once, so the same port or path can be bound again
+ * right after. */
+static void close_unregistered(struct lc_dsd_comp *dc)
+{
+    dsdc_free(dc);
+}
+
+/* Binds a server for cfg: 0 with *out bound, or the error (*out NULL,
+ * nothing left open). */
+static int try_bind(uv_loop_t *loop, const struct dsd_config *cfg,
+                    struct lc_dsd_comp **out)
+{
+    struct lc_dsd_comp *dc;
+    *out = NULL;
+    int rc = dsd_comp_create(loop, cfg, NULL, &dc);
+    if (rc != 0)
+        return rc;
+    rc = dsd_bind(dc->d);
+    if (rc == 0) {
+        dc->bound = true;
+        *out = dc;
+        return 0;
+    }
+    dsdc_free(dc); /* dsd_bind leaves nothing open on failure */
+    return rc;
+}
+
+/* Records one failed listener. */
+static void report_failure(struct lc_listen_report *rep,
+                           const struct dsd_config *c, int i, int err)
+{
+    struct lc_listen_failure *f = &rep->failed[rep->nfailed++];
+    f->var = lst_var[i];
+    f->err = err;
+    if (i == LST_UDP)
+        snprintf(f->value, sizeof(f->value), "%d", c->port);
+    else
+        snprintf(f->value, sizeof(f->value), "%s",
+                 i == LST_UDS ? c->socket_path : c->stream_socket_path);
+}
+
+int lc_pipeline_listen(uv_loop_t *loop, const struct lc_pipeline_config *c,
+                       bool all_or_nothing, struct lc_listen_report *rep,
+                       struct lc_pipeline **out)
+{
+    struct lc_pipeline *p;
+    memset(rep, 0, sizeof(*rep));
+    int rc = pipeline_new(loop, &p);
+    if (rc != 0)
+        return rc;
+    uint64_t t0 = cmn_mono_ns();
+    struct lc_dsd_comp *dc = NULL;
+    if (!lst_present(&c->dsd, LST_UDP) && !lst_present(&c->dsd, LST_UDS) &&
+        !lst_present(&c->dsd, LST_STREAM)) {
+        /* DD_DOGSTATSD_PORT=0 and no socket: the user turned DogStatsD
+         * off; the rest of the pipeline still runs */
+        CMN_LOGW(COMP, "no DogStatsD listener configured "
+                       "(DD_DOGSTATSD_PORT=0, no socket)");
+        *out = p;
+        return 0;
+    }
+    rc = try_bind(loop, &c->dsd, &dc);
+    if (rc != 0 && all_or_nothing)
+        goto out_destroy;
+    if (rc != 0 && rc != UV_ENOMEM) {
+        /* Which ones? Each alone (bound and closed again), then the set
+         * of those that can bind. */
+        bool keep[LST_N];
+        int errs[LST_N];
+        for (int i = 0; i < LST_N; i++) {
+            keep[i] = false;
+            errs[i] = rc;
+            if (!lst_present(&c->dsd, i))
+                continue;
+            bool only[LST_N] = {false, false, false};
+            only[i] = true;
+            struct dsd_config one;
+            lst_only(&one, &c->dsd, only);
+            struct lc_dsd_comp *probe;
+            int err = try_bind(loop, &one, &probe);
+            if (err == UV_ENOMEM) {
+                rc = err;
+                goto out_destroy;
+            }
+            if (err != 0) {
+                errs[i] = err;
+                report_failure(rep, &c->dsd, i, err);
+                continue;
+            }
+            close_unregistered(probe);
+            keep[i] = true;
+        }
+        struct dsd_config rest;
+        lst_only(&rest, &c->dsd, keep);
+        rc = UV_EINVAL;
+        if (rep->nfailed > 0 && (keep[0] || keep[1] || keep[2]))
+            rc = try_bind(loop, &rest, &dc);
+        if (rc != 0) {
+            /* none binds, or only together they fail: all are off */
+            dc = NULL;
+            rep->nfailed = 0;
+            for (int i = 0; i < LST_N; i++)
+                if (lst_present(&c->dsd, i))
+                    report_failure(rep, &c->dsd, i, errs[i]);
+        }
+        rc = 0;
+    }
+    if (rc != 0)
+        goto out_destroy;
+    if (dc != NULL) {
+        rc = dsd_comp_register(p, dc, c->dogstatsd_stop_timeout_ms);
+        if (rc != 0)
+            goto out_destroy;
+        rep->bound = true;
+    }
+    lc_checkpoint_log("bind", "dogstatsd", t0);
+    *out = p;
+    return 0;
+
+out_destroy:
+    lc_pipeline_destroy(p);
+    return rc;
+}
+
+int lc_pipeline_receive(struct lc_pipeline *p)
+{
+    if (p->dc == NULL || !p->dc->bound || p->dc->stop_called)
+        return 0;
+    uint64_t t0 = cmn_mono_ns();
+    int rc = dsd_receive(p->dc->d);
+    lc_checkpoint_log("start", "dogstatsd receive threads", t0);
     return rc;
 }
 
@@ -327,7 +624,7 @@ struct agg *lc_pipeline_agg(struct lc_pipeline *p)
 
 int lc_pipeline_udp_port(const struct lc_pipeline *p)
 {
-    if (!p->started || !lc_is_running(p->m, "dogstatsd"))
+    if (p->dc == NULL || !p->dc->bound || p->dc->stop_called)
         return 0;
     return dsd_udp_port(p->dsd);
 }

@@ -75,21 +75,19 @@ static uint64_t ms_to_ns(uint64_t ms)
     return ms > UINT64_MAX / 1000000u ? UINT64_MAX : ms * 1000000u;
 }
 
+void lc_checkpoint_log(const char *phase, const char *name, uint64_t begin_ns)
+{
+    uint64_t now = cmn_mono_ns();
+    cmn_checkpoint_log(COMP, phase, name, now > begin_ns ? now - begin_ns : 0);
+}
+
 static void checkpoint(struct lc_manager *m, const char *phase,
                        const char *name, uint64_t took_ns)
 {
-    uint64_t now = cmn_mono_ns();
-    uint64_t start = cmn_process_start_ns();
-    uint64_t cum_us = now > start ? (now - start) / 1000u : 0;
     uint64_t took_us = took_ns / 1000u;
-
-    CMN_LOGD(COMP,
-             "checkpoint %s %s: took %llu.%03llu ms, cumulative %llu.%03llu "
-             "ms",
-             phase, name, (unsigned long long)(took_us / 1000),
-             (unsigned long long)(took_us % 1000),
-             (unsigned long long)(cum_us / 1000),
-             (unsigned long long)(cum_us % 1000));
+    uint64_t now = cmn_mono_ns(), start = cmn_process_start_ns();
+    uint64_t cum_us = now > start ? (now - start) / 1000u : 0;
+    cmn_checkpoint_log(COMP, phase, name, took_ns);
     if (m == NULL || m->ncps >= LC_CHECKPOINTS_MAX)
         return;
     struct lc_checkpoint *cp = &m->cps[m->ncps++];

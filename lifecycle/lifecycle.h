@@ -141,6 +141,13 @@ struct lc_checkpoint {
 size_t lc_checkpoints(const struct lc_manager *m,
                       const struct lc_checkpoint **out);
 
+/* Logs a checkpoint of a step outside the registry (the wrapper's own
+ * phases: config, signals, spawn, ...) in the same format, at debug level:
+ * took = now - begin_ns (monotonic). phase and name are any strings; the
+ * line is "checkpoint <phase> <name>: took X.XXX ms, cumulative Y.YYY ms".
+ * Not recorded in any manager. Any thread. */
+void lc_checkpoint_log(const char *phase, const char *name, uint64_t begin_ns);
+
 /* True while the named component is started and not yet stopped (for
  * tests and diagnostics). */
 bool lc_is_running(const struct lc_manager *m, const char *name);
@@ -252,6 +259,51 @@ struct lc_pipeline;
  * a component's create error. */
 int lc_pipeline_create(uv_loop_t *loop, const struct lc_pipeline_config *c,
                        struct lc_pipeline **out) CMN_MUST_CHECK;
+
+/* The listeners that could not bind in lc_pipeline_listen. */
+struct lc_listen_failure {
+    const char *var; /* static: "DD_DOGSTATSD_PORT", "DD_DOGSTATSD_SOCKET"
+                        or "DD_DOGSTATSD_STREAM_SOCKET" */
+    char value[112]; /* the port or the path (cut to fit) */
+    int err;         /* the bind error */
+};
+struct lc_listen_report {
+    bool bound; /* at least one listener is bound */
+    size_t nfailed;
+    struct lc_listen_failure failed[3];
+};
+
+/* The two-step create for a fast start (a wrapper that spawns its child
+ * in between): creates the pipeline with its DogStatsD server only and
+ * binds its listeners now, so that a client's first packet finds them.
+ * Nothing else is allocated: no aggregator tables, no sink. When some
+ * listeners cannot bind, each is tried alone, the failures are written to
+ * *rep, and the server runs with the others; when none binds the
+ * pipeline has no server. That check runs the loop (to close what it
+ * bound): never call this from a loop callback unless all_or_nothing,
+ * which skips the check: any failure returns the bind error with nothing
+ * open and no pipeline (a retry timer's use).
+ * The bind errors are logged by the server; a caller that reports them in
+ * its own words may divert them (cmn_log_divert_errors). Then
+ * lc_pipeline_complete, lc_pipeline_start; a
+ * pipeline that is never completed is freed with lc_pipeline_destroy
+ * (which closes the listeners; run the loop afterwards). c is borrowed.
+ * Returns 0 (see rep), UV_ENOMEM, or with all_or_nothing the bind error. */
+int lc_pipeline_listen(uv_loop_t *loop, const struct lc_pipeline_config *c,
+                       bool all_or_nothing, struct lc_listen_report *rep,
+                       struct lc_pipeline **out) CMN_MUST_CHECK;
+/* Between the two steps, right after the child is spawned: starts the
+ * DogStatsD receive threads (dsd_receive), so what the child sends first
+ * is moved out of the socket buffers while the rest of the pipeline is
+ * built. No-op without a bound server. Returns 0 or the error (the
+ * receive threads are then started again by lc_pipeline_start). */
+int lc_pipeline_receive(struct lc_pipeline *p) CMN_MUST_CHECK;
+/* Second step: creates the sink (forwarder or local sink) and the
+ * aggregator, and connects the server to it. Returns 0, UV_EALREADY,
+ * UV_EINVAL (LC_SINK_FORWARDER with no API key) or a create error (the
+ * pipeline is then only fit for lc_pipeline_destroy). c is borrowed. */
+int lc_pipeline_complete(struct lc_pipeline *p,
+                         const struct lc_pipeline_config *c) CMN_MUST_CHECK;
 /* The pipeline's registry: register more components (e.g. one depending on
  * "dogstatsd") before lc_pipeline_start; they are stopped before it (the
  * reverse order) by lc_pipeline_stop and destroyed by

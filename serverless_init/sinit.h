@@ -9,6 +9,7 @@
 #ifndef DP_SINIT_H
 #define DP_SINIT_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -18,8 +19,10 @@
 #include "common.h"
 
 /* Exit codes of the wrapper itself (the child's code otherwise). */
-#define SINIT_EXIT_CONFIG 1        /* bad configuration: nothing spawned */
-#define SINIT_EXIT_NOT_FOUND 127   /* command not found / not executable */
+#define SINIT_EXIT_CONFIG                                                      \
+    1                            /* DRAINPIPE_FAIL_CLOSED and a bad setting or \
+                                    listener: nothing spawned */
+#define SINIT_EXIT_NOT_FOUND 127 /* command not found / not executable */
 #define SINIT_EXIT_SIGNAL_BASE 128 /* child killed by signal N: 128 + N */
 
 /* Default drain budget (Cloud Run gives 10 s between SIGTERM and SIGKILL),
@@ -150,8 +153,36 @@ int sinit_md_fetch(uv_loop_t *loop, const char *host_port, uint64_t timeout_ms,
 void sinit_md_close(struct sinit_md *m);
 
 /* ------------------------------------------------------------------------
+ * Signals and the child (sinit_child.c): one signalfd, posix_spawn.
+ */
+/* The signals the wrapper handles: every catchable one but the fault
+ * signals (wrapper), or SIGTERM, SIGINT, SIGCHLD and SIGPIPE (sidecar). */
+void sinit_sig_set(bool sidecar, sigset_t *set);
+/* Blocks that set in the calling thread. Call first in main, before any
+ * thread exists, so that every later thread inherits the mask and no
+ * handled signal ever runs its default action in the wrapper. */
+void sinit_sig_block(bool sidecar);
+
+struct sinit_sig;
+/* Called on the loop thread once per signal read (several pending
+ * instances of one signal arrive as one). */
+typedef void (*sinit_sig_cb)(void *data, int signum);
+/* Opens a signalfd on the set and watches it on loop. Returns 0 or an
+ * error; on an error with *out set the watcher must still be closed with
+ * sinit_sig_close. Signals sent before this call are pending and read at
+ * the first loop iteration. */
+int sinit_sig_open(uv_loop_t *loop, bool sidecar, sinit_sig_cb cb, void *data,
+                   struct sinit_sig **out) CMN_MUST_CHECK;
+/* Stops and frees the watcher (after its close callback). NULL: no-op. */
+void sinit_sig_close(struct sinit_sig *s);
+/* posix_spawnp(argv) with the current environment, an empty signal mask
+ * and default dispositions; stdio inherited. Returns 0 with *pid, or the
+ * negative errno of the spawn or of the exec (UV_ENOENT, UV_EACCES). */
+int sinit_spawn(char *const *argv, int *pid) CMN_MUST_CHECK;
+
+/* ------------------------------------------------------------------------
  * Orphan reaping (PID 1 / subreaper). Reaps every exited child whose pid
- * is not `keep` (the child libuv waits for; 0 = none), without touching
+ * is not `keep` (the child the wrapper waits for; 0 = none), without touching
  * keep's status. Returns the number reaped.
  */
 int sinit_reap_orphans(int keep);

@@ -3,11 +3,23 @@
  * the child process, signals, cloud tags and enhanced metrics, and the
  * drain cascade (spec/pipeline.md §5, DESIGN.md "Lifecycle").
  *
- * Start-up order is the readiness path and must stay short: parse config
- * -> create and start the pipeline (listeners bound) -> block signals ->
- * uv_spawn the child -> install the signal watchers and unblock -> only
- * then the things the child's first packet does not need: the cold-start
- * metric and the GCP metadata lookup.
+ * Start-up order is the readiness path and must stay short. Before the
+ * child is spawned only: block the handled signals (first thing, so no
+ * thread ever sees them) -> parse the configuration -> bind the listeners
+ * (lc_pipeline_listen) -> open the signalfd -> posix_spawn the child.
+ * After the spawn, while the child starts: cloud detection and tags, the
+ * sink (forwarder, which loads libcurl on the thread pool, or local sink)
+ * and the aggregator with its tables, the cold-start metric and the GCP
+ * metadata lookup. The loop runs only after all of that, so the child's
+ * first packet waits in the socket buffer, never lost. With
+ * DRAINPIPE_FAIL_CLOSED the whole pipeline is built before the spawn, so
+ * that any failure still exits 1 without running the command.
+ *
+ * Fail-open (the default): a configuration error, a listener that cannot
+ * bind or a pipeline that cannot start is one error line on stderr saying
+ * that metrics (or those of that listener) are off for this run; the
+ * command runs anyway and its exit code is ours. A sidecar whose listeners
+ * cannot bind retries with backoff instead.
  *
  * End: when the child exits (wrapper) or on SIGTERM/SIGINT (sidecar), the
  * shutdown metrics are added, the metadata lookup is awaited (it is bounded
@@ -20,12 +32,13 @@
  */
 #include "sinit.h"
 
-#include <pthread.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -33,9 +46,12 @@
 
 #define COMP "sinit"
 #define MD_TIMEOUT_MS 300
-#define FORCE_GRACE_MS 250 /* after the budget, before we give up on stop */
-#define MIN_DRAIN_MS 500   /* drain floor when the child used the budget */
-#define MAX_SIGS 96
+#define FORCE_GRACE_MS 250  /* after the budget, before we give up on stop */
+#define MIN_DRAIN_MS 500    /* drain floor when the child used the budget */
+#define RETRY_FIRST_MS 1000 /* sidecar: first listener retry */
+#define RETRY_MAX_MS 30000  /* sidecar: backoff cap */
+#define FAIL_CLOSED_ENV "DRAINPIPE_FAIL_CLOSED"
+#define STRIP_KEY_ENV "DRAINPIPE_STRIP_API_KEY"
 
 enum app_state {
     ST_RUNNING,  /* child running (wrapper) or waiting for SIGTERM */
@@ -49,18 +65,25 @@ struct app {
     struct sinit_cli cli;
     bool sidecar;
     bool enhanced;
+    bool fail_closed; /* DRAINPIPE_FAIL_CLOSED: any failure exits 1 */
+    bool strip_key;   /* DRAINPIPE_STRIP_API_KEY: the child has none */
+    bool metrics_off; /* the configuration is invalid: no pipeline */
     enum sinit_cloud cloud;
     uint64_t budget_ms;
     uint64_t start_ns;       /* process start (monotonic) */
     uint64_t budget_from_ns; /* 0 until the budget started */
-    struct lc_pipeline *p;
-    uv_process_t child;
-    bool child_inited, child_alive;
+    uint64_t spawned_ns;     /* when the child was spawned */
+    struct lc_pipeline_config cfg;
+    struct lc_pipeline *p; /* NULL: metrics off */
+    int child_pid;
+    bool child_alive;
     int exit_code;
-    uv_signal_t sigs[MAX_SIGS];
-    int nsigs;
+    struct sinit_sig *sig;
     uv_timer_t budget_timer;
     bool budget_timer_inited;
+    uv_timer_t retry_timer; /* sidecar: listeners that could not bind */
+    bool retry_timer_inited;
+    uint64_t retry_ms;
     struct sinit_md *md;
     bool md_pending;
     enum app_state state;
@@ -167,14 +190,13 @@ static void on_metadata(void *data, const struct sinit_gcp_md *md)
  */
 static void close_handles(struct app *a)
 {
-    for (int i = 0; i < a->nsigs; i++)
-        if (!uv_is_closing((uv_handle_t *)&a->sigs[i]))
-            uv_close((uv_handle_t *)&a->sigs[i], NULL);
+    sinit_sig_close(a->sig);
+    a->sig = NULL;
     if (a->budget_timer_inited &&
         !uv_is_closing((uv_handle_t *)&a->budget_timer))
         uv_close((uv_handle_t *)&a->budget_timer, NULL);
-    if (a->child_inited && !uv_is_closing((uv_handle_t *)&a->child))
-        uv_close((uv_handle_t *)&a->child, NULL);
+    if (a->retry_timer_inited && !uv_is_closing((uv_handle_t *)&a->retry_timer))
+        uv_close((uv_handle_t *)&a->retry_timer, NULL);
     if (a->md != NULL) {
         sinit_md_close(a->md);
         a->md = NULL;
@@ -196,6 +218,8 @@ static uint64_t undelivered(const struct lc_pipeline_stats *st)
 static void report_undelivered(struct app *a, const char *why)
 {
     struct lc_pipeline_stats st;
+    if (a->p == NULL)
+        return;
     lc_pipeline_get_stats(a->p, &st);
     uint64_t n = undelivered(&st);
     if (n == 0 && why == NULL)
@@ -226,6 +250,7 @@ static void on_pipeline_stopped(void *arg, bool clean)
         CMN_LOGW(COMP, "drain ended with an abandoned component");
     report_undelivered(a, NULL);
     a->state = ST_DONE;
+    lc_checkpoint_log("stop", "pipeline", a->budget_from_ns);
     close_handles(a);
 }
 
@@ -280,6 +305,11 @@ static void begin_stop(struct app *a)
 {
     arm_budget_timer(a);
     a->state = ST_DRAINING;
+    if (a->p == NULL) { /* metrics off: nothing to drain */
+        a->state = ST_DONE;
+        close_handles(a);
+        return;
+    }
     lc_pipeline_stop(a->p, budget_left_ms(a), on_pipeline_stopped, a);
 }
 
@@ -300,27 +330,40 @@ static void begin_drain(struct app *a)
 /* ------------------------------------------------------------------------
  * Child and signals
  */
-static void on_child_exit(uv_process_t *p, int64_t status, int term_signal)
+/* Reaps the child if it exited; returns true then. */
+static bool reap_child(struct app *a)
 {
-    struct app *a = p->data;
+    int st;
+    pid_t r;
+    if (!a->child_alive)
+        return false;
+    do {
+        r = waitpid(a->child_pid, &st, WNOHANG);
+    } while (r < 0 && errno == EINTR);
+    if (r != a->child_pid)
+        return false;
     a->child_alive = false;
-    a->exit_code = sinit_exit_code(status, term_signal);
-    if (term_signal > 0)
-        CMN_LOGI(COMP, "child killed by signal %d: exit code %d", term_signal,
+    int sig = WIFSIGNALED(st) ? WTERMSIG(st) : 0;
+    a->exit_code = sinit_exit_code(WIFEXITED(st) ? WEXITSTATUS(st) : 0, sig);
+    lc_checkpoint_log("exit", "child", a->spawned_ns);
+    if (sig > 0)
+        CMN_LOGI(COMP, "child killed by signal %d: exit code %d", sig,
                  a->exit_code);
     else
         CMN_LOGD(COMP, "child exited with code %d", a->exit_code);
-    uv_close((uv_handle_t *)&a->child, NULL);
-    (void)sinit_reap_orphans(0); /* those queued behind the child */
-    begin_drain(a);
+    return true;
 }
 
-static void on_signal(uv_signal_t *h, int signum)
+static void on_signal(void *data, int signum)
 {
-    struct app *a = h->data;
+    struct app *a = data;
     bool term = signum == SIGTERM || signum == SIGINT;
     if (signum == SIGCHLD) {
-        (void)sinit_reap_orphans(a->child_alive ? a->child.pid : 0);
+        /* the child first: orphans queued behind it wait for its reap */
+        bool ended = reap_child(a);
+        (void)sinit_reap_orphans(a->child_alive ? a->child_pid : 0);
+        if (ended)
+            begin_drain(a);
         return;
     }
     if (term && a->state != ST_RUNNING)
@@ -328,84 +371,14 @@ static void on_signal(uv_signal_t *h, int signum)
     if (term)
         start_budget(a);
     if (a->child_alive) {
-        if (signum != SIGPIPE) {
-            int err = uv_process_kill(&a->child, signum);
-            if (err != 0)
-                CMN_LOGD(COMP, "forwarding signal %d: %s", signum,
-                         uv_strerror(err));
-        }
+        /* SIGPIPE is ours (a write to a closed socket), not the child's */
+        if (signum != SIGPIPE && kill(a->child_pid, signum) != 0)
+            CMN_LOGD(COMP, "forwarding signal %d: %s", signum,
+                     uv_strerror(-errno));
         return;
     }
     if (term)
         begin_drain(a);
-}
-
-/* Every catchable signal but the synchronous fault signals (which cannot
- * be handled from the loop), SIGKILL and SIGSTOP. SIGCHLD is watched for
- * reaping, never forwarded; SIGPIPE (our own writes) is swallowed. */
-static bool forwardable(int s)
-{
-    switch (s) {
-    case SIGKILL:
-    case SIGSTOP:
-    case SIGSEGV:
-    case SIGBUS:
-    case SIGFPE:
-    case SIGILL:
-    case SIGTRAP:
-    case SIGSYS:
-        return false;
-    default:
-        return true;
-    }
-}
-
-static int install_signals(struct app *a)
-{
-    int last = a->sidecar ? 31 : SIGRTMAX;
-    for (int s = 1; s <= last && a->nsigs < MAX_SIGS; s++) {
-        if (s > 31 && s < SIGRTMIN)
-            continue; /* reserved by the C library */
-        if (!forwardable(s))
-            continue;
-        if (a->sidecar && s != SIGTERM && s != SIGINT && s != SIGCHLD &&
-            s != SIGPIPE)
-            continue;
-        uv_signal_t *h = &a->sigs[a->nsigs];
-        int err = uv_signal_init(&a->loop, h);
-        if (err != 0)
-            return err;
-        a->nsigs++;
-        h->data = a;
-        err = uv_signal_start(h, on_signal, s);
-        if (err != 0)
-            return err;
-    }
-    return 0;
-}
-
-static int spawn_child(struct app *a)
-{
-    uv_stdio_container_t stdio[3];
-    for (int i = 0; i < 3; i++) {
-        stdio[i].flags = UV_INHERIT_FD;
-        stdio[i].data.fd = i;
-    }
-    uv_process_options_t o;
-    memset(&o, 0, sizeof(o));
-    o.exit_cb = on_child_exit;
-    o.file = a->cli.argv[0];
-    o.args = a->cli.argv;
-    o.env = NULL; /* inherit */
-    o.stdio = stdio;
-    o.stdio_count = 3;
-    a->child.data = a;
-    int err = uv_spawn(&a->loop, &a->child, &o);
-    a->child_inited = true; /* initialized even on error: must be closed */
-    if (err != 0)
-        return err;
-    a->child_alive = true;
-    return 0;
 }
 
 /* ------------------------------------------------------------------------
@@ -471,28 +444,35 @@ static int read_config(struct app *a, struct lc_pipeline_config *c)
     a->enhanced = true;
     if (cmn_env_bool(NULL, "DD_ENHANCED_METRICS", &a->enhanced) != 0)
         return UV_EINVAL;
+    if (cmn_env_bool(NULL, STRIP_KEY_ENV, &a->strip_key) != 0)
+        return UV_EINVAL;
     lc_pipeline_config_defaults(c);
     serverless_defaults(c);
     int err = lc_pipeline_config_from_env(c, NULL);
     if (err != 0)
         return err;
-    err = serverless_force(c);
-    if (err != 0)
-        return err;
+    return serverless_force(c);
+}
+
+/* Cloud detection and the static tags (metadata tags replace them once
+ * known). After the spawn: the child's first packet needs neither. */
+static int detect_cloud(struct app *a, struct lc_pipeline_config *c)
+{
+    uint64_t t0 = cmn_mono_ns();
     a->cloud = sinit_cloud_detect(NULL);
     if (a->cloud == SINIT_CLOUD_LOCAL)
         CMN_LOGD(COMP, "no cloud environment detected: local tags");
-
-    /* Static tags now; metadata tags replace them once known. */
     char **v = NULL;
     size_t n = 0;
-    err = metric_tags(a, c->agg.extra_tags, c->agg.nextra_tags, NULL, &v, &n);
+    int err =
+        metric_tags(a, c->agg.extra_tags, c->agg.nextra_tags, NULL, &v, &n);
     if (err != 0)
         return err;
     base_extra = c->agg.extra_tags;
     nbase_extra = c->agg.nextra_tags;
     c->agg.extra_tags = v;
     c->agg.nextra_tags = n;
+    lc_checkpoint_log("detect", "cloud", t0);
     return 0;
 }
 
@@ -512,72 +492,88 @@ static int print_and_exit(enum sinit_action act)
 static void export_random_port(struct app *a)
 {
     const char *v = getenv("DD_DOGSTATSD_PORT");
-    if (v == NULL || strcmp(v, "__random__") != 0)
+    if (a->p == NULL || v == NULL || strcmp(v, "__random__") != 0)
+        return;
+    int port = lc_pipeline_udp_port(a->p);
+    if (port == 0)
         return;
     char buf[16];
-    snprintf(buf, sizeof(buf), "%d", lc_pipeline_udp_port(a->p));
+    snprintf(buf, sizeof(buf), "%d", port);
     (void)setenv("DD_DOGSTATSD_PORT", buf, 1);
 }
 
-/* Returns an exit code now (nothing to run), or -1: run the loop. */
-static int run(struct app *a, struct lc_pipeline_config *c)
+/* The one line of a fail-open error: what failed, and what it costs. */
+static void fail_open_line(const char *what, const char *consequence)
 {
-    int err = lc_pipeline_create(&a->loop, c, &a->p);
+    fprintf(stderr, "serverless-init: error: %s; %s\n", what, consequence);
+    fflush(stderr);
+}
+
+/* Binds the listeners. Returns 0 when every configured listener is bound;
+ * otherwise 1 after one error line per listener that is not (a->p then
+ * runs with the others, or is NULL when none bound), or a negative error
+ * (out of memory: a->p is NULL). */
+static int listen_all(struct app *a, bool retry)
+{
+    struct lc_listen_report rep;
+    char diverted[512];
+    cmn_log_divert_errors(diverted, sizeof(diverted)); /* said below */
+    /* a retry (in a timer callback) is all or nothing: the start-up
+     * already said which listener fails */
+    int err = lc_pipeline_listen(&a->loop, &a->cfg, retry, &rep, &a->p);
+    cmn_log_divert_errors(NULL, 0);
     if (err != 0) {
-        fprintf(stderr, "serverless-init: cannot create the pipeline: %s\n",
-                cmn_strerror(err));
-        return SINIT_EXIT_CONFIG;
+        a->p = NULL;
+        return retry && err != UV_ENOMEM ? 1 : err;
     }
-    if (lc_pipeline_is_local(a->p))
-        CMN_LOGI(COMP, "DD_API_KEY is not set: nothing is sent to Datadog; "
-                       "the metrics that would have been sent are shown "
-                       "locally (stderr, or DRAINPIPE_LOCAL_FILE)");
-    err = lc_pipeline_start(a->p);
+    for (size_t i = 0; i < rep.nfailed; i++) {
+        const struct lc_listen_failure *f = &rep.failed[i];
+        bool path = strcmp(f->var, "DD_DOGSTATSD_PORT") != 0;
+        char what[320];
+        snprintf(
+            what, sizeof(what), "%s=%s: cannot listen: %s", f->var, f->value,
+            path && f->err == UV_EEXIST ? "the path exists and is not a socket"
+                                        : uv_strerror(f->err));
+        fail_open_line(
+            what, a->fail_closed ? "nothing was started (" FAIL_CLOSED_ENV ")"
+                  : a->sidecar   ? "DogStatsD is off until it binds "
+                                   "(retrying)"
+                  : rep.bound ? "metrics sent there are off for this run (the "
+                                "other listeners work); the command runs anyway"
+                              : "DogStatsD metrics are off for this run; the "
+                                "command runs anyway");
+    }
+    return rep.nfailed > 0 ? 1 : 0;
+}
+
+/* After the listeners: cloud, tags, sink and aggregator, then start. On
+ * failure (one error line) the pipeline is gone: metrics are off. */
+static int finish_pipeline(struct app *a)
+{
+    if (a->p == NULL)
+        return 0;
+    int err = detect_cloud(a, &a->cfg);
+    if (err == 0)
+        err = lc_pipeline_complete(a->p, &a->cfg);
+    if (err == 0) {
+        if (lc_pipeline_is_local(a->p))
+            CMN_LOGI(COMP, "DD_API_KEY is not set: nothing is sent to Datadog; "
+                           "the metrics that would have been sent are shown "
+                           "locally (stderr, or DRAINPIPE_LOCAL_FILE)");
+        err = lc_pipeline_start(a->p);
+    }
     if (err != 0) {
-        fprintf(stderr, "serverless-init: cannot start the pipeline: %s\n",
-                cmn_strerror(err));
-        a->exit_code = SINIT_EXIT_CONFIG;
-        begin_stop(a);
-        return -1; /* run the loop for the rollback */
+        char what[160];
+        snprintf(what, sizeof(what), "the metrics pipeline cannot start (%s)",
+                 cmn_strerror(err));
+        fail_open_line(what, a->fail_closed
+                                 ? "nothing was started"
+                                 : "metrics are off for this run; the "
+                                   "command runs anyway");
+        lc_pipeline_destroy(a->p); /* frees as the loop runs */
+        a->p = NULL;
+        return err;
     }
-    /* Signals are blocked from here until their watchers are installed,
-     * so that installing ~60 of them happens after the spawn without
-     * losing one (a pending signal is delivered at the unblock). libuv
-     * resets the child's mask and dispositions before exec. No other
-     * thread exists yet: nothing has used the thread pool. */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &old);
-    if (!a->sidecar) {
-        export_random_port(a);
-        err = spawn_child(a);
-        if (err != 0) {
-            fprintf(stderr, "serverless-init: cannot run \"%s\": %s\n",
-                    a->cli.argv[0], uv_strerror(err));
-            a->exit_code = SINIT_EXIT_NOT_FOUND;
-        }
-    }
-    struct timespec cpu;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu);
-    uint64_t spawned_ns = cmn_mono_ns();
-    err = install_signals(a);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (err != 0) {
-        fprintf(stderr, "serverless-init: signal handlers: %s\n",
-                uv_strerror(err));
-        if (a->child_alive)
-            (void)uv_process_kill(&a->child, SIGKILL);
-        else
-            a->exit_code = SINIT_EXIT_CONFIG;
-        begin_stop(a);
-        return -1;
-    }
-    /* Off the critical path from here. CPU time includes the dynamic
-     * loader's work before main; wall time is from main. */
-    CMN_LOGD(COMP,
-             "child spawned: %.3f ms CPU since exec, %.3f ms wall since main",
-             (double)cpu.tv_sec * 1e3 + (double)cpu.tv_nsec / 1e6,
-             (double)(spawned_ns - a->start_ns) / 1e6);
     CMN_LOGI(COMP, "DogStatsD listening on UDP port %d%s",
              lc_pipeline_udp_port(a->p), a->sidecar ? " (sidecar mode)" : "");
     enhanced_start(a);
@@ -586,15 +582,141 @@ static int run(struct app *a, struct lc_pipeline_config *c)
                              &a->md);
         a->md_pending = err == 0 && a->md != NULL;
     }
-    if (!a->sidecar && !a->child_alive)
-        begin_drain(a); /* spawn failed */
+    return 0;
+}
+
+static void on_retry_timer(uv_timer_t *t);
+
+/* Sidecar: the listeners are retried with backoff until they all bind. */
+static void arm_retry(struct app *a)
+{
+    lc_pipeline_destroy(a->p); /* closes what did bind, as the loop runs */
+    a->p = NULL;
+    if (!a->retry_timer_inited) {
+        if (uv_timer_init(&a->loop, &a->retry_timer) != 0)
+            return;
+        a->retry_timer_inited = true;
+        a->retry_timer.data = a;
+        a->retry_ms = RETRY_FIRST_MS;
+    }
+    fprintf(stderr,
+            "serverless-init: sidecar: retrying the DogStatsD listeners in "
+            "%llu ms\n",
+            (unsigned long long)a->retry_ms);
+    (void)uv_timer_start(&a->retry_timer, on_retry_timer, a->retry_ms, 0);
+    a->retry_ms =
+        a->retry_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : a->retry_ms * 2;
+}
+
+static void on_retry_timer(uv_timer_t *t)
+{
+    struct app *a = t->data;
+    if (a->state != ST_RUNNING)
+        return;
+    int rc = listen_all(a, true);
+    if (rc == 0) {
+        fprintf(stderr, "serverless-init: sidecar: DogStatsD listeners "
+                        "bound\n");
+        (void)finish_pipeline(a);
+        return;
+    }
+    if (rc > 0)
+        arm_retry(a);
+    else
+        fail_open_line("the DogStatsD listeners: out of memory",
+                       "metrics are off");
+}
+
+/* Runs the child. Returns 0, or sets the exit code (127) and returns the
+ * spawn error. */
+static int spawn_child(struct app *a)
+{
+    export_random_port(a);
+    if (a->strip_key)
+        (void)unsetenv("DD_API_KEY"); /* the forwarder has its copy */
+    uint64_t t0 = cmn_mono_ns();
+    int err = sinit_spawn(a->cli.argv, &a->child_pid);
+    a->spawned_ns = cmn_mono_ns();
+    if (err != 0) {
+        fprintf(stderr, "serverless-init: cannot run \"%s\": %s\n",
+                a->cli.argv[0], strerror(-err));
+        a->exit_code = SINIT_EXIT_NOT_FOUND;
+        return err;
+    }
+    a->child_alive = true;
+    lc_checkpoint_log("spawn", "child", t0);
+    if (cmn_log_enabled(CMN_LOG_DEBUG)) {
+        /* CPU time includes the dynamic loader's work before main */
+        struct timespec cpu;
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu);
+        CMN_LOGD(COMP,
+                 "child spawned: %.3f ms CPU since exec, %.3f ms wall since "
+                 "main",
+                 (double)cpu.tv_sec * 1e3 + (double)cpu.tv_nsec / 1e6,
+                 (double)(a->spawned_ns - a->start_ns) / 1e6);
+    }
+    return 0;
+}
+
+/* Everything from the configuration on. Returns an exit code now (nothing
+ * to run), or -1: run the loop. */
+static int run(struct app *a, int config_err, const char *config_msg)
+{
+    uint64_t t0;
+    int err;
+    bool retry = false;
+
+    if (config_err != 0) {
+        char what[600];
+        snprintf(what, sizeof(what), "invalid configuration: %s",
+                 config_msg[0] != '\0' ? config_msg : cmn_strerror(config_err));
+        if (a->fail_closed) {
+            fail_open_line(what, "nothing was started (" FAIL_CLOSED_ENV ")");
+            return SINIT_EXIT_CONFIG;
+        }
+        fail_open_line(what, a->sidecar ? "metrics are off"
+                                        : "metrics are off for this run; the "
+                                          "command runs anyway");
+        a->metrics_off = true;
+    }
+    if (!a->metrics_off) {
+        err = listen_all(a, false);
+        if (err != 0 && a->fail_closed)
+            return SINIT_EXIT_CONFIG; /* main destroys a->p */
+        if (err < 0)
+            fail_open_line("the DogStatsD listeners: out of memory",
+                           "metrics are off for this run");
+        retry = err > 0 && a->sidecar;
+    }
+    t0 = cmn_mono_ns();
+    err = sinit_sig_open(&a->loop, a->sidecar, on_signal, a, &a->sig);
+    if (err != 0) {
+        fprintf(stderr, "serverless-init: signal handling: %s\n",
+                uv_strerror(err));
+        return SINIT_EXIT_CONFIG; /* nothing spawned yet */
+    }
+    lc_checkpoint_log("install", "signals", t0);
+    if (a->fail_closed && finish_pipeline(a) != 0)
+        return SINIT_EXIT_CONFIG;
+    bool spawned = a->sidecar || spawn_child(a) == 0;
+    /* First thing after the spawn (the child's exec takes longer): the
+     * receive threads, so a small socket buffer cannot overflow while the
+     * rest of the pipeline is built. */
+    if (a->p != NULL && lc_pipeline_receive(a->p) != 0)
+        CMN_LOGW(COMP, "receive threads not started yet: the listeners are "
+                       "read once the pipeline starts");
+    if (retry)
+        arm_retry(a);
+    else if (!a->fail_closed)
+        (void)finish_pipeline(a); /* fail-open: the child runs anyway */
+    if (!spawned)
+        begin_drain(a); /* nothing to wait for */
     return -1;
 }
 
 int sinit_main(int argc, char **argv)
 {
     struct app *a;
-    struct lc_pipeline_config cfg;
     int rc;
 
     cmn_process_start_set(cmn_mono_ns());
@@ -602,6 +724,7 @@ int sinit_main(int argc, char **argv)
     if (a == NULL)
         return SINIT_EXIT_CONFIG;
     a->start_ns = cmn_process_start_ns();
+    a->budget_ms = SINIT_BUDGET_DEFAULT_MS;
     if (sinit_cli_parse(argc, argv, &a->cli) != 0) {
         fprintf(stderr, "serverless-init: invalid command (see --help)\n");
         cmn_free(a);
@@ -613,45 +736,53 @@ int sinit_main(int argc, char **argv)
         return rc;
     }
     a->sidecar = a->cli.argv == NULL;
+    /* Before anything else, and before any thread exists: the handled
+     * signals wait for the signalfd from here on. */
+    sinit_sig_block(a->sidecar);
     cmn_log_set_logger(a->sidecar ? "SERVERLESS_SIDECAR" : "SERVERLESS_INIT");
     /* Harmless when we are PID 1; makes orphans ours otherwise. */
     (void)prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     env_defaults(a->sidecar);
 
-    memset(&cfg, 0, sizeof(cfg));
-    rc = read_config(a, &cfg);
-    if (rc != 0) {
-        fprintf(stderr,
-                "serverless-init: invalid configuration (%s); "
-                "nothing was started\n",
-                cmn_strerror(rc));
-        rc = SINIT_EXIT_CONFIG;
-        goto out_free_cfg;
+    uint64_t t0 = cmn_mono_ns();
+    char msg[512] = "";
+    int cerr = 0;
+    if (cmn_env_bool(NULL, FAIL_CLOSED_ENV, &a->fail_closed) != 0) {
+        /* unreadable: the user asked for something; take the safe side */
+        a->fail_closed = true;
+        snprintf(msg, sizeof(msg), "%s: expected true or false",
+                 FAIL_CLOSED_ENV);
+        cerr = UV_EINVAL;
     }
+    if (cerr == 0) {
+        cmn_log_divert_errors(msg, sizeof(msg)); /* said in one line */
+        cerr = read_config(a, &a->cfg);
+        cmn_log_divert_errors(NULL, 0);
+    }
+    lc_checkpoint_log("parse", "config", t0);
     rc = uv_loop_init(&a->loop);
     if (rc != 0) {
+        lc_pipeline_config_free(&a->cfg);
         rc = SINIT_EXIT_CONFIG;
-        goto out_free_cfg;
+        goto out_free;
     }
-    rc = run(a, &cfg);
-    lc_pipeline_config_free(&cfg);
+    rc = run(a, cerr, msg);
     if (rc < 0) {
         uv_run(&a->loop, UV_RUN_DEFAULT);
         rc = a->exit_code;
     }
+    uint64_t t1 = cmn_mono_ns();
     close_handles(a);
-    uv_run(&a->loop, UV_RUN_DEFAULT);
+    /* stopped by now, or never started (its listeners close as the loop
+     * runs) */
     lc_pipeline_destroy(a->p);
+    a->p = NULL;
     uv_run(&a->loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&a->loop) != 0)
         CMN_LOGD(COMP, "loop still has handles at exit");
-    cmn_strv_free(base_extra, nbase_extra);
-    sinit_cli_free(&a->cli);
-    cmn_free(a);
-    return rc;
-
-out_free_cfg:
-    lc_pipeline_config_free(&cfg);
+    lc_checkpoint_log("teardown", "loop", t1);
+    lc_pipeline_config_free(&a->cfg);
+out_free:
     cmn_strv_free(base_extra, nbase_extra);
     sinit_cli_free(&a->cli);
     cmn_free(a);

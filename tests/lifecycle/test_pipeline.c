@@ -545,3 +545,94 @@ Test(pipeline, create_survives_every_allocation_failure)
     cmn_log_set_level(CMN_LOG_INFO);
     cr_assert_eq(uv_loop_close(&loop), 0);
 }
+
+/* Config from env into *c (free it), then lc_pipeline_listen. */
+static struct lc_pipeline *listen_from_env(uv_loop_t *loop, struct kv *env,
+                                           struct lc_pipeline_config *c,
+                                           struct lc_listen_report *rep)
+{
+    lc_pipeline_config_defaults(c);
+    struct cmn_env e = {kv_get, env};
+    cr_assert_eq(lc_pipeline_config_from_env(c, &e), 0);
+    struct lc_pipeline *p;
+    cr_assert_eq(lc_pipeline_listen(loop, c, false, rep, &p), 0);
+    return p;
+}
+
+/* The two-step create of a fast start: listeners bound before the
+ * aggregator exists; a datagram sent then is counted once completed. */
+Test(pipeline, listen_before_the_aggregator_exists)
+{
+    uv_loop_t loop;
+    cr_assert_eq(uv_loop_init(&loop), 0);
+    struct kv env[] = {{"DD_DOGSTATSD_PORT", "__random__"},
+                       {"DD_DOGSTATSD_FLUSH_INCOMPLETE_BUCKETS", "true"},
+                       {"DRAINPIPE_LOCAL_FILE", outpath},
+                       {NULL, NULL}};
+    struct lc_pipeline_config c;
+    struct lc_listen_report rep;
+    struct lc_pipeline *p = listen_from_env(&loop, env, &c, &rep);
+    cr_assert(rep.bound);
+    cr_assert_eq(rep.nfailed, 0);
+    cr_assert_null(lc_pipeline_agg(p)); /* no aggregator yet */
+    int port = lc_pipeline_udp_port(p);
+    cr_assert_gt(port, 0);
+    send_udp(port, "early:5|c");
+    cr_assert_eq(lc_pipeline_complete(p, &c), 0);
+    cr_assert_eq(lc_pipeline_complete(p, &c), UV_EALREADY);
+    lc_pipeline_config_free(&c);
+    agg_set_clock(lc_pipeline_agg(p), fixed_clock, NULL);
+    cr_assert_eq(lc_pipeline_start(p), 0);
+    cr_assert_eq(lc_pipeline_udp_port(p), port);
+    struct done_rec done = {0};
+    stop_and_run(&loop, p, &done);
+    cr_assert(done.clean);
+    cr_assert_str_eq(read_file(outpath),
+                     "{\"type\":\"series\",\"metric\":\"early\",\"tags\":[],"
+                     "\"points\":[[1764072000,0.5]],\"kind\":\"rate\","
+                     "\"interval\":10}\n");
+    lc_pipeline_destroy(p);
+    cr_assert_eq(uv_loop_close(&loop), 0);
+}
+
+/* A socket path that is a regular file: reported, UDP still bound; a
+ * pipeline never completed closes its listeners at destroy. */
+Test(pipeline, listen_reports_the_listener_that_cannot_bind)
+{
+    uv_loop_t loop;
+    cr_assert_eq(uv_loop_init(&loop), 0);
+    char path[320];
+    snprintf(path, sizeof(path), "%s/file", tmpdir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fclose(f);
+    /* a fixed free port: the probe binds it and must release it at once
+     * for the final bind */
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in sa = {0};
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t slen = sizeof(sa);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&sa, &slen), 0);
+    char port[16];
+    snprintf(port, sizeof(port), "%d", ntohs(sa.sin_port));
+    close(fd);
+    struct kv env[] = {{"DD_DOGSTATSD_PORT", port},
+                       {"DD_DOGSTATSD_SOCKET", path},
+                       {NULL, NULL}};
+    struct lc_pipeline_config c;
+    struct lc_listen_report rep;
+    struct lc_pipeline *p = listen_from_env(&loop, env, &c, &rep);
+    lc_pipeline_config_free(&c);
+    cr_assert(rep.bound);
+    cr_assert_eq(rep.nfailed, 1);
+    cr_assert_str_eq(rep.failed[0].var, "DD_DOGSTATSD_SOCKET");
+    cr_assert_str_eq(rep.failed[0].value, path);
+    cr_assert_eq(rep.failed[0].err, UV_EEXIST);
+    cr_assert_eq(lc_pipeline_udp_port(p), ntohs(sa.sin_port));
+    lc_pipeline_destroy(p);
+    cr_assert_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    cr_assert_eq(uv_loop_close(&loop), 0);
+    unlink(path);
+}

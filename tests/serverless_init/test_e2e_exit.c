@@ -1,10 +1,10 @@
 /*
  * test_e2e_exit.c - the wrapper's exit code and signals: the child's code
  * (0, 1, 7, 255), 128+N when it is killed, 127 when the command cannot be
- * run, 1 with a message naming the variable on a bad setting (nothing
- * spawned), SIGTERM forwarded to the child whose last metric still
- * arrives, and orphaned grandchildren reaped without stealing the child's
- * status.
+ * run; on a bad setting the child runs anyway (one line names the
+ * variable) or, with DRAINPIPE_FAIL_CLOSED, 1 with nothing spawned; SIGTERM
+ * forwarded to the child whose last metric still arrives, and orphaned
+ * grandchildren reaped without stealing the child's status.
  */
 #include "e2e.h"
 
@@ -63,7 +63,7 @@ Test(exit, command_not_found_is_127, .timeout = 60)
     ti_stop(ti);
 }
 
-Test(exit, bad_setting_exits_1_naming_the_variable, .timeout = 60)
+Test(exit, bad_setting_runs_child_or_exits_1_when_fail_closed, .timeout = 60)
 {
     const char *vars[] = {
         "DRAINPIPE_SHUTDOWN_BUDGET_MS=soon", "DRAINPIPE_SHUTDOWN_BUDGET_MS=0",
@@ -71,20 +71,42 @@ Test(exit, bad_setting_exits_1_naming_the_variable, .timeout = 60)
     const char *names[] = {"DRAINPIPE_SHUTDOWN_BUDGET_MS",
                            "DRAINPIPE_SHUTDOWN_BUDGET_MS",
                            "DD_ENHANCED_METRICS", "DD_DOGSTATSD_PORT"};
-    for (int i = 0; i < 4; i++) {
-        struct e2e e;
-        e2e_init(&e);
-        e2e_env(&e, "%s", vars[i]);
-        char marker[128];
-        snprintf(marker, sizeof(marker), "%s/spawned", e.dir);
-        const char *args[] = {e.child, "env", "PATH", marker, NULL};
-        cr_assert_eq(e2e_run(&e, args, 20000), 1, "%s", vars[i]);
-        char err[8192];
-        e2e_read(e.errpath, err, sizeof(err));
-        cr_assert_not_null(strstr(err, names[i]), "%s: stderr:\n%s", vars[i],
-                           err);
-        cr_assert_neq(access(marker, F_OK), 0, "child ran with %s", vars[i]);
-        e2e_fini(&e);
+    for (int closed = 0; closed < 2; closed++) {
+        for (int i = 0; i < 4; i++) {
+            struct e2e e;
+            e2e_init(&e);
+            e2e_env(&e, "%s", vars[i]);
+            if (closed)
+                e2e_env(&e, "DRAINPIPE_FAIL_CLOSED=true");
+            char marker[128];
+            snprintf(marker, sizeof(marker), "%s/spawned", e.dir);
+            const char *args[] = {e.child, "env", "PATH", marker,
+                                  "exit",  "7",   NULL};
+            int code = e2e_run(&e, args, 20000);
+            char err[8192];
+            e2e_read(e.errpath, err, sizeof(err));
+            /* one line names the variable and says what it costs */
+            const char *line = strstr(err, "serverless-init: error: ");
+            cr_assert_not_null(line, "%s: stderr:\n%s", vars[i], err);
+            size_t len = strcspn(line, "\n");
+            char one[1024];
+            snprintf(one, sizeof(one), "%.*s", (int)len, line);
+            cr_assert_not_null(strstr(one, names[i]), "%s: %s", vars[i], one);
+            if (closed) {
+                cr_assert_eq(code, 1, "%s", vars[i]);
+                cr_assert_not_null(strstr(one, "nothing was started"), "%s",
+                                   one);
+                cr_assert_neq(access(marker, F_OK), 0, "child ran with %s",
+                              vars[i]);
+            } else {
+                cr_assert_eq(code, 7, "%s: stderr:\n%s", vars[i], err);
+                cr_assert_not_null(strstr(one, "metrics are off for this run"),
+                                   "%s", one);
+                cr_assert_eq(access(marker, F_OK), 0, "child did not run");
+                unlink(marker);
+            }
+            e2e_fini(&e);
+        }
     }
 }
 

@@ -1,0 +1,268 @@
+/*
+ * test_e2e_start.c - the wrapper's start, end to end: the order of its
+ * phases read from the debug checkpoints (listeners bound before the
+ * spawn; no aggregator, sink or cloud detection before it), fail-open on a
+ * listener that cannot bind (a port in use, a socket path that is a
+ * regular file: the child runs, its code is ours, one error line, the
+ * other listener still delivers), fail-closed, the sidecar retrying its
+ * listener, and the switch that hides DD_API_KEY from the child.
+ */
+#include "e2e.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+/* A UDP socket bound to 127.0.0.1 on an ephemeral port: a port in use. */
+static int hold_udp_port(int *port)
+{
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(fd, 0);
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    socklen_t len = sizeof(sa);
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    *port = ntohs(sa.sin_port);
+    return fd;
+}
+
+/* Index of the first line of err containing needle, -1 if none. */
+static int line_of(const char *err, const char *needle)
+{
+    const char *hit = strstr(err, needle);
+    if (hit == NULL)
+        return -1;
+    int n = 0;
+    for (const char *p = err; p < hit; p++)
+        n += *p == '\n';
+    return n;
+}
+
+/* The whole line of err that contains needle, in out ("" if none). */
+static void the_line(const char *err, const char *needle, char *out, size_t cap)
+{
+    out[0] = '\0';
+    const char *hit = strstr(err, needle);
+    if (hit == NULL)
+        return;
+    const char *b = hit;
+    while (b > err && b[-1] != '\n')
+        b--;
+    snprintf(out, cap, "%.*s", (int)strcspn(b, "\n"), b);
+}
+
+static int count_of(const char *err, const char *needle)
+{
+    int n = 0;
+    for (const char *p = strstr(err, needle); p; p = strstr(p + 1, needle))
+        n++;
+    return n;
+}
+
+Test(start, phases_in_order_with_the_local_sink, .timeout = 60)
+{
+    struct e2e e;
+    e2e_init(&e);
+    e2e_env(&e, "DD_LOG_LEVEL=debug");
+    const char *args[] = {e.child, "udp", "start.x:1|c", "exit", "5", NULL};
+    cr_assert_eq(e2e_run(&e, args, 20000), 5);
+    char err[65536];
+    e2e_read(e.errpath, err, sizeof(err));
+    /* Every start and stop phase, in exactly this order. */
+    const char *phases[] = {
+        "checkpoint parse config:",      "checkpoint bind dogstatsd:",
+        "checkpoint install signals:",   "checkpoint spawn child:",
+        "checkpoint detect cloud:",      "checkpoint create local-sink:",
+        "checkpoint create aggregator:", "checkpoint start local-sink:",
+        "checkpoint start aggregator:",  "checkpoint start dogstatsd:",
+        "checkpoint exit child:",        "checkpoint stop dogstatsd:",
+        "checkpoint stop aggregator:",   "checkpoint stop local-sink:",
+        "checkpoint stop pipeline:",     "checkpoint teardown loop:"};
+    int prev = -1;
+    for (size_t i = 0; i < sizeof(phases) / sizeof(phases[0]); i++) {
+        cr_assert_eq(count_of(err, phases[i]), 1, "%s: stderr:\n%s", phases[i],
+                     err);
+        int l = line_of(err, phases[i]);
+        cr_assert_gt(l, prev, "%s out of order: stderr:\n%s", phases[i], err);
+        prev = l;
+    }
+    /* the datagram sent before the aggregator existed still counts */
+    cr_assert_not_null(strstr(err, "start.x"), "stderr:\n%s", err);
+    e2e_fini(&e);
+}
+
+Test(start, forwarder_and_cloud_after_spawn, .timeout = 60)
+{
+    struct e2e e;
+    struct ti *ti = e2e_with_intake(&e);
+    e2e_env(&e, "DD_LOG_LEVEL=debug");
+    e2e_env(&e, "CLOUD_RUN_JOB=job1");            /* a cloud to detect */
+    e2e_env(&e, "GCE_METADATA_HOST=127.0.0.1:9"); /* refused at once */
+    const char *args[] = {e.child, "udp", "start.y:4|g", NULL};
+    cr_assert_eq(e2e_run(&e, args, 20000), 0);
+    char err[65536];
+    e2e_read(e.errpath, err, sizeof(err));
+    int bind = line_of(err, "checkpoint bind dogstatsd:");
+    int spawn = line_of(err, "checkpoint spawn child:");
+    cr_assert_geq(bind, 0, "stderr:\n%s", err);
+    cr_assert_gt(spawn, bind, "stderr:\n%s", err);
+    cr_assert_gt(line_of(err, "checkpoint detect cloud:"), spawn);
+    cr_assert_gt(line_of(err, "checkpoint create forwarder:"), spawn);
+    cr_assert_gt(line_of(err, "checkpoint create aggregator:"), spawn);
+    cr_assert_gt(line_of(err, "checkpoint start forwarder:"), spawn);
+    cr_assert_gt(line_of(err, "checkpoint load libcurl:"), spawn);
+    double sum, last;
+    cr_assert_eq(e2e_delivered_points(ti, "start.y", &sum, &last), 1);
+    cr_assert_eq(last, 4);
+    e2e_fini(&e);
+    ti_stop(ti);
+}
+
+Test(failopen, port_in_use_runs_the_child, .timeout = 60)
+{
+    int port;
+    int fd = hold_udp_port(&port);
+    struct e2e e;
+    e2e_init(&e);
+    e2e_env(&e, "DD_DOGSTATSD_PORT=%d", port);
+    char marker[128];
+    snprintf(marker, sizeof(marker), "%s/ran", e.dir);
+    const char *args[] = {e.child, "env", "PATH", marker, "exit", "3", NULL};
+    int code = e2e_run(&e, args, 20000);
+    char err[16384], one[1024], want[128];
+    e2e_read(e.errpath, err, sizeof(err));
+    cr_assert_eq(code, 3, "stderr:\n%s", err);
+    cr_assert_eq(access(marker, F_OK), 0, "the child did not run");
+    snprintf(want, sizeof(want), "DD_DOGSTATSD_PORT=%d: cannot listen", port);
+    the_line(err, want, one, sizeof(one));
+    cr_assert_not_null(strstr(one, "serverless-init: error: "), "%s", err);
+    cr_assert_not_null(strstr(one, "address already in use"), "%s", one);
+    cr_assert_not_null(strstr(one, "DogStatsD metrics are off for this run"),
+                       "%s", one);
+    cr_assert_eq(count_of(err, "ERROR"), 0, "one line only:\n%s", err);
+    cr_assert_eq(count_of(err, "serverless-init: error: "), 1, "%s", err);
+    /* fail-closed: exit 1, the child never runs */
+    unlink(marker);
+    e2e_env(&e, "DRAINPIPE_FAIL_CLOSED=true");
+    cr_assert_eq(e2e_run(&e, args, 20000), 1);
+    cr_assert_neq(access(marker, F_OK), 0, "the child ran");
+    close(fd);
+    e2e_fini(&e);
+}
+
+Test(failopen, socket_path_is_a_file_udp_still_works, .timeout = 60)
+{
+    struct e2e e;
+    struct ti *ti = e2e_with_intake(&e);
+    char path[128];
+    snprintf(path, sizeof(path), "%s/not-a-socket", e.dir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs("x", f);
+    fclose(f);
+    e2e_env(&e, "DD_DOGSTATSD_SOCKET=%s", path);
+    const char *args[] = {e.child, "udp", "fo.udp:2|c\nfo.gauge:9|g",
+                          "exit",  "4",   NULL};
+    int code = e2e_run(&e, args, 20000);
+    char err[16384], one[1024];
+    e2e_read(e.errpath, err, sizeof(err));
+    cr_assert_eq(code, 4, "stderr:\n%s", err);
+    the_line(err, "DD_DOGSTATSD_SOCKET=", one, sizeof(one));
+    cr_assert_not_null(strstr(one, path), "stderr:\n%s", err);
+    cr_assert_not_null(strstr(one, "the path exists and is not a socket"), "%s",
+                       one);
+    cr_assert_not_null(strstr(one, "metrics sent there are off for this run"),
+                       "%s", one);
+    cr_assert_eq(count_of(err, "serverless-init: error: "), 1, "%s", err);
+    /* UDP still listened: exact values */
+    double sum, last;
+    cr_assert_eq(e2e_delivered_points(ti, "fo.udp", &sum, NULL), 1);
+    cr_assert_float_eq(sum, 0.2, 1e-12); /* 2 over 10 s, as a rate */
+    cr_assert_eq(e2e_delivered_points(ti, "fo.gauge", &sum, &last), 1);
+    cr_assert_eq(last, 9);
+    /* the file is left as it was */
+    char buf[8];
+    e2e_read(path, buf, sizeof(buf));
+    cr_assert_str_eq(buf, "x");
+    /* fail-closed: exit 1, nothing sent */
+    e2e_env(&e, "DRAINPIPE_FAIL_CLOSED=true");
+    size_t before = ti_request_count(ti);
+    cr_assert_eq(e2e_run(&e, args, 20000), 1);
+    cr_assert_eq(ti_request_count(ti), before);
+    unlink(path);
+    e2e_fini(&e);
+    ti_stop(ti);
+}
+
+Test(failopen, sidecar_retries_until_the_port_is_free, .timeout = 60)
+{
+    int port;
+    int fd = hold_udp_port(&port);
+    struct e2e e;
+    struct ti *ti = e2e_with_intake(&e);
+    e2e_env(&e, "DD_LOG_LEVEL=info");
+    e2e_env(&e, "DD_DOGSTATSD_NON_LOCAL_TRAFFIC=false");
+    e2e_env(&e, "DD_DOGSTATSD_PORT=%d", port);
+    pid_t pid = e2e_start(&e, NULL);
+    char err[16384];
+    bool said = e2e_wait_stderr(&e, "retrying the DogStatsD listeners in 1000",
+                                10000, err, sizeof(err));
+    if (!said)
+        kill(pid, SIGKILL);
+    cr_assert(said, "stderr:\n%s", err);
+    cr_assert_eq(waitpid(pid, NULL, WNOHANG), 0, "the sidecar exited");
+    close(fd); /* the port is free: the next retry binds */
+    bool up = e2e_wait_stderr(&e, "DogStatsD listening on UDP port", 20000, err,
+                              sizeof(err));
+    if (!up)
+        kill(pid, SIGKILL);
+    cr_assert(up, "stderr:\n%s", err);
+    cr_assert_not_null(strstr(err, "sidecar: DogStatsD listeners bound"));
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((unsigned short)port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    const char *m = "retry.g:11|g";
+    cr_assert_eq(sendto(s, m, strlen(m), 0, (struct sockaddr *)&sa, sizeof(sa)),
+                 (ssize_t)strlen(m));
+    close(s);
+    cr_assert_eq(kill(pid, SIGTERM), 0);
+    cr_assert_eq(e2e_wait(pid, 20000), 0);
+    double sum, last;
+    cr_assert_eq(e2e_delivered_points(ti, "retry.g", &sum, &last), 1);
+    cr_assert_eq(last, 11);
+    e2e_fini(&e);
+    ti_stop(ti);
+}
+
+Test(apikey, child_inherits_it_unless_stripped, .timeout = 60)
+{
+    struct e2e e;
+    struct ti *ti = e2e_with_intake(&e);
+    char out[128];
+    snprintf(out, sizeof(out), "%s/key", e.dir);
+    const char *args[] = {e.child, "env",       "DD_API_KEY", out,
+                          "udp",   "key.g:1|g", NULL};
+    cr_assert_eq(e2e_run(&e, args, 20000), 0);
+    char buf[64];
+    e2e_read(out, buf, sizeof(buf));
+    cr_assert_str_eq(buf, "test"); /* the default, as Datadog's */
+    e2e_env(&e, "DRAINPIPE_STRIP_API_KEY=true");
+    cr_assert_eq(e2e_run(&e, args, 20000), 0);
+    e2e_read(out, buf, sizeof(buf));
+    cr_assert_str_eq(buf, "(unset)");
+    /* the wrapper kept its copy: both runs delivered, with the key */
+    double sum, last;
+    cr_assert_eq(e2e_delivered_points(ti, "key.g", &sum, &last), 2);
+    for (size_t i = 0; i < ti_request_count(ti); i++)
+        cr_assert_str_eq(ti_request_header(ti_request_get(ti, i), "DD-Api-Key"),
+                         "test");
+    unlink(out);
+    e2e_fini(&e);
+    ti_stop(ti);
+}
