@@ -133,3 +133,32 @@ void cmn_alloc_fail_reset(void)
 {
     atomic_store(&fail_at, 0);
 }
+
+void *cmn_lib_malloc(size_t size)
+{
+    return cmn_malloc(size ? size : 1);
+}
+
+void *cmn_zstd_alloc(void *opaque, size_t size)
+{
+    (void)opaque;
+    return cmn_malloc(size ? size : 1);
+}
+
+void cmn_zstd_free(void *opaque, void *p)
+{
+    (void)opaque;
+    cmn_free(p);
+}
+
+void *cmn_zlib_alloc(void *opaque, unsigned items, unsigned size)
+{
+    (void)opaque;
+    return cmn_calloc(items ? items : 1, size ? size : 1);
+}
+
+void cmn_zlib_free(void *opaque, void *p)
+{
+    (void)opaque;
+    cmn_free(p);
+}

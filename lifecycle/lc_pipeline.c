@@ -196,6 +196,8 @@ int lc_pipeline_create(uv_loop_t *loop, const struct lc_pipeline_config *c,
         return UV_ENOMEM;
     p->loop = loop;
     p->local_mode = c->sink == LC_SINK_LOCAL || !key;
+    /* one process-wide budget: the last pipeline created sets it */
+    cmn_budget_set_limit(c->memory_limit);
     int rc = lc_create(loop, &p->m);
     if (rc != 0)
         goto out_free;
