@@ -231,7 +231,11 @@ struct agg {
     /* flushing */
     uv_timer_t timer;
     bool timer_inited, timer_closed, started, stopping, stop_reported;
-    struct agg__job *running;               /* in the thread pool */
+    struct agg__job *running; /* in the thread pool, or held */
+    bool held;                /* running waits for the sink (back-pressure) */
+    agg_full_fn bp_full;      /* NULL: no back-pressure */
+    agg_on_space_fn bp_on_space;
+    void *bp_data;
     struct agg__job *pend_head, *pend_tail; /* waiting for it */
     size_t npending;
     agg_done_cb stop_cb;

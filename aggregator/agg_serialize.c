@@ -384,6 +384,15 @@ static int agg_v2_series(struct agg_ser *s, const struct agg__ctx *c,
 
 /* ---- v1 JSON series ------------------------------------------------------ */
 
+/* jansson's memory goes through cmn_alloc, so JSON working memory is in the
+ * memory budget and fails like ours in the OOM tests. Set before main:
+ * every jansson object of the process (the config's JSON included) must
+ * come from the same allocator it is freed with. */
+__attribute__((constructor)) static void agg_json_alloc_init(void)
+{
+    json_set_alloc_funcs(cmn_lib_malloc, cmn_free);
+}
+
 static int agg_json_cb(const char *p, size_t n, void *data)
 {
     return cmn_buf_append(data, p, n) == 0 ? 0 : -1;

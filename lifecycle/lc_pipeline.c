@@ -212,6 +212,8 @@ int lc_pipeline_create(uv_loop_t *loop, const struct lc_pipeline_config *c,
     rc = agg_create(loop, &c->agg, submit, data, &p->agg);
     if (rc != 0)
         goto out_destroy_m;
+    if (p->fwd != NULL) /* the serializer waits while the queue is full */
+        agg_set_backpressure(p->agg, fwd_sink_full, fwd_sink_on_space, p->fwd);
     const char *const agg_deps[] = {sink_name, NULL};
     rc = lc_register(p->m, "aggregator", agg_deps, &agg_ops, p->agg,
                      c->aggregator_stop_timeout_ms);
