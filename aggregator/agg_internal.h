@@ -32,11 +32,10 @@
 #define AGG_BUCKET_SECS 10
 /* Caps on state fed by input (STYLE.md rule 9); going over is a counted
  * drop (agg_stats.samples_dropped_cap). */
-#define AGG_SET_MEMBERS_MAX 65536    /* distinct members per set per bucket */
-#define AGG_HIST_SAMPLES_MAX 1048576 /* samples per histogram per bucket */
-#define AGG_BUCKETS_MAX 4096         /* open buckets (own timestamps) */
-#define AGG_EVENTS_MAX 10000         /* events queued between flushes */
-#define AGG_CHECKS_MAX 10000         /* service checks queued */
+#define AGG_SET_MEMBERS_MAX 65536 /* distinct members per set per bucket */
+#define AGG_BUCKETS_MAX 4096                /* open buckets (own timestamps) */
+#define AGG_EVENTS_MAX 10000                /* events queued between flushes */
+#define AGG_CHECKS_MAX 10000                /* service checks queued */
 #define AGG_RAW_CACHE_MAX ((size_t)1 << 22) /* raw-line cache slots */
 #define AGG_JOBS_MAX 64 /* flush jobs waiting for the thread pool */
 
@@ -76,8 +75,12 @@ struct agg__hsample {
 };
 
 struct agg__hist {
-    struct agg__hsample *s;
+    struct agg__hsample *s; /* exact samples; NULL once sketched */
     uint32_t n, cap;
+    struct agg_sketch *sk; /* NULL: exact; else every sample is in it */
+    int64_t count;         /* sketched: exact weighted count, */
+    double sum, comp;      /* Neumaier sum (sum + comp), */
+    double min, max;       /* min and max over every sample */
 };
 
 struct agg__entry {
