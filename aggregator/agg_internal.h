@@ -33,9 +33,9 @@
 /* Caps on state fed by input (STYLE.md rule 9); going over is a counted
  * drop (agg_stats.samples_dropped_cap). */
 #define AGG_SET_MEMBERS_MAX 65536 /* distinct members per set per bucket */
-#define AGG_BUCKETS_MAX 4096                /* open buckets (own timestamps) */
-#define AGG_EVENTS_MAX 10000                /* events queued between flushes */
-#define AGG_CHECKS_MAX 10000                /* service checks queued */
+#define AGG_BUCKETS_MAX 4096      /* open buckets (own timestamps) */
+#define AGG_EVENTS_MAX 10000      /* events queued between flushes */
+#define AGG_CHECKS_MAX 10000      /* service checks queued */
 #define AGG_RAW_CACHE_MAX ((size_t)1 << 22) /* raw-line cache slots */
 #define AGG_JOBS_MAX 64 /* flush jobs waiting for the thread pool */
 
