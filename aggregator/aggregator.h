@@ -93,7 +93,7 @@ struct agg_service_check {
  * avg are exact in both cases. The threshold was chosen by measurement
  * (bench/README.md): the statsd mix at full speed stays under 32 MiB peak
  * RSS. */
-#define AGG_HIST_EXACT_MAX 1024
+#define AGG_HIST_EXACT_MAX 2048
 
 enum agg_compressor { AGG_COMPRESS_ZSTD, AGG_COMPRESS_ZLIB, AGG_COMPRESS_NONE };
 

@@ -68,21 +68,23 @@ static void flush_decode(void)
 Test(bounded, exact_at_the_threshold)
 {
     th_create(&h);
-    int n = AGG_HIST_EXACT_MAX; /* 1024 */
+    int n = AGG_HIST_EXACT_MAX; /* 2048 */
+    cr_assert_eq(n, 2048);
     add_scrambled("h", n, 1);
     flush_decode();
     struct agg_stats st;
     agg_get_stats(h.a, &st);
     cr_assert_eq(st.hist_to_sketch, 0);
     cr_assert_eq(point("h.min"), 1);
-    cr_assert_eq(point("h.max"), 1024);
-    cr_assert_eq(point("h.sum"), 524800); /* 1024 * 1025 / 2 */
-    cr_assert_eq(point("h.avg"), 512.5);
-    cr_assert_eq(point("h.count"), 102.4); /* 1024 / 10 s */
-    cr_assert_eq(point("h.median"), 512);  /* rank (1024-1)/2 = 511 */
-    cr_assert_eq(point("h.50percentile"), 512);
-    cr_assert_eq(point("h.95percentile"), 973);  /* (95*1024-1)/100 = 972 */
-    cr_assert_eq(point("h.99percentile"), 1014); /* (99*1024-1)/100 */
+    cr_assert_eq(point("h.max"), 2048);
+    cr_assert_eq(point("h.sum"), 2098176); /* 2048 * 2049 / 2 */
+    cr_assert_eq(point("h.avg"), 1024.5);
+    cr_assert_eq(point("h.count"), 204.8); /* 2048 / 10 s */
+    cr_assert_eq(point("h.median"), 1024); /* rank (2048-1)/2 = 1023 */
+    cr_assert_eq(point("h.50percentile"), 1024);
+    /* ranks (95*2048-1)/100 = 1945 and (99*2048-1)/100 = 2027 */
+    cr_assert_eq(point("h.95percentile"), 1946);
+    cr_assert_eq(point("h.99percentile"), 2028);
 }
 
 /* |got - exact| within the sketch's relative accuracy (1/128), plus one
