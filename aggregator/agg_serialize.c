@@ -574,6 +574,47 @@ out:
     return rc;
 }
 
+/* The packing rules of series payloads (v1 JSON or v2 protobuf). */
+static void agg_series_spec(const struct agg_config *cfg, bool v1,
+                            struct agg__pack_spec *spec)
+{
+    memset(spec, 0, sizeof(*spec));
+    spec->kind = FWD_KIND_SERIES;
+    if (v1) {
+        spec->prefix = "{\"series\":[";
+        spec->sep = ",";
+        spec->suffix = "]}";
+        spec->max_raw = cfg->max_uncompressed_payload_size;
+        spec->max_comp = cfg->max_payload_size;
+        spec->route = "/api/v1/series";
+        spec->content_type = "application/json";
+    } else {
+        spec->prefix = spec->sep = spec->suffix = "";
+        spec->max_raw = cfg->max_series_uncompressed_payload_size;
+        spec->max_comp = cfg->max_series_payload_size;
+        spec->max_points = cfg->max_series_points_per_payload;
+        spec->route = "/api/v2/series";
+        spec->content_type = "application/x-protobuf";
+    }
+    spec->prefix_len = strlen(spec->prefix);
+    spec->sep_len = strlen(spec->sep);
+    spec->suffix_len = strlen(spec->suffix);
+}
+
+/* Packs the items written so far once they fill a payload, so the
+ * serializer's scratch stays near one payload's raw size (at most
+ * max_raw plus one item) whatever the number of series: its working memory
+ * is bounded, not proportional to the contexts. */
+static void agg_series_cut(struct agg__job *j, struct agg_ser *s,
+                           const struct agg__pack_spec *spec, bool last)
+{
+    if (!last && s->ch.data.len < spec->max_raw)
+        return;
+    agg__pack(j, &s->ch, spec);
+    s->ch.data.len = 0;
+    s->ch.n = 0;
+}
+
 static void agg_serialize_series(struct agg__job *j)
 {
     struct agg_ser s = {.j = j, .v1 = !j->a->cfg.use_v2_series};
@@ -582,7 +623,9 @@ static void agg_serialize_series(struct agg__job *j)
     int (*one)(struct agg_ser *, const struct agg__ctx *, const char *, uint8_t,
                const struct agg_rec *, size_t, const struct agg__noagg *) =
         s.v1 ? agg_v1_series : agg_v2_series;
+    struct agg__pack_spec spec;
 
+    agg_series_spec(&j->a->cfg, s.v1, &spec);
     agg__chunks_init(&s.ch);
     cmn_buf_init(&s.sb, (size_t)1 << 30);
     cmn_buf_init(&s.tb, (size_t)1 << 30);
@@ -607,6 +650,7 @@ static void agg_serialize_series(struct agg__job *j)
             j->st.points += k - i;
         }
         i = k;
+        agg_series_cut(j, &s, &spec, false);
     }
     for (size_t i = 0; i < j->nnoagg; i++) {
         const struct agg__noagg *na = &j->noagg[i];
@@ -616,31 +660,11 @@ static void agg_serialize_series(struct agg__job *j)
             j->st.series++;
             j->st.points++;
         }
+        agg_series_cut(j, &s, &spec, false);
     }
     if (s.ch.failed)
         j->st.payloads_dropped++;
-    const struct agg_config *cfg = &j->a->cfg;
-    struct agg__pack_spec spec = {.kind = FWD_KIND_SERIES};
-    if (s.v1) {
-        spec.prefix = "{\"series\":[";
-        spec.sep = ",";
-        spec.suffix = "]}";
-        spec.max_raw = cfg->max_uncompressed_payload_size;
-        spec.max_comp = cfg->max_payload_size;
-        spec.route = "/api/v1/series";
-        spec.content_type = "application/json";
-    } else {
-        spec.prefix = spec.sep = spec.suffix = "";
-        spec.max_raw = cfg->max_series_uncompressed_payload_size;
-        spec.max_comp = cfg->max_series_payload_size;
-        spec.max_points = cfg->max_series_points_per_payload;
-        spec.route = "/api/v2/series";
-        spec.content_type = "application/x-protobuf";
-    }
-    spec.prefix_len = strlen(spec.prefix);
-    spec.sep_len = strlen(spec.sep);
-    spec.suffix_len = strlen(spec.suffix);
-    agg__pack(j, &s.ch, &spec);
+    agg_series_cut(j, &s, &spec, true);
     agg__chunks_free(&s.ch);
     cmn_buf_free(&s.sb);
     cmn_buf_free(&s.tb);

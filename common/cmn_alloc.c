@@ -9,6 +9,7 @@
  */
 #include "common.h"
 
+#include <malloc.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -161,4 +162,15 @@ void cmn_zlib_free(void *opaque, void *p)
 {
     (void)opaque;
     cmn_free(p);
+}
+
+/* glibc raises its mmap threshold each time a large block is freed (up to
+ * 32 MiB), after which big short-lived buffers (a flush's payloads) come
+ * from the heap and stay in RSS once freed, and every thread that
+ * allocates may get an arena of its own. A fixed threshold returns large
+ * blocks to the system on free; two arenas bound the per-thread spread. */
+void cmn_alloc_tune(void)
+{
+    (void)mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+    (void)mallopt(M_ARENA_MAX, 2);
 }

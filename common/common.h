@@ -58,6 +58,9 @@ uint64_t cmn_alloc_count(void);
  * and every one after it fail until cmn_alloc_fail_reset(). 0 disables. */
 void cmn_alloc_fail_after(uint64_t n);
 void cmn_alloc_fail_reset(void);
+/* Tunes the system allocator for a bounded RSS (a fixed mmap threshold of
+ * 256 KiB, at most two arenas). Call once at start, before threads. */
+void cmn_alloc_tune(void);
 
 /* Adapters for libraries that take an allocator, so their working memory
  * is counted and can fail like ours: jansson (json_set_alloc_funcs takes

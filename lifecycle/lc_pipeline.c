@@ -198,6 +198,7 @@ int lc_pipeline_create(uv_loop_t *loop, const struct lc_pipeline_config *c,
     p->local_mode = c->sink == LC_SINK_LOCAL || !key;
     /* one process-wide budget: the last pipeline created sets it */
     cmn_budget_set_limit(c->memory_limit);
+    cmn_alloc_tune();
     int rc = lc_create(loop, &p->m);
     if (rc != 0)
         goto out_free;
@@ -320,6 +321,9 @@ static void report_undelivered(const struct lc_pipeline *p, bool clean)
               st.local.write_errors);
     add_count(buf, sizeof(buf), &off, "samples over the context limit",
               st.agg.contexts_dropped);
+    add_count(buf, sizeof(buf), &off,
+              "lines whose new context was refused by the memory budget",
+              st.agg.contexts_refused_budget);
     add_count(buf, sizeof(buf), &off, "samples lost to memory",
               st.agg.samples_dropped_oom);
     add_count(buf, sizeof(buf), &off, "items too big", st.agg.items_too_big);

@@ -1,0 +1,286 @@
+/*
+ * test_e2e_memory.c - the memory budget and delivery end to end, with the
+ * real serverless-init in sidecar mode at its default configuration and
+ * the loopback intake:
+ *   - 100 000 contexts with 5-20 tags each, sent as fast as the sidecar
+ *     reads them for 10 s, then SIGTERM: nothing is evicted before its
+ *     first attempt, every payload reaches the intake, and the counter sum
+ *     at the intake equals the lines sent (counts conserved);
+ *   - a cardinality flood (a new context on every line) for 10 s with
+ *     DRAINPIPE_MEMORY_LIMIT=64MiB: the peak RSS stays within the
+ *     documented bound, the exit on SIGTERM is clean and reports the
+ *     budget's drops, and a gauge whose context existed before the flood
+ *     keeps being delivered, including its value sent after the flood.
+ * The sender uses the Unix datagram socket: a blocking send waits for the
+ * reader, so "full speed" loses nothing in the kernel and every line sent
+ * is a line the sidecar read.
+ */
+#include "e2e.h"
+
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#define RUN_MS 10000
+#define PKT_MAX 8192
+
+struct sender {
+    int fd;
+    char pkt[PKT_MAX];
+    size_t len;
+    uint64_t lines; /* lines in datagrams sent */
+    uint64_t pending;
+};
+
+static void sender_open(struct sender *s, const char *path)
+{
+    memset(s, 0, sizeof(*s));
+    cr_assert(e2e_wait_file(path, 10000), "no socket %s", path);
+    s->fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(s->fd, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    int rc = -1;
+    for (int i = 0; i < 500 && rc != 0; i++) {
+        rc = connect(s->fd, (struct sockaddr *)&sa, sizeof(sa));
+        if (rc != 0)
+            e2e_sleep_ms(10);
+    }
+    cr_assert_eq(rc, 0, "connect %s: %s", path, strerror(errno));
+}
+
+static void sender_flush(struct sender *s)
+{
+    if (s->len == 0)
+        return;
+    ssize_t n;
+    do
+        n = send(s->fd, s->pkt, s->len, 0);
+    while (n < 0 && errno == EINTR);
+    cr_assert_eq(n, (ssize_t)s->len, "send: %s", strerror(errno));
+    s->lines += s->pending;
+    s->len = 0;
+    s->pending = 0;
+}
+
+static void sender_line(struct sender *s, const char *line, size_t len)
+{
+    if (s->len + len + 1 > PKT_MAX)
+        sender_flush(s);
+    if (s->len > 0)
+        s->pkt[s->len++] = '\n';
+    memcpy(s->pkt + s->len, line, len);
+    s->len += len;
+    s->pending++;
+}
+
+/* Counter line of context i: name and 5-20 tags derived from i. */
+static size_t ctx_line(char *buf, size_t cap, const char *prefix, uint64_t i)
+{
+    int w = snprintf(buf, cap, "%s.%llu:1|c|#", prefix, (unsigned long long)i);
+    int ntags = 5 + (int)(i % 16);
+    for (int t = 0; t < ntags; t++)
+        w += snprintf(buf + w, cap - (size_t)w, "%stag%d:v%llu", t ? "," : "",
+                      t, (unsigned long long)((i >> t) % 97));
+    return (size_t)w;
+}
+
+/* Sum of value * interval over every point of series whose name starts
+ * with prefix, across all /api/v2/series requests: for counters (RATE over
+ * 10 s), the count received. Also counts the requests not decoded. */
+static double intake_count(struct ti *ti, const char *prefix, size_t *bad)
+{
+    double total = 0;
+    size_t plen = strlen(prefix);
+    *bad = 0;
+    for (size_t i = 0; i < ti_request_count(ti); i++) {
+        const struct ti_request *r = ti_request_get(ti, i);
+        if (strcmp(r->path, "/api/v2/series") != 0)
+            continue;
+        Datadog__Agentpayload__MetricPayload *m = ti_decode_series(r);
+        if (m == NULL) {
+            (*bad)++;
+            continue;
+        }
+        for (size_t k = 0; k < m->n_series; k++) {
+            const Datadog__Agentpayload__MetricPayload__MetricSeries *s =
+                m->series[k];
+            if (strncmp(s->metric, prefix, plen) != 0)
+                continue;
+            for (size_t p = 0; p < s->n_points; p++)
+                total += s->points[p]->value * (double)s->interval;
+        }
+        datadog__agentpayload__metric_payload__free_unpacked(m, NULL);
+    }
+    return total;
+}
+
+/* Counts the delivered points of gauge name equal to 1, 2 and 3. */
+static void gauge_values(struct ti *ti, const char *name, size_t *n1,
+                         size_t *n2, size_t *n3)
+{
+    *n1 = *n2 = *n3 = 0;
+    for (size_t i = 0; i < ti_request_count(ti); i++) {
+        const struct ti_request *r = ti_request_get(ti, i);
+        if (r->answered < 200 || r->answered >= 300 ||
+            strcmp(r->path, "/api/v2/series") != 0)
+            continue;
+        Datadog__Agentpayload__MetricPayload *m = ti_decode_series(r);
+        cr_assert_not_null(m);
+        for (size_t k = 0; k < m->n_series; k++) {
+            if (strcmp(m->series[k]->metric, name) != 0)
+                continue;
+            for (size_t p = 0; p < m->series[k]->n_points; p++) {
+                double v = m->series[k]->points[p]->value;
+                *n1 += v == 1;
+                *n2 += v == 2;
+                *n3 += v == 3;
+            }
+        }
+        datadog__agentpayload__metric_payload__free_unpacked(m, NULL);
+    }
+}
+
+/* The decimal number just before needle in s, or 0 when needle is absent. */
+static uint64_t count_before(const char *s, const char *needle)
+{
+    const char *p = strstr(s, needle), *q;
+    uint64_t n = 0;
+    if (p == NULL)
+        return 0;
+    for (q = p; q > s && q[-1] >= '0' && q[-1] <= '9'; q--)
+        ;
+    for (; q < p; q++)
+        n = n * 10 + (uint64_t)(*q - '0');
+    return n;
+}
+
+/* Waits for pid like e2e_wait, and returns its peak RSS (KiB) too. */
+static int wait_rss(pid_t pid, uint32_t timeout_ms, long *maxrss_kib)
+{
+    uint64_t end = e2e_now_ms() + timeout_ms;
+    for (;;) {
+        int st;
+        struct rusage ru;
+        pid_t r = wait4(pid, &st, WNOHANG, &ru);
+        if (r == pid) {
+            *maxrss_kib = ru.ru_maxrss;
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        }
+        if (e2e_now_ms() > end) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            return -1;
+        }
+        e2e_sleep_ms(2);
+    }
+}
+
+static pid_t start_sidecar(struct e2e *e, struct ti **ti, char *sock,
+                           size_t cap, const char *extra_env)
+{
+    *ti = e2e_with_intake(e);
+    if (extra_env != NULL)
+        e2e_env(e, "%s", extra_env);
+    snprintf(sock, cap, "%s/dsd.sock", e->dir);
+    e2e_env(e, "DD_DOGSTATSD_SOCKET=%s", sock);
+    e2e_env(e, "DD_DOGSTATSD_NON_LOCAL_TRAFFIC=false");
+    return e2e_start(e, NULL);
+}
+
+Test(memory, no_eviction_before_first_attempt_100k_contexts, .timeout = 120)
+{
+    struct e2e e;
+    struct ti *ti;
+    char sock[128], line[512], err[16384];
+    /* no enhanced metrics: every series at the intake is the sender's */
+    pid_t pid =
+        start_sidecar(&e, &ti, sock, sizeof(sock), "DD_ENHANCED_METRICS=false");
+    struct sender s;
+    sender_open(&s, sock);
+    uint64_t end = e2e_now_ms() + RUN_MS, i = 0;
+    while (e2e_now_ms() < end) {
+        for (int k = 0; k < 256; k++, i++)
+            sender_line(&s, line,
+                        ctx_line(line, sizeof(line), "mem.c", i % 100000));
+    }
+    sender_flush(&s);
+    close(s.fd);
+    cr_assert_eq(kill(pid, SIGTERM), 0);
+    long rss = 0;
+    int code = wait_rss(pid, 60000, &rss);
+    e2e_read(e.errpath, err, sizeof(err));
+    cr_assert_eq(code, 0, "exit %d, stderr:\n%s", code, err);
+    cr_log_info("100k contexts: %llu lines sent, peak RSS %ld KiB",
+                (unsigned long long)s.lines, rss);
+    cr_assert_geq(s.lines, 100000, "the sender did not cover every context");
+    /* no payload was evicted, abandoned or dropped: every flushed payload
+     * reached the intake (the only losses allowed are the memory budget's
+     * refusals of new contexts, counted and reported) */
+    cr_assert_null(strstr(err, "payload"), "stderr:\n%s", err);
+    cr_assert_null(strstr(err, "evicted"), "stderr:\n%s", err);
+    uint64_t refused = count_before(err, " samples over the context limit");
+    cr_assert_eq(refused, count_before(err, " lines whose new context was "
+                                            "refused by the memory budget"));
+    size_t bad;
+    double got = intake_count(ti, "mem.c.", &bad);
+    cr_assert_eq(bad, 0);
+    /* counts conserved: delivered + counted refusals = sent */
+    cr_assert_eq((uint64_t)(got + 0.5) + refused, s.lines,
+                 "intake counted %.1f + %llu refused, sent %llu; stderr:\n%s",
+                 got, (unsigned long long)refused, (unsigned long long)s.lines,
+                 err);
+    e2e_fini(&e);
+    ti_stop(ti);
+}
+
+/* The documented bound (docs/configuration.md "Memory"): the limit plus
+ * the fixed overhead; 64 MiB + 32 MiB. */
+#define FLOOD_RSS_BOUND_KIB ((64 + 32) * 1024L)
+
+Test(memory, cardinality_flood_within_the_budget, .timeout = 120)
+{
+    struct e2e e;
+    struct ti *ti;
+    char sock[128], line[512], err[16384];
+    pid_t pid = start_sidecar(&e, &ti, sock, sizeof(sock),
+                              "DRAINPIPE_MEMORY_LIMIT=64MiB");
+    struct sender s;
+    sender_open(&s, sock);
+    /* the gauge's context exists before the flood */
+    sender_line(&s, "flood.keep:1|g", 14);
+    sender_flush(&s);
+    uint64_t end = e2e_now_ms() + RUN_MS, i = 0, n = 0;
+    while (e2e_now_ms() < end) {
+        for (int k = 0; k < 256; k++, i++)
+            sender_line(&s, line, ctx_line(line, sizeof(line), "flood.c", i));
+        /* the old context keeps updating during the flood */
+        if (++n % 64 == 0)
+            sender_line(&s, "flood.keep:2|g", 14);
+    }
+    sender_line(&s, "flood.keep:3|g", 14); /* after the flood */
+    sender_flush(&s);
+    close(s.fd);
+    e2e_sleep_ms(200);
+    cr_assert_eq(kill(pid, SIGTERM), 0);
+    long rss = 0;
+    int code = wait_rss(pid, 60000, &rss);
+    e2e_read(e.errpath, err, sizeof(err));
+    cr_assert_eq(code, 0, "exit %d, stderr:\n%s", code, err);
+    cr_log_info("flood: %llu lines sent, peak RSS %ld KiB",
+                (unsigned long long)s.lines, rss);
+    cr_assert_leq(rss, FLOOD_RSS_BOUND_KIB, "peak RSS %ld KiB", rss);
+    /* the drops are reported, with the budget as their reason */
+    cr_assert_not_null(strstr(err, "new contexts are refused"), "stderr:\n%s",
+                       err);
+    cr_assert_not_null(strstr(err, "refused by the memory budget"),
+                       "stderr:\n%s", err);
+    /* the gauge was delivered during the flood, and its value sent after
+     * the flood in the final flush */
+    size_t n1, n2, n3;
+    gauge_values(ti, "flood.keep", &n1, &n2, &n3);
+    cr_assert_geq(n1 + n2, 1, "stderr:\n%s", err);
+    cr_assert_eq(n3, 1, "stderr:\n%s", err);
+    e2e_fini(&e);
+    ti_stop(ti);
+}
