@@ -293,6 +293,11 @@ void agg__serialize_checks(struct agg__job *j);
 /* agg_serialize.c */
 /* Appends o as compact JSON; UV_ENOMEM leaves b as it was. */
 int agg__json_append(struct cmn_buf *b, const json_t *o) CMN_MUST_CHECK;
+/* Checked jansson building (its allocations can fail, through cmn_alloc):
+ * each sets *ok to false when the container or value is NULL or the call
+ * fails, and always consumes v. */
+void agg__jset(json_t *o, const char *key, json_t *v, bool *ok);
+void agg__jpush(json_t *arr, json_t *v, bool *ok);
 /* A JSON string of s; invalid UTF-8 bytes become U+FFFD. */
 json_t *agg__jstr(struct cmn_slice s);
 char *agg__utf8_fix(struct cmn_slice s, size_t *out_len);

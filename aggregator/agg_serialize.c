@@ -439,15 +439,28 @@ __attribute__((constructor)) static void agg_json_alloc_init(void)
     json_set_alloc_funcs(cmn_lib_malloc, cmn_free);
 }
 
+struct agg_json_out {
+    struct cmn_buf *b;
+    bool failed; /* sticky: jansson ignores some write errors (an object
+                    key's), so every write after a failure fails too */
+};
+
 static int agg_json_cb(const char *p, size_t n, void *data)
 {
-    return cmn_buf_append(data, p, n) == 0 ? 0 : -1;
+    struct agg_json_out *o = data;
+    if (o->failed || cmn_buf_append(o->b, p, n) != 0) {
+        o->failed = true;
+        return -1;
+    }
+    return 0;
 }
 
 int agg__json_append(struct cmn_buf *b, const json_t *o)
 {
+    struct agg_json_out out = {b, false};
     size_t before = b->len;
-    if (json_dump_callback(o, agg_json_cb, b, JSON_COMPACT) != 0) {
+    if (json_dump_callback(o, agg_json_cb, &out, JSON_COMPACT) != 0 ||
+        out.failed) {
         b->len = before;
         return UV_ENOMEM;
     }
@@ -511,6 +524,18 @@ char *agg__utf8_fix(struct cmn_slice s, size_t *out_len)
     return o;
 }
 
+void agg__jset(json_t *o, const char *key, json_t *v, bool *ok)
+{
+    if (json_object_set_new(o, key, v) != 0) /* consumes v even then */
+        *ok = false;
+}
+
+void agg__jpush(json_t *arr, json_t *v, bool *ok)
+{
+    if (json_array_append_new(arr, v) != 0)
+        *ok = false;
+}
+
 json_t *agg__jstr(struct cmn_slice s)
 {
     json_t *j = json_stringn(s.p ? s.p : "", s.len);
@@ -545,24 +570,26 @@ static int agg_v1_series(struct agg_ser *s, const struct agg__ctx *c,
         goto out;
     memcpy(name, c->name.p, c->name.len);
     memcpy(name + c->name.len, suffix, sl + 1);
+    bool ok = true;
     for (size_t i = 0; i < (na ? 1 : npts); i++) {
         json_t *pt = json_array();
-        json_array_append_new(pt, json_integer(na ? na->ts : pts[i].ts));
-        json_array_append_new(pt, json_real(na ? na->value : pts[i].v));
-        json_array_append_new(jp, pt);
+        agg__jpush(pt, json_integer(na ? na->ts : pts[i].ts), &ok);
+        agg__jpush(pt, json_real(na ? na->value : pts[i].v), &ok);
+        agg__jpush(jp, pt, &ok);
     }
     for (long i = 0; i < nt; i++)
-        json_array_append_new(jt, agg__jstr(s->tags[i]));
-    json_object_set_new(o, "metric",
-                        agg__jstr(cmn_slice(name, c->name.len + sl)));
-    json_object_set_new(o, "points", jp);
-    json_object_set_new(o, "tags", jt);
+        agg__jpush(jt, agg__jstr(s->tags[i]), &ok);
+    agg__jset(o, "metric", agg__jstr(cmn_slice(name, c->name.len + sl)), &ok);
+    agg__jset(o, "points", jp, &ok);
+    agg__jset(o, "tags", jt, &ok);
     jp = jt = NULL;
-    json_object_set_new(o, "host", agg__jstr(c->host));
+    agg__jset(o, "host", agg__jstr(c->host), &ok);
     if (dev.p != NULL)
-        json_object_set_new(o, "device", agg__jstr(dev));
-    json_object_set_new(o, "type", json_string(types[api & 3]));
-    json_object_set_new(o, "interval", json_integer(AGG_BUCKET_SECS));
+        agg__jset(o, "device", agg__jstr(dev), &ok);
+    agg__jset(o, "type", json_string(types[api & 3]), &ok);
+    agg__jset(o, "interval", json_integer(AGG_BUCKET_SECS), &ok);
+    if (!ok) /* an incomplete series is never sent */
+        goto out;
     rc = agg__json_append(&s->ch.data, o);
     if (rc == 0)
         rc = agg__chunks_close(&s->ch, (uint32_t)(na ? 1 : npts));

@@ -57,6 +57,10 @@ uint64_t cmn_alloc_count(void);
 /* Test hook for OOM loops: the n-th allocation from now (1 = the next one)
  * and every one after it fail until cmn_alloc_fail_reset(). 0 disables. */
 void cmn_alloc_fail_after(uint64_t n);
+/* Test hook: only the n-th allocation from now fails (the ones after it
+ * succeed), so a caller's handling of one failure in the middle of a
+ * multi-step build is exercised. */
+void cmn_alloc_fail_once(uint64_t n);
 void cmn_alloc_fail_reset(void);
 /* Tunes the system allocator for a bounded RSS (a fixed mmap threshold of
  * 256 KiB, at most two arenas). Call once at start, before threads. */
