@@ -157,73 +157,42 @@ static double agg_hist_rank(const struct agg__hist *h, int64_t target)
     return h->s[h->n - 1].v;
 }
 
-/* The records of a histogram past its exact-storage threshold: count,
- * sum, min, max and avg from the exact summaries, the median and the
- * percentiles from the sketch (1/128 relative error). */
-static size_t agg_hist_sketch_recs(const struct agg *a, struct agg__hist *h,
-                                   struct agg_rec *out, struct agg_rec proto)
-{
-    double sum = h->sum + h->comp;
-    size_t n = 0;
-
-    if (h->count == 0 || agg_sketch_finish(h->sk) != 0)
-        return 0;
-    for (size_t k = 1; k < a->nsuffix; k++) {
-        const struct agg__suffix *s = &a->suffix[k];
-        struct agg_rec r = proto;
-        r.suffix = (uint16_t)k;
-        r.api = s->api_type;
-        switch (s->what) {
-        case AGG__H_MAX:
-            r.v = h->max;
-            break;
-        case AGG__H_MIN:
-            r.v = h->min;
-            break;
-        case AGG__H_MEDIAN:
-            r.v = agg_sketch_quantile(h->sk, 0.5);
-            break;
-        case AGG__H_AVG:
-            r.v = sum / (double)h->count;
-            break;
-        case AGG__H_SUM:
-            r.v = sum;
-            break;
-        case AGG__H_COUNT:
-            r.v = (double)h->count / AGG_BUCKET_SECS;
-            break;
-        default: /* AGG__H_PCT */
-            r.v = agg_sketch_quantile(h->sk, (double)s->pct / 100.0);
-            break;
-        }
-        out[n++] = r;
-    }
-    return n;
-}
-
-/* Appends the records of a histogram entry (histogram.go flush). */
+/* Appends the records of a histogram entry (histogram.go flush). Exact
+ * storage: the samples sorted, ranked by weight. Past the exact-storage
+ * threshold: count, sum, min, max and avg from the exact summaries, the
+ * median and the percentiles from the sketch (1/128 relative error). */
 static size_t agg_hist_recs(const struct agg *a, struct agg__hist *h,
                             struct agg_rec *out, struct agg_rec proto)
 {
     int64_t count = 0;
     double sum = 0, comp = 0; /* Neumaier compensated sum */
+    double min, max;
     size_t n = 0;
 
-    if (h->sk != NULL)
-        return agg_hist_sketch_recs(a, h, out, proto);
-    if (h->n == 0)
-        return 0;
-    qsort(h->s, h->n, sizeof(*h->s), agg_hs_cmp);
-    for (uint32_t i = 0; i < h->n; i++) {
-        double x = h->s[i].v * (double)h->s[i].w;
-        double t = sum + x;
-        comp += fabs(sum) >= fabs(x) ? (sum - t) + x : (x - t) + sum;
-        sum = t;
-        count += h->s[i].w;
+    if (h->sk != NULL) {
+        if (h->count == 0 || agg_sketch_finish(h->sk) != 0)
+            return 0;
+        count = h->count;
+        sum = h->sum + h->comp;
+        min = h->min;
+        max = h->max;
+    } else {
+        if (h->n == 0)
+            return 0;
+        qsort(h->s, h->n, sizeof(*h->s), agg_hs_cmp);
+        for (uint32_t i = 0; i < h->n; i++) {
+            double x = h->s[i].v * (double)h->s[i].w;
+            double t = sum + x;
+            comp += fabs(sum) >= fabs(x) ? (sum - t) + x : (x - t) + sum;
+            sum = t;
+            count += h->s[i].w;
+        }
+        sum += comp;
+        if (count == 0)
+            return 0;
+        min = h->s[0].v;
+        max = h->s[h->n - 1].v;
     }
-    sum += comp;
-    if (count == 0)
-        return 0;
     for (size_t k = 1; k < a->nsuffix; k++) {
         const struct agg__suffix *s = &a->suffix[k];
         struct agg_rec r = proto;
@@ -231,13 +200,14 @@ static size_t agg_hist_recs(const struct agg *a, struct agg__hist *h,
         r.api = s->api_type;
         switch (s->what) {
         case AGG__H_MAX:
-            r.v = h->s[h->n - 1].v;
+            r.v = max;
             break;
         case AGG__H_MIN:
-            r.v = h->s[0].v;
+            r.v = min;
             break;
         case AGG__H_MEDIAN:
-            r.v = agg_hist_rank(h, (count - 1) / 2);
+            r.v = h->sk ? agg_sketch_quantile(h->sk, 0.5)
+                        : agg_hist_rank(h, (count - 1) / 2);
             break;
         case AGG__H_AVG:
             r.v = sum / (double)count;
@@ -249,7 +219,8 @@ static size_t agg_hist_recs(const struct agg *a, struct agg__hist *h,
             r.v = (double)count / AGG_BUCKET_SECS;
             break;
         default: /* AGG__H_PCT */
-            r.v = agg_hist_rank(h, ((int64_t)s->pct * count - 1) / 100);
+            r.v = h->sk ? agg_sketch_quantile(h->sk, (double)s->pct / 100.0)
+                        : agg_hist_rank(h, ((int64_t)s->pct * count - 1) / 100);
             break;
         }
         out[n++] = r;

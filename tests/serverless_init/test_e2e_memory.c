@@ -85,60 +85,54 @@ static size_t ctx_line(char *buf, size_t cap, const char *prefix, uint64_t i)
     return (size_t)w;
 }
 
-/* Sum of value * interval over every point of series whose name starts
- * with prefix, across all /api/v2/series requests: for counters (RATE over
- * 10 s), the count received. Also counts the requests not decoded. */
-static double intake_count(struct ti *ti, const char *prefix, size_t *bad)
-{
-    double total = 0;
-    size_t plen = strlen(prefix);
-    *bad = 0;
-    for (size_t i = 0; i < ti_request_count(ti); i++) {
-        const struct ti_request *r = ti_request_get(ti, i);
-        if (strcmp(r->path, "/api/v2/series") != 0)
-            continue;
-        Datadog__Agentpayload__MetricPayload *m = ti_decode_series(r);
-        if (m == NULL) {
-            (*bad)++;
-            continue;
-        }
-        for (size_t k = 0; k < m->n_series; k++) {
-            const Datadog__Agentpayload__MetricPayload__MetricSeries *s =
-                m->series[k];
-            if (strncmp(s->metric, prefix, plen) != 0)
-                continue;
-            for (size_t p = 0; p < s->n_points; p++)
-                total += s->points[p]->value * (double)s->interval;
-        }
-        datadog__agentpayload__metric_payload__free_unpacked(m, NULL);
-    }
-    return total;
-}
+typedef void (*point_fn)(
+    const Datadog__Agentpayload__MetricPayload__MetricSeries *s, double v,
+    void *arg);
 
-/* Counts the delivered points of gauge name equal to 1, 2 and 3. */
-static void gauge_values(struct ti *ti, const char *name, size_t *n1,
-                         size_t *n2, size_t *n3)
+/* Calls fn for every point of every series whose name starts with prefix,
+ * across all /api/v2/series requests answered 2xx (what was delivered).
+ * Every such request must decode. */
+static void each_point(struct ti *ti, const char *prefix, point_fn fn,
+                       void *arg)
 {
-    *n1 = *n2 = *n3 = 0;
+    size_t plen = strlen(prefix);
     for (size_t i = 0; i < ti_request_count(ti); i++) {
         const struct ti_request *r = ti_request_get(ti, i);
         if (r->answered < 200 || r->answered >= 300 ||
             strcmp(r->path, "/api/v2/series") != 0)
             continue;
         Datadog__Agentpayload__MetricPayload *m = ti_decode_series(r);
-        cr_assert_not_null(m);
+        cr_assert_not_null(m, "request %zu does not decode", i);
         for (size_t k = 0; k < m->n_series; k++) {
-            if (strcmp(m->series[k]->metric, name) != 0)
+            const Datadog__Agentpayload__MetricPayload__MetricSeries *s =
+                m->series[k];
+            if (strncmp(s->metric, prefix, plen) != 0)
                 continue;
-            for (size_t p = 0; p < m->series[k]->n_points; p++) {
-                double v = m->series[k]->points[p]->value;
-                *n1 += v == 1;
-                *n2 += v == 2;
-                *n3 += v == 3;
-            }
+            for (size_t p = 0; p < s->n_points; p++)
+                fn(s, s->points[p]->value, arg);
         }
         datadog__agentpayload__metric_payload__free_unpacked(m, NULL);
     }
+}
+
+/* value * interval: for counters (RATE over 10 s), the count. */
+static void
+add_count(const Datadog__Agentpayload__MetricPayload__MetricSeries *s, double v,
+          void *arg)
+{
+    *(double *)arg += v * (double)s->interval;
+}
+
+/* Counts the points equal to 1, 2 and 3 in arg[0..2]. */
+static void
+count_values(const Datadog__Agentpayload__MetricPayload__MetricSeries *s,
+             double v, void *arg)
+{
+    size_t *n = arg;
+    (void)s;
+    n[0] += v == 1;
+    n[1] += v == 2;
+    n[2] += v == 3;
 }
 
 /* The decimal number just before needle in s, or 0 when needle is absent. */
@@ -176,6 +170,21 @@ static int wait_rss(pid_t pid, uint32_t timeout_ms, long *maxrss_kib)
     }
 }
 
+/* Sends what is left, SIGTERMs the sidecar, waits for a clean exit and
+ * reads its stderr into err; returns its peak RSS in KiB. */
+static long finish(struct e2e *e, pid_t pid, struct sender *s, char *err,
+                   size_t cap)
+{
+    sender_flush(s);
+    close(s->fd);
+    cr_assert_eq(kill(pid, SIGTERM), 0);
+    long rss = 0;
+    int code = wait_rss(pid, 60000, &rss);
+    e2e_read(e->errpath, err, cap);
+    cr_assert_eq(code, 0, "exit %d, stderr:\n%s", code, err);
+    return rss;
+}
+
 static pid_t start_sidecar(struct e2e *e, struct ti **ti, char *sock,
                            size_t cap, const char *extra_env)
 {
@@ -210,13 +219,7 @@ Test(memory, no_eviction_before_first_attempt_100k_contexts, .timeout = 120)
             sender_line(&s, line,
                         ctx_line(line, sizeof(line), "mem.c", i % 100000));
     }
-    sender_flush(&s);
-    close(s.fd);
-    cr_assert_eq(kill(pid, SIGTERM), 0);
-    long rss = 0;
-    int code = wait_rss(pid, 60000, &rss);
-    e2e_read(e.errpath, err, sizeof(err));
-    cr_assert_eq(code, 0, "exit %d, stderr:\n%s", code, err);
+    long rss = finish(&e, pid, &s, err, sizeof(err));
     cr_log_info("100k contexts: %llu lines sent, peak RSS %ld KiB",
                 (unsigned long long)s.lines, rss);
     cr_assert_geq(s.lines, 100000, "the sender did not cover every context");
@@ -228,9 +231,8 @@ Test(memory, no_eviction_before_first_attempt_100k_contexts, .timeout = 120)
     uint64_t refused = count_before(err, " samples over the context limit");
     cr_assert_eq(refused, count_before(err, " lines whose new context was "
                                             "refused by the memory budget"));
-    size_t bad;
-    double got = intake_count(ti, "mem.c.", &bad);
-    cr_assert_eq(bad, 0);
+    double got = 0;
+    each_point(ti, "mem.c.", add_count, &got);
     /* counts conserved: delivered + counted refusals = sent */
     cr_assert_eq((uint64_t)(got + 0.5) + refused, s.lines,
                  "intake counted %.1f + %llu refused, sent %llu; stderr:\n%s",
@@ -265,14 +267,7 @@ Test(memory, cardinality_flood_within_the_budget, .timeout = 120)
             sender_line(&s, "flood.keep:2|g", 14);
     }
     sender_line(&s, "flood.keep:3|g", 14); /* after the flood */
-    sender_flush(&s);
-    close(s.fd);
-    e2e_sleep_ms(200);
-    cr_assert_eq(kill(pid, SIGTERM), 0);
-    long rss = 0;
-    int code = wait_rss(pid, 60000, &rss);
-    e2e_read(e.errpath, err, sizeof(err));
-    cr_assert_eq(code, 0, "exit %d, stderr:\n%s", code, err);
+    long rss = finish(&e, pid, &s, err, sizeof(err));
     cr_log_info("flood: %llu lines sent, peak RSS %ld KiB",
                 (unsigned long long)s.lines, rss);
     cr_assert_leq(rss, FLOOD_RSS_BOUND_KIB, "peak RSS %ld KiB", rss);
@@ -283,10 +278,10 @@ Test(memory, cardinality_flood_within_the_budget, .timeout = 120)
                        "stderr:\n%s", err);
     /* the gauge was delivered during the flood, and its value sent after
      * the flood in the final flush */
-    size_t n1, n2, n3;
-    gauge_values(ti, "flood.keep", &n1, &n2, &n3);
-    cr_assert_geq(n1 + n2, 1, "stderr:\n%s", err);
-    cr_assert_eq(n3, 1, "stderr:\n%s", err);
+    size_t seen[3] = {0, 0, 0};
+    each_point(ti, "flood.keep", count_values, seen);
+    cr_assert_geq(seen[0] + seen[1], 1, "stderr:\n%s", err);
+    cr_assert_eq(seen[2], 1, "stderr:\n%s", err);
     e2e_fini(&e);
     ti_stop(ti);
 }
