@@ -17,7 +17,6 @@
  */
 #include "e2e.h"
 
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -149,27 +148,6 @@ static uint64_t count_before(const char *s, const char *needle)
     return n;
 }
 
-/* Waits for pid like e2e_wait, and returns its peak RSS (KiB) too. */
-static int wait_rss(pid_t pid, uint32_t timeout_ms, long *maxrss_kib)
-{
-    uint64_t end = e2e_now_ms() + timeout_ms;
-    for (;;) {
-        int st;
-        struct rusage ru;
-        pid_t r = wait4(pid, &st, WNOHANG, &ru);
-        if (r == pid) {
-            *maxrss_kib = ru.ru_maxrss;
-            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        }
-        if (e2e_now_ms() > end) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &st, 0);
-            return -1;
-        }
-        e2e_sleep_ms(2);
-    }
-}
-
 /* Sends what is left, SIGTERMs the sidecar, waits for a clean exit and
  * reads its stderr into err; returns its peak RSS in KiB. */
 static long finish(struct e2e *e, pid_t pid, struct sender *s, char *err,
@@ -178,8 +156,9 @@ static long finish(struct e2e *e, pid_t pid, struct sender *s, char *err,
     sender_flush(s);
     close(s->fd);
     cr_assert_eq(kill(pid, SIGTERM), 0);
-    long rss = 0;
-    int code = wait_rss(pid, 60000, &rss);
+    struct rusage ru = {0};
+    int code = e2e_wait_ru(pid, 60000, &ru);
+    long rss = ru.ru_maxrss;
     e2e_read(e->errpath, err, cap);
     cr_assert_eq(code, 0, "exit %d, stderr:\n%s", code, err);
     return rss;
