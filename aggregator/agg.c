@@ -195,9 +195,37 @@ static void agg_after_work_cb(uv_work_t *req, int status)
     agg_maybe_stopped(a);
 }
 
+void agg_set_backpressure(struct agg *a, agg_full_fn full,
+                          agg_on_space_fn on_space, void *data)
+{
+    a->bp_full = on_space != NULL ? full : NULL;
+    a->bp_on_space = on_space;
+    a->bp_data = data;
+}
+
+/* fwd_space_cb: the sink has room for the held job. */
+static void agg_space_cb(void *data)
+{
+    struct agg *a = data;
+
+    if (!a->held)
+        return;
+    a->held = false;
+    agg_job_start(a, a->running);
+}
+
 static void agg_job_start(struct agg *a, struct agg__job *j)
 {
     a->running = j;
+    if (a->bp_full != NULL && a->bp_full(a->bp_data)) {
+        /* the sink's queue is at its share of the memory budget: hold the
+         * job (its buckets are aggregated state, not payloads yet) */
+        if (!a->held)
+            a->st.backpressure_waits++;
+        a->held = true;
+        a->bp_on_space(a->bp_data, agg_space_cb, a);
+        return;
+    }
     j->work.data = j;
     if (uv_queue_work(a->loop, &j->work, agg_work_cb, agg_after_work_cb)) {
         /* cannot happen with valid callbacks; stay correct anyway */
@@ -377,6 +405,8 @@ void agg_destroy(struct agg *a)
 {
     if (a == NULL)
         return;
+    if (a->held) /* a job waiting for the sink: never serialized */
+        agg_job_free(a, a->running);
     while (a->pend_head != NULL) { /* only if never run: be tidy */
         struct agg__job *j = a->pend_head;
         a->pend_head = j->next;

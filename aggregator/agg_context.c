@@ -242,6 +242,13 @@ static int agg_ctx_resolve(struct agg *a, struct cmn_slice name, uint64_t nh,
     }
     if (a->nctx >= a->cfg.context_limit)
         return CMN_ECAP;
+    if (cmn_budget_over(CMN_BUDGET_NO_NEW_CONTEXT)) {
+        /* the memory budget's second step: existing contexts keep
+         * updating, new ones wait until expiry frees room */
+        a->st.contexts_refused_budget++;
+        cmn_budget_note(CMN_BUDGET_NO_NEW_CONTEXT);
+        return CMN_ECAP;
+    }
     if ((a->nctx + 1) * 2 > a->ctab_mask + 1 && agg_ctab_grow(a) != 0)
         return UV_ENOMEM;
     struct agg__ctx *c = agg_ctx_new(a, key, name, host, t, w);

@@ -107,45 +107,57 @@ int agg__check_copy(struct agg *a, const struct agg_service_check *sc,
     return 0;
 }
 
-/* tags + the extra tags they lack, or NULL when there are none at all. */
+/* tags + the extra tags they lack, or NULL when there are none at all
+ * (then *ok is untouched); a failure sets *ok to false. */
 static json_t *agg_jtags(const struct agg__job *j, const struct cmn_slice *t,
-                         size_t n)
+                         size_t n, bool *ok)
 {
     size_t nextra = j->extra ? j->extra->n : 0;
     if (n == 0 && nextra == 0)
         return NULL;
     json_t *arr = json_array();
+    if (arr == NULL) {
+        *ok = false;
+        return NULL;
+    }
     for (size_t i = 0; i < n; i++)
-        json_array_append_new(arr, agg__jstr(t[i]));
+        agg__jpush(arr, agg__jstr(t[i]), ok);
     for (size_t i = 0; i < nextra; i++) {
         if (!agg__has_tag(t, n, j->extra->tags[i]))
-            json_array_append_new(arr, agg__jstr(j->extra->tags[i]));
+            agg__jpush(arr, agg__jstr(j->extra->tags[i]), ok);
     }
     return arr;
 }
 
+/* The event's JSON object, or NULL when memory ran out (never a partial
+ * object). */
 static json_t *agg_event_json(const struct agg__job *j,
                               const struct agg__event *e)
 {
     static const char *const prio[] = {NULL, "normal", "low"};
     static const char *const alert[] = {NULL, "info", "warning", "error",
                                         "success"};
+    bool ok = true;
     json_t *o = json_object();
-    json_object_set_new(o, "msg_title", agg__jstr(e->title));
-    json_object_set_new(o, "msg_text", agg__jstr(e->text));
-    json_object_set_new(o, "timestamp", json_integer(e->ts));
+    agg__jset(o, "msg_title", agg__jstr(e->title), &ok);
+    agg__jset(o, "msg_text", agg__jstr(e->text), &ok);
+    agg__jset(o, "timestamp", json_integer(e->ts), &ok);
     if (e->priority > AGG_PRIO_UNSET && e->priority <= AGG_PRIO_LOW)
-        json_object_set_new(o, "priority", json_string(prio[e->priority]));
-    json_object_set_new(o, "host", agg__jstr(e->host));
-    json_t *tags = agg_jtags(j, e->tags, e->ntags);
+        agg__jset(o, "priority", json_string(prio[e->priority]), &ok);
+    agg__jset(o, "host", agg__jstr(e->host), &ok);
+    json_t *tags = agg_jtags(j, e->tags, e->ntags, &ok);
     if (tags != NULL)
-        json_object_set_new(o, "tags", tags);
+        agg__jset(o, "tags", tags, &ok);
     if (e->alert_type > AGG_ALERT_UNSET && e->alert_type <= AGG_ALERT_SUCCESS)
-        json_object_set_new(o, "alert_type", json_string(alert[e->alert_type]));
+        agg__jset(o, "alert_type", json_string(alert[e->alert_type]), &ok);
     if (e->agg_key.len > 0)
-        json_object_set_new(o, "aggregation_key", agg__jstr(e->agg_key));
+        agg__jset(o, "aggregation_key", agg__jstr(e->agg_key), &ok);
     if (e->source.len > 0)
-        json_object_set_new(o, "source_type_name", agg__jstr(e->source));
+        agg__jset(o, "source_type_name", agg__jstr(e->source), &ok);
+    if (!ok) {
+        json_decref(o);
+        return NULL;
+    }
     return o;
 }
 
@@ -173,7 +185,8 @@ static void agg_emit_events(struct agg__job *j, struct agg__event **ev,
     struct cmn_buf b;
     struct fwd_payload *p = NULL;
 
-    json_object_set_new(root, "apiKey", json_string(""));
+    bool ok = true;
+    agg__jset(root, "apiKey", json_string(""), &ok);
     for (size_t i = lo; i < hi;) {
         struct cmn_slice src =
             ev[i]->source.len ? ev[i]->source : CMN_SLICE_LIT("api");
@@ -184,21 +197,32 @@ static void agg_emit_events(struct agg__job *j, struct agg__event **ev,
                 ev[k]->source.len ? ev[k]->source : CMN_SLICE_LIT("api");
             if (!cmn_slice_eq(src, s2))
                 break;
-            json_array_append_new(arr, agg_event_json(j, ev[k]));
+            agg__jpush(arr, agg_event_json(j, ev[k]), &ok);
         }
-        if (json_object_setn(groups, src.p, src.len, arr) != 0) {
+        if (arr == NULL) {
+            ok = false;
+        } else if (json_object_setn(groups, src.p, src.len, arr) != 0) {
             size_t fl; /* a source name that is not valid UTF-8 */
             char *fixed = agg__utf8_fix(src, &fl);
-            if (fixed != NULL)
-                json_object_setn(groups, fixed, fl, arr);
+            if (fixed == NULL || json_object_setn(groups, fixed, fl, arr) != 0)
+                ok = false;
             cmn_free(fixed);
         }
         json_decref(arr);
         i = k;
     }
-    json_object_set_new(root, "events", groups);
-    json_object_set_new(root, "internalHostname",
-                        agg__jstr(cmn_slice_cstr(j->a->cfg.hostname)));
+    json_incref(groups); /* kept for the check below */
+    agg__jset(root, "events", groups, &ok);
+    if (groups == NULL)
+        ok = false;
+    json_decref(groups);
+    agg__jset(root, "internalHostname",
+              agg__jstr(cmn_slice_cstr(j->a->cfg.hostname)), &ok);
+    cmn_buf_init(&b, (size_t)1 << 30);
+    if (!ok) { /* memory ran out: never send a partial payload */
+        j->st.payloads_dropped++;
+        goto out;
+    }
     cmn_buf_init(&b, (size_t)1 << 30);
     if (agg__json_append(&b, root) != 0) {
         j->st.payloads_dropped++;
@@ -247,15 +271,16 @@ void agg__serialize_checks(struct agg__job *j)
     agg__chunks_init(&ch);
     for (size_t i = 0; i < j->nchecks; i++) {
         const struct agg__check *c = j->checks[i];
+        bool ok = true;
         json_t *o = json_object();
-        json_object_set_new(o, "check", agg__jstr(c->name));
-        json_object_set_new(o, "host_name", agg__jstr(c->host));
-        json_object_set_new(o, "timestamp", json_integer(c->ts));
-        json_object_set_new(o, "status", json_integer(c->status));
-        json_object_set_new(o, "message", agg__jstr(c->message));
-        json_t *tags = agg_jtags(j, c->tags, c->ntags);
-        json_object_set_new(o, "tags", tags ? tags : json_null());
-        if (agg__json_append(&ch.data, o) != 0 ||
+        agg__jset(o, "check", agg__jstr(c->name), &ok);
+        agg__jset(o, "host_name", agg__jstr(c->host), &ok);
+        agg__jset(o, "timestamp", json_integer(c->ts), &ok);
+        agg__jset(o, "status", json_integer(c->status), &ok);
+        agg__jset(o, "message", agg__jstr(c->message), &ok);
+        json_t *tags = agg_jtags(j, c->tags, c->ntags, &ok);
+        agg__jset(o, "tags", tags ? tags : json_null(), &ok);
+        if (!ok || agg__json_append(&ch.data, o) != 0 ||
             agg__chunks_close(&ch, 0) != 0)
             agg__chunks_abort(&ch);
         json_decref(o);

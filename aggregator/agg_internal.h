@@ -32,11 +32,10 @@
 #define AGG_BUCKET_SECS 10
 /* Caps on state fed by input (STYLE.md rule 9); going over is a counted
  * drop (agg_stats.samples_dropped_cap). */
-#define AGG_SET_MEMBERS_MAX 65536    /* distinct members per set per bucket */
-#define AGG_HIST_SAMPLES_MAX 1048576 /* samples per histogram per bucket */
-#define AGG_BUCKETS_MAX 4096         /* open buckets (own timestamps) */
-#define AGG_EVENTS_MAX 10000         /* events queued between flushes */
-#define AGG_CHECKS_MAX 10000         /* service checks queued */
+#define AGG_SET_MEMBERS_MAX 65536 /* distinct members per set per bucket */
+#define AGG_BUCKETS_MAX 4096      /* open buckets (own timestamps) */
+#define AGG_EVENTS_MAX 10000      /* events queued between flushes */
+#define AGG_CHECKS_MAX 10000      /* service checks queued */
 #define AGG_RAW_CACHE_MAX ((size_t)1 << 22) /* raw-line cache slots */
 #define AGG_JOBS_MAX 64 /* flush jobs waiting for the thread pool */
 
@@ -76,13 +75,16 @@ struct agg__hsample {
 };
 
 struct agg__hist {
-    struct agg__hsample *s;
+    struct agg__hsample *s; /* exact samples; NULL once sketched */
     uint32_t n, cap;
-    /* sum of value * (1/rate), in arrival order (Neumaier compensated: the
-     * true sum is sum + comp). Not value * w: with a rate whose inverse is
-     * not whole (0.21 -> 4.76..) the Agent adds the exact 1/rate to the sum
-     * but int64(1/rate) to the count (pkg/metrics/histogram.go), see
-     * docs/conformance.md. */
+    struct agg_sketch *sk; /* NULL: exact; else every sample is in it */
+    int64_t count;         /* sketched: exact weighted count */
+    double min, max;       /* sketched: min and max over every sample */
+    /* sum of value * (1/rate) over every sample, in arrival order
+     * (Neumaier compensated: the true sum is sum + comp). Not value * w:
+     * with a rate whose inverse is not whole (0.21 -> 4.76..) the Agent
+     * adds the exact 1/rate to the sum but int64(1/rate) to the count
+     * (pkg/metrics/histogram.go), see docs/conformance.md. */
     double sum, comp;
 };
 
@@ -239,7 +241,11 @@ struct agg {
     /* flushing */
     uv_timer_t timer;
     bool timer_inited, timer_closed, started, stopping, stop_reported;
-    struct agg__job *running;               /* in the thread pool */
+    struct agg__job *running; /* in the thread pool, or held */
+    bool held;                /* running waits for the sink (back-pressure) */
+    agg_full_fn bp_full;      /* NULL: no back-pressure */
+    agg_on_space_fn bp_on_space;
+    void *bp_data;
     struct agg__job *pend_head, *pend_tail; /* waiting for it */
     size_t npending;
     agg_done_cb stop_cb;
@@ -294,6 +300,11 @@ void agg__serialize_checks(struct agg__job *j);
 /* agg_serialize.c */
 /* Appends o as compact JSON; UV_ENOMEM leaves b as it was. */
 int agg__json_append(struct cmn_buf *b, const json_t *o) CMN_MUST_CHECK;
+/* Checked jansson building (its allocations can fail, through cmn_alloc):
+ * each sets *ok to false when the container or value is NULL or the call
+ * fails, and always consumes v. */
+void agg__jset(json_t *o, const char *key, json_t *v, bool *ok);
+void agg__jpush(json_t *arr, json_t *v, bool *ok);
 /* A JSON string of s; invalid UTF-8 bytes become U+FFFD. */
 json_t *agg__jstr(struct cmn_slice s);
 char *agg__utf8_fix(struct cmn_slice s, size_t *out_len);

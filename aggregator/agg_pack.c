@@ -15,6 +15,8 @@
 #include <string.h>
 
 #include <zlib.h>
+#define ZSTD_STATIC_LINKING_ONLY /* ZSTD_customMem: routes zstd through        \
+                                    cmn_alloc */
 #include <zstd.h>
 
 void agg__chunks_init(struct agg__chunks *c)
@@ -87,6 +89,70 @@ void agg__job_out(struct agg__job *j, struct fwd_payload *p)
     j->out[j->nout++] = p;
 }
 
+/* zstd with its working memory from cmn_alloc (counted in the budget, and
+ * failing like ours under the OOM tests). 0 or UV_ENOMEM. */
+static int agg_zstd(const char *raw, size_t len, int level, unsigned char **out,
+                    size_t *out_len)
+{
+    ZSTD_customMem mem = {cmn_zstd_alloc, cmn_zstd_free, NULL};
+    ZSTD_CCtx *cx = ZSTD_createCCtx_advanced(mem);
+    size_t bound = ZSTD_compressBound(len), n;
+    unsigned char *body;
+
+    if (cx == NULL)
+        return UV_ENOMEM;
+    body = cmn_malloc(bound);
+    if (body == NULL) {
+        ZSTD_freeCCtx(cx);
+        return UV_ENOMEM;
+    }
+    n = ZSTD_compressCCtx(cx, body, bound, raw, len, level);
+    ZSTD_freeCCtx(cx);
+    if (ZSTD_isError(n)) {
+        cmn_free(body);
+        return UV_ENOMEM;
+    }
+    *out = body;
+    *out_len = n;
+    return 0;
+}
+
+/* zlib deflate (what compress2 does) with zalloc/zfree from cmn_alloc. */
+static int agg_deflate(const char *raw, size_t len, unsigned char **out,
+                       size_t *out_len)
+{
+    z_stream zs;
+    uLong bound = compressBound((uLong)len);
+    unsigned char *body;
+    int zrc;
+
+    if ((uLong)len != len)
+        return CMN_ETOOBIG;
+    body = cmn_malloc(bound);
+    if (body == NULL)
+        return UV_ENOMEM;
+    memset(&zs, 0, sizeof(zs));
+    zs.zalloc = cmn_zlib_alloc;
+    zs.zfree = cmn_zlib_free;
+    if (deflateInit(&zs, Z_DEFAULT_COMPRESSION) != Z_OK) {
+        cmn_free(body);
+        return UV_ENOMEM;
+    }
+    zs.next_in = (Bytef *)(uintptr_t)raw;
+    zs.avail_in = (uInt)len;
+    zs.next_out = body;
+    zs.avail_out = (uInt)bound;
+    zrc = deflate(&zs, Z_FINISH);
+    *out_len = zs.total_out;
+    deflateEnd(&zs);
+    if (zrc != Z_STREAM_END) {
+        cmn_free(body);
+        return UV_ENOMEM;
+    }
+    *out = body;
+    return 0;
+}
+
 struct fwd_payload *agg__make_payload(const struct agg_config *cfg,
                                       enum fwd_kind kind, const char *raw,
                                       size_t len)
@@ -96,34 +162,16 @@ struct fwd_payload *agg__make_payload(const struct agg_config *cfg,
     const char *enc = "identity";
 
     switch (cfg->compressor) {
-    case AGG_COMPRESS_ZSTD: {
-        size_t bound = ZSTD_compressBound(len);
-        body = cmn_malloc(bound);
-        if (body == NULL)
+    case AGG_COMPRESS_ZSTD:
+        if (agg_zstd(raw, len, cfg->zstd_level, &body, &blen) != 0)
             return NULL;
-        size_t n = ZSTD_compress(body, bound, raw, len, cfg->zstd_level);
-        if (ZSTD_isError(n)) {
-            cmn_free(body);
-            return NULL;
-        }
-        blen = n;
         enc = "zstd";
         break;
-    }
-    case AGG_COMPRESS_ZLIB: {
-        uLongf n = compressBound((uLong)len);
-        body = cmn_malloc(n);
-        if (body == NULL)
+    case AGG_COMPRESS_ZLIB:
+        if (agg_deflate(raw, len, &body, &blen) != 0)
             return NULL;
-        if (compress2(body, &n, (const Bytef *)raw, (uLong)len,
-                      Z_DEFAULT_COMPRESSION) != Z_OK) {
-            cmn_free(body);
-            return NULL;
-        }
-        blen = n;
         enc = "deflate";
         break;
-    }
     default:
         body = cmn_malloc(len ? len : 1);
         if (body == NULL)

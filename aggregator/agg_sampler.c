@@ -41,8 +41,12 @@ static void agg_entry_free(struct agg__entry *e)
         break;
     case AGG_HISTOGRAM:
     case AGG_TIMING:
-        if (e->u.hist)
+        if (e->u.hist) {
             cmn_free(e->u.hist->s);
+            if (e->u.hist->sk)
+                agg_sketch_free(e->u.hist->sk);
+            cmn_free(e->u.hist->sk);
+        }
         cmn_free(e->u.hist);
         break;
     case AGG_DISTRIBUTION:
@@ -279,31 +283,112 @@ static int agg_set_add(struct agg__set *s, uint64_t h)
     return 0;
 }
 
-static int agg_hist_add(struct agg__hist *h, double v, double rate)
+/* The sample weight int64(1/rate). */
+static int64_t agg_hist_weight(double rate)
 {
-    if (h->n == h->cap) {
-        if (h->n >= AGG_HIST_SAMPLES_MAX)
-            return CMN_ECAP;
-        uint32_t ncap = h->cap ? h->cap * 2 : 8;
-        void *ns = cmn_reallocarray(h->s, ncap, sizeof(*h->s));
-        if (ns == NULL)
-            return UV_ENOMEM;
-        h->s = ns;
-        h->cap = ncap;
-    }
     /* w = int64(1/rate), rate 0 -> 1 (histogram.go); clamped so the
      * conversion is defined in C. */
     double w = rate == 0 ? 1 : 1 / rate;
-    double x = v * w, t = h->sum + x;
-    h->comp += fabs(h->sum) >= fabs(x) ? (h->sum - t) + x : (x - t) + h->sum;
-    h->sum = t;
     if (!(w > -9007199254740992.0)) /* also NaN */
         w = w < 0 ? -9007199254740992.0 : 1;
     if (w > 9007199254740992.0)
         w = 9007199254740992.0;
-    h->s[h->n].v = v;
-    h->s[h->n].w = (int64_t)w;
-    h->n++;
+    return (int64_t)w;
+}
+
+/* Adds v * (1/rate) to the histogram's sum (the Agent's, exact or
+ * sketched alike). */
+static void agg_hist_sum(struct agg__hist *h, double v, double rate)
+{
+    double x = v * (rate == 0 ? 1 : 1 / rate), t = h->sum + x;
+
+    h->comp += fabs(h->sum) >= fabs(x) ? (h->sum - t) + x : (x - t) + h->sum;
+    h->sum = t;
+}
+
+/* Adds a sample of weight w to the count, min and max a sketched
+ * histogram keeps exact. */
+static void agg_hist_track(struct agg__hist *h, double v, int64_t w)
+{
+    h->count += w;
+    if (v < h->min)
+        h->min = v;
+    if (v > h->max)
+        h->max = v;
+}
+
+/* Inserts one weighted sample into the sketch (weight w as rate 1/w). */
+static int agg_hist_sk_insert(struct agg__hist *h, double v, int64_t w)
+{
+    return agg_sketch_insert(h->sk, v, w > 1 ? 1.0 / (double)w : 1);
+}
+
+/* Moves the exact samples into a new sketch and frees them. 0, or an error
+ * with h unchanged. */
+static int agg_hist_to_sketch(struct agg__hist *h)
+{
+    struct agg_sketch *sk = cmn_malloc(sizeof(*sk));
+    int rc = 0;
+
+    if (sk == NULL)
+        return UV_ENOMEM;
+    agg_sketch_init(sk);
+    h->sk = sk;
+    for (uint32_t i = 0; i < h->n && rc == 0; i++)
+        rc = agg_hist_sk_insert(h, h->s[i].v, h->s[i].w);
+    if (rc != 0) {
+        agg_sketch_free(sk);
+        cmn_free(sk);
+        h->sk = NULL;
+        return rc;
+    }
+    h->count = 0;
+    h->min = INFINITY;
+    h->max = -INFINITY;
+    for (uint32_t i = 0; i < h->n; i++)
+        agg_hist_track(h, h->s[i].v, h->s[i].w);
+    cmn_free(h->s);
+    h->s = NULL;
+    h->n = h->cap = 0;
+    return 0;
+}
+
+static int agg_hist_add(struct agg *a, struct agg__hist *h, double v,
+                        double rate)
+{
+    int64_t w = agg_hist_weight(rate);
+    int rc;
+
+    if (h->sk == NULL && h->n == h->cap) {
+        bool full = h->n >= AGG_HIST_EXACT_MAX;
+        bool budget = !full && h->n > 0 && cmn_budget_over(CMN_BUDGET_SKETCH);
+        if (full || budget) {
+            rc = agg_hist_to_sketch(h);
+            if (rc != 0)
+                return rc;
+            a->st.hist_to_sketch++;
+            if (budget)
+                cmn_budget_note(CMN_BUDGET_SKETCH);
+        } else {
+            uint32_t ncap = h->cap ? h->cap * 2 : 8;
+            void *ns = cmn_reallocarray(h->s, ncap, sizeof(*h->s));
+            if (ns == NULL)
+                return UV_ENOMEM;
+            h->s = ns;
+            h->cap = ncap;
+        }
+    }
+    if (h->sk != NULL) {
+        rc = agg_hist_sk_insert(h, v, w);
+        if (rc != 0)
+            return rc;
+        agg_hist_track(h, v, w);
+    } else {
+        h->s[h->n].v = v;
+        h->s[h->n].w = w;
+        h->n++;
+    }
+    agg_hist_sum(h, v, rate);
     return 0;
 }
 
@@ -318,8 +403,8 @@ static void agg_count_err(struct agg *a, int rc, uint64_t n)
 /* Applies one value to an entry. An entry keeps the type of its first
  * sample; like the Agent, a later sample of another type is fed to it (a
  * set member counts as the value 0, a number into a set is a member). */
-static int agg_apply(struct agg__entry *e, double v, const uint64_t *member,
-                     double rate)
+static int agg_apply(struct agg *a, struct agg__entry *e, double v,
+                     const uint64_t *member, double rate)
 {
     switch (e->kind) {
     case AGG_GAUGE:
@@ -336,7 +421,7 @@ static int agg_apply(struct agg__entry *e, double v, const uint64_t *member,
     }
     case AGG_HISTOGRAM:
     case AGG_TIMING:
-        return agg_hist_add(e->u.hist, v, rate);
+        return agg_hist_add(a, e->u.hist, v, rate);
     default:
         return agg_sketch_insert(e->u.sk, v, rate);
     }
@@ -369,7 +454,7 @@ static inline bool agg_sample_fast(struct agg *a, struct agg__ctx *c,
     if (e->kind == AGG_COUNTER) {
         e->u.sum += v * (1 / m->rate);
     } else {
-        int rc = agg_apply(e, v, NULL, m->rate);
+        int rc = agg_apply(a, e, v, NULL, m->rate);
         if (rc) {
             agg_count_err(a, rc, 1);
             return true;
@@ -415,7 +500,7 @@ static __attribute__((noinline)) int agg_sample_slow(struct agg *a,
         c->counter_last = t;
     if (set) {
         uint64_t h = XXH3_64bits(m->set_member.p, m->set_member.len);
-        rc = agg_apply(e, 0, &h, 1);
+        rc = agg_apply(a, e, 0, &h, 1);
         if (rc) {
             agg_count_err(a, rc, 1);
             return rc;
@@ -429,7 +514,7 @@ static __attribute__((noinline)) int agg_sample_slow(struct agg *a,
             a->st.samples_nan++;
             continue;
         }
-        rc = agg_apply(e, v, NULL, m->rate);
+        rc = agg_apply(a, e, v, NULL, m->rate);
         if (rc) {
             agg_count_err(a, rc, 1);
             continue;

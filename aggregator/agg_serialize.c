@@ -157,21 +157,35 @@ static double agg_hist_rank(const struct agg__hist *h, int64_t target)
     return h->s[h->n - 1].v;
 }
 
-/* Appends the records of a histogram entry (histogram.go flush). */
+/* Appends the records of a histogram entry (histogram.go flush). Exact
+ * storage: the samples sorted, ranked by weight. Past the exact-storage
+ * threshold: count, sum, min, max and avg from the exact summaries, the
+ * median and the percentiles from the sketch (1/128 relative error). */
 static size_t agg_hist_recs(const struct agg *a, struct agg__hist *h,
                             struct agg_rec *out, struct agg_rec proto)
 {
     int64_t count = 0;
     double sum = h->sum + h->comp; /* Σ value/rate, not Σ value×w */
+    double min, max;
     size_t n = 0;
 
-    if (h->n == 0)
-        return 0;
-    qsort(h->s, h->n, sizeof(*h->s), agg_hs_cmp);
-    for (uint32_t i = 0; i < h->n; i++)
-        count += h->s[i].w;
-    if (count == 0)
-        return 0;
+    if (h->sk != NULL) {
+        if (h->count == 0 || agg_sketch_finish(h->sk) != 0)
+            return 0;
+        count = h->count;
+        min = h->min;
+        max = h->max;
+    } else {
+        if (h->n == 0)
+            return 0;
+        qsort(h->s, h->n, sizeof(*h->s), agg_hs_cmp);
+        for (uint32_t i = 0; i < h->n; i++)
+            count += h->s[i].w;
+        if (count == 0)
+            return 0;
+        min = h->s[0].v;
+        max = h->s[h->n - 1].v;
+    }
     for (size_t k = 1; k < a->nsuffix; k++) {
         const struct agg__suffix *s = &a->suffix[k];
         struct agg_rec r = proto;
@@ -179,13 +193,14 @@ static size_t agg_hist_recs(const struct agg *a, struct agg__hist *h,
         r.api = s->api_type;
         switch (s->what) {
         case AGG__H_MAX:
-            r.v = h->s[h->n - 1].v;
+            r.v = max;
             break;
         case AGG__H_MIN:
-            r.v = h->s[0].v;
+            r.v = min;
             break;
         case AGG__H_MEDIAN:
-            r.v = agg_hist_rank(h, (count - 1) / 2);
+            r.v = h->sk ? agg_sketch_quantile(h->sk, 0.5)
+                        : agg_hist_rank(h, (count - 1) / 2);
             break;
         case AGG__H_AVG:
             r.v = sum / (double)count;
@@ -197,7 +212,8 @@ static size_t agg_hist_recs(const struct agg *a, struct agg__hist *h,
             r.v = (double)count / AGG_BUCKET_SECS;
             break;
         default: /* AGG__H_PCT */
-            r.v = agg_hist_rank(h, ((int64_t)s->pct * count - 1) / 100);
+            r.v = h->sk ? agg_sketch_quantile(h->sk, (double)s->pct / 100.0)
+                        : agg_hist_rank(h, ((int64_t)s->pct * count - 1) / 100);
             break;
         }
         out[n++] = r;
@@ -378,15 +394,37 @@ static int agg_v2_series(struct agg_ser *s, const struct agg__ctx *c,
 
 /* ---- v1 JSON series ------------------------------------------------------ */
 
+/* jansson's memory goes through cmn_alloc, so JSON working memory is in the
+ * memory budget and fails like ours in the OOM tests. Set before main:
+ * every jansson object of the process (the config's JSON included) must
+ * come from the same allocator it is freed with. */
+__attribute__((constructor)) static void agg_json_alloc_init(void)
+{
+    json_set_alloc_funcs(cmn_lib_malloc, cmn_free);
+}
+
+struct agg_json_out {
+    struct cmn_buf *b;
+    bool failed; /* sticky: jansson ignores some write errors (an object
+                    key's), so every write after a failure fails too */
+};
+
 static int agg_json_cb(const char *p, size_t n, void *data)
 {
-    return cmn_buf_append(data, p, n) == 0 ? 0 : -1;
+    struct agg_json_out *o = data;
+    if (o->failed || cmn_buf_append(o->b, p, n) != 0) {
+        o->failed = true;
+        return -1;
+    }
+    return 0;
 }
 
 int agg__json_append(struct cmn_buf *b, const json_t *o)
 {
+    struct agg_json_out out = {b, false};
     size_t before = b->len;
-    if (json_dump_callback(o, agg_json_cb, b, JSON_COMPACT) != 0) {
+    if (json_dump_callback(o, agg_json_cb, &out, JSON_COMPACT) != 0 ||
+        out.failed) {
         b->len = before;
         return UV_ENOMEM;
     }
@@ -450,6 +488,18 @@ char *agg__utf8_fix(struct cmn_slice s, size_t *out_len)
     return o;
 }
 
+void agg__jset(json_t *o, const char *key, json_t *v, bool *ok)
+{
+    if (json_object_set_new(o, key, v) != 0) /* consumes v even then */
+        *ok = false;
+}
+
+void agg__jpush(json_t *arr, json_t *v, bool *ok)
+{
+    if (json_array_append_new(arr, v) != 0)
+        *ok = false;
+}
+
 json_t *agg__jstr(struct cmn_slice s)
 {
     json_t *j = json_stringn(s.p ? s.p : "", s.len);
@@ -484,24 +534,26 @@ static int agg_v1_series(struct agg_ser *s, const struct agg__ctx *c,
         goto out;
     memcpy(name, c->name.p, c->name.len);
     memcpy(name + c->name.len, suffix, sl + 1);
+    bool ok = true;
     for (size_t i = 0; i < (na ? 1 : npts); i++) {
         json_t *pt = json_array();
-        json_array_append_new(pt, json_integer(na ? na->ts : pts[i].ts));
-        json_array_append_new(pt, json_real(na ? na->value : pts[i].v));
-        json_array_append_new(jp, pt);
+        agg__jpush(pt, json_integer(na ? na->ts : pts[i].ts), &ok);
+        agg__jpush(pt, json_real(na ? na->value : pts[i].v), &ok);
+        agg__jpush(jp, pt, &ok);
     }
     for (long i = 0; i < nt; i++)
-        json_array_append_new(jt, agg__jstr(s->tags[i]));
-    json_object_set_new(o, "metric",
-                        agg__jstr(cmn_slice(name, c->name.len + sl)));
-    json_object_set_new(o, "points", jp);
-    json_object_set_new(o, "tags", jt);
+        agg__jpush(jt, agg__jstr(s->tags[i]), &ok);
+    agg__jset(o, "metric", agg__jstr(cmn_slice(name, c->name.len + sl)), &ok);
+    agg__jset(o, "points", jp, &ok);
+    agg__jset(o, "tags", jt, &ok);
     jp = jt = NULL;
-    json_object_set_new(o, "host", agg__jstr(c->host));
+    agg__jset(o, "host", agg__jstr(c->host), &ok);
     if (dev.p != NULL)
-        json_object_set_new(o, "device", agg__jstr(dev));
-    json_object_set_new(o, "type", json_string(types[api & 3]));
-    json_object_set_new(o, "interval", json_integer(AGG_BUCKET_SECS));
+        agg__jset(o, "device", agg__jstr(dev), &ok);
+    agg__jset(o, "type", json_string(types[api & 3]), &ok);
+    agg__jset(o, "interval", json_integer(AGG_BUCKET_SECS), &ok);
+    if (!ok) /* an incomplete series is never sent */
+        goto out;
     rc = agg__json_append(&s->ch.data, o);
     if (rc == 0)
         rc = agg__chunks_close(&s->ch, (uint32_t)(na ? 1 : npts));
@@ -513,6 +565,47 @@ out:
     return rc;
 }
 
+/* The packing rules of series payloads (v1 JSON or v2 protobuf). */
+static void agg_series_spec(const struct agg_config *cfg, bool v1,
+                            struct agg__pack_spec *spec)
+{
+    memset(spec, 0, sizeof(*spec));
+    spec->kind = FWD_KIND_SERIES;
+    if (v1) {
+        spec->prefix = "{\"series\":[";
+        spec->sep = ",";
+        spec->suffix = "]}";
+        spec->max_raw = cfg->max_uncompressed_payload_size;
+        spec->max_comp = cfg->max_payload_size;
+        spec->route = "/api/v1/series";
+        spec->content_type = "application/json";
+    } else {
+        spec->prefix = spec->sep = spec->suffix = "";
+        spec->max_raw = cfg->max_series_uncompressed_payload_size;
+        spec->max_comp = cfg->max_series_payload_size;
+        spec->max_points = cfg->max_series_points_per_payload;
+        spec->route = "/api/v2/series";
+        spec->content_type = "application/x-protobuf";
+    }
+    spec->prefix_len = strlen(spec->prefix);
+    spec->sep_len = strlen(spec->sep);
+    spec->suffix_len = strlen(spec->suffix);
+}
+
+/* Packs the items written so far once they fill a payload, so the
+ * serializer's scratch stays near one payload's raw size (at most
+ * max_raw plus one item) whatever the number of series: its working memory
+ * is bounded, not proportional to the contexts. */
+static void agg_series_cut(struct agg__job *j, struct agg_ser *s,
+                           const struct agg__pack_spec *spec, bool last)
+{
+    if (!last && s->ch.data.len < spec->max_raw)
+        return;
+    agg__pack(j, &s->ch, spec);
+    s->ch.data.len = 0;
+    s->ch.n = 0;
+}
+
 static void agg_serialize_series(struct agg__job *j)
 {
     struct agg_ser s = {.j = j, .v1 = !j->a->cfg.use_v2_series};
@@ -521,7 +614,9 @@ static void agg_serialize_series(struct agg__job *j)
     int (*one)(struct agg_ser *, const struct agg__ctx *, const char *, uint8_t,
                const struct agg_rec *, size_t, const struct agg__noagg *) =
         s.v1 ? agg_v1_series : agg_v2_series;
+    struct agg__pack_spec spec;
 
+    agg_series_spec(&j->a->cfg, s.v1, &spec);
     agg__chunks_init(&s.ch);
     cmn_buf_init(&s.sb, (size_t)1 << 30);
     cmn_buf_init(&s.tb, (size_t)1 << 30);
@@ -546,6 +641,7 @@ static void agg_serialize_series(struct agg__job *j)
             j->st.points += k - i;
         }
         i = k;
+        agg_series_cut(j, &s, &spec, false);
     }
     for (size_t i = 0; i < j->nnoagg; i++) {
         const struct agg__noagg *na = &j->noagg[i];
@@ -555,31 +651,11 @@ static void agg_serialize_series(struct agg__job *j)
             j->st.series++;
             j->st.points++;
         }
+        agg_series_cut(j, &s, &spec, false);
     }
     if (s.ch.failed)
         j->st.payloads_dropped++;
-    const struct agg_config *cfg = &j->a->cfg;
-    struct agg__pack_spec spec = {.kind = FWD_KIND_SERIES};
-    if (s.v1) {
-        spec.prefix = "{\"series\":[";
-        spec.sep = ",";
-        spec.suffix = "]}";
-        spec.max_raw = cfg->max_uncompressed_payload_size;
-        spec.max_comp = cfg->max_payload_size;
-        spec.route = "/api/v1/series";
-        spec.content_type = "application/json";
-    } else {
-        spec.prefix = spec.sep = spec.suffix = "";
-        spec.max_raw = cfg->max_series_uncompressed_payload_size;
-        spec.max_comp = cfg->max_series_payload_size;
-        spec.max_points = cfg->max_series_points_per_payload;
-        spec.route = "/api/v2/series";
-        spec.content_type = "application/x-protobuf";
-    }
-    spec.prefix_len = strlen(spec.prefix);
-    spec.sep_len = strlen(spec.sep);
-    spec.suffix_len = strlen(spec.suffix);
-    agg__pack(j, &s.ch, &spec);
+    agg_series_cut(j, &s, &spec, true);
     agg__chunks_free(&s.ch);
     cmn_buf_free(&s.sb);
     cmn_buf_free(&s.tb);

@@ -24,12 +24,15 @@ _Static_assert(HDR >= sizeof(size_t), "header holds the size");
 static atomic_size_t live_bytes;
 static atomic_uint_fast64_t alloc_calls;
 static atomic_uint_fast64_t fail_at; /* 0 = off; else call number */
+static atomic_bool fail_one;         /* only fail_at fails, not later */
 
 static bool should_fail(void)
 {
     uint64_t n = atomic_fetch_add(&alloc_calls, 1) + 1;
     uint64_t f = atomic_load(&fail_at);
-    return f != 0 && n >= f;
+    if (f == 0)
+        return false;
+    return atomic_load(&fail_one) ? n == f : n >= f;
 }
 
 void *cmn_malloc(size_t size)
@@ -129,12 +132,60 @@ uint64_t cmn_alloc_count(void)
 
 void cmn_alloc_fail_after(uint64_t n)
 {
+    atomic_store(&fail_one, false);
+    atomic_store(&fail_at, n == 0 ? 0 : atomic_load(&alloc_calls) + n);
+}
+
+void cmn_alloc_fail_once(uint64_t n)
+{
+    atomic_store(&fail_one, true);
     atomic_store(&fail_at, n == 0 ? 0 : atomic_load(&alloc_calls) + n);
 }
 
 void cmn_alloc_fail_reset(void)
 {
     atomic_store(&fail_at, 0);
+    atomic_store(&fail_one, false);
+}
+
+void *cmn_lib_malloc(size_t size)
+{
+    return cmn_malloc(size ? size : 1);
+}
+
+void *cmn_zstd_alloc(void *opaque, size_t size)
+{
+    (void)opaque;
+    return cmn_malloc(size ? size : 1);
+}
+
+void cmn_zstd_free(void *opaque, void *p)
+{
+    (void)opaque;
+    cmn_free(p);
+}
+
+void *cmn_zlib_alloc(void *opaque, unsigned items, unsigned size)
+{
+    (void)opaque;
+    return cmn_calloc(items ? items : 1, size ? size : 1);
+}
+
+void cmn_zlib_free(void *opaque, void *p)
+{
+    (void)opaque;
+    cmn_free(p);
+}
+
+/* glibc raises its mmap threshold each time a large block is freed (up to
+ * 32 MiB), after which big short-lived buffers (a flush's payloads) come
+ * from the heap and stay in RSS once freed, and every thread that
+ * allocates may get an arena of its own. A fixed threshold returns large
+ * blocks to the system on free; two arenas bound the per-thread spread. */
+void cmn_alloc_tune(void)
+{
+    (void)mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+    (void)mallopt(M_ARENA_MAX, 2);
 }
 
 /* ------------------------------------------------------------------------

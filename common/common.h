@@ -57,7 +57,25 @@ uint64_t cmn_alloc_count(void);
 /* Test hook for OOM loops: the n-th allocation from now (1 = the next one)
  * and every one after it fail until cmn_alloc_fail_reset(). 0 disables. */
 void cmn_alloc_fail_after(uint64_t n);
+/* Test hook: only the n-th allocation from now fails (the ones after it
+ * succeed), so a caller's handling of one failure in the middle of a
+ * multi-step build is exercised. */
+void cmn_alloc_fail_once(uint64_t n);
 void cmn_alloc_fail_reset(void);
+/* Tunes the system allocator for a bounded RSS (a fixed mmap threshold of
+ * 256 KiB, at most two arenas). Call once at start, before threads. */
+void cmn_alloc_tune(void);
+
+/* Adapters for libraries that take an allocator, so their working memory
+ * is counted and can fail like ours: jansson (json_set_alloc_funcs takes
+ * cmn_lib_malloc and cmn_free), zstd (ZSTD_customMem: cmn_zstd_alloc,
+ * cmn_zstd_free, opaque unused) and zlib (z_stream zalloc/zfree:
+ * cmn_zlib_alloc, cmn_zlib_free). A 0-byte request gets 1 byte. */
+void *cmn_lib_malloc(size_t size);
+void *cmn_zstd_alloc(void *opaque, size_t size);
+void cmn_zstd_free(void *opaque, void *p);
+void *cmn_zlib_alloc(void *opaque, unsigned items, unsigned size);
+void cmn_zlib_free(void *opaque, void *p);
 
 /* Secrets (API keys). A secret copy lives in its own page-aligned
  * anonymous mapping marked MADV_DONTDUMP, so a core dump of the process
@@ -265,5 +283,55 @@ void cmn_strv_add(struct cmn_slice item, void *data);
 int cmn_strv_dup(char *const *src, size_t n, char ***out) CMN_MUST_CHECK;
 /* Frees n strings and the array. NULL is a no-op. */
 void cmn_strv_free(char **v, size_t n);
+
+/* ------------------------------------------------------------------------
+ * The memory budget (cmn_budget.c): DRAINPIPE_MEMORY_LIMIT, one limit for
+ * everything fed by input.
+ *
+ *   used = cmn_alloc_live_bytes() + reserved
+ *
+ * where reserved is memory a component holds outside cmn_alloc (e.g. the
+ * receive ring's touched pages, or a ring's whole capacity claimed at
+ * start). The limit is process-wide; 0 means unlimited (the library's
+ * default until cmn_budget_set_limit; the pipeline sets it from the
+ * environment, default 64 MiB). Components degrade in step order as used
+ * passes each step's share of the limit; each time a step acts, the
+ * component calls cmn_budget_note(step), which counts it and logs a
+ * rate-limited warning. Any thread, except cmn_budget_note (loop thread).
+ */
+#define CMN_BUDGET_ENV "DRAINPIPE_MEMORY_LIMIT"
+#define CMN_BUDGET_DEFAULT ((size_t)64 << 20) /* 64 MiB */
+#define CMN_BUDGET_MIN ((size_t)4 << 20)      /* smallest accepted limit */
+enum cmn_budget_step {
+    CMN_BUDGET_SKETCH,         /* > 50 %: histogram samples go to sketches */
+    CMN_BUDGET_NO_NEW_CONTEXT, /* > 75 %: new contexts are refused */
+    CMN_BUDGET_EVICT_RETRY,    /* > 90 %: oldest attempted retries evicted */
+    CMN_BUDGET_RESERVE,        /* 100 %: cmn_budget_reserve refuses */
+    CMN_BUDGET_STEP_MAX
+};
+void cmn_budget_set_limit(size_t bytes);
+size_t cmn_budget_limit(void);
+size_t cmn_budget_used(void);
+size_t cmn_budget_reserved(void);
+/* The used-byte count past which step applies (SIZE_MAX: unlimited). */
+size_t cmn_budget_step_bytes(enum cmn_budget_step step);
+/* True when used is past step's share of the limit. */
+bool cmn_budget_over(enum cmn_budget_step step);
+/* Claims n bytes held outside cmn_alloc. 0, or CMN_ECAP (counted under
+ * CMN_BUDGET_RESERVE; nothing claimed) when used + n would pass the
+ * limit. Release the same n with cmn_budget_release. Any thread. */
+int cmn_budget_reserve(size_t n) CMN_MUST_CHECK;
+void cmn_budget_release(size_t n);
+/* Counts one action of step and logs it (at most one line per 10 s per
+ * step, with the number suppressed). Loop thread. */
+void cmn_budget_note(enum cmn_budget_step step);
+uint64_t cmn_budget_count(enum cmn_budget_step step);
+void cmn_budget_reset_counts(void); /* tests */
+/* "65536", "64KiB", "64MiB", "1GiB" (suffix case-insensitive, "B" allowed),
+ * at most 1 TiB. 0 or CMN_EPARSE. */
+int cmn_parse_bytes(struct cmn_slice s, size_t *out) CMN_MUST_CHECK;
+/* Reads DRAINPIPE_MEMORY_LIMIT into *out (unchanged when unset); below
+ * 4 MiB or malformed: logs the variable and returns UV_EINVAL. */
+int cmn_budget_from_env(const struct cmn_env *env, size_t *out) CMN_MUST_CHECK;
 
 #endif /* DP_COMMON_H */

@@ -582,7 +582,7 @@ void dsd__dgram_close_fd(struct dsd__dgram *d)
 {
     if (d->fd >= 0 && !d->live) {
         dsd__dgram_join(d); /* started by dsd_receive, never by dsd_start */
-        read_meminfo(d); /* the final drop count */
+        read_meminfo(d);    /* the final drop count */
         close(d->fd);
         d->fd = -1;
     }

@@ -33,9 +33,9 @@ struct dsd__dgram {
 
     struct dsd__ring ring;
     pthread_t thread;
-    bool thread_live; /* created and not yet joined */
-    int wake_fd;      /* eventfd: stop, sync request, space freed */
-    _Atomic int stop; /* the thread exits at its next wake-up */
+    bool thread_live;           /* created and not yet joined */
+    int wake_fd;                /* eventfd: stop, sync request, space freed */
+    _Atomic int stop;           /* the thread exits at its next wake-up */
     _Atomic int consumer_ready; /* async initialised: the thread may wake
                                    the loop */
 

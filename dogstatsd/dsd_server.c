@@ -436,8 +436,7 @@ int dsd_receive(struct dsd *s)
         return UV_EINVAL;
     if ((rc = dsd__dgram_receive(&s->udp)) != 0 ||
         (rc = dsd__dgram_receive(&s->uds)) != 0) {
-        CMN_LOGE(DSD_COMP, "starting the receive threads: %s",
-                 uv_strerror(rc));
+        CMN_LOGE(DSD_COMP, "starting the receive threads: %s", uv_strerror(rc));
         return rc;
     }
     return 0;

@@ -127,7 +127,9 @@ struct fwd_stats {
     uint64_t dropped_400;     /* 400 Bad Request */
     uint64_t dropped_403;     /* 403: API key rejected */
     uint64_t dropped_413;     /* 413 Payload Too Large */
-    uint64_t dropped_evicted; /* retry queue over its byte cap */
+    uint64_t dropped_evicted; /* retry queue over its byte cap, or the
+                                 memory budget's eviction step: only
+                                 payloads attempted at least once */
     uint64_t dropped_stopped; /* submitted after stop began */
     uint64_t dropped_other;   /* invalid URL, no endpoint, out of memory */
     uint64_t abandoned;       /* undelivered at the stop deadline, or
@@ -177,6 +179,23 @@ void fwd_sink_submit(void *data, struct fwd_payload *p);
  * is not called); cb NULL cancels. Stopping or stopped: cb runs at once. */
 typedef void (*fwd_idle_cb)(void *data);
 void fwd_wait_idle(struct fwd *f, fwd_idle_cb cb, void *data);
+/* Back-pressure. The forwarder is full when, for some endpoint, the bytes
+ * of transactions never attempted plus the bytes on the wire reach the
+ * queue's share of the memory budget: a quarter of cmn_budget_limit(), at
+ * most retry_queue_max_bytes (which alone applies with no budget). Transactions
+ * that were attempted do not count: the retry queue's byte cap (and the
+ * budget's eviction step) bounds them. Never full once stop began. */
+bool fwd_is_full(const struct fwd *f);
+/* Calls cb(data) once, on the loop thread, as soon as the forwarder is not
+ * full (after a request ends or a payload is dropped, or when stop
+ * finishes); at once if it is not full now. One waiter: a second call
+ * replaces the first. */
+typedef void (*fwd_space_cb)(void *data);
+void fwd_on_space(struct fwd *f, fwd_space_cb cb, void *data);
+/* The same with data = the struct fwd (for the aggregator's
+ * agg_set_backpressure). */
+bool fwd_sink_full(void *fwd);
+void fwd_sink_on_space(void *fwd, fwd_space_cb cb, void *data);
 
 typedef void (*fwd_stopped_cb)(void *data);
 /* Drains: refuses new payloads, sends what is queued (ignoring endpoint

@@ -102,6 +102,8 @@ static void list_insert_sorted(struct fwd_txn_list *l, struct fwd_txn *t)
         l->head = t;
     l->n++;
     l->bytes += t->body->p->len;
+    if (t->attempts == 0)
+        l->fresh_bytes += t->body->p->len;
 }
 
 static void list_push(struct fwd_txn_list *l, struct fwd_txn *t)
@@ -115,6 +117,8 @@ static void list_push(struct fwd_txn_list *l, struct fwd_txn *t)
     l->tail = t;
     l->n++;
     l->bytes += t->body->p->len;
+    if (t->attempts == 0)
+        l->fresh_bytes += t->body->p->len;
 }
 
 static void list_remove(struct fwd_txn_list *l, struct fwd_txn *t)
@@ -130,6 +134,8 @@ static void list_remove(struct fwd_txn_list *l, struct fwd_txn *t)
     t->next = t->prev = NULL;
     l->n--;
     l->bytes -= t->body->p->len;
+    if (t->attempts == 0)
+        l->fresh_bytes -= t->body->p->len;
 }
 
 static void body_unref(struct fwd_body *b)
@@ -261,24 +267,107 @@ static void dispatch(struct fwd *f)
     check_idle(f);
 }
 
-/* Adds t to its endpoint's queue, evicting the oldest waiting transactions
- * while the queue is over its byte cap (§3.6). */
+/* The oldest transaction of l that was attempted at least once, or NULL.
+ * O(n) in the worst case, with n bounded by the queue's byte caps. */
+static struct fwd_txn *oldest_attempted(const struct fwd_txn_list *l)
+{
+    struct fwd_txn *t = l->head;
+
+    while (t != NULL && t->attempts == 0)
+        t = t->next;
+    return t;
+}
+
+static void evict(struct fwd *f, struct fwd_ep *ep, struct fwd_txn *old,
+                  const char *why)
+{
+    list_remove(&ep->queue, old);
+    f->st.dropped_evicted++;
+    cmn_log_rl(&f->rl_evict, CMN_LOG_WARN, FWD_COMP,
+               "%s for %s: dropped the oldest retried payload (%s, %zu "
+               "bytes, %u attempts)",
+               why, ep->url, old->body->p->route, old->body->p->len,
+               old->attempts);
+    txn_free(old);
+}
+
+/* Adds t to its endpoint's queue. Past the retry queue's byte cap (§3.6),
+ * counted over the transactions already attempted, or past the memory
+ * budget's eviction step, the oldest attempted transactions are evicted.
+ * A transaction that was never attempted is never evicted: back-pressure
+ * on the serializer (fwd_is_full) bounds those instead. */
 static void enqueue(struct fwd *f, struct fwd_txn *t)
 {
     struct fwd_ep *ep = t->ep;
+    struct fwd_txn *old;
 
     list_insert_sorted(&ep->queue, t);
-    while (ep->queue.bytes > f->cfg.retry_queue_max_bytes) {
-        struct fwd_txn *old = ep->queue.head;
-        list_remove(&ep->queue, old);
-        f->st.dropped_evicted++;
-        cmn_log_rl(&f->rl_evict, CMN_LOG_WARN, FWD_COMP,
-                   "retry queue for %s over %zu bytes: dropped the oldest "
-                   "payload (%s, %zu bytes, %u attempts)",
-                   ep->url, f->cfg.retry_queue_max_bytes, old->body->p->route,
-                   old->body->p->len, old->attempts);
-        txn_free(old);
+    while (ep->queue.bytes - ep->queue.fresh_bytes >
+               f->cfg.retry_queue_max_bytes &&
+           (old = oldest_attempted(&ep->queue)) != NULL)
+        evict(f, ep, old, "retry queue over its byte cap");
+    while (cmn_budget_over(CMN_BUDGET_EVICT_RETRY) &&
+           (old = oldest_attempted(&ep->queue)) != NULL) {
+        cmn_budget_note(CMN_BUDGET_EVICT_RETRY);
+        evict(f, ep, old, "memory budget");
     }
+}
+
+/* ------------------------------------------------------------------------
+ * Back-pressure
+ */
+
+/* The most bytes of never-attempted and on-the-wire transactions before
+ * the serializer waits: a quarter of the memory budget, and never more
+ * than the retry queue's byte cap. */
+static size_t queue_share(const struct fwd *f)
+{
+    size_t lim = cmn_budget_limit() / 4, cap = f->cfg.retry_queue_max_bytes;
+
+    return lim != 0 && lim < cap ? lim : cap;
+}
+
+bool fwd_is_full(const struct fwd *f)
+{
+    size_t share;
+
+    if (f->state != FWD_RUNNING || f->neps == 0 || f->load_failed)
+        return false; /* nothing will wait for these: never hold data */
+    share = queue_share(f);
+    for (size_t i = 0; i < f->neps; i++) {
+        const struct fwd_ep *ep = &f->eps[i];
+        if (ep->queue.fresh_bytes + ep->wire.bytes >= share)
+            return true;
+    }
+    return false;
+}
+
+/* Wakes the waiter of fwd_on_space when there is room. */
+static void space_check(struct fwd *f)
+{
+    fwd_space_cb cb = f->space_cb;
+
+    if (cb == NULL || fwd_is_full(f))
+        return;
+    f->space_cb = NULL;
+    cb(f->space_data);
+}
+
+void fwd_on_space(struct fwd *f, fwd_space_cb cb, void *data)
+{
+    f->space_cb = cb;
+    f->space_data = data;
+    space_check(f);
+}
+
+bool fwd_sink_full(void *fwd)
+{
+    return fwd_is_full(fwd);
+}
+
+void fwd_sink_on_space(void *fwd, fwd_space_cb cb, void *data)
+{
+    fwd_on_space(fwd, cb, data);
 }
 
 /* ------------------------------------------------------------------------
@@ -438,6 +527,7 @@ void fwd__txn_done(struct fwd *f, struct fwd_txn *t, long status, CURLcode res)
     }
     dispatch(f);
     maybe_finish_stop(f);
+    space_check(f);
 }
 
 /* ------------------------------------------------------------------------
@@ -581,6 +671,7 @@ static void drop_all_queued(struct fwd *f)
     }
     update_queue_stats(f);
     check_idle(f);
+    space_check(f);
 }
 
 /* Loop thread, once libcurl is loaded (or not). load_req counts as an open
@@ -819,6 +910,7 @@ static void finish_cb(uv_timer_t *h)
         (unsigned long long)s->dropped_stopped,
         (unsigned long long)s->dropped_other, (unsigned long long)s->abandoned);
     fwd__http_shutdown(f);
+    space_check(f); /* a waiter's payloads now count as dropped_stopped */
     uv_close((uv_handle_t *)&f->curl_timer, close_cb);
     uv_close((uv_handle_t *)&f->retry_timer, close_cb);
     uv_close((uv_handle_t *)&f->stop_timer, close_cb);
@@ -868,6 +960,7 @@ void fwd_stop(struct fwd *f, uint64_t deadline_ms, fwd_stopped_cb cb,
              (unsigned long long)f->st.queued,
              (unsigned long long)f->st.inflight, (unsigned long long)budget);
     cancel_warmups(f);
+    space_check(f); /* never full once stop began */
     if (!f->cfg.stop_wait_for_inflight && f->st.inflight > 0) {
         CMN_LOGI(FWD_COMP,
                  "stopping: cancelled %llu in-flight requests "

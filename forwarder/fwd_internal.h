@@ -121,6 +121,9 @@ struct fwd_txn_list {
     struct fwd_txn *head, *tail;
     size_t n;
     size_t bytes;
+    size_t fresh_bytes; /* bytes of transactions never attempted: these
+                           are never evicted, and are what back-pressure
+                           bounds */
 };
 
 struct fwd_ep {
@@ -180,8 +183,10 @@ struct fwd {
     struct cmn_ratelimit rl_evict; /* eviction warnings */
     uint32_t max_errors;           /* fwd__max_errors(&cfg) */
     uint32_t recovery;             /* errors forgiven per success */
-    double (*rand01)(void);        /* test hook; NULL = drand48-like */
-    uint64_t rng;                  /* xorshift state */
+    fwd_space_cb space_cb;         /* fwd_on_space waiter, or NULL */
+    void *space_data;
+    double (*rand01)(void); /* test hook; NULL = drand48-like */
+    uint64_t rng;           /* xorshift state */
 };
 
 /* fwd_http.c: transport. fwd__http_init needs libcurl loaded. */

@@ -24,6 +24,7 @@ void lc_pipeline_config_defaults(struct lc_pipeline_config *c)
     c->aggregator_stop_timeout_ms = 2000;
     c->dogstatsd_stop_timeout_ms = 1000;
     c->log_level = CMN_LOG_INFO;
+    c->memory_limit = CMN_BUDGET_DEFAULT;
 }
 
 static int read_log_level(struct lc_pipeline_config *c,
@@ -88,6 +89,9 @@ int lc_pipeline_config_from_env(struct lc_pipeline_config *c,
         return rc;
     c->aggregator_stop_timeout_ms = (uint64_t)(s * 1000.0 + 0.5);
     rc = read_sink(c, env);
+    if (rc != 0)
+        return rc;
+    rc = cmn_budget_from_env(env, &c->memory_limit);
     if (rc != 0)
         return rc;
     const char *file = cmn_env_get(env, "DRAINPIPE_LOCAL_FILE");

@@ -370,6 +370,9 @@ int lc_pipeline_complete(struct lc_pipeline *p,
         return UV_EINVAL;
     }
     p->local_mode = c->sink == LC_SINK_LOCAL || !key;
+    /* one process-wide budget: the last pipeline completed sets it */
+    cmn_budget_set_limit(c->memory_limit);
+    cmn_alloc_tune();
 
     fwd_submit_fn submit;
     void *data;
@@ -384,6 +387,8 @@ int lc_pipeline_complete(struct lc_pipeline *p,
     rc = agg_create(p->loop, &c->agg, submit, data, &p->agg);
     if (rc != 0)
         return rc;
+    if (p->fwd != NULL) /* the serializer waits while the queue is full */
+        agg_set_backpressure(p->agg, fwd_sink_full, fwd_sink_on_space, p->fwd);
     const char *const agg_deps[] = {sink_name, NULL};
     rc = lc_register(p->m, "aggregator", agg_deps, &agg_ops, p->agg,
                      c->aggregator_stop_timeout_ms);
@@ -758,6 +763,9 @@ static void report_undelivered(const struct lc_pipeline *p, bool clean)
               st.local.write_errors);
     add_count(buf, sizeof(buf), &off, "samples over the context limit",
               st.agg.contexts_dropped);
+    add_count(buf, sizeof(buf), &off,
+              "lines whose new context was refused by the memory budget",
+              st.agg.contexts_refused_budget);
     add_count(buf, sizeof(buf), &off, "samples lost to memory",
               st.agg.samples_dropped_oom);
     add_count(buf, sizeof(buf), &off, "items too big", st.agg.items_too_big);

@@ -233,6 +233,10 @@ struct lc_pipeline_config {
     uint64_t dogstatsd_stop_timeout_ms;  /* drain of the listeners, 1 s */
     enum cmn_log_level log_level;        /* DD_LOG_LEVEL, info; applied by
                                             lc_pipeline_config_from_env */
+    size_t memory_limit;                 /* DRAINPIPE_MEMORY_LIMIT, 64 MiB;
+                                            applied (process-wide, see
+                                            cmn_budget_set_limit) by
+                                            lc_pipeline_create */
 };
 
 /* Fills the Agent's defaults (fwd_/agg_/dsd_config_defaults, sink AUTO,
@@ -242,9 +246,10 @@ struct lc_pipeline_config {
 void lc_pipeline_config_defaults(struct lc_pipeline_config *c);
 /* Applies DD_LOG_LEVEL first (also applied with cmn_log_set_level), then
  * fwd_/agg_/dsd_config_from_env, DD_AGGREGATOR_STOP_TIMEOUT (seconds,
- * 0-3600), DRAINPIPE_SINK (auto, forwarder or local) and
- * DRAINPIPE_LOCAL_FILE. Returns 0 or UV_EINVAL after logging the variable
- * at fault (c may then hold some applied values; free it as usual). */
+ * 0-3600), DRAINPIPE_SINK (auto, forwarder or local),
+ * DRAINPIPE_LOCAL_FILE and DRAINPIPE_MEMORY_LIMIT. Returns 0 or UV_EINVAL after
+ * logging the variable at fault (c may then hold some applied values; free it
+ * as usual). */
 int lc_pipeline_config_from_env(struct lc_pipeline_config *c,
                                 const struct cmn_env *env) CMN_MUST_CHECK;
 /* Frees every owned field (and resets them). */

@@ -417,7 +417,6 @@ static void serverless_defaults(struct lc_pipeline_config *c)
     c->aggregator_stop_timeout_ms = 2000;
     c->agg.flush_incomplete_buckets = true;
     c->agg.flush_interval_s = 3;
-    c->agg.compressor = AGG_COMPRESS_NONE;
     c->agg.use_v2_series = true;
     cmn_free(c->dsd.socket_path);
     cmn_free(c->dsd.stream_socket_path);

@@ -8,6 +8,8 @@
  */
 #include "agg_test_util.h"
 
+#include "agg_internal.h" /* agg__make_payload */
+
 #define T0 1000000.0
 
 struct counts {
@@ -144,4 +146,154 @@ Test(oom, create_fails_cleanly)
         agg_config_free(&cfg);
         cr_assert_eq(uv_loop_close(&loop), 0);
     }
+}
+
+/* zstd's and zlib's working memory comes from cmn_alloc: compressing
+ * allocates more through it than copying does, and every one of those
+ * allocations may fail without a crash or a leak (the payload is then
+ * not made: its caller counts it in payloads_dropped). */
+Test(oom, compression_working_memory_is_ours)
+{
+    struct agg_config cfg;
+    char raw[4096];
+    for (size_t i = 0; i < sizeof(raw); i++)
+        raw[i] = (char)('a' + (i * 7) % 13);
+    agg_config_defaults(&cfg);
+    const enum agg_compressor kinds[] = {AGG_COMPRESS_NONE, AGG_COMPRESS_ZSTD,
+                                         AGG_COMPRESS_ZLIB};
+    uint64_t calls[3];
+    for (int k = 0; k < 3; k++) {
+        cfg.compressor = kinds[k];
+        size_t live0 = cmn_alloc_live_bytes();
+        uint64_t c0 = cmn_alloc_count();
+        struct fwd_payload *p =
+            agg__make_payload(&cfg, FWD_KIND_SERIES, raw, sizeof(raw));
+        calls[k] = cmn_alloc_count() - c0;
+        cr_assert_not_null(p);
+        cr_assert_eq(p->raw_len, sizeof(raw));
+        fwd_payload_free(p);
+        cr_assert_eq(cmn_alloc_live_bytes(), live0);
+        /* every allocation of this path fails in turn */
+        for (uint64_t n = 1; n <= calls[k]; n++) {
+            cmn_alloc_fail_after(n);
+            p = agg__make_payload(&cfg, FWD_KIND_SERIES, raw, sizeof(raw));
+            cmn_alloc_fail_reset();
+            /* only the last, the payload's shrink, may fail and still
+             * give a payload (the body is kept at its larger size) */
+            if (p != NULL)
+                cr_assert_eq(p->raw_len, sizeof(raw), "n=%lu",
+                             (unsigned long)n);
+            fwd_payload_free(p);
+            cr_assert_eq(cmn_alloc_live_bytes(), live0, "leak at n=%lu",
+                         (unsigned long)n);
+        }
+    }
+    /* none: body + payload; zstd and zlib add their contexts' memory */
+    cr_assert_geq(calls[1], calls[0] + 2, "zstd %lu vs %lu",
+                  (unsigned long)calls[1], (unsigned long)calls[0]);
+    cr_assert_geq(calls[2], calls[0] + 2, "zlib %lu vs %lu",
+                  (unsigned long)calls[2], (unsigned long)calls[0]);
+    agg_config_free(&cfg);
+}
+
+/* JSON (jansson) allocates through cmn_alloc: under allocation failure an
+ * events or service-check payload is either complete or not sent (and
+ * counted), never a payload with missing fields. */
+static void check_json_payloads(struct th *h, uint64_t n)
+{
+    for (size_t i = 0; i < h->np; i++) {
+        const struct fwd_payload *p = h->p[i];
+        if (p->kind != FWD_KIND_EVENTS && p->kind != FWD_KIND_SERVICE_CHECKS)
+            continue;
+        size_t len;
+        char *b = th_body(p, &len);
+        json_error_t jerr;
+        json_t *root = json_loadb(b, len, 0, &jerr);
+        cr_assert_not_null(root, "n=%lu: %s: %.*s", (unsigned long)n, jerr.text,
+                           (int)len, b);
+        free(b);
+        if (p->kind == FWD_KIND_EVENTS) {
+            json_t *ev =
+                json_object_get(json_object_get(root, "events"), "api");
+            cr_assert(json_is_array(ev), "n=%lu", (unsigned long)n);
+            cr_assert_geq(json_array_size(ev), 1);
+            for (size_t k = 0; k < json_array_size(ev); k++) {
+                json_t *e = json_array_get(ev, k);
+                cr_assert_str_eq(
+                    json_string_value(json_object_get(e, "msg_title")), "t");
+                cr_assert_str_eq(
+                    json_string_value(json_object_get(e, "msg_text")), "x");
+                cr_assert_str_eq(json_string_value(json_object_get(e, "host")),
+                                 "h");
+                cr_assert_eq(json_array_size(json_object_get(e, "tags")), 2,
+                             "n=%lu", (unsigned long)n);
+            }
+            cr_assert_str_eq(
+                json_string_value(json_object_get(root, "internalHostname")),
+                "myhost");
+        } else {
+            cr_assert(json_is_array(root));
+            for (size_t k = 0; k < json_array_size(root); k++) {
+                json_t *c = json_array_get(root, k);
+                cr_assert_str_eq(json_string_value(json_object_get(c, "check")),
+                                 "c");
+                cr_assert_str_eq(
+                    json_string_value(json_object_get(c, "message")), "");
+                cr_assert(json_is_integer(json_object_get(c, "status")));
+                cr_assert_eq(json_array_size(json_object_get(c, "tags")), 2,
+                             "n=%lu", (unsigned long)n);
+            }
+        }
+        json_decref(root);
+    }
+}
+
+/* Each allocation of the flush fails alone, in turn (the ones after it
+ * succeed): a missed jansson failure would leave a field out. */
+Test(oom, json_payloads_complete_or_absent, .timeout = 240)
+{
+    bool failed = true;
+    uint64_t n = 1;
+    for (; failed; n++) {
+        struct th h;
+        size_t live0 = cmn_alloc_live_bytes();
+        th_setup(&h);
+        h.cfg.compressor = AGG_COMPRESS_ZSTD;
+        th_create(&h);
+        const char *extra[] = {"x:1"};
+        cr_assert_eq(agg_set_extra_tags(h.a, extra, 1), 0);
+        for (int i = 0; i < 4; i++) {
+            struct agg_event e = {.title = CMN_SLICE_LIT("t"),
+                                  .text = CMN_SLICE_LIT("x"),
+                                  .host = CMN_SLICE_LIT("h"),
+                                  .tags = CMN_SLICE_LIT("e:1")};
+            cr_assert_eq(agg_add_event(h.a, &e), 0);
+            struct agg_service_check s = {.name = CMN_SLICE_LIT("c"),
+                                          .tags = CMN_SLICE_LIT("s:1")};
+            cr_assert_eq(agg_add_service_check(h.a, &s), 0);
+        }
+        uint64_t calls0 = cmn_alloc_count();
+        cmn_alloc_fail_once(n);
+        h.now = T0 + 10;
+        int before = h.flushed;
+        int rc = agg_flush(h.a, false, th_done, &h.flushed);
+        if (rc == 0) {
+            while (h.flushed == before)
+                uv_run(&h.loop, UV_RUN_ONCE);
+        }
+        failed = cmn_alloc_count() - calls0 >= n;
+        cmn_alloc_fail_reset();
+        check_json_payloads(&h, n);
+        struct agg_stats st;
+        agg_get_stats(h.a, &st);
+        /* once the job exists, both payloads went out or each missing one
+         * (or part of one) is counted */
+        if (rc == 0)
+            cr_assert_geq(st.payloads + st.payloads_dropped, 2, "n=%lu",
+                          (unsigned long)n);
+        th_teardown(&h);
+        cr_assert_eq(cmn_alloc_live_bytes(), live0, "leak at n=%lu",
+                     (unsigned long)n);
+    }
+    cr_assert_gt(n, 30); /* jansson's and zstd's allocations were reached */
 }

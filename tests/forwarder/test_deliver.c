@@ -299,8 +299,17 @@ static bool retried_1(void *arg)
     return st.retried >= 1;
 }
 
-/* A byte cap of 250 with 100-byte payloads holds 2 waiting transactions:
- * the oldest go first, and every transaction is accounted for. */
+static bool retried_5(void *arg)
+{
+    struct fwd_stats st;
+    fwd_get_stats(arg, &st);
+    return st.retried >= 5;
+}
+
+/* A byte cap of 250 with 100-byte payloads holds 2 retried transactions:
+ * past it the oldest retried ones are evicted, but a transaction that was
+ * never attempted is never evicted, whatever the queue holds; the
+ * forwarder reports itself full instead (back-pressure). */
 Test(deliver, retry_queue_eviction)
 {
     struct env e;
@@ -311,10 +320,11 @@ Test(deliver, retry_queue_eviction)
     env_start(&e, key1, 1);
     ti_set_plan(e.ti, &plan);
     e.cfg.retry_queue_max_bytes = 250;
-    e.cfg.max_concurrent = 1;
+    e.cfg.max_concurrent = 5;
     e.cfg.backoff_base = 30; /* stays blocked for the test */
     e.cfg.backoff_max = 60;
     env_fwd(&e);
+    cr_assert_not(fwd_is_full(e.f));
     for (int i = 0; i < 5; i++) {
         body[0] = (char)('0' + i);
         cr_assert_eq(
@@ -323,29 +333,100 @@ Test(deliver, retry_queue_eviction)
     }
     struct fwd_stats st;
     fwd_get_stats(e.f, &st);
-    /* #0 on the wire; #1 and #2 evicted; #3 and #4 wait */
-    cr_assert_eq(st.dropped_evicted, 2);
-    cr_assert_eq(st.queued, 2);
-    cr_assert_eq(st.queued_bytes, 200);
-    cr_assert_eq(st.inflight, 1);
-    cr_assert(run_until(&e.loop, retried_1, e.f, 5000));
+    cr_assert_eq(st.inflight, 5);
+    cr_assert_eq(st.dropped_evicted, 0);
+    /* 500 bytes on the wire: over the queue's share (the byte cap, as the
+     * budget is unlimited here) */
+    cr_assert(fwd_is_full(e.f));
+    cr_assert(run_until(&e.loop, retried_5, e.f, 5000));
     fwd_get_stats(e.f, &st);
-    /* #0 failed and came back as the oldest: evicted in turn */
-    cr_assert_eq(st.retried, 1);
+    /* all five failed and came back retried: #0, #1, #2 evicted */
+    cr_assert_eq(st.retried, 5);
     cr_assert_eq(st.dropped_evicted, 3);
     cr_assert_eq(st.queued, 2);
-    cr_assert_eq(ti_request_get(e.ti, 0)->body[0], '0');
-    /* stop: the drain ignores the 30 s backoff; 503 forever, so the two
-     * left are abandoned at the deadline */
+    cr_assert_eq(st.queued_bytes, 200);
+    cr_assert_not(fwd_is_full(e.f));
+    /* the endpoint is blocked for 30 s: three fresh payloads wait, over
+     * the byte cap, and none is evicted */
+    for (int i = 5; i < 8; i++) {
+        body[0] = (char)('0' + i);
+        cr_assert_eq(
+            fwd_submit(e.f, payload_bytes(FWD_KIND_SERIES, body, sizeof(body))),
+            0);
+    }
+    fwd_get_stats(e.f, &st);
+    cr_assert_eq(st.dropped_evicted, 3);
+    cr_assert_eq(st.queued, 5);
+    cr_assert_eq(st.queued_bytes, 500);
+    cr_assert(fwd_is_full(e.f)); /* 300 fresh bytes >= 250 */
+    /* stop: the drain ignores the 30 s backoff; 503 forever, so each is
+     * sent, fails, and is evicted once retried past the cap, or abandoned
+     * at the deadline */
     stop_and_wait(&e.loop, e.f, 200);
     fwd_get_stats(e.f, &st);
-    cr_assert_eq(st.abandoned, 2);
     cr_assert_eq(st.delivered, 0);
+    cr_assert_eq(st.transactions, 8);
+    cr_assert_eq(st.abandoned + st.dropped_evicted, 8);
+    cr_assert_geq(st.abandoned, 2); /* the cap holds two retried ones */
     assert_accounted(&st);
-    for (size_t i = 1; i < ti_request_count(e.ti); i++) {
+    for (size_t i = 5; i < ti_request_count(e.ti); i++) {
         char c = (char)ti_request_get(e.ti, i)->body[0];
-        cr_assert(c == '3' || c == '4', "evicted payload %c was sent", c);
+        cr_assert(c >= '3' && c <= '7', "evicted payload %c was sent", c);
     }
+    fwd_destroy(e.f);
+    fwd_config_free(&e.cfg);
+    ti_stop(e.ti);
+    cr_assert_eq(uv_loop_close(&e.loop), 0);
+    cr_assert_eq(cmn_alloc_live_bytes(), e.live0);
+}
+
+/* The space callback fires once the queue drains below its share, and at
+ * once when there is room already. */
+static int space_calls;
+static void on_space(void *data)
+{
+    (void)data;
+    space_calls++;
+}
+
+static bool space_called(void *arg)
+{
+    (void)arg;
+    return space_calls > 0;
+}
+
+Test(deliver, backpressure_space_callback)
+{
+    struct env e;
+    char body[100];
+
+    memset(body, 'y', sizeof(body));
+    env_start(&e, key1, 1);
+    e.cfg.retry_queue_max_bytes = 250;
+    e.cfg.max_concurrent = 1;
+    env_fwd(&e);
+    space_calls = 0;
+    fwd_on_space(e.f, on_space, NULL);
+    cr_assert_eq(space_calls, 1); /* room now: called at once */
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(
+            fwd_submit(e.f, payload_bytes(FWD_KIND_SERIES, body, sizeof(body))),
+            0);
+    space_calls = 0;
+    cr_assert(fwd_is_full(e.f));
+    fwd_on_space(e.f, on_space, NULL);
+    cr_assert_eq(space_calls, 0);
+    e.want = 2;
+    cr_assert(run_until(&e.loop, space_called, NULL, 5000));
+    cr_assert_eq(space_calls, 1);
+    cr_assert_not(fwd_is_full(e.f));
+    stop_and_wait(&e.loop, e.f, 2000);
+    struct fwd_stats st;
+    fwd_get_stats(e.f, &st);
+    cr_assert_eq(st.delivered, 4);
+    cr_assert_eq(st.dropped_evicted, 0);
+    assert_accounted(&st);
+    cr_assert_eq(ti_request_count(e.ti), 4);
     fwd_destroy(e.f);
     fwd_config_free(&e.cfg);
     ti_stop(e.ti);

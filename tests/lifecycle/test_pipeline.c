@@ -636,3 +636,109 @@ Test(pipeline, listen_reports_the_listener_that_cannot_bind)
     cr_assert_eq(uv_loop_close(&loop), 0);
     unlink(path);
 }
+
+/* Runs the loop (non-blocking steps) until pred holds, up to ~10 s. */
+static bool pump_until(uv_loop_t *loop, struct lc_pipeline *p,
+                       bool (*pred)(const struct lc_pipeline_stats *))
+{
+    for (int i = 0; i < 5000; i++) {
+        struct lc_pipeline_stats st;
+        lc_pipeline_get_stats(p, &st);
+        if (pred(&st))
+            return true;
+        uv_run(loop, UV_RUN_NOWAIT);
+        usleep(2000);
+    }
+    return false;
+}
+
+static bool one_line(const struct lc_pipeline_stats *st)
+{
+    return st->dsd.metric_lines == 1;
+}
+
+static bool two_lines(const struct lc_pipeline_stats *st)
+{
+    return st->dsd.metric_lines == 2;
+}
+
+static bool one_in_flight(const struct lc_pipeline_stats *st)
+{
+    return st->fwd.inflight == 1;
+}
+
+static void flush_done(void *data)
+{
+    (*(int *)data)++;
+}
+
+/* Back-pressure: while the forwarder holds its share of unsent bytes (here
+ * the retry queue cap of 1 byte: anything on the wire), the next flush
+ * waits with its buckets instead of adding payloads; once the intake
+ * answers, it is serialized and delivered. Nothing is evicted or lost. */
+Test(pipeline, serializer_waits_for_a_full_forwarder)
+{
+    struct ti *ti;
+    cr_assert_eq(ti_start(&ti), 0);
+    /* the first request is answered after 300 ms: the payload stays on
+     * the wire meanwhile */
+    struct ti_plan plan = {.status = 202, .count = 1, .delay_ms = 300};
+    ti_set_plan(ti, &plan);
+    uv_loop_t loop;
+    cr_assert_eq(uv_loop_init(&loop), 0);
+    struct kv env[] = {{"DD_API_KEY", "testkey"},
+                       {"DD_DD_URL", ti_url(ti)},
+                       {"DD_DOGSTATSD_PORT", "__random__"},
+                       {"DD_BIND_HOST", "127.0.0.1"},
+                       {"DD_DOGSTATSD_FLUSH_INCOMPLETE_BUCKETS", "true"},
+                       {"DD_FORWARDER_STOP_WAIT_FOR_INFLIGHT", "true"},
+                       {"DD_FORWARDER_RETRY_QUEUE_PAYLOADS_MAX_SIZE", "1"},
+                       {NULL, NULL}};
+    struct lc_pipeline *p = make_pipeline(&loop, env);
+    cr_assert_eq(lc_pipeline_start(p), 0);
+    int port = lc_pipeline_udp_port(p);
+    struct agg *agg = lc_pipeline_agg(p);
+    int flushed = 0;
+
+    send_udp(port, "a:1|c");
+    cr_assert(pump_until(&loop, p, one_line));
+    cr_assert_eq(agg_flush(agg, true, flush_done, &flushed), 0);
+    cr_assert(pump_until(&loop, p, one_in_flight));
+    cr_assert_eq(flushed, 1);
+
+    send_udp(port, "b:2|c");
+    cr_assert(pump_until(&loop, p, two_lines));
+    cr_assert_eq(agg_flush(agg, true, flush_done, &flushed), 0);
+    struct lc_pipeline_stats st;
+    lc_pipeline_get_stats(p, &st);
+    cr_assert_eq(st.agg.backpressure_waits, 1);
+    cr_assert_eq(st.agg.payloads, 1); /* the second job is held */
+    cr_assert_eq(st.fwd.submitted, 1);
+    cr_assert_eq(flushed, 1);
+
+    struct done_rec done = {0};
+    stop_and_run(&loop, p, &done);
+    cr_assert(done.clean);
+    cr_assert_eq(flushed, 2);
+    lc_pipeline_get_stats(p, &st);
+    /* the final flush may have waited as well */
+    cr_assert_geq(st.agg.backpressure_waits, 1);
+    cr_assert_eq(st.fwd.dropped_evicted, 0);
+    cr_assert_eq(st.fwd.abandoned, 0);
+    cr_assert_eq(st.fwd.delivered, st.fwd.submitted);
+    struct ti_point pts[4];
+    /* a's later flushes carry the counter's zero-fill (§2.4) */
+    size_t na = ti_series_points(ti, "a", "", pts, 4, NULL);
+    cr_assert_geq(na, 1);
+    cr_assert_eq(pts[0].value, 0.1);
+    for (size_t i = 1; i < na; i++)
+        cr_assert_eq(pts[i].value, 0.0);
+    size_t nb = ti_series_points(ti, "b", "", pts, 4, NULL);
+    cr_assert_geq(nb, 1);
+    cr_assert_eq(pts[0].value, 0.2);
+    for (size_t i = 1; i < nb; i++)
+        cr_assert_eq(pts[i].value, 0.0);
+    lc_pipeline_destroy(p);
+    cr_assert_eq(uv_loop_close(&loop), 0);
+    ti_stop(ti);
+}

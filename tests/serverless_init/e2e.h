@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -129,13 +130,14 @@ static inline void e2e_sleep_ms(long ms)
 }
 
 /* Waits up to timeout_ms; returns the exit code, 128+N when killed by N,
- * or -1 after a timeout (the wrapper is then killed). */
-static inline int e2e_wait(pid_t pid, uint32_t timeout_ms)
+ * or -1 after a timeout (the wrapper is then killed). ru (may be NULL)
+ * gets the wrapper's resource usage (ru_maxrss: its peak RSS). */
+static inline int e2e_wait_ru(pid_t pid, uint32_t timeout_ms, struct rusage *ru)
 {
     uint64_t end = e2e_now_ms() + timeout_ms;
     for (;;) {
         int st;
-        pid_t r = waitpid(pid, &st, WNOHANG);
+        pid_t r = wait4(pid, &st, WNOHANG, ru);
         if (r == pid)
             return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
         if (e2e_now_ms() > end) {
@@ -145,6 +147,11 @@ static inline int e2e_wait(pid_t pid, uint32_t timeout_ms)
         }
         e2e_sleep_ms(2);
     }
+}
+
+static inline int e2e_wait(pid_t pid, uint32_t timeout_ms)
+{
+    return e2e_wait_ru(pid, timeout_ms, NULL);
 }
 
 static inline int e2e_run(struct e2e *e, const char *const *args,
