@@ -180,6 +180,13 @@ static void agg_after_work_cb(uv_work_t *req, int status)
     a->st.sketches_flushed += j->st.sketches;
     a->st.items_too_big += j->st.items_too_big;
     a->st.payloads_dropped += j->st.payloads_dropped;
+    if (j->st.nonfinite > 0) {
+        a->st.points_nonfinite += j->st.nonfinite;
+        cmn_log_rl(&agg_rl, CMN_LOG_WARN, AGG_COMP,
+                   "dropped %llu points or sketches whose aggregate is not "
+                   "finite (a sum past the range of a double)",
+                   (unsigned long long)j->st.nonfinite);
+    }
     agg_job_free(a, j);
     a->running = NULL;
     if (a->pend_head != NULL) {
@@ -465,6 +472,31 @@ static int agg_add_noagg(struct agg *a, const struct agg_metric *m)
     return 0;
 }
 
+/* A sample rate below AGG_RATE_FLOOR. Rates of 0 and below (and NaN)
+ * have no weight 1/rate to give, so the line is refused (the parser never
+ * passes them; an embedder may); a positive rate below the floor is
+ * raised to it, so that no weight exceeds 1/AGG_RATE_FLOOR and the sums
+ * and counts built from the weights stay in range (docs/limits.md). */
+static __attribute__((noinline)) int agg_clamp_rate(struct agg *a,
+                                                    struct agg_metric *m)
+{
+    size_t n = m->type == AGG_SET ? 1 : m->nvalues;
+    int ml = (int)(m->name.len > 200 ? 200 : m->name.len);
+    if (!(m->rate > 0)) {
+        a->st.samples_rate_refused += n;
+        cmn_log_rl(&agg_rl, CMN_LOG_WARN, AGG_COMP,
+                   "dropping %.*s: sample rate %g is not above 0", ml,
+                   m->name.p, m->rate);
+        return CMN_EPARSE;
+    }
+    a->st.rates_clamped++;
+    cmn_log_rl(&agg_rl, CMN_LOG_WARN, AGG_COMP,
+               "%.*s: sample rate %g raised to the floor %g", ml, m->name.p,
+               m->rate, AGG_RATE_FLOOR);
+    m->rate = AGG_RATE_FLOOR;
+    return 0;
+}
+
 int agg_add_metric(struct agg *a, const struct agg_metric *m)
 {
     struct agg__ctx *c;
@@ -472,6 +504,14 @@ int agg_add_metric(struct agg *a, const struct agg_metric *m)
 
     if (a->stopping)
         return CMN_ESTOPPED;
+    struct agg_metric clamped;
+    if (!(m->rate >= AGG_RATE_FLOOR)) { /* also NaN */
+        clamped = *m;
+        rc = agg_clamp_rate(a, &clamped);
+        if (rc)
+            return rc;
+        m = &clamped;
+    }
     if (m->timestamp > 0 && a->cfg.no_aggregation_pipeline)
         return agg_add_noagg(a, m);
     rc = agg__ctx_get(a, m->name, m->tags, &c);

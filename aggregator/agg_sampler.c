@@ -411,7 +411,8 @@ static __attribute__((noinline)) int agg_sample_slow(struct agg *a,
     if (m->type == AGG_COUNTER && !(c->counter_last >= t))
         c->counter_last = t;
     if (set) {
-        uint64_t h = XXH3_64bits(m->set_member.p, m->set_member.len);
+        uint64_t h = XXH3_64bits_withSeed(m->set_member.p, m->set_member.len,
+                                          a->seed[3]);
         rc = agg_apply(e, 0, &h, 1);
         if (rc) {
             agg_count_err(a, rc, 1);

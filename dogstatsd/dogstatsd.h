@@ -73,8 +73,9 @@ enum dsd_msg_type dsd_msg_type(const char *line, size_t len);
  * to vals (up to max_vals; more is DSD_ERR_TOO_MANY_VALUES). Returns DSD_OK
  * or the reason; *out is only meaningful on DSD_OK, and its slices borrow
  * the line. opts NULL = defaults (|T parsed, c:/e:/card: ignored). For a
- * set, out->m.set_member is the whole value text and nvalues is 0. The
- * sample rate is not range-checked (spec §1.3). */
+ * set, out->m.set_member is the whole value text and nvalues is 0. A
+ * sample rate of 0 or below is DSD_ERR_BAD_RATE (the spec's Agent accepts
+ * it, §1.3; see docs/limits.md); above 1 is accepted. */
 enum dsd_err dsd_parse_metric(const char *line, size_t len,
                               const struct dsd_parse_opts *opts,
                               struct dsd_metric *out, double *vals,
