@@ -145,7 +145,10 @@ struct dsd_stats {
     uint64_t parse_errors[DSD_ERR_MAX]; /* by reason */
     uint64_t unterminated;              /* dropped by eol_required */
     uint64_t blocked;                   /* dropped by the blocklist */
-    uint64_t agg_rejected;              /* refused by the aggregator (caps) */
+    uint64_t agg_rejected;              /* refused by the aggregator (caps),
+                                           each logged (rate-limited) */
+    uint64_t rejected_tags;             /* of those: over the tags-per-line
+                                           cap (1000, agg tags_per_metric_max) */
     uint64_t stream_conns_refused;      /* over max_stream_conns, or OOM */
     uint64_t stream_conns;              /* stream clients accepted */
     uint64_t stream_frames_too_big;     /* frame length > buffer_size: the

@@ -106,8 +106,15 @@ int dsd__config_copy(struct dsd_config *dst,
 
 /* dsd_server.c */
 void dsd__handle_closed(struct dsd *s);
-/* Removes a stale socket file at path (only if it is a socket) and checks
- * the path fits sockaddr_un. */
+/* Removes a stale socket file at path (only if it is a socket that no
+ * process serves: probed with connect; a live one is UV_EADDRINUSE) and
+ * checks the path fits sockaddr_un. */
 int dsd__prepare_unix_path(const char *path, const char *var) CMN_MUST_CHECK;
+/* Sets the mode of the socket file at path without following a symlink,
+ * and only if it is a socket. Logs a warning on failure and returns the
+ * error (callers go on: the socket works, with the umask's mode). */
+int dsd__chmod_socket(const char *path, unsigned mode, const char *var);
+/* Mode of the socket files: anyone may send, only the owner may read. */
+#define DSD_SOCKET_MODE 0722
 
 #endif /* DP_DSD_INT_H */
