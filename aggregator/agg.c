@@ -401,6 +401,15 @@ void agg_get_stats(const struct agg *a, struct agg_stats *out)
 
 /* ---- input ------------------------------------------------------------- */
 
+void agg__count_nan(struct agg *a, const struct agg_metric *m, uint64_t n)
+{
+    a->st.samples_nan += n;
+    cmn_log_rl(&agg_rl, CMN_LOG_WARN, AGG_COMP,
+               "dropping %llu NaN/Inf values of %.*s: not finite",
+               (unsigned long long)n,
+               (int)(m->name.len > 200 ? 200 : m->name.len), m->name.p);
+}
+
 static void agg_count_ctx_err(struct agg *a, int rc, uint64_t n)
 {
     if (rc == CMN_ECAP)
@@ -440,7 +449,7 @@ static int agg_add_noagg(struct agg *a, const struct agg_metric *m)
     for (size_t i = 0; i < m->nvalues; i++) {
         double v = m->values[i];
         if (!isfinite(v)) {
-            a->st.samples_nan++;
+            agg__count_nan(a, m, 1);
             continue;
         }
         if (a->nnoagg >= a->cfg.no_agg_batch_size) {

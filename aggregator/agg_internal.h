@@ -277,6 +277,9 @@ static inline void agg__ctx_unref(struct agg__ctx *c)
     c->refs--;
 }
 
+/* agg.c: counts n NaN/Inf values of m dropped, logs (rate-limited). */
+void agg__count_nan(struct agg *a, const struct agg_metric *m, uint64_t n);
+
 /* agg_sampler.c */
 int agg__sample(struct agg *a, struct agg__ctx *c, const struct agg_metric *m,
                 double t) CMN_MUST_CHECK;

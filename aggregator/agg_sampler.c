@@ -395,7 +395,7 @@ static __attribute__((noinline)) int agg_sample_slow(struct agg *a,
         for (size_t i = 0; i < m->nvalues; i++)
             finite += isfinite(m->values[i]) != 0;
         if (finite == 0) {
-            a->st.samples_nan += m->nvalues;
+            agg__count_nan(a, m, m->nvalues);
             return 0;
         }
     }
@@ -424,7 +424,7 @@ static __attribute__((noinline)) int agg_sample_slow(struct agg *a,
     for (size_t i = 0; i < m->nvalues; i++) {
         double v = m->values[i];
         if (!isfinite(v)) {
-            a->st.samples_nan++;
+            agg__count_nan(a, m, 1);
             continue;
         }
         rc = agg_apply(e, v, NULL, m->rate);
