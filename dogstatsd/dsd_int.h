@@ -99,6 +99,12 @@ void dsd__dgram_close_fd(struct dsd__dgram *d);
 int dsd__stream_open(struct dsd *s, int *fd) CMN_MUST_CHECK;
 int dsd__stream_start(struct dsd *s, int fd) CMN_MUST_CHECK;
 void dsd__stream_stop(struct dsd *s);
+/* Processes the complete frames in buf[0, *used) (4-byte LE length, then
+ * the packet), moves the partial rest to the front and updates *used.
+ * Returns false (and empties buf) when a frame is over buffer_size: the
+ * connection must be closed. The buffer must hold 4 + buffer_size bytes
+ * for a frame to complete. Loop thread (a fuzz target calls it). */
+bool dsd__stream_frames(struct dsd *s, char *buf, size_t *used);
 
 /* dsd_config.c: deep copy for dsd_create; on failure *dst owns nothing. */
 int dsd__config_copy(struct dsd_config *dst,

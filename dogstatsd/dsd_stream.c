@@ -74,13 +74,12 @@ static uint32_t le32(const char *p)
  *
  * Returns false when the connection must be closed (frame too big).
  */
-static bool parse_frames(struct dsd__conn *c)
+bool dsd__stream_frames(struct dsd *s, char *buf, size_t *used)
 {
-    struct dsd *s = c->s;
     size_t off = 0;
     bool ok = true;
-    while (c->used - off >= 4) {
-        uint32_t len = le32(c->buf + off);
+    while (*used - off >= 4) {
+        uint32_t len = le32(buf + off);
         if (len > s->cfg.buffer_size) {
             s->stats.stream_frames_too_big++;
             cmn_log_rl(&s->rl_io, CMN_LOG_WARN, DSD_COMP,
@@ -90,22 +89,27 @@ static bool parse_frames(struct dsd__conn *c)
             ok = false;
             break;
         }
-        if (c->used - off - 4 < len)
+        if (*used - off - 4 < len)
             break;
         s->stats.packets++;
         s->stats.bytes += len;
-        dsd_process_packet(s, c->buf + off + 4, len, s->cfg.eol_required_uds);
+        dsd_process_packet(s, buf + off + 4, len, s->cfg.eol_required_uds);
         off += 4 + (size_t)len;
     }
     if (!ok) {
-        c->used = 0;
+        *used = 0;
         return false;
     }
     if (off > 0) {
-        memmove(c->buf, c->buf + off, c->used - off);
-        c->used -= off;
+        memmove(buf, buf + off, *used - off);
+        *used -= off;
     }
     return true;
+}
+
+static bool parse_frames(struct dsd__conn *c)
+{
+    return dsd__stream_frames(c->s, c->buf, &c->used);
 }
 
 static void conn_closed(uv_handle_t *h)
