@@ -38,10 +38,10 @@ static struct cmn_ratelimit agg_utf8_rl = CMN_RATELIMIT_INIT(60000, 5);
 long agg__split_tags(struct cmn_slice raw, struct cmn_slice *out, size_t max)
 {
     size_t n = 0;
-    const char *p = raw.p, *end = raw.p + raw.len;
 
     if (raw.len == 0)
-        return 0;
+        return 0; /* raw.p may be NULL: NULL + 0 is undefined in C */
+    const char *p = raw.p, *end = raw.p + raw.len;
     for (;;) {
         const char *c = memchr(p, ',', (size_t)(end - p));
         const char *e = c ? c : end;
