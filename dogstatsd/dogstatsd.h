@@ -122,6 +122,13 @@ struct dsd_config {
     bool blocklist_match_prefix;
     size_t max_values_per_line; /* cap, default 1024 */
     uint32_t max_stream_conns;  /* cap on UDS stream clients, default 1024 */
+    uint64_t stream_idle_timeout_ms; /* DD_DOGSTATSD_STREAM_IDLE_TIMEOUT
+                                        (s), 300 s: a stream client silent
+                                        this long is closed; 0 = never */
+    uint64_t stream_conn_bytes_max;  /* DD_DOGSTATSD_STREAM_CONN_BYTES_MAX:
+                                        bytes one stream connection may
+                                        send before it is closed (after its
+                                        complete frames); 0 = no budget */
 };
 
 void dsd_config_defaults(struct dsd_config *cfg);
@@ -154,6 +161,8 @@ struct dsd_stats {
     uint64_t stream_frames_too_big;     /* frame length > buffer_size: the
                                            connection was closed */
     uint64_t stream_partial_eof;        /* EOF inside a frame or its length */
+    uint64_t stream_idle_closed;        /* closed by the idle timeout */
+    uint64_t stream_over_budget;        /* closed past the byte budget */
     uint64_t read_errors; /* recv errors other than EAGAIN/EINTR */
 };
 

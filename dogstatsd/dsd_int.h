@@ -37,6 +37,8 @@ struct dsd__conn {
     char *buf;                     /* owned */
     size_t used;                   /* bytes in buf */
     size_t cap;                    /* >= 4 + buffer_size */
+    uint64_t last_read_ms;         /* uv_now of the last read */
+    uint64_t bytes;                /* read over the connection's life */
     bool closing;
 };
 
@@ -76,6 +78,8 @@ struct dsd {
     bool accept_pending;     /* a refusal waits for the spare */
     struct dsd__conn *conns; /* list head */
     uint32_t nconns;
+    uv_timer_t idle_timer; /* sweeps idle stream clients */
+    bool idle_live;        /* idle_timer initialised, not closed */
 
     bool uds_created, stream_created; /* socket files to unlink on stop */
     bool started, stopping;
