@@ -12,8 +12,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "common.h"
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+/* fuzz_util.c: logs off. */
 int LLVMFuzzerInitialize(int *argc, char ***argv);
+/* fuzz_util.c: aborts unless s (when not empty) lies inside [p, p + n). */
+void fuzz_inside(struct cmn_slice s, const char *p, size_t n);
 
 #define FUZZ_CHECK(cond)                                                       \
     do {                                                                       \

@@ -93,14 +93,6 @@ static void on_stopped(void *data)
     ((struct state *)data)->stopped = true;
 }
 
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-    (void)argc;
-    (void)argv;
-    cmn_log_set_level(CMN_LOG_OFF);
-    return 0;
-}
-
 /* Feeds one metric line; returns the number of values it carries. */
 static uint64_t feed_metric(struct agg *a, struct state *st, const char *p,
                             size_t n, double *vals, size_t max)

@@ -29,14 +29,6 @@ static const char *get(const char *name, void *data)
     return NULL;
 }
 
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-    (void)argc;
-    (void)argv;
-    cmn_log_set_level(CMN_LOG_OFF);
-    return 0;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char *text = malloc(size + 1);

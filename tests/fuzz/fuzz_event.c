@@ -9,21 +9,6 @@
 #include "dogstatsd.h"
 #include "fuzz.h"
 
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-    (void)argc;
-    (void)argv;
-    cmn_log_set_level(CMN_LOG_OFF);
-    return 0;
-}
-
-static void inside(struct cmn_slice s, const char *p, size_t n)
-{
-    if (s.len == 0)
-        return;
-    FUZZ_CHECK(s.p >= p && s.p + s.len <= p + n);
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size == 0)
@@ -40,13 +25,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         struct agg_event ev;
         if (scratch != NULL &&
             dsd_parse_event(line, n, &ev, scratch, cap) == DSD_OK) {
-            inside(ev.title, scratch, cap);
-            inside(ev.text, scratch, cap);
+            fuzz_inside(ev.title, scratch, cap);
+            fuzz_inside(ev.text, scratch, cap);
             FUZZ_CHECK(ev.title.len + ev.text.len <= cap);
-            inside(ev.host, line, n);
-            inside(ev.aggregation_key, line, n);
-            inside(ev.source_type_name, line, n);
-            inside(ev.tags, line, n);
+            fuzz_inside(ev.host, line, n);
+            fuzz_inside(ev.aggregation_key, line, n);
+            fuzz_inside(ev.source_type_name, line, n);
+            fuzz_inside(ev.tags, line, n);
         }
         free(scratch);
     }

@@ -10,21 +10,6 @@
 #include "dogstatsd.h"
 #include "fuzz.h"
 
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-    (void)argc;
-    (void)argv;
-    cmn_log_set_level(CMN_LOG_OFF);
-    return 0;
-}
-
-static void in_input(struct cmn_slice s, const char *p, size_t n)
-{
-    if (s.len == 0)
-        return;
-    FUZZ_CHECK(s.p >= p && s.p + s.len <= p + n);
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     /* a private copy of exactly size bytes: ASan sees any overread */
@@ -44,12 +29,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (e != DSD_OK)
             continue;
         FUZZ_CHECK(m.m.name.len > 0);
-        in_input(m.m.name, line, size);
-        in_input(m.m.tags, line, size);
-        in_input(m.m.set_member, line, size);
-        in_input(m.local_data, line, size);
-        in_input(m.external_data, line, size);
-        in_input(m.cardinality, line, size);
+        fuzz_inside(m.m.name, line, size);
+        fuzz_inside(m.m.tags, line, size);
+        fuzz_inside(m.m.set_member, line, size);
+        fuzz_inside(m.local_data, line, size);
+        fuzz_inside(m.external_data, line, size);
+        fuzz_inside(m.cardinality, line, size);
         FUZZ_CHECK(m.m.rate > 0);
         FUZZ_CHECK(m.m.timestamp >= 0);
         if (m.m.type == AGG_SET) {

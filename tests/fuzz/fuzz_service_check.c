@@ -8,21 +8,6 @@
 #include "dogstatsd.h"
 #include "fuzz.h"
 
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-    (void)argc;
-    (void)argv;
-    cmn_log_set_level(CMN_LOG_OFF);
-    return 0;
-}
-
-static void inside(struct cmn_slice s, const char *p, size_t n)
-{
-    if (s.len == 0)
-        return;
-    FUZZ_CHECK(s.p >= p && s.p + s.len <= p + n);
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char *line = malloc(size ? size : 1);
@@ -33,10 +18,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (dsd_parse_service_check(line, size, &sc) == DSD_OK) {
         FUZZ_CHECK(sc.status >= 0 && sc.status <= 3);
         FUZZ_CHECK(sc.name.len > 0);
-        inside(sc.name, line, size);
-        inside(sc.host, line, size);
-        inside(sc.message, line, size);
-        inside(sc.tags, line, size);
+        fuzz_inside(sc.name, line, size);
+        fuzz_inside(sc.host, line, size);
+        fuzz_inside(sc.message, line, size);
+        fuzz_inside(sc.tags, line, size);
     }
     free(line);
     return 0;

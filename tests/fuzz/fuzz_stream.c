@@ -34,14 +34,6 @@ static int sink_check(void *d, const struct agg_service_check *c)
     return 0;
 }
 
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-    (void)argc;
-    (void)argv;
-    cmn_log_set_level(CMN_LOG_OFF);
-    return 0;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     uv_loop_t loop;

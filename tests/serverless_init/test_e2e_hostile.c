@@ -62,23 +62,11 @@ static void fr_close(struct frames *fr)
     free(fr->buf);
 }
 
-/* Series points named name, whatever their tags. */
+/* Series points named name, whatever their tags (delivered ones). */
 static size_t points_named(struct ti *ti, const char *name)
 {
-    size_t n = 0;
-    for (size_t i = 0; i < ti_request_count(ti); i++) {
-        const struct ti_request *r = ti_request_get(ti, i);
-        if (strcmp(r->path, "/api/v2/series") != 0)
-            continue;
-        Datadog__Agentpayload__MetricPayload *p = ti_decode_series(r);
-        cr_assert_not_null(p);
-        for (size_t s = 0; s < p->n_series; s++) {
-            if (strcmp(p->series[s]->metric, name) == 0)
-                n += p->series[s]->n_points;
-        }
-        datadog__agentpayload__metric_payload__free_unpacked(p, NULL);
-    }
-    return n;
+    double sum;
+    return e2e_delivered_points(ti, name, &sum, NULL);
 }
 
 static size_t sketches_named(struct ti *ti, const char *name)
