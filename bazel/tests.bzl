@@ -20,7 +20,8 @@ absolute before main() by //bazel:dp_test_env):
   DP_SOURCE_DIR the runfiles root, laid out like the source tree; it holds
                 the files the tests declare: every non-C file of the test
                 folder and the data of their deps (e.g. tests/support/certs).
-  LSAN_OPTIONS  suppressions=<runfiles root>/tests/lsan.supp, as in CMake.
+  LSAN_OPTIONS  suppressions=<runfiles root>/tests/lsan.supp and
+                fast_unwind_on_malloc=0, as in CMake.
 """
 
 load("//bazel:copts.bzl", "COPTS")
@@ -68,7 +69,7 @@ def dp_tests(deps, bins = [], data = [], env = {}, tags = [], size = "medium", a
         "DP_BIN_DIR": pkg + "/bin",
         "DP_TEST_DIR": pkg,
         "DP_SOURCE_DIR": ".",
-        "LSAN_OPTIONS": "suppressions=tests/lsan.supp",
+        "LSAN_OPTIONS": "suppressions=tests/lsan.supp:fast_unwind_on_malloc=0",
     }
     test_env.update(env)
     for src in native.glob(["test_*.c"]):
