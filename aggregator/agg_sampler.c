@@ -304,12 +304,21 @@ static int agg_hist_add(struct agg__hist *h, double v, double rate)
     return 0;
 }
 
+static struct cmn_ratelimit agg_cap_rl = CMN_RATELIMIT_INIT(60000, 5);
+
+/* Counts n samples dropped at a per-bucket cap or for memory, and logs it
+ * (rate-limited): a cap is never passed silently (docs/limits.md). */
 static void agg_count_err(struct agg *a, int rc, uint64_t n)
 {
     if (rc == CMN_ECAP)
         a->st.samples_dropped_cap += n;
     else
         a->st.samples_dropped_oom += n;
+    cmn_log_rl(&agg_cap_rl, CMN_LOG_WARN, AGG_COMP, "dropped %llu samples: %s",
+               (unsigned long long)n,
+               rc == CMN_ECAP ? "over a per-bucket cap (set members, "
+                                "histogram samples or open buckets)"
+                              : "out of memory");
 }
 
 /* Applies one value to an entry. An entry keeps the type of its first
