@@ -20,8 +20,9 @@ absolute before main() by //bazel:dp_test_env):
   DP_SOURCE_DIR the runfiles root, laid out like the source tree; it holds
                 the files the tests declare: every non-C file of the test
                 folder and the data of their deps (e.g. tests/support/certs).
-  LSAN_OPTIONS  suppressions=<runfiles root>/tests/lsan.supp and
-                fast_unwind_on_malloc=0, as in CMake.
+  LSAN_OPTIONS  suppressions=<runfiles root>/tests/lsan.supp, as in CMake.
+Every test also gets //tests:lsan_runner (the runner process's leak check
+is made at its start; see tests/lsan_runner.c).
 """
 
 load("//bazel:copts.bzl", "COPTS")
@@ -69,7 +70,7 @@ def dp_tests(deps, bins = [], data = [], env = {}, tags = [], size = "medium", a
         "DP_BIN_DIR": pkg + "/bin",
         "DP_TEST_DIR": pkg,
         "DP_SOURCE_DIR": ".",
-        "LSAN_OPTIONS": "suppressions=tests/lsan.supp:fast_unwind_on_malloc=0",
+        "LSAN_OPTIONS": "suppressions=tests/lsan.supp",
     }
     test_env.update(env)
     for src in native.glob(["test_*.c"]):
@@ -78,7 +79,11 @@ def dp_tests(deps, bins = [], data = [], env = {}, tags = [], size = "medium", a
             name = unit,
             srcs = [src] + native.glob(["*.h"]),
             copts = COPTS + ["-Itests"],
-            deps = deps + ["//bazel:criterion", "//bazel:dp_test_env"],
+            deps = deps + [
+                "//bazel:criterion",
+                "//bazel:dp_test_env",
+                "//tests:lsan_runner",
+            ],
             # Criterion registers tests in an ELF section nothing refers
             # to: -c opt's --gc-sections would drop them all (0 tests run).
             linkopts = ["-Wl,--no-gc-sections"],

@@ -7,7 +7,7 @@
 # in the ctest log.
 set -u
 bin=$1 supp=$2 out=$3
-ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=$supp:fast_unwind_on_malloc=0 \
+ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=$supp \
   "$bin" --jobs 1 >"$out" 2>&1
 if grep -q "LeakSanitizer: detected memory leaks" "$out" &&
    grep -q "byte(s) leaked" "$out" &&
