@@ -100,6 +100,9 @@ static uint64_t feed_metric(struct agg *a, struct state *st, const char *p,
     struct dsd_metric m;
     if (dsd_parse_metric(p, n, NULL, &m, vals, max) != DSD_OK)
         return 0;
+    if (m.m.name.len > 1 && m.m.name.p[0] == 'k' &&
+        strnlen(m.m.name.p, m.m.name.len) == 1)
+        st->k_ok = false; /* "k\0...": protobuf-c's C string reads "k" */
     if (m.m.name.len == 1 && m.m.name.p[0] == 'k') {
         st->k_seen = true;
         if (m.m.type != AGG_COUNTER || m.m.rate != 1 || m.m.tags.len != 0 ||
