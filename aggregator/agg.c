@@ -180,6 +180,13 @@ static void agg_after_work_cb(uv_work_t *req, int status)
     a->st.sketches_flushed += j->st.sketches;
     a->st.items_too_big += j->st.items_too_big;
     a->st.payloads_dropped += j->st.payloads_dropped;
+    if (j->st.nonfinite > 0) {
+        a->st.points_nonfinite += j->st.nonfinite;
+        cmn_log_rl(&agg_rl, CMN_LOG_WARN, AGG_COMP,
+                   "dropped %llu points or sketches whose aggregate is not "
+                   "finite (a sum past the range of a double)",
+                   (unsigned long long)j->st.nonfinite);
+    }
     agg_job_free(a, j);
     a->running = NULL;
     if (a->pend_head != NULL) {
@@ -438,6 +445,15 @@ void agg_get_stats(const struct agg *a, struct agg_stats *out)
 
 /* ---- input ------------------------------------------------------------- */
 
+void agg__count_nan(struct agg *a, const struct agg_metric *m, uint64_t n)
+{
+    a->st.samples_nan += n;
+    cmn_log_rl(&agg_rl, CMN_LOG_WARN, AGG_COMP,
+               "dropping %llu NaN/Inf values of %.*s: not finite",
+               (unsigned long long)n,
+               (int)(m->name.len > 200 ? 200 : m->name.len), m->name.p);
+}
+
 static void agg_count_ctx_err(struct agg *a, int rc, uint64_t n)
 {
     if (rc == CMN_ECAP)
@@ -477,7 +493,7 @@ static int agg_add_noagg(struct agg *a, const struct agg_metric *m)
     for (size_t i = 0; i < m->nvalues; i++) {
         double v = m->values[i];
         if (!isfinite(v)) {
-            a->st.samples_nan++;
+            agg__count_nan(a, m, 1);
             continue;
         }
         if (a->nnoagg >= a->cfg.no_agg_batch_size) {
@@ -506,6 +522,31 @@ static int agg_add_noagg(struct agg *a, const struct agg_metric *m)
         cmn_log_rl(&agg_rl, CMN_LOG_WARN, AGG_COMP,
                    "could not cut the no-aggregation batch (memory, or "
                    "too many flushes waiting); kept");
+    return 0;
+}
+
+/* A sample rate below AGG_RATE_FLOOR. Rates of 0 and below (and NaN)
+ * have no weight 1/rate to give, so the line is refused (the parser never
+ * passes them; an embedder may); a positive rate below the floor is
+ * raised to it, so that no weight exceeds 1/AGG_RATE_FLOOR and the sums
+ * and counts built from the weights stay in range (docs/limits.md). */
+static __attribute__((noinline)) int agg_clamp_rate(struct agg *a,
+                                                    struct agg_metric *m)
+{
+    size_t n = m->type == AGG_SET ? 1 : m->nvalues;
+    int ml = (int)(m->name.len > 200 ? 200 : m->name.len);
+    if (!(m->rate > 0)) {
+        a->st.samples_rate_refused += n;
+        cmn_log_rl(&agg_rl, CMN_LOG_WARN, AGG_COMP,
+                   "dropping %.*s: sample rate %g is not above 0", ml,
+                   m->name.p, m->rate);
+        return CMN_EPARSE;
+    }
+    a->st.rates_clamped++;
+    cmn_log_rl(&agg_rl, CMN_LOG_WARN, AGG_COMP,
+               "%.*s: sample rate %g raised to the floor %g", ml, m->name.p,
+               m->rate, AGG_RATE_FLOOR);
+    m->rate = AGG_RATE_FLOOR;
     return 0;
 }
 
@@ -565,6 +606,14 @@ int agg_add_metric(struct agg *a, const struct agg_metric *m)
 {
     if (a->stopping)
         return CMN_ESTOPPED;
+    struct agg_metric clamped;
+    if (!(m->rate >= AGG_RATE_FLOOR)) { /* also NaN */
+        clamped = *m;
+        int rc = agg_clamp_rate(a, &clamped);
+        if (rc)
+            return rc;
+        m = &clamped;
+    }
     if (!a->cfg.hist_copy_to_dist ||
         (m->type != AGG_HISTOGRAM && m->type != AGG_TIMING))
         return agg_add_one(a, m);

@@ -400,8 +400,8 @@ int agg__suffix_build(struct agg *a)
 struct agg__tagset *agg__tagset_new(const struct cmn_slice *tags, size_t n)
 {
     size_t bytes = 0, w = 0;
-    for (size_t i = 0; i < n; i++)
-        bytes += tags[i].len + 1;
+    for (size_t i = 0; i < n; i++) /* room for a repair to U+FFFD */
+        bytes += tags[i].len * 3 + 1;
     struct agg__tagset *t =
         cmn_malloc(sizeof(*t) + n * sizeof(struct cmn_slice) + bytes + 1);
     if (t == NULL)
@@ -409,12 +409,14 @@ struct agg__tagset *agg__tagset_new(const struct cmn_slice *tags, size_t n)
     char *p = (char *)&t->tags[n];
     t->refs = 1;
     for (size_t i = 0; i < n; i++) {
-        if (agg__has_tag(t->tags, w, tags[i]))
+        /* DD_TAGS or cloud tags with invalid UTF-8 are repaired like a
+         * client's tags: no payload carries invalid UTF-8 */
+        size_t len = agg__utf8_fix_into(tags[i], p);
+        if (agg__has_tag(t->tags, w, cmn_slice(p, len)))
             continue; /* duplicates are sent once */
-        memcpy(p, tags[i].p, tags[i].len);
-        p[tags[i].len] = '\0';
-        t->tags[w++] = cmn_slice(p, tags[i].len);
-        p += tags[i].len + 1;
+        p[len] = '\0';
+        t->tags[w++] = cmn_slice(p, len);
+        p += len + 1;
     }
     t->n = w;
     return t;

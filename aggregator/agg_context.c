@@ -7,12 +7,20 @@
  * tags (host:, dd.internal.entity_id:, dd.internal.card:,
  * dd.internal.jmx_check_name:), sorts and de-duplicates the rest, and
  * combines per-tag hashes with a sum (order-independent) into the context
- * key; the context table compares the full identity, so only the raw cache
- * trusts a 64-bit hash (as the Agent's ckey does).
+ * key; the context table compares the full identity, and the raw cache
+ * compares the raw bytes of a hit, so no hash is trusted alone. Every hash
+ * is seeded per process from getrandom, so a client cannot precompute
+ * colliding names to flood a table.
+ *
+ * A name or tag that is not valid UTF-8 is repaired when its context is
+ * resolved: each invalid byte becomes U+FFFD (as Go's encoding/json and
+ * protobuf's strict decoders expect), counted in utf8_repaired. The line is
+ * kept; only its context's bytes change (docs/limits.md).
  *
  * Invariants: nctx <= context_limit; a context is freed only by expiry,
  * when nothing references it (refs == 0) and it is no tracked counter; the
- * raw cache is cleared whenever a context is freed.
+ * raw cache is cleared whenever a context is freed; a context's name, host
+ * and tags are valid UTF-8.
  */
 #include "agg_internal.h"
 
@@ -24,16 +32,16 @@
 #include <xxhash.h>
 
 #define AGG_RC_MIN 1024
-#define AGG_SEED_HOST 0x9E3779B97F4A7C15ULL
-#define AGG_SEED_TAG 0x51AFD7ED558CCD1DULL
+
+static struct cmn_ratelimit agg_utf8_rl = CMN_RATELIMIT_INIT(60000, 5);
 
 long agg__split_tags(struct cmn_slice raw, struct cmn_slice *out, size_t max)
 {
     size_t n = 0;
-    const char *p = raw.p, *end = raw.p + raw.len;
 
     if (raw.len == 0)
-        return 0;
+        return 0; /* raw.p may be NULL: NULL + 0 is undefined in C */
+    const char *p = raw.p, *end = raw.p + raw.len;
     for (;;) {
         const char *c = memchr(p, ',', (size_t)(end - p));
         const char *e = c ? c : end;
@@ -49,6 +57,10 @@ long agg__split_tags(struct cmn_slice raw, struct cmn_slice *out, size_t max)
 
 int agg__ctx_init(struct agg *a)
 {
+    if (cmn_random_bytes(a->seed, sizeof(a->seed)) != 0)
+        CMN_LOGW(AGG_COMP, "getrandom: entropy not ready; hash seeds "
+                           "taken from the clocks");
+    cmn_buf_init(&a->rc_bytes, AGG_RAW_CACHE_BYTES);
     a->ctab_mask = 1023;
     a->ctab = cmn_calloc(a->ctab_mask + 1, sizeof(*a->ctab));
     a->rc_mask = AGG_RC_MIN - 1;
@@ -70,6 +82,7 @@ void agg__ctx_fini(struct agg *a)
     }
     cmn_free(a->ctab);
     cmn_free(a->rc);
+    cmn_buf_free(&a->rc_bytes);
     cmn_free(a->scratch_tags);
     cmn_free(a->copy_name);
     a->copy_name = NULL;
@@ -127,10 +140,29 @@ static int agg_ctab_grow(struct agg *a)
     return 0;
 }
 
-/* Inserts (rh -> c) in the raw cache, an open-addressing table kept at
- * most half full: it doubles up to AGG_RAW_CACHE_MAX slots, and past that
- * (many spellings of the same contexts) it is emptied and refilled. */
-static void agg_rc_put(struct agg *a, uint64_t rh, struct agg__ctx *c)
+static void agg_rc_clear(struct agg *a)
+{
+    memset(a->rc, 0, (a->rc_mask + 1) * sizeof(*a->rc));
+    a->rc_n = 0;
+    cmn_buf_reset(&a->rc_bytes);
+}
+
+static void agg_rc_slot_put(struct agg *a, const struct agg__rc_slot *s)
+{
+    size_t i = (size_t)s->h & a->rc_mask;
+    while (a->rc[i].ctx != NULL)
+        i = (i + 1) & a->rc_mask;
+    a->rc[i] = *s;
+    a->rc_n++;
+}
+
+/* Inserts (raw name + tags -> c, hash rh) in the raw cache, an
+ * open-addressing table kept at most half full: it doubles up to
+ * AGG_RAW_CACHE_MAX slots, and past that, or past AGG_RAW_CACHE_BYTES of
+ * raw keys (many spellings of the same contexts), it is emptied and
+ * refilled. A line whose key cannot be stored is simply not cached. */
+static void agg_rc_put(struct agg *a, uint64_t rh, struct cmn_slice name,
+                       struct cmn_slice tags, struct agg__ctx *c)
 {
     size_t size = a->rc_mask + 1;
     if ((a->rc_n + 1) * 2 > size) {
@@ -146,20 +178,38 @@ static void agg_rc_put(struct agg *a, uint64_t rh, struct agg__ctx *c)
             for (size_t i = 0; i <= omask; i++) {
                 const struct agg__rc_slot *o = (struct agg__rc_slot *)old + i;
                 if (o->ctx != NULL)
-                    agg_rc_put(a, o->h, o->ctx);
+                    agg_rc_slot_put(a, o);
             }
             cmn_free(old);
         } else {
-            memset(a->rc, 0, size * sizeof(*a->rc));
-            a->rc_n = 0;
+            agg_rc_clear(a);
         }
     }
-    size_t i = (size_t)rh & a->rc_mask;
-    while (a->rc[i].ctx != NULL)
-        i = (i + 1) & a->rc_mask;
-    a->rc[i].h = rh;
-    a->rc[i].ctx = c;
-    a->rc_n++;
+    struct agg__rc_slot slot = {rh, c, (uint32_t)a->rc_bytes.len,
+                                (uint32_t)name.len, (uint32_t)tags.len};
+    size_t need = name.len + tags.len;
+    if (need > AGG_RAW_CACHE_BYTES / 64)
+        return; /* a huge line: not worth a cache entry */
+    if (a->rc_bytes.len + need > AGG_RAW_CACHE_BYTES)
+        agg_rc_clear(a);
+    slot.off = (uint32_t)a->rc_bytes.len;
+    if (cmn_buf_append(&a->rc_bytes, name.p, name.len) != 0 ||
+        cmn_buf_append(&a->rc_bytes, tags.p, tags.len) != 0) {
+        a->rc_bytes.len = slot.off;
+        return;
+    }
+    agg_rc_slot_put(a, &slot);
+}
+
+/* Whether the raw key of slot s is exactly (name, tags). */
+static inline bool agg_rc_same(const struct agg *a,
+                               const struct agg__rc_slot *s,
+                               struct cmn_slice name, struct cmn_slice tags)
+{
+    const char *k = a->rc_bytes.p + s->off;
+    return s->nlen == name.len && s->tlen == tags.len &&
+           memcmp(k, name.p, name.len) == 0 &&
+           (tags.len == 0 || memcmp(k + name.len, tags.p, tags.len) == 0);
 }
 
 static struct agg__ctx *agg_ctx_new(struct agg *a, uint64_t key,
@@ -196,6 +246,41 @@ static struct agg__ctx *agg_ctx_new(struct agg *a, uint64_t key,
     return c;
 }
 
+/* Repairs the name and the split tags t[0, n) in place when any is not
+ * valid UTF-8: the repaired bytes go to one new buffer (*fixed, which the
+ * caller frees) and the slices are pointed at it. Rare, so one allocation
+ * of the worst case (3 bytes per input byte) is fine. */
+static int agg_utf8_repair(struct agg *a, struct cmn_slice *name,
+                           struct cmn_slice *t, size_t n, char **fixed)
+{
+    size_t total = name->len;
+    bool bad = !agg__utf8_valid(*name);
+    for (size_t i = 0; i < n; i++) {
+        bad = bad || !agg__utf8_valid(t[i]);
+        total += t[i].len;
+    }
+    if (!bad)
+        return 0;
+    char *p = cmn_calloc(total + 1, 3);
+    if (p == NULL)
+        return UV_ENOMEM;
+    *fixed = p;
+    size_t k = agg__utf8_fix_into(*name, p);
+    *name = cmn_slice(p, k);
+    p += k;
+    for (size_t i = 0; i < n; i++) {
+        k = agg__utf8_fix_into(t[i], p);
+        t[i] = cmn_slice(p, k);
+        p += k;
+    }
+    a->st.utf8_repaired++;
+    cmn_log_rl(&agg_utf8_rl, CMN_LOG_WARN, AGG_COMP,
+               "invalid UTF-8 in the name or tags of %.*s: repaired to "
+               "U+FFFD",
+               (int)(name->len > 200 ? 200 : name->len), name->p);
+    return 0;
+}
+
 /* The slow path: resolves the tags and finds or interns the context. */
 static int agg_ctx_resolve(struct agg *a, struct cmn_slice name, uint64_t nh,
                            struct cmn_slice raw, struct agg__ctx **out)
@@ -207,6 +292,10 @@ static int agg_ctx_resolve(struct agg *a, struct cmn_slice name, uint64_t nh,
 
     if (n < 0)
         return CMN_ETOOBIG;
+    char *fixed = NULL; /* repaired copies of invalid UTF-8, if any */
+    int rc = agg_utf8_repair(a, &name, t, (size_t)n, &fixed);
+    if (rc)
+        return rc;
     for (long i = 0; i < n; i++) {
         if (cmn_slice_has_prefix(t[i], "host:")) {
             if (!a->cfg.serverless)
@@ -228,37 +317,45 @@ static int agg_ctx_resolve(struct agg *a, struct cmn_slice name, uint64_t nh,
         }
         w = u;
     }
-    uint64_t key = XXH3_64bits_withSeed(host.p, host.len, nh ^ AGG_SEED_HOST);
+    if (fixed != NULL) /* the repaired name hashes differently */
+        nh = XXH3_64bits_withSeed(name.p, name.len, a->seed[0]);
+    uint64_t key = XXH3_64bits_withSeed(host.p, host.len, nh ^ a->seed[1]);
     for (size_t i = 0; i < w; i++)
-        key += XXH3_64bits_withSeed(t[i].p, t[i].len, AGG_SEED_TAG);
+        key += XXH3_64bits_withSeed(t[i].p, t[i].len, a->seed[2]);
 
     size_t i = (size_t)key & a->ctab_mask;
     for (struct agg__ctx *c; (c = a->ctab[i]) != NULL;
          i = (i + 1) & a->ctab_mask) {
         if (c->key == key && agg_ctx_same(c, name, host, t, w)) {
             *out = c;
-            return 0;
+            goto out_free;
         }
     }
+    struct agg__ctx *c = NULL;
+    rc = CMN_ECAP;
     if (a->nctx >= a->cfg.context_limit)
-        return CMN_ECAP;
+        goto out_free;
     if (cmn_budget_over(CMN_BUDGET_NO_NEW_CONTEXT)) {
         /* the memory budget's second step: existing contexts keep
          * updating, new ones wait until expiry frees room */
         a->st.contexts_refused_budget++;
         cmn_budget_note(CMN_BUDGET_NO_NEW_CONTEXT);
-        return CMN_ECAP;
+        goto out_free;
     }
+    rc = UV_ENOMEM;
     if ((a->nctx + 1) * 2 > a->ctab_mask + 1 && agg_ctab_grow(a) != 0)
-        return UV_ENOMEM;
-    struct agg__ctx *c = agg_ctx_new(a, key, name, host, t, w);
+        goto out_free;
+    c = agg_ctx_new(a, key, name, host, t, w);
     if (c == NULL)
-        return UV_ENOMEM;
+        goto out_free;
     agg_ctab_put(a->ctab, a->ctab_mask, c);
     a->nctx++;
     a->st.contexts = a->nctx;
     *out = c;
-    return 0;
+    rc = 0;
+out_free:
+    cmn_free(fixed);
+    return rc;
 }
 
 /* A raw-cache miss: resolve, then remember the line. Out of line so that
@@ -270,21 +367,21 @@ agg_ctx_miss(struct agg *a, struct cmn_slice name, uint64_t nh,
     int rc = agg_ctx_resolve(a, name, nh, tags, out);
     if (rc)
         return rc;
-    agg_rc_put(a, rh, *out);
+    agg_rc_put(a, rh, name, tags, *out);
     return 0;
 }
 
 int agg__ctx_get(struct agg *a, struct cmn_slice name, struct cmn_slice tags,
                  struct agg__ctx **out)
 {
-    uint64_t nh = XXH3_64bits(name.p, name.len);
+    uint64_t nh = XXH3_64bits_withSeed(name.p, name.len, a->seed[0]);
     /* a line without tags is keyed by its name's hash alone (as good a
      * 64-bit hash of the raw line as any), saving the second pass */
     uint64_t rh = tags.len ? XXH3_64bits_withSeed(tags.p, tags.len, nh) : nh;
 
     for (size_t i = (size_t)rh & a->rc_mask; a->rc[i].ctx != NULL;
          i = (i + 1) & a->rc_mask) {
-        if (a->rc[i].h == rh) {
+        if (a->rc[i].h == rh && agg_rc_same(a, &a->rc[i], name, tags)) {
             *out = a->rc[i].ctx;
             return 0;
         }
@@ -321,6 +418,5 @@ void agg__ctx_expire(struct agg *a, double before)
     a->nctx -= victims;
     a->st.contexts = a->nctx;
     a->st.contexts_expired += victims;
-    memset(a->rc, 0, (a->rc_mask + 1) * sizeof(*a->rc));
-    a->rc_n = 0;
+    agg_rc_clear(a);
 }

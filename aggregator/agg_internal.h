@@ -38,6 +38,11 @@
 #define AGG_CHECKS_MAX 10000      /* service checks queued */
 #define AGG_RAW_CACHE_MAX ((size_t)1 << 22) /* raw-line cache slots */
 #define AGG_JOBS_MAX 64 /* flush jobs waiting for the thread pool */
+/* Lowest sample rate used: a lower positive rate is raised to it (counted
+ * in rates_clamped). Bounds every weight 1/rate to 1e6, so a histogram
+ * bucket's count (at most AGG_HIST_SAMPLES_MAX samples) stays below 2^53
+ * and a sketch's below its cap. */
+#define AGG_RATE_FLOOR 1e-6
 
 /* Entry kinds are enum agg_mtype; sketches are AGG_DISTRIBUTION. */
 
@@ -58,11 +63,18 @@ struct agg__ctx {
     struct cmn_slice tags[]; /* sorted, unique; bytes follow */
 };
 
-/* Raw-line cache slot: XXH3(raw name, raw tags) -> context. */
+/* Raw-line cache slot: XXH3(raw name, raw tags) -> context. The raw bytes
+ * (name then tags) are kept in agg.rc_bytes and compared on a hit, so a
+ * forged hash collision cannot send a line to another context. */
 struct agg__rc_slot {
     uint64_t h;
     struct agg__ctx *ctx; /* NULL = empty */
+    uint32_t off;         /* raw bytes at agg.rc_bytes.p + off */
+    uint32_t nlen, tlen;  /* name bytes, then tag bytes */
 };
+/* Bytes of raw names and tags the cache keeps; past it the cache is
+ * emptied and refilled (its slots are bounded by AGG_RAW_CACHE_MAX). */
+#define AGG_RAW_CACHE_BYTES ((size_t)64 << 20)
 
 struct agg__set {
     uint64_t *slots; /* member hashes, 0 = empty */
@@ -168,7 +180,7 @@ enum {
 /* Counters a worker fills; added into agg_stats on the loop thread. */
 struct agg__job_stats {
     uint64_t series, points, sketches, payloads, items_too_big,
-        payloads_dropped;
+        payloads_dropped, nonfinite;
 };
 
 struct agg__job {
@@ -210,6 +222,9 @@ struct agg {
     uint64_t next_ctx_id;
     struct agg__rc_slot *rc; /* raw-line cache: open addressing */
     size_t rc_mask, rc_n;
+    struct cmn_buf rc_bytes;        /* raw keys of the cache's slots */
+    uint64_t seed[4];               /* per-process hash seeds (getrandom): name,
+                                       host, tag, set member */
     struct cmn_slice *scratch_tags; /* tags_per_metric_max + specials */
     uint64_t *scratch_hash;
     size_t scratch_cap;
@@ -276,6 +291,9 @@ static inline void agg__ctx_unref(struct agg__ctx *c)
     c->refs--;
 }
 
+/* agg.c: counts n NaN/Inf values of m dropped, logs (rate-limited). */
+void agg__count_nan(struct agg *a, const struct agg_metric *m, uint64_t n);
+
 /* agg_sampler.c */
 int agg__sample(struct agg *a, struct agg__ctx *c, const struct agg_metric *m,
                 double t) CMN_MUST_CHECK;
@@ -308,6 +326,11 @@ void agg__jpush(json_t *arr, json_t *v, bool *ok);
 /* A JSON string of s; invalid UTF-8 bytes become U+FFFD. */
 json_t *agg__jstr(struct cmn_slice s);
 char *agg__utf8_fix(struct cmn_slice s, size_t *out_len);
+/* True when s is valid UTF-8 (no overlong forms, no surrogates). */
+bool agg__utf8_valid(struct cmn_slice s);
+/* Writes s with each invalid byte replaced by U+FFFD into o (at least
+ * 3 * s.len bytes); returns the bytes written. */
+size_t agg__utf8_fix_into(struct cmn_slice s, char *o);
 void agg__serialize_job(struct agg__job *j);
 /* Compresses raw (borrowed) per the config into a new payload of kind;
  * NULL on failure. */

@@ -392,12 +392,21 @@ static int agg_hist_add(struct agg *a, struct agg__hist *h, double v,
     return 0;
 }
 
+static struct cmn_ratelimit agg_cap_rl = CMN_RATELIMIT_INIT(60000, 5);
+
+/* Counts n samples dropped at a per-bucket cap or for memory, and logs it
+ * (rate-limited): a cap is never passed silently (docs/limits.md). */
 static void agg_count_err(struct agg *a, int rc, uint64_t n)
 {
     if (rc == CMN_ECAP)
         a->st.samples_dropped_cap += n;
     else
         a->st.samples_dropped_oom += n;
+    cmn_log_rl(&agg_cap_rl, CMN_LOG_WARN, AGG_COMP, "dropped %llu samples: %s",
+               (unsigned long long)n,
+               rc == CMN_ECAP ? "over a per-bucket cap (set members, "
+                                "histogram samples or open buckets)"
+                              : "out of memory");
 }
 
 /* Applies one value to an entry. An entry keeps the type of its first
@@ -483,7 +492,7 @@ static __attribute__((noinline)) int agg_sample_slow(struct agg *a,
         for (size_t i = 0; i < m->nvalues; i++)
             finite += isfinite(m->values[i]) != 0;
         if (finite == 0) {
-            a->st.samples_nan += m->nvalues;
+            agg__count_nan(a, m, m->nvalues);
             return 0;
         }
     }
@@ -499,7 +508,8 @@ static __attribute__((noinline)) int agg_sample_slow(struct agg *a,
     if (m->type == AGG_COUNTER && !(c->counter_last >= t))
         c->counter_last = t;
     if (set) {
-        uint64_t h = XXH3_64bits(m->set_member.p, m->set_member.len);
+        uint64_t h = XXH3_64bits_withSeed(m->set_member.p, m->set_member.len,
+                                          a->seed[3]);
         rc = agg_apply(a, e, 0, &h, 1);
         if (rc) {
             agg_count_err(a, rc, 1);
@@ -511,7 +521,7 @@ static __attribute__((noinline)) int agg_sample_slow(struct agg *a,
     for (size_t i = 0; i < m->nvalues; i++) {
         double v = m->values[i];
         if (!isfinite(v)) {
-            a->st.samples_nan++;
+            agg__count_nan(a, m, 1);
             continue;
         }
         rc = agg_apply(a, e, v, NULL, m->rate);

@@ -145,12 +145,22 @@ static int agg_hs_cmp(const void *x, const void *y)
     return r->v < s->v ? -1 : r->v > s->v;
 }
 
+/* a + b, saturating at INT64_MAX / INT64_MIN instead of wrapping. Weights
+ * are bounded by the rate floor, so this only guards the invariant. */
+static inline int64_t agg_sat_add(int64_t a, int64_t b)
+{
+    int64_t r;
+    if (__builtin_add_overflow(a, b, &r))
+        return b > 0 ? INT64_MAX : INT64_MIN;
+    return r;
+}
+
 /* First sorted sample whose running weight is greater than target. */
 static double agg_hist_rank(const struct agg__hist *h, int64_t target)
 {
     int64_t run = 0;
     for (uint32_t i = 0; i < h->n; i++) {
-        run += h->s[i].w;
+        run = agg_sat_add(run, h->s[i].w);
         if (run > target)
             return h->s[i].v;
     }
@@ -180,7 +190,7 @@ static size_t agg_hist_recs(const struct agg *a, struct agg__hist *h,
             return 0;
         qsort(h->s, h->n, sizeof(*h->s), agg_hs_cmp);
         for (uint32_t i = 0; i < h->n; i++)
-            count += h->s[i].w;
+            count = agg_sat_add(count, h->s[i].w);
         if (count == 0)
             return 0;
         min = h->s[0].v;
@@ -212,8 +222,10 @@ static size_t agg_hist_recs(const struct agg *a, struct agg__hist *h,
             r.v = (double)count / AGG_BUCKET_SECS;
             break;
         default: /* AGG__H_PCT */
-            r.v = h->sk ? agg_sketch_quantile(h->sk, (double)s->pct / 100.0)
-                        : agg_hist_rank(h, ((int64_t)s->pct * count - 1) / 100);
+            r.v = h->sk
+                      ? agg_sketch_quantile(h->sk, (double)s->pct / 100.0)
+                      : agg_hist_rank(
+                            h, (int64_t)(((__int128)s->pct * count - 1) / 100));
             break;
         }
         out[n++] = r;
@@ -261,7 +273,16 @@ static struct agg_rec *agg_job_recs(struct agg__job *j, size_t *n)
             r[w++] = p;
         }
     }
-    *n = w;
+    /* A sum can overflow to +/-Inf (ten c:1e308, two h:1e308): such a
+     * point is dropped and counted, never sent. */
+    size_t f = 0;
+    for (size_t i = 0; i < w; i++) {
+        if (isfinite(r[i].v))
+            r[f++] = r[i];
+        else
+            j->st.nonfinite++;
+    }
+    *n = f;
     return r;
 }
 
@@ -463,14 +484,27 @@ static size_t agg_utf8_seq(const unsigned char *p, size_t n)
     return len;
 }
 
-/* s with every byte that is not valid UTF-8 replaced by U+FFFD, as Go's
- * encoding/json writes it (cmn_free it). NULL on allocation failure. */
-char *agg__utf8_fix(struct cmn_slice s, size_t *out_len)
+bool agg__utf8_valid(struct cmn_slice s)
 {
-    char *o = cmn_malloc(s.len * 3 + 1), *w = o;
     const unsigned char *p = (const unsigned char *)s.p;
-    if (o == NULL)
-        return NULL;
+    size_t i = 0;
+    while (i < s.len) {
+        if (p[i] < 0x80) { /* ASCII: the common case, one compare */
+            i++;
+            continue;
+        }
+        size_t n = agg_utf8_seq(p + i, s.len - i);
+        if (n == 0)
+            return false;
+        i += n;
+    }
+    return true;
+}
+
+size_t agg__utf8_fix_into(struct cmn_slice s, char *o)
+{
+    const unsigned char *p = (const unsigned char *)s.p;
+    char *w = o;
     for (size_t i = 0; i < s.len;) {
         size_t n = agg_utf8_seq(p + i, s.len - i);
         if (n == 0) {
@@ -483,8 +517,18 @@ char *agg__utf8_fix(struct cmn_slice s, size_t *out_len)
         w += n;
         i += n;
     }
-    *w = '\0';
-    *out_len = (size_t)(w - o);
+    return (size_t)(w - o);
+}
+
+/* s with every byte that is not valid UTF-8 replaced by U+FFFD, as Go's
+ * encoding/json writes it (cmn_free it). NULL on allocation failure. */
+char *agg__utf8_fix(struct cmn_slice s, size_t *out_len)
+{
+    char *o = cmn_malloc(s.len * 3 + 1);
+    if (o == NULL)
+        return NULL;
+    *out_len = agg__utf8_fix_into(s, o);
+    o[*out_len] = '\0';
     return o;
 }
 
@@ -536,6 +580,8 @@ static int agg_v1_series(struct agg_ser *s, const struct agg__ctx *c,
     memcpy(name + c->name.len, suffix, sl + 1);
     bool ok = true;
     for (size_t i = 0; i < (na ? 1 : npts); i++) {
+        /* json_real refuses NaN/Inf (NULL): then the series is dropped
+         * rather than written with a point that has no value */
         json_t *pt = json_array();
         agg__jpush(pt, json_integer(na ? na->ts : pts[i].ts), &ok);
         agg__jpush(pt, json_real(na ? na->value : pts[i].v), &ok);
@@ -645,6 +691,10 @@ static void agg_serialize_series(struct agg__job *j)
     }
     for (size_t i = 0; i < j->nnoagg; i++) {
         const struct agg__noagg *na = &j->noagg[i];
+        if (!isfinite(na->value)) { /* finite at intake: an invariant */
+            j->st.nonfinite++;
+            continue;
+        }
         if (one(&s, na->ctx, "", na->api_type, NULL, 0, na) != 0)
             agg__chunks_abort(&s.ch);
         else {
@@ -747,6 +797,10 @@ static void agg_serialize_sketches(struct agg__job *j)
                 continue;
             if (agg_sketch_finish(e->u.sk) != 0) {
                 j->st.payloads_dropped++;
+                continue;
+            }
+            if (!isfinite(e->u.sk->sum) || !isfinite(e->u.sk->avg)) {
+                j->st.nonfinite++; /* two d:1e308: the sum overflowed */
                 continue;
             }
             r[n].ctx = e->ctx;

@@ -191,6 +191,18 @@ struct agg_stats {
                                          from exact storage to a sketch:
                                          past AGG_HIST_EXACT_MAX samples or
                                          under the budget's first step */
+    uint64_t samples_rate_refused;    /* samples of lines with a sample
+                                         rate <= 0 or NaN (embedders; the
+                                         parser refuses them) */
+    uint64_t rates_clamped;           /* lines whose rate was raised to the
+                                         floor 1e-6 (docs/limits.md) */
+    uint64_t points_nonfinite;        /* series points and sketches whose
+                                         aggregate overflowed to +/-Inf:
+                                         dropped at flush, never sent */
+    uint64_t utf8_repaired;           /* distinct raw name + tags with
+                                         invalid UTF-8, repaired to U+FFFD
+                                         (a repeat hits the raw cache and
+                                         is not counted again) */
 };
 
 struct agg;
@@ -232,7 +244,9 @@ int agg_start(struct agg *a) CMN_MUST_CHECK;
 /* Hot path. Adds every value of one metric line. Returns 0 when accepted,
  * or a negative error when the whole line was dropped (and counted):
  * CMN_ECAP (context limit, or a per-bucket cap), UV_ENOMEM, CMN_ETOOBIG
- * (more than tags_per_metric_max tags), CMN_ESTOPPED (after agg_stop).
+ * (more than tags_per_metric_max tags), CMN_ESTOPPED (after agg_stop),
+ * CMN_EPARSE (a sample rate <= 0 or NaN). A positive rate below 1e-6 is
+ * raised to 1e-6 and counted (rates_clamped).
  * NaN/Inf values are dropped one by one and counted (samples_nan); a
  * timestamped h/ms/s/d line on the no-aggregation path is dropped and
  * counted (samples_no_agg_unsupported) with 0 returned. With

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Sums the Criterion results of the last `bazel test` run from its logs and
+# Sums the Criterion results (and the fuzz corpus replays, one test per
+# input) of the last `bazel test` run from its logs and
 # fails if any test program ran no test at all (a program whose tests were
 # not registered, e.g. dropped by the linker, would otherwise "pass"), or if
 # any log holds a sanitizer report (Criterion does not fail a test whose
@@ -14,6 +15,13 @@ while IFS= read -r log; do
     line=$(grep -h 'Synthesis: Tested:' "$log" | tail -n 1 || true)
     name=${log#"$logs"/}
     name=${name%/test.log}
+    # A fuzz corpus replay (tests/fuzz/fuzz_driver.c) ends with "replayed
+    # N inputs" only when every input ran (a failure aborts before it).
+    fz=$(grep -hE '^replayed [0-9]+ inputs$' "$log" | tail -n 1 || true)
+    if [ -z "$line" ] && [ -n "$fz" ]; then
+        n=$(sed -E 's/replayed ([0-9]+) inputs/\1/' <<<"$fz")
+        line="Synthesis: Tested: $n | Passing: $n | Failing: 0 | Crashing: 0"
+    fi
     if [ -z "$line" ]; then
         echo "no Criterion summary: //${name%/*}:${name##*/}" >&2
         empty=$((empty + 1))

@@ -21,6 +21,8 @@ absolute before main() by //bazel:dp_test_env):
                 the files the tests declare: every non-C file of the test
                 folder and the data of their deps (e.g. tests/support/certs).
   LSAN_OPTIONS  suppressions=<runfiles root>/tests/lsan.supp, as in CMake.
+Every test also gets //tests:lsan_runner (the runner process's leak check
+is made at its start; see tests/lsan_runner.c).
 """
 
 load("//bazel:copts.bzl", "COPTS")
@@ -77,7 +79,11 @@ def dp_tests(deps, bins = [], data = [], env = {}, tags = [], size = "medium", a
             name = unit,
             srcs = [src] + native.glob(["*.h"]),
             copts = COPTS + ["-Itests"],
-            deps = deps + ["//bazel:criterion", "//bazel:dp_test_env"],
+            deps = deps + [
+                "//bazel:criterion",
+                "//bazel:dp_test_env",
+                "//tests:lsan_runner",
+            ],
             # Criterion registers tests in an ELF section nothing refers
             # to: -c opt's --gc-sections would drop them all (0 tests run).
             linkopts = ["-Wl,--no-gc-sections"],

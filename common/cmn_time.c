@@ -1,11 +1,16 @@
 /*
  * cmn_time.c - clocks. Monotonic time for intervals and checkpoints, wall
- * time only for sample timestamps.
+ * time only for sample timestamps. Also per-process random seeds, whose
+ * fallback is made of clocks.
  */
 #include "common.h"
 
+#include <errno.h>
 #include <stdatomic.h>
+#include <string.h>
+#include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 static atomic_uint_fast64_t start_ns;
 
@@ -42,4 +47,37 @@ uint64_t cmn_process_start_ns(void)
         return expect;
     }
     return s;
+}
+
+/* splitmix64: spreads the fallback's low-entropy inputs over 64 bits. */
+static uint64_t mix64(uint64_t x)
+{
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
+int cmn_random_bytes(void *buf, size_t n)
+{
+    unsigned char *p = buf;
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = getrandom(p + got, n - got, GRND_NONBLOCK);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    if (got == n)
+        return 0;
+    uint64_t x = cmn_mono_ns() ^ mix64(cmn_wall_ns()) ^
+                 mix64((uint64_t)getpid()) ^ mix64((uint64_t)(uintptr_t)buf);
+    for (size_t i = 0; i < n; i += 8) {
+        x = mix64(x);
+        size_t k = n - i < 8 ? n - i : 8;
+        memcpy(p + i, &x, k);
+    }
+    return UV_EAGAIN;
 }

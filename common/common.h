@@ -229,6 +229,12 @@ uint64_t cmn_wall_ns(void);
  * first call to this function), for "cumulative since start" figures. */
 void cmn_process_start_set(uint64_t mono_ns);
 uint64_t cmn_process_start_ns(void);
+/* Fills buf with n random bytes from getrandom (the kernel's CSPRNG), for
+ * hash seeds. If the pool is not ready yet (early boot, GRND_NONBLOCK
+ * says EAGAIN) or getrandom fails, falls back to a mix of the clocks, the
+ * pid and an address (weaker, but different per process) and returns
+ * UV_EAGAIN; 0 otherwise. Any thread. */
+int cmn_random_bytes(void *buf, size_t n);
 
 /* ------------------------------------------------------------------------
  * Environment configuration with the Agent's names. Each reader leaves

@@ -73,8 +73,9 @@ enum dsd_msg_type dsd_msg_type(const char *line, size_t len);
  * to vals (up to max_vals; more is DSD_ERR_TOO_MANY_VALUES). Returns DSD_OK
  * or the reason; *out is only meaningful on DSD_OK, and its slices borrow
  * the line. opts NULL = defaults (|T parsed, c:/e:/card: ignored). For a
- * set, out->m.set_member is the whole value text and nvalues is 0. The
- * sample rate is not range-checked (spec §1.3). */
+ * set, out->m.set_member is the whole value text and nvalues is 0. A
+ * sample rate of 0 or below is DSD_ERR_BAD_RATE (the spec's Agent accepts
+ * it, §1.3; see docs/limits.md); above 1 is accepted. */
 enum dsd_err dsd_parse_metric(const char *line, size_t len,
                               const struct dsd_parse_opts *opts,
                               struct dsd_metric *out, double *vals,
@@ -130,6 +131,13 @@ struct dsd_config {
     bool blocklist_match_prefix;
     size_t max_values_per_line; /* cap, default 1024 */
     uint32_t max_stream_conns;  /* cap on UDS stream clients, default 1024 */
+    uint64_t stream_idle_timeout_ms; /* DD_DOGSTATSD_STREAM_IDLE_TIMEOUT
+                                        (s), 300 s: a stream client silent
+                                        this long is closed; 0 = never */
+    uint64_t stream_conn_bytes_max;  /* DD_DOGSTATSD_STREAM_CONN_BYTES_MAX:
+                                        bytes one stream connection may
+                                        send before it is closed (after its
+                                        complete frames); 0 = no budget */
 };
 
 #define DSD_RCVBUF_DEFAULT (8 << 20)             /* asked for by default */
@@ -158,12 +166,17 @@ struct dsd_stats {
     uint64_t parse_errors[DSD_ERR_MAX]; /* by reason */
     uint64_t unterminated;              /* dropped by eol_required */
     uint64_t blocked;                   /* dropped by the blocklist */
-    uint64_t agg_rejected;              /* refused by the aggregator (caps) */
+    uint64_t agg_rejected;              /* refused by the aggregator (caps),
+                                           each logged (rate-limited) */
+    uint64_t rejected_tags;             /* of those: over the tags-per-line
+                                           cap (1000, agg tags_per_metric_max) */
     uint64_t stream_conns_refused;      /* over max_stream_conns, or OOM */
     uint64_t stream_conns;              /* stream clients accepted */
     uint64_t stream_frames_too_big;     /* frame length > buffer_size: the
                                            connection was closed */
     uint64_t stream_partial_eof;        /* EOF inside a frame or its length */
+    uint64_t stream_idle_closed;        /* closed by the idle timeout */
+    uint64_t stream_over_budget;        /* closed past the byte budget */
     uint64_t read_errors; /* recv errors other than EAGAIN/EINTR */
     /* The receive path (per datagram listener) */
     uint64_t kernel_drops_udp;  /* the UDP socket's own drop counter

@@ -27,6 +27,8 @@ void dsd_config_defaults(struct dsd_config *cfg)
     cfg->max_stream_conns = 1024;
     cfg->ring_size = DSD_RING_SIZE_DEFAULT;
     cfg->rx_realtime = true;
+    cfg->stream_idle_timeout_ms = 300000;
+    cfg->stream_conn_bytes_max = 0;
 }
 
 void dsd_config_free(struct dsd_config *cfg)
@@ -211,5 +213,15 @@ int dsd_config_from_env(struct dsd_config *cfg, const struct cmn_env *env)
     if (cmn_env_bool(env, "DD_STATSD_METRIC_BLOCKLIST_MATCH_PREFIX",
                      &cfg->blocklist_match_prefix) != 0)
         return UV_EINVAL;
+    double idle = (double)cfg->stream_idle_timeout_ms / 1000;
+    if (cmn_env_f64(env, "DD_DOGSTATSD_STREAM_IDLE_TIMEOUT", 0, 86400, &idle) !=
+        0)
+        return UV_EINVAL;
+    cfg->stream_idle_timeout_ms = (uint64_t)(idle * 1000 + 0.5);
+    i = (int64_t)cfg->stream_conn_bytes_max;
+    if (cmn_env_i64(env, "DD_DOGSTATSD_STREAM_CONN_BYTES_MAX", 0, INT64_MAX,
+                    &i) != 0)
+        return UV_EINVAL;
+    cfg->stream_conn_bytes_max = (uint64_t)i;
     return 0;
 }

@@ -166,6 +166,11 @@ int dsd__uds_open(struct dsd *s)
     memset(&sun, 0, sizeof(sun));
     sun.sun_family = AF_UNIX;
     memcpy(sun.sun_path, path, strlen(path) + 1); /* length checked */
+    /* The file bind creates takes the socket inode's mode less the
+     * umask: set it first, so the file is never more open than 0722, even
+     * before the chmod below widens it past the umask. */
+    if (fchmod(fd, DSD_SOCKET_MODE) != 0)
+        CMN_LOGD(DSD_COMP, "fchmod socket: %s", uv_strerror(-errno));
     if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0) {
         rc = -errno;
         CMN_LOGE(DSD_COMP, "dogstatsd_socket %s: %s", path, uv_strerror(rc));
@@ -173,8 +178,7 @@ int dsd__uds_open(struct dsd *s)
         return rc;
     }
     s->uds_created = true;
-    if (chmod(path, 0722) != 0)
-        CMN_LOGW(DSD_COMP, "chmod 0722 %s: %s", path, uv_strerror(-errno));
+    (void)dsd__chmod_socket(path, DSD_SOCKET_MODE, "dogstatsd_socket");
     s->uds.fd = fd;
     CMN_LOGI(DSD_COMP, "listening on unix datagram socket %s", path);
     return 0;

@@ -75,6 +75,8 @@ struct dsd__conn {
     char *buf;                     /* owned */
     size_t used;                   /* bytes in buf */
     size_t cap;                    /* >= 4 + buffer_size */
+    uint64_t last_read_ms;         /* uv_now of the last read */
+    uint64_t bytes;                /* read over the connection's life */
     bool closing;
 };
 
@@ -117,6 +119,8 @@ struct dsd {
     bool accept_pending;     /* a refusal waits for the spare */
     struct dsd__conn *conns; /* list head */
     uint32_t nconns;
+    uv_timer_t idle_timer; /* sweeps idle stream clients */
+    bool idle_live;        /* idle_timer initialised, not closed */
 
     bool uds_created, stream_created; /* socket files to unlink on stop */
     bool bound, started, stopping;
@@ -158,6 +162,12 @@ void dsd__dgram_stats(const struct dsd__dgram *d, struct dsd_stats *out);
 int dsd__stream_open(struct dsd *s, int *fd) CMN_MUST_CHECK;
 int dsd__stream_start(struct dsd *s, int fd) CMN_MUST_CHECK;
 void dsd__stream_stop(struct dsd *s);
+/* Processes the complete frames in buf[0, *used) (4-byte LE length, then
+ * the packet), moves the partial rest to the front and updates *used.
+ * Returns false (and empties buf) when a frame is over buffer_size: the
+ * connection must be closed. The buffer must hold 4 + buffer_size bytes
+ * for a frame to complete. Loop thread (a fuzz target calls it). */
+bool dsd__stream_frames(struct dsd *s, char *buf, size_t *used);
 
 /* dsd_config.c: deep copy for dsd_create; on failure *dst owns nothing. */
 int dsd__config_copy(struct dsd_config *dst,
@@ -168,8 +178,15 @@ void dsd__handle_closed(struct dsd *s);
 /* Calls a pending dsd_sync callback once every datagram listener has
  * answered (loop thread). */
 void dsd__sync_check(struct dsd *s);
-/* Removes a stale socket file at path (only if it is a socket) and checks
- * the path fits sockaddr_un. */
+/* Removes a stale socket file at path (only if it is a socket that no
+ * process serves: probed with connect; a live one is UV_EADDRINUSE) and
+ * checks the path fits sockaddr_un. */
 int dsd__prepare_unix_path(const char *path, const char *var) CMN_MUST_CHECK;
+/* Sets the mode of the socket file at path without following a symlink,
+ * and only if it is a socket. Logs a warning on failure and returns the
+ * error (callers go on: the socket works, with the umask's mode). */
+int dsd__chmod_socket(const char *path, unsigned mode, const char *var);
+/* Mode of the socket files: anyone may send, only the owner may read. */
+#define DSD_SOCKET_MODE 0722
 
 #endif /* DP_DSD_INT_H */

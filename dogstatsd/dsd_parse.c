@@ -177,7 +177,13 @@ static enum dsd_err parse_field(const char *f, size_t len,
         out->m.tags = cmn_slice(f + 1, len - 1);
         return DSD_OK;
     case '@':
-        if (cmn_parse_f64(cmn_slice(f + 1, len - 1), &out->m.rate) != 0)
+        /* A rate of 0 or below has no meaning (1/rate is the weight of a
+         * sample: infinite or negative), so unlike the Agent, which turns
+         * @0 into +Inf counts, it is refused here (docs/limits.md). A rate
+         * above 1 is kept (the Agent's histograms give it weight 0); tiny
+         * positive rates are clamped by the aggregator. */
+        if (cmn_parse_f64(cmn_slice(f + 1, len - 1), &out->m.rate) != 0 ||
+            !(out->m.rate > 0))
             return DSD_ERR_BAD_RATE;
         return DSD_OK;
     case 'T':

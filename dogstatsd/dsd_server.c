@@ -14,6 +14,8 @@
 #include "dsd_int.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -183,6 +185,29 @@ static void log_bad_line(struct dsd *s, enum dsd_err e, const char *line,
                dsd_err_str(e), n, line, len > DSD_LOG_LINE_MAX ? "..." : "");
 }
 
+/* The aggregator refused a parsed line (a cap, memory, a rate): counted
+ * and logged, rate-limited, with the cap's name, so that no line vanishes
+ * unseen (docs/limits.md). */
+static void log_rejected(struct dsd *s, int rc, const char *line, size_t len)
+{
+    s->stats.agg_rejected++;
+    if (rc == CMN_ETOOBIG)
+        s->stats.rejected_tags++;
+    if (!cmn_log_enabled(CMN_LOG_WARN))
+        return;
+    const char *why = rc == CMN_ETOOBIG    ? "more tags than the per-line cap"
+                      : rc == CMN_ECAP     ? "over a cap of the aggregator "
+                                             "(contexts or per-bucket samples)"
+                      : rc == CMN_EPARSE   ? "invalid sample rate"
+                      : rc == UV_ENOMEM    ? "out of memory"
+                      : rc == CMN_ESTOPPED ? "aggregator stopped"
+                                           : uv_strerror(rc);
+    int n = len > DSD_LOG_LINE_MAX ? DSD_LOG_LINE_MAX : (int)len;
+    cmn_log_rl(&s->rl_line, CMN_LOG_WARN, DSD_COMP,
+               "line dropped: %s (%zu bytes): \"%.*s\"%s", why, len, n, line,
+               len > DSD_LOG_LINE_MAX ? "..." : "");
+}
+
 static bool ns_blacklisted(const struct dsd *s, struct cmn_slice name)
 {
     for (size_t i = 0; i < s->nns_blacklist; i++) {
@@ -229,8 +254,9 @@ static void process_metric(struct dsd *s, const char *line, size_t len)
         s->stats.blocked++;
         return;
     }
-    if (s->sink.metric(s->sink.data, &dm.m) != 0)
-        s->stats.agg_rejected++;
+    int rc = s->sink.metric(s->sink.data, &dm.m);
+    if (rc != 0)
+        log_rejected(s, rc, line, len);
 }
 
 static void process_event(struct dsd *s, const char *line, size_t len)
@@ -243,8 +269,9 @@ static void process_event(struct dsd *s, const char *line, size_t len)
         return;
     }
     s->stats.event_lines++;
-    if (s->sink.event(s->sink.data, &ev) != 0)
-        s->stats.agg_rejected++;
+    int rc = s->sink.event(s->sink.data, &ev);
+    if (rc != 0)
+        log_rejected(s, rc, line, len);
 }
 
 static void process_service_check(struct dsd *s, const char *line, size_t len)
@@ -256,8 +283,9 @@ static void process_service_check(struct dsd *s, const char *line, size_t len)
         return;
     }
     s->stats.service_check_lines++;
-    if (s->sink.service_check(s->sink.data, &sc) != 0)
-        s->stats.agg_rejected++;
+    int rc = s->sink.service_check(s->sink.data, &sc);
+    if (rc != 0)
+        log_rejected(s, rc, line, len);
 }
 
 static inline void process_line(struct dsd *s, const char *line, size_t len)
@@ -346,6 +374,69 @@ void dsd_process_packet(struct dsd *s, const char *buf, size_t len,
  * Lifecycle
  */
 
+/* Whether a socket file has a live owner: connect to it as a stream, then
+ * (EPROTOTYPE) as a datagram socket. ECONNREFUSED means nobody is bound
+ * any more: stale, 0. A connection (or a full backlog) means live, 1. Any
+ * other failure (EACCES: not ours to probe) cannot tell, -1, and is
+ * treated as live: never unlink what might be another process's. */
+static int probe_socket(const char *path)
+{
+    static const int types[] = {SOCK_STREAM, SOCK_DGRAM};
+    struct sockaddr_un sun;
+    memset(&sun, 0, sizeof(sun));
+    sun.sun_family = AF_UNIX;
+    memcpy(sun.sun_path, path, strlen(path) + 1); /* length checked */
+    for (size_t i = 0; i < 2; i++) {
+        int fd = socket(AF_UNIX, types[i] | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            return -1;
+        int rc = connect(fd, (struct sockaddr *)&sun, sizeof(sun));
+        int err = rc == 0 ? 0 : errno;
+        close(fd);
+        if (rc == 0 || err == EAGAIN || err == EINPROGRESS)
+            return 1;
+        if (err == ECONNREFUSED)
+            return 0;
+        if (err != EPROTOTYPE)
+            return -1;
+    }
+    return -1;
+}
+
+int dsd__chmod_socket(const char *path, unsigned mode, const char *var)
+{
+    /* O_PATH | O_NOFOLLOW pins the object at path without following a
+     * symlink; the mode is then changed through /proc/self/fd, which
+     * names exactly that object (as glibc's fchmodat with
+     * AT_SYMLINK_NOFOLLOW does), after checking it is a socket. */
+    int pfd = open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (pfd < 0) {
+        int err = -errno;
+        CMN_LOGW(DSD_COMP, "%s: chmod %o %s: %s", var, mode, path,
+                 uv_strerror(err));
+        return err;
+    }
+    struct stat st;
+    int rc = 0;
+    if (fstat(pfd, &st) != 0 || !S_ISSOCK(st.st_mode)) {
+        CMN_LOGW(DSD_COMP,
+                 "%s: %s is no longer our socket (replaced?): mode left "
+                 "alone",
+                 var, path);
+        rc = UV_EPERM;
+    } else if ((st.st_mode & 07777) != mode) {
+        char proc[64];
+        snprintf(proc, sizeof(proc), "/proc/self/fd/%d", pfd);
+        if (chmod(proc, mode) != 0) {
+            rc = -errno;
+            CMN_LOGW(DSD_COMP, "%s: chmod %o %s: %s", var, mode, path,
+                     uv_strerror(rc));
+        }
+    }
+    close(pfd);
+    return rc;
+}
+
 int dsd__prepare_unix_path(const char *path, const char *var)
 {
     struct sockaddr_un sun;
@@ -362,6 +453,15 @@ int dsd__prepare_unix_path(const char *path, const char *var)
                  "%s: cannot reuse \"%s\": it exists and is not a socket", var,
                  path);
         return UV_EEXIST;
+    }
+    int live = probe_socket(path);
+    if (live != 0) {
+        CMN_LOGE(DSD_COMP,
+                 "%s: \"%s\" is a live socket (%s): another process "
+                 "serves it; refusing to replace it",
+                 var, path,
+                 live > 0 ? "it accepts connections" : "it cannot be probed");
+        return UV_EADDRINUSE;
     }
     if (unlink(path) != 0) {
         int err = -errno;

@@ -9,6 +9,12 @@
  * between reads, so its capacity of at least 4 + buffer_size always leaves
  * room to make progress. At most max_stream_conns clients are served; the
  * others are accepted into a spare handle and closed at once (counted).
+ *
+ * Hostile clients: a connection silent for dogstatsd_stream_idle_timeout
+ * is closed by a sweep timer (period a quarter of the timeout, so it is
+ * closed between 1 and 1.25 timeouts after its last byte), and one that
+ * has sent more than dogstatsd_stream_conn_bytes_max bytes is closed once
+ * its complete frames are processed. Both are counted and logged.
  */
 #include "dsd_int.h"
 
@@ -34,13 +40,17 @@ int dsd__stream_open(struct dsd *s, int *out)
     memset(&sun, 0, sizeof(sun));
     sun.sun_family = AF_UNIX;
     memcpy(sun.sun_path, path, strlen(path) + 1); /* length checked */
+    /* The file bind creates takes the socket inode's mode less the
+     * umask: set it first, so the file is never more open than 0722, even
+     * before the chmod below widens it past the umask. */
+    if (fchmod(fd, DSD_SOCKET_MODE) != 0)
+        CMN_LOGD(DSD_COMP, "fchmod socket: %s", uv_strerror(-errno));
     if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0) {
         rc = -errno;
         goto out_close;
     }
     s->stream_created = true;
-    if (chmod(path, 0722) != 0)
-        CMN_LOGW(DSD_COMP, "chmod 0722 %s: %s", path, uv_strerror(-errno));
+    (void)dsd__chmod_socket(path, DSD_SOCKET_MODE, "dogstatsd_stream_socket");
     if (listen(fd, SOMAXCONN) != 0) {
         rc = -errno;
         goto out_close;
@@ -70,13 +80,12 @@ static uint32_t le32(const char *p)
  *
  * Returns false when the connection must be closed (frame too big).
  */
-static bool parse_frames(struct dsd__conn *c)
+bool dsd__stream_frames(struct dsd *s, char *buf, size_t *used)
 {
-    struct dsd *s = c->s;
     size_t off = 0;
     bool ok = true;
-    while (c->used - off >= 4) {
-        uint32_t len = le32(c->buf + off);
+    while (*used - off >= 4) {
+        uint32_t len = le32(buf + off);
         if (len > s->cfg.buffer_size) {
             s->stats.stream_frames_too_big++;
             cmn_log_rl(&s->rl_io, CMN_LOG_WARN, DSD_COMP,
@@ -86,22 +95,27 @@ static bool parse_frames(struct dsd__conn *c)
             ok = false;
             break;
         }
-        if (c->used - off - 4 < len)
+        if (*used - off - 4 < len)
             break;
         s->stats.packets++;
         s->stats.bytes += len;
-        dsd_process_packet(s, c->buf + off + 4, len, s->cfg.eol_required_uds);
+        dsd_process_packet(s, buf + off + 4, len, s->cfg.eol_required_uds);
         off += 4 + (size_t)len;
     }
     if (!ok) {
-        c->used = 0;
+        *used = 0;
         return false;
     }
     if (off > 0) {
-        memmove(c->buf, c->buf + off, c->used - off);
-        c->used -= off;
+        memmove(buf, buf + off, *used - off);
+        *used -= off;
     }
     return true;
+}
+
+static bool parse_frames(struct dsd__conn *c)
+{
+    return dsd__stream_frames(c->s, c->buf, &c->used);
 }
 
 static void conn_closed(uv_handle_t *h)
@@ -142,8 +156,24 @@ static void conn_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     struct dsd *s = c->s;
     if (nread > 0) {
         c->used += (size_t)nread;
-        if (!parse_frames(c))
+        c->bytes += (uint64_t)nread;
+        c->last_read_ms = uv_now(s->loop);
+        if (!parse_frames(c)) {
             conn_close(c);
+            return;
+        }
+        uint64_t max = s->cfg.stream_conn_bytes_max;
+        if (max != 0 && c->bytes > max) {
+            s->stats.stream_over_budget++;
+            cmn_log_rl(&s->rl_io, CMN_LOG_WARN, DSD_COMP,
+                       "stream: a client sent %llu bytes, over "
+                       "dogstatsd_stream_conn_bytes_max (%llu): closing "
+                       "the connection (%zu bytes of a partial frame "
+                       "dropped)",
+                       (unsigned long long)c->bytes, (unsigned long long)max,
+                       c->used);
+            conn_close(c);
+        }
         return;
     }
     if (nread == 0)
@@ -225,6 +255,7 @@ static void on_conn(uv_stream_t *srv, int status)
     c->s = s;
     c->buf = b;
     c->cap = cap;
+    c->last_read_ms = uv_now(s->loop);
     uv_pipe_init(s->loop, &c->pipe, 0);
     c->pipe.data = c;
     s->nlive++;
@@ -250,6 +281,39 @@ static void srv_closed(uv_handle_t *h)
     dsd__handle_closed(h->data);
 }
 
+/* Closes every client silent for the idle timeout. */
+static void idle_sweep(uv_timer_t *t)
+{
+    struct dsd *s = t->data;
+    uint64_t now = uv_now(s->loop), limit = s->cfg.stream_idle_timeout_ms;
+    for (struct dsd__conn *c = s->conns, *next; c != NULL; c = next) {
+        next = c->next; /* conn_close unlinks c */
+        if (now - c->last_read_ms < limit)
+            continue;
+        s->stats.stream_idle_closed++;
+        cmn_log_rl(&s->rl_io, CMN_LOG_INFO, DSD_COMP,
+                   "stream: closing a client idle for %llu ms "
+                   "(dogstatsd_stream_idle_timeout; %zu bytes of a partial "
+                   "frame dropped)",
+                   (unsigned long long)(now - c->last_read_ms), c->used);
+        conn_close(c);
+    }
+}
+
+static int idle_start(struct dsd *s)
+{
+    uint64_t limit = s->cfg.stream_idle_timeout_ms;
+    if (limit == 0)
+        return 0;
+    uint64_t period = limit / 4 ? limit / 4 : 1;
+    uv_timer_init(s->loop, &s->idle_timer);
+    s->idle_timer.data = s;
+    s->idle_live = true;
+    s->nlive++;
+    uv_unref((uv_handle_t *)&s->idle_timer); /* never keeps a loop alive */
+    return uv_timer_start(&s->idle_timer, idle_sweep, period, period);
+}
+
 int dsd__stream_start(struct dsd *s, int fd)
 {
     uv_pipe_init(s->loop, &s->stream_srv, 0);
@@ -261,6 +325,8 @@ int dsd__stream_start(struct dsd *s, int fd)
         close(fd); /* not owned by the handle */
     else
         rc = uv_listen((uv_stream_t *)&s->stream_srv, SOMAXCONN, on_conn);
+    if (rc == 0)
+        rc = idle_start(s);
     if (rc != 0) {
         s->stream_live = false;
         uv_close((uv_handle_t *)&s->stream_srv, srv_closed);
@@ -289,6 +355,10 @@ static void conn_drain(struct dsd__conn *c)
 
 void dsd__stream_stop(struct dsd *s)
 {
+    if (s->idle_live) {
+        s->idle_live = false;
+        uv_close((uv_handle_t *)&s->idle_timer, srv_closed);
+    }
     if (s->stream_live) {
         s->stream_live = false;
         uv_close((uv_handle_t *)&s->stream_srv, srv_closed);

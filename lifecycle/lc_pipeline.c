@@ -769,6 +769,10 @@ static void report_undelivered(const struct lc_pipeline *p, bool clean)
     add_count(buf, sizeof(buf), &off, "samples lost to memory",
               st.agg.samples_dropped_oom);
     add_count(buf, sizeof(buf), &off, "items too big", st.agg.items_too_big);
+    add_count(buf, sizeof(buf), &off, "samples over a cap (docs/limits.md)",
+              st.agg.samples_dropped_cap);
+    add_count(buf, sizeof(buf), &off, "points not finite",
+              st.agg.points_nonfinite);
     if (!clean && !p->start_failed && off < sizeof(buf)) {
         int w = snprintf(buf + off, sizeof(buf) - off, "%s%s",
                          buf[0] != '\0' ? ", " : "",

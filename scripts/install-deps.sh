@@ -11,6 +11,7 @@ PKGS=(
   libxxhash-dev libjansson-dev libhttp-parser-dev
   bazel-bootstrap bazel-platforms
   socat openssl ca-certificates curl zip
+  clang libfuzzer-14-dev libclang-rt-14-dev
 )
 
 missing=()

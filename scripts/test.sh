@@ -5,17 +5,20 @@
 #   3. CMake build with -Werror + the whole Criterion suite (ctest)
 #   4. the same under AddressSanitizer + UndefinedBehaviorSanitizer
 #   5. the offline Bazel build and `bazel test //...`
-# Usage: scripts/test.sh [--no-asan] [--no-bazel]
+#   6. every libFuzzer target for 60 s under ASan + UBSan (scripts/fuzz.sh)
+# Usage: scripts/test.sh [--no-asan] [--no-bazel] [--no-fuzz]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 ASAN=1
 BAZEL=1
+FUZZ=1
 for a in "$@"; do
   case "$a" in
     --no-asan) ASAN=0 ;;
     --no-bazel) BAZEL=0 ;;
-    *) echo "usage: $0 [--no-asan] [--no-bazel]" >&2; exit 2 ;;
+    --no-fuzz) FUZZ=0 ;;
+    *) echo "usage: $0 [--no-asan] [--no-bazel] [--no-fuzz]" >&2; exit 2 ;;
   esac
 done
 JOBS=$(nproc 2>/dev/null || echo 2)
@@ -64,6 +67,12 @@ if [ $BAZEL -eq 1 ]; then
   step "bazel (offline)"
   if ! bazel test //... --test_output=errors || ! bazel/test_summary.sh; then
     failed+=("bazel")
+  fi
+fi
+if [ $FUZZ -eq 1 ]; then
+  step "fuzz (60 s per target, clang + libFuzzer + ASan + UBSan)"
+  if ! ./scripts/fuzz.sh --seconds 60; then
+    failed+=("fuzz")
   fi
 fi
 

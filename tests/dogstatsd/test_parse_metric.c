@@ -152,13 +152,18 @@ static const struct row rows[] = {
     {0, "daemon:1|G", 0, DSD_ERR_BAD_TYPE},
     {0, "daemon:1|m", 0, DSD_ERR_BAD_TYPE},
     {0, "daemon:1|c\r", 0, DSD_ERR_BAD_TYPE},
-    {0, "name:x|", 0, DSD_ERR_BAD_TYPE}, /* type checked before value */ {0,
-     "daemon:1|g|@0", 0, OK, "daemon", AGG_GAUGE, 1, {1}, NULL, NULL, 0, 0,
-     NULL},
+    {0, "name:x|", 0, DSD_ERR_BAD_TYPE}, /* type checked before value */ 
+    /* rates of 0 and below are refused (docs/limits.md), not the Agent's
+     * +Inf weights */
+    {0, "daemon:1|g|@0", 0, DSD_ERR_BAD_RATE},
+    {0, "daemon:1|g|@0.0", 0, DSD_ERR_BAD_RATE},
+    {0, "daemon:1|g|@-0", 0, DSD_ERR_BAD_RATE},
+    {0, "daemon:1|c|@-1", 0, DSD_ERR_BAD_RATE},
+    {0, "daemon:1|c|@nan", 0, DSD_ERR_BAD_RATE},
+    {0, "daemon:1|c|@1e-16", 0, OK, "daemon", AGG_COUNTER, 1, {1}, NULL, NULL,
+     1e-16, 0, NULL},
     {0, "daemon:1|c|@1.5", 0, OK, "daemon", AGG_COUNTER, 1, {1}, NULL, NULL,
      1.5, 0, NULL},
-    {0, "daemon:1|c|@-1", 0, OK, "daemon", AGG_COUNTER, 1, {1}, NULL, NULL, -1,
-     0, NULL},
     {0, "daemon:1|c|@", 0, DSD_ERR_BAD_RATE},
     {0, "daemon:1|c|@0.5|@0.25", 0, OK, "daemon", AGG_COUNTER, 1, {1}, NULL,
      NULL, 0.25, 0, NULL},

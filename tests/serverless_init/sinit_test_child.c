@@ -5,6 +5,9 @@
  *   udp LINE        one datagram to 127.0.0.1:$DD_DOGSTATSD_PORT ("\n" in
  *                   LINE, written as the two characters, becomes a newline)
  *   uds LINE        one datagram to the Unix socket $DD_DOGSTATSD_SOCKET
+ *   udp-frames FILE / uds-frames FILE
+ *                   every datagram in FILE (records of a 4-byte LE length,
+ *                   then the bytes), in order
  *   exit N          exit with status N
  *   kill SIG        kill itself with signal SIG
  *   term-wait FILE  block SIGTERM, create FILE (readiness), wait for SIGTERM
@@ -76,10 +79,8 @@ static void die(const char *what)
     exit(99);
 }
 
-static void send_udp(const char *line)
+static void send_udp_raw(const char *buf, size_t n)
 {
-    char buf[65536];
-    size_t n = unescape(line, buf, sizeof(buf));
     const char *port = getenv("DD_DOGSTATSD_PORT");
     struct sockaddr_in sa;
     memset(&sa, 0, sizeof(sa));
@@ -94,10 +95,14 @@ static void send_udp(const char *line)
     close(fd);
 }
 
-static void send_uds(const char *line)
+static void send_udp(const char *line)
 {
-    char buf[65536];
-    size_t n = unescape(line, buf, sizeof(buf));
+    static char buf[65536];
+    send_udp_raw(buf, unescape(line, buf, sizeof(buf)));
+}
+
+static void send_uds_raw(const char *buf, size_t n)
+{
     const char *path = getenv("DD_DOGSTATSD_SOCKET");
     struct sockaddr_un sa;
     memset(&sa, 0, sizeof(sa));
@@ -113,6 +118,33 @@ static void send_uds(const char *line)
     if (sendto(fd, buf, n, 0, (struct sockaddr *)&sa, sizeof(sa)) < 0)
         die("sendto uds");
     close(fd);
+}
+
+static void send_uds(const char *line)
+{
+    static char buf[65536];
+    send_uds_raw(buf, unescape(line, buf, sizeof(buf)));
+}
+
+/* Sends every datagram of FILE: records of a 4-byte little-endian length
+ * and that many bytes (any bytes: invalid UTF-8, NULs, 64 KiB). */
+static void send_frames(const char *file, void (*send)(const char *, size_t))
+{
+    FILE *f = fopen(file, "rb");
+    if (f == NULL)
+        die("fopen frames");
+    static char buf[65536];
+    unsigned char h[4];
+    while (fread(h, 1, 4, f) == 4) {
+        size_t n = (size_t)h[0] | (size_t)h[1] << 8 | (size_t)h[2] << 16 |
+                   (size_t)h[3] << 24;
+        if (n > sizeof(buf) || fread(buf, 1, n, f) != n) {
+            errno = EINVAL;
+            die("frames file");
+        }
+        send(buf, n);
+    }
+    fclose(f);
 }
 
 static void sleep_ms(long ms)
@@ -263,6 +295,12 @@ int main(int argc, char **argv)
             i++;
         } else if (strcmp(op, "uds") == 0) {
             send_uds(arg);
+            i++;
+        } else if (strcmp(op, "udp-frames") == 0) {
+            send_frames(arg, send_udp_raw);
+            i++;
+        } else if (strcmp(op, "uds-frames") == 0) {
+            send_frames(arg, send_uds_raw);
             i++;
         } else if (strcmp(op, "exit") == 0) {
             return (int)num(arg);

@@ -186,7 +186,8 @@ Test(memory, no_eviction_before_first_attempt_100k_contexts, .timeout = 120)
 {
     struct e2e e;
     struct ti *ti;
-    char sock[128], line[512], err[16384];
+    char sock[128], line[512];
+    static char err[1 << 18]; /* the rate-limited drop logs come first */
     /* no enhanced metrics: every series at the intake is the sender's */
     pid_t pid =
         start_sidecar(&e, &ti, sock, sizeof(sock), "DD_ENHANCED_METRICS=false");
@@ -229,7 +230,8 @@ Test(memory, cardinality_flood_within_the_budget, .timeout = 120)
 {
     struct e2e e;
     struct ti *ti;
-    char sock[128], line[512], err[16384];
+    char sock[128], line[512];
+    static char err[1 << 18]; /* the rate-limited drop logs come first */
     pid_t pid = start_sidecar(&e, &ti, sock, sizeof(sock),
                               "DRAINPIPE_MEMORY_LIMIT=64MiB");
     struct sender s;

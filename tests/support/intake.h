@@ -148,6 +148,20 @@ size_t ti_sketch_find(struct ti *ti, const char *name, const char *tags,
                       struct ti_sketch_sum *out);
 
 /* ------------------------------------------------------------------------
+ * Strict payload checks (ti_strict.c): what a picky intake would refuse.
+ * A payload passes when protobuf-c unpacks it, no message carries an
+ * unknown field, every string is valid UTF-8 and every double is finite.
+ */
+bool ti_utf8_valid(const char *s, size_t n);
+/* 0 when the MetricPayload / SketchPayload bytes pass, else -1 with the
+ * first reason in why. */
+int ti_strict_series(const void *p, size_t n, char *why, size_t cap);
+int ti_strict_sketches(const void *p, size_t n, char *why, size_t cap);
+/* Checks every series and sketch request received; returns how many fail
+ * (the first reason in why). */
+size_t ti_strict_check_all(struct ti *ti, char *why, size_t cap);
+
+/* ------------------------------------------------------------------------
  * CONNECT proxy (loopback targets only)
  */
 struct tp;
