@@ -179,20 +179,23 @@ struct dsd_stats {
     uint64_t stream_over_budget;        /* closed past the byte budget */
     uint64_t read_errors; /* recv errors other than EAGAIN/EINTR */
     /* The receive path (per datagram listener) */
-    uint64_t kernel_drops_udp;  /* the UDP socket's own drop counter
-                                   (SO_RXQ_OVFL / SO_MEMINFO): datagrams
-                                   the kernel dropped, buffer full */
-    uint64_t kernel_drops_uds;  /* idem, Unix datagram socket */
-    uint64_t ring_full;         /* times a receive ring was full (the
-                                   receive thread waited for the loop) */
-    uint64_t ring_full_ns;      /* time spent waiting so */
-    uint64_t ring_bytes;        /* bytes received and not yet parsed */
-    uint64_t stop_unread;       /* datagrams left unparsed when the stop
-                                   drain ran out of time */
-    uint64_t stop_socket_left;  /* listeners whose socket still held data
-                                   when the stop drain ran out of time */
-    int rcvbuf_udp, rcvbuf_uds; /* effective SO_RCVBUF (bytes the kernel
-                                  accounts, i.e. twice the asked value) */
+    uint64_t kernel_drops_udp;    /* the UDP socket's own drop counter
+                                     (SO_RXQ_OVFL / SO_MEMINFO): datagrams
+                                     the kernel dropped, buffer full */
+    uint64_t kernel_drops_uds;    /* idem, Unix datagram socket */
+    uint64_t ring_full;           /* times a receive ring was full (the
+                                     receive thread waited for the loop) */
+    uint64_t ring_full_ns;        /* time spent waiting so */
+    uint64_t ring_budget_refused; /* times the memory budget refused the
+                                     receive ring more pages (it then
+                                     reuses the ones it has) */
+    uint64_t ring_bytes;          /* bytes received and not yet parsed */
+    uint64_t stop_unread;         /* datagrams left unparsed when the stop
+                                     drain ran out of time */
+    uint64_t stop_socket_left;    /* listeners whose socket still held data
+                                     when the stop drain ran out of time */
+    int rcvbuf_udp, rcvbuf_uds;   /* effective SO_RCVBUF (bytes the kernel
+                                    accounts, i.e. twice the asked value) */
     int rx_realtime; /* receive threads running at real-time priority */
 };
 

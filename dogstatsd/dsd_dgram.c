@@ -666,6 +666,8 @@ void dsd__dgram_stats(const struct dsd__dgram *d, struct dsd_stats *out)
         out->kernel_drops_uds += drops;
     out->ring_full +=
         atomic_load_explicit(&m->full_events, memory_order_relaxed);
+    out->ring_budget_refused +=
+        atomic_load_explicit(&m->ring.budget_refused, memory_order_relaxed);
     out->ring_full_ns +=
         atomic_load_explicit(&m->full_ns, memory_order_relaxed);
     out->read_errors +=

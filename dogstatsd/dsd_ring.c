@@ -13,6 +13,8 @@
  */
 #include "dsd_ring.h"
 
+#include "common.h"
+
 #include <errno.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -47,6 +49,8 @@ int dsd__ring_init(struct dsd__ring *r, size_t cap)
 
 void dsd__ring_free(struct dsd__ring *r)
 {
+    cmn_budget_release(r->budgeted);
+    r->budgeted = 0;
     if (r->base != NULL)
         munmap(r->base, r->cap);
     r->base = NULL;
@@ -57,6 +61,27 @@ static void put_hdr(char *at, uint32_t len, uint32_t flags)
 {
     memcpy(at, &len, 4);
     memcpy(at + 4, &flags, 4);
+}
+
+/* The first DSD_RING_FLOOR bytes of the mapping are always usable; the
+ * memory budget covers the r->budgeted bytes after them, reserved in
+ * DSD_RING_BUDGET_STEP steps as the head first goes past. When the budget
+ * refuses more, n shrinks to what the covered part holds (0: wait for the
+ * loop to free room; the head then wraps into the covered part). */
+static size_t budget_slots(struct dsd__ring *r, size_t off, size_t slot,
+                           size_t n)
+{
+    size_t end = off + n * slot, have = DSD_RING_FLOOR + r->budgeted;
+    if (end <= have)
+        return n;
+    size_t grow = (end - have + DSD_RING_BUDGET_STEP - 1) /
+                  DSD_RING_BUDGET_STEP * DSD_RING_BUDGET_STEP;
+    if (cmn_budget_reserve(grow) == 0) {
+        r->budgeted += grow;
+        return n;
+    }
+    atomic_fetch_add_explicit(&r->budget_refused, 1, memory_order_relaxed);
+    return have > off ? (have - off) / slot : 0;
 }
 
 size_t dsd__ring_reserve(struct dsd__ring *r, size_t slot_data,
@@ -94,6 +119,7 @@ size_t dsd__ring_reserve(struct dsd__ring *r, size_t slot_data,
             n = free_b / slot;
         if (max_slots < n)
             n = max_slots;
+        n = budget_slots(r, off, slot, n);
         *at = r->base + off;
         return n;
     }
@@ -180,5 +206,7 @@ size_t dsd__ring_trim(struct dsd__ring *r)
     if (madvise(r->base, n, MADV_DONTNEED) != 0)
         return 0;
     r->touched = 0;
+    cmn_budget_release(r->budgeted);
+    r->budgeted = 0;
     return n;
 }

@@ -37,6 +37,12 @@
 #include <stdint.h>
 
 #define DSD_RING_HDR 8u
+/* The memory budget (cmn_budget_*, DRAINPIPE_MEMORY_LIMIT) covers the
+ * ring's pages beyond its first DSD_RING_FLOOR bytes (always usable: part
+ * of the fixed overhead), reserved in DSD_RING_BUDGET_STEP steps as the
+ * ring first reaches them and released when it is trimmed or freed. */
+#define DSD_RING_FLOOR ((size_t)1 << 20)
+#define DSD_RING_BUDGET_STEP ((size_t)256 << 10)
 #define DSD_RING_F_TRUNC 1u /* the datagram did not fit: data dropped */
 #define DSD_RING_F_PAD 2u   /* skip to the start of the mapping */
 
@@ -49,6 +55,9 @@ struct dsd__ring {
     uint64_t tail_cache;      /* producer's view of tail */
     size_t touched;           /* highest offset written since the last trim */
     _Atomic int prod_waiting; /* producer sleeps until space is freed */
+    size_t budgeted;          /* bytes after DSD_RING_FLOOR reserved from the
+                                 memory budget */
+    _Atomic uint64_t budget_refused; /* reserves the budget cut short */
     char pad1[64];
     /* consumer's field */
     _Atomic uint64_t tail; /* bytes ever released */

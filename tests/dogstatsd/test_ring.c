@@ -9,6 +9,7 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
+#include "common.h"
 #include "dsd_ring.h"
 
 #define CAP 65536
@@ -191,4 +192,32 @@ Test(ring, keeps_up_ring_wraps_early_when_the_start_is_free)
     dsd__ring_release(&r, 800);
     cr_assert_gt(dsd__ring_reserve(&r, SLOT, 8, 1024, &at), 0);
     cr_assert_eq(at, r.base + 1600, "8 slots (1024 bytes) need more");
+}
+
+/* The memory budget: past its first MiB the ring reserves pages from the
+ * budget as it first reaches them; when the budget refuses, the ring holds
+ * only what it has (counted), and trimming gives the reservation back. */
+Test(ring, memory_budget_bounds_the_ring)
+{
+    struct dsd__ring big;
+    cr_assert_eq(dsd__ring_init(&big, (size_t)4 << 20), 0);
+    size_t used0 = cmn_budget_used();
+    cmn_budget_set_limit(used0 + (512u << 10));
+    char scratch[SLOT];
+    memset(scratch, 'x', sizeof(scratch));
+    uint32_t len = SLOT, flag = 0;
+    size_t bytes = 0;
+    char *at;
+    while (dsd__ring_reserve(&big, SLOT, 1, (size_t)4 << 20, &at) > 0)
+        bytes += dsd__ring_pack(&big, at, scratch, SLOT, 1, &len, &flag);
+    /* 1 MiB always usable + the 512 KiB the budget allowed */
+    cr_assert_eq(bytes, (size_t)1536 << 10, "ring held %zu bytes", bytes);
+    cr_assert_eq(big.budgeted, (size_t)512 << 10);
+    cr_assert_eq(cmn_budget_reserved(), (size_t)512 << 10);
+    cr_assert_geq(atomic_load(&big.budget_refused), 1);
+    dsd__ring_release(&big, atomic_load(&big.head));
+    cr_assert_gt(dsd__ring_trim(&big), 0);
+    cr_assert_eq(cmn_budget_reserved(), 0, "trim gives the pages back");
+    cmn_budget_set_limit(0);
+    dsd__ring_free(&big);
 }
