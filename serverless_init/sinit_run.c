@@ -6,12 +6,14 @@
  * Start-up order is the readiness path and must stay short. Before the
  * child is spawned only: block the handled signals (first thing, so no
  * thread ever sees them) -> parse the configuration -> bind the listeners
- * (lc_pipeline_listen) -> open the signalfd -> posix_spawn the child.
- * After the spawn, while the child starts: cloud detection and tags, the
- * sink (forwarder, which loads libcurl on the thread pool, or local sink)
- * and the aggregator with its tables, the cold-start metric and the GCP
- * metadata lookup. The loop runs only after all of that, so the child's
- * first packet waits in the socket buffer, never lost. With
+ * (lc_pipeline_listen) -> open the signalfd -> start the DogStatsD receive
+ * threads (lc_pipeline_receive: they move datagrams into the receive
+ * rings, nothing more) -> posix_spawn the child. After the spawn, while
+ * the child starts: cloud detection and tags, the sink (forwarder, which
+ * loads libcurl on the thread pool, or local sink) and the aggregator with
+ * its tables, the cold-start metric and the GCP metadata lookup. The loop
+ * runs only after all of that, so the child's first packets wait in the
+ * receive rings, never lost. With
  * DRAINPIPE_FAIL_CLOSED the whole pipeline is built before the spawn, so
  * that any failure still exits 1 without running the command.
  *
@@ -697,13 +699,15 @@ static int run(struct app *a, int config_err, const char *config_msg)
     lc_checkpoint_log("install", "signals", t0);
     if (a->fail_closed && finish_pipeline(a) != 0)
         return SINIT_EXIT_CONFIG;
-    bool spawned = a->sidecar || spawn_child(a) == 0;
-    /* First thing after the spawn (the child's exec takes longer): the
-     * receive threads, so a small socket buffer cannot overflow while the
-     * rest of the pipeline is built. */
+    /* The receive threads run before the child does: a child that sends
+     * its burst the moment it starts would otherwise overflow a small
+     * socket buffer (a kernel whose rmem_max is the stock 212992) before
+     * the threads exist. They only fill the receive rings; parsing starts
+     * with the pipeline, after the spawn. */
     if (a->p != NULL && lc_pipeline_receive(a->p) != 0)
         CMN_LOGW(COMP, "receive threads not started yet: the listeners are "
                        "read once the pipeline starts");
+    bool spawned = a->sidecar || spawn_child(a) == 0;
     if (retry)
         arm_retry(a);
     else if (!a->fail_closed)

@@ -420,6 +420,11 @@ Test(deliver, backpressure_space_callback)
     cr_assert(run_until(&e.loop, space_called, NULL, 5000));
     cr_assert_eq(space_calls, 1);
     cr_assert_not(fwd_is_full(e.f));
+    /* the rest is delivered before the stop (which, with
+     * forwarder_stop_wait_for_inflight off, would cancel a request still
+     * in flight) */
+    e.want = 4;
+    cr_assert(run_until(&e.loop, delivered_n, &e, 5000));
     stop_and_wait(&e.loop, e.f, 2000);
     struct fwd_stats st;
     fwd_get_stats(e.f, &st);

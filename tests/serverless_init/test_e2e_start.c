@@ -72,15 +72,23 @@ Test(start, phases_in_order_with_the_local_sink, .timeout = 60)
     char err[65536];
     e2e_read(e.errpath, err, sizeof(err));
     /* Every start and stop phase, in exactly this order. */
-    const char *phases[] = {
-        "checkpoint parse config:",      "checkpoint bind dogstatsd:",
-        "checkpoint install signals:",   "checkpoint spawn child:",
-        "checkpoint detect cloud:",      "checkpoint create local-sink:",
-        "checkpoint create aggregator:", "checkpoint start local-sink:",
-        "checkpoint start aggregator:",  "checkpoint start dogstatsd:",
-        "checkpoint exit child:",        "checkpoint stop dogstatsd:",
-        "checkpoint stop aggregator:",   "checkpoint stop local-sink:",
-        "checkpoint stop pipeline:",     "checkpoint teardown loop:"};
+    const char *phases[] = {"checkpoint parse config:",
+                            "checkpoint bind dogstatsd:",
+                            "checkpoint install signals:",
+                            "checkpoint start dogstatsd receive threads:",
+                            "checkpoint spawn child:",
+                            "checkpoint detect cloud:",
+                            "checkpoint create local-sink:",
+                            "checkpoint create aggregator:",
+                            "checkpoint start local-sink:",
+                            "checkpoint start aggregator:",
+                            "checkpoint start dogstatsd:",
+                            "checkpoint exit child:",
+                            "checkpoint stop dogstatsd:",
+                            "checkpoint stop aggregator:",
+                            "checkpoint stop local-sink:",
+                            "checkpoint stop pipeline:",
+                            "checkpoint teardown loop:"};
     int prev = -1;
     for (size_t i = 0; i < sizeof(phases) / sizeof(phases[0]); i++) {
         cr_assert_eq(count_of(err, phases[i]), 1, "%s: stderr:\n%s", phases[i],
