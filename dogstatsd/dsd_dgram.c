@@ -62,12 +62,11 @@
  * wake-up is expensive. */
 #define DSD_WAKE_DELAY_NS 1000000
 #define DSD_WAKE_BACKLOG (256u << 10)
-/* While the loop has at least DSD_BUSY_BACKLOG bytes left to parse, the
- * receive thread does not wake for every datagram: it reads again every
- * DSD_BUSY_WAIT_NS, a time the socket buffer covers even at the stock
- * 212992 bytes (a few hundred datagrams), so batches grow. */
-#define DSD_BUSY_BACKLOG (512u << 10)
-#define DSD_BUSY_WAIT_NS 200000
+/* The receive thread always sleeps on the socket itself, so a datagram
+ * wakes it at once: pacing its reads (reading every few hundred
+ * microseconds while the loop is behind) saved wake-ups but lost
+ * datagrams with a 212992-byte buffer on a busy machine, where a timer
+ * fires late. */
 #define DSD_THREAD_STACK (128u << 10)
 #define DSD_CMSG_SPACE CMSG_SPACE(sizeof(uint32_t))
 
@@ -347,12 +346,6 @@ static void *reader_main(void *arg)
         if (error) {
             np = 1; /* not the socket: it would report the error again */
             ts = (struct timespec){0, DSD_ERROR_PAUSE_MS * 1000000L};
-            tsp = &ts;
-        } else if (used >= DSD_BUSY_BACKLOG) {
-            /* The loop is behind: read in larger batches, not on every
-             * datagram (the socket buffer covers the wait). */
-            np = 1;
-            ts = (struct timespec){0, DSD_BUSY_WAIT_NS};
             tsp = &ts;
         } else if (d->unsignalled_ns != 0) {
             uint64_t left = d->unsignalled_ns + DSD_WAKE_DELAY_NS - now;
