@@ -30,7 +30,7 @@ load("//bazel:copts.bzl", "COPTS")
 def _target_name(label):
     return label.rsplit(":", 1)[-1] if ":" in label else label.rsplit("/", 1)[-1]
 
-def dp_tests(deps, bins = [], data = [], env = {}, tags = [], size = "medium", args = None):
+def dp_tests(deps, bins = [], data = [], env = {}, tags = [], size = "medium", args = None, exclusive = []):
     """Declares the tests of the calling tests/<folder>/BUILD.bazel.
 
     Args:
@@ -42,6 +42,9 @@ def dp_tests(deps, bins = [], data = [], env = {}, tags = [], size = "medium", a
       tags: tags for every test (e.g. "local" to run outside the sandbox).
       size: Bazel test size; "medium" is a 300 s timeout, as in CMake.
       args: test arguments; default ["--jobs", "2"] as in CMake.
+      exclusive: units (e.g. "test_e2e_burst") that run alone, with
+        --jobs 1, like their CMake RUN_SERIAL counterparts: tests that
+        measure loss under a burst must not share the two cores.
     """
     pkg = native.package_name()
     bin_outs = []
@@ -88,8 +91,8 @@ def dp_tests(deps, bins = [], data = [], env = {}, tags = [], size = "medium", a
             # to: -c opt's --gc-sections would drop them all (0 tests run).
             linkopts = ["-Wl,--no-gc-sections"],
             data = bin_outs + fixtures + data + ["//tests:lsan.supp"],
-            args = ["--jobs", "2"] if args == None else args,
+            args = (["--jobs", "1"] if unit in exclusive else ["--jobs", "2"]) if args == None else args,
             env = test_env,
             size = size,
-            tags = tags,
+            tags = tags + (["exclusive"] if unit in exclusive else []),
         )
