@@ -74,6 +74,10 @@ struct fwd_endpoint_cfg {
 struct fwd_config {
     struct fwd_endpoint_cfg *endpoints; /* owned; [0] is the main one */
     size_t nendpoints;
+    bool load_on_loop;            /* load libcurl from the loop's first
+                                     iteration rather than at fwd_start
+                                     (the Lambda extension: not before its
+                                     first /next) */
     double timeout_s;             /* forwarder_timeout, 20 */
     uint32_t max_concurrent;      /* forwarder_max_concurrent_requests 10 */
     double backoff_base;          /* forwarder_backoff_base, 2 */

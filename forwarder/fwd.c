@@ -732,6 +732,11 @@ static void load_kick(struct fwd *f)
     f->handles_open++;
 }
 
+static void load_kick_cb(uv_timer_t *t)
+{
+    load_kick(t->data);
+}
+
 int fwd_start(struct fwd *f)
 {
     if (f->state != FWD_CREATED)
@@ -744,6 +749,8 @@ int fwd_start(struct fwd *f)
     f->state = FWD_RUNNING;
     if (f->neps == 0)
         CMN_LOGW(FWD_COMP, "no endpoint configured: payloads are dropped");
+    else if (f->cfg.load_on_loop) /* curl_timer is idle until then */
+        uv_timer_start(&f->curl_timer, load_kick_cb, 0, 0);
     else
         load_kick(f);
     return 0;

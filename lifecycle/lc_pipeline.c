@@ -37,6 +37,7 @@ struct lc_fwd_comp {
 struct lc_dsd_comp {
     struct dsd *d;
     bool bound;       /* sockets bound (dsd_bind or dsd_start) */
+    bool receiving;   /* dsd_receive done */
     bool started;     /* dsd_start done */
     bool stop_called; /* stopped through the registry */
 };
@@ -599,10 +600,12 @@ out_destroy:
 
 int lc_pipeline_receive(struct lc_pipeline *p)
 {
-    if (p->dc == NULL || !p->dc->bound || p->dc->stop_called)
+    if (p->dc == NULL || !p->dc->bound || p->dc->stop_called ||
+        p->dc->receiving)
         return 0;
     uint64_t t0 = cmn_mono_ns();
     int rc = dsd_receive(p->dc->d);
+    p->dc->receiving = rc == 0;
     lc_checkpoint_log("start", "dogstatsd receive threads", t0);
     return rc;
 }
@@ -614,6 +617,17 @@ struct lc_manager *lc_pipeline_manager(struct lc_pipeline *p)
 
 int lc_pipeline_start(struct lc_pipeline *p)
 {
+    /* The DogStatsD receive threads first, before the forwarder queues
+     * libcurl's dlopen on the thread pool: creating a thread takes the
+     * dynamic loader's lock, which that dlopen holds for ~15 ms. A bind
+     * failure here is reported by the registry's start below. */
+    struct lc_dsd_comp *dc = p->dc;
+    if (dc != NULL && !dc->stop_called) {
+        if (!dc->bound && dsd_bind(dc->d) == 0)
+            dc->bound = true;
+        if (dc->bound && lc_pipeline_receive(p) != 0)
+            CMN_LOGD(COMP, "receive threads start with the pipeline");
+    }
     int rc = lc_start_all(p->m);
     if (rc == 0)
         p->started = true;

@@ -663,6 +663,10 @@ static void start_active(struct lx *x)
         goto out;
     }
     checkpoint(x, "telemetry_listening");
+    /* libcurl (and with it DNS and TLS) only once the loop runs, after the
+     * first /next: its dlopen would compete with the init for the CPU and
+     * the dynamic loader's lock */
+    c.fwd.load_on_loop = true;
     err = lc_pipeline_create(&x->loop, &c, &x->p);
     if (err == 0)
         err = lc_pipeline_start(x->p);
