@@ -30,7 +30,7 @@ load("//bazel:copts.bzl", "COPTS")
 def _target_name(label):
     return label.rsplit(":", 1)[-1] if ":" in label else label.rsplit("/", 1)[-1]
 
-def dp_tests(deps, bins = [], data = [], env = {}, tags = [], size = "medium", args = None, exclusive = []):
+def dp_tests(deps, bins = [], data = [], env = {}, tags = [], size = "medium", args = None, exclusive = [], manual = []):
     """Declares the tests of the calling tests/<folder>/BUILD.bazel.
 
     Args:
@@ -45,6 +45,8 @@ def dp_tests(deps, bins = [], data = [], env = {}, tags = [], size = "medium", a
       exclusive: units (e.g. "test_e2e_burst") that run alone, with
         --jobs 1, like their CMake RUN_SERIAL counterparts: tests that
         measure loss under a burst must not share the two cores.
+      manual: units built by `bazel build //...` but run only when named
+        (`bazel test //tests/<folder>:<unit>`), not by `bazel test //...`.
     """
     pkg = native.package_name()
     bin_outs = []
@@ -94,5 +96,6 @@ def dp_tests(deps, bins = [], data = [], env = {}, tags = [], size = "medium", a
             args = (["--jobs", "1"] if unit in exclusive else ["--jobs", "2"]) if args == None else args,
             env = test_env,
             size = size,
-            tags = tags + (["exclusive"] if unit in exclusive else []),
+            tags = tags + (["exclusive"] if unit in exclusive else []) +
+                   (["manual"] if unit in manual else []),
         )

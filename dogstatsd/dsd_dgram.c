@@ -44,6 +44,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -56,12 +57,24 @@
 #define DSD_RING_RESET_AT (512u << 10) /* the ring's warm working size */
 #define DSD_IDLE_TRIM_MS 5000          /* idle time before ring pages go back */
 #define DSD_ERROR_PAUSE_MS 10 /* after a read error other than EAGAIN */
-/* The loop is woken at most every DSD_WAKE_DELAY_NS for what the receive
- * thread published (sooner with DSD_WAKE_BACKLOG bytes waiting): parsing
- * a millisecond late costs nothing, and on virtual machines each thread
- * wake-up is expensive. */
+/* When the loop is woken for what the receive thread published.
+ *
+ * With one allowed CPU (a pinned process, a 1-vCPU container) the loop and
+ * the thread take turns anyway: the loop is woken at most every
+ * DSD_WAKE_DELAY_NS, sooner with DSD_WAKE_BACKLOG bytes waiting (parsing
+ * a millisecond late costs nothing, and each wake-up is expensive on a
+ * virtual machine; small chunks stay in the cache).
+ *
+ * With more CPUs, parsing during a burst would take the CPU the receive
+ * thread needs (the sender has the other one), so the loop is woken once
+ * the socket has been quiet for DSD_WAKE_QUIET_NS, or with a quarter of
+ * the ring waiting, or DSD_WAKE_MAX_NS after the first unparsed datagram
+ * under a steady trickle. The ring holds the burst meanwhile (16 MiB:
+ * about 260 000 one-line datagrams). */
 #define DSD_WAKE_DELAY_NS 1000000
 #define DSD_WAKE_BACKLOG (256u << 10)
+#define DSD_WAKE_QUIET_NS 1000000
+#define DSD_WAKE_MAX_NS 250000000
 /* The receive thread always sleeps on the socket itself, so a datagram
  * wakes it at once: pacing its reads (reading every few hundred
  * microseconds while the loop is behind) saved wake-ups but lost
@@ -270,10 +283,12 @@ static enum fill_result dgram_fill(struct dsd__dgram *d, size_t max_calls)
         }
         dsd__ring_pack(&d->ring, at, d->scratch, bs, (size_t)k, d->lens,
                        d->flags);
-        /* The loop is woken by the reader loop, at most every
-         * DSD_WAKE_DELAY_NS, so it parses in chunks. */
-        if (d->thread_live && d->unsignalled_ns == 0)
-            d->unsignalled_ns = cmn_mono_ns();
+        /* The reader loop wakes the loop (see DSD_WAKE_DELAY_NS). */
+        if (d->thread_live) {
+            d->last_data_ns = cmn_mono_ns();
+            if (d->unsignalled_ns == 0)
+                d->unsignalled_ns = d->last_data_ns;
+        }
         if ((size_t)k < n)
             return FILL_EMPTY;
     }
@@ -305,6 +320,17 @@ static void wait_room(struct dsd__dgram *d)
                               memory_order_relaxed);
 }
 
+/* When the loop is due to be woken for what is unsignalled (see
+ * DSD_WAKE_DELAY_NS). */
+static uint64_t wake_due(const struct dsd__dgram *d)
+{
+    if (!d->defer_parse)
+        return d->unsignalled_ns + DSD_WAKE_DELAY_NS;
+    uint64_t quiet = d->last_data_ns + DSD_WAKE_QUIET_NS,
+             max = d->unsignalled_ns + DSD_WAKE_MAX_NS;
+    return quiet < max ? quiet : max;
+}
+
 /* Wakes the loop for what was published since the last wake-up. */
 static void signal_loop(struct dsd__dgram *d)
 {
@@ -315,10 +341,84 @@ static void signal_loop(struct dsd__dgram *d)
         uv_async_send(&d->async);
 }
 
+/* The scheduling of the receive thread, set by the thread itself.
+ *
+ * Where permitted (CAP_SYS_NICE or RLIMIT_RTPRIO) and not disabled: the
+ * lowest real-time priority, so the thread preempts ordinary work the
+ * moment a datagram arrives. It never spins (it sleeps in poll when the
+ * socket is empty and when the ring is full), and the kernel's RT
+ * throttling caps it in any case.
+ *
+ * Elsewhere (a container has neither): ordinary priority with the
+ * shortest EEVDF slice (sched_setattr's sched_runtime for SCHED_OTHER,
+ * Linux 6.12+, no privilege needed). A task with a shorter slice gets an
+ * earlier virtual deadline, so on wake-up it preempts a thread with the
+ * default slice (a few ms) instead of waiting for it to use its slice up,
+ * while its share of the CPU stays that of any ordinary thread. Older
+ * kernels refuse or ignore it. */
+#define DSD_RX_SLICE_NS 100000 /* the kernel's minimum custom slice */
+struct dsd__sched_attr {       /* struct sched_attr, linux/sched/types.h */
+    uint32_t size, policy;
+    uint64_t flags;
+    int32_t nice;
+    uint32_t priority;
+    uint64_t runtime, deadline, period;
+};
+
+static void set_own_priority(struct dsd__dgram *d)
+{
+    int prio = DSD_PRIO_NORMAL;
+    struct sched_param sp = {.sched_priority = 1};
+    if (d->s->cfg.rx_realtime &&
+        pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) == 0) {
+        prio = DSD_PRIO_FIFO;
+    } else {
+        struct dsd__sched_attr a = {.size = sizeof(a),
+                                    .policy = SCHED_OTHER,
+                                    .runtime = DSD_RX_SLICE_NS};
+        if (syscall(SYS_sched_setattr, 0, &a, 0) == 0)
+            prio = DSD_PRIO_SLICE;
+    }
+    atomic_store_explicit(&d->prio, prio, memory_order_relaxed);
+}
+
+static void log_priority(struct dsd__dgram *d)
+{
+    int p = atomic_load_explicit(&d->prio, memory_order_relaxed);
+    if (d->prio_logged || p == DSD_PRIO_UNSET)
+        return;
+    d->prio_logged = true;
+    d->s->rx_realtime += p == DSD_PRIO_FIFO;
+    CMN_LOGD(DSD_COMP, "%s: receive thread at %s", d->kind,
+             p == DSD_PRIO_FIFO    ? "real-time priority (SCHED_FIFO 1)"
+             : p == DSD_PRIO_SLICE ? "normal priority, 0.1 ms slice"
+                                   : "normal priority");
+}
+
+/* The wake-up policy (DSD_WAKE_*) and the first-touch of the batch
+ * scratch, on the receive thread before its first read: the kernel writes
+ * each datagram at the start of its buffer_size slot, and a first touch
+ * costs ~14 us a page on the 2-vCPU test VM (~0.9 ms for 64 slots,
+ * against ~1.5 ms of back-to-back one-line datagrams that a 212992-byte
+ * socket buffer holds). It overlaps the child's exec. */
+static void reader_init(struct dsd__dgram *d)
+{
+    cpu_set_t cpus;
+    bool one_cpu =
+        sched_getaffinity(0, sizeof(cpus), &cpus) != 0 || CPU_COUNT(&cpus) < 2;
+    d->defer_parse = !one_cpu && d->ring.cap / 4 > DSD_WAKE_BACKLOG;
+    d->wake_backlog = d->defer_parse ? d->ring.cap / 4 : DSD_WAKE_BACKLOG;
+    size_t bs = d->s->cfg.buffer_size;
+    for (size_t i = 0; i < d->mmsg_n; i++)
+        ((volatile char *)d->scratch)[i * bs] = 0;
+}
+
 static void *reader_main(void *arg)
 {
     struct dsd__dgram *d = arg;
     bool error = false;
+    set_own_priority(d);
+    reader_init(d);
     while (!atomic_load_explicit(&d->stop, memory_order_acquire)) {
         enum fill_result r = dgram_fill(d, SIZE_MAX);
         if (r == FILL_FULL) {
@@ -336,8 +436,7 @@ static void *reader_main(void *arg)
             atomic_store_explicit(&d->sync_ack, req, memory_order_release);
             signal_loop(d);
         } else if (d->unsignalled_ns != 0 &&
-                   (used >= DSD_WAKE_BACKLOG ||
-                    now - d->unsignalled_ns >= DSD_WAKE_DELAY_NS)) {
+                   (used >= d->wake_backlog || now >= wake_due(d))) {
             signal_loop(d);
         }
         struct pollfd p[2] = {{d->fd, POLLIN, 0}, {d->wake_fd, POLLIN, 0}};
@@ -348,8 +447,9 @@ static void *reader_main(void *arg)
             ts = (struct timespec){0, DSD_ERROR_PAUSE_MS * 1000000L};
             tsp = &ts;
         } else if (d->unsignalled_ns != 0) {
-            uint64_t left = d->unsignalled_ns + DSD_WAKE_DELAY_NS - now;
-            ts = (struct timespec){0, (long)left};
+            uint64_t left = wake_due(d) - now;
+            ts = (struct timespec){(time_t)(left / 1000000000u),
+                                   (long)(left % 1000000000u)};
             tsp = &ts;
         } else if (d->ring.touched > 0) {
             ts = (struct timespec){DSD_IDLE_TRIM_MS / 1000, 0};
@@ -426,6 +526,7 @@ static void on_async(uv_async_t *h)
 {
     struct dsd__dgram *d = h->data;
     log_read_errors(d);
+    log_priority(d);
     /* The ack is read before the data it covers (published first). */
     uint64_t ack = atomic_load_explicit(&d->sync_ack, memory_order_acquire);
     if (!dgram_consume(d, DSD_CONSUME_BYTES)) {
@@ -516,19 +617,6 @@ static int start_thread(struct dsd__dgram *d)
     if (rc != 0)
         return -rc;
     d->thread_live = true;
-    if (d->s->cfg.rx_realtime) {
-        /* The lowest real-time priority: the thread preempts ordinary
-         * work the moment a datagram arrives, so a busy job cannot make
-         * the kernel drop. It never spins (it sleeps in poll when the
-         * socket is empty and when the ring is full), and the kernel's
-         * RT throttling caps it in any case. */
-        struct sched_param sp = {.sched_priority = 1};
-        rc = pthread_setschedparam(d->thread, SCHED_FIFO, &sp);
-        CMN_LOGD(DSD_COMP, "%s: receive thread at %s", d->kind,
-                 rc == 0 ? "real-time priority (SCHED_FIFO 1)"
-                         : "normal priority (SCHED_FIFO not permitted)");
-        d->s->rx_realtime += rc == 0;
-    }
     return 0;
 }
 
@@ -628,6 +716,7 @@ void dsd__dgram_stop(struct dsd__dgram *d, uint64_t deadline_ns)
         socket_empty = r == FILL_EMPTY || r == FILL_ERROR;
     }
     log_read_errors(d);
+    log_priority(d);
     read_meminfo(d);
     if (!ring_empty || !socket_empty) {
         uint64_t left = ring_records(d);

@@ -18,6 +18,14 @@
 #define DSD_MMSG_MAX 64           /* datagrams per recvmmsg call */
 #define DSD_MMSG_BYTES (4u << 20) /* cap on one batch's slot memory */
 
+/* How the receive thread is scheduled (it sets this itself). */
+enum dsd__prio {
+    DSD_PRIO_UNSET,  /* not running yet */
+    DSD_PRIO_NORMAL, /* ordinary time-sharing */
+    DSD_PRIO_SLICE,  /* ordinary, with a short EEVDF slice (Linux 6.12+) */
+    DSD_PRIO_FIFO,   /* SCHED_FIFO 1 */
+};
+
 /* A datagram listener: UDP or Unix datagram. Its receive thread moves
  * datagrams from the kernel into the ring (recvmmsg straight into ring
  * slots, then packed by length) and wakes the loop through `async`; the
@@ -38,6 +46,8 @@ struct dsd__dgram {
     _Atomic int stop;           /* the thread exits at its next wake-up */
     _Atomic int consumer_ready; /* async initialised: the thread may wake
                                    the loop */
+    _Atomic int prio;           /* set by the thread: enum dsd__prio */
+    bool prio_logged;           /* loop: prio was logged */
 
     /* batch arrays, used by whichever thread is the producer (the
      * receive thread, or the loop thread once it is joined) */
@@ -49,6 +59,10 @@ struct dsd__dgram {
     uint32_t *lens;  /* mmsg_n */
     uint32_t *flags; /* mmsg_n */
     uint64_t unsignalled_ns; /* first publish the loop was not woken for */
+    uint64_t last_data_ns;   /* the last read that returned data */
+    uint64_t wake_backlog;   /* bytes waiting that wake the loop at once */
+    bool defer_parse;
+    uint64_t spin_ns; /* the loop waits for the socket to be quiet */
 
     /* written by the producer, read anywhere */
     _Atomic uint64_t kernel_drops; /* the socket's drop counter */
