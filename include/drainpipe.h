@@ -46,16 +46,16 @@ extern "C" {
 
 /* Error codes. The errno-based ones are the values libuv uses on Linux
  * (negated errno), so a libuv host sees the same numbers. */
-#define DP_ENOENT (-2)       /* dp_config_set: unknown key */
-#define DP_ENOMEM (-12)      /* out of memory, or over the memory budget */
-#define DP_EBUSY (-16)       /* already running / already stopping */
-#define DP_EINVAL (-22)      /* bad argument or configuration value */
-#define DP_ETIMEDOUT (-110)  /* dp_flush: not all delivered in time */
-#define DP_ETOOBIG (-4002)   /* dp_submit: text over DP_SUBMIT_MAX */
-#define DP_EFULL (-4003)     /* dp_submit: queue full, text dropped */
-#define DP_ESTOPPED (-4004)  /* the pipeline is stopping */
+#define DP_ENOENT (-2)      /* dp_config_set: unknown key */
+#define DP_ENOMEM (-12)     /* out of memory, or over the memory budget */
+#define DP_EBUSY (-16)      /* already running / already stopping */
+#define DP_EINVAL (-22)     /* bad argument or configuration value */
+#define DP_ETIMEDOUT (-110) /* dp_flush: not all delivered in time */
+#define DP_ETOOBIG (-4002)  /* dp_submit: text over DP_SUBMIT_MAX */
+#define DP_EFULL (-4003)    /* dp_submit: queue full, text dropped */
+#define DP_ESTOPPED (-4004) /* the pipeline is stopping */
 #define DP_WAIT_FOREVER UINT32_MAX /* a timeout of dp_flush */
-#define DP_SUBMIT_MAX 65536 /* bytes one dp_submit call may hand over */
+#define DP_SUBMIT_MAX 65536        /* bytes one dp_submit call may hand over */
 
 typedef struct dp_config dp_config;
 typedef struct dp_pipeline dp_pipeline;
@@ -74,7 +74,10 @@ DP_EXPORT const char *dp_version(void);
 
 /* Creates a configuration with the Agent's defaults (docs/configuration.md):
  * dogstatsd_port 8125 on 127.0.0.1, no API key (metrics then go to the
- * local sink: a summary on stderr at stop), site datadoghq.com. Returns
+ * local sink: a summary on stderr at stop), site datadoghq.com; and, as
+ * serverless-init does, dogstatsd_flush_incomplete_buckets and
+ * forwarder_stop_wait_for_inflight true, so that dp_stop delivers the
+ * last samples. Returns
  * 0 or DP_ENOMEM; *out is owned by the caller (dp_config_free). */
 DP_EXPORT int dp_config_new(dp_config **out) DP_MUST_CHECK;
 /* Frees cfg (zeroing any API key it holds). NULL is a no-op. */
@@ -147,8 +150,7 @@ DP_EXPORT int dp_count(dp_pipeline *p, const char *name, double value,
 DP_EXPORT int dp_gauge(dp_pipeline *p, const char *name, double value,
                        const char *const *tags, size_t ntags, double rate);
 DP_EXPORT int dp_histogram(dp_pipeline *p, const char *name, double value,
-                           const char *const *tags, size_t ntags,
-                           double rate);
+                           const char *const *tags, size_t ntags, double rate);
 DP_EXPORT int dp_distribution(dp_pipeline *p, const char *name, double value,
                               const char *const *tags, size_t ntags,
                               double rate);
@@ -172,34 +174,34 @@ DP_EXPORT int dp_flush(dp_pipeline *p, uint32_t timeout_ms);
 /* Counters since dp_start. Fields are only ever appended. */
 struct dp_stats {
     /* in-process submission */
-    uint64_t submitted;         /* dp_submit / helper calls accepted */
-    uint64_t submitted_bytes;   /* their bytes */
+    uint64_t submitted;          /* dp_submit / helper calls accepted */
+    uint64_t submitted_bytes;    /* their bytes */
     uint64_t dropped_queue_full; /* calls refused: queue full */
     uint64_t dropped_too_big;    /* calls refused: over the size cap */
     uint64_t dropped_stopped;    /* calls refused: stopping */
     /* listeners and parsing (sockets and in-process alike) */
-    uint64_t packets;            /* datagrams / frames read */
-    uint64_t metric_lines;       /* metric lines parsed */
-    uint64_t metric_samples;     /* samples (one per value) */
+    uint64_t packets;        /* datagrams / frames read */
+    uint64_t metric_lines;   /* metric lines parsed */
+    uint64_t metric_samples; /* samples (one per value) */
     uint64_t event_lines;
     uint64_t service_check_lines;
-    uint64_t parse_errors;       /* lines rejected by the parser */
-    uint64_t kernel_drops;       /* datagrams the kernel dropped */
-    uint64_t dropped_listener;   /* other listener drops: truncated,
-                                    blocklisted, unterminated, left
-                                    unread at stop */
+    uint64_t parse_errors;     /* lines rejected by the parser */
+    uint64_t kernel_drops;     /* datagrams the kernel dropped */
+    uint64_t dropped_listener; /* other listener drops: truncated,
+                                  blocklisted, unterminated, left
+                                  unread at stop */
     /* aggregation */
-    uint64_t contexts;           /* live contexts */
-    uint64_t samples_dropped;    /* NaN, context and cap limits, memory */
+    uint64_t contexts;        /* live contexts */
+    uint64_t samples_dropped; /* NaN, context and cap limits, memory */
     uint64_t series_flushed;
     uint64_t sketches_flushed;
-    uint64_t payloads;           /* payloads built */
+    uint64_t payloads; /* payloads built */
     /* delivery */
-    uint64_t delivered;          /* payloads accepted by the intake (or
-                                    written by the local sink) */
-    uint64_t dropped_payloads;   /* refused (4xx), evicted, abandoned at
-                                    the stop deadline, other */
-    uint64_t queued;             /* payloads waiting or in flight */
+    uint64_t delivered;        /* payloads accepted by the intake (or
+                                  written by the local sink) */
+    uint64_t dropped_payloads; /* refused (4xx), evicted, abandoned at
+                                  the stop deadline, other */
+    uint64_t queued;           /* payloads waiting or in flight */
 };
 
 /* Copies the counters into *st, filling at most size bytes (pass

@@ -180,6 +180,11 @@ static int read_queue_size(const struct cmn_env *env, size_t *out)
 static int parse_all(const struct cmn_env *env, struct dp__settings *s)
 {
     lc_pipeline_config_defaults(&s->lc);
+    /* An embedder's stop must not lose its last samples (DESIGN.md): the
+     * drain flushes the open bucket and lets in-flight requests finish,
+     * as serverless-init does (spec §5.2). Either may be set back. */
+    s->lc.agg.flush_incomplete_buckets = true;
+    s->lc.fwd.stop_wait_for_inflight = true;
     s->queue_size = DP_Q_DEFAULT_SIZE;
     int rc = lc_pipeline_config_from_env(&s->lc, env);
     if (rc == 0)
@@ -272,8 +277,8 @@ int dp_config_set(dp_config *c, const char *key, const char *value)
         kv = &c->kv[c->n];
     }
     bool secret = strstr(name, "API_KEY") != NULL;
-    char *v = secret ? cmn_secret_strndup(value, strlen(value))
-                     : cmn_strdup(value);
+    char *v =
+        secret ? cmn_secret_strndup(value, strlen(value)) : cmn_strdup(value);
     if (v == NULL)
         return UV_ENOMEM;
     if (kv == &c->kv[c->n]) {

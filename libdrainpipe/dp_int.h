@@ -45,8 +45,8 @@ struct dp__queue {
     _Atomic uint64_t tail; /* bytes ever released */
     _Atomic int wake;      /* 1: the consumer sleeps, wake it */
     char pad2[52];
-    char *base; /* cap bytes, zeroed */
-    size_t cap; /* multiple of 8 */
+    char *base;        /* cap bytes, zeroed */
+    size_t cap;        /* multiple of 8 */
     size_t max_record; /* largest text accepted: cap / 4 */
 };
 

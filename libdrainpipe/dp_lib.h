@@ -42,14 +42,14 @@ struct dp_pipeline {
     /* loop thread only */
     uv_loop_t loop;
     struct lc_pipeline *lp;
-    struct dsd *dsd;       /* borrowed from lp */
-    uint64_t submitted;    /* records consumed */
+    struct dsd *dsd;    /* borrowed from lp */
+    uint64_t submitted; /* records consumed */
     uint64_t submitted_bytes;
     bool flushing;         /* an lc_pipeline_flush runs */
     uint64_t flush_target; /* the generation it serves */
     bool stopping;
-    bool lp_started;       /* lc_pipeline_start succeeded */
-    bool q_closed_handle;  /* q_async closed */
+    bool lp_started;           /* lc_pipeline_start succeeded */
+    bool q_closed_handle;      /* q_async closed */
     lc_stopped_fn inproc_done; /* the registry's, while "inproc" stops */
     void *inproc_arg;
     pthread_t thread;
@@ -64,10 +64,10 @@ struct dp_pipeline {
     struct dp_stats snap; /* the last snapshot */
     bool stop_req;
     uint32_t stop_budget_ms;
-    bool stopped;      /* the drain is over; snap holds the final stats */
+    bool stopped; /* the drain is over; snap holds the final stats */
     bool stop_clean;
-    bool exited;       /* the loop thread is about to return */
-    bool orphaned;     /* dp_stop gave up waiting: the thread frees p */
+    bool exited;   /* the loop thread is about to return */
+    bool orphaned; /* dp_stop gave up waiting: the thread frees p */
 };
 
 /* Fills st from the pipeline's counters. Loop thread. */

@@ -24,9 +24,9 @@
 #include <time.h>
 
 #define COMP "libdrainpipe"
-#define DP_DRAIN_STEP ((size_t)256 << 10)  /* bytes per loop callback */
-#define DP_STOP_BUDGET_DEFAULT_MS 2000      /* the Agent's grace */
-#define DP_EXIT_GRACE_MS 1000               /* after the budget */
+#define DP_DRAIN_STEP ((size_t)256 << 10) /* bytes per loop callback */
+#define DP_STOP_BUDGET_DEFAULT_MS 2000    /* the Agent's grace */
+#define DP_EXIT_GRACE_MS 1000             /* after the budget */
 #define DP_INPROC_STOP_TIMEOUT_MS 1000
 
 _Static_assert(DP_ENOENT == UV_ENOENT, "DP_ENOENT");
@@ -373,8 +373,8 @@ static int pipeline_build(struct dp_pipeline *p, struct dp__settings *s)
     uv_async_init(&p->loop, &p->cmd_async, on_cmd);
     p->q_async.data = p->cmd_async.data = p;
     const char *const deps[] = {"dogstatsd", NULL};
-    rc = lc_register(lc_pipeline_manager(p->lp), "inproc", deps, &inproc_ops,
-                     p, DP_INPROC_STOP_TIMEOUT_MS);
+    rc = lc_register(lc_pipeline_manager(p->lp), "inproc", deps, &inproc_ops, p,
+                     DP_INPROC_STOP_TIMEOUT_MS);
     if (rc == 0)
         rc = lc_pipeline_start(p->lp);
     p->lp_started = rc == 0;

@@ -49,8 +49,7 @@ void dp__queue_free(struct dp__queue *q)
     q->cap = 0;
 }
 
-int dp__queue_push(struct dp__queue *q, const char *buf, size_t len,
-                   bool *wake)
+int dp__queue_push(struct dp__queue *q, const char *buf, size_t len, bool *wake)
 {
     if (len > q->max_record)
         return CMN_ETOOBIG;
@@ -146,8 +145,7 @@ bool dp__queue_sleep(struct dp__queue *q)
 
 uint64_t dp__queue_head(struct dp__queue *q)
 {
-    return atomic_load_explicit(&q->head, memory_order_acquire) &
-           ~DP_Q_CLOSED;
+    return atomic_load_explicit(&q->head, memory_order_acquire) & ~DP_Q_CLOSED;
 }
 
 uint64_t dp__queue_close(struct dp__queue *q)

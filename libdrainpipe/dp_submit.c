@@ -34,7 +34,7 @@ int dp_submit(dp_pipeline *p, const char *buf, size_t len)
             uv_async_send(&p->q_async);
         return 0;
     }
-    _Atomic uint64_t *ctr = rc == CMN_ECAP        ? &p->dropped_full
+    _Atomic uint64_t *ctr = rc == CMN_ECAP      ? &p->dropped_full
                             : rc == CMN_ETOOBIG ? &p->dropped_big
                                                 : &p->dropped_stopped;
     atomic_fetch_add_explicit(ctr, 1, memory_order_relaxed);
@@ -79,8 +79,8 @@ static void put_double(struct line *l, double v)
     if (v == floor(v) && fabs(v) < 9007199254740992.0) {
         char *e = tmp + sizeof(tmp), *q = e;
         long long i = (long long)v;
-        unsigned long long u = i < 0 ? 0ull - (unsigned long long)i
-                                     : (unsigned long long)i;
+        unsigned long long u =
+            i < 0 ? 0ull - (unsigned long long)i : (unsigned long long)i;
         do {
             *--q = (char)('0' + u % 10);
             u /= 10;
