@@ -428,10 +428,10 @@ int lc_pipeline_create(uv_loop_t *loop, const struct lc_pipeline_config *c,
     rc = dsd_comp_create(loop, &c->dsd, p->agg, &dc);
     if (rc != 0)
         goto out_destroy;
-    dc->empty = c->no_listener_ok && c->dsd.port == 0 &&
-                (c->dsd.socket_path == NULL || !c->dsd.socket_path[0]) &&
-                (c->dsd.stream_socket_path == NULL ||
-                 !c->dsd.stream_socket_path[0]);
+    dc->empty =
+        c->no_listener_ok && c->dsd.port == 0 &&
+        (c->dsd.socket_path == NULL || !c->dsd.socket_path[0]) &&
+        (c->dsd.stream_socket_path == NULL || !c->dsd.stream_socket_path[0]);
     rc = dsd_comp_register(p, dc, c->dogstatsd_stop_timeout_ms);
     if (rc != 0)
         goto out_destroy;
