@@ -67,10 +67,10 @@ typedef void (*dp__queue_fn)(void *data, const char *text, size_t len);
 
 /* Consumer: hands published records in order to fn until max_bytes were
  * consumed, the queue is empty, or the next record is not published yet.
- * With `until` != 0, waits (yielding) for unpublished records before
- * position `until` instead of stopping at them: a producer publishes
- * microseconds after it reserved. Returns the bytes consumed; *more is
- * true when published records remain (max_bytes reached). */
+ * With `until` != 0, stops at position `until` (a head read earlier) and
+ * waits (yielding) for unpublished records before it instead of stopping
+ * at them: a producer publishes microseconds after it reserved. Returns
+ * the bytes consumed; *more is true when max_bytes stopped it. */
 size_t dp__queue_drain(struct dp__queue *q, size_t max_bytes, uint64_t until,
                        dp__queue_fn fn, void *data, bool *more);
 /* Consumer: declares it goes to sleep. Returns true when a record was

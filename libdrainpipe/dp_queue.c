@@ -94,6 +94,8 @@ size_t dp__queue_drain(struct dp__queue *q, size_t max_bytes, uint64_t until,
     uint64_t t = atomic_load_explicit(&q->tail, memory_order_relaxed);
     uint64_t start = t, released = t;
     uint64_t h = dp__queue_head(q);
+    if (until != 0 && h > until)
+        h = until; /* never past it: producers may outrun the parser */
     *more = false;
     while (t < h) {
         if (t - start >= max_bytes) {
@@ -122,7 +124,7 @@ size_t dp__queue_drain(struct dp__queue *q, size_t max_bytes, uint64_t until,
             atomic_store_explicit(&q->tail, t, memory_order_release);
             released = t;
         }
-        if (t >= h)
+        if (t >= h && until == 0)
             h = dp__queue_head(q);
     }
     atomic_store_explicit(&q->tail, t, memory_order_release);

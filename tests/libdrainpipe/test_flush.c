@@ -23,9 +23,15 @@ struct bg {
 static void *background(void *arg)
 {
     struct bg *b = arg;
-    while (!atomic_load(b->stop))
-        if (dp_submit(b->p, "dp.bg:1|c\n", 10) == 0)
+    while (!atomic_load(b->stop)) {
+        int rc = dp_submit(b->p, "dp.bg:1|c\n", 10);
+        if (rc == 0)
             b->accepted++;
+        else if (rc == DP_EFULL)
+            sched_yield();
+        else
+            cr_assert_fail("dp_submit: %s", dp_strerror(rc));
+    }
     return NULL;
 }
 
@@ -55,7 +61,8 @@ Test(flush, delivers_everything_before_the_call, .timeout = 120)
         while ((rc = dp_gauge(p, "dp.round", r, NULL, 0, 1)) == DP_EFULL)
             sched_yield();
         cr_assert_eq(rc, 0);
-        cr_assert_eq(dp_flush(p, 30000), 0);
+        rc = dp_flush(p, 30000);
+        cr_assert_eq(rc, 0, "round %d: %s", r, dp_strerror(rc));
         /* no waiting: already at the intake */
         cr_assert_eq(dpt_sum(ti, "dp.before", tags), (double)PER_ROUND,
                      "round %d", r);
