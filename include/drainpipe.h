@@ -218,7 +218,9 @@ DP_EXPORT int dp_stats(dp_pipeline *p, struct dp_stats *st, size_t size);
  * (0 = the Agent's default of 2000 ms), then frees everything. Whatever
  * could not be delivered in the budget is counted in *final (may be NULL;
  * filled like dp_stats, size bytes) and written as one line on stderr.
- * Any thread except the pipeline's own; p is invalid afterwards. Returns
+ * Any thread except the pipeline's own, once no other thread uses p any
+ * more (a dp_submit still running when p is freed would touch freed
+ * memory); p is invalid afterwards. Returns
  * 0 when every component finished its drain, DP_ETIMEDOUT when one was
  * cut off by the budget. NULL is a no-op returning 0. */
 DP_EXPORT int dp_stop(dp_pipeline *p, uint32_t budget_ms,

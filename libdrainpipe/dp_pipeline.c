@@ -289,21 +289,29 @@ static void *loop_main(void *arg)
     return NULL;
 }
 
-/* Waits on p->cv until *flag or the monotonic deadline; under p->mu. */
+/* One wait on p->cv (under p->mu), bounded by the monotonic deadline
+ * (UINT64_MAX: none). false once the deadline has passed. */
+static bool cv_wait(struct dp_pipeline *p, uint64_t deadline_ns)
+{
+    if (deadline_ns == UINT64_MAX) {
+        pthread_cond_wait(&p->cv, &p->mu);
+        return true;
+    }
+    if (cmn_mono_ns() >= deadline_ns)
+        return false;
+    struct timespec ts = {(time_t)(deadline_ns / 1000000000u),
+                          (long)(deadline_ns % 1000000000u)};
+    pthread_cond_timedwait(&p->cv, &p->mu, &ts);
+    return true;
+}
+
+/* Waits until *flag or the deadline; under p->mu. */
 static bool wait_flag(struct dp_pipeline *p, const bool *flag,
                       uint64_t deadline_ns)
 {
-    while (!*flag) {
-        if (deadline_ns == UINT64_MAX) {
-            pthread_cond_wait(&p->cv, &p->mu);
-            continue;
-        }
-        if (cmn_mono_ns() >= deadline_ns)
+    while (!*flag)
+        if (!cv_wait(p, deadline_ns))
             return false;
-        struct timespec ts = {(time_t)(deadline_ns / 1000000000u),
-                              (long)(deadline_ns % 1000000000u)};
-        pthread_cond_timedwait(&p->cv, &p->mu, &ts);
-    }
     return true;
 }
 
@@ -455,19 +463,11 @@ int dp_flush(dp_pipeline *p, uint32_t timeout_ms)
     }
     uint64_t gen = ++p->flush_req;
     uv_async_send(&p->cmd_async);
-    while (p->flush_done < gen) {
-        if (deadline != UINT64_MAX && cmn_mono_ns() >= deadline) {
+    while (p->flush_done < gen)
+        if (!cv_wait(p, deadline)) {
             rc = UV_ETIMEDOUT;
             break;
         }
-        if (deadline == UINT64_MAX) {
-            pthread_cond_wait(&p->cv, &p->mu);
-            continue;
-        }
-        struct timespec ts = {(time_t)(deadline / 1000000000u),
-                              (long)(deadline % 1000000000u)};
-        pthread_cond_timedwait(&p->cv, &p->mu, &ts);
-    }
     if (rc == 0)
         rc = p->flush_rc;
     pthread_mutex_unlock(&p->mu);
