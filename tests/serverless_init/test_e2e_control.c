@@ -105,11 +105,17 @@ static void ctl_start(struct ctl_run *r)
     wait_listening(r->port, r->pid);
 }
 
+/* Ends the child (the wrapper drains and exits 0); the intake stays for
+ * the test's last checks (ctl_free). */
 static void ctl_end(struct ctl_run *r)
 {
     cr_assert_eq(kill(r->pid, SIGTERM), 0);
     cr_assert_eq(e2e_wait(r->pid, 20000), 0);
     unlink(r->ready);
+}
+
+static void ctl_free(struct ctl_run *r)
+{
     e2e_fini(&r->e);
     ti_stop(r->ti);
 }
@@ -140,6 +146,7 @@ Test(control, flush_delivers_the_open_bucket, .timeout = 60)
     ctl_end(&r);
     /* the stop's drain added nothing twice */
     cr_assert_eq(e2e_delivered_points(r.ti, "ctl.count", &sum, NULL), 1);
+    ctl_free(&r);
 }
 
 Test(control, bad_requests, .timeout = 60)
@@ -161,6 +168,7 @@ Test(control, bad_requests, .timeout = 60)
     cr_assert_eq(
         http(r.port, "GET /nowhere HTTP/1.1\r\n\r\n", body, sizeof(body)), 404);
     ctl_end(&r);
+    ctl_free(&r);
 }
 
 Test(control, loopback_only, .timeout = 60)
@@ -174,6 +182,7 @@ Test(control, loopback_only, .timeout = 60)
     cr_assert_geq(fd, 0);
     close(fd);
     ctl_end(&r);
+    ctl_free(&r);
 }
 
 Test(control, malformed_port_is_named, .timeout = 60)
