@@ -40,6 +40,8 @@ struct lc_dsd_comp {
     bool receiving;   /* dsd_receive done */
     bool started;     /* dsd_start done */
     bool stop_called; /* stopped through the registry */
+    bool empty;       /* no listener configured, and that is fine
+                         (no_listener_ok): never bound nor started */
 };
 
 struct lc_pipeline {
@@ -189,6 +191,8 @@ static const struct lc_ops agg_ops = {aggc_start, aggc_stop, aggc_destroy};
 static int dsdc_start(void *self)
 {
     struct lc_dsd_comp *dc = self;
+    if (dc->empty)
+        return 0;
     int rc = dsd_start(dc->d); /* binds too unless lc_pipeline_listen did */
     dc->started = dc->bound = rc == 0;
     return rc;
@@ -424,6 +428,10 @@ int lc_pipeline_create(uv_loop_t *loop, const struct lc_pipeline_config *c,
     rc = dsd_comp_create(loop, &c->dsd, p->agg, &dc);
     if (rc != 0)
         goto out_destroy;
+    dc->empty =
+        c->no_listener_ok && c->dsd.port == 0 &&
+        (c->dsd.socket_path == NULL || !c->dsd.socket_path[0]) &&
+        (c->dsd.stream_socket_path == NULL || !c->dsd.stream_socket_path[0]);
     rc = dsd_comp_register(p, dc, c->dogstatsd_stop_timeout_ms);
     if (rc != 0)
         goto out_destroy;
@@ -622,7 +630,7 @@ int lc_pipeline_start(struct lc_pipeline *p)
      * dynamic loader's lock, which that dlopen holds for ~15 ms. A bind
      * failure here is reported by the registry's start below. */
     struct lc_dsd_comp *dc = p->dc;
-    if (dc != NULL && !dc->stop_called) {
+    if (dc != NULL && !dc->stop_called && !dc->empty) {
         if (!dc->bound && dsd_bind(dc->d) == 0)
             dc->bound = true;
         if (dc->bound && lc_pipeline_receive(p) != 0)
@@ -717,6 +725,11 @@ void lc_pipeline_flush_cancel(struct lc_pipeline *p)
 struct fwd *lc_pipeline_fwd(struct lc_pipeline *p)
 {
     return p->fwd;
+}
+
+struct dsd *lc_pipeline_dsd(struct lc_pipeline *p)
+{
+    return p->dsd;
 }
 
 /* ------------------------------------------------------------------------

@@ -237,6 +237,11 @@ struct lc_pipeline_config {
                                             applied (process-wide, see
                                             cmn_budget_set_limit) by
                                             lc_pipeline_create */
+    bool no_listener_ok;                 /* false; the embedding library
+                                            (libdrainpipe): a server with
+                                            no listener configured starts
+                                            empty, fed only through
+                                            dsd_process_packet */
 };
 
 /* Fills the Agent's defaults (fwd_/agg_/dsd_config_defaults, sink AUTO,
@@ -345,6 +350,9 @@ int lc_pipeline_flush(struct lc_pipeline *p, lc_flush_cb cb,
 void lc_pipeline_flush_cancel(struct lc_pipeline *p);
 /* The forwarder (borrowed), NULL with the local sink. */
 struct fwd *lc_pipeline_fwd(struct lc_pipeline *p);
+/* The DogStatsD server (borrowed; NULL when none could bind), for
+ * in-process submission through dsd_process_packet on the loop thread. */
+struct dsd *lc_pipeline_dsd(struct lc_pipeline *p);
 
 /* Reverse drain under one budget (LC_NO_TIMEOUT = none): dogstatsd (reads
  * what is queued in the kernel) -> aggregator (final flush, incl. the open

@@ -2,7 +2,9 @@
 # Runs every check drainpipe has, as CI does:
 #   1. installs the Debian packages it needs (scripts/install-deps.sh)
 #   2. style gates: banned functions, clang-format
-#   3. CMake build with -Werror + the whole Criterion suite (ctest)
+#   3. CMake build with -Werror + the whole Criterion suite (ctest), then
+#      the installed library: examples/embed against a temporary prefix
+#      (scripts/test-embed.sh)
 #   4. the same under AddressSanitizer + UndefinedBehaviorSanitizer
 #   5. the offline Bazel build and `bazel test //...`
 #   6. every libFuzzer target for 60 s under ASan + UBSan (scripts/fuzz.sh)
@@ -55,6 +57,10 @@ run_suite() { # name, build dir, extra cmake args...
 }
 
 run_suite release "$ROOT/build"
+step "installed library: examples/embed built with pkg-config alone"
+if ! ./scripts/test-embed.sh "$ROOT/build"; then
+  failed+=("embed")
+fi
 if [ $ASAN -eq 1 ]; then
   # detect_leaks: every test must free what it allocates
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1

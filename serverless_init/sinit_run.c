@@ -45,6 +45,7 @@
 #include <unistd.h>
 
 #include "lifecycle.h"
+#include "sinit_control.h"
 
 #define COMP "sinit"
 #define MD_TIMEOUT_MS 300
@@ -89,6 +90,7 @@ struct app {
     struct sinit_md *md;
     bool md_pending;
     enum app_state state;
+    struct sinit_ctl *ctl; /* DRAINPIPE_CONTROL_PORT, or NULL */
 };
 
 /* ------------------------------------------------------------------------
@@ -192,6 +194,8 @@ static void on_metadata(void *data, const struct sinit_gcp_md *md)
  */
 static void close_handles(struct app *a)
 {
+    sinit_ctl_close(a->ctl);
+    a->ctl = NULL;
     sinit_sig_close(a->sig);
     a->sig = NULL;
     if (a->budget_timer_inited &&
@@ -659,6 +663,13 @@ static int spawn_child(struct app *a)
     return 0;
 }
 
+/* The control port acts on the pipeline only while it runs. */
+static struct lc_pipeline *ctl_pipeline(void *data)
+{
+    struct app *a = data;
+    return a->state == ST_RUNNING ? a->p : NULL;
+}
+
 /* Everything from the configuration on. Returns an exit code now (nothing
  * to run), or -1: run the loop. */
 static int run(struct app *a, int config_err, const char *config_msg)
@@ -697,6 +708,8 @@ static int run(struct app *a, int config_err, const char *config_msg)
         return SINIT_EXIT_CONFIG; /* nothing spawned yet */
     }
     lc_checkpoint_log("install", "signals", t0);
+    if (sinit_ctl_open(&a->loop, NULL, ctl_pipeline, a, &a->ctl) != 0)
+        CMN_LOGW(COMP, "no control port for this run");
     if (a->fail_closed && finish_pipeline(a) != 0)
         return SINIT_EXIT_CONFIG;
     /* The receive threads run before the child does: a child that sends
