@@ -166,16 +166,6 @@ int fwd_start(struct fwd *f) CMN_MUST_CHECK;
  * thread pool (so start-up never pays for it) and payloads submitted
  * before then wait in the queue, counted as queued. */
 bool fwd_is_ready(const struct fwd *f);
-/* Starts loading libcurl now, on a detached thread of its own, for a
- * program that knows a forwarder will send: a forwarder started later
- * finds it loaded, or waits for this same one-time load (fwd__curl_load
- * runs once per process). serverless-init calls it right after spawning
- * its child, before it builds the rest of the pipeline, so a short job's
- * final flush waits less for the load (bench/coldstart.sh). The new thread
- * has every signal blocked. Returns 0, or a negative error (the forwarder
- * then loads libcurl itself, as without this call). Any thread; at most
- * one preload per process runs (a later call returns 0). */
-int fwd_preload_curl(void) CMN_MUST_CHECK;
 /* Takes ownership of p and queues one transaction per (endpoint, key).
  * Returns 0; CMN_ESTOPPED before fwd_start or once stop began (p is freed
  * and counted as dropped_stopped); UV_ENOMEM (p freed, counted as

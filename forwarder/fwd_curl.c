@@ -9,12 +9,6 @@
  * queues fwd__curl_load on the libuv thread pool and the loop carries on;
  * payloads submitted meanwhile wait in the queue.
  *
- * fwd_preload_curl starts the same load earlier, on a detached thread of
- * its own, for serverless-init: right after the child is spawned, about a
- * millisecond before the forwarder exists (cloud detection, the aggregator
- * and the forwarder are built meanwhile), and without waiting for the
- * libuv thread pool's four threads to start.
- *
  * Invariant: fwd__curl is filled completely before fwd__curl_load returns
  * 0; the load runs at most once per process (uv_once). curl_global_init runs
  * once, on the loop thread (fwd__curl_global_init): OpenSSL keeps per-thread
@@ -24,12 +18,7 @@
  * exit).
  */
 #include <dlfcn.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdlib.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include "fwd_internal.h"
 
@@ -41,7 +30,6 @@ static char load_err[512];
 
 #define FWD_LIBCURL "libcurl.so.4"
 #define FWD_LIBCURL_ENV "DRAINPIPE_LIBCURL"
-#define FWD_PRELOAD_NICE 10 /* the preload thread's nice value */
 
 /* The library to load: $DRAINPIPE_LIBCURL (a leaner libcurl built for the
  * container: the load cost and the memory are those of its dependencies,
@@ -52,10 +40,6 @@ static char lib_name[256] = FWD_LIBCURL;
 
 void fwd__curl_choose(void)
 {
-    static bool chosen; /* the preload thread may be reading lib_name */
-    if (chosen)
-        return;
-    chosen = true;
     const char *v = getenv(FWD_LIBCURL_ENV);
     if (v != NULL && v[0] != '\0' && strlen(v) < sizeof(lib_name))
         memcpy(lib_name, v, strlen(v) + 1);
@@ -117,45 +101,6 @@ int fwd__curl_load(void)
 {
     uv_once(&load_once, load);
     return load_rc;
-}
-
-static void *preload_main(void *arg)
-{
-    (void)arg;
-    /* Below the child that was just spawned: its own start (exec, dynamic
-     * loading) must not wait for this load's 15-20 ms of CPU. Nice 10
-     * weighs about a tenth of nice 0 when both want a CPU; a short job
-     * that has exited leaves the CPU to the load at once. */
-    (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid),
-                      FWD_PRELOAD_NICE);
-    int rc = fwd__curl_load(); /* read again by the forwarder's own load */
-    (void)rc;
-    return NULL;
-}
-
-int fwd_preload_curl(void)
-{
-    static bool started;
-    if (started)
-        return 0;
-    fwd__curl_choose();
-    pthread_attr_t at;
-    int rc = pthread_attr_init(&at);
-    if (rc != 0)
-        return -rc;
-    (void)pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-    /* signals stay with the threads that handle them */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    pthread_t t;
-    rc = pthread_create(&t, &at, preload_main, NULL);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    pthread_attr_destroy(&at);
-    if (rc != 0)
-        return -rc;
-    started = true;
-    return 0;
 }
 
 int fwd__curl_global_init(void)

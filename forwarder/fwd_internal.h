@@ -53,9 +53,8 @@ extern struct fwd_curl_api fwd__curl;
  * Blocking: call it on the thread pool. 0, or a negative error with the reason
  * in fwd__curl_load_error(). Any thread. */
 int fwd__curl_load(void) CMN_MUST_CHECK;
-/* Reads DRAINPIPE_LIBCURL (the library fwd__curl_load opens), once per
- * process: later calls keep the first choice (the load runs once). Before
- * the load is queued or preloaded, on the thread that queues it. */
+/* Reads DRAINPIPE_LIBCURL (the library fwd__curl_load opens). Loop thread,
+ * before the load is queued. */
 void fwd__curl_choose(void);
 /* curl_global_init, once per process. Loop thread, after fwd__curl_load. */
 int fwd__curl_global_init(void) CMN_MUST_CHECK;

@@ -726,12 +726,6 @@ static int run(struct app *a, int config_err, const char *config_msg)
         CMN_LOGW(COMP, "receive threads not started yet: the listeners are "
                        "read once the pipeline starts");
     bool spawned = a->sidecar || spawn_child(a) == 0;
-    /* A short job's final flush waits for libcurl: start its load now,
-     * before the rest of the pipeline is built (fwd_start would queue it
-     * about a millisecond later, behind the thread pool's start). */
-    if (spawned && !a->sidecar && !a->fail_closed && a->p != NULL &&
-        will_forward(&a->cfg) && fwd_preload_curl() != 0)
-        CMN_LOGD(COMP, "libcurl preload not started: the forwarder loads it");
     if (retry)
         arm_retry(a);
     else if (!a->fail_closed)
