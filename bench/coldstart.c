@@ -3,15 +3,15 @@
  * A benchmark program, never a timed test. Run it through
  * bench/coldstart.sh, which builds the two helpers it needs with cc -O2:
  *
- *   bench_coldstart SINIT MINWRAP STAMP [RUNS]
+ *   bench_coldstart SINIT MINWRAP STAMP [RUNS [BASE]]
  *
  * SINIT is serverless-init; MINWRAP is a minimal wrapper (posix_spawn +
  * waitpid, nothing else: the floor any wrapper pays, one more exec);
  * STAMP is the child: it reads CLOCK_MONOTONIC first thing in main and
  * appends (now - $BENCH_T0) to $BENCH_OUT, then exits 0.
  *
- * Each round runs, in a rotating order (interleaved, so that a slow phase
- * of the machine hits every variant alike): the child directly, the
+ * Each round runs, in its own random order (interleaved, so that a slow
+ * phase of the machine hits every variant alike): the child directly, the
  * minimal wrapper, serverless-init without an API key (local sink), and
  * serverless-init with an API key and a live loopback intake (the real
  * HTTP intake of tests/support, decoding what it gets). For each run:
@@ -20,6 +20,11 @@
  * process tree, from wait4) and peak RSS (ru_maxrss). Medians are printed
  * raw and beyond the floor (minus the minimal wrapper); CPU beyond the
  * child's own.
+ *
+ * BASE, another serverless-init (an earlier build), adds its two variants
+ * to the same interleaved rounds, and the differences of the medians
+ * (this build minus BASE) are printed: on a shared, noisy machine that is
+ * the only fair comparison of two builds.
  *
  * Then one run of each serverless-init variant with BENCH_MAPS set: the
  * child lists the shared objects mapped in its parent (the wrapper) at
@@ -40,14 +45,15 @@
 #include "common.h"
 #include "intake.h"
 
-#define NVAR 4
+#define NVAR 6
 #define MAX_RUNS 1000
 #define MAX_ENV 16
 
-enum { V_DIRECT, V_MIN, V_NOKEY, V_KEY };
-static const char *const vname[NVAR] = {"direct child", "minimal wrapper",
-                                        "drainpipe, no API key",
-                                        "drainpipe, API key + intake"};
+enum { V_DIRECT, V_MIN, V_NOKEY, V_KEY, V_BASE_NOKEY, V_BASE_KEY };
+static const char *const vname[NVAR] = {
+    "direct child",          "minimal wrapper",
+    "drainpipe, no API key", "drainpipe, API key + intake",
+    "BASE, no API key",      "BASE, API key + intake"};
 
 struct sample {
     double ready_us, wall_us, cpu_us, rss_kib;
@@ -96,7 +102,7 @@ static double last_stamp(const char *path)
 }
 
 struct ctx {
-    const char *sinit, *minwrap, *stamp;
+    const char *sinit, *minwrap, *stamp, *base;
     char url[128];
     char out[64];
     char *base_env[MAX_ENV];
@@ -110,6 +116,8 @@ static int run_one(struct ctx *c, int v, struct sample *r, const char *maps)
     int n = 0;
     if (v == V_MIN)
         argv[n++] = (char *)c->minwrap;
+    else if (v == V_BASE_NOKEY || v == V_BASE_KEY)
+        argv[n++] = (char *)c->base;
     else if (v != V_DIRECT)
         argv[n++] = (char *)c->sinit;
     argv[n++] = (char *)c->stamp;
@@ -120,7 +128,7 @@ static int run_one(struct ctx *c, int v, struct sample *r, const char *maps)
         env[ne++] = c->base_env[i];
     char key[] = "DD_API_KEY=bench";
     char url[160], t0s[64], out[96], mp[128];
-    if (v == V_KEY) {
+    if (v == V_KEY || v == V_BASE_KEY) {
         env[ne++] = key;
         snprintf(url, sizeof(url), "DD_DD_URL=%s", c->url);
         env[ne++] = url;
@@ -179,7 +187,8 @@ static void print_maps(const char *path)
 int main(int argc, char **argv)
 {
     if (argc < 4) {
-        fprintf(stderr, "usage: %s SINIT MINWRAP STAMP [RUNS]\n", argv[0]);
+        fprintf(stderr, "usage: %s SINIT MINWRAP STAMP [RUNS [BASE]]\n",
+                argv[0]);
         return 2;
     }
     struct ctx c;
@@ -195,6 +204,8 @@ int main(int argc, char **argv)
         return 2;
     }
     int runs = (int)nruns;
+    c.base = argc > 5 ? argv[5] : NULL;
+    int nvar = c.base != NULL ? NVAR : V_BASE_NOKEY;
     snprintf(c.out, sizeof(c.out), "/tmp/coldstart-%d.out", (int)getpid());
     c.base_env[c.nbase++] = "PATH=/usr/bin:/bin";
     c.base_env[c.nbase++] = "DD_DOGSTATSD_PORT=__random__";
@@ -214,19 +225,33 @@ int main(int argc, char **argv)
     snprintf(c.url, sizeof(c.url), "%s", ti_url(ti));
 
     struct sample warm;
-    for (int v = 0; v < NVAR; v++) /* page cache, first-use costs */
+    for (int v = 0; v < nvar; v++) /* page cache, first-use costs */
         if (run_one(&c, v, &warm, NULL) != 0)
             return 1;
-    for (int i = 0; i < runs; i++)
-        for (int k = 0; k < NVAR; k++) {
-            int v = (i + k) % NVAR;
+    /* each round in its own random order: a variant never always follows
+     * the same one (a run with the intake leaves the intake's decoding
+     * behind it, which would always land on the same successor) */
+    uint64_t rng = mono_ns() | 1;
+    for (int i = 0; i < runs; i++) {
+        int order[NVAR];
+        for (int k = 0; k < nvar; k++)
+            order[k] = k;
+        for (int k = nvar - 1; k > 0; k--) {
+            rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+            int j = (int)(rng % (uint64_t)(k + 1)), tmp = order[k];
+            order[k] = order[j];
+            order[j] = tmp;
+        }
+        for (int k = 0; k < nvar; k++) {
+            int v = order[k];
             if (run_one(&c, v, &s[v][i], NULL) != 0)
                 return 1;
         }
+    }
     unlink(c.out);
 
     double ready[NVAR], wall[NVAR], cpu[NVAR], rss[NVAR];
-    for (int v = 0; v < NVAR; v++) {
+    for (int v = 0; v < nvar; v++) {
         ready[v] = median(v, offsetof(struct sample, ready_us), runs);
         wall[v] = median(v, offsetof(struct sample, wall_us), runs);
         cpu[v] = median(v, offsetof(struct sample, cpu_us), runs);
@@ -235,7 +260,7 @@ int main(int argc, char **argv)
     printf("medians of %d interleaved runs (ms; RSS in MiB)\n", runs);
     printf("%-30s %10s %10s %10s %10s\n", "", "readiness", "wall", "CPU",
            "peak RSS");
-    for (int v = 0; v < NVAR; v++)
+    for (int v = 0; v < nvar; v++)
         printf("%-30s %10.3f %10.3f %10.3f %10.2f\n", vname[v], ready[v] / 1e3,
                wall[v] / 1e3, cpu[v] / 1e3, rss[v] / 1024);
     printf("\nissue 13 table (raw = minus the direct child; beyond the "
@@ -261,6 +286,15 @@ int main(int argc, char **argv)
            "key (minimal wrapper %.2f MiB)\n",
            rss[V_KEY] / 1024, rss[V_NOKEY] / 1024, rss[V_MIN] / 1024);
     printf("  intake received %zu requests\n", ti_request_count(ti));
+    if (c.base != NULL)
+        for (int v = V_NOKEY; v <= V_KEY; v++) {
+            int b = v == V_NOKEY ? V_BASE_NOKEY : V_BASE_KEY;
+            printf("  this build minus BASE, %s: readiness %+.3f ms, wall "
+                   "%+.3f ms, CPU %+.3f ms, peak RSS %+.2f MiB\n",
+                   v == V_NOKEY ? "no API key" : "API key + intake",
+                   (ready[v] - ready[b]) / 1e3, (wall[v] - wall[b]) / 1e3,
+                   (cpu[v] - cpu[b]) / 1e3, (rss[v] - rss[b]) / 1024);
+        }
 
     char maps[64];
     snprintf(maps, sizeof(maps), "/tmp/coldstart-%d.maps", (int)getpid());

@@ -4,7 +4,9 @@
 # wrapper, interleaved; the binary size; the shared objects mapped.
 #
 #   bench/coldstart.sh [BUILD_DIR] [RUNS]     (default: build, 40)
-#   SINIT=/other/serverless-init bench/coldstart.sh ...   (compare a build)
+#   SINIT=/other/serverless-init bench/coldstart.sh ...   (measure a build)
+#   BASE=/earlier/serverless-init bench/coldstart.sh ...  (this build and an
+#       earlier one in the same interleaved rounds, with the differences)
 #   DRAINPIPE_LIBCURL=libcurl-gnutls.so.4 ...             (compare libcurls)
 #
 # Builds the two helpers with cc -O2 (a minimal posix_spawn + waitpid
@@ -97,6 +99,6 @@ cc -O2 -o "$T/minwrap" "$T/minwrap.c"
 cc -O2 -o "$T/stamp" "$T/stamp.c"
 
 SINIT=${SINIT:-$BIN/serverless-init}
-"$BIN/bench_coldstart" "$SINIT" "$T/minwrap" "$T/stamp" "$RUNS"
+"$BIN/bench_coldstart" "$SINIT" "$T/minwrap" "$T/stamp" "$RUNS" ${BASE:+"$BASE"}
 echo
 echo "binary: $(stat -c %s "$SINIT") bytes ($(size "$SINIT" | awk 'NR==2 {print "text " $1 ", data " $2 ", bss " $3}')); linked: $(ldd "$SINIT" | awk '{print $1}' | tr '\n' ' ')"

@@ -69,6 +69,31 @@ void cmn_log_divert_errors(char *buf, size_t cap)
         divert_buf[0] = '\0';
 }
 
+void cmn_utc_fields(int64_t sec, int f[6])
+{
+    /* days from civil, inverted (H. Hinnant's algorithm): 400-year eras
+     * of 146097 days, years starting on March 1 so leap days come last */
+    int64_t days = sec / 86400, rem = sec % 86400;
+    if (rem < 0) {
+        rem += 86400;
+        days--;
+    }
+    int64_t z = days + 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    int64_t doe = z - era * 146097; /* 0..146096 */
+    int64_t yoe =
+        (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365; /* 0..399 */
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);     /* 0..365 */
+    int64_t mp = (5 * doy + 2) / 153;                          /* 0..11 */
+    int64_t mon = mp < 10 ? mp + 3 : mp - 9;
+    f[0] = (int)(yoe + era * 400 + (mon <= 2));
+    f[1] = (int)mon;
+    f[2] = (int)(doy - (153 * mp + 2) / 5 + 1);
+    f[3] = (int)(rem / 3600);
+    f[4] = (int)(rem / 60 % 60);
+    f[5] = (int)(rem % 60);
+}
+
 void cmn_vlog(enum cmn_log_level lvl, const char *comp, const char *fmt,
               va_list ap)
 {
@@ -80,14 +105,13 @@ void cmn_vlog(enum cmn_log_level lvl, const char *comp, const char *fmt,
         return;
     char line[2048];
     uint64_t now = cmn_wall_ns();
-    time_t sec = (time_t)(now / 1000000000ull);
-    struct tm tm;
-    gmtime_r(&sec, &tm);
+    int tm[6];
+    cmn_utc_fields((int64_t)(now / 1000000000ull), tm);
     int n = snprintf(line, sizeof(line),
                      "%04d-%02d-%02d %02d:%02d:%02d.%03u UTC | %s | %s | (%s) ",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-                     tm.tm_min, tm.tm_sec, (unsigned)(now / 1000000ull % 1000),
-                     logger, names[lvl], comp ? comp : "-");
+                     tm[0], tm[1], tm[2], tm[3], tm[4], tm[5],
+                     (unsigned)(now / 1000000ull % 1000), logger, names[lvl],
+                     comp ? comp : "-");
     if (n < 0)
         return;
     size_t len = (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1;

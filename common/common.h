@@ -225,6 +225,12 @@ void cmn_log_rl(struct cmn_ratelimit *rl, enum cmn_log_level lvl,
  */
 uint64_t cmn_mono_ns(void);
 uint64_t cmn_wall_ns(void);
+/* Seconds since the epoch -> UTC date and time (year, mon 1-12, day, hour,
+ * minute, second), by arithmetic: unlike gmtime_r, it never loads the time
+ * zone file (glibc's first gmtime_r opens /etc/localtime, which was on the
+ * wrapper's start-up path through its first log line). Proleptic
+ * Gregorian calendar; any int64_t seconds whose year fits an int. */
+void cmn_utc_fields(int64_t sec, int f[6]);
 /* Monotonic time of the first call to cmn_process_start_set (or of the
  * first call to this function), for "cumulative since start" figures. */
 void cmn_process_start_set(uint64_t mono_ns);

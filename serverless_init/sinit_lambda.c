@@ -639,20 +639,22 @@ static void go_idle(struct lx *x, const char *why)
     }
 }
 
-/* Everything between register and the first /next. Failures go idle. */
-static void start_active(struct lx *x)
+/* Between register and the first /next: the configuration, then the
+ * listeners bound and the DogStatsD receive threads reading into their
+ * rings, then the subscription. Nothing else: the aggregator and the sink
+ * are built by finish_active, after the first /next is written. Failures
+ * go idle. Returns true when finish_active is to run. */
+static bool start_active(struct lx *x, struct lc_pipeline_config *c)
 {
-    struct lc_pipeline_config c;
-    memset(&c, 0, sizeof(c));
-    int err = read_config(x, &c);
+    int err = read_config(x, c);
     checkpoint(x, "config_parsed");
     if (err != 0) {
         go_idle(x, "invalid configuration");
-        goto out;
+        return false;
     }
-    if (c.fwd.nendpoints == 0 && c.sink != LC_SINK_LOCAL) {
+    if (c->fwd.nendpoints == 0 && c->sink != LC_SINK_LOCAL) {
         go_idle(x, "DD_API_KEY is not set");
-        goto out;
+        return false;
     }
     sinit_le_init(&x->le, x->enhanced, cmn_process_start_ns() / 1000000u,
                   emit_enhanced, x);
@@ -660,33 +662,58 @@ static void start_active(struct lx *x)
     err = sinit_tel_start(&x->loop, x->tel_port, on_telemetry, x, &x->tel);
     if (err != 0) {
         go_idle(x, "the telemetry listener cannot bind");
-        goto out;
+        return false;
     }
     checkpoint(x, "telemetry_listening");
-    /* libcurl (and with it DNS and TLS) only once the loop runs, after the
-     * first /next: its dlopen would compete with the init for the CPU and
-     * the dynamic loader's lock */
-    c.fwd.load_on_loop = true;
-    err = lc_pipeline_create(&x->loop, &c, &x->p);
-    if (err == 0)
-        err = lc_pipeline_start(x->p);
+    /* all or nothing: a listener that cannot bind is a failed start, as
+     * before; nothing is left open then */
+    struct lc_listen_report rep;
+    err = lc_pipeline_listen(&x->loop, c, true, &rep, &x->p);
+    if (err == 0 && lc_pipeline_receive(x->p) != 0)
+        CMN_LOGD(COMP, "receive threads not started yet: the listeners are "
+                       "read once the pipeline starts");
     if (err != 0) {
-        if (x->p != NULL) {
-            x->p_stopping = true;
-            lc_pipeline_stop(x->p, FAIL_DRAIN_MS, on_pipeline_stopped, x);
-        }
-        go_idle(x, "the DogStatsD pipeline cannot start");
-        goto out;
+        x->p = NULL;
+        go_idle(x, "the DogStatsD listener cannot bind");
+        return false;
     }
-    x->p_started = true;
-    checkpoint(x, "dogstatsd_started");
+    checkpoint(x, "dogstatsd_listening");
     if (do_subscribe(x) != 0) {
         go_idle(x, "the telemetry subscription failed");
-        goto out;
+        lc_pipeline_destroy(x->p); /* closes the listeners as the loop runs */
+        x->p = NULL;
+        return false;
     }
     checkpoint(x, "telemetry_subscribed");
-out:
-    lc_pipeline_config_free(&c);
+    return true;
+}
+
+/* Right after the first /next is written (the runtime's init goes on
+ * meanwhile): the sink and the aggregator with its tables, then the
+ * pipeline starts and parses what the receive threads already hold. The
+ * loop has not run since start_active, so no telemetry or /next answer is
+ * handled before the aggregator exists. */
+static void finish_active(struct lx *x, const struct lc_pipeline_config *c)
+{
+    /* libcurl (and with it DNS and TLS) only once the loop runs: its
+     * dlopen would compete with the runtime's init for the CPU and the
+     * dynamic loader's lock */
+    int err = lc_pipeline_complete(x->p, c);
+    if (err != 0) {
+        go_idle(x, "the DogStatsD pipeline cannot start");
+        lc_pipeline_destroy(x->p); /* only fit for that after a failure */
+        x->p = NULL;
+        return;
+    }
+    err = lc_pipeline_start(x->p);
+    if (err != 0) {
+        x->p_stopping = true; /* the rollback's end: on_pipeline_stopped */
+        lc_pipeline_stop(x->p, FAIL_DRAIN_MS, on_pipeline_stopped, x);
+        go_idle(x, "the DogStatsD pipeline cannot start");
+        return;
+    }
+    x->p_started = true;
+    checkpoint(x, "pipeline_started");
 }
 
 static void basename_of(const char *argv0, char *out, size_t cap)
@@ -732,7 +759,9 @@ int sinit_lambda_main(int argc, char **argv)
     uv_timer_init(&x->loop, &x->period);
     x->timer.data = x->period.data = x;
     x->timers_inited = true;
-    start_active(x);
+    struct lc_pipeline_config c;
+    memset(&c, 0, sizeof(c));
+    bool finish = start_active(x, &c);
     send_next(x);
     x->ready_ns = cmn_mono_ns();
     struct timespec cpu;
@@ -740,6 +769,9 @@ int sinit_lambda_main(int argc, char **argv)
     x->ready_cpu_ns =
         (uint64_t)cpu.tv_sec * 1000000000u + (uint64_t)cpu.tv_nsec;
     log_ready(x);
+    if (finish)
+        finish_active(x, &c);
+    lc_pipeline_config_free(&c);
     uv_run(&x->loop, UV_RUN_DEFAULT);
     rc = x->exit_code;
     close_all(x);

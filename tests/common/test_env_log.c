@@ -4,6 +4,7 @@
 #include <criterion/criterion.h>
 #include <criterion/redirect.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -118,4 +119,48 @@ Test(log, ratelimit_suppresses_and_reports)
     cr_expect(strstr(buf, "bad line 0") && strstr(buf, "bad line 1"));
     cr_expect(strstr(buf, "bad line 2") == NULL);
     cr_expect_eq(rl.suppressed, 3);
+}
+
+/* The log's UTC timestamp fields agree with gmtime_r: leap days, century
+ * rules (1900 and 2100 are not leap years, 2000 is), before the epoch, and
+ * a sweep of a day and 37 minutes at a time over 1600-2400. */
+static bool utc_matches_gmtime(int64_t sec)
+{
+    int f[6];
+    cmn_utc_fields(sec, f);
+    time_t t = (time_t)sec;
+    struct tm tm;
+    if (gmtime_r(&t, &tm) == NULL)
+        return false;
+    int want[6] = {tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                   tm.tm_hour,        tm.tm_min,     tm.tm_sec};
+    return memcmp(f, want, sizeof(want)) == 0;
+}
+
+Test(log, utc_fields_agree_with_gmtime)
+{
+    int f[6];
+    cmn_utc_fields(0, f);
+    cr_assert(f[0] == 1970 && f[1] == 1 && f[2] == 1 && f[3] == 0 &&
+              f[4] == 0 && f[5] == 0);
+    cmn_utc_fields(951782400, f); /* 2000-02-29 00:00:00 */
+    cr_assert(f[0] == 2000 && f[1] == 2 && f[2] == 29 && f[3] == 0);
+    cmn_utc_fields(1796130245, f); /* 2026-12-01 13:04:05 */
+    cr_assert(f[0] == 2026 && f[1] == 12 && f[2] == 1 && f[3] == 13 &&
+              f[4] == 4 && f[5] == 5);
+    cmn_utc_fields(-1, f); /* 1969-12-31 23:59:59 */
+    cr_assert(f[0] == 1969 && f[1] == 12 && f[2] == 31 && f[3] == 23 &&
+              f[4] == 59 && f[5] == 59);
+    const int64_t edges[] = {4107542400,  4107542399,  4110048000, 951868800,
+                             -2203891200, -2208988800, 946684799,  0};
+    for (size_t i = 0; i < sizeof(edges) / sizeof(edges[0]); i++)
+        cr_assert(utc_matches_gmtime(edges[i]), "%lld", (long long)edges[i]);
+    int64_t bad = 0, n = 0;
+    for (int64_t s = -11676096000; s < 13569465600; s += 86400 + 37 * 60) {
+        n++;
+        if (!utc_matches_gmtime(s) && bad++ == 0)
+            cr_log_error("first mismatch at %lld", (long long)s);
+    }
+    cr_assert_eq(bad, 0, "%lld of %lld differ", (long long)bad, (long long)n);
+    cr_assert_gt(n, 280000); /* the sweep ran */
 }

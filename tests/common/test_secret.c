@@ -117,3 +117,54 @@ Test(secret, scrub_allocator_keeps_contents)
     cmn_scrub_free(z);
     cmn_scrub_free(NULL);
 }
+
+/* Small secrets share one page excluded from core dumps; a freed slot is
+ * wiped at once (the page stays mapped, so the bytes can be read back) and
+ * reused; a secret larger than a slot, and one past the last free slot,
+ * get a mapping of their own, also excluded, and are freed clean. */
+Test(secret, small_secrets_share_a_page_and_are_wiped)
+{
+    size_t live = cmn_alloc_live_bytes();
+    char *a = cmn_secret_strndup("key-a-0123456789abcdef0123456789ab", 34);
+    char *b = cmn_secret_strndup("DD_API_KEY=key-b", 16);
+    char flags[256];
+    cr_assert_not_null(a);
+    cr_assert_not_null(b);
+    cr_assert_str_eq(a, "key-a-0123456789abcdef0123456789ab");
+    cr_assert_str_eq(b, "DD_API_KEY=key-b");
+    cr_assert_eq(cmn_alloc_live_bytes(), live + 35 + 17);
+    uintptr_t pa = (uintptr_t)a, pb = (uintptr_t)b;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    cr_assert_eq(pa / page, pb / page, "not on one page: %p %p", a, b);
+    vm_flags(b, flags, sizeof(flags));
+    cr_assert_not_null(strstr(flags, " dd"), "VmFlags:%s", flags);
+    cmn_secret_free(a);
+    static const char zero[35];
+    cr_assert_eq(memcmp((const char *)pa, zero, sizeof(zero)), 0,
+                 "freed slot not wiped");
+    char *c = cmn_secret_strndup("key-c", 5);
+    cr_assert_eq((uintptr_t)c, pa, "the freed slot is taken again");
+    /* larger than a slot: its own mapping */
+    char big[300];
+    memset(big, 'x', sizeof(big));
+    char *d = cmn_secret_strndup(big, sizeof(big));
+    cr_assert_not_null(d);
+    cr_assert_neq((uintptr_t)d / page, pa / page);
+    cr_assert_eq(strlen(d), sizeof(big));
+    vm_flags(d, flags, sizeof(flags));
+    cr_assert_not_null(strstr(flags, " dd"), "VmFlags:%s", flags);
+    /* more small secrets than slots: the rest get their own mappings */
+    char *many[40];
+    for (int i = 0; i < 40; i++) {
+        many[i] = cmn_secret_strndup("k", 1);
+        cr_assert_not_null(many[i]);
+        cr_assert_str_eq(many[i], "k");
+    }
+    cr_assert_neq((uintptr_t)many[39] / page, pa / page);
+    for (int i = 0; i < 40; i++)
+        cmn_secret_free(many[i]);
+    cmn_secret_free(b);
+    cmn_secret_free(c);
+    cmn_secret_free(d);
+    cr_assert_eq(cmn_alloc_live_bytes(), live);
+}

@@ -639,13 +639,20 @@ Test(lambda, no_libcurl_before_first_next, .timeout = 30)
     const char *curl = strstr(err, "libcurl loaded");
     cr_assert_not_null(ready, "%s", err);
     cr_assert_lt(ready, curl, "%s", err);
-    /* every init phase has its checkpoint, in order */
-    cr_assert_lt(strstr(err, "checkpoint start dogstatsd"), ready, "%s", err);
+    /* every init phase has its checkpoint, in order: the listener bound
+     * before the subscribe and the first /next, the aggregator and the
+     * sink built only after it */
+    cr_assert_lt(strstr(err, "checkpoint bind dogstatsd"), ready, "%s", err);
     static const char *const phases[] = {
         "checkpoint register_ready", "checkpoint config_parsed",
-        "checkpoint telemetry_listening", "checkpoint dogstatsd_started",
+        "checkpoint telemetry_listening", "checkpoint dogstatsd_listening",
         "checkpoint telemetry_subscribed"};
     cr_assert_lt(in_order(err, phases, 5), ready);
+    static const char *const after[] = {
+        "extension ready in ", "checkpoint create forwarder",
+        "checkpoint create aggregator",
+        "checkpoint start dogstatsd:", "checkpoint pipeline_started"};
+    (void)in_order(err, after, 5);
     uint64_t took;
     cr_assert_eq(lx_shutdown(&t, 0, 2000, &took), 0);
     e2e_read(t.e.errpath, err, sizeof(err));

@@ -57,7 +57,8 @@ static void script(const char *strategy, const uint64_t *times, size_t n,
         cr_assert_eq(a, want[i],
                      "%s: invoke %zu at %llu ms: action %d, want "
                      "%d",
-                     strategy, i, (unsigned long long)times[i], a, want[i]);
+                     strategy ? strategy : "(default)", i,
+                     (unsigned long long)times[i], a, want[i]);
         if (a != SINIT_FLUSH_NONE)
             sinit_flush_did(&c, times[i]);
     }
