@@ -230,6 +230,7 @@ static struct agg__ctx *agg_ctx_new(struct agg *a, uint64_t key,
     c->id = a->next_ctx_id++;
     c->counter_last = NAN;
     c->ntags = (uint32_t)n;
+    c->zf_epoch = a->zf_epoch;
 #define AGG_PUT(dst, src)                                                      \
     do {                                                                       \
         if ((src).len)                                                         \
@@ -382,6 +383,14 @@ int agg__ctx_get(struct agg *a, struct cmn_slice name, struct cmn_slice tags,
     for (size_t i = (size_t)rh & a->rc_mask; a->rc[i].ctx != NULL;
          i = (i + 1) & a->rc_mask) {
         if (a->rc[i].h == rh && agg_rc_same(a, &a->rc[i], name, tags)) {
+            if (__builtin_expect(a->rc[i].ctx->dead, 0)) {
+                /* expired, and the cache not yet scrubbed: intern it
+                 * again and point the slot at the new context */
+                int rc = agg_ctx_resolve(a, name, nh, tags, out);
+                if (rc == 0)
+                    a->rc[i].ctx = *out;
+                return rc;
+            }
             *out = a->rc[i].ctx;
             return 0;
         }
@@ -389,34 +398,107 @@ int agg__ctx_get(struct agg *a, struct cmn_slice name, struct cmn_slice tags,
     return agg_ctx_miss(a, name, nh, tags, rh, out);
 }
 
-void agg__ctx_expire(struct agg *a, double before)
+/* Whether c expires now: unused since before `before`, referenced by no
+ * bucket entry, no-agg sample or job, and no tracked counter. */
+static inline bool agg_ctx_expired(const struct agg__ctx *c, double before)
 {
-    size_t victims = 0;
+    return c->refs == 0 && isnan(c->counter_last) && c->last_seen < before;
+}
 
-    for (size_t i = 0; i <= a->ctab_mask; i++) {
-        struct agg__ctx *c = a->ctab[i];
-        if (c != NULL && c->refs == 0 && isnan(c->counter_last) &&
-            c->last_seen < before)
-            victims++;
+/* Linear-probing deletion by backward shift: the entries of the run after
+ * slot i that may live earlier move back, so no tombstone is needed. An
+ * entry only moves back within its run, never from a slot the cursor has
+ * not reached to one it has passed: a cursor that re-examines slot i after
+ * a deletion still sees every entry once. */
+#define AGG_DEL_SHIFT(tab, mask, i, empty, is_empty, home)                     \
+    do {                                                                       \
+        size_t hole_ = (i), j_ = (i);                                          \
+        for (;;) {                                                             \
+            j_ = (j_ + 1) & (mask);                                            \
+            if (is_empty((tab)[j_]))                                           \
+                break;                                                         \
+            size_t h_ = (size_t)(home((tab)[j_])) & (mask);                    \
+            if (((j_ - h_) & (mask)) >= ((j_ - hole_) & (mask))) {             \
+                (tab)[hole_] = (tab)[j_];                                      \
+                hole_ = j_;                                                    \
+            }                                                                  \
+        }                                                                      \
+        (tab)[hole_] = (empty);                                                \
+    } while (0)
+#define AGG_CTX_EMPTY(c) ((c) == NULL)
+#define AGG_CTX_HOME(c) ((c)->key)
+#define AGG_RC_EMPTY(s) ((s).ctx == NULL)
+#define AGG_RC_HOME(s) ((s).h)
+
+void agg__ctx_expire_begin(struct agg *a, double before)
+{
+    a->ex_phase = 1;
+    a->ex_cursor = 0;
+    a->ex_tab = a->ctab;
+    a->ex_before = before;
+}
+
+/* Phase 1: takes the expired contexts out of the table (a table grown
+ * meanwhile is walked again from its start). A context that cannot be
+ * listed for freeing stays for the next flush. */
+bool agg__ex_unlink(struct agg *a, long *budget)
+{
+    if (a->ex_tab != a->ctab) {
+        a->ex_tab = a->ctab;
+        a->ex_cursor = 0;
     }
-    if (victims == 0)
-        return;
-    struct agg__ctx **nt = cmn_calloc(a->ctab_mask + 1, sizeof(*nt));
-    if (nt == NULL)
-        return; /* try again at the next flush */
-    for (size_t i = 0; i <= a->ctab_mask; i++) {
-        struct agg__ctx *c = a->ctab[i];
-        if (c == NULL)
+    while (a->ex_cursor <= a->ctab_mask) {
+        if ((*budget)-- <= 0)
+            return false;
+        struct agg__ctx *c = a->ctab[a->ex_cursor];
+        if (c == NULL || !agg_ctx_expired(c, a->ex_before)) {
+            a->ex_cursor++;
             continue;
-        if (c->refs == 0 && isnan(c->counter_last) && c->last_seen < before)
-            cmn_free(c);
-        else
-            agg_ctab_put(nt, a->ctab_mask, c);
+        }
+        if (a->ndead == a->capdead) {
+            size_t ncap = a->capdead ? a->capdead * 2 : 1024;
+            void *nd = cmn_reallocarray(a->dead, ncap, sizeof(*a->dead));
+            if (nd == NULL) {
+                a->ex_cursor++;
+                continue;
+            }
+            a->dead = nd;
+            a->capdead = ncap;
+        }
+        AGG_DEL_SHIFT(a->ctab, a->ctab_mask, a->ex_cursor, NULL, AGG_CTX_EMPTY,
+                      AGG_CTX_HOME);
+        c->dead = true;
+        a->dead[a->ndead++] = c;
+        a->nctx--;
+        a->st.contexts = a->nctx;
+        a->st.contexts_expired++;
+        /* the slot is examined again: an entry may have moved into it */
     }
-    cmn_free(a->ctab);
-    a->ctab = nt;
-    a->nctx -= victims;
-    a->st.contexts = a->nctx;
-    a->st.contexts_expired += victims;
-    agg_rc_clear(a);
+    return true;
+}
+
+/* Phase 2: removes the raw cache's slots that point at dead contexts (a
+ * cache regrown meanwhile is walked again). */
+bool agg__ex_scrub(struct agg *a, long *budget)
+{
+    if (a->ndead == 0)
+        return true;
+    if (a->ex_tab != a->rc) {
+        a->ex_tab = a->rc;
+        a->ex_cursor = 0;
+    }
+    while (a->ex_cursor <= a->rc_mask) {
+        if ((*budget)-- <= 0)
+            return false;
+        struct agg__rc_slot *s = &a->rc[a->ex_cursor];
+        if (s->ctx == NULL || !s->ctx->dead) {
+            a->ex_cursor++;
+            continue;
+        }
+        struct agg__rc_slot empty = {0, NULL, 0, 0, 0};
+        AGG_DEL_SHIFT(a->rc, a->rc_mask, a->ex_cursor, empty, AGG_RC_EMPTY,
+                      AGG_RC_HOME);
+        a->rc_n--;
+    }
+    return true;
 }

@@ -203,6 +203,10 @@ struct agg_stats {
                                          invalid UTF-8, repaired to U+FFFD
                                          (a repeat hits the raw cache and
                                          is not counted again) */
+    uint64_t loop_longest_cb_ns;      /* the longest stretch of loop
+                                         callbacks between two polls
+                                         since agg_start (any component's
+                                         callbacks on this loop), ns */
 };
 
 struct agg;
