@@ -297,12 +297,15 @@ struct agg {
     struct agg__job *reap_head, *reap_tail;
     size_t reap_b, reap_k;
     /* loop busy meter: check (after poll) -> prepare (before the next
-     * poll) is a stretch of callbacks; prepare -> check minus the time
-     * the poll slept is the I/O callbacks of one poll */
+     * poll) is a stretch of callbacks; prepare -> check is the I/O
+     * callbacks of one poll (plus the poll's sleep, left out: the CPU
+     * time of the thread does not count it, the wall time subtracts
+     * uv_metrics_idle_time) */
     uv_check_t meter_chk;
     uv_prepare_t meter_prep;
     bool meter_inited;
-    uint64_t meter_chk_at, meter_prep_at, meter_idle_at;
+    uint64_t meter_chk_at, meter_prep_at, meter_idle_at; /* wall */
+    uint64_t meter_chk_cpu, meter_prep_cpu; /* thread CPU time */
     int nclosing;         /* handles closing at stop */
     bool handles_closing; /* their close has started */
     bool stopping_closed; /* no step handle may be created any more */

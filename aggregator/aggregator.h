@@ -206,7 +206,11 @@ struct agg_stats {
     uint64_t loop_longest_cb_ns;      /* the longest stretch of loop
                                          callbacks between two polls
                                          since agg_start (any component's
-                                         callbacks on this loop), ns */
+                                         callbacks on this loop), in CPU
+                                         time of the loop thread, ns */
+    uint64_t loop_longest_cb_wall_ns; /* the same in wall time: includes
+                                         time the thread was preempted
+                                         (a loaded machine) */
 };
 
 struct agg;

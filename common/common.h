@@ -225,6 +225,9 @@ void cmn_log_rl(struct cmn_ratelimit *rl, enum cmn_log_level lvl,
  */
 uint64_t cmn_mono_ns(void);
 uint64_t cmn_wall_ns(void);
+/* CPU time of the calling thread (user + system): a busy span measured
+ * with it leaves out the time other processes held the CPU. */
+uint64_t cmn_thread_cpu_ns(void);
 /* Monotonic time of the first call to cmn_process_start_set (or of the
  * first call to this function), for "cumulative since start" figures. */
 void cmn_process_start_set(uint64_t mono_ns);
