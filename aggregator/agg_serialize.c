@@ -314,9 +314,9 @@ static long agg_tags(const struct agg__job *j, const struct agg__ctx *c,
     device->p = NULL;
     device->len = 0;
     for (uint32_t i = 0; i < c->ntags; i++)
-        (*out)[n++] = c->tags[i];
+        (*out)[n++] = agg__itag_slice(c->tags[i]);
     for (size_t i = 0; j->extra && i < j->extra->n; i++) {
-        if (!agg__has_tag(c->tags, c->ntags, j->extra->tags[i]))
+        if (!agg__has_tag(*out, c->ntags, j->extra->tags[i]))
             (*out)[n++] = j->extra->tags[i];
     }
     if (take_device) {

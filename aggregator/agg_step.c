@@ -99,7 +99,7 @@ static bool agg_step_ex(struct agg *a, long *budget)
     while (a->dead_freed < a->ndead) {
         if ((*budget)-- <= 0)
             return false;
-        cmn_free(a->dead[a->dead_freed++]);
+        agg__ctx_free(a, a->dead[a->dead_freed++]);
     }
     a->ndead = a->dead_freed = 0;
     if (a->capdead > 4096) { /* a large expiry: give the list back */
@@ -248,7 +248,7 @@ void agg__steps_fini(struct agg *a)
     }
     a->reap_tail = NULL;
     while (a->dead_freed < a->ndead)
-        cmn_free(a->dead[a->dead_freed++]);
+        agg__ctx_free(a, a->dead[a->dead_freed++]);
     cmn_free(a->dead);
     a->dead = NULL;
     a->ndead = a->dead_freed = a->capdead = 0;
