@@ -369,7 +369,7 @@ int agg_add_value(struct agg *a, const char *name, enum agg_mtype type,
 
 int agg_flush(struct agg *a, bool force, agg_done_cb cb, void *data)
 {
-    if (a->stop_reported)
+    if (a->stop_reported || a->handles_closing) /* the step handle closes */
         return CMN_ESTOPPED;
     return agg_flush_internal(a, force, cb, data);
 }

@@ -324,6 +324,7 @@ struct agg {
     bool meter_inited;
     uint64_t meter_chk_at, meter_prep_at, meter_idle_at; /* wall */
     uint64_t meter_chk_cpu, meter_prep_cpu;              /* thread CPU time */
+    bool meter_cpu;       /* read the CPU clock (debug level, tests) */
     int nclosing;         /* handles closing at stop */
     bool handles_closing; /* their close has started */
     bool stopping_closed; /* no step handle may be created any more */

@@ -207,7 +207,9 @@ struct agg_stats {
                                          callbacks between two polls
                                          since agg_start (any component's
                                          callbacks on this loop), in CPU
-                                         time of the loop thread, ns */
+                                         time of the loop thread, ns; at
+                                         debug log level only, otherwise
+                                         the wall figure (an upper bound) */
     uint64_t loop_longest_cb_wall_ns; /* the same in wall time: includes
                                          time the thread was preempted
                                          (a loaded machine) */
