@@ -20,7 +20,8 @@
  *
  * Output (one line, key=value): sent_lines, delivered_count,
  * lost_count = sent - delivered, rss_min_kib / rss_max_kib after the
- * warm-up, rss_spread_kib, rss_peak_kib, faults, exit. The sidecar's
+ * warm-up, rss_spread_kib, rss_peak_kib (samples), hwm_kib (VmHWM before
+ * SIGTERM), faults, exit. The sidecar's
  * stderr is left in the printed file. A benchmark, not a test.
  */
 #include <errno.h>
@@ -286,6 +287,7 @@ out:
     if (sender_flush(&s) != 0)
         fprintf(stderr, "soak: send: %s\n", strerror(errno));
     double cpu = proc_cpu_s(pid) - cpu0;
+    long hwm = proc_kib(pid, "VmHWM:");
     double window = (double)(now_ms() - t0) / 1e3;
     kill(pid, SIGTERM);
     int st = 0;
@@ -302,10 +304,11 @@ out:
         printf("soak seconds=%.0f rate_lps=%.0f sent_lines=%llu "
                "delivered_count=%.0f lost_count=%.0f faults=%d "
                "rss_min_kib=%ld rss_max_kib=%ld rss_spread_kib=%ld "
-               "rss_peak_kib=%ld sidecar_cpu_s=%.1f exit=%d stderr=%s\n",
+               "rss_peak_kib=%ld hwm_kib=%ld sidecar_cpu_s=%.1f exit=%d "
+               "stderr=%s\n",
                seconds, rate, (unsigned long long)s.lines, got,
                (double)s.lines - got, faults, rss_min, rss_max,
-               rss_max - rss_min, rss_peak, cpu,
+               rss_max - rss_min, rss_peak, hwm, cpu,
                WIFEXITED(st) ? WEXITSTATUS(st) : -1, errp);
     }
     ti_stop(ti);
