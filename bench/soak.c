@@ -118,7 +118,12 @@ static long proc_kib(pid_t pid, const char *key)
         return -1;
     while (fgets(line, sizeof(line), f) != NULL) {
         if (strncmp(line, key, strlen(key)) == 0) {
-            v = strtol(line + strlen(key), NULL, 10);
+            const char *p = line + strlen(key);
+            int64_t x;
+            while (*p == ' ' || *p == '\t')
+                p++;
+            if (cmn_parse_i64(cmn_slice(p, strcspn(p, " \n")), &x) == 0)
+                v = (long)x;
             break;
         }
     }
@@ -126,7 +131,8 @@ static long proc_kib(pid_t pid, const char *key)
     return v;
 }
 
-/* utime + stime of pid, seconds. */
+/* utime + stime of pid, seconds: fields 14 and 15 of /proc/pid/stat,
+ * counted from the one after the command's closing ')'. */
 static double proc_cpu_s(pid_t pid)
 {
     char path[64], buf[1024];
@@ -138,13 +144,18 @@ static double proc_cpu_s(pid_t pid)
     fclose(f);
     buf[n] = '\0';
     char *p = strrchr(buf, ')');
-    unsigned long ut = 0, st = 0;
-    if (p == NULL || sscanf(p + 2,
-                            "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u "
-                            "%*u %lu %lu",
-                            &ut, &st) != 2)
+    if (p == NULL)
         return -1;
-    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+    p += 2; /* field 3, the state */
+    uint64_t v[2] = {0, 0};
+    for (int field = 3; field <= 15 && *p != '\0'; field++) {
+        size_t len = strcspn(p, " ");
+        if (field >= 14 &&
+            cmn_parse_u64(cmn_slice(p, len), UINT64_MAX, &v[field - 14]) != 0)
+            return -1;
+        p += len + (p[len] == ' ');
+    }
+    return (double)(v[0] + v[1]) / (double)sysconf(_SC_CLK_TCK);
 }
 
 /* Sum of count * 10 (the counters arrive as rates over 10 s) of every
@@ -231,7 +242,12 @@ static int run(double seconds, double rate, double warmup, bool calibrate)
         return 1;
     }
 
-    char line[512];
+    /* the lines are made once: the sender must outrun half of the
+     * sidecar's capacity */
+    static char lines[CONTEXTS][256];
+    static size_t lens[CONTEXTS];
+    for (uint64_t k = 0; k < CONTEXTS; k++)
+        lens[k] = ctx_line(lines[k], sizeof(lines[k]), k);
     uint64_t t0 = now_ms(), next_sample = t0 + 1000, i = 0;
     uint64_t end = t0 + (uint64_t)(seconds * 1000);
     uint64_t next_fault = t0 + 30000;
@@ -245,8 +261,7 @@ static int run(double seconds, double rate, double warmup, bool calibrate)
         uint64_t due =
             calibrate ? i + 2500 : (uint64_t)((double)(now - t0) * rate / 1e3);
         while (i < due) {
-            size_t n = ctx_line(line, sizeof(line), i % CONTEXTS);
-            if (sender_line(&s, line, n) != 0)
+            if (sender_line(&s, lines[i % CONTEXTS], lens[i % CONTEXTS]) != 0)
                 goto out;
             i++;
             if (s.pending == 25 && sender_flush(&s) != 0)
@@ -321,16 +336,19 @@ int main(int argc, char **argv)
 #ifdef HAVE_INTAKE
     double seconds = 600, rate = 0, warmup = 60, cal = 0, mibps = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
-        if (strcmp(argv[i], "--seconds") == 0)
-            seconds = strtod(argv[i + 1], NULL);
-        else if (strcmp(argv[i], "--rate") == 0)
-            rate = strtod(argv[i + 1], NULL);
-        else if (strcmp(argv[i], "--warmup") == 0)
-            warmup = strtod(argv[i + 1], NULL);
-        else if (strcmp(argv[i], "--calibrate") == 0)
-            cal = strtod(argv[i + 1], NULL);
-        else if (strcmp(argv[i], "--mib-per-s") == 0)
-            mibps = strtod(argv[i + 1], NULL);
+        const char *const names[] = {"--seconds", "--rate", "--warmup",
+                                     "--calibrate", "--mib-per-s"};
+        double *const vals[] = {&seconds, &rate, &warmup, &cal, &mibps};
+        bool known = false;
+        for (size_t k = 0; k < 5; k++) {
+            if (strcmp(argv[i], names[k]) != 0)
+                continue;
+            known = cmn_parse_f64(cmn_slice_cstr(argv[i + 1]), vals[k]) == 0;
+        }
+        if (!known) {
+            fprintf(stderr, "bad option %s %s\n", argv[i], argv[i + 1]);
+            return 2;
+        }
     }
     if (mibps > 0) { /* a byte rate: lines of the mean length, + '\n' */
         char line[512];
