@@ -223,6 +223,10 @@ int agg__zf_begin(struct agg *a, struct agg__job *j, int64_t cutoff, bool synth,
     a->zf_synth = synth;
     a->zf_cutoff = cutoff;
     a->zf_expire_before = expire_before;
+    /* a first step at once: with a small table the zero-fill ends (and the
+     * job is queued, and meets the sink's back-pressure) within the call,
+     * as before the steps */
+    agg_steps_run2(a, uv_hrtime() + AGG_STEP_NS, true, false);
     agg_steps_kick(a);
     return 0;
 }
