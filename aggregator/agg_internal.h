@@ -354,6 +354,8 @@ void agg__steps_fini(struct agg *a);
  * returns the handles to wait for (their close callbacks call
  * agg__handle_closed). */
 int agg__meter_start(struct agg *a) CMN_MUST_CHECK;
+/* The full meter: CPU time, and the poll's I/O callbacks (debug level). */
+void agg__meter_full(struct agg *a);
 int agg__handles_close(struct agg *a);
 void agg__handle_closed(struct agg *a);
 /* agg.c: frees j (releasing what it still holds). */

@@ -32,12 +32,13 @@
  * callbacks take that span minus the time the poll slept. The longest of
  * either, in CPU time of the loop thread, is loop_longest_cb_ns: CPU time
  * leaves out the time other processes held the core (on a loaded machine
- * a 0.3 ms step can take a 4 ms time slice of wall time). The CPU clock is
- * a system call, so it is read only at debug log level (the debug stats
- * show the figure) or when a test sets meter_cpu; otherwise
- * loop_longest_cb_ns is the wall-time figure, an upper bound. The
- * wall-time figure, with uv_metrics_idle_time taken out of the poll, is
- * loop_longest_cb_wall_ns.
+ * a 0.3 ms step can take a 4 ms time slice of wall time). That full meter
+ * runs at debug log level (the debug stats show it) or in tests
+ * (agg__meter_full): the CPU clock is a system call and the idle-time
+ * metrics add clock reads and a mutex to every poll. By default only the
+ * check -> prepare stretches are timed, in wall time (two clock reads per
+ * iteration), and loop_longest_cb_ns is that wall figure, an upper bound
+ * of their CPU time. loop_longest_cb_wall_ns is always the wall figure.
  */
 #include "agg_internal.h"
 
@@ -284,6 +285,8 @@ static void agg_meter_prep_cb(uv_prepare_t *h)
 
     if (a->meter_chk_at != 0)
         agg_meter_note(a, cpu - a->meter_chk_cpu, now - a->meter_chk_at);
+    if (!a->meter_cpu)
+        return; /* the poll's own callbacks: with the full meter only */
     a->meter_prep_at = now;
     a->meter_prep_cpu = cpu;
     a->meter_idle_at = uv_metrics_idle_time(a->loop);
@@ -292,9 +295,13 @@ static void agg_meter_prep_cb(uv_prepare_t *h)
 static void agg_meter_chk_cb(uv_check_t *h)
 {
     struct agg *a = h->data;
-    uint64_t now = uv_hrtime(), idle = uv_metrics_idle_time(a->loop);
-    uint64_t cpu = a->meter_cpu ? cmn_thread_cpu_ns() : 0;
+    uint64_t now = uv_hrtime();
 
+    if (!a->meter_cpu) {
+        a->meter_chk_at = now;
+        return;
+    }
+    uint64_t idle = uv_metrics_idle_time(a->loop), cpu = cmn_thread_cpu_ns();
     if (a->meter_prep_at != 0) {
         uint64_t span = now - a->meter_prep_at;
         uint64_t slept = idle - a->meter_idle_at;
@@ -307,17 +314,16 @@ static void agg_meter_chk_cb(uv_check_t *h)
 
 int agg__meter_start(struct agg *a)
 {
-    int rc = uv_loop_configure(a->loop, UV_METRICS_IDLE_TIME);
-    if (rc)
-        return rc;
     /* neither can fail on a live loop (they only link the handle) */
     (void)uv_check_init(a->loop, &a->meter_chk);
     (void)uv_prepare_init(a->loop, &a->meter_prep);
     a->meter_inited = true;
-    /* the CPU clock is a system call (2 us in the test VM), twice per loop
-     * iteration: only with the debug stats (or a test) asking for it */
+    /* The full meter (CPU clock, and the poll's I/O callbacks, which need
+     * libuv's idle-time metrics: two clock reads and two mutex operations
+     * per poll) runs at debug log level, where the debug stats show it;
+     * by default two monotonic clock reads per loop iteration. */
     if (cmn_log_enabled(CMN_LOG_DEBUG))
-        a->meter_cpu = true;
+        agg__meter_full(a);
     a->meter_chk.data = a;
     a->meter_prep.data = a;
     /* the meter alone never keeps the loop running */
@@ -326,6 +332,14 @@ int agg__meter_start(struct agg *a)
     (void)uv_check_start(&a->meter_chk, agg_meter_chk_cb);
     (void)uv_prepare_start(&a->meter_prep, agg_meter_prep_cb);
     return 0;
+}
+
+void agg__meter_full(struct agg *a)
+{
+    /* cannot fail for this option; without it the poll's sleep would
+     * count in the wall figure only (the CPU figure never counts it) */
+    (void)uv_loop_configure(a->loop, UV_METRICS_IDLE_TIME);
+    a->meter_cpu = true;
 }
 
 static void agg_handle_close_cb(uv_handle_t *h)

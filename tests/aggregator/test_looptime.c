@@ -311,7 +311,7 @@ Test(looptime, million_contexts_no_callback_over_1ms, .timeout = 900)
     agg_set_clock(h.a, th_clock, &h);
     b.a = h.a;
     cr_assert_eq(agg_start(h.a), 0);
-    h.a->meter_cpu = true; /* as at debug log level */
+    agg__meter_full(h.a); /* as at debug log level */
     cr_assert_eq(uv_timer_init(&h.loop, &t), 0);
     t.data = &b;
     warm_pool();
