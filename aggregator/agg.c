@@ -119,7 +119,7 @@ int agg_set_extra_tags(struct agg *a, const char *const *tags, size_t n)
 
 /* ---- jobs ---------------------------------------------------------------- */
 
-static void agg_job_free(struct agg *a, struct agg__job *j)
+void agg__job_free(struct agg *a, struct agg__job *j)
 {
     for (size_t i = 0; i < j->nbuckets; i++) {
         struct agg__bucket *b = j->buckets[i];
@@ -144,10 +144,16 @@ static void agg_job_free(struct agg *a, struct agg__job *j)
     cmn_free(j);
 }
 
-static void agg_maybe_stopped(struct agg *a)
+void agg__maybe_stopped(struct agg *a)
 {
     if (!a->stopping || !a->timer_closed || a->running != NULL ||
-        a->pend_head != NULL || a->stop_reported)
+        a->pend_head != NULL || a->stop_reported || agg__steps_pending(a))
+        return;
+    if (!a->handles_closing) {
+        a->handles_closing = true;
+        a->nclosing = agg__handles_close(a);
+    }
+    if (a->nclosing > 0)
         return;
     a->stop_reported = true;
     if (a->stop_cb)
@@ -156,18 +162,37 @@ static void agg_maybe_stopped(struct agg *a)
 
 static void agg_job_start(struct agg *a, struct agg__job *j);
 
+void agg__handle_closed(struct agg *a)
+{
+    a->nclosing--;
+    agg__maybe_stopped(a);
+}
+
+/* Worker: serializes, then frees the entries' state (histogram samples,
+ * sets, sketches) and clears the buckets' indexes, so that the loop only
+ * releases context references, in steps (agg_step.c). */
 static void agg_work_cb(uv_work_t *req)
 {
     struct agg__job *j = req->data;
     agg__serialize_job(j);
+    for (size_t i = 0; i < j->nbuckets; i++)
+        agg__bucket_scrub(j->buckets[i]);
+}
+
+void agg__job_done(struct agg *a, struct agg__job *j)
+{
+    agg_done_cb cb = j->cb;
+    void *cb_data = j->cb_data;
+
+    agg__job_free(a, j);
+    if (cb)
+        cb(cb_data);
 }
 
 static void agg_after_work_cb(uv_work_t *req, int status)
 {
     struct agg__job *j = req->data;
     struct agg *a = j->a;
-    agg_done_cb cb = j->cb;
-    void *cb_data = j->cb_data;
 
     (void)status; /* never cancelled */
     for (size_t i = 0; i < j->nout; i++) {
@@ -187,7 +212,6 @@ static void agg_after_work_cb(uv_work_t *req, int status)
                    "finite (a sum past the range of a double)",
                    (unsigned long long)j->st.nonfinite);
     }
-    agg_job_free(a, j);
     a->running = NULL;
     if (a->pend_head != NULL) {
         struct agg__job *n = a->pend_head;
@@ -197,9 +221,7 @@ static void agg_after_work_cb(uv_work_t *req, int status)
             a->pend_tail = NULL;
         agg_job_start(a, n);
     }
-    if (cb)
-        cb(cb_data);
-    agg_maybe_stopped(a);
+    agg__reap(a, j); /* its callback comes once its references are gone */
 }
 
 void agg_set_backpressure(struct agg *a, agg_full_fn full,
@@ -241,7 +263,7 @@ static void agg_job_start(struct agg *a, struct agg__job *j)
     }
 }
 
-static void agg_job_enqueue(struct agg *a, struct agg__job *j)
+void agg__job_enqueue(struct agg *a, struct agg__job *j)
 {
     j->a = a;
     j->extra = a->extra;
@@ -279,7 +301,8 @@ static int agg_take_noagg(struct agg *a, struct agg__job *j)
 static int agg_cut_noagg(struct agg *a)
 {
     if (a->npending >= AGG_JOBS_MAX)
-        return CMN_ECAP; /* the pool is behind: do not queue more */
+        return CMN_ECAP;         /* the pool is behind: do not queue more */
+    agg__steps_finish(a, false); /* keeps jobs in flush order */
     struct agg__job *j = cmn_calloc(1, sizeof(*j));
     if (j == NULL)
         return UV_ENOMEM;
@@ -287,7 +310,7 @@ static int agg_cut_noagg(struct agg *a)
         cmn_free(j);
         return UV_ENOMEM;
     }
-    agg_job_enqueue(a, j);
+    agg__job_enqueue(a, j);
     return 0;
 }
 
@@ -297,15 +320,17 @@ static int agg_flush_internal(struct agg *a, bool force, agg_done_cb cb,
     double now = agg_clock_now(a);
     int64_t cutoff = agg__bucket_start(now);
     struct agg__job *j;
+    bool synth;
     int rc;
 
     /* the final flush always goes; a periodic one waits for the pool */
     if (a->npending >= AGG_JOBS_MAX && !a->stopping)
         return CMN_ECAP;
+    agg__steps_finish(a, true); /* the previous zero-fill and expiry */
     j = cmn_calloc(1, sizeof(*j));
     if (j == NULL)
         return UV_ENOMEM;
-    rc = agg__take_buckets(a, j, cutoff, force);
+    rc = agg__take_buckets(a, j, cutoff, force, &synth);
     if (rc) {
         cmn_free(j);
         return rc;
@@ -323,9 +348,9 @@ static int agg_flush_internal(struct agg *a, bool force, agg_done_cb cb,
     a->nchecks = a->capchecks = 0;
     j->cb = cb;
     j->cb_data = data;
-    agg__ctx_expire(a, now - (double)a->cfg.context_expiry_seconds);
-    agg_job_enqueue(a, j);
-    return 0;
+    /* zero-fill, then expiry, in steps; the job is queued between them */
+    return agg__zf_begin(a, j, cutoff, synth,
+                         now - (double)a->cfg.context_expiry_seconds);
 }
 
 int agg_add_value(struct agg *a, const char *name, enum agg_mtype type,
@@ -344,7 +369,7 @@ int agg_add_value(struct agg *a, const char *name, enum agg_mtype type,
 
 int agg_flush(struct agg *a, bool force, agg_done_cb cb, void *data)
 {
-    if (a->stop_reported)
+    if (a->stop_reported || a->handles_closing) /* the step handle closes */
         return CMN_ESTOPPED;
     return agg_flush_internal(a, force, cb, data);
 }
@@ -373,6 +398,9 @@ int agg_start(struct agg *a)
     rc = uv_timer_start(&a->timer, agg_timer_cb, ms, ms);
     if (rc)
         return rc;
+    rc = agg__meter_start(a);
+    if (rc)
+        return rc;
     a->started = true;
     return 0;
 }
@@ -381,7 +409,7 @@ static void agg_timer_close_cb(uv_handle_t *h)
 {
     struct agg *a = h->data;
     a->timer_closed = true;
-    agg_maybe_stopped(a);
+    agg__maybe_stopped(a);
 }
 
 void agg_stop(struct agg *a, agg_done_cb cb, void *data)
@@ -398,7 +426,7 @@ void agg_stop(struct agg *a, agg_done_cb cb, void *data)
         /* a handle to close makes the callback asynchronous always */
         if (uv_timer_init(a->loop, &a->timer) != 0) {
             a->timer_closed = true;
-            agg_maybe_stopped(a);
+            agg__maybe_stopped(a);
             return;
         }
         a->timer_inited = true;
@@ -413,11 +441,12 @@ void agg_destroy(struct agg *a)
     if (a == NULL)
         return;
     if (a->held) /* a job waiting for the sink: never serialized */
-        agg_job_free(a, a->running);
+        agg__job_free(a, a->running);
+    agg__steps_fini(a);
     while (a->pend_head != NULL) { /* only if never run: be tidy */
         struct agg__job *j = a->pend_head;
         a->pend_head = j->next;
-        agg_job_free(a, j);
+        agg__job_free(a, j);
     }
     for (size_t i = 0; i < a->nbuckets; i++)
         agg__bucket_free(a->buckets[i]);

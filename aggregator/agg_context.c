@@ -68,8 +68,12 @@ int agg__ctx_init(struct agg *a)
     a->scratch_cap =
         a->cfg.tags_per_metric_max ? a->cfg.tags_per_metric_max : 1;
     a->scratch_tags = cmn_calloc(a->scratch_cap, sizeof(*a->scratch_tags));
+    a->scratch_hash = cmn_calloc(a->scratch_cap, sizeof(*a->scratch_hash));
+    a->ttab_mask = 1023;
+    a->ttab = cmn_calloc(a->ttab_mask + 1, sizeof(*a->ttab));
     a->next_ctx_id = 1;
-    if (a->ctab == NULL || a->rc == NULL || a->scratch_tags == NULL)
+    if (a->ctab == NULL || a->rc == NULL || a->scratch_tags == NULL ||
+        a->scratch_hash == NULL || a->ttab == NULL)
         return UV_ENOMEM;
     return 0;
 }
@@ -80,10 +84,18 @@ void agg__ctx_fini(struct agg *a)
         for (size_t i = 0; i <= a->ctab_mask; i++)
             cmn_free(a->ctab[i]);
     }
+    if (a->ttab != NULL) { /* every context is gone: the tags too */
+        for (size_t i = 0; i <= a->ttab_mask; i++)
+            cmn_free(a->ttab[i]);
+    }
+    cmn_free(a->ttab);
+    a->ttab = NULL;
     cmn_free(a->ctab);
     cmn_free(a->rc);
     cmn_buf_free(&a->rc_bytes);
     cmn_free(a->scratch_tags);
+    cmn_free(a->scratch_hash);
+    a->scratch_hash = NULL;
     cmn_free(a->copy_name);
     a->copy_name = NULL;
     a->copy_cap = 0;
@@ -110,10 +122,65 @@ static bool agg_ctx_same(const struct agg__ctx *c, struct cmn_slice name,
         !cmn_slice_eq(c->host, host))
         return false;
     for (size_t i = 0; i < ntags; i++) {
-        if (!cmn_slice_eq(c->tags[i], tags[i]))
+        if (!cmn_slice_eq(agg__itag_slice(c->tags[i]), tags[i]))
             return false;
     }
     return true;
+}
+
+/* ---- interned tags ------------------------------------------------------- */
+
+static void agg_ttab_put(struct agg__itag **tab, size_t mask,
+                         struct agg__itag *t)
+{
+    size_t i = (size_t)t->h & mask;
+    while (tab[i] != NULL)
+        i = (i + 1) & mask;
+    tab[i] = t;
+}
+
+/* The interned tag of bytes s (hash h), with one more reference; NULL when
+ * memory runs out. The table is kept at most half full; it holds distinct
+ * tags only, far fewer than contexts, so its doubling is short. */
+static struct agg__itag *agg_tag_intern(struct agg *a, struct cmn_slice s,
+                                        uint64_t h)
+{
+    size_t i = (size_t)h & a->ttab_mask;
+    for (struct agg__itag *t; (t = a->ttab[i]) != NULL;
+         i = (i + 1) & a->ttab_mask) {
+        if (t->h == h && t->len == s.len &&
+            (s.len == 0 || memcmp(t->b, s.p, s.len) == 0)) {
+            if (t->refs == UINT32_MAX)
+                return NULL;
+            t->refs++;
+            return t;
+        }
+    }
+    if ((a->ntag + 1) * 2 > a->ttab_mask + 1) {
+        size_t nmask = a->ttab_mask * 2 + 1;
+        struct agg__itag **nt = cmn_calloc(nmask + 1, sizeof(*nt));
+        if (nt == NULL)
+            return NULL;
+        for (size_t k = 0; k <= a->ttab_mask; k++) {
+            if (a->ttab[k] != NULL)
+                agg_ttab_put(nt, nmask, a->ttab[k]);
+        }
+        cmn_free(a->ttab);
+        a->ttab = nt;
+        a->ttab_mask = nmask;
+    }
+    struct agg__itag *t = cmn_malloc(sizeof(*t) + s.len + 1);
+    if (t == NULL)
+        return NULL;
+    t->h = h;
+    t->refs = 1;
+    t->len = (uint32_t)s.len;
+    if (s.len)
+        memcpy(t->b, s.p, s.len);
+    t->b[s.len] = '\0';
+    agg_ttab_put(a->ttab, a->ttab_mask, t);
+    a->ntag++;
+    return t;
 }
 
 static void agg_ctab_put(struct agg__ctx **tab, size_t mask, struct agg__ctx *c)
@@ -212,24 +279,35 @@ static inline bool agg_rc_same(const struct agg *a,
            (tags.len == 0 || memcmp(k + name.len, tags.p, tags.len) == 0);
 }
 
+static void agg_tag_unref(struct agg *a, struct agg__itag *t);
+
 static struct agg__ctx *agg_ctx_new(struct agg *a, uint64_t key,
                                     struct cmn_slice name,
                                     struct cmn_slice host,
-                                    const struct cmn_slice *tags, size_t n)
+                                    const struct cmn_slice *tags,
+                                    const uint64_t *th, size_t n)
 {
     size_t bytes = name.len + 1 + host.len + 1;
-    for (size_t i = 0; i < n; i++)
-        bytes += tags[i].len + 1;
     struct agg__ctx *c =
-        cmn_malloc(sizeof(*c) + n * sizeof(struct cmn_slice) + bytes);
+        cmn_malloc(sizeof(*c) + n * sizeof(struct agg__itag *) + bytes);
     if (c == NULL)
         return NULL;
     char *p = (char *)&c->tags[n];
     memset(c, 0, sizeof(*c));
+    for (size_t i = 0; i < n; i++) {
+        c->tags[i] = agg_tag_intern(a, tags[i], th[i]);
+        if (c->tags[i] == NULL) {
+            while (i-- > 0)
+                agg_tag_unref(a, c->tags[i]);
+            cmn_free(c);
+            return NULL;
+        }
+    }
     c->key = key;
     c->id = a->next_ctx_id++;
     c->counter_last = NAN;
     c->ntags = (uint32_t)n;
+    c->zf_epoch = a->zf_epoch;
 #define AGG_PUT(dst, src)                                                      \
     do {                                                                       \
         if ((src).len)                                                         \
@@ -240,8 +318,6 @@ static struct agg__ctx *agg_ctx_new(struct agg *a, uint64_t key,
     } while (0)
     AGG_PUT(c->name, name);
     AGG_PUT(c->host, host);
-    for (size_t i = 0; i < n; i++)
-        AGG_PUT(c->tags[i], tags[i]);
 #undef AGG_PUT
     return c;
 }
@@ -320,8 +396,11 @@ static int agg_ctx_resolve(struct agg *a, struct cmn_slice name, uint64_t nh,
     if (fixed != NULL) /* the repaired name hashes differently */
         nh = XXH3_64bits_withSeed(name.p, name.len, a->seed[0]);
     uint64_t key = XXH3_64bits_withSeed(host.p, host.len, nh ^ a->seed[1]);
-    for (size_t i = 0; i < w; i++)
-        key += XXH3_64bits_withSeed(t[i].p, t[i].len, a->seed[2]);
+    uint64_t *th = a->scratch_hash;
+    for (size_t i = 0; i < w; i++) {
+        th[i] = XXH3_64bits_withSeed(t[i].p, t[i].len, a->seed[2]);
+        key += th[i];
+    }
 
     size_t i = (size_t)key & a->ctab_mask;
     for (struct agg__ctx *c; (c = a->ctab[i]) != NULL;
@@ -345,7 +424,7 @@ static int agg_ctx_resolve(struct agg *a, struct cmn_slice name, uint64_t nh,
     rc = UV_ENOMEM;
     if ((a->nctx + 1) * 2 > a->ctab_mask + 1 && agg_ctab_grow(a) != 0)
         goto out_free;
-    c = agg_ctx_new(a, key, name, host, t, w);
+    c = agg_ctx_new(a, key, name, host, t, th, w);
     if (c == NULL)
         goto out_free;
     agg_ctab_put(a->ctab, a->ctab_mask, c);
@@ -382,6 +461,14 @@ int agg__ctx_get(struct agg *a, struct cmn_slice name, struct cmn_slice tags,
     for (size_t i = (size_t)rh & a->rc_mask; a->rc[i].ctx != NULL;
          i = (i + 1) & a->rc_mask) {
         if (a->rc[i].h == rh && agg_rc_same(a, &a->rc[i], name, tags)) {
+            if (__builtin_expect(a->rc[i].ctx->dead, 0)) {
+                /* expired, and the cache not yet scrubbed: intern it
+                 * again and point the slot at the new context */
+                int rc = agg_ctx_resolve(a, name, nh, tags, out);
+                if (rc == 0)
+                    a->rc[i].ctx = *out;
+                return rc;
+            }
             *out = a->rc[i].ctx;
             return 0;
         }
@@ -389,34 +476,129 @@ int agg__ctx_get(struct agg *a, struct cmn_slice name, struct cmn_slice tags,
     return agg_ctx_miss(a, name, nh, tags, rh, out);
 }
 
-void agg__ctx_expire(struct agg *a, double before)
+/* Whether c expires now: unused since before `before`, referenced by no
+ * bucket entry, no-agg sample or job, and no tracked counter. */
+static inline bool agg_ctx_expired(const struct agg__ctx *c, double before)
 {
-    size_t victims = 0;
+    return c->refs == 0 && isnan(c->counter_last) && c->last_seen < before;
+}
 
-    for (size_t i = 0; i <= a->ctab_mask; i++) {
-        struct agg__ctx *c = a->ctab[i];
-        if (c != NULL && c->refs == 0 && isnan(c->counter_last) &&
-            c->last_seen < before)
-            victims++;
-    }
-    if (victims == 0)
+/* Linear-probing deletion by backward shift: the entries of the run after
+ * slot i that may live earlier move back, so no tombstone is needed. An
+ * entry only moves back within its run, never from a slot the cursor has
+ * not reached to one it has passed: a cursor that re-examines slot i after
+ * a deletion still sees every entry once. */
+#define AGG_DEL_SHIFT(tab, mask, i, empty, is_empty, home)                     \
+    do {                                                                       \
+        size_t hole_ = (i), j_ = (i);                                          \
+        for (;;) {                                                             \
+            j_ = (j_ + 1) & (mask);                                            \
+            if (is_empty((tab)[j_]))                                           \
+                break;                                                         \
+            size_t h_ = (size_t)(home((tab)[j_])) & (mask);                    \
+            if (((j_ - h_) & (mask)) >= ((j_ - hole_) & (mask))) {             \
+                (tab)[hole_] = (tab)[j_];                                      \
+                hole_ = j_;                                                    \
+            }                                                                  \
+        }                                                                      \
+        (tab)[hole_] = (empty);                                                \
+    } while (0)
+#define AGG_CTX_EMPTY(c) ((c) == NULL)
+#define AGG_CTX_HOME(c) ((c)->key)
+#define AGG_RC_EMPTY(s) ((s).ctx == NULL)
+#define AGG_TAG_EMPTY(t) ((t) == NULL)
+#define AGG_TAG_HOME(t) ((t)->h)
+
+static void agg_tag_unref(struct agg *a, struct agg__itag *t)
+{
+    if (--t->refs > 0)
         return;
-    struct agg__ctx **nt = cmn_calloc(a->ctab_mask + 1, sizeof(*nt));
-    if (nt == NULL)
-        return; /* try again at the next flush */
-    for (size_t i = 0; i <= a->ctab_mask; i++) {
-        struct agg__ctx *c = a->ctab[i];
-        if (c == NULL)
-            continue;
-        if (c->refs == 0 && isnan(c->counter_last) && c->last_seen < before)
-            cmn_free(c);
-        else
-            agg_ctab_put(nt, a->ctab_mask, c);
+    size_t i = (size_t)t->h & a->ttab_mask;
+    while (a->ttab[i] != t)
+        i = (i + 1) & a->ttab_mask;
+    AGG_DEL_SHIFT(a->ttab, a->ttab_mask, i, NULL, AGG_TAG_EMPTY, AGG_TAG_HOME);
+    a->ntag--;
+    cmn_free(t);
+}
+
+void agg__ctx_free(struct agg *a, struct agg__ctx *c)
+{
+    for (uint32_t i = 0; i < c->ntags; i++)
+        agg_tag_unref(a, c->tags[i]);
+    cmn_free(c);
+}
+
+#define AGG_RC_HOME(s) ((s).h)
+
+void agg__ctx_expire_begin(struct agg *a, double before)
+{
+    a->ex_phase = 1;
+    a->ex_cursor = 0;
+    a->ex_tab = a->ctab;
+    a->ex_before = before;
+}
+
+/* Phase 1: takes the expired contexts out of the table (a table grown
+ * meanwhile is walked again from its start). A context that cannot be
+ * listed for freeing stays for the next flush. */
+bool agg__ex_unlink(struct agg *a, long *budget)
+{
+    if (a->ex_tab != a->ctab) {
+        a->ex_tab = a->ctab;
+        a->ex_cursor = 0;
     }
-    cmn_free(a->ctab);
-    a->ctab = nt;
-    a->nctx -= victims;
-    a->st.contexts = a->nctx;
-    a->st.contexts_expired += victims;
-    agg_rc_clear(a);
+    while (a->ex_cursor <= a->ctab_mask) {
+        if ((*budget)-- <= 0)
+            return false;
+        struct agg__ctx *c = a->ctab[a->ex_cursor];
+        if (c == NULL || !agg_ctx_expired(c, a->ex_before)) {
+            a->ex_cursor++;
+            continue;
+        }
+        if (a->ndead == a->capdead) {
+            size_t ncap = a->capdead ? a->capdead * 2 : 1024;
+            void *nd = cmn_reallocarray(a->dead, ncap, sizeof(*a->dead));
+            if (nd == NULL) {
+                a->ex_cursor++;
+                continue;
+            }
+            a->dead = nd;
+            a->capdead = ncap;
+        }
+        AGG_DEL_SHIFT(a->ctab, a->ctab_mask, a->ex_cursor, NULL, AGG_CTX_EMPTY,
+                      AGG_CTX_HOME);
+        c->dead = true;
+        a->dead[a->ndead++] = c;
+        a->nctx--;
+        a->st.contexts = a->nctx;
+        a->st.contexts_expired++;
+        /* the slot is examined again: an entry may have moved into it */
+    }
+    return true;
+}
+
+/* Phase 2: removes the raw cache's slots that point at dead contexts (a
+ * cache regrown meanwhile is walked again). */
+bool agg__ex_scrub(struct agg *a, long *budget)
+{
+    if (a->ndead == 0)
+        return true;
+    if (a->ex_tab != a->rc) {
+        a->ex_tab = a->rc;
+        a->ex_cursor = 0;
+    }
+    while (a->ex_cursor <= a->rc_mask) {
+        if ((*budget)-- <= 0)
+            return false;
+        struct agg__rc_slot *s = &a->rc[a->ex_cursor];
+        if (s->ctx == NULL || !s->ctx->dead) {
+            a->ex_cursor++;
+            continue;
+        }
+        struct agg__rc_slot empty = {0, NULL, 0, 0, 0};
+        AGG_DEL_SHIFT(a->rc, a->rc_mask, a->ex_cursor, empty, AGG_RC_EMPTY,
+                      AGG_RC_HOME);
+        a->rc_n--;
+    }
+    return true;
 }

@@ -46,8 +46,24 @@
 
 /* Entry kinds are enum agg_mtype; sketches are AGG_DISTRIBUTION. */
 
-/* An interned context. One allocation: the struct, then ntags slices, then
- * the NUL-terminated bytes of name, host and every tag. */
+/* An interned tag, shared by every context that has it (issue 8: 100 000
+ * contexts with 5-20 tags drawn from a few thousand distinct tags). The
+ * table and the counts are the loop thread's; the bytes never change while
+ * a context holds the tag, so workers read them freely. */
+struct agg__itag {
+    uint64_t h;    /* XXH3 seeded with seed[2]: the context key's term */
+    uint32_t refs; /* contexts holding it */
+    uint32_t len;
+    char b[]; /* NUL-terminated */
+};
+
+static inline struct cmn_slice agg__itag_slice(const struct agg__itag *t)
+{
+    return cmn_slice(t->b, t->len);
+}
+
+/* An interned context. One allocation: the struct, then ntags pointers to
+ * interned tags, then the NUL-terminated bytes of name and host. */
 struct agg__ctx {
     uint64_t key;          /* order-independent context key */
     uint64_t id;           /* creation number: stable output order */
@@ -58,9 +74,12 @@ struct agg__ctx {
     uint32_t cache_idx[2]; /* entry index in that bucket */
     uint32_t refs;         /* bucket entries, no-agg samples and jobs */
     uint32_t ntags;
+    uint8_t zf_epoch; /* a->zf_epoch once the running zero-fill visited it */
+    bool dead;        /* expired: out of the table, freed once the raw
+                         cache no longer points at it */
     struct cmn_slice name;
     struct cmn_slice host;
-    struct cmn_slice tags[]; /* sorted, unique; bytes follow */
+    struct agg__itag *tags[]; /* sorted, unique; one reference each */
 };
 
 /* Raw-line cache slot: XXH3(raw name, raw tags) -> context. The raw bytes
@@ -120,6 +139,7 @@ struct agg__bucket {
     uint32_t *idx; /* open addressing: entry index + 1, 0 = empty */
     uint32_t idx_mask;
     uint32_t nseries; /* entries that are not sketches */
+    bool scrubbed;    /* entries own nothing, index cleared (worker) */
 };
 
 /* One timestamped sample of the no-aggregation path. */
@@ -226,8 +246,10 @@ struct agg {
     uint64_t seed[4];               /* per-process hash seeds (getrandom): name,
                                        host, tag, set member */
     struct cmn_slice *scratch_tags; /* tags_per_metric_max + specials */
-    uint64_t *scratch_hash;
+    uint64_t *scratch_hash;         /* the hashes of scratch_tags */
     size_t scratch_cap;
+    struct agg__itag **ttab; /* interned tags: open addressing by h */
+    size_t ttab_mask, ntag;
     char *copy_name; /* histogram_copy_to_distribution: prefix + name */
     size_t copy_cap;
 
@@ -265,7 +287,94 @@ struct agg {
     size_t npending;
     agg_done_cb stop_cb;
     void *stop_data;
+
+    /* Bounded loop steps (agg_step.c): the flush-time walks over the
+     * context table run a few thousand contexts per loop iteration from
+     * an idle handle, each step ending by AGG_STEP_NS. */
+    uv_idle_t idle;
+    bool idle_inited, idle_active;
+    uint32_t step_items; /* tests: cap items per step; 0 = time only */
+    /* counter zero-fill of the job being prepared (one at a time) */
+    struct agg__job *zf_job;
+    struct agg__ctx **zf_tab; /* the table the cursor walks */
+    size_t zf_cursor;
+    uint64_t zf_id_limit; /* contexts created since are not visited */
+    uint8_t zf_epoch;
+    bool zf_synth; /* the job's last bucket is the synthetic one */
+    int64_t zf_cutoff;
+    double zf_expire_before; /* the expiry that follows it */
+    /* context expiry: 1 unlink from the table, 2 scrub the raw cache,
+     * 3 free; 0 = none running */
+    int ex_phase;
+    size_t ex_cursor;
+    const void *ex_tab; /* the table phase 1 or 2 walks */
+    double ex_before;
+    struct agg__ctx **dead;
+    size_t ndead, capdead, dead_freed;
+    /* jobs serialized and submitted, releasing their context references */
+    struct agg__job *reap_head, *reap_tail;
+    size_t reap_b, reap_k;
+    /* loop busy meter: check (after poll) -> prepare (before the next
+     * poll) is a stretch of callbacks; prepare -> check is the I/O
+     * callbacks of one poll (plus the poll's sleep, left out: the CPU
+     * time of the thread does not count it, the wall time subtracts
+     * uv_metrics_idle_time) */
+    uv_check_t meter_chk;
+    uv_prepare_t meter_prep;
+    bool meter_inited;
+    uint64_t meter_chk_at, meter_prep_at, meter_idle_at; /* wall */
+    uint64_t meter_chk_cpu, meter_prep_cpu;              /* thread CPU time */
+    bool meter_cpu;       /* read the CPU clock (debug level, tests) */
+    int nclosing;         /* handles closing at stop */
+    bool handles_closing; /* their close has started */
+    bool stopping_closed; /* no step handle may be created any more */
 };
+
+/* agg_step.c */
+/* Budget of one step (ns): steps leave room for the rest of the loop's
+ * callbacks within 1 ms. */
+#define AGG_STEP_NS 300000
+/* Starts the zero-fill of j (buckets already taken); enqueues j and starts
+ * the expiry once it is done. Returns 0 or UV_ENOMEM. */
+int agg__zf_begin(struct agg *a, struct agg__job *j, int64_t cutoff, bool synth,
+                  double expire_before) CMN_MUST_CHECK;
+/* A counter sample for c while a zero-fill runs: visits c first, so that
+ * the zero-fill sees its counter state as of the flush. */
+void agg__zf_touch(struct agg *a, struct agg__ctx *c);
+/* Hands a serialized job over for its references to be released in steps;
+ * its callback is called once they are. */
+void agg__reap(struct agg *a, struct agg__job *j);
+/* Runs the pending zero-fill (and with ex the expiry) to the end: a new
+ * flush needs them done. */
+void agg__steps_finish(struct agg *a, bool ex);
+/* True while a zero-fill, an expiry or a reap is pending. */
+bool agg__steps_pending(const struct agg *a);
+void agg__steps_fini(struct agg *a);
+/* The loop busy meter (agg_start) and closing the step handles (stop):
+ * returns the handles to wait for (their close callbacks call
+ * agg__handle_closed). */
+int agg__meter_start(struct agg *a) CMN_MUST_CHECK;
+/* The full meter: CPU time, and the poll's I/O callbacks (debug level). */
+void agg__meter_full(struct agg *a);
+int agg__handles_close(struct agg *a);
+void agg__handle_closed(struct agg *a);
+/* agg.c: frees j (releasing what it still holds). */
+void agg__job_free(struct agg *a, struct agg__job *j);
+/* agg.c: reports the stop once nothing is left to do. */
+void agg__maybe_stopped(struct agg *a);
+/* agg.c: frees a job whose references are released; calls its cb. */
+void agg__job_done(struct agg *a, struct agg__job *j);
+/* agg.c: enqueues a prepared job (serialization on the pool). */
+void agg__job_enqueue(struct agg *a, struct agg__job *j);
+/* agg_sampler.c: zero-fills c into the job's buckets (§2.4). */
+void agg__zero_fill_ctx(struct agg *a, struct agg__job *j, struct agg__ctx *c);
+/* agg_sampler.c: the worker frees b's per-entry state and clears its
+ * index, keeping the entries' context pointers for the loop to release. */
+void agg__bucket_scrub(struct agg__bucket *b);
+/* agg_context.c: expiry steps; each returns true when its phase is done.
+ * *budget counts down the items visited. */
+bool agg__ex_unlink(struct agg *a, long *budget);
+bool agg__ex_scrub(struct agg *a, long *budget);
 
 /* agg_config.c */
 int agg__config_copy(struct agg_config *dst,
@@ -281,11 +390,13 @@ void agg__ctx_fini(struct agg *a);
  * CMN_ETOOBIG or UV_ENOMEM. */
 int agg__ctx_get(struct agg *a, struct cmn_slice name, struct cmn_slice tags,
                  struct agg__ctx **out) CMN_MUST_CHECK;
-/* Removes contexts unused since before `before` that nothing references. */
-void agg__ctx_expire(struct agg *a, double before);
+/* The expiry of contexts unused since before `before`, in steps. */
+void agg__ctx_expire_begin(struct agg *a, double before);
 /* Splits a raw tag field on ','; an empty field gives none. Returns the
  * count or -1 when there are more than max. */
 long agg__split_tags(struct cmn_slice raw, struct cmn_slice *out, size_t max);
+/* Frees an expired context and releases its tags. */
+void agg__ctx_free(struct agg *a, struct agg__ctx *c);
 static inline void agg__ctx_unref(struct agg__ctx *c)
 {
     c->refs--;
@@ -301,10 +412,12 @@ void agg__bucket_free(struct agg__bucket *b);
 /* Frees b's entries and keeps its arrays as the spare bucket (or frees it
  * when there is one already). Loop thread. */
 void agg__bucket_recycle(struct agg *a, struct agg__bucket *b);
-/* Moves the due buckets (all with force) into the job, adds counter zeros
- * (§2.4). */
+/* Moves the due buckets (all with force) into the job, and a synthetic
+ * empty bucket (*synth) when no bucket holds series, for the counter
+ * zeros (§2.4) that agg__zf_begin adds. */
 int agg__take_buckets(struct agg *a, struct agg__job *j, int64_t cutoff,
-                      bool force) CMN_MUST_CHECK;
+                      bool force, bool *synth) CMN_MUST_CHECK;
+void agg__synth_drop_empty(struct agg__job *j);
 int64_t agg__bucket_start(double t);
 
 /* agg_events.c */

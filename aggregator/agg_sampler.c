@@ -70,15 +70,28 @@ void agg__bucket_free(struct agg__bucket *b)
     cmn_free(b);
 }
 
+void agg__bucket_scrub(struct agg__bucket *b)
+{
+    for (uint32_t i = 0; i < b->n; i++) {
+        agg_entry_free(&b->ents[i]);
+        b->ents[i].kind = AGG_GAUGE; /* nothing owned any more */
+    }
+    memset(b->idx, 0, ((size_t)b->idx_mask + 1) * sizeof(*b->idx));
+    b->scrubbed = true;
+}
+
+/* A spare bucket keeps its arrays whatever their size: at a million
+ * contexts the next bucket then grows no index on the loop (a doubling of
+ * a million entries would take tens of milliseconds). */
 void agg__bucket_recycle(struct agg *a, struct agg__bucket *b)
 {
-    if (a->spare != NULL || b->cap > 65536) {
+    if (a->spare != NULL) {
         agg__bucket_free(b);
         return;
     }
-    for (uint32_t i = 0; i < b->n; i++)
-        agg_entry_free(&b->ents[i]);
-    memset(b->idx, 0, ((size_t)b->idx_mask + 1) * sizeof(*b->idx));
+    if (!b->scrubbed)
+        agg__bucket_scrub(b);
+    b->scrubbed = false;
     b->n = 0;
     b->nseries = 0;
     a->spare = b;
@@ -458,8 +471,12 @@ static inline bool agg_sample_fast(struct agg *a, struct agg__ctx *c,
     struct agg__entry *e = &b->ents[c->cache_idx[sk]];
     if (t > c->last_seen)
         c->last_seen = t;
-    if (m->type == AGG_COUNTER && !(c->counter_last >= t))
-        c->counter_last = t;
+    if (m->type == AGG_COUNTER) {
+        if (__builtin_expect(a->zf_job != NULL, 0))
+            agg__zf_touch(a, c); /* before its counter state changes */
+        if (!(c->counter_last >= t))
+            c->counter_last = t;
+    }
     if (e->kind == AGG_COUNTER) {
         e->u.sum += v * (1 / m->rate);
     } else {
@@ -505,8 +522,12 @@ static __attribute__((noinline)) int agg_sample_slow(struct agg *a,
     }
     if (t > c->last_seen)
         c->last_seen = t;
-    if (m->type == AGG_COUNTER && !(c->counter_last >= t))
-        c->counter_last = t;
+    if (m->type == AGG_COUNTER) {
+        if (__builtin_expect(a->zf_job != NULL, 0))
+            agg__zf_touch(a, c); /* before its counter state changes */
+        if (!(c->counter_last >= t))
+            c->counter_last = t;
+    }
     if (set) {
         uint64_t h = XXH3_64bits_withSeed(m->set_member.p, m->set_member.len,
                                           a->seed[3]);
@@ -542,41 +563,40 @@ int agg__sample(struct agg *a, struct agg__ctx *c, const struct agg_metric *m,
     return agg_sample_slow(a, c, m, t);
 }
 
-/* Counter zero-fill (§2.4) over the job's buckets that hold series. */
-static void agg_zero_fill(struct agg *a, struct agg__job *j)
+/* Counter zero-fill (§2.4) of one context over the job's buckets that
+ * hold series. */
+void agg__zero_fill_ctx(struct agg *a, struct agg__job *j, struct agg__ctx *c)
 {
     double expiry = (double)a->cfg.expiry_seconds;
+    bool expired = false;
 
-    for (size_t i = 0; i <= a->ctab_mask; i++) {
-        struct agg__ctx *c = a->ctab[i];
-        bool expired = false;
-        if (c == NULL || isnan(c->counter_last))
+    if (isnan(c->counter_last))
+        return;
+    for (size_t k = 0; k < j->nbuckets; k++) {
+        struct agg__bucket *b = j->buckets[k];
+        struct agg__entry *e;
+        if (b->nseries == 0 && b->n != 0)
+            continue; /* sketches only: no series bucket */
+        if (!(expiry + c->counter_last > (double)b->start)) {
+            expired = true;
             continue;
-        for (size_t k = 0; k < j->nbuckets; k++) {
-            struct agg__bucket *b = j->buckets[k];
-            struct agg__entry *e;
-            if (b->nseries == 0 && b->n != 0)
-                continue; /* sketches only: no series bucket */
-            if (!(expiry + c->counter_last > (double)b->start)) {
-                expired = true;
-                continue;
-            }
-            if (agg_entry_get(b, c, AGG_COUNTER, &e) != 0)
-                continue; /* a zero lost to OOM: the series has a gap */
-            if ((double)b->start > c->last_seen)
-                c->last_seen = (double)b->start;
         }
-        if (expired)
-            c->counter_last = NAN;
+        if (agg_entry_get(b, c, AGG_COUNTER, &e) != 0)
+            continue; /* a zero lost to OOM: the series has a gap */
+        if ((double)b->start > c->last_seen)
+            c->last_seen = (double)b->start;
     }
+    if (expired)
+        c->counter_last = NAN;
 }
 
 int agg__take_buckets(struct agg *a, struct agg__job *j, int64_t cutoff,
-                      bool force)
+                      bool force, bool *synth_out)
 {
     size_t ndue = 0;
     bool any_series = false, synth;
 
+    *synth_out = false;
     for (size_t i = 0; i < a->nbuckets; i++) {
         struct agg__bucket *b = a->buckets[i];
         if (force || b->start + AGG_BUCKET_SECS <= cutoff)
@@ -585,10 +605,9 @@ int agg__take_buckets(struct agg *a, struct agg__job *j, int64_t cutoff,
             any_series = true;
     }
     synth = !any_series && a->last_cutoff + AGG_BUCKET_SECS <= cutoff;
-    if (ndue + synth == 0) {
-        a->last_cutoff = cutoff;
+    a->last_cutoff = cutoff;
+    if (ndue + synth == 0)
         return 0;
-    }
     j->buckets = cmn_calloc(ndue + synth, sizeof(*j->buckets));
     if (j->buckets == NULL)
         return UV_ENOMEM; /* nothing moved: the next flush retries */
@@ -604,14 +623,17 @@ int agg__take_buckets(struct agg *a, struct agg__job *j, int64_t cutoff,
     a->last = NULL;
     if (synth) {
         struct agg__bucket *b = agg_bucket_new(a, cutoff - AGG_BUCKET_SECS);
-        if (b != NULL)
+        if (b != NULL) {
             j->buckets[j->nbuckets++] = b;
+            *synth_out = true;
+        }
     }
-    agg_zero_fill(a, j);
-    if (synth && j->nbuckets > 0 && j->buckets[j->nbuckets - 1]->n == 0 &&
-        j->buckets[j->nbuckets - 1]->start == cutoff - AGG_BUCKET_SECS) {
-        agg__bucket_free(j->buckets[--j->nbuckets]); /* no counter zeros */
-    }
-    a->last_cutoff = cutoff;
     return 0;
+}
+
+/* After the zero-fill: the synthetic bucket goes when it got no zeros. */
+void agg__synth_drop_empty(struct agg__job *j)
+{
+    if (j->nbuckets > 0 && j->buckets[j->nbuckets - 1]->n == 0)
+        agg__bucket_free(j->buckets[--j->nbuckets]);
 }

@@ -314,9 +314,9 @@ static long agg_tags(const struct agg__job *j, const struct agg__ctx *c,
     device->p = NULL;
     device->len = 0;
     for (uint32_t i = 0; i < c->ntags; i++)
-        (*out)[n++] = c->tags[i];
+        (*out)[n++] = agg__itag_slice(c->tags[i]);
     for (size_t i = 0; j->extra && i < j->extra->n; i++) {
-        if (!agg__has_tag(c->tags, c->ntags, j->extra->tags[i]))
+        if (!agg__has_tag(*out, c->ntags, j->extra->tags[i]))
             (*out)[n++] = j->extra->tags[i];
     }
     if (take_device) {
@@ -633,6 +633,12 @@ static void agg_series_spec(const struct agg_config *cfg, bool v1,
         spec->route = "/api/v2/series";
         spec->content_type = "application/x-protobuf";
     }
+    /* uncompressed, the body is the raw bytes: cutting at the smaller
+     * limit packs each payload once, where cutting at the raw limit
+     * (5 MB) made a body ten times over the 512 kB limit, split in halves
+     * and packed again four times over */
+    if (cfg->compressor == AGG_COMPRESS_NONE && spec->max_comp < spec->max_raw)
+        spec->max_raw = spec->max_comp;
     spec->prefix_len = strlen(spec->prefix);
     spec->sep_len = strlen(spec->sep);
     spec->suffix_len = strlen(spec->suffix);

@@ -203,6 +203,18 @@ struct agg_stats {
                                          invalid UTF-8, repaired to U+FFFD
                                          (a repeat hits the raw cache and
                                          is not counted again) */
+    uint64_t loop_longest_cb_ns;      /* the longest stretch of loop
+                                         callbacks between two polls
+                                         since agg_start (any component's
+                                         callbacks on this loop), in CPU
+                                         time of the loop thread, ns; at
+                                         debug log level only; otherwise
+                                         the wall time of the stretches
+                                         between poll and poll (the
+                                         poll's I/O callbacks left out) */
+    uint64_t loop_longest_cb_wall_ns; /* the same in wall time: includes
+                                         time the thread was preempted
+                                         (a loaded machine) */
 };
 
 struct agg;

@@ -31,6 +31,11 @@ uint64_t cmn_wall_ns(void)
     return clock_ns(CLOCK_REALTIME);
 }
 
+uint64_t cmn_thread_cpu_ns(void)
+{
+    return clock_ns(CLOCK_THREAD_CPUTIME_ID);
+}
+
 void cmn_process_start_set(uint64_t mono_ns)
 {
     atomic_store(&start_ns, mono_ns);

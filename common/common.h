@@ -231,6 +231,9 @@ uint64_t cmn_wall_ns(void);
  * wrapper's start-up path through its first log line). Proleptic
  * Gregorian calendar; any int64_t seconds whose year fits an int. */
 void cmn_utc_fields(int64_t sec, int f[6]);
+/* CPU time of the calling thread (user + system): a busy span measured
+ * with it leaves out the time other processes held the CPU. */
+uint64_t cmn_thread_cpu_ns(void);
 /* Monotonic time of the first call to cmn_process_start_set (or of the
  * first call to this function), for "cumulative since start" figures. */
 void cmn_process_start_set(uint64_t mono_ns);

@@ -819,9 +819,32 @@ static void report_undelivered(const struct lc_pipeline *p, bool clean)
     }
 }
 
+/* The debug stats, one line at debug level when the pipeline stops. The
+ * longest loop callback is the aggregator's meter (agg_stats): the
+ * longest stretch of callbacks on the loop between two polls, in CPU time
+ * of the loop thread (docs/limits.md). */
+static void log_debug_stats(const struct lc_pipeline *p)
+{
+    struct lc_pipeline_stats st;
+    lc_pipeline_get_stats(p, &st);
+    CMN_LOGD(COMP,
+             "stats: %llu samples, %llu live contexts, %llu expired, %llu "
+             "series and %llu sketches flushed in %llu payloads; longest "
+             "loop callback %.3f ms (CPU time; %.3f ms wall)",
+             (unsigned long long)st.agg.samples,
+             (unsigned long long)st.agg.contexts,
+             (unsigned long long)st.agg.contexts_expired,
+             (unsigned long long)st.agg.series_flushed,
+             (unsigned long long)st.agg.sketches_flushed,
+             (unsigned long long)st.agg.payloads,
+             (double)st.agg.loop_longest_cb_ns / 1e6,
+             (double)st.agg.loop_longest_cb_wall_ns / 1e6);
+}
+
 static void on_stopped_all(void *arg, bool clean)
 {
     struct lc_pipeline *p = arg;
+    log_debug_stats(p);
     report_undelivered(p, clean);
     lc_done_cb cb = p->cb;
     p->cb = NULL;

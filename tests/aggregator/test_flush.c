@@ -574,3 +574,45 @@ Test(flush, default_wall_clock)
               "ts %ld not the bucket of %ld..%ld", (long)ts, (long)before,
               (long)after);
 }
+
+/* Tags are interned once and shared by the contexts that have them: each
+ * context still serializes exactly its own tags, and a context that
+ * expires leaves the shared tags to the others (and to a new context). */
+Test(flush, contexts_sharing_tags_keep_exact_tags)
+{
+    char buf[256];
+    th_create(&h);
+    h.now = T0 + 1;
+    cr_assert_eq(th_add1(&h, "a", "env:prod,team:x,k:1", AGG_GAUGE, 1), 0);
+    cr_assert_eq(th_add1(&h, "b", "team:x,k:2,env:prod,env:prod", AGG_GAUGE, 2),
+                 0);
+    h.now = T0 + 15;
+    th_flush(&h, false);
+    th_decode(&h);
+    cr_assert_eq(th_nseries(&h), 2);
+    cr_assert_str_eq(th_tags(th_series(&h, "a"), buf, sizeof(buf)),
+                     "env:prod,k:1,team:x");
+    cr_assert_str_eq(th_tags(th_series(&h, "b"), buf, sizeof(buf)),
+                     "env:prod,k:2,team:x");
+    th_clear(&h);
+    h.now = T0 + 22; /* a stays; b (last seen T0 + 1) expires at T0 + 25 */
+    cr_assert_eq(th_add1(&h, "a", "team:x,env:prod,k:1", AGG_GAUGE, 3), 0);
+    h.now = T0 + 25;
+    th_flush(&h, false);
+    struct agg_stats st;
+    agg_get_stats(h.a, &st);
+    cr_assert_eq(st.contexts_expired, 1);
+    cr_assert_eq(st.contexts, 1);
+    th_clear(&h);
+    h.now = T0 + 26; /* a new context with b's tags but one */
+    cr_assert_eq(th_add1(&h, "c", "k:2,env:prod", AGG_GAUGE, 4), 0);
+    h.now = T0 + 45;
+    th_flush(&h, false);
+    th_decode(&h);
+    cr_assert_eq(th_nseries(&h), 2);
+    MSeries *a = th_series(&h, "a"), *c = th_series(&h, "c");
+    cr_assert_str_eq(th_tags(a, buf, sizeof(buf)), "env:prod,k:1,team:x");
+    check_point(a, 0, (int64_t)T0 + 20, 3);
+    cr_assert_str_eq(th_tags(c, buf, sizeof(buf)), "env:prod,k:2");
+    check_point(c, 0, (int64_t)T0 + 20, 4);
+}
