@@ -41,7 +41,6 @@
 #include <time.h>
 #include <sched.h>
 #include <signal.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
@@ -76,14 +75,6 @@
 #define DSD_WAKE_BACKLOG (256u << 10)
 #define DSD_WAKE_QUIET_NS 1000000
 #define DSD_WAKE_MAX_NS 250000000
-/* Paced reads, with one allowed CPU at SCHED_FIFO only: while datagrams
- * keep coming, the thread sleeps DSD_PACE_NS on its eventfd instead of on
- * the socket, so it is not woken (and the loop preempted) for every
- * datagram. A real-time thread's timer fires on time; DSD_PACE_NS is a
- * tenth of what a 212992-byte buffer holds of 1.4 KB datagrams at 15 M
- * lines/s (about 1 ms). Off at ordinary priority, where a busy CPU makes
- * a timer fire late (measured: it lost datagrams). */
-#define DSD_PACE_NS 100000
 /* The receive thread always sleeps on the socket itself, so a datagram
  * wakes it at once: pacing its reads (reading every few hundred
  * microseconds while the loop is behind) saved wake-ups but lost
@@ -428,16 +419,8 @@ static void *reader_main(void *arg)
     bool error = false;
     set_own_priority(d);
     reader_init(d);
-    bool pace =
-        d->one_cpu &&
-        atomic_load_explicit(&d->prio, memory_order_relaxed) == DSD_PRIO_FIFO;
-    if (getenv("XNOPACE"))
-        pace = false;
     while (!atomic_load_explicit(&d->stop, memory_order_acquire)) {
-        uint64_t before = d->last_data_ns;
         enum fill_result r = dgram_fill(d, SIZE_MAX);
-        /* hot: this round read something */
-        bool hot = pace && d->last_data_ns != before;
         if (r == FILL_FULL) {
             signal_loop(d);
             wait_room(d);
@@ -472,15 +455,8 @@ static void *reader_main(void *arg)
             ts = (struct timespec){DSD_IDLE_TRIM_MS / 1000, 0};
             tsp = &ts;
         }
-        if (hot && !error) {
-            np = 1; /* the eventfd only, for at most DSD_PACE_NS */
-            if (tsp == NULL || ts.tv_sec > 0 || ts.tv_nsec > DSD_PACE_NS) {
-                ts = (struct timespec){0, DSD_PACE_NS};
-                tsp = &ts;
-            }
-        }
         int n = ppoll(np == 1 ? &p[1] : p, (nfds_t)np, tsp, NULL);
-        if (n == 0 && !hot && tsp != NULL && d->unsignalled_ns == 0 && !error &&
+        if (n == 0 && tsp != NULL && d->unsignalled_ns == 0 && !error &&
             used == 0)
             dsd__ring_trim(&d->ring); /* idle: give the pages back */
         if (n > 0 && (p[1].revents & POLLIN)) {

@@ -62,7 +62,6 @@ struct dsd__dgram {
     uint64_t last_data_ns;   /* the last read that returned data */
     uint64_t wake_backlog;   /* bytes waiting that wake the loop at once */
     bool defer_parse;        /* the loop waits for the socket to be quiet */
-    bool one_cpu;            /* the thread may run on one CPU only */
 
     /* written by the producer, read anywhere */
     _Atomic uint64_t kernel_drops; /* the socket's drop counter */
