@@ -225,28 +225,6 @@ static void send_contexts(struct ext *x, int inv, int contexts)
         sendto(x->udp_fd, pkt, off, 0, (struct sockaddr *)&sa, sizeof(sa));
 }
 
-static long vm_kb(pid_t pid, const char *key)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    long v = -1;
-    if (f == NULL)
-        return -1;
-    while (fgets(line, sizeof(line), f) != NULL) {
-        if (strncmp(line, key, strlen(key)) == 0) {
-            const char *p = line + strlen(key);
-            p += strspn(p, " \t");
-            uint64_t u;
-            if (cmn_parse_u64(cmn_slice(p, strspn(p, "0123456789")), UINT64_MAX,
-                              &u) == 0)
-                v = (long)u;
-        }
-    }
-    fclose(f);
-    return v;
-}
-
 static void bench_invocations(const struct opts *o)
 {
     struct ext x;
@@ -280,7 +258,8 @@ static void bench_invocations(const struct opts *o)
             post[i] = (double)(fl_next_ns(x.fl, (size_t)i + 1) - t0) / 1e6;
         if (i + 1 == total / 10 || i + 1 == total / 2 || i + 1 == total)
             printf("after %d invocations: VmHWM %ld KiB, VmRSS %ld KiB\n",
-                   i + 1, vm_kb(x.pid, "VmHWM:"), vm_kb(x.pid, "VmRSS:"));
+                   i + 1, ti_proc_status_kib(x.pid, "VmHWM:"),
+                   ti_proc_status_kib(x.pid, "VmRSS:"));
     }
     printf("post-runtime duration with end (runtimeDone POST -> next /next), "
            "%d contexts, median of %d: %.3f ms\n",

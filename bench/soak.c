@@ -108,29 +108,6 @@ static int sender_line(struct sender *s, const char *line, size_t len)
     return 0;
 }
 
-static long proc_kib(pid_t pid, const char *key)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    long v = -1;
-    if (f == NULL)
-        return -1;
-    while (fgets(line, sizeof(line), f) != NULL) {
-        if (strncmp(line, key, strlen(key)) == 0) {
-            const char *p = line + strlen(key);
-            int64_t x;
-            while (*p == ' ' || *p == '\t')
-                p++;
-            if (cmn_parse_i64(cmn_slice(p, strcspn(p, " \n")), &x) == 0)
-                v = (long)x;
-            break;
-        }
-    }
-    fclose(f);
-    return v;
-}
-
 /* utime + stime of pid, seconds: fields 14 and 15 of /proc/pid/stat,
  * counted from the one after the command's closing ')'. */
 static double proc_cpu_s(pid_t pid)
@@ -268,7 +245,7 @@ static int run(double seconds, double rate, double warmup, bool calibrate)
                 goto out;
         }
         if (now >= next_sample) {
-            long rss = proc_kib(pid, "VmRSS:");
+            long rss = ti_proc_status_kib(pid, "VmRSS:");
             if (rss > rss_peak)
                 rss_peak = rss;
             if ((double)(now - t0) >= warmup * 1000) {
@@ -302,7 +279,7 @@ out:
     if (sender_flush(&s) != 0)
         fprintf(stderr, "soak: send: %s\n", strerror(errno));
     double cpu = proc_cpu_s(pid) - cpu0;
-    long hwm = proc_kib(pid, "VmHWM:");
+    long hwm = ti_proc_status_kib(pid, "VmHWM:");
     double window = (double)(now_ms() - t0) / 1e3;
     kill(pid, SIGTERM);
     int st = 0;

@@ -10,6 +10,7 @@
  *         loopback addresses.
  *   tt_*  a TLS front for the intake: socat OPENSSL-LISTEN with the test
  *         certificates in tests/support/certs (CA: TI_CA_FILE).
+ *   ti_proc_status_kib  a memory figure of a process (ti_proc.c).
  *
  * Typical use from a test whose code under test runs on the main loop:
  *
@@ -188,5 +189,12 @@ struct tt {
  * 127.0.0.1:backend_port and waits (up to 5 s) until it accepts. */
 int tt_start(int backend_port, struct tt *out);
 void tt_stop(struct tt *tt);
+
+/* ------------------------------------------------------------------------
+ * Process figures for benchmarks and tests
+ */
+/* A "<key> <n> kB" field of /proc/<pid>/status (key with its colon, e.g.
+ * "VmHWM:") in KiB, or -1 when the process or the field is gone. */
+long ti_proc_status_kib(pid_t pid, const char *key);
 
 #endif /* DP_TEST_INTAKE_H */
