@@ -2,7 +2,7 @@
  * soak.c - the soak run of issue 8: serverless-init as a sidecar (no
  * child), 10 000 counter contexts with 5-20 tags sent over its Unix
  * datagram socket at a fixed rate for a long time, the loopback test
- * intake failing every 30 s (a run of 503s, then one connection reset),
+ * intake failing every 30 s (503s for 5 s, then one connection reset),
  * the sidecar's VmRSS sampled every second. At the end: SIGTERM, then
  * every count sent is looked for at the intake (requests answered 2xx:
  * a retried payload is counted once).
@@ -231,6 +231,7 @@ static int run(double seconds, double rate, double warmup, bool calibrate)
     long rss_min = -1, rss_max = -1, rss_peak = -1;
     int faults = 0, fault_phase = 0;
     size_t fault_at = 0;
+    uint64_t fault_t = 0;
     double cpu0 = proc_cpu_s(pid);
     while (now_ms() < end) {
         uint64_t now = now_ms();
@@ -256,18 +257,24 @@ static int run(double seconds, double rate, double warmup, bool calibrate)
             }
             next_sample += 1000;
         }
-        /* faults: a run of five 503s, then one connection reset */
+        /* faults, on a clock of their own (the forwarder's back-off must
+         * not stretch the schedule): every 30 s, 503 to every request for
+         * 5 s, then one connection reset (or 5 s without a request) */
         if (!calibrate && now >= next_fault && fault_phase == 0) {
-            struct ti_plan p = {.status = 503, .count = 5};
+            struct ti_plan p = {.status = 503, .count = TI_ALL};
             ti_set_plan(ti, &p);
-            fault_at = ti_request_count(ti);
+            fault_t = now;
             fault_phase = 1;
-        } else if (fault_phase == 1 && ti_request_count(ti) >= fault_at + 5) {
+        } else if (fault_phase == 1 && now >= fault_t + 5000) {
             struct ti_plan p = {.count = 1, .fault = TI_FAULT_RESET};
             ti_set_plan(ti, &p);
             fault_at = ti_request_count(ti);
+            fault_t = now;
             fault_phase = 2;
-        } else if (fault_phase == 2 && ti_request_count(ti) >= fault_at + 1) {
+        } else if (fault_phase == 2 && (ti_request_count(ti) >= fault_at + 1 ||
+                                        now >= fault_t + 5000)) {
+            struct ti_plan p = {0};
+            ti_set_plan(ti, &p);
             faults++;
             fault_phase = 0;
             next_fault += 30000;
