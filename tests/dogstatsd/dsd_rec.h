@@ -22,9 +22,9 @@
 
 struct rec {
     char rows[REC_MAX][REC_ROW];
-    size_t n;     /* rows stored */
-    size_t total; /* items seen (rows past REC_MAX are counted only) */
-    int refuse;   /* when non-zero, every op returns it */
+    size_t n;       /* rows stored */
+    uint64_t total; /* items seen (rows past REC_MAX are counted only) */
+    int refuse;     /* when non-zero, every op returns it */
 };
 
 static inline const char *rec_type(enum agg_mtype t)

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "dogstatsd.h"
+#include "dogstatsd/dsd_loop.h"
 #include "dogstatsd/dsd_rec.h"
 
 static struct rec rec;
@@ -45,37 +46,6 @@ static void teardown(void)
 }
 
 TestSuite(listeners, .init = setup, .fini = teardown);
-
-static void tick(uv_timer_t *t)
-{
-    (void)t;
-}
-
-/* Runs the loop until *counter >= want, or about 10 s (a hang guard, not a
- * speed assertion). */
-static void run_until(const size_t *counter, size_t want)
-{
-    uv_timer_t t;
-    uv_timer_init(&loop, &t);
-    uv_timer_start(&t, tick, 5, 5);
-    for (int i = 0; i < 2000 && *counter < want; i++)
-        uv_run(&loop, UV_RUN_ONCE);
-    uv_close((uv_handle_t *)&t, NULL);
-    uv_run(&loop, UV_RUN_NOWAIT);
-}
-
-/* Runs n loop iterations (each at most ~2 ms) for effects that have no
- * counter, like a close reaching the peer. */
-static void run_rounds(int n)
-{
-    uv_timer_t t;
-    uv_timer_init(&loop, &t);
-    uv_timer_start(&t, tick, 2, 2);
-    for (int i = 0; i < n; i++)
-        uv_run(&loop, UV_RUN_ONCE);
-    uv_close((uv_handle_t *)&t, NULL);
-    uv_run(&loop, UV_RUN_NOWAIT);
-}
 
 static void on_stopped(void *data)
 {
@@ -124,13 +94,6 @@ static void udp_send(int fd, int port, const char *p, size_t len)
                  (ssize_t)len, "sendto: %s", strerror(errno));
 }
 
-static void unix_addr(struct sockaddr_un *a, const char *path)
-{
-    memset(a, 0, sizeof(*a));
-    a->sun_family = AF_UNIX;
-    snprintf(a->sun_path, sizeof(a->sun_path), "%s", path);
-}
-
 static int uds_sender(void)
 {
     int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -141,7 +104,7 @@ static int uds_sender(void)
 static void uds_send(int fd, const char *p, size_t len)
 {
     struct sockaddr_un a;
-    unix_addr(&a, dgram_path);
+    dl_unix_addr(&a, dgram_path);
     cr_assert_eq(sendto(fd, p, len, 0, (struct sockaddr *)&a, sizeof(a)),
                  (ssize_t)len, "sendto: %s", strerror(errno));
 }
@@ -151,7 +114,7 @@ static int stream_connect(void)
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     cr_assert_geq(fd, 0);
     struct sockaddr_un a;
-    unix_addr(&a, stream_path);
+    dl_unix_addr(&a, stream_path);
     cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0,
                  "connect: %s", strerror(errno));
     return fd;
@@ -196,13 +159,13 @@ Test(listeners, udp_ephemeral_port)
     udp_send(fd, port, two, sizeof(two) - 1);
     udp_send(fd, port, "_sc|up|1|m:hi", 13);
     udp_send(fd, port, "", 0);
-    run_until(&rec.total, 4);
+    dl_run_until(&loop, &rec.total, 4);
     cr_assert_eq(rec.n, 4);
     cr_expect_str_eq(rec.rows[0], "c a 1 # @1 T0");
     cr_expect_str_eq(rec.rows[1], "g b 2.5 #t:1,u @1 T0");
     cr_expect_str_eq(rec.rows[2], "h c 3,4 # @0.5 T0");
     cr_expect_str_eq(rec.rows[3], "sc up 1 # T0 h mhi");
-    run_rounds(3); /* the empty datagram */
+    dl_run_rounds(&loop, 3); /* the empty datagram */
     struct dsd_stats st = stats(s);
     cr_expect_eq(st.packets, 4);
     cr_expect_eq(st.metric_samples, 4);
@@ -232,7 +195,7 @@ Test(listeners, udp_truncated_datagram_dropped)
     udp_send(fd, port, big, sizeof(big));
     udp_send(fd, port, exact, sizeof(exact));
     udp_send(fd, port, "after:1|c", 9);
-    run_until(&rec.total, 3);
+    dl_run_until(&loop, &rec.total, 3);
     cr_assert_eq(rec.n, 3);
     cr_expect_str_eq(rec.rows[0], "c before 1 # @1 T0");
     cr_expect_eq(strncmp(rec.rows[1], "c exact 1 #yyy", 14), 0, "%s",
@@ -256,7 +219,7 @@ Test(listeners, udp_eol_required)
     int fd = udp_sender();
     udp_send(fd, dsd_udp_port(s), "a:1|c\nb:2|c", 11);
     udp_send(fd, dsd_udp_port(s), "c:3|c\n", 6);
-    run_until(&rec.total, 2);
+    dl_run_until(&loop, &rec.total, 2);
     cr_assert_eq(rec.n, 2);
     cr_expect_str_eq(rec.rows[0], "c a 1 # @1 T0");
     cr_expect_str_eq(rec.rows[1], "c c 3 # @1 T0");
@@ -282,7 +245,7 @@ Test(listeners, uds_dgram_mode_and_unlink)
     int fd = uds_sender();
     uds_send(fd, "u:1|d|#x\n", 9);
     uds_send(fd, "v:2|d\nw:3|s", 11);
-    run_until(&rec.total, 2);
+    dl_run_until(&loop, &rec.total, 2);
     cr_assert_eq(rec.n, 2);
     cr_expect_str_eq(rec.rows[0], "d u 1 #x @1 T0");
     cr_expect_str_eq(rec.rows[1], "d v 2 # @1 T0");
@@ -298,7 +261,7 @@ Test(listeners, stale_socket_replaced_regular_file_refused)
     /* a socket file left by a previous run */
     int old = socket(AF_UNIX, SOCK_DGRAM, 0);
     struct sockaddr_un a;
-    unix_addr(&a, dgram_path);
+    dl_unix_addr(&a, dgram_path);
     cr_assert_eq(bind(old, (struct sockaddr *)&a, sizeof(a)), 0);
     close(old);
     struct dsd_config cfg;
@@ -308,7 +271,7 @@ Test(listeners, stale_socket_replaced_regular_file_refused)
     struct dsd *s = start(&cfg);
     int fd = uds_sender();
     uds_send(fd, "z:1|c", 5);
-    run_until(&rec.total, 1);
+    dl_run_until(&loop, &rec.total, 1);
     cr_expect_eq(rec.n, 1);
     close(fd);
     stop_and_close(s);
@@ -374,7 +337,7 @@ Test(listeners, udp_ipv6_loopback)
     cr_assert_eq(uv_ip6_addr("::1", dsd_udp_port(s), &a), 0);
     cr_assert_eq(sendto(fd, "six:6|g", 7, 0, (struct sockaddr *)&a, sizeof(a)),
                  7);
-    run_until(&rec.total, 1);
+    dl_run_until(&loop, &rec.total, 1);
     cr_assert_eq(rec.n, 1);
     cr_expect_str_eq(rec.rows[0], "g six 6 # @1 T0");
     close(fd);
@@ -402,7 +365,7 @@ Test(listeners, stream_framing)
     frame(buf, &n, "", 0);
     frame(buf, &n, "_e{2,2}:ti|tx", 13);
     write_all(fd, buf, n);
-    run_until(&rec.total, 4);
+    dl_run_until(&loop, &rec.total, 4);
     cr_assert_eq(rec.n, 4);
     cr_expect_str_eq(rec.rows[0], "c f1 1 # @1 T0");
     cr_expect_str_eq(rec.rows[1], "c f2 2 # @1 T0");
@@ -413,12 +376,12 @@ Test(listeners, stream_framing)
     n = 0;
     frame(buf, &n, "split:42|g", 10);
     write_all(fd, buf, 2);
-    run_rounds(5);
+    dl_run_rounds(&loop, 5);
     write_all(fd, buf + 2, 5);
-    run_rounds(5);
+    dl_run_rounds(&loop, 5);
     cr_expect_eq(rec.n, 4, "nothing before the frame is whole");
     write_all(fd, buf + 7, n - 7);
-    run_until(&rec.total, 5);
+    dl_run_until(&loop, &rec.total, 5);
     cr_assert_eq(rec.n, 5);
     cr_expect_str_eq(rec.rows[4], "g split 42 # @1 T0");
     struct dsd_stats sst = stats(s);
@@ -457,7 +420,7 @@ Test(listeners, stream_oversize_frame_closes_connection)
     struct dsd_stats st = stats(s);
     for (int i = 0; i < 200 && (st.stream_frames_too_big == 0 || rec.n < 2);
          i++) {
-        run_rounds(1);
+        dl_run_rounds(&loop, 1);
         st = stats(s);
     }
     cr_expect_eq(st.stream_frames_too_big, 1);
@@ -465,7 +428,7 @@ Test(listeners, stream_oversize_frame_closes_connection)
     cr_expect_str_eq(rec.rows[0], "c ok 1 # @1 T0");
     cr_expect_eq(strncmp(rec.rows[1], "c exact 1 #yyy", 14), 0, "%s",
                  rec.rows[1]);
-    run_rounds(5);
+    dl_run_rounds(&loop, 5);
     char c;
     cr_expect_eq(recv(fd, &c, 1, MSG_DONTWAIT), 0, "server closed fd");
     close(fd);
@@ -487,16 +450,16 @@ Test(listeners, stream_eof_mid_frame_and_conn_cap)
     size_t n = 0;
     frame(buf, &n, "a:1|c", 5);
     write_all(a, buf, n);
-    run_until(&rec.total, 1);
+    dl_run_until(&loop, &rec.total, 1);
     cr_assert_eq(rec.n, 1);
     int b = stream_connect(); /* over the cap: accepted, then closed */
     struct dsd_stats st = stats(s);
     for (int i = 0; i < 200 && st.stream_conns_refused == 0; i++) {
-        run_rounds(1);
+        dl_run_rounds(&loop, 1);
         st = stats(s);
     }
     cr_expect_eq(st.stream_conns_refused, 1);
-    run_rounds(5);
+    dl_run_rounds(&loop, 5);
     char c;
     cr_expect_eq(recv(b, &c, 1, MSG_DONTWAIT), 0);
     close(b);
@@ -506,7 +469,7 @@ Test(listeners, stream_eof_mid_frame_and_conn_cap)
     write_all(a, buf, n - 3);
     close(a);
     for (int i = 0; i < 200 && st.stream_partial_eof == 0; i++) {
-        run_rounds(1);
+        dl_run_rounds(&loop, 1);
         st = stats(s);
     }
     cr_expect_eq(st.stream_partial_eof, 1);
@@ -516,7 +479,7 @@ Test(listeners, stream_eof_mid_frame_and_conn_cap)
     n = 0;
     frame(buf, &n, "d:4|c", 5);
     write_all(d, buf, n);
-    run_until(&rec.total, 2);
+    dl_run_until(&loop, &rec.total, 2);
     cr_assert_eq(rec.n, 2);
     cr_expect_str_eq(rec.rows[1], "c d 4 # @1 T0");
     close(d);
@@ -546,7 +509,7 @@ Test(listeners, stop_drains_udp_and_uds)
         udp_send(u, dsd_udp_port(s), line, (size_t)len);
         len = snprintf(line, sizeof(line), "uds%d:%d|c", i, i);
         struct sockaddr_un a;
-        unix_addr(&a, dgram_path);
+        dl_unix_addr(&a, dgram_path);
         if (sendto(d, line, (size_t)len, MSG_DONTWAIT, (struct sockaddr *)&a,
                    sizeof(a)) == len)
             nuds_sent++;
@@ -583,7 +546,7 @@ Test(listeners, stop_drains_stream_bytes)
     cfg.stream_socket_path = cmn_strdup(stream_path);
     struct dsd *s = start(&cfg);
     int fd = stream_connect();
-    run_rounds(5); /* accept the client */
+    dl_run_rounds(&loop, 5); /* accept the client */
     char buf[64];
     size_t n = 0;
     frame(buf, &n, "last:1|c", 8);
@@ -624,13 +587,13 @@ Test(listeners, stream_conn_oom_refused_then_served)
     cmn_alloc_fail_after(1);
     struct dsd_stats st = stats(s);
     for (int i = 0; i < 200 && st.stream_conns_refused == 0; i++) {
-        run_rounds(1);
+        dl_run_rounds(&loop, 1);
         st = stats(s);
     }
     cmn_alloc_fail_reset();
     cr_expect_eq(st.stream_conns_refused, 1);
     cr_expect_eq(st.stream_conns, 0);
-    run_rounds(5);
+    dl_run_rounds(&loop, 5);
     char c;
     cr_expect_eq(recv(a, &c, 1, MSG_DONTWAIT), 0);
     close(a);
@@ -639,7 +602,7 @@ Test(listeners, stream_conn_oom_refused_then_served)
     size_t n = 0;
     frame(buf, &n, "b:1|c", 5);
     write_all(b, buf, n);
-    run_until(&rec.total, 1);
+    dl_run_until(&loop, &rec.total, 1);
     cr_assert_eq(rec.n, 1);
     cr_expect_str_eq(rec.rows[0], "c b 1 # @1 T0");
     close(b);
@@ -647,7 +610,7 @@ Test(listeners, stream_conn_oom_refused_then_served)
     dsd_config_free(&cfg);
 }
 
-static size_t rows_at_sync;
+static uint64_t rows_at_sync;
 static void on_synced(void *data)
 {
     rows_at_sync = ((struct rec *)data)->total;
@@ -671,7 +634,7 @@ Test(listeners, sync_parses_everything_sent_before)
     rows_at_sync = 0;
     cr_assert_eq(dsd_sync(s, on_synced, &rec), 0);
     cr_assert_eq(dsd_sync(s, on_synced, &rec), UV_EBUSY, "one at a time");
-    run_until(&rows_at_sync, N);
+    dl_run_until(&loop, &rows_at_sync, N);
     cr_assert_eq(rows_at_sync, N);
     cr_assert_str_eq(rec.rows[N - 1], "c s2999 2999 # @1 T0");
     struct dsd_stats st;
@@ -722,7 +685,7 @@ Test(listeners, full_ring_waits_for_the_loop)
     cr_expect_eq(st.packets, 0, "the loop has not run yet");
     rows_at_sync = 0;
     cr_assert_eq(dsd_sync(s, on_synced, &rec), 0);
-    run_until(&rows_at_sync, N);
+    dl_run_until(&loop, &rows_at_sync, N);
     cr_assert_eq(rows_at_sync, N);
     dsd_get_stats(s, &st);
     cr_expect_eq(st.packets, N);
@@ -756,7 +719,7 @@ Test(listeners, bind_first_start_later_loses_nothing)
     cr_assert_eq(dsd_start(s), 0);
     rows_at_sync = 0;
     cr_assert_eq(dsd_sync(s, on_synced, &rec), 0);
-    run_until(&rows_at_sync, N);
+    dl_run_until(&loop, &rows_at_sync, N);
     cr_assert_eq(rows_at_sync, N);
     cr_assert_str_eq(rec.rows[0], "c early0 1 # @1 T0");
     stop_and_close(s);
@@ -815,8 +778,9 @@ Test(listeners, stop_drain_out_of_time_counts_what_is_left)
     dsd_get_stats(s, &st);
     cr_assert_gt(st.stop_unread, 0);
     cr_assert_lt(rec.total, N);
-    cr_assert_eq(rec.total + st.stop_unread, N, "%zu parsed + %llu left",
-                 rec.total, (unsigned long long)st.stop_unread);
+    cr_assert_eq(rec.total + st.stop_unread, N, "%llu parsed + %llu left",
+                 (unsigned long long)rec.total,
+                 (unsigned long long)st.stop_unread);
     uv_run(&loop, UV_RUN_DEFAULT);
     cr_expect_eq(stopped, 1);
     dsd_destroy(s);

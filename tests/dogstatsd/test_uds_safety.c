@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "dogstatsd.h"
+#include "dogstatsd/dsd_loop.h"
 #include "dogstatsd/dsd_rec.h"
 #include "dsd_int.h"
 
@@ -62,38 +63,13 @@ static void stop_and_close(struct dsd *s)
     cr_expect_eq(uv_loop_close(&loop), 0);
 }
 
-static void tick(uv_timer_t *t)
-{
-    (void)t;
-}
-
-/* Runs the loop until *counter >= want, or about 10 s (a hang guard, not
- * a speed assertion). */
-static void run_until(const uint64_t *counter, uint64_t want)
-{
-    uv_timer_t t;
-    uv_timer_init(&loop, &t);
-    uv_timer_start(&t, tick, 5, 5);
-    for (int i = 0; i < 2000 && *counter < want; i++)
-        uv_run(&loop, UV_RUN_ONCE);
-    uv_close((uv_handle_t *)&t, NULL);
-    uv_run(&loop, UV_RUN_NOWAIT);
-}
-
-static void addr(struct sockaddr_un *a, const char *p)
-{
-    memset(a, 0, sizeof(*a));
-    a->sun_family = AF_UNIX;
-    snprintf(a->sun_path, sizeof(a->sun_path), "%s", p);
-}
-
 /* A socket bound at path by "another process" (this test), serving. */
 static int live_socket(int type)
 {
     int fd = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
     cr_assert_geq(fd, 0);
     struct sockaddr_un a;
-    addr(&a, path);
+    dl_unix_addr(&a, path);
     cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
     if (type == SOCK_STREAM)
         cr_assert_eq(listen(fd, 4), 0);
@@ -143,7 +119,7 @@ static void expect_live_refused(int type, struct dsd_config cfg)
     cr_expect(S_ISSOCK(st.st_mode));
     int c = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
     struct sockaddr_un a;
-    addr(&a, path);
+    dl_unix_addr(&a, path);
     cr_expect_eq(connect(c, (struct sockaddr *)&a, sizeof(a)), 0,
                  "the owner's socket was replaced: %s", strerror(errno));
     close(c);
@@ -227,7 +203,7 @@ static int stream_client(void)
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     cr_assert_geq(fd, 0);
     struct sockaddr_un a;
-    addr(&a, path);
+    dl_unix_addr(&a, path);
     cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
     return fd;
 }
@@ -272,7 +248,7 @@ Test(uds_safety, idle_stream_client_is_closed)
     send_frames(fd, pkts, 1);
     /* a partial frame: the length only; then silence */
     cr_assert_eq(write(fd, "\x05\0\0\0", 4), 4);
-    run_until(&s->stats.stream_idle_closed, 1);
+    dl_run_until(&loop, &s->stats.stream_idle_closed, 1);
     cr_expect_eq(s->stats.stream_idle_closed, 1);
     cr_expect_eq(rec.total, 1, "the complete frame was processed");
     cr_expect_str_eq(rec.rows[0], "c a 1 # @1 T0");
@@ -292,7 +268,7 @@ Test(uds_safety, stream_client_over_the_byte_budget_is_closed)
     /* 3 frames of 9 bytes: 27 bytes, past the budget of 20 */
     static const char *const pkts[] = {"a:1|c", "b:2|c", "c:3|c"};
     send_frames(fd, pkts, 3);
-    run_until(&s->stats.stream_over_budget, 1);
+    dl_run_until(&loop, &s->stats.stream_over_budget, 1);
     cr_expect_eq(s->stats.stream_over_budget, 1);
     cr_expect_eq(rec.total, 3, "complete frames are processed first");
     cr_expect(peer_closed(fd));
