@@ -10,14 +10,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 logs=$(bazel info "$@" bazel-testlogs 2>/dev/null)
+# Only the tests `bazel test //...` runs: bazel-testlogs also keeps the logs
+# of earlier runs (a test since tagged manual, a removed target), which say
+# nothing about this one.
+mapfile -t labels < <(bazel query --noshow_progress \
+    'tests(//...) except attr(tags, "\bmanual\b", //...)' 2>/dev/null)
+if [ ${#labels[@]} -eq 0 ]; then
+    echo "bazel query listed no tests" >&2
+    exit 1
+fi
 tested=0 passing=0 failing=0 crashing=0 programs=0 empty=0 sanitizer=0
 while IFS= read -r log; do
-    line=$(grep -h 'Synthesis: Tested:' "$log" | tail -n 1 || true)
+    line=$(grep -hs 'Synthesis: Tested:' "$log" | tail -n 1 || true)
     name=${log#"$logs"/}
     name=${name%/test.log}
     # A fuzz corpus replay (tests/fuzz/fuzz_driver.c) ends with "replayed
     # N inputs" only when every input ran (a failure aborts before it).
-    fz=$(grep -hE '^replayed [0-9]+ inputs$' "$log" | tail -n 1 || true)
+    fz=$(grep -hsE '^replayed [0-9]+ inputs$' "$log" | tail -n 1 || true)
     if [ -z "$line" ] && [ -n "$fz" ]; then
         n=$(sed -E 's/replayed ([0-9]+) inputs/\1/' <<<"$fz")
         line="Synthesis: Tested: $n | Passing: $n | Failing: 0 | Crashing: 0"
@@ -39,6 +48,9 @@ while IFS= read -r log; do
     programs=$((programs + 1))
     tested=$((tested + t)) passing=$((passing + p))
     failing=$((failing + f)) crashing=$((crashing + c))
-done < <(find -L "$logs" -name test.log -not -path '*/run_*' | sort)
+done < <(for l in "${labels[@]}"; do
+    l=${l#//}
+    echo "$logs/${l%%:*}/${l#*:}/test.log"
+done | sort)
 echo "programs=$programs tested=$tested passing=$passing failing=$failing crashing=$crashing empty=$empty sanitizer=$sanitizer"
 [ "$empty" -eq 0 ] && [ "$failing" -eq 0 ] && [ "$crashing" -eq 0 ] && [ "$sanitizer" -eq 0 ]

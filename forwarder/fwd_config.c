@@ -198,7 +198,8 @@ char *fwd__agent_url(const char *url)
     for (const char *v = CMN_AGENT_VERSION; *v && vlen < sizeof(ver) - 1; v++)
         ver[vlen++] = *v == '.' ? '-' : *v;
     ver[vlen] = '\0';
-    cmn_buf_init(&b, 4096);
+    /* the URL, the version and "-app.agent", and the NUL */
+    cmn_buf_init(&b, strlen(url) + vlen + 16);
     if (cmn_buf_append(&b, url, (size_t)(host - url)) != 0 ||
         cmn_buf_printf(&b, "%s-app.agent%s", ver, host + 3) != 0 ||
         cmn_buf_append(&b, "", 1) != 0) {
@@ -209,7 +210,8 @@ char *fwd__agent_url(const char *url)
 }
 
 /* Normalises an intake URL: trimmed, version-prefixed when Datadog-owned,
- * no trailing '/'. Rejects anything but http(s)://host. */
+ * no trailing '/'. Rejects anything but http(s)://host, and URLs longer
+ * than FWD_URL_MAX (one becomes a request line and a log field). */
 static int intake_url(const char *raw, const char *var, char **out)
 {
     char *t = trim_dup(raw), *u;
@@ -218,6 +220,12 @@ static int intake_url(const char *raw, const char *var, char **out)
     *out = NULL;
     if (t == NULL)
         return UV_ENOMEM;
+    if (strlen(t) > FWD_URL_MAX) {
+        CMN_LOGE(COMP, "%s: a URL of at most %d bytes expected, got %zu", var,
+                 FWD_URL_MAX, strlen(t));
+        cmn_free(t);
+        return UV_EINVAL;
+    }
     if ((strncmp(t, "https://", 8) != 0 && strncmp(t, "http://", 7) != 0) ||
         t[strcspn(t, ":") + 3] == '\0' || strpbrk(t, " \t\r\n") != NULL) {
         CMN_LOGE(COMP, "%s: expected an http:// or https:// URL, got \"%s\"",

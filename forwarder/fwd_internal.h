@@ -227,6 +227,7 @@ void fwd__redact(const char *key, char out[16]);
 /* fwd_config.c */
 int fwd__config_copy(struct fwd_config *dst,
                      const struct fwd_config *src) CMN_MUST_CHECK;
+#define FWD_URL_MAX 4096 /* bytes in an intake URL (DD_DD_URL, DD_SITE...) */
 /* Version-prefixed rewrite of Datadog-owned app URLs (§3.5). Returns a new
  * string (cmn_malloc) or NULL on allocation failure. */
 char *fwd__agent_url(const char *url) CMN_MUST_CHECK;

@@ -254,6 +254,43 @@ Test(config, bad_values_name_the_variable)
     }
 }
 
+/* An intake URL longer than FWD_URL_MAX is a configuration error that
+ * names the variable and the cap (it once failed as "out of memory" when
+ * the version-prefixed rewrite passed a fixed 4 KiB buffer); one just
+ * under the cap is rewritten in full. */
+Test(config, intake_url_length_cap)
+{
+    static const char prefix[] = "https://app.datadoghq.com/";
+    char url[FWD_URL_MAX + 2];
+    size_t n = sizeof(prefix) - 1;
+    memcpy(url, prefix, n);
+    memset(url + n, 'p', FWD_URL_MAX + 1 - n);
+    url[FWD_URL_MAX + 1] = '\0';
+    const char *kv[] = {"DD_API_KEY", "k", "DD_DD_URL", url, NULL};
+    struct fwd_config c;
+    struct capture cap;
+    capture_start(&cap);
+    int rc = load(&c, kv);
+    char *log = capture_end(&cap);
+    cr_assert_eq(rc, UV_EINVAL);
+    cr_assert_not_null(
+        strstr(log,
+               "DD_DD_URL: a URL of at most 4096 bytes expected, got 4097"),
+        "%s", log);
+    cmn_free(log);
+    fwd_config_free(&c);
+
+    url[FWD_URL_MAX] = '\0'; /* 4096 bytes: accepted and rewritten */
+    cr_assert_eq(load(&c, kv), 0);
+    cr_assert_eq(c.nendpoints, 1);
+    cr_assert_eq(strlen(c.endpoints[0].url),
+                 FWD_URL_MAX + strlen("7-60-0-") + strlen(".agent"));
+    cr_assert_eq(strncmp(c.endpoints[0].url,
+                         "https://7-60-0-app.agent.datadoghq.com/ppp", 42),
+                 0);
+    fwd_config_free(&c);
+}
+
 /* TLS 1.2 is the default minimum; the error names every accepted value
  * (the Agent's four), and a minimum below 1.2 is accepted with a warning. */
 Test(config, min_tls_version_default_and_truthful_error)
