@@ -10,7 +10,8 @@
  * (dp_submit with DogStatsD text, or the typed helpers dp_count,
  * dp_gauge, ...) or over UDP/Unix sockets as any DogStatsD client does,
  * flushes on demand (dp_flush) and stops it (dp_stop: drain under a
- * budget, then free).
+ * budget, then free). A libuv program may run the pipeline on its own
+ * loop instead (dp_start_on_loop, dp_flush_async, dp_stop_async).
  *
  * Errors: every int-returning function returns 0 on success or a negative
  * code: one of the DP_E* below, or another negative errno value (a bind
@@ -41,7 +42,7 @@ extern "C" {
 
 /* The library's version, as built (dp_version() gives the one linked). */
 #define DP_VERSION_MAJOR 0
-#define DP_VERSION_MINOR 1
+#define DP_VERSION_MINOR 2
 #define DP_VERSION_PATCH 0
 
 /* Error codes. The errno-based ones are the values libuv uses on Linux
@@ -63,7 +64,7 @@ typedef struct dp_pipeline dp_pipeline;
 /* Static English text for any code above or any negative errno; never
  * NULL. Any thread. */
 DP_EXPORT const char *dp_strerror(int err);
-/* "0.1.0": the version of the library linked. Any thread. */
+/* "0.2.0": the version of the library linked. Any thread. */
 DP_EXPORT const char *dp_version(void);
 
 /* ------------------------------------------------------------------------
@@ -208,7 +209,8 @@ struct dp_stats {
  * sizeof(struct dp_stats): a program built against an older header gets
  * the fields it knows). Any thread except the pipeline's own (waits for
  * the pipeline thread to take the snapshot: a few microseconds unless it
- * is busy with one step of work, at most about a millisecond). Returns 0,
+ * is busy with one step of work, at most about a millisecond); on a
+ * dp_start_on_loop pipeline, the loop's thread too (no wait). Returns 0,
  * DP_EINVAL or DP_ESTOPPED. */
 DP_EXPORT int dp_stats(dp_pipeline *p, struct dp_stats *st, size_t size);
 
@@ -222,9 +224,56 @@ DP_EXPORT int dp_stats(dp_pipeline *p, struct dp_stats *st, size_t size);
  * more (a dp_submit still running when p is freed would touch freed
  * memory); p is invalid afterwards. Returns
  * 0 when every component finished its drain, DP_ETIMEDOUT when one was
- * cut off by the budget. NULL is a no-op returning 0. */
+ * cut off by the budget, DP_EINVAL for a dp_start_on_loop pipeline (use
+ * dp_stop_async). NULL is a no-op returning 0. */
 DP_EXPORT int dp_stop(dp_pipeline *p, uint32_t budget_ms,
                       struct dp_stats *final, size_t size);
+
+/* ------------------------------------------------------------------------
+ * On the host's libuv loop (since 0.2). For a program that already runs
+ * libuv: the pipeline's handles join the host's loop instead of a thread
+ * and loop of their own. dp_submit and the typed helpers work as above
+ * from any thread; dp_flush and dp_stats work from any other thread; the
+ * calls below replace dp_flush and dp_stop on the loop's own thread,
+ * where a blocking call would wait for itself.
+ */
+
+struct uv_loop_s; /* libuv's uv_loop_t */
+
+/* Called on the loop's thread when a dp_flush_async is served: status 0
+ * (everything accepted before the call was flushed and attempted, as for
+ * dp_flush) or DP_ESTOPPED (a stop began first; its drain delivers it). */
+typedef void (*dp_flushed_fn)(dp_pipeline *p, int status, void *arg);
+/* Called on the loop's thread once dp_stop_async's drain is over: status
+ * as dp_stop's return, final the last counters (borrowed for the call).
+ * p must not be used from then on; its memory is released once the loop
+ * has closed its last handle, a later iteration of the host's loop. */
+typedef void (*dp_stopped_fn)(int status, const struct dp_stats *final,
+                              void *arg);
+
+/* Starts a pipeline whose handles run on loop (a uv_loop_t *), which the
+ * host runs. Call on the loop's thread, outside any other pipeline call;
+ * returns once the listeners are bound, like dp_start, with the same
+ * codes. The host keeps running the loop until dp_stop_async's callback
+ * and the handle closes after it (uv_run returns when nothing else is
+ * active). */
+DP_EXPORT int dp_start_on_loop(const dp_config *cfg, struct uv_loop_s *loop,
+                               dp_pipeline **out) DP_MUST_CHECK;
+
+/* Starts a flush and returns at once; done(p, status, arg) follows on a
+ * later loop iteration. Concurrent calls are served by one or more
+ * flushes, in order. Loop thread of a dp_start_on_loop pipeline only.
+ * Returns 0, DP_EINVAL (not such a pipeline or thread, done NULL),
+ * DP_ESTOPPED (a stop has begun) or DP_ENOMEM. */
+DP_EXPORT int dp_flush_async(dp_pipeline *p, dp_flushed_fn done, void *arg);
+
+/* Begins dp_stop's drain (budget_ms: 0 = 2000 ms) and returns at once;
+ * done(status, final, arg) follows on a later loop iteration. Pending
+ * dp_flush_async callbacks get DP_ESTOPPED first. Loop thread of a
+ * dp_start_on_loop pipeline only; no other thread may use p any more.
+ * Returns 0, DP_EINVAL or DP_EBUSY (already stopping). */
+DP_EXPORT int dp_stop_async(dp_pipeline *p, uint32_t budget_ms,
+                            dp_stopped_fn done, void *arg);
 
 #ifdef __cplusplus
 }

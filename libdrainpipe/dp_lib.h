@@ -3,7 +3,8 @@
  * The public API is include/drainpipe.h; nothing here is installed.
  *
  * Threads: a dp_pipeline has one loop thread (its own, started by
- * dp_start) that owns every libuv handle and the lifecycle pipeline.
+ * dp_start, or the host's with dp_start_on_loop) that owns every libuv
+ * handle and the lifecycle pipeline.
  * Other threads reach it in two ways only: the submission queue
  * (lock-free, dp_int.h) with `q_async` as its wake-up, and the command
  * block (`mu`, `cv`) with `cmd_async`, for flush, stats and stop, which
@@ -33,6 +34,14 @@ struct dp__settings {
  * UV_EINVAL (logged naming the variable). */
 int dp__config_build(const dp_config *c, struct dp__settings *out);
 
+/* One dp_flush_async call: done once the flush generation gen is. */
+struct dp__flush_wait {
+    struct dp__flush_wait *next;
+    uint64_t gen;
+    dp_flushed_fn done;
+    void *arg;
+};
+
 struct dp_pipeline {
     /* submission: any thread */
     struct dp__queue q;
@@ -40,7 +49,15 @@ struct dp_pipeline {
     uv_async_t q_async; /* wakes the loop thread: records to drain */
 
     /* loop thread only */
-    uv_loop_t loop;
+    uv_loop_t own_loop; /* dp_start's */
+    uv_loop_t *loop;    /* &own_loop, or the host's (dp_start_on_loop) */
+    bool on_loop;       /* the host's loop: no thread of our own */
+    pthread_t loop_tid; /* the loop's thread (on_loop: the host's) */
+    int handles_open;   /* q_async, cmd_async: on_loop frees p at 0 */
+    struct dp__flush_wait *waits; /* dp_flush_async calls, oldest first */
+    struct dp__flush_wait **waits_tail;
+    dp_stopped_fn stop_cb; /* dp_stop_async */
+    void *stop_arg;
     struct lc_pipeline *lp;
     struct dsd *dsd;    /* borrowed from lp */
     uint64_t submitted; /* records consumed */

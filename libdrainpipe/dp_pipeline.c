@@ -1,6 +1,7 @@
 /*
  * dp_pipeline.c - dp_start, dp_flush, dp_stats and dp_stop: a lifecycle
- * pipeline (lc_pipeline_*) on a thread and libuv loop of its own, plus
+ * pipeline (lc_pipeline_*) on a thread and libuv loop of its own (or on
+ * the host's loop: dp_start_on_loop, dp_flush_async, dp_stop_async), plus
  * the "inproc" component that feeds the submission queue to the
  * DogStatsD server's parser.
  *
@@ -86,6 +87,7 @@ static int inproc_start(void *self)
 static void inproc_closed(uv_handle_t *h)
 {
     struct dp_pipeline *p = h->data;
+    p->handles_open--; /* p is not stopped yet: nothing to free */
     lc_stopped_fn done = p->inproc_done;
     p->inproc_done = NULL;
     if (done != NULL)
@@ -157,14 +159,30 @@ void dp__stats_fill(struct dp_pipeline *p, struct dp_stats *st)
  */
 static void start_flush(struct dp_pipeline *p);
 
+/* Calls the dp_flush_async callbacks of generations up to done_gen, one
+ * at a time off the list, so that a callback may call dp_flush_async or
+ * dp_stop_async again. */
+static void flush_waits_run(struct dp_pipeline *p, uint64_t done_gen, int rc)
+{
+    while (p->waits != NULL && p->waits->gen <= done_gen) {
+        struct dp__flush_wait *w = p->waits;
+        p->waits = w->next;
+        if (p->waits == NULL)
+            p->waits_tail = &p->waits;
+        w->done(p, rc, w->arg);
+        cmn_free(w);
+    }
+}
+
 static void flush_finish(struct dp_pipeline *p, int rc)
 {
     pthread_mutex_lock(&p->mu);
-    p->flush_done = p->flush_target;
+    uint64_t done_gen = p->flush_done = p->flush_target;
     p->flush_rc = rc;
     bool again = p->flush_req > p->flush_target;
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
+    flush_waits_run(p, done_gen, rc);
     if (again && !p->stopping)
         uv_async_send(&p->cmd_async); /* a later call: flush again */
 }
@@ -192,9 +210,21 @@ static void start_flush(struct dp_pipeline *p)
     }
 }
 
+static void pipeline_free(struct dp_pipeline *p);
+
+/* On the host's loop nobody joins a thread: p goes once its drain is over
+ * and its last handle is closed. */
+static void maybe_free(struct dp_pipeline *p)
+{
+    if (p->on_loop && p->stopped && p->handles_open == 0)
+        pipeline_free(p);
+}
+
 static void teardown_closed(uv_handle_t *h)
 {
-    (void)h;
+    struct dp_pipeline *p = h->data;
+    p->handles_open--;
+    maybe_free(p);
 }
 
 static void on_stopped(void *arg, bool clean)
@@ -215,6 +245,8 @@ static void on_stopped(void *arg, bool clean)
     p->stop_clean = clean;
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
+    if (p->stop_cb != NULL) /* dp_stop_async: p goes after the closes */
+        p->stop_cb(clean ? 0 : UV_ETIMEDOUT, &st, p->stop_arg);
 }
 
 static void begin_stop(struct dp_pipeline *p, uint32_t budget_ms)
@@ -274,9 +306,9 @@ static void *loop_main(void *arg)
 {
     struct dp_pipeline *p = arg;
     int rc;
-    uv_run(&p->loop, UV_RUN_DEFAULT);
-    for (int i = 0; (rc = uv_loop_close(&p->loop)) == UV_EBUSY && i < 8; i++)
-        uv_run(&p->loop, UV_RUN_DEFAULT);
+    uv_run(p->loop, UV_RUN_DEFAULT);
+    for (int i = 0; (rc = uv_loop_close(p->loop)) == UV_EBUSY && i < 8; i++)
+        uv_run(p->loop, UV_RUN_DEFAULT);
     if (rc != 0)
         CMN_LOGE(COMP, "pipeline loop not closed: %s", cmn_strerror(rc));
     pthread_mutex_lock(&p->mu);
@@ -354,19 +386,19 @@ static void start_rollback(struct dp_pipeline *p)
     }
     if (p->lp != NULL) {
         lc_pipeline_stop(p->lp, DP_STOP_BUDGET_DEFAULT_MS, on_rollback, p);
-        uv_run(&p->loop, UV_RUN_DEFAULT);
+        uv_run(p->loop, UV_RUN_DEFAULT);
         lc_pipeline_destroy(p->lp);
         p->lp = NULL;
     }
-    uv_run(&p->loop, UV_RUN_DEFAULT);
-    if (uv_loop_close(&p->loop) != 0)
+    uv_run(p->loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(p->loop) != 0)
         CMN_LOGE(COMP, "dp_start rollback: loop not closed (leaked)");
 }
 
 /* Makes the loop, the pipeline and its components, and starts them. */
 static int pipeline_build(struct dp_pipeline *p, struct dp__settings *s)
 {
-    int rc = lc_pipeline_create(&p->loop, &s->lc, &p->lp);
+    int rc = lc_pipeline_create(p->loop, &s->lc, &p->lp);
     if (rc != 0)
         return rc;
     p->dsd = lc_pipeline_dsd(p->lp);
@@ -377,9 +409,10 @@ static int pipeline_build(struct dp_pipeline *p, struct dp__settings *s)
                  s->queue_size, cmn_budget_limit());
         return UV_ENOMEM;
     }
-    uv_async_init(&p->loop, &p->q_async, on_q_async);
-    uv_async_init(&p->loop, &p->cmd_async, on_cmd);
+    uv_async_init(p->loop, &p->q_async, on_q_async);
+    uv_async_init(p->loop, &p->cmd_async, on_cmd);
     p->q_async.data = p->cmd_async.data = p;
+    p->handles_open = 2;
     const char *const deps[] = {"dogstatsd", NULL};
     rc = lc_register(lc_pipeline_manager(p->lp), "inproc", deps, &inproc_ops, p,
                      DP_INPROC_STOP_TIMEOUT_MS);
@@ -389,7 +422,37 @@ static int pipeline_build(struct dp_pipeline *p, struct dp__settings *s)
     return rc;
 }
 
-int dp_start(const dp_config *cfg, dp_pipeline **out)
+static void on_rollback_loop(void *arg, bool clean)
+{
+    struct dp_pipeline *p = arg;
+    (void)clean;
+    lc_pipeline_destroy(p->lp); /* may finish on a later iteration */
+    p->lp = NULL;
+    p->stopped = true;
+    maybe_free(p);
+}
+
+/* dp_start_on_loop's start_rollback: the host's loop cannot be run from
+ * here (this may be one of its callbacks), so what started stops on its
+ * later iterations and p goes with the last close. */
+static void start_rollback_on_loop(struct dp_pipeline *p)
+{
+    if (p->q_async.data != NULL) {
+        if (!p->lp_started)
+            uv_close((uv_handle_t *)&p->q_async, teardown_closed);
+        uv_close((uv_handle_t *)&p->cmd_async, teardown_closed);
+    }
+    if (p->lp != NULL) {
+        lc_pipeline_stop(p->lp, DP_STOP_BUDGET_DEFAULT_MS, on_rollback_loop, p);
+    } else {
+        p->stopped = true;
+        maybe_free(p);
+    }
+}
+
+/* dp_start and dp_start_on_loop: host_loop NULL for a thread and loop of
+ * the pipeline's own. */
+static int start(const dp_config *cfg, uv_loop_t *host_loop, dp_pipeline **out)
 {
     struct dp__settings s;
     if (cfg == NULL || out == NULL)
@@ -401,18 +464,28 @@ int dp_start(const dp_config *cfg, dp_pipeline **out)
     rc = UV_ENOMEM;
     if (p == NULL)
         goto out_free_settings;
+    p->waits_tail = &p->waits;
     rc = dp__queue_init(&p->q, s.queue_size);
     if (rc != 0)
         goto out_free_p;
     rc = sync_init(p);
     if (rc != 0)
         goto out_free_queue;
-    rc = uv_loop_init(&p->loop);
-    if (rc != 0)
-        goto out_free_sync;
+    if (host_loop != NULL) {
+        p->loop = host_loop;
+        p->on_loop = true;
+        p->loop_tid = pthread_self();
+    } else {
+        p->loop = &p->own_loop;
+        rc = uv_loop_init(p->loop);
+        if (rc != 0)
+            goto out_free_sync;
+    }
     rc = pipeline_build(p, &s);
     if (rc != 0)
         goto out_rollback;
+    if (p->on_loop)
+        goto out_started;
     /* The loop thread takes no signal: the host's handlers stay its own
      * (STYLE: non-loop threads block signals). */
     sigset_t all, old;
@@ -422,12 +495,17 @@ int dp_start(const dp_config *cfg, dp_pipeline **out)
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0)
         goto out_rollback;
+out_started:
     lc_pipeline_config_free(&s.lc);
     *out = p;
     return 0;
 
 out_rollback:
     CMN_LOGE(COMP, "dp_start: %s", cmn_strerror(rc));
+    if (p->on_loop) { /* p goes on a later iteration of the host's loop */
+        start_rollback_on_loop(p);
+        goto out_free_settings;
+    }
     start_rollback(p);
 out_free_sync:
     pthread_cond_destroy(&p->cv);
@@ -441,6 +519,67 @@ out_free_settings:
     return rc;
 }
 
+int dp_start(const dp_config *cfg, dp_pipeline **out)
+{
+    return start(cfg, NULL, out);
+}
+
+int dp_start_on_loop(const dp_config *cfg, struct uv_loop_s *loop,
+                     dp_pipeline **out)
+{
+    if (loop == NULL)
+        return UV_EINVAL;
+    return start(cfg, loop, out);
+}
+
+/* ------------------------------------------------------------------------
+ * On the host's loop (its thread)
+ */
+static bool on_host_loop_thread(const struct dp_pipeline *p)
+{
+    return p->on_loop && pthread_equal(pthread_self(), p->loop_tid);
+}
+
+int dp_flush_async(dp_pipeline *p, dp_flushed_fn done, void *arg)
+{
+    if (p == NULL || done == NULL || !on_host_loop_thread(p))
+        return UV_EINVAL;
+    struct dp__flush_wait *w = cmn_malloc(sizeof(*w));
+    if (w == NULL)
+        return UV_ENOMEM;
+    pthread_mutex_lock(&p->mu);
+    if (p->stop_req) {
+        pthread_mutex_unlock(&p->mu);
+        cmn_free(w);
+        return CMN_ESTOPPED;
+    }
+    *w = (struct dp__flush_wait){NULL, ++p->flush_req, done, arg};
+    pthread_mutex_unlock(&p->mu);
+    *p->waits_tail = w;
+    p->waits_tail = &w->next;
+    uv_async_send(&p->cmd_async); /* served by on_cmd, never re-entrantly */
+    return 0;
+}
+
+int dp_stop_async(dp_pipeline *p, uint32_t budget_ms, dp_stopped_fn done,
+                  void *arg)
+{
+    if (p == NULL || done == NULL || !on_host_loop_thread(p))
+        return UV_EINVAL;
+    pthread_mutex_lock(&p->mu);
+    if (p->stop_req) {
+        pthread_mutex_unlock(&p->mu);
+        return UV_EBUSY;
+    }
+    p->stop_req = true;
+    p->stop_budget_ms = budget_ms == 0 ? DP_STOP_BUDGET_DEFAULT_MS : budget_ms;
+    pthread_mutex_unlock(&p->mu);
+    p->stop_cb = done;
+    p->stop_arg = arg;
+    uv_async_send(&p->cmd_async);
+    return 0;
+}
+
 /* ------------------------------------------------------------------------
  * Calls from other threads
  */
@@ -452,7 +591,7 @@ static uint64_t deadline_after(uint32_t ms)
 
 int dp_flush(dp_pipeline *p, uint32_t timeout_ms)
 {
-    if (p == NULL)
+    if (p == NULL || on_host_loop_thread(p)) /* it would wait for itself */
         return UV_EINVAL;
     uint64_t deadline = deadline_after(timeout_ms);
     int rc = 0;
@@ -483,6 +622,13 @@ int dp_stats(dp_pipeline *p, struct dp_stats *st, size_t size)
         pthread_mutex_unlock(&p->mu);
         return CMN_ESTOPPED;
     }
+    if (on_host_loop_thread(p)) { /* the loop's own: nobody to wait for */
+        pthread_mutex_unlock(&p->mu);
+        struct dp_stats now;
+        dp__stats_fill(p, &now);
+        memcpy(st, &now, size < sizeof(now) ? size : sizeof(now));
+        return 0;
+    }
     uint64_t gen = ++p->stats_req;
     uv_async_send(&p->cmd_async);
     while (p->stats_done < gen && !p->stopped)
@@ -497,6 +643,8 @@ int dp_stop(dp_pipeline *p, uint32_t budget_ms, struct dp_stats *final,
 {
     if (p == NULL)
         return 0;
+    if (p->on_loop) /* nothing to join: dp_stop_async */
+        return UV_EINVAL;
     if (budget_ms == 0)
         budget_ms = DP_STOP_BUDGET_DEFAULT_MS;
     pthread_mutex_lock(&p->mu);
