@@ -417,8 +417,12 @@ static void *reader_main(void *arg)
 {
     struct dsd__dgram *d = arg;
     bool error = false;
-    set_own_priority(d);
+    /* The first touch at the priority inherited from the loop thread: at
+     * real-time priority, on a CPU it shares with the loop thread (a busy
+     * machine), it would hold the loop thread ~1 ms before the child is
+     * spawned. It only has to be done before the first read. */
     reader_init(d);
+    set_own_priority(d);
     while (!atomic_load_explicit(&d->stop, memory_order_acquire)) {
         enum fill_result r = dgram_fill(d, SIZE_MAX);
         if (r == FILL_FULL) {
