@@ -368,13 +368,19 @@ static int sync_init(struct dp_pipeline *p)
 
 static void on_rollback(void *arg, bool clean)
 {
-    (void)arg;
+    struct dp_pipeline *p = arg;
     (void)clean;
+    lc_pipeline_destroy(p->lp); /* may finish on a later iteration */
+    p->lp = NULL;
+    p->stopped = true;
+    maybe_free(p);
 }
 
-/* Undoes a dp_start that failed after the loop was made: stops what
- * started, closes everything, runs the loop to the end. Caller's thread
- * (no loop thread yet). */
+/* Undoes a start that failed after the loop was chosen: stops what
+ * started and closes everything. With a loop of its own (no loop thread
+ * yet) it runs the loop to the end; on the host's loop, which cannot be
+ * run from here (this may be one of its callbacks), that happens on its
+ * later iterations and p goes with the last close. */
 static void start_rollback(struct dp_pipeline *p)
 {
     if (p->q_async.data != NULL) {
@@ -386,10 +392,12 @@ static void start_rollback(struct dp_pipeline *p)
     }
     if (p->lp != NULL) {
         lc_pipeline_stop(p->lp, DP_STOP_BUDGET_DEFAULT_MS, on_rollback, p);
-        uv_run(p->loop, UV_RUN_DEFAULT);
-        lc_pipeline_destroy(p->lp);
-        p->lp = NULL;
+    } else {
+        p->stopped = true;
+        maybe_free(p);
     }
+    if (p->on_loop)
+        return;
     uv_run(p->loop, UV_RUN_DEFAULT);
     if (uv_loop_close(p->loop) != 0)
         CMN_LOGE(COMP, "dp_start rollback: loop not closed (leaked)");
@@ -420,34 +428,6 @@ static int pipeline_build(struct dp_pipeline *p, struct dp__settings *s)
         rc = lc_pipeline_start(p->lp);
     p->lp_started = rc == 0;
     return rc;
-}
-
-static void on_rollback_loop(void *arg, bool clean)
-{
-    struct dp_pipeline *p = arg;
-    (void)clean;
-    lc_pipeline_destroy(p->lp); /* may finish on a later iteration */
-    p->lp = NULL;
-    p->stopped = true;
-    maybe_free(p);
-}
-
-/* dp_start_on_loop's start_rollback: the host's loop cannot be run from
- * here (this may be one of its callbacks), so what started stops on its
- * later iterations and p goes with the last close. */
-static void start_rollback_on_loop(struct dp_pipeline *p)
-{
-    if (p->q_async.data != NULL) {
-        if (!p->lp_started)
-            uv_close((uv_handle_t *)&p->q_async, teardown_closed);
-        uv_close((uv_handle_t *)&p->cmd_async, teardown_closed);
-    }
-    if (p->lp != NULL) {
-        lc_pipeline_stop(p->lp, DP_STOP_BUDGET_DEFAULT_MS, on_rollback_loop, p);
-    } else {
-        p->stopped = true;
-        maybe_free(p);
-    }
 }
 
 /* dp_start and dp_start_on_loop: host_loop NULL for a thread and loop of
@@ -502,11 +482,9 @@ out_started:
 
 out_rollback:
     CMN_LOGE(COMP, "dp_start: %s", cmn_strerror(rc));
-    if (p->on_loop) { /* p goes on a later iteration of the host's loop */
-        start_rollback_on_loop(p);
-        goto out_free_settings;
-    }
     start_rollback(p);
+    if (p->on_loop) /* p goes on a later iteration of the host's loop */
+        goto out_free_settings;
 out_free_sync:
     pthread_cond_destroy(&p->cv);
     pthread_mutex_destroy(&p->mu);

@@ -12,13 +12,12 @@
 #include "drainpipe.h"
 #include "intake.h"
 
-/* Starts a pipeline with dogstatsd_port 0 (in-process only) sending to
- * ti with API key "k"; extra is a NULL-terminated list of key, value
- * pairs (may be NULL). */
-static inline dp_pipeline *dpt_start(struct ti *ti, const char *const *extra)
+/* A configuration with dogstatsd_port 0 (in-process only) sending to ti
+ * with API key "k"; extra is a NULL-terminated list of key, value pairs
+ * (may be NULL). */
+static inline dp_config *dpt_config(struct ti *ti, const char *const *extra)
 {
     dp_config *c;
-    dp_pipeline *p;
     cr_assert_eq(dp_config_new(&c), 0);
     cr_assert_eq(dp_config_set(c, "api_key", "k"), 0);
     cr_assert_eq(dp_config_set(c, "dd_url", ti_url(ti)), 0);
@@ -26,6 +25,14 @@ static inline dp_pipeline *dpt_start(struct ti *ti, const char *const *extra)
     for (size_t i = 0; extra != NULL && extra[i] != NULL; i += 2)
         cr_assert_eq(dp_config_set(c, extra[i], extra[i + 1]), 0, "%s",
                      extra[i]);
+    return c;
+}
+
+/* Starts a pipeline with dpt_config's configuration. */
+static inline dp_pipeline *dpt_start(struct ti *ti, const char *const *extra)
+{
+    dp_config *c = dpt_config(ti, extra);
+    dp_pipeline *p;
     cr_assert_eq(dp_start(c, &p), 0);
     dp_config_free(c);
     return p;

@@ -96,12 +96,8 @@ static void on_timer(uv_timer_t *t)
 
 static dp_pipeline *start_on(uv_loop_t *loop, struct ti *ti)
 {
-    dp_config *c;
+    dp_config *c = dpt_config(ti, NULL);
     dp_pipeline *p;
-    cr_assert_eq(dp_config_new(&c), 0);
-    cr_assert_eq(dp_config_set(c, "api_key", "k"), 0);
-    cr_assert_eq(dp_config_set(c, "dd_url", ti_url(ti)), 0);
-    cr_assert_eq(dp_config_set(c, "dogstatsd_port", "0"), 0);
     cr_assert_eq(dp_start_on_loop(c, loop, &p), 0);
     cr_assert_eq(dp_start_on_loop(c, NULL, &p), DP_EINVAL);
     dp_config_free(c);
