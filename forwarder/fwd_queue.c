@@ -10,6 +10,25 @@
  */
 #include "fwd_internal.h"
 
+/* Counts t into l's totals (add) or out of them. */
+static void list_count(struct fwd_txn_list *l, const struct fwd_txn *t,
+                       bool add)
+{
+    size_t len = t->body->p->len;
+
+    if (add) {
+        l->n++;
+        l->bytes += len;
+        if (t->attempts == 0)
+            l->fresh_bytes += len;
+        return;
+    }
+    l->n--;
+    l->bytes -= len;
+    if (t->attempts == 0)
+        l->fresh_bytes -= len;
+}
+
 /* Inserts t in creation order (retries go back among their peers), so the
  * head is always the oldest transaction: the first sent and the first
  * evicted. */
@@ -29,10 +48,7 @@ void fwd__list_insert_sorted(struct fwd_txn_list *l, struct fwd_txn *t)
         after->next = t;
     else
         l->head = t;
-    l->n++;
-    l->bytes += t->body->p->len;
-    if (t->attempts == 0)
-        l->fresh_bytes += t->body->p->len;
+    list_count(l, t, true);
 }
 
 void fwd__list_push(struct fwd_txn_list *l, struct fwd_txn *t)
@@ -44,10 +60,7 @@ void fwd__list_push(struct fwd_txn_list *l, struct fwd_txn *t)
     else
         l->head = t;
     l->tail = t;
-    l->n++;
-    l->bytes += t->body->p->len;
-    if (t->attempts == 0)
-        l->fresh_bytes += t->body->p->len;
+    list_count(l, t, true);
 }
 
 void fwd__list_remove(struct fwd_txn_list *l, struct fwd_txn *t)
@@ -61,10 +74,7 @@ void fwd__list_remove(struct fwd_txn_list *l, struct fwd_txn *t)
     else
         l->tail = t->prev;
     t->next = t->prev = NULL;
-    l->n--;
-    l->bytes -= t->body->p->len;
-    if (t->attempts == 0)
-        l->fresh_bytes -= t->body->p->len;
+    list_count(l, t, false);
 }
 
 void fwd__body_unref(struct fwd_body *b)
