@@ -581,7 +581,7 @@ static uint64_t ring_records(struct dsd__dgram *d)
     return n;
 }
 
-void dsd__dgram_stop(struct dsd__dgram *d, uint64_t deadline_ns)
+void dsd__dgram_stop(struct dsd__dgram *d, struct cmn_deadline dl)
 {
     if (!d->live)
         return;
@@ -593,7 +593,7 @@ void dsd__dgram_stop(struct dsd__dgram *d, uint64_t deadline_ns)
     bool socket_empty = false, ring_empty = false;
     for (;;) {
         ring_empty = dgram_consume(d, DSD_CONSUME_BYTES);
-        if (cmn_mono_ns() >= deadline_ns)
+        if (cmn_deadline_expired(dl))
             break;
         if (!ring_empty)
             continue;

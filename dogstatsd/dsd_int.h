@@ -176,8 +176,8 @@ int dsd__dgram_start(struct dsd__dgram *d) CMN_MUST_CHECK;
 /* Stops and joins the receive thread, if it runs. */
 void dsd__dgram_join(struct dsd__dgram *d);
 /* Joins the thread, then reads socket and ring on the loop thread until
- * both are empty or deadline_ns (monotonic) passes, and closes. */
-void dsd__dgram_stop(struct dsd__dgram *d, uint64_t deadline_ns);
+ * both are empty or dl passes, and closes. */
+void dsd__dgram_stop(struct dsd__dgram *d, struct cmn_deadline dl);
 void dsd__dgram_close_fd(struct dsd__dgram *d);
 /* Frees what dsd__dgram_start allocated (after the close callback). */
 void dsd__dgram_free(struct dsd__dgram *d);

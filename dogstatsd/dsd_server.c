@@ -510,9 +510,10 @@ void dsd_stop(struct dsd *s, dsd_stopped_cb cb, void *data)
     s->stop_data = data;
     /* Counted first so that no close callback can see nlive reach 0. */
     s->nlive++;
-    uint64_t deadline = cmn_mono_ns() + s->stop_drain_ms * 1000000u;
-    dsd__dgram_stop(&s->udp, deadline);
-    dsd__dgram_stop(&s->uds, deadline);
+    /* one deadline for both listeners: the drain bound counts from here */
+    struct cmn_deadline dl = cmn_deadline_in_ms(s->stop_drain_ms);
+    dsd__dgram_stop(&s->udp, dl);
+    dsd__dgram_stop(&s->uds, dl);
     dsd__stream_stop(s);
     unlink_files(s);
     dsd__sync_check(s); /* everything received is parsed now */

@@ -382,10 +382,11 @@ void fwd__maybe_finish_stop(struct fwd *f)
     uv_timer_start(&f->stop_timer, finish_cb, 0, 0);
 }
 
-void fwd_stop(struct fwd *f, uint64_t deadline_ms, fwd_stopped_cb cb,
+void fwd_stop(struct fwd *f, struct cmn_deadline dl, fwd_stopped_cb cb,
               void *data)
 {
     uint64_t budget = (uint64_t)(f->cfg.stop_timeout_s * 1000.0);
+    uint64_t left = cmn_deadline_remaining_ms(dl);
 
     if (f->state == FWD_CREATED) {
         /* never started: no handle to close */
@@ -401,12 +402,11 @@ void fwd_stop(struct fwd *f, uint64_t deadline_ms, fwd_stopped_cb cb,
     f->state = FWD_STOPPING;
     f->stop_cb = cb;
     f->stop_data = data;
-    if (deadline_ms < budget)
-        budget = deadline_ms;
+    if (left < budget)
+        budget = left;
     /* the loop's cached time may be stale (a long callback ran before this
      * one): count the budget from now, so the deadline is never early */
     uv_update_time(f->loop);
-    f->stop_deadline_ms = uv_now(f->loop) + budget;
     CMN_LOGD(FWD_COMP,
              "stopping: %llu transactions queued, %llu in flight, "
              "%llu ms to drain",

@@ -176,7 +176,6 @@ struct fwd {
     struct fwd_sock *socks;
     uint32_t handles_open; /* uv handles not yet closed */
     uint64_t seq;
-    uint64_t stop_deadline_ms;
     bool finishing; /* close scheduled on stop_timer */
     fwd_stopped_cb stop_cb;
     void *stop_data;

@@ -32,9 +32,10 @@ struct sinit_app {
     bool metrics_off; /* the configuration is invalid: no pipeline */
     enum sinit_cloud cloud;
     uint64_t budget_ms;
-    uint64_t start_ns;       /* process start (monotonic) */
-    uint64_t budget_from_ns; /* 0 until the budget started */
-    uint64_t spawned_ns;     /* when the child was spawned */
+    uint64_t start_ns;              /* process start (monotonic) */
+    uint64_t budget_from_ns;        /* 0 until the budget started */
+    struct cmn_deadline budget_end; /* budget_from + budget_ms */
+    uint64_t spawned_ns;            /* when the child was spawned */
     struct lc_pipeline_config cfg;
     struct lc_pipeline *p; /* NULL: metrics off */
     int child_pid;

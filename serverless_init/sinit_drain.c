@@ -105,8 +105,10 @@ static void on_budget_timer(uv_timer_t *t)
 /* The budget runs from the first SIGTERM/SIGINT or the child's exit. */
 void sinit__start_budget(struct sinit_app *a)
 {
-    if (a->budget_from_ns == 0)
-        a->budget_from_ns = cmn_mono_ns();
+    if (a->budget_from_ns != 0)
+        return;
+    a->budget_from_ns = cmn_mono_ns();
+    a->budget_end = cmn_deadline_in_ms(a->budget_ms);
 }
 
 /* What is left of the budget, never less than MIN_DRAIN_MS (a child that
@@ -114,8 +116,7 @@ void sinit__start_budget(struct sinit_app *a)
  * nor more than the budget. */
 static uint64_t budget_left_ms(const struct sinit_app *a)
 {
-    uint64_t used = (cmn_mono_ns() - a->budget_from_ns) / 1000000u;
-    uint64_t left = used >= a->budget_ms ? 0 : a->budget_ms - used;
+    uint64_t left = cmn_deadline_remaining_ms(a->budget_end);
     uint64_t floor = a->budget_ms < MIN_DRAIN_MS ? a->budget_ms : MIN_DRAIN_MS;
     return left < floor ? floor : left;
 }
@@ -144,7 +145,8 @@ void sinit__begin_stop(struct sinit_app *a)
         sinit__close_handles(a);
         return;
     }
-    lc_pipeline_stop(a->p, budget_left_ms(a), on_pipeline_stopped, a);
+    lc_pipeline_stop(a->p, cmn_deadline_in_ms(budget_left_ms(a)),
+                     on_pipeline_stopped, a);
 }
 
 /* Child ended (or never started) or sidecar got SIGTERM: drain. */
