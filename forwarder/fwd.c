@@ -51,19 +51,25 @@ static bool is_idle(const struct fwd *f)
     return true;
 }
 
+void fwd__wake(struct fwd *f, struct fwd_waiter *w,
+               bool (*ready)(const struct fwd *f))
+{
+    void (*cb)(void *) = w->cb;
+
+    if (cb == NULL || !ready(f))
+        return;
+    w->cb = NULL; /* before the call: cb may wait again */
+    cb(w->data);
+}
+
 static void check_idle(struct fwd *f)
 {
-    if (f->idle_cb == NULL || !is_idle(f))
-        return;
-    fwd_idle_cb cb = f->idle_cb;
-    f->idle_cb = NULL;
-    cb(f->idle_data);
+    fwd__wake(f, &f->idle, is_idle);
 }
 
 void fwd_wait_idle(struct fwd *f, fwd_idle_cb cb, void *data)
 {
-    f->idle_cb = cb;
-    f->idle_data = data;
+    f->idle = (struct fwd_waiter){cb, data};
     check_idle(f);
 }
 

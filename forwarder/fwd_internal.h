@@ -150,6 +150,13 @@ struct fwd_sock {
     struct fwd_sock *next, *prev; /* all live socket contexts */
 };
 
+/* One waiter for a condition of the forwarder (idle, room in the queue):
+ * called once, then cleared, when the condition holds. */
+struct fwd_waiter {
+    void (*cb)(void *data); /* NULL = nobody waits */
+    void *data;
+};
+
 enum fwd_state {
     FWD_CREATED,  /* fwd_create done; no handle yet */
     FWD_RUNNING,  /* fwd_start done */
@@ -179,17 +186,15 @@ struct fwd {
     bool finishing; /* close scheduled on stop_timer */
     fwd_stopped_cb stop_cb;
     void *stop_data;
-    fwd_idle_cb idle_cb; /* fwd_wait_idle waiter, NULL = none */
-    void *idle_data;
+    struct fwd_waiter idle; /* fwd_wait_idle */
     struct fwd_stats st;
     struct cmn_ratelimit rl_err;   /* retry warnings */
     struct cmn_ratelimit rl_evict; /* eviction warnings */
     uint32_t max_errors;           /* fwd__max_errors(&cfg) */
     uint32_t recovery;             /* errors forgiven per success */
-    fwd_space_cb space_cb;         /* fwd_on_space waiter, or NULL */
-    void *space_data;
-    double (*rand01)(void); /* test hook; NULL = drand48-like */
-    uint64_t rng;           /* xorshift state */
+    struct fwd_waiter space;       /* fwd_on_space */
+    double (*rand01)(void);        /* test hook; NULL = drand48-like */
+    uint64_t rng;                  /* xorshift state */
 };
 
 /* fwd_http.c: transport. fwd__http_init needs libcurl loaded. */
@@ -221,6 +226,9 @@ void fwd__txn_done(struct fwd *f, struct fwd_txn *t, long status, CURLcode res);
 /* Called by the transport once libcurl is usable (ok, http_ready set) or
  * cannot be (every queued transaction is then dropped). */
 void fwd__loaded(struct fwd *f, bool ok);
+/* Calls w's waiter, once, if there is one and ready(f) holds. */
+void fwd__wake(struct fwd *f, struct fwd_waiter *w,
+               bool (*ready)(const struct fwd *f));
 /* Called when a handle owned by f finished closing. */
 void fwd__handle_closed(struct fwd *f);
 /* While stopping, schedules the end once nothing is queued or on the

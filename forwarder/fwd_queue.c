@@ -206,20 +206,19 @@ bool fwd_is_full(const struct fwd *f)
     return false;
 }
 
+static bool has_space(const struct fwd *f)
+{
+    return !fwd_is_full(f);
+}
+
 void fwd__space_check(struct fwd *f)
 {
-    fwd_space_cb cb = f->space_cb;
-
-    if (cb == NULL || fwd_is_full(f))
-        return;
-    f->space_cb = NULL;
-    cb(f->space_data);
+    fwd__wake(f, &f->space, has_space);
 }
 
 void fwd_on_space(struct fwd *f, fwd_space_cb cb, void *data)
 {
-    f->space_cb = cb;
-    f->space_data = data;
+    f->space = (struct fwd_waiter){cb, data};
     fwd__space_check(f);
 }
 
