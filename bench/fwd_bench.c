@@ -91,7 +91,7 @@ static void stopped_cb(void *data)
 
 static void stop_fwd(uv_loop_t *loop, struct fwd *f)
 {
-    fwd_stop(f, 60000, stopped_cb, NULL);
+    fwd_stop(f, cmn_deadline_in_ms(60000), stopped_cb, NULL);
     uv_run(loop, UV_RUN_DEFAULT);
     fwd_destroy(f);
 }
@@ -144,7 +144,7 @@ static double drain_once(struct ti *ti, int n, bool warm)
         (void)fwd_submit(f, mkpayload());
     uv_update_time(&loop);
     uint64_t t0 = cmn_mono_ns();
-    fwd_stop(f, 60000, stopped_cb, NULL);
+    fwd_stop(f, cmn_deadline_in_ms(60000), stopped_cb, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     fwd_get_stats(f, &st);
     if (st.delivered != (uint64_t)n + (warm ? 1 : 0))

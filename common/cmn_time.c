@@ -54,6 +54,43 @@ uint64_t cmn_process_start_ns(void)
     return s;
 }
 
+struct cmn_deadline cmn_deadline_in_ms(uint64_t ms)
+{
+    uint64_t now = cmn_mono_ns();
+
+    if (ms > (UINT64_MAX - now) / 1000000u)
+        return CMN_NO_DEADLINE; /* past the clock's range: unbounded */
+    return (struct cmn_deadline){now + ms * 1000000u};
+}
+
+struct cmn_deadline cmn_deadline_min(struct cmn_deadline a,
+                                     struct cmn_deadline b)
+{
+    return a.at_ns <= b.at_ns ? a : b;
+}
+
+uint64_t cmn_deadline_remaining_ns(struct cmn_deadline d)
+{
+    uint64_t now;
+
+    if (d.at_ns == UINT64_MAX)
+        return UINT64_MAX;
+    now = cmn_mono_ns();
+    return d.at_ns > now ? d.at_ns - now : 0;
+}
+
+uint64_t cmn_deadline_remaining_ms(struct cmn_deadline d)
+{
+    uint64_t ns = cmn_deadline_remaining_ns(d);
+
+    return ns == UINT64_MAX ? UINT64_MAX : ns / 1000000u;
+}
+
+bool cmn_deadline_expired(struct cmn_deadline d)
+{
+    return cmn_deadline_remaining_ns(d) == 0;
+}
+
 /* splitmix64: spreads the fallback's low-entropy inputs over 64 bits. */
 static uint64_t mix64(uint64_t x)
 {

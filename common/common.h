@@ -238,6 +238,27 @@ uint64_t cmn_thread_cpu_ns(void);
  * first call to this function), for "cumulative since start" figures. */
 void cmn_process_start_set(uint64_t mono_ns);
 uint64_t cmn_process_start_ns(void);
+
+/* A deadline: the monotonic time (cmn_mono_ns) by which a bounded step,
+ * such as a stop, must end. One is made where a budget starts and passed
+ * down, so that every part reads the same end instead of counting its own
+ * budget from when it happened to be called. Copied by value. */
+struct cmn_deadline {
+    uint64_t at_ns; /* cmn_mono_ns time; UINT64_MAX = none (unbounded) */
+};
+#define CMN_NO_DEADLINE ((struct cmn_deadline){UINT64_MAX})
+/* ms from now; UINT64_MAX (or a sum past the clock's range) = none. */
+struct cmn_deadline cmn_deadline_in_ms(uint64_t ms);
+/* The earlier of a and b. */
+struct cmn_deadline cmn_deadline_min(struct cmn_deadline a,
+                                     struct cmn_deadline b);
+/* Whole milliseconds left (rounded down), 0 once passed, UINT64_MAX for
+ * none. */
+uint64_t cmn_deadline_remaining_ms(struct cmn_deadline d);
+/* Nanoseconds left, 0 once passed, UINT64_MAX for none. */
+uint64_t cmn_deadline_remaining_ns(struct cmn_deadline d);
+/* True once the deadline has passed; never for none. */
+bool cmn_deadline_expired(struct cmn_deadline d);
 /* Fills buf with n random bytes from getrandom (the kernel's CSPRNG), for
  * hash seeds. If the pool is not ready yet (early boot, GRND_NONBLOCK
  * says EAGAIN) or getrandom fails, falls back to a mix of the clocks, the

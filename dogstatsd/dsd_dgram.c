@@ -1,7 +1,7 @@
 /*
- * dsd_dgram.c - the datagram listeners: UDP (dogstatsd_port) and Unix
- * datagram (dogstatsd_socket), spec/pipeline.md §1.1, and their receive
- * path.
+ * dsd_dgram.c - the receive path of the datagram listeners: UDP
+ * (dogstatsd_port) and Unix datagram (dogstatsd_socket), spec/pipeline.md
+ * §1.1. Their sockets are set up in dsd_sock.c.
  *
  * Receiving is not parsing. Each listener has a receive thread that only
  * moves datagrams from the kernel into a user-space ring (dsd_ring.h):
@@ -82,119 +82,6 @@
  * fires late. */
 #define DSD_THREAD_STACK (128u << 10)
 #define DSD_CMSG_SPACE CMSG_SPACE(sizeof(uint32_t))
-
-static void set_rcvbuf(struct dsd *s, int fd, const char *what, int *eff)
-{
-    int v = s->cfg.so_rcvbuf > 0 ? s->cfg.so_rcvbuf : DSD_RCVBUF_DEFAULT;
-    /* SO_RCVBUFFORCE passes rmem_max where we may (CAP_NET_ADMIN);
-     * elsewhere SO_RCVBUF gives at most rmem_max. */
-    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &v, sizeof(v)) != 0 &&
-        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v)) != 0)
-        CMN_LOGW(DSD_COMP, "%s: SO_RCVBUF %d: %s", what, v,
-                 uv_strerror(-errno));
-    int on = 1;
-    if (setsockopt(fd, SOL_SOCKET, SO_RXQ_OVFL, &on, sizeof(on)) != 0)
-        CMN_LOGD(DSD_COMP, "%s: SO_RXQ_OVFL: %s", what, uv_strerror(-errno));
-    socklen_t l = sizeof(*eff);
-    if (getsockopt(fd, SOL_SOCKET, SO_RCVBUF, eff, &l) != 0)
-        *eff = 0;
-    CMN_LOGD(DSD_COMP,
-             "%s: SO_RCVBUF asked %d, effective %d (the kernel "
-             "counts twice the asked bytes)",
-             what, v, *eff);
-}
-
-/* Resolves the UDP bind address: 0.0.0.0 with non_local_traffic, else
- * bind_host, which must be "localhost" (127.0.0.1) or a numeric address. */
-static int udp_addr(struct dsd *s, struct sockaddr_storage *ss)
-{
-    const char *host = s->cfg.bind_host ? s->cfg.bind_host : "localhost";
-    int port = s->cfg.port < 0 ? 0 : s->cfg.port;
-    if (s->cfg.non_local_traffic)
-        host = "0.0.0.0";
-    else if (strcmp(host, "localhost") == 0)
-        host = "127.0.0.1";
-    memset(ss, 0, sizeof(*ss));
-    if (uv_ip4_addr(host, port, (struct sockaddr_in *)ss) == 0)
-        return 0;
-    if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) == 0)
-        return 0;
-    CMN_LOGE(DSD_COMP,
-             "bind_host \"%s\" is not localhost nor a numeric address", host);
-    return UV_EINVAL;
-}
-
-int dsd__udp_open(struct dsd *s)
-{
-    struct sockaddr_storage ss;
-    int rc = udp_addr(s, &ss);
-    if (rc != 0)
-        return rc;
-    int fd = socket(ss.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    set_rcvbuf(s, fd, "udp", &s->rcvbuf_udp);
-    socklen_t alen = ss.ss_family == AF_INET ? sizeof(struct sockaddr_in)
-                                             : sizeof(struct sockaddr_in6);
-    if (bind(fd, (struct sockaddr *)&ss, alen) != 0) {
-        rc = -errno;
-        goto out_close;
-    }
-    alen = sizeof(ss);
-    if (getsockname(fd, (struct sockaddr *)&ss, &alen) != 0) {
-        rc = -errno;
-        goto out_close;
-    }
-    char name[64] = "";
-    if (ss.ss_family == AF_INET) {
-        struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
-        s->udp_port = ntohs(sin->sin_port);
-        uv_ip4_name(sin, name, sizeof(name));
-    } else {
-        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
-        s->udp_port = ntohs(sin6->sin6_port);
-        uv_ip6_name(sin6, name, sizeof(name));
-    }
-    s->udp.fd = fd;
-    CMN_LOGI(DSD_COMP, "listening on udp %s:%d", name, s->udp_port);
-    return 0;
-out_close:
-    CMN_LOGE(DSD_COMP, "udp port %d: %s", s->cfg.port, uv_strerror(rc));
-    close(fd);
-    return rc;
-}
-
-int dsd__uds_open(struct dsd *s)
-{
-    const char *path = s->cfg.socket_path;
-    int rc = dsd__prepare_unix_path(path, "dogstatsd_socket");
-    if (rc != 0)
-        return rc;
-    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    set_rcvbuf(s, fd, "uds", &s->rcvbuf_uds);
-    struct sockaddr_un sun;
-    memset(&sun, 0, sizeof(sun));
-    sun.sun_family = AF_UNIX;
-    memcpy(sun.sun_path, path, strlen(path) + 1); /* length checked */
-    /* The file bind creates takes the socket inode's mode less the
-     * umask: set it first, so the file is never more open than 0722, even
-     * before the chmod below widens it past the umask. */
-    if (fchmod(fd, DSD_SOCKET_MODE) != 0)
-        CMN_LOGD(DSD_COMP, "fchmod socket: %s", uv_strerror(-errno));
-    if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0) {
-        rc = -errno;
-        CMN_LOGE(DSD_COMP, "dogstatsd_socket %s: %s", path, uv_strerror(rc));
-        close(fd);
-        return rc;
-    }
-    s->uds_created = true;
-    (void)dsd__chmod_socket(path, DSD_SOCKET_MODE, "dogstatsd_socket");
-    s->uds.fd = fd;
-    CMN_LOGI(DSD_COMP, "listening on unix datagram socket %s", path);
-    return 0;
-}
 
 /* ------------------------------------------------------------------------
  * Producer: kernel -> ring (the receive thread, or the loop thread once the
@@ -698,7 +585,7 @@ static uint64_t ring_records(struct dsd__dgram *d)
     return n;
 }
 
-void dsd__dgram_stop(struct dsd__dgram *d, uint64_t deadline_ns)
+void dsd__dgram_stop(struct dsd__dgram *d, struct cmn_deadline dl)
 {
     if (!d->live)
         return;
@@ -710,7 +597,7 @@ void dsd__dgram_stop(struct dsd__dgram *d, uint64_t deadline_ns)
     bool socket_empty = false, ring_empty = false;
     for (;;) {
         ring_empty = dgram_consume(d, DSD_CONSUME_BYTES);
-        if (cmn_mono_ns() >= deadline_ns)
+        if (cmn_deadline_expired(dl))
             break;
         if (!ring_empty)
             continue;

@@ -147,9 +147,26 @@ struct dsd {
     struct cmn_ratelimit rl_io;   /* truncation, read errors, frames */
 };
 
-/* dsd_dgram.c */
+/* dsd_sock.c: the listeners' sockets, bound in dsd_bind. Each returns 0
+ * or a negative error (logged, nothing left open). */
+/* The UDP socket (dogstatsd_port) into s->udp.fd, s->udp_port set. */
 int dsd__udp_open(struct dsd *s) CMN_MUST_CHECK;
+/* The Unix datagram socket (dogstatsd_socket) into s->uds.fd. */
 int dsd__uds_open(struct dsd *s) CMN_MUST_CHECK;
+/* The Unix stream socket (dogstatsd_stream_socket), listening, in *fd. */
+int dsd__stream_open(struct dsd *s, int *fd) CMN_MUST_CHECK;
+/* Removes a stale socket file at path (only if it is a socket that no
+ * process serves: probed with connect; a live one is UV_EADDRINUSE) and
+ * checks the path fits sockaddr_un. */
+int dsd__prepare_unix_path(const char *path, const char *var) CMN_MUST_CHECK;
+/* Sets the mode of the socket file at path without following a symlink,
+ * and only if it is a socket. Logs a warning on failure and returns the
+ * error (callers go on: the socket works, with the umask's mode). */
+int dsd__chmod_socket(const char *path, unsigned mode, const char *var);
+/* Mode of the socket files: anyone may send, only the owner may read. */
+#define DSD_SOCKET_MODE 0722
+
+/* dsd_dgram.c */
 /* Maps the ring and starts the receive thread, which fills the ring
  * without waking the loop (no handle yet). Idempotent. */
 int dsd__dgram_receive(struct dsd__dgram *d) CMN_MUST_CHECK;
@@ -159,8 +176,8 @@ int dsd__dgram_start(struct dsd__dgram *d) CMN_MUST_CHECK;
 /* Stops and joins the receive thread, if it runs. */
 void dsd__dgram_join(struct dsd__dgram *d);
 /* Joins the thread, then reads socket and ring on the loop thread until
- * both are empty or deadline_ns (monotonic) passes, and closes. */
-void dsd__dgram_stop(struct dsd__dgram *d, uint64_t deadline_ns);
+ * both are empty or dl passes, and closes. */
+void dsd__dgram_stop(struct dsd__dgram *d, struct cmn_deadline dl);
 void dsd__dgram_close_fd(struct dsd__dgram *d);
 /* Frees what dsd__dgram_start allocated (after the close callback). */
 void dsd__dgram_free(struct dsd__dgram *d);
@@ -172,7 +189,6 @@ bool dsd__dgram_synced(const struct dsd__dgram *d);
 void dsd__dgram_stats(const struct dsd__dgram *d, struct dsd_stats *out);
 
 /* dsd_stream.c */
-int dsd__stream_open(struct dsd *s, int *fd) CMN_MUST_CHECK;
 int dsd__stream_start(struct dsd *s, int fd) CMN_MUST_CHECK;
 void dsd__stream_stop(struct dsd *s);
 /* Processes the complete frames in buf[0, *used) (4-byte LE length, then
@@ -191,15 +207,4 @@ void dsd__handle_closed(struct dsd *s);
 /* Calls a pending dsd_sync callback once every datagram listener has
  * answered (loop thread). */
 void dsd__sync_check(struct dsd *s);
-/* Removes a stale socket file at path (only if it is a socket that no
- * process serves: probed with connect; a live one is UV_EADDRINUSE) and
- * checks the path fits sockaddr_un. */
-int dsd__prepare_unix_path(const char *path, const char *var) CMN_MUST_CHECK;
-/* Sets the mode of the socket file at path without following a symlink,
- * and only if it is a socket. Logs a warning on failure and returns the
- * error (callers go on: the socket works, with the umask's mode). */
-int dsd__chmod_socket(const char *path, unsigned mode, const char *var);
-/* Mode of the socket files: anyone may send, only the owner may read. */
-#define DSD_SOCKET_MODE 0722
-
 #endif /* DP_DSD_INT_H */

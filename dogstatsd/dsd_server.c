@@ -374,105 +374,6 @@ void dsd_process_packet(struct dsd *s, const char *buf, size_t len,
  * Lifecycle
  */
 
-/* Whether a socket file has a live owner: connect to it as a stream, then
- * (EPROTOTYPE) as a datagram socket. ECONNREFUSED means nobody is bound
- * any more: stale, 0. A connection (or a full backlog) means live, 1. Any
- * other failure (EACCES: not ours to probe) cannot tell, -1, and is
- * treated as live: never unlink what might be another process's. */
-static int probe_socket(const char *path)
-{
-    static const int types[] = {SOCK_STREAM, SOCK_DGRAM};
-    struct sockaddr_un sun;
-    memset(&sun, 0, sizeof(sun));
-    sun.sun_family = AF_UNIX;
-    memcpy(sun.sun_path, path, strlen(path) + 1); /* length checked */
-    for (size_t i = 0; i < 2; i++) {
-        int fd = socket(AF_UNIX, types[i] | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-            return -1;
-        int rc = connect(fd, (struct sockaddr *)&sun, sizeof(sun));
-        int err = rc == 0 ? 0 : errno;
-        close(fd);
-        if (rc == 0 || err == EAGAIN || err == EINPROGRESS)
-            return 1;
-        if (err == ECONNREFUSED)
-            return 0;
-        if (err != EPROTOTYPE)
-            return -1;
-    }
-    return -1;
-}
-
-int dsd__chmod_socket(const char *path, unsigned mode, const char *var)
-{
-    /* O_PATH | O_NOFOLLOW pins the object at path without following a
-     * symlink; the mode is then changed through /proc/self/fd, which
-     * names exactly that object (as glibc's fchmodat with
-     * AT_SYMLINK_NOFOLLOW does), after checking it is a socket. */
-    int pfd = open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-    if (pfd < 0) {
-        int err = -errno;
-        CMN_LOGW(DSD_COMP, "%s: chmod %o %s: %s", var, mode, path,
-                 uv_strerror(err));
-        return err;
-    }
-    struct stat st;
-    int rc = 0;
-    if (fstat(pfd, &st) != 0 || !S_ISSOCK(st.st_mode)) {
-        CMN_LOGW(DSD_COMP,
-                 "%s: %s is no longer our socket (replaced?): mode left "
-                 "alone",
-                 var, path);
-        rc = UV_EPERM;
-    } else if ((st.st_mode & 07777) != mode) {
-        char proc[64];
-        snprintf(proc, sizeof(proc), "/proc/self/fd/%d", pfd);
-        if (chmod(proc, mode) != 0) {
-            rc = -errno;
-            CMN_LOGW(DSD_COMP, "%s: chmod %o %s: %s", var, mode, path,
-                     uv_strerror(rc));
-        }
-    }
-    close(pfd);
-    return rc;
-}
-
-int dsd__prepare_unix_path(const char *path, const char *var)
-{
-    struct sockaddr_un sun;
-    if (strlen(path) >= sizeof(sun.sun_path)) {
-        CMN_LOGE(DSD_COMP, "%s: path \"%s\" is longer than %zu bytes", var,
-                 path, sizeof(sun.sun_path) - 1);
-        return UV_ENAMETOOLONG;
-    }
-    struct stat st;
-    if (lstat(path, &st) != 0)
-        return 0; /* nothing there (or unreadable: bind will say) */
-    if (!S_ISSOCK(st.st_mode)) {
-        CMN_LOGE(DSD_COMP,
-                 "%s: cannot reuse \"%s\": it exists and is not a socket", var,
-                 path);
-        return UV_EEXIST;
-    }
-    int live = probe_socket(path);
-    if (live != 0) {
-        CMN_LOGE(DSD_COMP,
-                 "%s: \"%s\" is a live socket (%s): another process "
-                 "serves it; refusing to replace it",
-                 var, path,
-                 live > 0 ? "it accepts connections" : "it cannot be probed");
-        return UV_EADDRINUSE;
-    }
-    if (unlink(path) != 0) {
-        int err = -errno;
-        CMN_LOGE(DSD_COMP, "%s: cannot remove stale socket \"%s\": %s", var,
-                 path, uv_strerror(err));
-        return err;
-    }
-    CMN_LOGD(DSD_COMP, "removed stale socket file %s", path);
-    return 0;
-}
-
 static void unlink_files(struct dsd *s)
 {
     if (s->uds_created && unlink(s->cfg.socket_path) != 0)
@@ -609,9 +510,10 @@ void dsd_stop(struct dsd *s, dsd_stopped_cb cb, void *data)
     s->stop_data = data;
     /* Counted first so that no close callback can see nlive reach 0. */
     s->nlive++;
-    uint64_t deadline = cmn_mono_ns() + s->stop_drain_ms * 1000000u;
-    dsd__dgram_stop(&s->udp, deadline);
-    dsd__dgram_stop(&s->uds, deadline);
+    /* one deadline for both listeners: the drain bound counts from here */
+    struct cmn_deadline dl = cmn_deadline_in_ms(s->stop_drain_ms);
+    dsd__dgram_stop(&s->udp, dl);
+    dsd__dgram_stop(&s->uds, dl);
     dsd__stream_stop(s);
     unlink_files(s);
     dsd__sync_check(s); /* everything received is parsed now */

@@ -27,43 +27,6 @@
 #define CONN_BUF_MIN (64u << 10) /* lets one read carry many small frames */
 #define DRAIN_READS 1024         /* recv calls per client on stop */
 
-int dsd__stream_open(struct dsd *s, int *out)
-{
-    const char *path = s->cfg.stream_socket_path;
-    int rc = dsd__prepare_unix_path(path, "dogstatsd_stream_socket");
-    if (rc != 0)
-        return rc;
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    struct sockaddr_un sun;
-    memset(&sun, 0, sizeof(sun));
-    sun.sun_family = AF_UNIX;
-    memcpy(sun.sun_path, path, strlen(path) + 1); /* length checked */
-    /* The file bind creates takes the socket inode's mode less the
-     * umask: set it first, so the file is never more open than 0722, even
-     * before the chmod below widens it past the umask. */
-    if (fchmod(fd, DSD_SOCKET_MODE) != 0)
-        CMN_LOGD(DSD_COMP, "fchmod socket: %s", uv_strerror(-errno));
-    if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0) {
-        rc = -errno;
-        goto out_close;
-    }
-    s->stream_created = true;
-    (void)dsd__chmod_socket(path, DSD_SOCKET_MODE, "dogstatsd_stream_socket");
-    if (listen(fd, SOMAXCONN) != 0) {
-        rc = -errno;
-        goto out_close;
-    }
-    *out = fd;
-    CMN_LOGI(DSD_COMP, "listening on unix stream socket %s", path);
-    return 0;
-out_close:
-    CMN_LOGE(DSD_COMP, "dogstatsd_stream_socket %s: %s", path, uv_strerror(rc));
-    close(fd);
-    return rc;
-}
-
 static uint32_t le32(const char *p)
 {
     const unsigned char *u = (const unsigned char *)p;

@@ -205,14 +205,15 @@ typedef void (*fwd_stopped_cb)(void *data);
 /* Drains: refuses new payloads, sends what is queued (ignoring endpoint
  * backoff), lets in-flight requests finish (wait_for_inflight) or cancels
  * them (counted as abandoned), retries failures after 25 ms while time
- * remains, all bounded by min(cfg stop timeout, deadline_ms from now); at
- * that bound whatever is left is abandoned. Calls cb exactly once, on the
+ * remains, all bounded by the earlier of the cfg stop timeout (from now)
+ * and dl (CMN_NO_DEADLINE: the timeout alone); at that bound whatever is
+ * left is abandoned. Calls cb exactly once, on the
  * loop thread, when every handle is closed (synchronously if the forwarder
  * was never started), and logs one info line:
  *   forwarder stopped: delivered=N dropped(400=N,403=N,413=N,evicted=N,
  *   stopped=N,other=N) abandoned=N
  * A second call is ignored. cb may call fwd_destroy(f). */
-void fwd_stop(struct fwd *f, uint64_t deadline_ms, fwd_stopped_cb cb,
+void fwd_stop(struct fwd *f, struct cmn_deadline dl, fwd_stopped_cb cb,
               void *data);
 /* Frees everything. Only after the stop callback fired (or if never
  * started); called earlier it logs an error and frees nothing. NULL is a

@@ -1,9 +1,11 @@
 /*
- * fwd_http.c - the forwarder's transport: one libcurl multi handle driven
- * by the libuv loop, after curl's docs/examples/multi-uv.c (STYLE.md rule
- * 14). CURLMOPT_SOCKETFUNCTION maps each curl socket to a uv_poll_t,
- * CURLMOPT_TIMERFUNCTION to one uv_timer_t, and every
- * curl_multi_socket_action is followed by draining curl_multi_info_read.
+ * fwd_http.c - the forwarder's transport: libcurl loaded on the thread
+ * pool, one libcurl multi handle driven by the libuv loop, the requests,
+ * and the warm start. The multi handle follows curl's
+ * docs/examples/multi-uv.c (STYLE.md rule 14). CURLMOPT_SOCKETFUNCTION maps
+ * each curl socket to a uv_poll_t, CURLMOPT_TIMERFUNCTION to one uv_timer_t,
+ * and every curl_multi_socket_action is followed by draining
+ * curl_multi_info_read.
  *
  * Invariants: a socket context (struct fwd_sock) is freed only in its
  * close_cb; nothing here blocks the loop (curl's threaded resolver does
@@ -11,8 +13,11 @@
  * into a request header, never into a URL or a log line.
  */
 #include <string.h>
+#include <strings.h>
 
 #include "fwd_internal.h"
+
+static void warmup_done(struct fwd_txn *t, long status, CURLcode res);
 
 /* ------------------------------------------------------------------------
  * Loop <-> curl glue
@@ -34,7 +39,12 @@ static void check_multi_info(struct fwd *f)
         curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&t);
         curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &status);
         curl_multi_remove_handle(f->multi, msg->easy_handle);
-        fwd__txn_done(f, t, status, res);
+        if (t->warmup) {
+            warmup_done(t, status, res);
+            fwd__maybe_finish_stop(f);
+        } else {
+            fwd__txn_done(f, t, status, res);
+        }
     }
 }
 
@@ -344,4 +354,176 @@ void fwd__http_release(struct fwd_txn *t)
     t->headers = NULL;
     cmn_free(t->url);
     t->url = NULL;
+}
+
+/* ------------------------------------------------------------------------
+ * Start-up: libcurl on the thread pool, the warm start, the warnings
+ */
+
+bool fwd__url_is_plain_remote(const char *url)
+{
+    static const char *const loopback[] = {"localhost", "[::1]", "127."};
+    const char *host = url + 7;
+
+    if (strncasecmp(url, "http://", 7) != 0)
+        return false;
+    for (size_t i = 0; i < sizeof(loopback) / sizeof(loopback[0]); i++) {
+        size_t n = strlen(loopback[i]);
+        if (strncasecmp(host, loopback[i], n) != 0)
+            continue;
+        /* a whole host: "localhost.example.com" or "127.evil.com" is not
+         * loopback; 127.x.y.z must be digits and dots */
+        const char *p = host + n;
+        if (loopback[i][n - 1] == '.')
+            p += strspn(p, "0123456789.");
+        if (*p == '\0' || *p == ':' || *p == '/')
+            return false;
+    }
+    return true;
+}
+
+void fwd__http_warn_insecure(const struct fwd_config *cfg)
+{
+    if (cfg->skip_ssl_validation && cfg->nendpoints > 0)
+        CMN_LOGW(FWD_COMP, "TLS certificate verification is off "
+                           "(DD_SKIP_SSL_VALIDATION): the intake's identity "
+                           "is not checked");
+    for (size_t i = 0; i < cfg->nendpoints; i++) {
+        if (fwd__url_is_plain_remote(cfg->endpoints[i].url))
+            CMN_LOGW(FWD_COMP,
+                     "intake URL %s is plain http:// to a host that is not "
+                     "loopback: the API key and the payloads travel "
+                     "unencrypted",
+                     cfg->endpoints[i].url);
+    }
+}
+
+/* One GET /api/v1/validate per endpoint with a key, so the first payload
+ * finds the connection (DNS, TCP, TLS) already made. */
+static void warm_start(struct fwd *f)
+{
+    for (size_t i = 0; i < f->neps; i++) {
+        struct fwd_ep *ep = &f->eps[i];
+        struct fwd_txn *t;
+
+        if (ep->nkeys == 0)
+            continue;
+        t = cmn_calloc(1, sizeof(*t));
+        if (t == NULL)
+            return; /* optional: nothing waits for it */
+        t->f = f;
+        t->ep = ep;
+        t->warmup = true;
+        if (fwd__http_send(f, t) != 0) {
+            cmn_free(t);
+            continue;
+        }
+        ep->warmup = t;
+    }
+}
+
+static void warmup_done(struct fwd_txn *t, long status, CURLcode res)
+{
+    char red[16];
+
+    t->ep->warmup = NULL;
+    fwd__redact(t->ep->keys[t->key], red);
+    if (res != CURLE_OK)
+        CMN_LOGD(FWD_COMP, "warm start to %s failed: %s", t->ep->url,
+                 t->errbuf[0] ? t->errbuf : curl_easy_strerror(res));
+    else if (status == 403)
+        CMN_LOGW(FWD_COMP, "API key %s rejected by %s/api/v1/validate", red,
+                 t->ep->url);
+    else
+        CMN_LOGD(FWD_COMP, "warm start to %s done (HTTP %ld)", t->ep->url,
+                 status);
+    fwd__http_release(t);
+    cmn_free(t);
+}
+
+void fwd__http_cancel_warmups(struct fwd *f)
+{
+    for (size_t i = 0; i < f->neps; i++) {
+        struct fwd_txn *t = f->eps[i].warmup;
+        if (t == NULL)
+            continue;
+        fwd__http_cancel(f, t);
+        fwd__http_release(t);
+        cmn_free(t);
+        f->eps[i].warmup = NULL;
+    }
+}
+
+/* Thread pool: the blocking part of start-up (see fwd_curl.c). */
+static void load_work(uv_work_t *req)
+{
+    int rc = fwd__curl_load(); /* the result is read again in load_after */
+    (void)rc;
+}
+
+/* Loop thread, once libcurl is loaded (or not). load_req counts as an open
+ * handle so the stop callback, and with it fwd_destroy, waits for it. */
+static void load_after(uv_work_t *req, int status)
+{
+    struct fwd *f = req->data;
+    int lrc = status != 0 ? status : fwd__curl_load();
+    if (lrc == 0)
+        lrc = fwd__curl_global_init();
+    int rc = lrc;
+
+    f->loading = false;
+    cmn_checkpoint_log(FWD_COMP, "load", "libcurl",
+                       cmn_mono_ns() - f->load_begin_ns);
+    if (f->state == FWD_RUNNING || f->state == FWD_STOPPING) {
+        if (rc == 0)
+            rc = fwd__http_init(f);
+        if (rc == 0) {
+            f->http_ready = true;
+            CMN_LOGD(FWD_COMP, "libcurl loaded");
+            if (f->cfg.warm_start && f->state == FWD_RUNNING)
+                warm_start(f);
+            fwd__loaded(f, true);
+        } else {
+            CMN_LOGE(FWD_COMP,
+                     "cannot use libcurl (%s): payloads cannot be sent and "
+                     "are dropped",
+                     lrc != 0 && status == 0 ? fwd__curl_load_error()
+                                             : cmn_strerror(rc));
+            fwd__loaded(f, false);
+        }
+    }
+    fwd__handle_closed(f);
+}
+
+/* Queues the libcurl load on the thread pool, from fwd_start: as early as
+ * possible, since a short job's final flush waits for it. (serverless-init
+ * starts the forwarder after it spawned the child, so the load overlaps
+ * the child's start; deferring it to the first loop iteration, as before,
+ * only made the flush wait longer: measured in bench/coldstart.) */
+static void load_kick(struct fwd *f)
+{
+    f->load_begin_ns = cmn_mono_ns();
+    fwd__curl_choose();
+    f->load_req.data = f;
+    if (uv_queue_work(f->loop, &f->load_req, load_work, load_after) != 0) {
+        CMN_LOGE(FWD_COMP, "cannot queue the libcurl load: payloads are "
+                           "dropped");
+        fwd__loaded(f, false);
+        return;
+    }
+    f->loading = true;
+    f->handles_open++;
+}
+
+static void load_kick_cb(uv_timer_t *t)
+{
+    load_kick(t->data);
+}
+
+void fwd__http_load(struct fwd *f)
+{
+    if (f->cfg.load_on_loop) /* curl_timer is idle until then */
+        uv_timer_start(&f->curl_timer, load_kick_cb, 0, 0);
+    else
+        load_kick(f);
 }

@@ -1,7 +1,11 @@
 /*
  * fwd_internal.h - private structures shared by the forwarder's files:
- * fwd.c (transactions, queues, backoff, stop), fwd_http.c (libcurl multi
- * driven by libuv) and fwd_config.c. Nothing here is public.
+ * fwd.c (the component: submission, dispatch, completion, stop),
+ * fwd_queue.c (transaction lists, retry queue cap and eviction,
+ * back-pressure), fwd_retry.c (which answers retry, backoff, circuit
+ * breaker), fwd_http.c (transport: libcurl load, multi handle driven by
+ * libuv, requests, warm start), fwd_curl.c (the dlopen table) and
+ * fwd_config.c. Nothing here is public.
  *
  * Ownership: a payload is wrapped once in a refcounted fwd_body; each
  * transaction (payload x endpoint x key) holds one reference. A transaction
@@ -146,6 +150,13 @@ struct fwd_sock {
     struct fwd_sock *next, *prev; /* all live socket contexts */
 };
 
+/* One waiter for a condition of the forwarder (idle, room in the queue):
+ * called once, then cleared, when the condition holds. */
+struct fwd_waiter {
+    void (*cb)(void *data); /* NULL = nobody waits */
+    void *data;
+};
+
 enum fwd_state {
     FWD_CREATED,  /* fwd_create done; no handle yet */
     FWD_RUNNING,  /* fwd_start done */
@@ -172,21 +183,18 @@ struct fwd {
     struct fwd_sock *socks;
     uint32_t handles_open; /* uv handles not yet closed */
     uint64_t seq;
-    uint64_t stop_deadline_ms;
     bool finishing; /* close scheduled on stop_timer */
     fwd_stopped_cb stop_cb;
     void *stop_data;
-    fwd_idle_cb idle_cb; /* fwd_wait_idle waiter, NULL = none */
-    void *idle_data;
+    struct fwd_waiter idle; /* fwd_wait_idle */
     struct fwd_stats st;
     struct cmn_ratelimit rl_err;   /* retry warnings */
     struct cmn_ratelimit rl_evict; /* eviction warnings */
     uint32_t max_errors;           /* fwd__max_errors(&cfg) */
     uint32_t recovery;             /* errors forgiven per success */
-    fwd_space_cb space_cb;         /* fwd_on_space waiter, or NULL */
-    void *space_data;
-    double (*rand01)(void); /* test hook; NULL = drand48-like */
-    uint64_t rng;           /* xorshift state */
+    struct fwd_waiter space;       /* fwd_on_space */
+    double (*rand01)(void);        /* test hook; NULL = drand48-like */
+    uint64_t rng;                  /* xorshift state */
 };
 
 /* fwd_http.c: transport. fwd__http_init needs libcurl loaded. */
@@ -199,12 +207,82 @@ void fwd__http_cancel(struct fwd *f, struct fwd_txn *t);
 void fwd__http_release(struct fwd_txn *t);
 /* Cleans up the multi handle and closes every socket poll handle. */
 void fwd__http_shutdown(struct fwd *f);
+/* Loads libcurl on the thread pool (on the loop's next iteration with
+ * load_on_loop), then calls fwd__loaded. From fwd_start only. */
+void fwd__http_load(struct fwd *f);
+/* Cancels and frees every warm-start request on the wire. */
+void fwd__http_cancel_warmups(struct fwd *f);
+/* One warning per weakened protection, at creation (once per pipeline):
+ * the API key travels in a header, so verification off or plain HTTP to
+ * another host exposes it. */
+void fwd__http_warn_insecure(const struct fwd_config *cfg);
+/* True for an http:// URL whose host is not literally loopback
+ * (localhost, 127.0.0.0/8, [::1]). */
+bool fwd__url_is_plain_remote(const char *url);
 
-/* fwd.c: called by the transport when a request ends. status is the HTTP
- * code (0 when none), res the CURLcode. */
+/* fwd.c: called by the transport when a payload request ends. status is
+ * the HTTP code (0 when none), res the CURLcode. */
 void fwd__txn_done(struct fwd *f, struct fwd_txn *t, long status, CURLcode res);
+/* Called by the transport once libcurl is usable (ok, http_ready set) or
+ * cannot be (every queued transaction is then dropped). */
+void fwd__loaded(struct fwd *f, bool ok);
+/* Calls w's waiter, once, if there is one and ready(f) holds. */
+void fwd__wake(struct fwd *f, struct fwd_waiter *w,
+               bool (*ready)(const struct fwd *f));
 /* Called when a handle owned by f finished closing. */
 void fwd__handle_closed(struct fwd *f);
+/* While stopping, schedules the end once nothing is queued or on the
+ * wire. */
+void fwd__maybe_finish_stop(struct fwd *f);
+/* Copies the last 5 characters of key for log lines ("***abcde"). */
+void fwd__redact(const char *key, char out[16]);
+
+/* fwd_queue.c: the lists keep n, bytes and fresh_bytes. */
+/* Inserts t in creation order, so the head is the oldest. */
+void fwd__list_insert_sorted(struct fwd_txn_list *l, struct fwd_txn *t);
+void fwd__list_push(struct fwd_txn_list *l, struct fwd_txn *t);
+void fwd__list_remove(struct fwd_txn_list *l, struct fwd_txn *t);
+/* Drops one reference; the last frees the payload. NULL is allowed. */
+void fwd__body_unref(struct fwd_body *b);
+/* Frees t, its curl resources and its body reference. */
+void fwd__txn_free(struct fwd_txn *t);
+/* Recomputes st.queued and st.queued_bytes over every endpoint. */
+void fwd__queue_stats(struct fwd *f);
+/* Adds t to its endpoint's queue, evicting the oldest attempted
+ * transactions past the retry queue's byte cap or the memory budget. */
+void fwd__enqueue(struct fwd *f, struct fwd_txn *t);
+enum fwd_list {
+    FWD_LIST_QUEUE, /* the endpoints' queues */
+    FWD_LIST_WIRE   /* the requests on the wire, cancelled first */
+};
+/* Frees every transaction of the chosen lists, each counted once in
+ * *counter (a field of f->st). */
+void fwd__drain(struct fwd *f, enum fwd_list which, uint64_t *counter);
+/* Wakes the waiter of fwd_on_space when there is room. */
+void fwd__space_check(struct fwd *f);
+
+/* fwd_retry.c */
+/* What a finished request means for its transaction. */
+enum fwd_outcome {
+    FWD_OUT_DELIVERED, /* HTTP 1xx-3xx */
+    FWD_OUT_REJECTED,  /* HTTP 400, 403, 413: dropped, endpoint healthy */
+    FWD_OUT_INVALID,   /* the request cannot be sent (URL): dropped */
+    FWD_OUT_RETRY      /* anything else: back in the queue */
+};
+enum fwd_outcome fwd__classify(long status, CURLcode res);
+/* Counts t as dropped for status (400, 403, 413, or 0 for a request that
+ * cannot be sent), logs why, and frees it. */
+void fwd__drop(struct fwd *f, struct fwd_txn *t, long status);
+/* Clamps backoff_factor to 2 as the Agent does, and sets max_errors,
+ * recovery and the jitter's seed. From fwd_create. */
+void fwd__retry_init(struct fwd *f);
+/* May ep start a payload request now (concurrency, breaker)? */
+bool fwd__ep_can_send(const struct fwd *f, const struct fwd_ep *ep,
+                      uint64_t now);
+/* The breaker's transitions on a healthy answer and on a retryable
+ * error (fwd_retry.c's comment). */
+void fwd__ep_success(struct fwd *f, struct fwd_ep *ep);
+void fwd__ep_error(struct fwd *f, struct fwd_ep *ep);
 
 /* The Agent's exponential backoff (pkg/util/backoff ExpBackoffPolicy, with
  * MinBackoffFactor = backoff_factor, BaseBackoffTime = backoff_base,
@@ -216,13 +294,6 @@ double fwd__backoff_s(const struct fwd_config *cfg, uint32_t n, double r);
 /* The error count cap: floor(log2(max / base)) + 1 (6 with the defaults
  * 64 / 2), 0 when max < base / 2 (the Agent then never blocks). */
 uint32_t fwd__max_errors(const struct fwd_config *cfg);
-
-/* True for an http:// URL whose host is not literally loopback
- * (localhost, 127.0.0.0/8, [::1]). */
-bool fwd__url_is_plain_remote(const char *url);
-
-/* Copies the last 5 characters of key for log lines ("***abcde"). */
-void fwd__redact(const char *key, char out[16]);
 
 /* fwd_config.c */
 int fwd__config_copy(struct fwd_config *dst,

@@ -80,7 +80,7 @@ struct dp_pipeline {
     uint64_t stats_req, stats_done;
     struct dp_stats snap; /* the last snapshot */
     bool stop_req;
-    uint32_t stop_budget_ms;
+    struct cmn_deadline stop_deadline; /* dp_stop's budget, from its call */
     bool stopped; /* the drain is over; snap holds the final stats */
     bool stop_clean;
     bool exited;   /* the loop thread is about to return */

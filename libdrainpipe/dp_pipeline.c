@@ -249,7 +249,7 @@ static void on_stopped(void *arg, bool clean)
         p->stop_cb(clean ? 0 : UV_ETIMEDOUT, &st, p->stop_arg);
 }
 
-static void begin_stop(struct dp_pipeline *p, uint32_t budget_ms)
+static void begin_stop(struct dp_pipeline *p, struct cmn_deadline dl)
 {
     p->stopping = true;
     if (p->flushing) { /* the stop's drain delivers what it would have */
@@ -260,7 +260,7 @@ static void begin_stop(struct dp_pipeline *p, uint32_t budget_ms)
     p->flush_target = p->flush_req;
     pthread_mutex_unlock(&p->mu);
     flush_finish(p, CMN_ESTOPPED);
-    lc_pipeline_stop(p->lp, budget_ms, on_stopped, p);
+    lc_pipeline_stop(p->lp, dl, on_stopped, p);
 }
 
 static void on_cmd(uv_async_t *h)
@@ -271,7 +271,7 @@ static void on_cmd(uv_async_t *h)
     uint64_t stats_gen = p->stats_req;
     bool want_flush = p->flush_req > p->flush_target;
     bool want_stop = p->stop_req;
-    uint32_t budget = p->stop_budget_ms;
+    struct cmn_deadline dl = p->stop_deadline;
     pthread_mutex_unlock(&p->mu);
     if (p->stopping)
         return;
@@ -285,7 +285,7 @@ static void on_cmd(uv_async_t *h)
         pthread_mutex_unlock(&p->mu);
     }
     if (want_stop)
-        begin_stop(p, budget);
+        begin_stop(p, dl);
     else if (want_flush && !p->flushing)
         start_flush(p);
 }
@@ -321,28 +321,29 @@ static void *loop_main(void *arg)
     return NULL;
 }
 
-/* One wait on p->cv (under p->mu), bounded by the monotonic deadline
- * (UINT64_MAX: none). false once the deadline has passed. */
-static bool cv_wait(struct dp_pipeline *p, uint64_t deadline_ns)
+/* One wait on p->cv (under p->mu), bounded by dl. false once dl has
+ * passed. */
+static bool cv_wait(struct dp_pipeline *p, struct cmn_deadline dl)
 {
-    if (deadline_ns == UINT64_MAX) {
+    if (dl.at_ns == UINT64_MAX) {
         pthread_cond_wait(&p->cv, &p->mu);
         return true;
     }
-    if (cmn_mono_ns() >= deadline_ns)
+    if (cmn_deadline_expired(dl))
         return false;
-    struct timespec ts = {(time_t)(deadline_ns / 1000000000u),
-                          (long)(deadline_ns % 1000000000u)};
+    /* dl is on CLOCK_MONOTONIC, the clock of p->cv (sync_init) */
+    struct timespec ts = {(time_t)(dl.at_ns / 1000000000u),
+                          (long)(dl.at_ns % 1000000000u)};
     pthread_cond_timedwait(&p->cv, &p->mu, &ts);
     return true;
 }
 
 /* Waits until *flag or the deadline; under p->mu. */
 static bool wait_flag(struct dp_pipeline *p, const bool *flag,
-                      uint64_t deadline_ns)
+                      struct cmn_deadline dl)
 {
     while (!*flag)
-        if (!cv_wait(p, deadline_ns))
+        if (!cv_wait(p, dl))
             return false;
     return true;
 }
@@ -391,7 +392,8 @@ static void start_rollback(struct dp_pipeline *p)
         uv_close((uv_handle_t *)&p->cmd_async, teardown_closed);
     }
     if (p->lp != NULL) {
-        lc_pipeline_stop(p->lp, DP_STOP_BUDGET_DEFAULT_MS, on_rollback, p);
+        lc_pipeline_stop(p->lp, cmn_deadline_in_ms(DP_STOP_BUDGET_DEFAULT_MS),
+                         on_rollback, p);
     } else {
         p->stopped = true;
         maybe_free(p);
@@ -550,7 +552,8 @@ int dp_stop_async(dp_pipeline *p, uint32_t budget_ms, dp_stopped_fn done,
         return UV_EBUSY;
     }
     p->stop_req = true;
-    p->stop_budget_ms = budget_ms == 0 ? DP_STOP_BUDGET_DEFAULT_MS : budget_ms;
+    p->stop_deadline = cmn_deadline_in_ms(
+        budget_ms == 0 ? DP_STOP_BUDGET_DEFAULT_MS : budget_ms);
     pthread_mutex_unlock(&p->mu);
     p->stop_cb = done;
     p->stop_arg = arg;
@@ -561,17 +564,13 @@ int dp_stop_async(dp_pipeline *p, uint32_t budget_ms, dp_stopped_fn done,
 /* ------------------------------------------------------------------------
  * Calls from other threads
  */
-static uint64_t deadline_after(uint32_t ms)
-{
-    return ms == DP_WAIT_FOREVER ? UINT64_MAX
-                                 : cmn_mono_ns() + (uint64_t)ms * 1000000u;
-}
-
 int dp_flush(dp_pipeline *p, uint32_t timeout_ms)
 {
     if (p == NULL || on_host_loop_thread(p)) /* it would wait for itself */
         return UV_EINVAL;
-    uint64_t deadline = deadline_after(timeout_ms);
+    struct cmn_deadline deadline = timeout_ms == DP_WAIT_FOREVER
+                                       ? CMN_NO_DEADLINE
+                                       : cmn_deadline_in_ms(timeout_ms);
     int rc = 0;
     pthread_mutex_lock(&p->mu);
     if (p->stop_req) {
@@ -631,12 +630,13 @@ int dp_stop(dp_pipeline *p, uint32_t budget_ms, struct dp_stats *final,
         return UV_EBUSY;
     }
     p->stop_req = true;
-    p->stop_budget_ms = budget_ms;
+    /* The budget counts from this call: the loop thread's drain gets this
+     * deadline, and this wait the same plus a grace for the close
+     * callbacks after it. */
+    p->stop_deadline = cmn_deadline_in_ms(budget_ms);
     uv_async_send(&p->cmd_async);
-    /* The registry bounds the drain by the budget; the grace covers the
-     * close callbacks after it. */
-    uint64_t deadline =
-        cmn_mono_ns() + ((uint64_t)budget_ms + DP_EXIT_GRACE_MS) * 1000000u;
+    struct cmn_deadline deadline =
+        cmn_deadline_in_ms((uint64_t)budget_ms + DP_EXIT_GRACE_MS);
     bool stopped = wait_flag(p, &p->stopped, deadline);
     bool exited = wait_flag(p, &p->exited, deadline);
     int rc = stopped && p->stop_clean && exited ? 0 : UV_ETIMEDOUT;

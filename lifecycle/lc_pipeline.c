@@ -75,13 +75,13 @@ static int fwdc_start(void *self)
 static void fwdc_stop(void *self, lc_stopped_fn done, void *arg)
 {
     struct lc_fwd_comp *fc = self;
-    uint64_t rem = lc_stop_remaining_ms(fc->m);
-    uint64_t deadline = rem;
-    if (rem != LC_NO_TIMEOUT)
-        deadline = rem > 2 * LC_FWD_CLOSE_MARGIN_MS
-                       ? rem - LC_FWD_CLOSE_MARGIN_MS
-                       : rem / 2;
-    fwd_stop(fc->f, deadline, done, arg);
+    struct cmn_deadline dl = lc_stop_deadline(fc->m);
+    uint64_t rem = cmn_deadline_remaining_ms(dl);
+    if (rem != UINT64_MAX)
+        dl = cmn_deadline_in_ms(rem > 2 * LC_FWD_CLOSE_MARGIN_MS
+                                    ? rem - LC_FWD_CLOSE_MARGIN_MS
+                                    : rem / 2);
+    fwd_stop(fc->f, dl, done, arg);
 }
 
 static void fwdc_destroy(void *self)
@@ -852,17 +852,19 @@ static void on_stopped_all(void *arg, bool clean)
         cb(p->cb_arg, clean); /* may destroy p */
 }
 
-void lc_pipeline_stop(struct lc_pipeline *p, uint64_t budget_ms, lc_done_cb cb,
-                      void *arg)
+void lc_pipeline_stop(struct lc_pipeline *p, struct cmn_deadline dl,
+                      lc_done_cb cb, void *arg)
 {
+    uint64_t budget_ms = cmn_deadline_remaining_ms(dl);
+
     p->cb = cb;
     p->cb_arg = arg;
     /* Reading what is still queued in the sockets and the receive rings
      * gets a quarter of the budget; the flush and the delivery that follow
      * need the rest. */
-    if (p->dsd != NULL && budget_ms != LC_NO_TIMEOUT)
+    if (p->dsd != NULL && budget_ms != UINT64_MAX)
         dsd_set_stop_drain_ms(p->dsd, budget_ms / 4);
-    lc_stop_all(p->m, budget_ms, on_stopped_all, p);
+    lc_stop_all(p->m, dl, on_stopped_all, p);
 }
 
 void lc_pipeline_destroy(struct lc_pipeline *p)

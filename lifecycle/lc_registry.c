@@ -41,6 +41,7 @@ struct lc_comp {
     enum lc_state state;
     struct lc_manager *m; /* NULL once the manager is gone */
     uint64_t stop_begin_ns;
+    struct cmn_deadline own; /* stop_begin + timeout_ms, or none */
 };
 
 struct lc_manager {
@@ -53,12 +54,12 @@ struct lc_manager {
 
     /* stop sequence */
     uv_timer_t timer;
-    bool timer_open;      /* initialised and not yet closed */
-    bool stopping;        /* a sequence is running */
-    size_t stop_pos;      /* order[0..stop_pos) may still need a stop */
-    struct lc_comp *cur;  /* component whose report we wait for */
-    bool in_stop_call;    /* inside cur->ops->stop */
-    uint64_t deadline_ns; /* monotonic; UINT64_MAX = none */
+    bool timer_open;              /* initialised and not yet closed */
+    bool stopping;                /* a sequence is running */
+    size_t stop_pos;              /* order[0..stop_pos) may still need a stop */
+    struct lc_comp *cur;          /* component whose report we wait for */
+    bool in_stop_call;            /* inside cur->ops->stop */
+    struct cmn_deadline deadline; /* of the whole sequence */
     bool clean;
     lc_done_cb cb;
     void *cb_arg;
@@ -69,11 +70,6 @@ struct lc_manager {
 };
 
 static void lc__step(struct lc_manager *m);
-
-static uint64_t ms_to_ns(uint64_t ms)
-{
-    return ms > UINT64_MAX / 1000000u ? UINT64_MAX : ms * 1000000u;
-}
 
 void lc_checkpoint_log(const char *phase, const char *name, uint64_t begin_ns)
 {
@@ -105,7 +101,7 @@ int lc_create(uv_loop_t *loop, struct lc_manager **out)
     m->loop = loop;
     /* pins "process start" here unless the binary set it earlier */
     (void)cmn_process_start_ns();
-    m->deadline_ns = UINT64_MAX;
+    m->deadline = CMN_NO_DEADLINE;
     m->clean = true;
     *out = m;
     return 0;
@@ -297,30 +293,19 @@ int lc_start_all(struct lc_manager *m)
     return 0;
 }
 
-/* Milliseconds the current component may still take, UINT64_MAX for
- * unbounded. */
-static uint64_t remaining_ns(const struct lc_manager *m,
-                             const struct lc_comp *c, uint64_t now)
+/* When the component being stopped must have reported: the earlier of
+ * its own timeout and the sequence's deadline. */
+static struct cmn_deadline comp_deadline(const struct lc_manager *m,
+                                         const struct lc_comp *c)
 {
-    uint64_t lim = m->deadline_ns;
-    if (c->timeout_ms != 0 && c->timeout_ms != LC_NO_TIMEOUT) {
-        uint64_t t = ms_to_ns(c->timeout_ms);
-        uint64_t own = c->stop_begin_ns > UINT64_MAX - t ? UINT64_MAX
-                                                         : c->stop_begin_ns + t;
-        if (own < lim)
-            lim = own;
-    }
-    if (lim == UINT64_MAX)
-        return UINT64_MAX;
-    return lim > now ? lim - now : 0;
+    return cmn_deadline_min(m->deadline, c->own);
 }
 
 static void on_timeout(uv_timer_t *t);
 
 static void arm_timer(struct lc_manager *m, struct lc_comp *c)
 {
-    uint64_t now = cmn_mono_ns();
-    uint64_t rem = remaining_ns(m, c, now);
+    uint64_t rem = cmn_deadline_remaining_ns(comp_deadline(m, c));
     if (rem == UINT64_MAX) {
         uv_timer_stop(&m->timer);
         return;
@@ -433,7 +418,7 @@ static void on_timer_closed(uv_handle_t *h)
 static void finish(struct lc_manager *m)
 {
     m->stopping = false;
-    m->deadline_ns = UINT64_MAX;
+    m->deadline = CMN_NO_DEADLINE;
     uv_timer_stop(&m->timer);
     uv_close((uv_handle_t *)&m->timer, on_timer_closed);
 }
@@ -447,6 +432,8 @@ static void lc__step(struct lc_manager *m)
             continue;
         c->state = LC_STOPPING;
         c->stop_begin_ns = cmn_mono_ns();
+        c->own = c->timeout_ms == 0 ? CMN_NO_DEADLINE
+                                    : cmn_deadline_in_ms(c->timeout_ms);
         m->cur = c;
         m->in_stop_call = true;
         if (c->ops->stop != NULL)
@@ -464,19 +451,14 @@ static void lc__step(struct lc_manager *m)
     finish(m);
 }
 
-void lc_stop_all(struct lc_manager *m, uint64_t deadline_ms, lc_done_cb cb,
+void lc_stop_all(struct lc_manager *m, struct cmn_deadline dl, lc_done_cb cb,
                  void *arg)
 {
-    uint64_t now = cmn_mono_ns();
-    uint64_t dl =
-        deadline_ms == LC_NO_TIMEOUT ? UINT64_MAX : now + ms_to_ns(deadline_ms);
-    if (dl < now) /* overflow */
-        dl = UINT64_MAX;
     m->cb = cb;
     m->cb_arg = arg;
     if (m->stopping) {
-        if (dl < m->deadline_ns) {
-            m->deadline_ns = dl;
+        if (dl.at_ns < m->deadline.at_ns) {
+            m->deadline = dl;
             if (m->cur != NULL)
                 arm_timer(m, m->cur);
         }
@@ -487,17 +469,22 @@ void lc_stop_all(struct lc_manager *m, uint64_t deadline_ms, lc_done_cb cb,
          * will now report to this cb, as everything is already stopped */
         return;
     }
-    m->deadline_ns = dl;
+    m->deadline = dl;
     m->stop_pos = m->nstarted;
     begin_sequence(m);
 }
 
-uint64_t lc_stop_remaining_ms(const struct lc_manager *m)
+struct cmn_deadline lc_stop_deadline(const struct lc_manager *m)
 {
     if (m == NULL || m->cur == NULL)
-        return 0;
-    uint64_t rem = remaining_ns(m, m->cur, cmn_mono_ns());
-    return rem == UINT64_MAX ? LC_NO_TIMEOUT : rem / 1000000u;
+        return (struct cmn_deadline){0}; /* not stopping: passed */
+    return comp_deadline(m, m->cur);
+}
+
+uint64_t lc_stop_remaining_ms(const struct lc_manager *m)
+{
+    /* UINT64_MAX for none is LC_NO_TIMEOUT */
+    return cmn_deadline_remaining_ms(lc_stop_deadline(m));
 }
 
 static void real_destroy(struct lc_manager *m)

@@ -95,8 +95,8 @@ typedef void (*lc_done_cb)(void *arg, bool clean);
 
 /* Stops every started component in exact reverse start order, each only
  * after the previous one reported stopped. Each step is bounded by the
- * component's own timeout and by the overall deadline (deadline_ms from
- * now; LC_NO_TIMEOUT = none). A component that does not report in time is
+ * component's own timeout and by the overall deadline dl
+ * (CMN_NO_DEADLINE = none). A component that does not report in time is
  * abandoned (logged) and the next one is stopped anyway; once the deadline
  * has passed the remaining components are still asked to stop, but each is
  * abandoned unless it reports within LC_LATE_GRACE_MS (enough for its
@@ -104,13 +104,17 @@ typedef void (*lc_done_cb)(void *arg, bool clean);
  * later loop iteration, never from inside this call. Calling it again, or
  * during a rollback, only updates cb (the earlier one is not called) and
  * tightens the deadline. */
-void lc_stop_all(struct lc_manager *m, uint64_t deadline_ms, lc_done_cb cb,
+void lc_stop_all(struct lc_manager *m, struct cmn_deadline dl, lc_done_cb cb,
                  void *arg);
 
-/* Time left for the component being stopped now: min(its own timeout,
- * overall deadline) minus the time it has used, in ms; LC_NO_TIMEOUT when
- * unbounded; 0 when not stopping. Components whose stop takes a deadline
- * (fwd_stop) read it from their stop op. */
+/* The deadline of the component being stopped now: the earlier of its
+ * own timeout (from its stop call) and the overall deadline;
+ * CMN_NO_DEADLINE when unbounded; already passed when not stopping.
+ * Components whose stop takes a deadline (fwd_stop) read it from their
+ * stop op and pass it down. */
+struct cmn_deadline lc_stop_deadline(const struct lc_manager *m);
+/* The same as milliseconds left (rounded down): LC_NO_TIMEOUT when
+ * unbounded, 0 when not stopping. */
 uint64_t lc_stop_remaining_ms(const struct lc_manager *m);
 
 /* Destroys components in reverse dependency order (reverse registration
@@ -354,14 +358,15 @@ struct fwd *lc_pipeline_fwd(struct lc_pipeline *p);
  * in-process submission through dsd_process_packet on the loop thread. */
 struct dsd *lc_pipeline_dsd(struct lc_pipeline *p);
 
-/* Reverse drain under one budget (LC_NO_TIMEOUT = none): dogstatsd (reads
- * what is queued in the kernel) -> aggregator (final flush, incl. the open
- * bucket when configured) -> forwarder (deadline = what is left of the
- * budget) or local sink. At the end, if anything was not delivered, writes
- * one line to stderr with the counts. cb is called once, on a later loop
- * iteration; clean = false if a component was abandoned. */
-void lc_pipeline_stop(struct lc_pipeline *p, uint64_t budget_ms, lc_done_cb cb,
-                      void *arg);
+/* Reverse drain by one deadline (CMN_NO_DEADLINE = none): dogstatsd
+ * (reads what is queued in the kernel, for a quarter of the time left) ->
+ * aggregator (final flush, incl. the open bucket when configured) ->
+ * forwarder (deadline = what is left of it) or local sink. At the end, if
+ * anything was not delivered, writes one line to stderr with the counts. cb is
+ * called once, on a later loop iteration; clean = false if a component was
+ * abandoned. */
+void lc_pipeline_stop(struct lc_pipeline *p, struct cmn_deadline dl,
+                      lc_done_cb cb, void *arg);
 /* Frees the pipeline now and its components through lc_destroy: at once,
  * or, if a component was abandoned and has not reported yet (or a rollback
  * is still running), on a later loop iteration, so run the loop once more

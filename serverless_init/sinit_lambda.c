@@ -91,14 +91,14 @@ struct lx {
     uv_timer_t timer;  /* flush bound / tombstone wait / forced exit */
     uv_timer_t period; /* end,<ms>: flushes during the invocation */
     bool timers_inited;
-    char req[64];           /* current requestId */
-    char done_early[64];    /* runtimeDone seen before its INVOKE was read */
-    int64_t deadline_ms;    /* current deadline, unix ms (0 = none) */
-    bool flush_running;     /* a flush of ours is in lc_pipeline_flush */
-    bool flush_blocking;    /* /next waits for it */
-    bool flush_again;       /* a blocking flush was asked while one ran */
-    uint64_t nnext;         /* /next requests sent */
-    uint64_t budget_end_ns; /* SHUTDOWN: monotonic end of the budget */
+    char req[64];        /* current requestId */
+    char done_early[64]; /* runtimeDone seen before its INVOKE was read */
+    int64_t deadline_ms; /* current deadline, unix ms (0 = none) */
+    bool flush_running;  /* a flush of ours is in lc_pipeline_flush */
+    bool flush_blocking; /* /next waits for it */
+    bool flush_again;    /* a blocking flush was asked while one ran */
+    uint64_t nnext;      /* /next requests sent */
+    struct cmn_deadline budget_end; /* SHUTDOWN: end of the budget */
     int exit_code;
 };
 
@@ -310,9 +310,7 @@ static void on_pipeline_stopped(void *arg, bool clean)
 
 static uint64_t budget_left_ms(const struct lx *x)
 {
-    uint64_t now = cmn_mono_ns();
-    uint64_t left =
-        x->budget_end_ns > now ? (x->budget_end_ns - now) / 1000000u : 0;
+    uint64_t left = cmn_deadline_remaining_ms(x->budget_end);
     return left < SHUTDOWN_MIN_MS / 2 ? SHUTDOWN_MIN_MS / 2 : left;
 }
 
@@ -338,7 +336,7 @@ static void drain(struct lx *x)
      * deadline ends earlier by the forwarder's close margin */
     uint64_t left = budget_left_ms(x);
     uv_timer_start(&x->timer, on_force_exit, left, 0);
-    lc_pipeline_stop(x->p, left, on_pipeline_stopped, x);
+    lc_pipeline_stop(x->p, cmn_deadline_in_ms(left), on_pipeline_stopped, x);
 }
 
 static void on_tombstone_timeout(uv_timer_t *t)
@@ -360,7 +358,7 @@ static void begin_shutdown(struct lx *x, const char *reason, int64_t deadline)
     left -= SHUTDOWN_MARGIN_MS;
     if (left < SHUTDOWN_MIN_MS)
         left = SHUTDOWN_MIN_MS;
-    x->budget_end_ns = cmn_mono_ns() + (uint64_t)left * 1000000u;
+    x->budget_end = cmn_deadline_in_ms((uint64_t)left);
     CMN_LOGD(COMP, "SHUTDOWN (%s): %lld ms to drain", reason, (long long)left);
     checkpoint(x, "shutdown_received");
     uv_timer_stop(&x->period);
@@ -635,7 +633,8 @@ static void go_idle(struct lx *x, const char *why)
     x->idle = true;
     if (x->p != NULL && x->p_started && !x->p_stopping) {
         x->p_stopping = true;
-        lc_pipeline_stop(x->p, FAIL_DRAIN_MS, on_pipeline_stopped, x);
+        lc_pipeline_stop(x->p, cmn_deadline_in_ms(FAIL_DRAIN_MS),
+                         on_pipeline_stopped, x);
     }
 }
 
@@ -708,7 +707,8 @@ static void finish_active(struct lx *x, const struct lc_pipeline_config *c)
     err = lc_pipeline_start(x->p);
     if (err != 0) {
         x->p_stopping = true; /* the rollback's end: on_pipeline_stopped */
-        lc_pipeline_stop(x->p, FAIL_DRAIN_MS, on_pipeline_stopped, x);
+        lc_pipeline_stop(x->p, cmn_deadline_in_ms(FAIL_DRAIN_MS),
+                         on_pipeline_stopped, x);
         go_idle(x, "the DogStatsD pipeline cannot start");
         return;
     }

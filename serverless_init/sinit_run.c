@@ -1,7 +1,8 @@
 /*
- * sinit_run.c - the serverless-init program: configuration, the pipeline,
- * the child process, signals, cloud tags and enhanced metrics, and the
- * drain cascade (spec/pipeline.md §5, DESIGN.md "Lifecycle").
+ * sinit_run.c - the serverless-init program: configuration, the
+ * pipeline's start-up, cloud tags and enhanced metrics, and main
+ * (spec/pipeline.md §5, DESIGN.md "Lifecycle"). The wrapped command and
+ * the signals are sinit_wrap.c's, the drain at the end sinit_drain.c's.
  *
  * Start-up order is the readiness path and must stay short. Before the
  * child is spawned only: block the handled signals (first thing, so no
@@ -22,82 +23,24 @@
  * that metrics (or those of that listener) are off for this run; the
  * command runs anyway and its exit code is ours. A sidecar whose listeners
  * cannot bind retries with backoff instead.
- *
- * End: when the child exits (wrapper) or on SIGTERM/SIGINT (sidecar), the
- * shutdown metrics are added, the metadata lookup is awaited (it is bounded
- * by its own 300 ms), then lc_pipeline_stop drains under what is left of
- * the budget. The budget runs from the first SIGTERM/SIGINT or the child's
- * exit, whichever comes first, so that it fits the platform's grace period;
- * the drain always gets at least MIN_DRAIN_MS. A second SIGTERM/SIGINT
- * during the drain, or the budget plus a small grace, forces the exit with
- * the child's code after reporting what was not delivered.
  */
-#include "sinit.h"
+#include "sinit_app.h"
 
-#include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/prctl.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
-#include "lifecycle.h"
-#include "sinit_control.h"
-
-#define COMP "sinit"
 #define MD_TIMEOUT_MS 300
-#define FORCE_GRACE_MS 250  /* after the budget, before we give up on stop */
-#define MIN_DRAIN_MS 500    /* drain floor when the child used the budget */
 #define RETRY_FIRST_MS 1000 /* sidecar: first listener retry */
 #define RETRY_MAX_MS 30000  /* sidecar: backoff cap */
 #define FAIL_CLOSED_ENV "DRAINPIPE_FAIL_CLOSED"
 #define STRIP_KEY_ENV "DRAINPIPE_STRIP_API_KEY"
 
-enum app_state {
-    ST_RUNNING,  /* child running (wrapper) or waiting for SIGTERM */
-    ST_WAIT_MD,  /* child ended; waiting for the metadata lookup */
-    ST_DRAINING, /* lc_pipeline_stop running */
-    ST_DONE
-};
-
-struct app {
-    uv_loop_t loop;
-    struct sinit_cli cli;
-    bool sidecar;
-    bool enhanced;
-    bool fail_closed; /* DRAINPIPE_FAIL_CLOSED: any failure exits 1 */
-    bool strip_key;   /* DRAINPIPE_STRIP_API_KEY: the child has none */
-    bool metrics_off; /* the configuration is invalid: no pipeline */
-    enum sinit_cloud cloud;
-    uint64_t budget_ms;
-    uint64_t start_ns;       /* process start (monotonic) */
-    uint64_t budget_from_ns; /* 0 until the budget started */
-    uint64_t spawned_ns;     /* when the child was spawned */
-    struct lc_pipeline_config cfg;
-    struct lc_pipeline *p; /* NULL: metrics off */
-    int child_pid;
-    bool child_alive;
-    int exit_code;
-    struct sinit_sig *sig;
-    uv_timer_t budget_timer;
-    bool budget_timer_inited;
-    uv_timer_t retry_timer; /* sidecar: listeners that could not bind */
-    bool retry_timer_inited;
-    uint64_t retry_ms;
-    struct sinit_md *md;
-    bool md_pending;
-    enum app_state state;
-    struct sinit_ctl *ctl; /* DRAINPIPE_CONTROL_PORT, or NULL */
-};
-
 /* ------------------------------------------------------------------------
  * Enhanced metrics (spec §5.5): distributions of value v at now.
  */
-static void add_enhanced(struct app *a, const char *name, double v,
+static void add_enhanced(struct sinit_app *a, const char *name, double v,
                          const char *tags)
 {
     if (name == NULL || a->p == NULL)
@@ -113,11 +56,11 @@ static void add_enhanced(struct app *a, const char *name, double v,
     m.timestamp = 0; /* aggregated at now (a |T sample would be dropped) */
     int err = agg_add_metric(lc_pipeline_agg(a->p), &m);
     if (err != 0)
-        CMN_LOGW(COMP, "enhanced metric %s dropped: %s", name,
+        CMN_LOGW(SINIT_COMP, "enhanced metric %s dropped: %s", name,
                  cmn_strerror(err));
 }
 
-static void enhanced_start(struct app *a)
+static void enhanced_start(struct sinit_app *a)
 {
     if (!a->enhanced)
         return;
@@ -127,7 +70,7 @@ static void enhanced_start(struct app *a)
     add_enhanced(a, n.start[1], 1, NULL);
 }
 
-static void enhanced_shutdown(struct app *a)
+void sinit__enhanced_shutdown(struct sinit_app *a)
 {
     if (!a->enhanced)
         return;
@@ -149,7 +92,7 @@ static void enhanced_shutdown(struct app *a)
  */
 /* Builds the metric tags: the aggregator's own extra tags (from its env)
  * first, then the serverless tag map over them. */
-static int metric_tags(struct app *a, char *const *prev, size_t nprev,
+static int metric_tags(struct sinit_app *a, char *const *prev, size_t nprev,
                        const struct sinit_gcp_md *md, char ***out, size_t *n)
 {
     struct sinit_tags t;
@@ -168,224 +111,24 @@ static int metric_tags(struct app *a, char *const *prev, size_t nprev,
 static char **base_extra; /* the aggregator env's own extra tags (owned) */
 static size_t nbase_extra;
 
-static void begin_stop(struct app *a);
-
 static void on_metadata(void *data, const struct sinit_gcp_md *md)
 {
-    struct app *a = data;
+    struct sinit_app *a = data;
     char **v = NULL;
     size_t n = 0;
-    CMN_LOGD(COMP, "metadata: container_id=%s region=%s project_id=%s",
+    CMN_LOGD(SINIT_COMP, "metadata: container_id=%s region=%s project_id=%s",
              md->container_id, md->region, md->project_id);
     if (metric_tags(a, base_extra, nbase_extra, md, &v, &n) == 0) {
         if (agg_set_extra_tags(lc_pipeline_agg(a->p), (const char *const *)v,
                                n) != 0)
-            CMN_LOGW(COMP, "could not apply the metadata tags");
+            CMN_LOGW(SINIT_COMP, "could not apply the metadata tags");
     }
     cmn_strv_free(v, n);
     sinit_md_close(a->md);
     a->md = NULL;
     a->md_pending = false;
-    if (a->state == ST_WAIT_MD)
-        begin_stop(a);
-}
-
-/* ------------------------------------------------------------------------
- * End of the run
- */
-static void close_handles(struct app *a)
-{
-    sinit_ctl_close(a->ctl);
-    a->ctl = NULL;
-    sinit_sig_close(a->sig);
-    a->sig = NULL;
-    if (a->budget_timer_inited &&
-        !uv_is_closing((uv_handle_t *)&a->budget_timer))
-        uv_close((uv_handle_t *)&a->budget_timer, NULL);
-    if (a->retry_timer_inited && !uv_is_closing((uv_handle_t *)&a->retry_timer))
-        uv_close((uv_handle_t *)&a->retry_timer, NULL);
-    if (a->md != NULL) {
-        sinit_md_close(a->md);
-        a->md = NULL;
-    }
-}
-
-/* Transactions that will never be delivered, from the forwarder's
- * counters (zero with the local sink). */
-static uint64_t undelivered(const struct lc_pipeline_stats *st)
-{
-    const struct fwd_stats *f = &st->fwd;
-    return f->queued + f->inflight + f->abandoned + f->dropped_400 +
-           f->dropped_403 + f->dropped_413 + f->dropped_evicted +
-           f->dropped_stopped + f->dropped_other;
-}
-
-/* One stderr line with the counts when something was not delivered (or
- * always, with a reason, on a forced exit). */
-static void report_undelivered(struct app *a, const char *why)
-{
-    struct lc_pipeline_stats st;
-    if (a->p == NULL)
-        return;
-    lc_pipeline_get_stats(a->p, &st);
-    uint64_t n = undelivered(&st);
-    if (n == 0 && why == NULL)
-        return;
-    fprintf(stderr,
-            "serverless-init: %s%s%llu payload transaction(s) not delivered "
-            "(queued %llu, in flight %llu, abandoned %llu, dropped: 400 "
-            "%llu, 403 %llu, 413 %llu, evicted %llu, after stop %llu, "
-            "other %llu); delivered %llu\n",
-            why ? why : "", why ? ": " : "", (unsigned long long)n,
-            (unsigned long long)st.fwd.queued,
-            (unsigned long long)st.fwd.inflight,
-            (unsigned long long)st.fwd.abandoned,
-            (unsigned long long)st.fwd.dropped_400,
-            (unsigned long long)st.fwd.dropped_403,
-            (unsigned long long)st.fwd.dropped_413,
-            (unsigned long long)st.fwd.dropped_evicted,
-            (unsigned long long)st.fwd.dropped_stopped,
-            (unsigned long long)st.fwd.dropped_other,
-            (unsigned long long)st.fwd.delivered);
-    fflush(stderr);
-}
-
-static void on_pipeline_stopped(void *arg, bool clean)
-{
-    struct app *a = arg;
-    if (!clean)
-        CMN_LOGW(COMP, "drain ended with an abandoned component");
-    report_undelivered(a, NULL);
-    a->state = ST_DONE;
-    lc_checkpoint_log("stop", "pipeline", a->budget_from_ns);
-    close_handles(a);
-}
-
-/* Forced exit: reports what was not delivered and leaves now. */
-static void force_exit(struct app *a, const char *why)
-{
-    char msg[128];
-    snprintf(msg, sizeof(msg), "%s, exiting with code %d", why, a->exit_code);
-    report_undelivered(a, msg);
-    _exit(a->exit_code);
-}
-
-static void on_budget_timer(uv_timer_t *t)
-{
-    force_exit(t->data, "drain budget exceeded");
-}
-
-/* The budget runs from the first SIGTERM/SIGINT or the child's exit. */
-static void start_budget(struct app *a)
-{
-    if (a->budget_from_ns == 0)
-        a->budget_from_ns = cmn_mono_ns();
-}
-
-/* What is left of the budget, never less than MIN_DRAIN_MS (a child that
- * used the whole budget for its own shutdown still gets a short drain)
- * nor more than the budget. */
-static uint64_t budget_left_ms(const struct app *a)
-{
-    uint64_t used = (cmn_mono_ns() - a->budget_from_ns) / 1000000u;
-    uint64_t left = used >= a->budget_ms ? 0 : a->budget_ms - used;
-    uint64_t floor = a->budget_ms < MIN_DRAIN_MS ? a->budget_ms : MIN_DRAIN_MS;
-    return left < floor ? floor : left;
-}
-
-/* Arms the forced exit once we drain (never while the child runs: it may
- * take its time over its own shutdown). */
-static void arm_budget_timer(struct app *a)
-{
-    start_budget(a);
-    if (a->budget_timer_inited)
-        return;
-    if (uv_timer_init(&a->loop, &a->budget_timer) == 0) {
-        a->budget_timer_inited = true;
-        a->budget_timer.data = a;
-        (void)uv_timer_start(&a->budget_timer, on_budget_timer,
-                             budget_left_ms(a) + FORCE_GRACE_MS, 0);
-    }
-}
-
-static void begin_stop(struct app *a)
-{
-    arm_budget_timer(a);
-    a->state = ST_DRAINING;
-    if (a->p == NULL) { /* metrics off: nothing to drain */
-        a->state = ST_DONE;
-        close_handles(a);
-        return;
-    }
-    lc_pipeline_stop(a->p, budget_left_ms(a), on_pipeline_stopped, a);
-}
-
-/* Child ended (or never started) or sidecar got SIGTERM: drain. */
-static void begin_drain(struct app *a)
-{
-    if (a->state != ST_RUNNING)
-        return;
-    arm_budget_timer(a);
-    enhanced_shutdown(a);
-    if (a->md_pending) {
-        a->state = ST_WAIT_MD; /* on_metadata continues */
-        return;
-    }
-    begin_stop(a);
-}
-
-/* ------------------------------------------------------------------------
- * Child and signals
- */
-/* Reaps the child if it exited; returns true then. */
-static bool reap_child(struct app *a)
-{
-    int st;
-    pid_t r;
-    if (!a->child_alive)
-        return false;
-    do {
-        r = waitpid(a->child_pid, &st, WNOHANG);
-    } while (r < 0 && errno == EINTR);
-    if (r != a->child_pid)
-        return false;
-    a->child_alive = false;
-    int sig = WIFSIGNALED(st) ? WTERMSIG(st) : 0;
-    a->exit_code = sinit_exit_code(WIFEXITED(st) ? WEXITSTATUS(st) : 0, sig);
-    lc_checkpoint_log("exit", "child", a->spawned_ns);
-    if (sig > 0)
-        CMN_LOGI(COMP, "child killed by signal %d: exit code %d", sig,
-                 a->exit_code);
-    else
-        CMN_LOGD(COMP, "child exited with code %d", a->exit_code);
-    return true;
-}
-
-static void on_signal(void *data, int signum)
-{
-    struct app *a = data;
-    bool term = signum == SIGTERM || signum == SIGINT;
-    if (signum == SIGCHLD) {
-        /* the child first: orphans queued behind it wait for its reap */
-        bool ended = reap_child(a);
-        (void)sinit_reap_orphans(a->child_alive ? a->child_pid : 0);
-        if (ended)
-            begin_drain(a);
-        return;
-    }
-    if (term && a->state != ST_RUNNING)
-        force_exit(a, "second termination signal during the drain");
-    if (term)
-        start_budget(a);
-    if (a->child_alive) {
-        /* SIGPIPE is ours (a write to a closed socket), not the child's */
-        if (signum != SIGPIPE && kill(a->child_pid, signum) != 0)
-            CMN_LOGD(COMP, "forwarding signal %d: %s", signum,
-                     uv_strerror(-errno));
-        return;
-    }
-    if (term)
-        begin_drain(a);
+    if (a->state == SINIT_ST_WAIT_MD)
+        sinit__begin_stop(a);
 }
 
 /* ------------------------------------------------------------------------
@@ -454,7 +197,7 @@ static bool will_forward(const struct lc_pipeline_config *c)
     return false;
 }
 
-static int read_config(struct app *a, struct lc_pipeline_config *c)
+static int read_config(struct sinit_app *a, struct lc_pipeline_config *c)
 {
     int64_t budget = SINIT_BUDGET_DEFAULT_MS;
     if (cmn_env_i64(NULL, SINIT_BUDGET_ENV, 1, 600000, &budget) != 0)
@@ -480,12 +223,12 @@ static int read_config(struct app *a, struct lc_pipeline_config *c)
 
 /* Cloud detection and the static tags (metadata tags replace them once
  * known). After the spawn: the child's first packet needs neither. */
-static int detect_cloud(struct app *a, struct lc_pipeline_config *c)
+static int detect_cloud(struct sinit_app *a, struct lc_pipeline_config *c)
 {
     uint64_t t0 = cmn_mono_ns();
     a->cloud = sinit_cloud_detect(NULL);
     if (a->cloud == SINIT_CLOUD_LOCAL)
-        CMN_LOGD(COMP, "no cloud environment detected: local tags");
+        CMN_LOGD(SINIT_COMP, "no cloud environment detected: local tags");
     char **v = NULL;
     size_t n = 0;
     int err =
@@ -512,20 +255,6 @@ static int print_and_exit(enum sinit_action act)
     return 0;
 }
 
-/* Makes the child see the bound port when DD_DOGSTATSD_PORT=__random__. */
-static void export_random_port(struct app *a)
-{
-    const char *v = getenv("DD_DOGSTATSD_PORT");
-    if (a->p == NULL || v == NULL || strcmp(v, "__random__") != 0)
-        return;
-    int port = lc_pipeline_udp_port(a->p);
-    if (port == 0)
-        return;
-    char buf[16];
-    snprintf(buf, sizeof(buf), "%d", port);
-    (void)setenv("DD_DOGSTATSD_PORT", buf, 1);
-}
-
 /* The one line of a fail-open error: what failed, and what it costs. */
 static void fail_open_line(const char *what, const char *consequence)
 {
@@ -537,7 +266,7 @@ static void fail_open_line(const char *what, const char *consequence)
  * otherwise 1 after one error line per listener that is not (a->p then
  * runs with the others, or is NULL when none bound), or a negative error
  * (out of memory: a->p is NULL). */
-static int listen_all(struct app *a, bool retry)
+static int listen_all(struct sinit_app *a, bool retry)
 {
     struct lc_listen_report rep;
     char diverted[512];
@@ -572,7 +301,7 @@ static int listen_all(struct app *a, bool retry)
 
 /* After the listeners: cloud, tags, sink and aggregator, then start. On
  * failure (one error line) the pipeline is gone: metrics are off. */
-static int finish_pipeline(struct app *a)
+static int finish_pipeline(struct sinit_app *a)
 {
     if (a->p == NULL)
         return 0;
@@ -581,9 +310,10 @@ static int finish_pipeline(struct app *a)
         err = lc_pipeline_complete(a->p, &a->cfg);
     if (err == 0) {
         if (lc_pipeline_is_local(a->p))
-            CMN_LOGI(COMP, "DD_API_KEY is not set: nothing is sent to Datadog; "
-                           "the metrics that would have been sent are shown "
-                           "locally (stderr, or DRAINPIPE_LOCAL_FILE)");
+            CMN_LOGI(SINIT_COMP,
+                     "DD_API_KEY is not set: nothing is sent to Datadog; "
+                     "the metrics that would have been sent are shown "
+                     "locally (stderr, or DRAINPIPE_LOCAL_FILE)");
         err = lc_pipeline_start(a->p);
     }
     if (err != 0) {
@@ -598,7 +328,7 @@ static int finish_pipeline(struct app *a)
         a->p = NULL;
         return err;
     }
-    CMN_LOGI(COMP, "DogStatsD listening on UDP port %d%s",
+    CMN_LOGI(SINIT_COMP, "DogStatsD listening on UDP port %d%s",
              lc_pipeline_udp_port(a->p), a->sidecar ? " (sidecar mode)" : "");
     enhanced_start(a);
     if (sinit_cloud_is_gcp(a->cloud)) {
@@ -612,7 +342,7 @@ static int finish_pipeline(struct app *a)
 static void on_retry_timer(uv_timer_t *t);
 
 /* Sidecar: the listeners are retried with backoff until they all bind. */
-static void arm_retry(struct app *a)
+static void arm_retry(struct sinit_app *a)
 {
     lc_pipeline_destroy(a->p); /* closes what did bind, as the loop runs */
     a->p = NULL;
@@ -634,8 +364,8 @@ static void arm_retry(struct app *a)
 
 static void on_retry_timer(uv_timer_t *t)
 {
-    struct app *a = t->data;
-    if (a->state != ST_RUNNING)
+    struct sinit_app *a = t->data;
+    if (a->state != SINIT_ST_RUNNING)
         return;
     int rc = listen_all(a, true);
     if (rc == 0) {
@@ -651,50 +381,16 @@ static void on_retry_timer(uv_timer_t *t)
                        "metrics are off");
 }
 
-/* Runs the child. Returns 0, or sets the exit code (127) and returns the
- * spawn error. */
-static int spawn_child(struct app *a)
-{
-    export_random_port(a);
-    if (a->strip_key)
-        (void)unsetenv("DD_API_KEY"); /* the forwarder has its copy */
-    uint64_t t0 = cmn_mono_ns();
-    int err = sinit_spawn(a->cli.argv, &a->child_pid);
-    a->spawned_ns = cmn_mono_ns();
-    if (err != 0) {
-        fprintf(stderr, "serverless-init: cannot run \"%s\": %s\n",
-                a->cli.argv[0], strerror(-err));
-        a->exit_code = SINIT_EXIT_NOT_FOUND;
-        return err;
-    }
-    a->child_alive = true;
-    lc_checkpoint_log("spawn", "child", t0);
-    if (cmn_log_enabled(CMN_LOG_DEBUG)) {
-        /* CPU time includes the dynamic loader's work before main */
-        struct timespec cpu;
-        struct rusage ru;
-        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu);
-        getrusage(RUSAGE_SELF, &ru); /* a first touch: ~14 us on a VM */
-        CMN_LOGD(COMP,
-                 "child spawned: %.3f ms CPU since exec, %.3f ms wall since "
-                 "main, %ld page faults",
-                 (double)cpu.tv_sec * 1e3 + (double)cpu.tv_nsec / 1e6,
-                 (double)(a->spawned_ns - a->start_ns) / 1e6,
-                 ru.ru_minflt + ru.ru_majflt);
-    }
-    return 0;
-}
-
 /* The control port acts on the pipeline only while it runs. */
 static struct lc_pipeline *ctl_pipeline(void *data)
 {
-    struct app *a = data;
-    return a->state == ST_RUNNING ? a->p : NULL;
+    struct sinit_app *a = data;
+    return a->state == SINIT_ST_RUNNING ? a->p : NULL;
 }
 
 /* Everything from the configuration on. Returns an exit code now (nothing
  * to run), or -1: run the loop. */
-static int run(struct app *a, int config_err, const char *config_msg)
+static int run(struct sinit_app *a, int config_err, const char *config_msg)
 {
     uint64_t t0;
     int err;
@@ -723,7 +419,7 @@ static int run(struct app *a, int config_err, const char *config_msg)
         retry = err > 0 && a->sidecar;
     }
     t0 = cmn_mono_ns();
-    err = sinit_sig_open(&a->loop, a->sidecar, on_signal, a, &a->sig);
+    err = sinit_sig_open(&a->loop, a->sidecar, sinit__on_signal, a, &a->sig);
     if (err != 0) {
         fprintf(stderr, "serverless-init: signal handling: %s\n",
                 uv_strerror(err));
@@ -731,7 +427,7 @@ static int run(struct app *a, int config_err, const char *config_msg)
     }
     lc_checkpoint_log("install", "signals", t0);
     if (sinit_ctl_open(&a->loop, NULL, ctl_pipeline, a, &a->ctl) != 0)
-        CMN_LOGW(COMP, "no control port for this run");
+        CMN_LOGW(SINIT_COMP, "no control port for this run");
     if (a->fail_closed && finish_pipeline(a) != 0)
         return SINIT_EXIT_CONFIG;
     /* The receive threads run before the child does: a child that sends
@@ -740,21 +436,22 @@ static int run(struct app *a, int config_err, const char *config_msg)
      * the threads exist. They only fill the receive rings; parsing starts
      * with the pipeline, after the spawn. */
     if (a->p != NULL && lc_pipeline_receive(a->p) != 0)
-        CMN_LOGW(COMP, "receive threads not started yet: the listeners are "
-                       "read once the pipeline starts");
-    bool spawned = a->sidecar || spawn_child(a) == 0;
+        CMN_LOGW(SINIT_COMP,
+                 "receive threads not started yet: the listeners are "
+                 "read once the pipeline starts");
+    bool spawned = a->sidecar || sinit__spawn_child(a) == 0;
     if (retry)
         arm_retry(a);
     else if (!a->fail_closed)
         (void)finish_pipeline(a); /* fail-open: the child runs anyway */
     if (!spawned)
-        begin_drain(a); /* nothing to wait for */
+        sinit__begin_drain(a); /* nothing to wait for */
     return -1;
 }
 
 int sinit_main(int argc, char **argv)
 {
-    struct app *a;
+    struct sinit_app *a;
     int rc;
 
     cmn_process_start_set(cmn_mono_ns());
@@ -810,14 +507,14 @@ int sinit_main(int argc, char **argv)
         rc = a->exit_code;
     }
     uint64_t t1 = cmn_mono_ns();
-    close_handles(a);
+    sinit__close_handles(a);
     /* stopped by now, or never started (its listeners close as the loop
      * runs) */
     lc_pipeline_destroy(a->p);
     a->p = NULL;
     uv_run(&a->loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&a->loop) != 0)
-        CMN_LOGD(COMP, "loop still has handles at exit");
+        CMN_LOGD(SINIT_COMP, "loop still has handles at exit");
     lc_checkpoint_log("teardown", "loop", t1);
     lc_pipeline_config_free(&a->cfg);
 out_free:

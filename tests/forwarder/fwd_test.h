@@ -117,7 +117,7 @@ static inline double stop_and_wait(uv_loop_t *loop, struct fwd *f,
 {
     struct stop_ctx s = {0, 0};
     uint64_t t0 = cmn_mono_ns();
-    fwd_stop(f, deadline_ms, stopped_cb, &s);
+    fwd_stop(f, cmn_deadline_in_ms(deadline_ms), stopped_cb, &s);
     uv_run(loop, UV_RUN_DEFAULT);
     cr_assert_eq(s.calls, 1, "stop callback called %d times", s.calls);
     return (double)(s.at_ns - t0) / 1e6;

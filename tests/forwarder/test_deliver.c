@@ -735,7 +735,7 @@ Test(deliver, oom_loop, .timeout = 120)
                 e.want = 1;
                 (void)run_until(&e.loop, delivered_n, &e, 150);
             }
-            fwd_stop(e.f, 50, stopped_cb, &s);
+            fwd_stop(e.f, cmn_deadline_in_ms(50), stopped_cb, &s);
             uv_run(&e.loop, UV_RUN_DEFAULT);
             cr_assert_eq(s.calls, 1, "n=%llu", (unsigned long long)n);
             fwd_get_stats(e.f, &st);

@@ -213,11 +213,12 @@ Test(stop, submit_after_stop_is_refused)
 
     env_start(&e, NULL);
     env_fwd(&e);
-    fwd_stop(e.f, 1000, stopped_cb, &s);
+    fwd_stop(e.f, cmn_deadline_in_ms(1000), stopped_cb, &s);
     cr_assert_eq(fwd_submit(e.f, payload_bytes(FWD_KIND_SERIES, "x", 1)),
                  CMN_ESTOPPED);
     fwd_sink_submit(e.f, payload_bytes(FWD_KIND_SERIES, "y", 1));
-    fwd_stop(e.f, 1000, stopped_cb, &s); /* second call ignored */
+    fwd_stop(e.f, cmn_deadline_in_ms(1000), stopped_cb,
+             &s); /* second call ignored */
     uv_run(&e.loop, UV_RUN_DEFAULT);
     cr_assert_eq(s.calls, 1);
     fwd_get_stats(e.f, &st);
@@ -238,7 +239,7 @@ Test(stop, never_started)
     cr_assert_eq(uv_loop_init(&loop), 0);
     cfg_one(&cfg, "http://127.0.0.1:9", k, 1);
     cr_assert_eq(fwd_create(&loop, &cfg, &f), 0);
-    fwd_stop(f, 100, stopped_cb, &s);
+    fwd_stop(f, cmn_deadline_in_ms(100), stopped_cb, &s);
     cr_assert_eq(s.calls, 1);
     fwd_destroy(f);
     fwd_destroy(NULL);
@@ -316,7 +317,7 @@ Test(stop, destroy_from_stop_callback)
     e.cfg.stop_wait_for_inflight = true;
     env_fwd(&e);
     cr_assert_eq(fwd_submit(e.f, payload_bytes(FWD_KIND_SERIES, "c", 1)), 0);
-    fwd_stop(e.f, 2000, destroy_in_cb, &e.f);
+    fwd_stop(e.f, cmn_deadline_in_ms(2000), destroy_in_cb, &e.f);
     uv_run(&e.loop, UV_RUN_DEFAULT);
     cr_assert_null(e.f);
     cr_assert_eq(ti_request_count(e.ti), 1);

@@ -117,7 +117,7 @@ static struct lc_pipeline *make_pipeline(uv_loop_t *loop, struct kv *env)
 static void stop_and_run(uv_loop_t *loop, struct lc_pipeline *p,
                          struct done_rec *done)
 {
-    lc_pipeline_stop(p, 5000, on_done, done);
+    lc_pipeline_stop(p, cmn_deadline_in_ms(5000), on_done, done);
     cr_assert_eq(uv_run(loop, UV_RUN_DEFAULT), 0);
     cr_assert_eq(done->calls, 1);
 }
@@ -259,7 +259,7 @@ Test(pipeline, summary_table_on_stderr_without_a_file)
     FILE *tmp;
     int saved = stderr_begin(&tmp);
     struct done_rec done = {0};
-    lc_pipeline_stop(p, 5000, on_done, &done);
+    lc_pipeline_stop(p, cmn_deadline_in_ms(5000), on_done, &done);
     int rc = uv_run(&loop, UV_RUN_DEFAULT);
     char err[8192];
     stderr_end(tmp, saved, err, sizeof(err));
@@ -486,7 +486,7 @@ Test(pipeline, budget_bounds_the_drain_and_losses_are_reported)
     uint64_t t0 = cmn_mono_ns();
     /* the intake never answers; the forwarder's own stop timeout (30 s)
      * is far beyond the 800 ms budget, which must hold */
-    lc_pipeline_stop(p, 800, on_done, &done);
+    lc_pipeline_stop(p, cmn_deadline_in_ms(800), on_done, &done);
     int rc = uv_run(&loop, UV_RUN_DEFAULT);
     uint64_t took_ms = (cmn_mono_ns() - t0) / 1000000u;
     char err[16384];

@@ -153,7 +153,7 @@ Test(registry, start_in_dependency_order_stop_in_reverse)
 
     struct done_rec done = {0};
     evlog[0] = '\0';
-    lc_stop_all(m, LC_NO_TIMEOUT, on_done, &done);
+    lc_stop_all(m, CMN_NO_DEADLINE, on_done, &done);
     /* d stops asynchronously: nothing after it yet, and no report */
     cr_assert_str_eq(evlog, "stop:d,");
     cr_assert_eq(done.calls, 0);
@@ -206,7 +206,7 @@ Test(registry, cycles_and_duplicates_rejected_at_register)
     cr_assert_eq(lc_start_all(m), 0);
     cr_assert_str_eq(evlog, "start:c,start:b,start:a,start:x,");
     struct done_rec done = {0};
-    lc_stop_all(m, LC_NO_TIMEOUT, on_done, &done);
+    lc_stop_all(m, CMN_NO_DEADLINE, on_done, &done);
     cr_assert_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
     cr_assert_eq(done.calls, 1);
     cr_assert_str_eq(evlog, "start:c,start:b,start:a,start:x,stop:x,stopped:x,"
@@ -292,7 +292,7 @@ Test(registry, failed_start_rolls_back_in_reverse)
     cr_assert_str_eq(evlog, "start:a,start:b,start:c,stop:b,");
 
     struct done_rec done = {0};
-    lc_stop_all(m, LC_NO_TIMEOUT, on_done, &done);
+    lc_stop_all(m, CMN_NO_DEADLINE, on_done, &done);
     cr_assert_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
     cr_assert_eq(done.calls, 1);
     cr_assert_not(done.clean);
@@ -354,7 +354,7 @@ Test(registry, each_stop_waits_for_the_previous_report)
     cr_assert_eq(lc_start_all(m), 0);
     struct done_rec done = {0};
     evlog[0] = '\0';
-    lc_stop_all(m, 5000, on_done, &done);
+    lc_stop_all(m, cmn_deadline_in_ms(5000), on_done, &done);
     cr_assert_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
     cr_assert_eq(done.calls, 1);
     cr_assert(done.clean);
@@ -402,7 +402,7 @@ Test(registry, never_reporting_component_is_abandoned_rest_still_stop)
     struct done_rec done = {0};
     evlog[0] = '\0';
     uint64_t t0 = cmn_mono_ns();
-    lc_stop_all(m, LC_NO_TIMEOUT, on_done, &done);
+    lc_stop_all(m, CMN_NO_DEADLINE, on_done, &done);
     cr_assert_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
     cr_assert_eq(done.calls, 1);
     cr_assert_not(done.clean);
@@ -443,7 +443,7 @@ Test(registry, abandoned_component_reporting_after_destroy)
     struct done_rec done = {0};
     done.destroy_m = m; /* destroy from inside the callback */
     evlog[0] = '\0';
-    lc_stop_all(m, LC_NO_TIMEOUT, on_done, &done);
+    lc_stop_all(m, CMN_NO_DEADLINE, on_done, &done);
     cr_assert_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
     cr_assert_eq(done.calls, 1);
     cr_assert_not(done.clean);
@@ -473,7 +473,7 @@ Test(registry, overall_deadline_holds)
     struct done_rec done = {0};
     evlog[0] = '\0';
     uint64_t t0 = cmn_mono_ns();
-    lc_stop_all(m, 80, on_done, &done);
+    lc_stop_all(m, cmn_deadline_in_ms(80), on_done, &done);
     cr_assert_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
     cr_assert_eq(done.calls, 1);
     cr_assert_not(done.clean);
@@ -508,7 +508,7 @@ Test(registry, remaining_time_is_min_of_timeout_and_deadline)
     cr_assert_eq(lc_start_all(m), 0);
     cr_assert_eq(lc_stop_remaining_ms(m), 0);
     struct done_rec done = {0};
-    lc_stop_all(m, 1000, on_done, &done);
+    lc_stop_all(m, cmn_deadline_in_ms(1000), on_done, &done);
     cr_assert_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
     cr_assert_eq(done.calls, 1);
     cr_assert(b.remaining_at_stop <= 300 && b.remaining_at_stop >= 250, "%llu",
@@ -530,14 +530,14 @@ Test(registry, stop_callback_is_never_synchronous)
     cr_assert_eq(lc_register(m, "a", NULL, &fake_ops, &a, 0), 0);
     cr_assert_eq(lc_start_all(m), 0);
     struct done_rec done = {0};
-    lc_stop_all(m, 0, on_done, &done);
+    lc_stop_all(m, cmn_deadline_in_ms(0), on_done, &done);
     cr_assert_eq(done.calls, 0);
     cr_assert_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
     cr_assert_eq(done.calls, 1);
     cr_assert(done.clean); /* reported inside stop: in time even at 0 ms */
     /* a second stop reports again, with nothing left to stop */
     struct done_rec again = {0};
-    lc_stop_all(m, LC_NO_TIMEOUT, on_done, &again);
+    lc_stop_all(m, CMN_NO_DEADLINE, on_done, &again);
     cr_assert_eq(again.calls, 0);
     cr_assert_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
     cr_assert_eq(again.calls, 1);
