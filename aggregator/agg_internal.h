@@ -197,6 +197,28 @@ enum {
     AGG__H_PCT
 };
 
+/* One series point of a flush (agg_hist.c): the value of one bucket entry
+ * for one name suffix. The records of one series (same context, suffix and
+ * API type) are adjacent, by time. */
+struct agg__rec {
+    struct agg__ctx *ctx;
+    int64_t ts;
+    double v;
+    uint16_t suffix; /* index in agg.suffix */
+    uint8_t api;     /* AGG__API_* */
+};
+
+/* One finished sketch of a flush, with its summary copied out (the sketch
+ * itself is freed when the worker scrubs the bucket). */
+struct agg__skrec {
+    struct agg__ctx *ctx;
+    int64_t ts;
+    const struct agg_sketch *sk; /* the bins: valid on the worker only */
+    int64_t cnt;
+    double min, max, sum, avg;
+    double p50, p99; /* only with a record sink (agg__job_records) */
+};
+
 /* Counters a worker fills; added into agg_stats on the loop thread. */
 struct agg__job_stats {
     uint64_t series, points, sketches, payloads, items_too_big,
@@ -216,7 +238,11 @@ struct agg__job {
     struct agg__check **checks; /* owned */
     size_t nchecks;
     struct agg__tagset *extra; /* one reference */
-    struct fwd_payload **out;  /* built by the worker, in order */
+    struct agg__rec *recs;     /* owned: series records (agg_hist.c) */
+    size_t nrecs;
+    struct agg__skrec *skrecs; /* owned: sketch records */
+    size_t nskrecs;
+    struct fwd_payload **out; /* built by the worker, in order */
     size_t nout, capout;
     struct agg__job_stats st;
     agg_done_cb cb;
@@ -227,8 +253,10 @@ struct agg {
     uv_loop_t *loop;
     struct agg_config cfg; /* deep copy */
     const char *host;      /* "" in serverless mode, else cfg.hostname */
-    fwd_submit_fn submit;
+    fwd_submit_fn submit;  /* NULL with a record sink */
     void *submit_data;
+    struct agg_record_sink rsink; /* rsink.data NULL: none */
+    bool has_rsink;
     agg_clock_fn clock; /* NULL = wall clock */
     void *clock_data;
     uint64_t clock_at;   /* uv_now() when clock_cached was read */
@@ -375,6 +403,27 @@ void agg__bucket_scrub(struct agg__bucket *b);
  * *budget counts down the items visited. */
 bool agg__ex_unlink(struct agg *a, long *budget);
 bool agg__ex_scrub(struct agg *a, long *budget);
+
+/* agg_hist.c: builds the job's records (series with the histogram
+ * aggregates, finished sketches, events sorted) on the worker; quantiles:
+ * also each sketch's p50 and p99. */
+void agg__job_records(struct agg__job *j, bool quantiles);
+void agg__job_records_free(struct agg__job *j);
+
+/* agg_records.c */
+/* Hands the job's records to the record sink (loop thread, before the job's
+ * context references are released). */
+void agg__records_emit(struct agg__job *j);
+/* The tags of ctx plus the job's extra tags it lacks, into *out (grown as
+ * needed); with take_device, a device: tag is removed and returned in
+ * *device. Returns the count, or -1 when memory ran out. */
+long agg__tags(const struct agg__job *j, const struct agg__ctx *c,
+               struct cmn_slice **out, size_t *cap, bool take_device,
+               struct cmn_slice *device);
+/* tags + the job's extra tags they lack, into *out (grown as needed).
+ * Returns the count, or -1 when memory ran out. */
+long agg__tags_merge(const struct agg__job *j, const struct cmn_slice *tags,
+                     size_t n, struct cmn_slice **out, size_t *cap);
 
 /* agg_config.c */
 int agg__config_copy(struct agg_config *dst,

@@ -155,7 +155,7 @@ Test(pipeline, udp_in_local_file_out)
     lc_pipeline_get_stats(p, &st);
     cr_assert_eq(st.dsd.metric_lines, 2);
     cr_assert_eq(st.local.series_points, 1);
-    cr_assert_eq(st.local.decode_errors, 0);
+    cr_assert_eq(st.local.batches, 1);
     cr_assert_str_eq(read_file(outpath),
                      "{\"type\":\"series\",\"metric\":\"x\",\"tags\":[],"
                      "\"points\":[[1764072000,1.0]],\"kind\":\"rate\","
@@ -337,7 +337,7 @@ Test(pipeline, forwarder_to_test_intake_exact_values)
     lc_pipeline_get_stats(p, &st);
     cr_assert_eq(st.fwd.delivered, ti_request_count(ti));
     cr_assert_eq(st.fwd.abandoned, 0);
-    cr_assert_eq(st.local.payloads, 0);
+    cr_assert_eq(st.local.batches, 0);
     lc_pipeline_destroy(p);
     cr_assert_eq(uv_loop_close(&loop), 0);
     ti_stop(ti);
