@@ -13,7 +13,7 @@
  * and the stop callback fires once the timer's close callback has run and
  * no job is left; nothing of the aggregator is touched after it.
  */
-#include "agg_internal.h"
+#include "agg_serialize.h"
 
 #include <math.h>
 #include <string.h>

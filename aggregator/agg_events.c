@@ -9,7 +9,7 @@
  * A timestamp of 0 becomes the receive time (the Agent's addEvent /
  * addServiceCheck).
  */
-#include "agg_internal.h"
+#include "agg_serialize.h"
 
 #include <stdlib.h>
 #include <string.h>

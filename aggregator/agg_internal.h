@@ -474,63 +474,15 @@ int agg__event_copy(struct agg *a, const struct agg_event *e, double now,
                     struct agg__event **out) CMN_MUST_CHECK;
 int agg__check_copy(struct agg *a, const struct agg_service_check *sc,
                     double now, struct agg__check **out) CMN_MUST_CHECK;
-void agg__serialize_events(struct agg__job *j);
-void agg__serialize_checks(struct agg__job *j);
 
-/* agg_serialize.c */
-/* Appends o as compact JSON; UV_ENOMEM leaves b as it was. */
-int agg__json_append(struct cmn_buf *b, const json_t *o) CMN_MUST_CHECK;
-/* Checked jansson building (its allocations can fail, through cmn_alloc):
- * each sets *ok to false when the container or value is NULL or the call
- * fails, and always consumes v. */
-void agg__jset(json_t *o, const char *key, json_t *v, bool *ok);
-void agg__jpush(json_t *arr, json_t *v, bool *ok);
-/* A JSON string of s; invalid UTF-8 bytes become U+FFFD. */
-json_t *agg__jstr(struct cmn_slice s);
+/* agg_serialize.c: UTF-8 (contexts are repaired at intake with these). */
 char *agg__utf8_fix(struct cmn_slice s, size_t *out_len);
 /* True when s is valid UTF-8 (no overlong forms, no surrogates). */
 bool agg__utf8_valid(struct cmn_slice s);
 /* Writes s with each invalid byte replaced by U+FFFD into o (at least
  * 3 * s.len bytes); returns the bytes written. */
 size_t agg__utf8_fix_into(struct cmn_slice s, char *o);
-void agg__serialize_job(struct agg__job *j);
-/* Compresses raw (borrowed) per the config into a new payload of kind;
- * NULL on failure. */
-struct fwd_payload *agg__make_payload(const struct agg_config *cfg,
-                                      enum fwd_kind kind, const char *raw,
-                                      size_t len);
-/* Adds p to the job's output (drops it on allocation failure). */
-void agg__job_out(struct agg__job *j, struct fwd_payload *p);
 /* The tags a series carries: ctx tags then extra tags it lacks. */
 bool agg__has_tag(const struct cmn_slice *tags, size_t n, struct cmn_slice t);
-
-/* Generic payload packer: items are byte chunks joined by sep between
- * prefix and suffix; payloads are cut by item points, uncompressed bytes
- * and compressed bytes; an item too big alone is dropped and counted. */
-struct agg__chunks {
-    struct cmn_buf data; /* the items' bytes back to back */
-    size_t *end;         /* end offset of item i */
-    uint32_t *points;    /* points of item i */
-    size_t n, cap;
-    bool failed; /* an allocation failed: some items are missing */
-};
-void agg__chunks_init(struct agg__chunks *c);
-void agg__chunks_free(struct agg__chunks *c);
-/* Drops the partly written item (after a failure) and marks c failed. */
-void agg__chunks_abort(struct agg__chunks *c);
-/* Closes the item just written into c->data; on failure the item is
- * dropped as by agg__chunks_abort. */
-int agg__chunks_close(struct agg__chunks *c, uint32_t points) CMN_MUST_CHECK;
-struct agg__pack_spec {
-    enum fwd_kind kind;
-    const char *prefix, *sep, *suffix;
-    size_t prefix_len, sep_len, suffix_len;
-    size_t max_points; /* 0 = no limit */
-    size_t max_raw, max_comp;
-    const char *route; /* NULL = the kind's default */
-    const char *content_type;
-};
-void agg__pack(struct agg__job *j, struct agg__chunks *c,
-               const struct agg__pack_spec *spec);
 
 #endif /* DP_AGG_INTERNAL_H */

@@ -12,11 +12,13 @@
  * with one point per bucket. The protobuf wire format is written by hand
  * in the order of iterable_series.go; tests decode it with protobuf-c.
  *
- * Wire notes: tag = field << 3 | wire type; 0 varint, 1 fixed64, 2 length
+ * Wire notes: key = field << 3 | wire type; 0 varint, 1 fixed64, 2 length
  * delimited. E.g. MetricPoint {value 0.5, ts 1700000000} is
  *   09 <8 bytes LE double> 10 <varint ts>
+ * Every key is K(MESSAGE_FIELD): the field number and wire type generated
+ * from the .proto (agg_serialize.h), never a literal.
  */
-#include "agg_internal.h"
+#include "agg_serialize.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -53,15 +55,26 @@ static int pb_varint(struct cmn_buf *b, uint64_t v)
     return cmn_buf_append(b, tmp, pb_put_varint(tmp, v));
 }
 
-static int pb_key(struct cmn_buf *b, unsigned field, unsigned wt)
+/* The key of field MESSAGE_FIELD of agent_payload_fields.h. */
+#define K(F) AGG_PB_KEY(AGG_PB_##F)
+/* Keys written as one byte (fields 1-15). */
+#define K1(F) ((unsigned char)K(F))
+_Static_assert(K(METRIC_POINT_VALUE) < 0x80 &&
+                   K(METRIC_POINT_TIMESTAMP) < 0x80 &&
+                   K(ORIGIN_ORIGIN_SERVICE) < 0x80 &&
+                   K(METADATA_ORIGIN) < 0x80 &&
+                   K(SKETCH_PAYLOAD_METADATA) < 0x80,
+               "one-byte keys");
+
+static int pb_key(struct cmn_buf *b, unsigned key)
 {
-    return pb_varint(b, (uint64_t)field << 3 | wt);
+    return pb_varint(b, key);
 }
 
-static int pb_bytes(struct cmn_buf *b, unsigned field, const void *p,
-                    size_t len)
+/* key: a length-delimited field's */
+static int pb_bytes(struct cmn_buf *b, unsigned key, const void *p, size_t len)
 {
-    int rc = pb_key(b, field, 2);
+    int rc = pb_key(b, key);
     if (rc == 0)
         rc = pb_varint(b, len);
     if (rc == 0)
@@ -69,20 +82,22 @@ static int pb_bytes(struct cmn_buf *b, unsigned field, const void *p,
     return rc;
 }
 
-static int pb_double(struct cmn_buf *b, unsigned field, double v)
+/* key: a fixed64 field's */
+static int pb_double(struct cmn_buf *b, unsigned key, double v)
 {
     unsigned char tmp[8];
     uint64_t u;
     memcpy(&u, &v, 8);
     for (int i = 0; i < 8; i++)
         tmp[i] = (unsigned char)(u >> (8 * i));
-    int rc = pb_key(b, field, 1);
+    int rc = pb_key(b, key);
     return rc ? rc : cmn_buf_append(b, tmp, 8);
 }
 
-static int pb_uint(struct cmn_buf *b, unsigned field, uint64_t v)
+/* key: a varint field's */
+static int pb_uint(struct cmn_buf *b, unsigned key, uint64_t v)
 {
-    int rc = pb_key(b, field, 0);
+    int rc = pb_key(b, key);
     return rc ? rc : pb_varint(b, v);
 }
 
@@ -93,29 +108,28 @@ static uint32_t pb_zigzag(int32_t v)
 }
 
 /* A length-delimited field whose body is already in src. */
-static int pb_embed(struct cmn_buf *b, unsigned field,
-                    const struct cmn_buf *src)
+static int pb_embed(struct cmn_buf *b, unsigned key, const struct cmn_buf *src)
 {
-    return pb_bytes(b, field, src->p, src->len);
+    return pb_bytes(b, key, src->p, src->len);
 }
 
 /* Metadata { origin { product, category, service } } */
-static int pb_metadata(struct cmn_buf *b, unsigned field,
+static int pb_metadata(struct cmn_buf *b, unsigned key,
                        const struct agg_config *cfg)
 {
     unsigned char o[32], m[40];
     size_t on = 0, mn = 0;
-    o[on++] = 4 << 3;
+    o[on++] = K1(ORIGIN_ORIGIN_PRODUCT);
     on += pb_put_varint(o + on, cfg->origin_product);
-    o[on++] = 5 << 3;
+    o[on++] = K1(ORIGIN_ORIGIN_CATEGORY);
     on += pb_put_varint(o + on, cfg->origin_category);
-    o[on++] = 6 << 3;
+    o[on++] = K1(ORIGIN_ORIGIN_SERVICE);
     on += pb_put_varint(o + on, cfg->origin_service);
-    m[mn++] = 1 << 3 | 2;
+    m[mn++] = K1(METADATA_ORIGIN);
     mn += pb_put_varint(m + mn, on);
     memcpy(m + mn, o, on);
     mn += on;
-    return pb_bytes(b, field, m, mn);
+    return pb_bytes(b, key, m, mn);
 }
 
 /* ---- v2 series ----------------------------------------------------------- */
@@ -134,11 +148,11 @@ static int agg_res(struct cmn_buf *b, const char *type, struct cmn_slice name)
     struct cmn_buf r;
     int rc;
     cmn_buf_init(&r, (size_t)1 << 30);
-    rc = pb_bytes(&r, 1, type, strlen(type));
+    rc = pb_bytes(&r, K(RESOURCE_TYPE), type, strlen(type));
     if (rc == 0)
-        rc = pb_bytes(&r, 2, name.p, name.len);
+        rc = pb_bytes(&r, K(RESOURCE_NAME), name.p, name.len);
     if (rc == 0)
-        rc = pb_embed(b, 1, &r);
+        rc = pb_embed(b, K(METRIC_SERIES_RESOURCES), &r);
     cmn_buf_free(&r);
     return rc;
 }
@@ -162,7 +176,7 @@ static int agg_v2_series(struct agg_ser *s, const struct agg__ctx *c,
     if (rc == 0 && dev.p != NULL)
         rc = agg_res(b, "device", dev);
     if (rc == 0)
-        rc = pb_key(b, 2, 2);
+        rc = pb_key(b, K(METRIC_SERIES_METRIC));
     if (rc == 0)
         rc = pb_varint(b, c->name.len + sl);
     if (rc == 0)
@@ -170,11 +184,11 @@ static int agg_v2_series(struct agg_ser *s, const struct agg__ctx *c,
     if (rc == 0)
         rc = cmn_buf_append(b, suffix, sl);
     for (long i = 0; rc == 0 && i < nt; i++)
-        rc = pb_bytes(b, 3, s->tags[i].p, s->tags[i].len);
+        rc = pb_bytes(b, K(METRIC_SERIES_TAGS), s->tags[i].p, s->tags[i].len);
     if (rc == 0)
-        rc = pb_uint(b, 5, api);
+        rc = pb_uint(b, K(METRIC_SERIES_TYPE), api);
     if (rc == 0)
-        rc = pb_uint(b, 8, AGG_BUCKET_SECS);
+        rc = pb_uint(b, K(METRIC_SERIES_INTERVAL), AGG_BUCKET_SECS);
     for (size_t i = 0; rc == 0 && i < (na ? 1 : npts); i++) {
         unsigned char pt[24];
         double v = na ? na->value : pts[i].v;
@@ -182,17 +196,17 @@ static int agg_v2_series(struct agg_ser *s, const struct agg__ctx *c,
         uint64_t u;
         size_t n = 0;
         memcpy(&u, &v, 8);
-        pt[n++] = 1 << 3 | 1;
+        pt[n++] = K1(METRIC_POINT_VALUE);
         for (int k = 0; k < 8; k++)
             pt[n++] = (unsigned char)(u >> (8 * k));
-        pt[n++] = 2 << 3;
+        pt[n++] = K1(METRIC_POINT_TIMESTAMP);
         n += pb_put_varint(pt + n, (uint64_t)ts);
-        rc = pb_bytes(b, 4, pt, n);
+        rc = pb_bytes(b, K(METRIC_SERIES_POINTS), pt, n);
     }
     if (rc == 0)
-        rc = pb_metadata(b, 9, &s->j->a->cfg);
+        rc = pb_metadata(b, K(METRIC_SERIES_METADATA), &s->j->a->cfg);
     if (rc == 0)
-        rc = pb_embed(&s->ch.data, 1, b);
+        rc = pb_embed(&s->ch.data, K(METRIC_PAYLOAD_SERIES), b);
     if (rc == 0)
         rc = agg__chunks_close(&s->ch, (uint32_t)(na ? 1 : npts));
     return rc;
@@ -503,23 +517,23 @@ static int agg_dogsketch(struct cmn_buf *b, struct cmn_buf *tmp,
     int rc;
 
     cmn_buf_reset(tmp);
-    rc = pb_uint(tmp, 1, (uint64_t)r->ts);
+    rc = pb_uint(tmp, K(DOGSKETCH_TS), (uint64_t)r->ts);
     if (rc == 0)
-        rc = pb_uint(tmp, 2, (uint64_t)k->cnt);
+        rc = pb_uint(tmp, K(DOGSKETCH_CNT), (uint64_t)r->cnt);
     if (rc == 0)
-        rc = pb_double(tmp, 3, k->min);
+        rc = pb_double(tmp, K(DOGSKETCH_MIN), r->min);
     if (rc == 0)
-        rc = pb_double(tmp, 4, k->max);
+        rc = pb_double(tmp, K(DOGSKETCH_MAX), r->max);
     if (rc == 0)
-        rc = pb_double(tmp, 5, k->avg);
+        rc = pb_double(tmp, K(DOGSKETCH_AVG), r->avg);
     if (rc == 0)
-        rc = pb_double(tmp, 6, k->sum);
+        rc = pb_double(tmp, K(DOGSKETCH_SUM), r->sum);
     if (rc == 0 && k->nbins > 0) {
         size_t len = 0;
         for (uint32_t i = 0; i < k->nbins; i++) {
             len += pb_varint_len(pb_zigzag(k->bins[i].k));
         }
-        rc = pb_key(tmp, 7, 2);
+        rc = pb_key(tmp, K(DOGSKETCH_K));
         if (rc == 0)
             rc = pb_varint(tmp, len);
         for (uint32_t i = 0; rc == 0 && i < k->nbins; i++) {
@@ -529,14 +543,14 @@ static int agg_dogsketch(struct cmn_buf *b, struct cmn_buf *tmp,
         for (uint32_t i = 0; i < k->nbins; i++)
             len += pb_varint_len(k->bins[i].n);
         if (rc == 0)
-            rc = pb_key(tmp, 8, 2);
+            rc = pb_key(tmp, K(DOGSKETCH_N));
         if (rc == 0)
             rc = pb_varint(tmp, len);
         for (uint32_t i = 0; rc == 0 && i < k->nbins; i++)
             rc = pb_varint(tmp, k->bins[i].n);
     }
     if (rc == 0)
-        rc = pb_embed(b, 7, tmp);
+        rc = pb_embed(b, K(SKETCH_DOGSKETCHES), tmp);
     return rc;
 }
 
@@ -562,17 +576,17 @@ static void agg_serialize_sketches(struct agg__job *j)
         int rc = nt < 0 ? UV_ENOMEM : 0;
         cmn_buf_reset(&s.sb);
         if (rc == 0)
-            rc = pb_bytes(&s.sb, 1, c->name.p, c->name.len);
+            rc = pb_bytes(&s.sb, K(SKETCH_METRIC), c->name.p, c->name.len);
         if (rc == 0)
-            rc = pb_bytes(&s.sb, 2, c->host.p, c->host.len);
+            rc = pb_bytes(&s.sb, K(SKETCH_HOST), c->host.p, c->host.len);
         for (long t = 0; rc == 0 && t < nt; t++)
-            rc = pb_bytes(&s.sb, 4, s.tags[t].p, s.tags[t].len);
+            rc = pb_bytes(&s.sb, K(SKETCH_TAGS), s.tags[t].p, s.tags[t].len);
         for (size_t p = i; rc == 0 && p < k; p++)
             rc = agg_dogsketch(&s.sb, &tmp, &r[p]);
         if (rc == 0)
-            rc = pb_metadata(&s.sb, 8, &j->a->cfg);
+            rc = pb_metadata(&s.sb, K(SKETCH_METADATA), &j->a->cfg);
         if (rc == 0)
-            rc = pb_embed(&s.ch.data, 1, &s.sb);
+            rc = pb_embed(&s.ch.data, K(SKETCH_PAYLOAD_SKETCHES), &s.sb);
         if (rc == 0)
             rc = agg__chunks_close(&s.ch, (uint32_t)(k - i));
         if (rc == 0)
@@ -583,8 +597,8 @@ static void agg_serialize_sketches(struct agg__job *j)
     }
     if (s.ch.failed)
         j->st.payloads_dropped++;
-    /* footer: an empty CommonMetadata (field 2) */
-    static const char footer[] = {2 << 3 | 2, 0};
+    /* footer: an empty CommonMetadata */
+    static const char footer[] = {K1(SKETCH_PAYLOAD_METADATA), 0};
     struct agg__pack_spec spec = {
         .kind = FWD_KIND_SKETCHES,
         .prefix = "",

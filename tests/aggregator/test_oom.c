@@ -8,7 +8,7 @@
  */
 #include "agg_test_util.h"
 
-#include "agg_internal.h" /* agg__make_payload */
+#include "agg_serialize.h" /* agg__make_payload */
 
 #define T0 1000000.0
 
