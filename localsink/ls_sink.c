@@ -136,28 +136,30 @@ static void join_tags(char *buf, size_t size, const struct cmn_slice *tags,
 /* ------------------------------------------------------------------------
  * Output: one JSON line, or a summary row update
  */
+/* Writes obj as one line and releases it. */
 static void write_line(struct ls_sink *l, json_t *obj)
 {
     char stackbuf[4096];
     size_t need = json_dumpb(obj, stackbuf, sizeof(stackbuf), JSON_COMPACT);
     char *heap = NULL;
     const char *out = stackbuf;
-    if (need == 0) {
-        l->stats.write_errors++;
-        return;
-    }
+    if (need == 0)
+        goto out_error;
     if (need > sizeof(stackbuf)) {
         heap = cmn_malloc(need);
-        if (heap == NULL) {
-            l->stats.write_errors++;
-            return;
-        }
+        if (heap == NULL)
+            goto out_error;
         (void)json_dumpb(obj, heap, need, JSON_COMPACT);
         out = heap;
     }
     if (fwrite(out, 1, need, l->file) != need || fputc('\n', l->file) == EOF)
         l->stats.write_errors++;
     cmn_free(heap);
+    json_decref(obj);
+    return;
+out_error:
+    l->stats.write_errors++;
+    json_decref(obj);
 }
 
 static json_t *ls_jstr(struct cmn_slice s)
@@ -196,6 +198,20 @@ static bool ls_accepting(struct ls_sink *l)
     return false;
 }
 
+/* The summary row of (type, name, tags) with one more point, or NULL when
+ * it cannot be kept (counted by row_get). */
+static struct row *row_add(struct ls_sink *l, const char *type,
+                           const char *name, const struct cmn_slice *tags,
+                           size_t ntags)
+{
+    char tagbuf[LS_TEXT_MAX];
+    join_tags(tagbuf, sizeof(tagbuf), tags, ntags);
+    struct row *r = row_get(l, type, name, tagbuf);
+    if (r != NULL)
+        r->points++;
+    return r;
+}
+
 /* One series point. */
 static void emit_point(struct ls_sink *l, const char *metric,
                        const struct agg_series_rec *s, const char *kind,
@@ -216,16 +232,11 @@ static void emit_point(struct ls_sink *l, const char *metric,
         json_object_set_new(o, "kind", json_string(kind));
         json_object_set_new(o, "interval", json_integer(s->interval));
         write_line(l, o);
-        json_decref(o);
         return;
     }
-    char tagbuf[LS_TEXT_MAX];
-    join_tags(tagbuf, sizeof(tagbuf), s->tags, s->ntags);
-    struct row *r = row_get(l, kind, metric, tagbuf);
-    if (r == NULL)
-        return;
-    r->points++;
-    snprintf(r->value, sizeof(r->value), "%.10g", p->v);
+    struct row *r = row_add(l, kind, metric, s->tags, s->ntags);
+    if (r != NULL)
+        snprintf(r->value, sizeof(r->value), "%.10g", p->v);
 }
 
 static void ls_series(void *data, const struct agg_series_rec *s)
@@ -266,17 +277,12 @@ static void ls_sketch(void *data, const struct agg_sketch_rec *s)
         json_object_set_new(o, "p50", json_real(s->p50));
         json_object_set_new(o, "p99", json_real(s->p99));
         write_line(l, o);
-        json_decref(o);
         return;
     }
-    char tagbuf[LS_TEXT_MAX];
-    join_tags(tagbuf, sizeof(tagbuf), s->tags, s->ntags);
-    struct row *r = row_get(l, "distribution", metric, tagbuf);
-    if (r == NULL)
-        return;
-    r->points++;
-    snprintf(r->value, sizeof(r->value), "cnt=%lld min=%g p50=%g max=%g",
-             (long long)s->cnt, s->min, s->p50, s->max);
+    struct row *r = row_add(l, "distribution", metric, s->tags, s->ntags);
+    if (r != NULL)
+        snprintf(r->value, sizeof(r->value), "cnt=%lld min=%g p50=%g max=%g",
+                 (long long)s->cnt, s->min, s->p50, s->max);
 }
 
 /* A summary row for an event or a service check. */
@@ -284,14 +290,11 @@ static void item_row(struct ls_sink *l, const char *type, struct cmn_slice name,
                      const struct cmn_slice *tags, size_t ntags,
                      const char *value)
 {
-    char namebuf[LS_TEXT_MAX], tagbuf[LS_TEXT_MAX];
-    join_tags(tagbuf, sizeof(tagbuf), tags, ntags);
+    char namebuf[LS_TEXT_MAX];
     struct row *r =
-        row_get(l, type, ls_cstr(namebuf, sizeof(namebuf), name), tagbuf);
-    if (r == NULL)
-        return;
-    r->points++;
-    snprintf(r->value, sizeof(r->value), "%s", value);
+        row_add(l, type, ls_cstr(namebuf, sizeof(namebuf), name), tags, ntags);
+    if (r != NULL)
+        snprintf(r->value, sizeof(r->value), "%s", value);
 }
 
 /* The event as the intake's JSON object has it, "type" first. */
@@ -329,7 +332,6 @@ static void ls_event(void *data, const struct agg_event_rec *e)
         json_object_set_new(o, "source_type_name",
                             ls_jstr(e->source_type_name));
     write_line(l, o);
-    json_decref(o);
 }
 
 /* The service check as the intake's JSON object has it, "type" first. */
@@ -356,7 +358,6 @@ static void ls_check(void *data, const struct agg_check_rec *c)
     json_object_set_new(
         o, "tags", c->ntags > 0 ? tags_json(c->tags, c->ntags) : json_null());
     write_line(l, o);
-    json_decref(o);
 }
 
 /* The end of a flush: what was written reaches the file. */

@@ -92,6 +92,20 @@ static struct agg_sketch_rec sketch_123(void)
     return r;
 }
 
+/* A started sink writing to path (NULL: a summary on summary) and the
+ * record callbacks that feed it. */
+static struct ls_sink *started(const char *path, FILE *summary,
+                               struct agg_record_sink *rs)
+{
+    struct ls_sink *l;
+    cr_assert_eq(ls_create(path, &l), 0);
+    if (summary != NULL)
+        ls_set_summary_stream(l, summary);
+    cr_assert_eq(ls_start(l), 0);
+    ls_record_sink(l, rs);
+    return l;
+}
+
 static char *read_file(const char *path)
 {
     FILE *f = fopen(path, "r");
@@ -120,12 +134,9 @@ static void stopped(void *arg)
 
 Test(localsink, series_to_json_lines)
 {
-    struct ls_sink *l;
     struct agg_record_sink rs;
     struct series s;
-    cr_assert_eq(ls_create(outpath, &l), 0);
-    cr_assert_eq(ls_start(l), 0);
-    ls_record_sink(l, &rs);
+    struct ls_sink *l = started(outpath, NULL, &rs);
     const char *tags[] = {"env:dev", "team:a"};
     int64_t ts[] = {1764072000, 1764072010};
     double v[] = {0.5, 1e-7};
@@ -163,11 +174,8 @@ Test(localsink, series_to_json_lines)
 
 Test(localsink, sketch_to_json_line)
 {
-    struct ls_sink *l;
     struct agg_record_sink rs;
-    cr_assert_eq(ls_create(outpath, &l), 0);
-    cr_assert_eq(ls_start(l), 0);
-    ls_record_sink(l, &rs);
+    struct ls_sink *l = started(outpath, NULL, &rs);
     struct agg_sketch_rec sk = sketch_123();
     struct cmn_slice tag = cmn_slice_cstr("device:sda");
     sk.tags = &tag;
@@ -194,11 +202,8 @@ Test(localsink, sketch_to_json_line)
 
 Test(localsink, events_and_service_checks_to_json_lines)
 {
-    struct ls_sink *l;
     struct agg_record_sink rs;
-    cr_assert_eq(ls_create(outpath, &l), 0);
-    cr_assert_eq(ls_start(l), 0);
-    ls_record_sink(l, &rs);
+    struct ls_sink *l = started(outpath, NULL, &rs);
     struct cmn_slice tag = cmn_slice_cstr("env:dev");
     struct agg_event_rec ev = {
         .title = cmn_slice_cstr("deploy"),
@@ -253,15 +258,11 @@ Test(localsink, events_and_service_checks_to_json_lines)
 
 Test(localsink, summary_table)
 {
-    struct ls_sink *l;
     struct agg_record_sink rs;
     struct series s;
-    cr_assert_eq(ls_create(NULL, &l), 0);
     FILE *tab = tmpfile();
     cr_assert_not_null(tab);
-    ls_set_summary_stream(l, tab);
-    cr_assert_eq(ls_start(l), 0);
-    ls_record_sink(l, &rs);
+    struct ls_sink *l = started(NULL, tab, &rs);
     const char *tags[] = {"env:dev", "team:a"};
     int64_t ts[] = {1764072000, 1764072010};
     double v[] = {0.5, 0.25};
@@ -315,14 +316,11 @@ Test(localsink, unwritable_file_fails_start)
  * never a crash or a leak; every record is counted once. */
 Test(localsink, rows_survive_allocation_failures)
 {
-    struct ls_sink *l;
     struct agg_record_sink rs;
     struct series s;
-    cr_assert_eq(ls_create(NULL, &l), 0);
     FILE *tab = tmpfile();
-    ls_set_summary_stream(l, tab);
-    cr_assert_eq(ls_start(l), 0);
-    ls_record_sink(l, &rs);
+    cr_assert_not_null(tab);
+    struct ls_sink *l = started(NULL, tab, &rs);
     int64_t ts[] = {1764072000};
     double v[] = {0.5};
     uint64_t ok = 0, failed = 0;
@@ -360,12 +358,10 @@ Test(localsink, rows_survive_allocation_failures)
 
 Test(localsink, summary_with_nothing_received)
 {
-    struct ls_sink *l;
-    cr_assert_eq(ls_create(NULL, &l), 0);
+    struct agg_record_sink rs;
     FILE *tab = tmpfile();
     cr_assert_not_null(tab);
-    ls_set_summary_stream(l, tab);
-    cr_assert_eq(ls_start(l), 0);
+    struct ls_sink *l = started(NULL, tab, &rs);
     int calls = 0;
     ls_stop(l, stopped, &calls);
     ls_stop(l, stopped, &calls); /* idempotent: printed once */
