@@ -3,6 +3,10 @@
  * loop thread (the parser's buffers are borrowed), and their JSON bodies
  * (spec/pipeline.md §3.7), built on a pool thread with jansson.
  *
+ * Strings are copied repaired (each byte that is not valid UTF-8 becomes
+ * U+FFFD), so the JSON payloads and the record sink get the same valid
+ * text.
+ *
  * Host of an item: its own h: field, else its last host: tag, else the
  * aggregator's hostname. Special tags are removed as for metrics; the
  * extra tags are appended at serialization, skipping ones already present.

@@ -13,7 +13,10 @@
  *   agg__job (built on the loop, serialized on the pool, freed on the loop)
  *     takes the due buckets, the no-agg batch and the queued events by
  *     swapping; holds one reference on every ctx its entries point at, so
- *     context expiry never frees a ctx a worker is reading.
+ *     context expiry never frees a ctx a worker is reading. On the pool
+ *     its records are built (agg_hist.c), then serialized into payloads,
+ *     or, with a record sink, kept for the loop to hand over
+ *     (agg_records.c).
  */
 #ifndef DP_AGG_INTERNAL_H
 #define DP_AGG_INTERNAL_H
