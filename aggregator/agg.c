@@ -13,7 +13,7 @@
  * and the stop callback fires once the timer's close callback has run and
  * no job is left; nothing of the aggregator is touched after it.
  */
-#include "agg_internal.h"
+#include "agg_serialize.h"
 
 #include <math.h>
 #include <string.h>
@@ -60,9 +60,9 @@ int agg_create(uv_loop_t *loop, const struct agg_config *cfg,
     int rc;
 
     *out = NULL;
-    if (loop == NULL || cfg == NULL || submit == NULL ||
-        cfg->context_limit == 0 || cfg->no_agg_batch_size == 0 ||
-        cfg->tags_per_metric_max == 0 || !(cfg->flush_interval_s > 0))
+    if (loop == NULL || cfg == NULL || cfg->context_limit == 0 ||
+        cfg->no_agg_batch_size == 0 || cfg->tags_per_metric_max == 0 ||
+        !(cfg->flush_interval_s > 0))
         return UV_EINVAL;
     a = cmn_calloc(1, sizeof(*a));
     if (a == NULL)
@@ -140,6 +140,7 @@ void agg__job_free(struct agg *a, struct agg__job *j)
     for (size_t i = 0; i < j->nout; i++)
         fwd_payload_free(j->out[i]);
     cmn_free(j->out);
+    agg__job_records_free(j);
     agg__tagset_unref(j->extra);
     cmn_free(j);
 }
@@ -168,13 +169,19 @@ void agg__handle_closed(struct agg *a)
     agg__maybe_stopped(a);
 }
 
-/* Worker: serializes, then frees the entries' state (histogram samples,
- * sets, sketches) and clears the buckets' indexes, so that the loop only
- * releases context references, in steps (agg_step.c). */
+/* Worker: builds the records (agg_hist.c), serializes them unless a
+ * record sink takes them (then they are kept for the loop), then frees
+ * the entries' state (histogram samples, sets, sketches) and clears the
+ * buckets' indexes, so that the loop only releases context references, in
+ * steps (agg_step.c). */
 static void agg_work_cb(uv_work_t *req)
 {
     struct agg__job *j = req->data;
-    agg__serialize_job(j);
+    agg__job_records(j, j->a->has_rsink);
+    if (!j->a->has_rsink) {
+        agg__serialize_job(j);
+        agg__job_records_free(j); /* only the payloads wait for the loop */
+    }
     for (size_t i = 0; i < j->nbuckets; i++)
         agg__bucket_scrub(j->buckets[i]);
 }
@@ -195,6 +202,8 @@ static void agg_after_work_cb(uv_work_t *req, int status)
     struct agg *a = j->a;
 
     (void)status; /* never cancelled */
+    if (a->has_rsink)
+        agg__records_emit(j);
     for (size_t i = 0; i < j->nout; i++) {
         a->st.payloads++;
         a->submit(a->submit_data, j->out[i]);
@@ -222,6 +231,12 @@ static void agg_after_work_cb(uv_work_t *req, int status)
         agg_job_start(a, n);
     }
     agg__reap(a, j); /* its callback comes once its references are gone */
+}
+
+void agg_set_record_sink(struct agg *a, const struct agg_record_sink *sink)
+{
+    a->rsink = *sink;
+    a->has_rsink = true;
 }
 
 void agg_set_backpressure(struct agg *a, agg_full_fn full,
@@ -385,7 +400,7 @@ static void agg_timer_cb(uv_timer_t *t)
 
 int agg_start(struct agg *a)
 {
-    if (a->started || a->stopping)
+    if (a->started || a->stopping || (a->submit == NULL && !a->has_rsink))
         return UV_EINVAL;
     int rc = uv_timer_init(a->loop, &a->timer);
     if (rc)

@@ -3,13 +3,17 @@
  * loop thread (the parser's buffers are borrowed), and their JSON bodies
  * (spec/pipeline.md §3.7), built on a pool thread with jansson.
  *
+ * Strings are copied repaired (each byte that is not valid UTF-8 becomes
+ * U+FFFD), so the JSON payloads and the record sink get the same valid
+ * text.
+ *
  * Host of an item: its own h: field, else its last host: tag, else the
  * aggregator's hostname. Special tags are removed as for metrics; the
  * extra tags are appended at serialization, skipping ones already present.
  * A timestamp of 0 becomes the receive time (the Agent's addEvent /
  * addServiceCheck).
  */
-#include "agg_internal.h"
+#include "agg_serialize.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -35,14 +39,25 @@ static long agg_item_tags(struct agg *a, struct cmn_slice raw,
     return n < 0 ? -1 : w;
 }
 
-/* Copies the slices in[0..n) into the flexible area at *p. */
+/* Bytes src takes in a copy: invalid UTF-8 is repaired (each bad byte
+ * becomes the 3-byte U+FFFD), so every string handed out (payloads, record
+ * sink) is valid, as for metric contexts. */
+static size_t agg_put_len(struct cmn_slice src)
+{
+    return agg__utf8_valid(src) ? src.len : src.len * 3;
+}
+
+/* Copies src, repaired, into the flexible area at *p. */
 static void agg_put(char **p, struct cmn_slice *dst, struct cmn_slice src)
 {
-    if (src.len)
+    size_t n = src.len;
+    if (!agg__utf8_valid(src))
+        n = agg__utf8_fix_into(src, *p);
+    else if (src.len)
         memcpy(*p, src.p, src.len);
-    (*p)[src.len] = '\0';
-    *dst = cmn_slice(*p, src.len);
-    *p += src.len + 1;
+    (*p)[n] = '\0';
+    *dst = cmn_slice(*p, n);
+    *p += n + 1;
 }
 
 int agg__event_copy(struct agg *a, const struct agg_event *e, double now,
@@ -54,10 +69,11 @@ int agg__event_copy(struct agg *a, const struct agg_event *e, double now,
         return CMN_ETOOBIG;
     if (e->host.len > 0)
         host = e->host;
-    size_t bytes = e->title.len + e->text.len + host.len +
-                   e->aggregation_key.len + e->source_type_name.len + 5;
+    size_t bytes = agg_put_len(e->title) + agg_put_len(e->text) +
+                   agg_put_len(host) + agg_put_len(e->aggregation_key) +
+                   agg_put_len(e->source_type_name) + 5;
     for (long i = 0; i < nt; i++)
-        bytes += a->scratch_tags[i].len + 1;
+        bytes += agg_put_len(a->scratch_tags[i]) + 1;
     struct agg__event *v =
         cmn_malloc(sizeof(*v) + (size_t)nt * sizeof(struct cmn_slice) + bytes);
     if (v == NULL)
@@ -87,9 +103,10 @@ int agg__check_copy(struct agg *a, const struct agg_service_check *sc,
         return CMN_ETOOBIG;
     if (sc->host.len > 0)
         host = sc->host;
-    size_t bytes = sc->name.len + host.len + sc->message.len + 3;
+    size_t bytes = agg_put_len(sc->name) + agg_put_len(host) +
+                   agg_put_len(sc->message) + 3;
     for (long i = 0; i < nt; i++)
-        bytes += a->scratch_tags[i].len + 1;
+        bytes += agg_put_len(a->scratch_tags[i]) + 1;
     struct agg__check *v =
         cmn_malloc(sizeof(*v) + (size_t)nt * sizeof(struct cmn_slice) + bytes);
     if (v == NULL)
@@ -159,20 +176,6 @@ static json_t *agg_event_json(const struct agg__job *j,
         return NULL;
     }
     return o;
-}
-
-static int agg_ev_cmp(const void *x, const void *y)
-{
-    const struct agg__event *const *e = x, *const *f = y;
-    struct cmn_slice s = (*e)->source.len ? (*e)->source : CMN_SLICE_LIT("api");
-    struct cmn_slice t = (*f)->source.len ? (*f)->source : CMN_SLICE_LIT("api");
-    size_t n = s.len < t.len ? s.len : t.len;
-    int c = memcmp(s.p, t.p, n);
-    if (c == 0 && s.len != t.len)
-        c = s.len < t.len ? -1 : 1;
-    if (c == 0) /* stable: keep arrival order within a source */
-        c = (*e)->seq < (*f)->seq ? -1 : (*e)->seq > (*f)->seq;
-    return c;
 }
 
 /* Emits events [lo, hi) of the sorted array as one payload, halving when a
@@ -261,7 +264,7 @@ out:
 
 void agg__serialize_events(struct agg__job *j)
 {
-    qsort(j->events, j->nevents, sizeof(*j->events), agg_ev_cmp);
+    /* sorted by source type by agg__job_records */
     agg_emit_events(j, j->events, 0, j->nevents);
 }
 

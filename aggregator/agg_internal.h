@@ -13,7 +13,10 @@
  *   agg__job (built on the loop, serialized on the pool, freed on the loop)
  *     takes the due buckets, the no-agg batch and the queued events by
  *     swapping; holds one reference on every ctx its entries point at, so
- *     context expiry never frees a ctx a worker is reading.
+ *     context expiry never frees a ctx a worker is reading. On the pool
+ *     its records are built (agg_hist.c), then serialized into payloads,
+ *     or, with a record sink, kept for the loop to hand over
+ *     (agg_records.c).
  */
 #ifndef DP_AGG_INTERNAL_H
 #define DP_AGG_INTERNAL_H
@@ -197,6 +200,28 @@ enum {
     AGG__H_PCT
 };
 
+/* One series point of a flush (agg_hist.c): the value of one bucket entry
+ * for one name suffix. The records of one series (same context, suffix and
+ * API type) are adjacent, by time. */
+struct agg__rec {
+    struct agg__ctx *ctx;
+    int64_t ts;
+    double v;
+    uint16_t suffix; /* index in agg.suffix */
+    uint8_t api;     /* AGG__API_* */
+};
+
+/* One finished sketch of a flush, with its summary copied out (the sketch
+ * itself is freed when the worker scrubs the bucket). */
+struct agg__skrec {
+    struct agg__ctx *ctx;
+    int64_t ts;
+    const struct agg_sketch *sk; /* the bins: valid on the worker only */
+    int64_t cnt;
+    double min, max, sum, avg;
+    double p50, p99; /* only with a record sink (agg__job_records) */
+};
+
 /* Counters a worker fills; added into agg_stats on the loop thread. */
 struct agg__job_stats {
     uint64_t series, points, sketches, payloads, items_too_big,
@@ -216,7 +241,11 @@ struct agg__job {
     struct agg__check **checks; /* owned */
     size_t nchecks;
     struct agg__tagset *extra; /* one reference */
-    struct fwd_payload **out;  /* built by the worker, in order */
+    struct agg__rec *recs;     /* owned: series records (agg_hist.c) */
+    size_t nrecs;
+    struct agg__skrec *skrecs; /* owned: sketch records */
+    size_t nskrecs;
+    struct fwd_payload **out; /* built by the worker, in order */
     size_t nout, capout;
     struct agg__job_stats st;
     agg_done_cb cb;
@@ -227,8 +256,10 @@ struct agg {
     uv_loop_t *loop;
     struct agg_config cfg; /* deep copy */
     const char *host;      /* "" in serverless mode, else cfg.hostname */
-    fwd_submit_fn submit;
+    fwd_submit_fn submit;  /* NULL with a record sink */
     void *submit_data;
+    struct agg_record_sink rsink; /* rsink.data NULL: none */
+    bool has_rsink;
     agg_clock_fn clock; /* NULL = wall clock */
     void *clock_data;
     uint64_t clock_at;   /* uv_now() when clock_cached was read */
@@ -376,6 +407,27 @@ void agg__bucket_scrub(struct agg__bucket *b);
 bool agg__ex_unlink(struct agg *a, long *budget);
 bool agg__ex_scrub(struct agg *a, long *budget);
 
+/* agg_hist.c: builds the job's records (series with the histogram
+ * aggregates, finished sketches, events sorted) on the worker; quantiles:
+ * also each sketch's p50 and p99. */
+void agg__job_records(struct agg__job *j, bool quantiles);
+void agg__job_records_free(struct agg__job *j);
+
+/* agg_records.c */
+/* Hands the job's records to the record sink (loop thread, before the job's
+ * context references are released). */
+void agg__records_emit(struct agg__job *j);
+/* The tags of ctx plus the job's extra tags it lacks, into *out (grown as
+ * needed); with take_device, a device: tag is removed and returned in
+ * *device. Returns the count, or -1 when memory ran out. */
+long agg__tags(const struct agg__job *j, const struct agg__ctx *c,
+               struct cmn_slice **out, size_t *cap, bool take_device,
+               struct cmn_slice *device);
+/* tags + the job's extra tags they lack, into *out (grown as needed).
+ * Returns the count, or -1 when memory ran out. */
+long agg__tags_merge(const struct agg__job *j, const struct cmn_slice *tags,
+                     size_t n, struct cmn_slice **out, size_t *cap);
+
 /* agg_config.c */
 int agg__config_copy(struct agg_config *dst,
                      const struct agg_config *src) CMN_MUST_CHECK;
@@ -425,63 +477,15 @@ int agg__event_copy(struct agg *a, const struct agg_event *e, double now,
                     struct agg__event **out) CMN_MUST_CHECK;
 int agg__check_copy(struct agg *a, const struct agg_service_check *sc,
                     double now, struct agg__check **out) CMN_MUST_CHECK;
-void agg__serialize_events(struct agg__job *j);
-void agg__serialize_checks(struct agg__job *j);
 
-/* agg_serialize.c */
-/* Appends o as compact JSON; UV_ENOMEM leaves b as it was. */
-int agg__json_append(struct cmn_buf *b, const json_t *o) CMN_MUST_CHECK;
-/* Checked jansson building (its allocations can fail, through cmn_alloc):
- * each sets *ok to false when the container or value is NULL or the call
- * fails, and always consumes v. */
-void agg__jset(json_t *o, const char *key, json_t *v, bool *ok);
-void agg__jpush(json_t *arr, json_t *v, bool *ok);
-/* A JSON string of s; invalid UTF-8 bytes become U+FFFD. */
-json_t *agg__jstr(struct cmn_slice s);
+/* agg_serialize.c: UTF-8 (contexts are repaired at intake with these). */
 char *agg__utf8_fix(struct cmn_slice s, size_t *out_len);
 /* True when s is valid UTF-8 (no overlong forms, no surrogates). */
 bool agg__utf8_valid(struct cmn_slice s);
 /* Writes s with each invalid byte replaced by U+FFFD into o (at least
  * 3 * s.len bytes); returns the bytes written. */
 size_t agg__utf8_fix_into(struct cmn_slice s, char *o);
-void agg__serialize_job(struct agg__job *j);
-/* Compresses raw (borrowed) per the config into a new payload of kind;
- * NULL on failure. */
-struct fwd_payload *agg__make_payload(const struct agg_config *cfg,
-                                      enum fwd_kind kind, const char *raw,
-                                      size_t len);
-/* Adds p to the job's output (drops it on allocation failure). */
-void agg__job_out(struct agg__job *j, struct fwd_payload *p);
 /* The tags a series carries: ctx tags then extra tags it lacks. */
 bool agg__has_tag(const struct cmn_slice *tags, size_t n, struct cmn_slice t);
-
-/* Generic payload packer: items are byte chunks joined by sep between
- * prefix and suffix; payloads are cut by item points, uncompressed bytes
- * and compressed bytes; an item too big alone is dropped and counted. */
-struct agg__chunks {
-    struct cmn_buf data; /* the items' bytes back to back */
-    size_t *end;         /* end offset of item i */
-    uint32_t *points;    /* points of item i */
-    size_t n, cap;
-    bool failed; /* an allocation failed: some items are missing */
-};
-void agg__chunks_init(struct agg__chunks *c);
-void agg__chunks_free(struct agg__chunks *c);
-/* Drops the partly written item (after a failure) and marks c failed. */
-void agg__chunks_abort(struct agg__chunks *c);
-/* Closes the item just written into c->data; on failure the item is
- * dropped as by agg__chunks_abort. */
-int agg__chunks_close(struct agg__chunks *c, uint32_t points) CMN_MUST_CHECK;
-struct agg__pack_spec {
-    enum fwd_kind kind;
-    const char *prefix, *sep, *suffix;
-    size_t prefix_len, sep_len, suffix_len;
-    size_t max_points; /* 0 = no limit */
-    size_t max_raw, max_comp;
-    const char *route; /* NULL = the kind's default */
-    const char *content_type;
-};
-void agg__pack(struct agg__job *j, struct agg__chunks *c,
-               const struct agg__pack_spec *spec);
 
 #endif /* DP_AGG_INTERNAL_H */

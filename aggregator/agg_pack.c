@@ -10,7 +10,7 @@
  * counted (items_too_big), as the Agent's ItemTooBig. Runs on a pool
  * thread; touches only the job.
  */
-#include "agg_internal.h"
+#include "agg_serialize.h"
 
 #include <string.h>
 

@@ -5,17 +5,20 @@
  * immutable parts of the aggregator (config, suffix table) and contexts
  * (name, host, tags never change after interning).
  *
- * Per bucket entry the per-type value is computed (counter sum/10 as RATE,
- * histogram aggregates and percentiles); records of one (context, suffix,
- * API type) across buckets merge into one series with one point per
- * bucket. The protobuf wire format is written by hand in the order of
- * iterable_series.go; tests decode it with protobuf-c.
+ * The values are the job's records, computed and sorted before by
+ * agg_hist.c (counter sum/10 as RATE, histogram aggregates and
+ * percentiles, finished sketches); this file only writes fields. Records
+ * of one (context, suffix, API type) across buckets merge into one series
+ * with one point per bucket. The protobuf wire format is written by hand
+ * in the order of iterable_series.go; tests decode it with protobuf-c.
  *
- * Wire notes: tag = field << 3 | wire type; 0 varint, 1 fixed64, 2 length
+ * Wire notes: key = field << 3 | wire type; 0 varint, 1 fixed64, 2 length
  * delimited. E.g. MetricPoint {value 0.5, ts 1700000000} is
  *   09 <8 bytes LE double> 10 <varint ts>
+ * Every key is K(MESSAGE_FIELD): the field number and wire type generated
+ * from the .proto (agg_serialize.h), never a literal.
  */
-#include "agg_internal.h"
+#include "agg_serialize.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -52,15 +55,26 @@ static int pb_varint(struct cmn_buf *b, uint64_t v)
     return cmn_buf_append(b, tmp, pb_put_varint(tmp, v));
 }
 
-static int pb_key(struct cmn_buf *b, unsigned field, unsigned wt)
+/* The key of field MESSAGE_FIELD of agent_payload_fields.h. */
+#define K(F) AGG_PB_KEY(AGG_PB_##F)
+/* Keys written as one byte (fields 1-15). */
+#define K1(F) ((unsigned char)K(F))
+_Static_assert(K(METRIC_POINT_VALUE) < 0x80 &&
+                   K(METRIC_POINT_TIMESTAMP) < 0x80 &&
+                   K(ORIGIN_ORIGIN_SERVICE) < 0x80 &&
+                   K(METADATA_ORIGIN) < 0x80 &&
+                   K(SKETCH_PAYLOAD_METADATA) < 0x80,
+               "one-byte keys");
+
+static int pb_key(struct cmn_buf *b, unsigned key)
 {
-    return pb_varint(b, (uint64_t)field << 3 | wt);
+    return pb_varint(b, key);
 }
 
-static int pb_bytes(struct cmn_buf *b, unsigned field, const void *p,
-                    size_t len)
+/* key: a length-delimited field's */
+static int pb_bytes(struct cmn_buf *b, unsigned key, const void *p, size_t len)
 {
-    int rc = pb_key(b, field, 2);
+    int rc = pb_key(b, key);
     if (rc == 0)
         rc = pb_varint(b, len);
     if (rc == 0)
@@ -68,20 +82,22 @@ static int pb_bytes(struct cmn_buf *b, unsigned field, const void *p,
     return rc;
 }
 
-static int pb_double(struct cmn_buf *b, unsigned field, double v)
+/* key: a fixed64 field's */
+static int pb_double(struct cmn_buf *b, unsigned key, double v)
 {
     unsigned char tmp[8];
     uint64_t u;
     memcpy(&u, &v, 8);
     for (int i = 0; i < 8; i++)
         tmp[i] = (unsigned char)(u >> (8 * i));
-    int rc = pb_key(b, field, 1);
+    int rc = pb_key(b, key);
     return rc ? rc : cmn_buf_append(b, tmp, 8);
 }
 
-static int pb_uint(struct cmn_buf *b, unsigned field, uint64_t v)
+/* key: a varint field's */
+static int pb_uint(struct cmn_buf *b, unsigned key, uint64_t v)
 {
-    int rc = pb_key(b, field, 0);
+    int rc = pb_key(b, key);
     return rc ? rc : pb_varint(b, v);
 }
 
@@ -92,245 +108,28 @@ static uint32_t pb_zigzag(int32_t v)
 }
 
 /* A length-delimited field whose body is already in src. */
-static int pb_embed(struct cmn_buf *b, unsigned field,
-                    const struct cmn_buf *src)
+static int pb_embed(struct cmn_buf *b, unsigned key, const struct cmn_buf *src)
 {
-    return pb_bytes(b, field, src->p, src->len);
+    return pb_bytes(b, key, src->p, src->len);
 }
 
 /* Metadata { origin { product, category, service } } */
-static int pb_metadata(struct cmn_buf *b, unsigned field,
+static int pb_metadata(struct cmn_buf *b, unsigned key,
                        const struct agg_config *cfg)
 {
     unsigned char o[32], m[40];
     size_t on = 0, mn = 0;
-    o[on++] = 4 << 3;
+    o[on++] = K1(ORIGIN_ORIGIN_PRODUCT);
     on += pb_put_varint(o + on, cfg->origin_product);
-    o[on++] = 5 << 3;
+    o[on++] = K1(ORIGIN_ORIGIN_CATEGORY);
     on += pb_put_varint(o + on, cfg->origin_category);
-    o[on++] = 6 << 3;
+    o[on++] = K1(ORIGIN_ORIGIN_SERVICE);
     on += pb_put_varint(o + on, cfg->origin_service);
-    m[mn++] = 1 << 3 | 2;
+    m[mn++] = K1(METADATA_ORIGIN);
     mn += pb_put_varint(m + mn, on);
     memcpy(m + mn, o, on);
     mn += on;
-    return pb_bytes(b, field, m, mn);
-}
-
-/* ---- series records ---------------------------------------------------- */
-
-struct agg_rec {
-    struct agg__ctx *ctx;
-    int64_t ts;
-    double v;
-    uint16_t suffix;
-    uint8_t api;
-};
-
-static int agg_rec_cmp(const void *x, const void *y)
-{
-    const struct agg_rec *r = x, *s = y;
-    if (r->ctx->id != s->ctx->id)
-        return r->ctx->id < s->ctx->id ? -1 : 1;
-    if (r->suffix != s->suffix)
-        return r->suffix < s->suffix ? -1 : 1;
-    if (r->api != s->api)
-        return r->api < s->api ? -1 : 1;
-    return r->ts < s->ts ? -1 : r->ts > s->ts;
-}
-
-static int agg_hs_cmp(const void *x, const void *y)
-{
-    const struct agg__hsample *r = x, *s = y;
-    return r->v < s->v ? -1 : r->v > s->v;
-}
-
-/* a + b, saturating at INT64_MAX / INT64_MIN instead of wrapping. Weights
- * are bounded by the rate floor, so this only guards the invariant. */
-static inline int64_t agg_sat_add(int64_t a, int64_t b)
-{
-    int64_t r;
-    if (__builtin_add_overflow(a, b, &r))
-        return b > 0 ? INT64_MAX : INT64_MIN;
-    return r;
-}
-
-/* First sorted sample whose running weight is greater than target. */
-static double agg_hist_rank(const struct agg__hist *h, int64_t target)
-{
-    int64_t run = 0;
-    for (uint32_t i = 0; i < h->n; i++) {
-        run = agg_sat_add(run, h->s[i].w);
-        if (run > target)
-            return h->s[i].v;
-    }
-    return h->s[h->n - 1].v;
-}
-
-/* Appends the records of a histogram entry (histogram.go flush). Exact
- * storage: the samples sorted, ranked by weight. Past the exact-storage
- * threshold: count, sum, min, max and avg from the exact summaries, the
- * median and the percentiles from the sketch (1/128 relative error). */
-static size_t agg_hist_recs(const struct agg *a, struct agg__hist *h,
-                            struct agg_rec *out, struct agg_rec proto)
-{
-    int64_t count = 0;
-    double sum = h->sum + h->comp; /* Σ value/rate, not Σ value×w */
-    double min, max;
-    size_t n = 0;
-
-    if (h->sk != NULL) {
-        if (h->count == 0 || agg_sketch_finish(h->sk) != 0)
-            return 0;
-        count = h->count;
-        min = h->min;
-        max = h->max;
-    } else {
-        if (h->n == 0)
-            return 0;
-        qsort(h->s, h->n, sizeof(*h->s), agg_hs_cmp);
-        for (uint32_t i = 0; i < h->n; i++)
-            count = agg_sat_add(count, h->s[i].w);
-        if (count == 0)
-            return 0;
-        min = h->s[0].v;
-        max = h->s[h->n - 1].v;
-    }
-    for (size_t k = 1; k < a->nsuffix; k++) {
-        const struct agg__suffix *s = &a->suffix[k];
-        struct agg_rec r = proto;
-        r.suffix = (uint16_t)k;
-        r.api = s->api_type;
-        switch (s->what) {
-        case AGG__H_MAX:
-            r.v = max;
-            break;
-        case AGG__H_MIN:
-            r.v = min;
-            break;
-        case AGG__H_MEDIAN:
-            r.v = h->sk ? agg_sketch_quantile(h->sk, 0.5)
-                        : agg_hist_rank(h, (count - 1) / 2);
-            break;
-        case AGG__H_AVG:
-            r.v = sum / (double)count;
-            break;
-        case AGG__H_SUM:
-            r.v = sum;
-            break;
-        case AGG__H_COUNT:
-            r.v = (double)count / AGG_BUCKET_SECS;
-            break;
-        default: /* AGG__H_PCT */
-            r.v = h->sk
-                      ? agg_sketch_quantile(h->sk, (double)s->pct / 100.0)
-                      : agg_hist_rank(
-                            h, (int64_t)(((__int128)s->pct * count - 1) / 100));
-            break;
-        }
-        out[n++] = r;
-    }
-    return n;
-}
-
-/* All series records of the job's buckets; *n is set. NULL on OOM. */
-static struct agg_rec *agg_job_recs(struct agg__job *j, size_t *n)
-{
-    const struct agg *a = j->a;
-    size_t cap = 0, w = 0;
-
-    for (size_t i = 0; i < j->nbuckets; i++)
-        cap += (size_t)j->buckets[i]->nseries * a->nsuffix;
-    *n = 0;
-    if (cap == 0)
-        return NULL;
-    struct agg_rec *r = cmn_calloc(cap, sizeof(*r));
-    if (r == NULL)
-        return NULL;
-    for (size_t i = 0; i < j->nbuckets; i++) {
-        const struct agg__bucket *b = j->buckets[i];
-        for (uint32_t k = 0; k < b->n; k++) {
-            const struct agg__entry *e = &b->ents[k];
-            struct agg_rec p = {e->ctx, b->start, 0, 0, AGG__API_GAUGE};
-            switch (e->kind) {
-            case AGG_GAUGE:
-                p.v = e->u.gauge;
-                break;
-            case AGG_COUNTER:
-                p.v = e->u.sum / AGG_BUCKET_SECS;
-                p.api = AGG__API_RATE;
-                break;
-            case AGG_SET:
-                p.v = (double)e->u.set->n;
-                break;
-            case AGG_HISTOGRAM:
-            case AGG_TIMING:
-                w += agg_hist_recs(a, e->u.hist, r + w, p);
-                continue;
-            default:
-                continue; /* sketches */
-            }
-            r[w++] = p;
-        }
-    }
-    /* A sum can overflow to +/-Inf (ten c:1e308, two h:1e308): such a
-     * point is dropped and counted, never sent. */
-    size_t f = 0;
-    for (size_t i = 0; i < w; i++) {
-        if (isfinite(r[i].v))
-            r[f++] = r[i];
-        else
-            j->st.nonfinite++;
-    }
-    *n = f;
-    return r;
-}
-
-/* ---- tags --------------------------------------------------------------- */
-
-bool agg__has_tag(const struct cmn_slice *tags, size_t n, struct cmn_slice t)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (cmn_slice_eq(tags[i], t))
-            return true;
-    }
-    return false;
-}
-
-/* The tags of ctx plus the extra tags it lacks, into *out (grown as
- * needed). With take_device, a device: tag is removed and returned. */
-static long agg_tags(const struct agg__job *j, const struct agg__ctx *c,
-                     struct cmn_slice **out, size_t *cap, bool take_device,
-                     struct cmn_slice *device)
-{
-    size_t need = c->ntags + (j->extra ? j->extra->n : 0), n = 0;
-    if (need > *cap) {
-        struct cmn_slice *nt = cmn_reallocarray(*out, need, sizeof(*nt));
-        if (nt == NULL)
-            return -1;
-        *out = nt;
-        *cap = need;
-    }
-    device->p = NULL;
-    device->len = 0;
-    for (uint32_t i = 0; i < c->ntags; i++)
-        (*out)[n++] = agg__itag_slice(c->tags[i]);
-    for (size_t i = 0; j->extra && i < j->extra->n; i++) {
-        if (!agg__has_tag(*out, c->ntags, j->extra->tags[i]))
-            (*out)[n++] = j->extra->tags[i];
-    }
-    if (take_device) {
-        size_t w = 0;
-        for (size_t i = 0; i < n; i++) {
-            if (cmn_slice_has_prefix((*out)[i], "device:")) {
-                *device = cmn_slice((*out)[i].p + 7, (*out)[i].len - 7);
-                continue;
-            }
-            (*out)[w++] = (*out)[i];
-        }
-        n = w;
-    }
-    return (long)n;
+    return pb_bytes(b, key, m, mn);
 }
 
 /* ---- v2 series ----------------------------------------------------------- */
@@ -349,11 +148,11 @@ static int agg_res(struct cmn_buf *b, const char *type, struct cmn_slice name)
     struct cmn_buf r;
     int rc;
     cmn_buf_init(&r, (size_t)1 << 30);
-    rc = pb_bytes(&r, 1, type, strlen(type));
+    rc = pb_bytes(&r, K(RESOURCE_TYPE), type, strlen(type));
     if (rc == 0)
-        rc = pb_bytes(&r, 2, name.p, name.len);
+        rc = pb_bytes(&r, K(RESOURCE_NAME), name.p, name.len);
     if (rc == 0)
-        rc = pb_embed(b, 1, &r);
+        rc = pb_embed(b, K(METRIC_SERIES_RESOURCES), &r);
     cmn_buf_free(&r);
     return rc;
 }
@@ -361,12 +160,12 @@ static int agg_res(struct cmn_buf *b, const char *type, struct cmn_slice name)
 /* One MetricSeries as field 1 of MetricPayload, into the chunks. */
 static int agg_v2_series(struct agg_ser *s, const struct agg__ctx *c,
                          const char *suffix, uint8_t api,
-                         const struct agg_rec *pts, size_t npts,
+                         const struct agg__rec *pts, size_t npts,
                          const struct agg__noagg *na)
 {
     struct cmn_slice dev;
     struct cmn_buf *b = &s->sb;
-    long nt = agg_tags(s->j, c, &s->tags, &s->tcap, true, &dev);
+    long nt = agg__tags(s->j, c, &s->tags, &s->tcap, true, &dev);
     size_t sl = strlen(suffix);
     int rc;
 
@@ -377,7 +176,7 @@ static int agg_v2_series(struct agg_ser *s, const struct agg__ctx *c,
     if (rc == 0 && dev.p != NULL)
         rc = agg_res(b, "device", dev);
     if (rc == 0)
-        rc = pb_key(b, 2, 2);
+        rc = pb_key(b, K(METRIC_SERIES_METRIC));
     if (rc == 0)
         rc = pb_varint(b, c->name.len + sl);
     if (rc == 0)
@@ -385,11 +184,11 @@ static int agg_v2_series(struct agg_ser *s, const struct agg__ctx *c,
     if (rc == 0)
         rc = cmn_buf_append(b, suffix, sl);
     for (long i = 0; rc == 0 && i < nt; i++)
-        rc = pb_bytes(b, 3, s->tags[i].p, s->tags[i].len);
+        rc = pb_bytes(b, K(METRIC_SERIES_TAGS), s->tags[i].p, s->tags[i].len);
     if (rc == 0)
-        rc = pb_uint(b, 5, api);
+        rc = pb_uint(b, K(METRIC_SERIES_TYPE), api);
     if (rc == 0)
-        rc = pb_uint(b, 8, AGG_BUCKET_SECS);
+        rc = pb_uint(b, K(METRIC_SERIES_INTERVAL), AGG_BUCKET_SECS);
     for (size_t i = 0; rc == 0 && i < (na ? 1 : npts); i++) {
         unsigned char pt[24];
         double v = na ? na->value : pts[i].v;
@@ -397,17 +196,17 @@ static int agg_v2_series(struct agg_ser *s, const struct agg__ctx *c,
         uint64_t u;
         size_t n = 0;
         memcpy(&u, &v, 8);
-        pt[n++] = 1 << 3 | 1;
+        pt[n++] = K1(METRIC_POINT_VALUE);
         for (int k = 0; k < 8; k++)
             pt[n++] = (unsigned char)(u >> (8 * k));
-        pt[n++] = 2 << 3;
+        pt[n++] = K1(METRIC_POINT_TIMESTAMP);
         n += pb_put_varint(pt + n, (uint64_t)ts);
-        rc = pb_bytes(b, 4, pt, n);
+        rc = pb_bytes(b, K(METRIC_SERIES_POINTS), pt, n);
     }
     if (rc == 0)
-        rc = pb_metadata(b, 9, &s->j->a->cfg);
+        rc = pb_metadata(b, K(METRIC_SERIES_METADATA), &s->j->a->cfg);
     if (rc == 0)
-        rc = pb_embed(&s->ch.data, 1, b);
+        rc = pb_embed(&s->ch.data, K(METRIC_PAYLOAD_SERIES), b);
     if (rc == 0)
         rc = agg__chunks_close(&s->ch, (uint32_t)(na ? 1 : npts));
     return rc;
@@ -560,12 +359,12 @@ json_t *agg__jstr(struct cmn_slice s)
 
 static int agg_v1_series(struct agg_ser *s, const struct agg__ctx *c,
                          const char *suffix, uint8_t api,
-                         const struct agg_rec *pts, size_t npts,
+                         const struct agg__rec *pts, size_t npts,
                          const struct agg__noagg *na)
 {
     static const char *const types[] = {"", "count", "rate", "gauge"};
     struct cmn_slice dev;
-    long nt = agg_tags(s->j, c, &s->tags, &s->tcap, true, &dev);
+    long nt = agg__tags(s->j, c, &s->tags, &s->tcap, true, &dev);
     json_t *o = json_object(), *jp = json_array(), *jt = json_array();
     char *name = NULL;
     int rc = UV_ENOMEM;
@@ -661,10 +460,10 @@ static void agg_series_cut(struct agg__job *j, struct agg_ser *s,
 static void agg_serialize_series(struct agg__job *j)
 {
     struct agg_ser s = {.j = j, .v1 = !j->a->cfg.use_v2_series};
-    size_t nrec = 0;
-    struct agg_rec *r = agg_job_recs(j, &nrec);
+    size_t nrec = j->nrecs;
+    const struct agg__rec *r = j->recs;
     int (*one)(struct agg_ser *, const struct agg__ctx *, const char *, uint8_t,
-               const struct agg_rec *, size_t, const struct agg__noagg *) =
+               const struct agg__rec *, size_t, const struct agg__noagg *) =
         s.v1 ? agg_v1_series : agg_v2_series;
     struct agg__pack_spec spec;
 
@@ -672,14 +471,6 @@ static void agg_serialize_series(struct agg__job *j)
     agg__chunks_init(&s.ch);
     cmn_buf_init(&s.sb, (size_t)1 << 30);
     cmn_buf_init(&s.tb, (size_t)1 << 30);
-    if (r == NULL && nrec == 0) {
-        for (size_t i = 0; i < j->nbuckets; i++) {
-            if (j->buckets[i]->nseries > 0)
-                j->st.payloads_dropped++; /* records lost to OOM */
-        }
-    }
-    if (nrec > 1)
-        qsort(r, nrec, sizeof(*r), agg_rec_cmp);
     for (size_t i = 0; i < nrec;) {
         size_t k = i + 1;
         while (k < nrec && r[k].ctx == r[i].ctx && r[k].suffix == r[i].suffix &&
@@ -697,10 +488,8 @@ static void agg_serialize_series(struct agg__job *j)
     }
     for (size_t i = 0; i < j->nnoagg; i++) {
         const struct agg__noagg *na = &j->noagg[i];
-        if (!isfinite(na->value)) { /* finite at intake: an invariant */
-            j->st.nonfinite++;
+        if (!isfinite(na->value)) /* counted by agg__job_records */
             continue;
-        }
         if (one(&s, na->ctx, "", na->api_type, NULL, 0, na) != 0)
             agg__chunks_abort(&s.ch);
         else {
@@ -716,50 +505,35 @@ static void agg_serialize_series(struct agg__job *j)
     cmn_buf_free(&s.sb);
     cmn_buf_free(&s.tb);
     cmn_free(s.tags);
-    cmn_free(r);
 }
 
 /* ---- sketches -------------------------------------------------------------
  */
 
-struct agg_skrec {
-    struct agg__ctx *ctx;
-    int64_t ts;
-    struct agg_sketch *sk;
-};
-
-static int agg_skrec_cmp(const void *x, const void *y)
-{
-    const struct agg_skrec *r = x, *s = y;
-    if (r->ctx->id != s->ctx->id)
-        return r->ctx->id < s->ctx->id ? -1 : 1;
-    return r->ts < s->ts ? -1 : r->ts > s->ts;
-}
-
 static int agg_dogsketch(struct cmn_buf *b, struct cmn_buf *tmp,
-                         const struct agg_skrec *r)
+                         const struct agg__skrec *r)
 {
     const struct agg_sketch *k = r->sk;
     int rc;
 
     cmn_buf_reset(tmp);
-    rc = pb_uint(tmp, 1, (uint64_t)r->ts);
+    rc = pb_uint(tmp, K(DOGSKETCH_TS), (uint64_t)r->ts);
     if (rc == 0)
-        rc = pb_uint(tmp, 2, (uint64_t)k->cnt);
+        rc = pb_uint(tmp, K(DOGSKETCH_CNT), (uint64_t)r->cnt);
     if (rc == 0)
-        rc = pb_double(tmp, 3, k->min);
+        rc = pb_double(tmp, K(DOGSKETCH_MIN), r->min);
     if (rc == 0)
-        rc = pb_double(tmp, 4, k->max);
+        rc = pb_double(tmp, K(DOGSKETCH_MAX), r->max);
     if (rc == 0)
-        rc = pb_double(tmp, 5, k->avg);
+        rc = pb_double(tmp, K(DOGSKETCH_AVG), r->avg);
     if (rc == 0)
-        rc = pb_double(tmp, 6, k->sum);
+        rc = pb_double(tmp, K(DOGSKETCH_SUM), r->sum);
     if (rc == 0 && k->nbins > 0) {
         size_t len = 0;
         for (uint32_t i = 0; i < k->nbins; i++) {
             len += pb_varint_len(pb_zigzag(k->bins[i].k));
         }
-        rc = pb_key(tmp, 7, 2);
+        rc = pb_key(tmp, K(DOGSKETCH_K));
         if (rc == 0)
             rc = pb_varint(tmp, len);
         for (uint32_t i = 0; rc == 0 && i < k->nbins; i++) {
@@ -769,14 +543,14 @@ static int agg_dogsketch(struct cmn_buf *b, struct cmn_buf *tmp,
         for (uint32_t i = 0; i < k->nbins; i++)
             len += pb_varint_len(k->bins[i].n);
         if (rc == 0)
-            rc = pb_key(tmp, 8, 2);
+            rc = pb_key(tmp, K(DOGSKETCH_N));
         if (rc == 0)
             rc = pb_varint(tmp, len);
         for (uint32_t i = 0; rc == 0 && i < k->nbins; i++)
             rc = pb_varint(tmp, k->bins[i].n);
     }
     if (rc == 0)
-        rc = pb_embed(b, 7, tmp);
+        rc = pb_embed(b, K(SKETCH_DOGSKETCHES), tmp);
     return rc;
 }
 
@@ -784,38 +558,11 @@ static void agg_serialize_sketches(struct agg__job *j)
 {
     struct agg_ser s = {.j = j};
     struct cmn_buf tmp;
-    size_t n = 0, cap = 0;
+    const struct agg__skrec *r = j->skrecs;
+    size_t n = j->nskrecs;
 
-    for (size_t i = 0; i < j->nbuckets; i++)
-        cap += j->buckets[i]->n - j->buckets[i]->nseries;
-    if (cap == 0)
+    if (n == 0)
         return;
-    struct agg_skrec *r = cmn_calloc(cap, sizeof(*r));
-    if (r == NULL) {
-        j->st.payloads_dropped++;
-        return;
-    }
-    for (size_t i = 0; i < j->nbuckets; i++) {
-        struct agg__bucket *b = j->buckets[i];
-        for (uint32_t k = 0; k < b->n; k++) {
-            struct agg__entry *e = &b->ents[k];
-            if (e->kind != AGG_DISTRIBUTION || e->u.sk->cnt == 0)
-                continue;
-            if (agg_sketch_finish(e->u.sk) != 0) {
-                j->st.payloads_dropped++;
-                continue;
-            }
-            if (!isfinite(e->u.sk->sum) || !isfinite(e->u.sk->avg)) {
-                j->st.nonfinite++; /* two d:1e308: the sum overflowed */
-                continue;
-            }
-            r[n].ctx = e->ctx;
-            r[n].ts = b->start;
-            r[n].sk = e->u.sk;
-            n++;
-        }
-    }
-    qsort(r, n, sizeof(*r), agg_skrec_cmp);
     agg__chunks_init(&s.ch);
     cmn_buf_init(&s.sb, (size_t)1 << 30);
     cmn_buf_init(&tmp, (size_t)1 << 30);
@@ -825,21 +572,21 @@ static void agg_serialize_sketches(struct agg__job *j)
         const struct agg__ctx *c = r[i].ctx;
         while (k < n && r[k].ctx == c)
             k++;
-        long nt = agg_tags(j, c, &s.tags, &s.tcap, false, &dev);
+        long nt = agg__tags(j, c, &s.tags, &s.tcap, false, &dev);
         int rc = nt < 0 ? UV_ENOMEM : 0;
         cmn_buf_reset(&s.sb);
         if (rc == 0)
-            rc = pb_bytes(&s.sb, 1, c->name.p, c->name.len);
+            rc = pb_bytes(&s.sb, K(SKETCH_METRIC), c->name.p, c->name.len);
         if (rc == 0)
-            rc = pb_bytes(&s.sb, 2, c->host.p, c->host.len);
+            rc = pb_bytes(&s.sb, K(SKETCH_HOST), c->host.p, c->host.len);
         for (long t = 0; rc == 0 && t < nt; t++)
-            rc = pb_bytes(&s.sb, 4, s.tags[t].p, s.tags[t].len);
+            rc = pb_bytes(&s.sb, K(SKETCH_TAGS), s.tags[t].p, s.tags[t].len);
         for (size_t p = i; rc == 0 && p < k; p++)
             rc = agg_dogsketch(&s.sb, &tmp, &r[p]);
         if (rc == 0)
-            rc = pb_metadata(&s.sb, 8, &j->a->cfg);
+            rc = pb_metadata(&s.sb, K(SKETCH_METADATA), &j->a->cfg);
         if (rc == 0)
-            rc = pb_embed(&s.ch.data, 1, &s.sb);
+            rc = pb_embed(&s.ch.data, K(SKETCH_PAYLOAD_SKETCHES), &s.sb);
         if (rc == 0)
             rc = agg__chunks_close(&s.ch, (uint32_t)(k - i));
         if (rc == 0)
@@ -850,8 +597,8 @@ static void agg_serialize_sketches(struct agg__job *j)
     }
     if (s.ch.failed)
         j->st.payloads_dropped++;
-    /* footer: an empty CommonMetadata (field 2) */
-    static const char footer[] = {2 << 3 | 2, 0};
+    /* footer: an empty CommonMetadata */
+    static const char footer[] = {K1(SKETCH_PAYLOAD_METADATA), 0};
     struct agg__pack_spec spec = {
         .kind = FWD_KIND_SKETCHES,
         .prefix = "",
@@ -868,7 +615,6 @@ static void agg_serialize_sketches(struct agg__job *j)
     cmn_buf_free(&s.sb);
     cmn_buf_free(&tmp);
     cmn_free(s.tags);
-    cmn_free(r);
 }
 
 void agg__serialize_job(struct agg__job *j)

@@ -224,7 +224,8 @@ struct agg;
 typedef double (*agg_clock_fn)(void *data);
 
 /* Creates an aggregator on loop (borrowed). submit receives every payload
- * (ownership passes to it) on the loop thread. Copies cfg. */
+ * (ownership passes to it) on the loop thread; NULL when a record sink will
+ * be set (agg_set_record_sink). Copies cfg. */
 int agg_create(uv_loop_t *loop, const struct agg_config *cfg,
                fwd_submit_fn submit, void *submit_data,
                struct agg **out) CMN_MUST_CHECK;
@@ -250,7 +251,88 @@ typedef void (*agg_on_space_fn)(void *data, fwd_space_cb cb, void *arg);
 void agg_set_backpressure(struct agg *a, agg_full_fn full,
                           agg_on_space_fn on_space, void *data);
 
-/* Starts the periodic flush timer. */
+/* ---- Records: a flush before serialization --------------------------------
+ * With a record sink the aggregator hands each flush's records to it
+ * instead of serializing payloads (the local sink, localsink/). The
+ * records are the same values the payloads would carry, in the same
+ * order: series by context, name suffix and time, then the timestamped
+ * samples of the no-aggregation path; sketches by context and time; events
+ * by source type then arrival; service checks by arrival. Every string is
+ * valid UTF-8 (repaired at intake). */
+enum agg_series_type {
+    AGG_SERIES_COUNT = 1,
+    AGG_SERIES_RATE = 2,
+    AGG_SERIES_GAUGE = 3
+};
+
+struct agg_point {
+    int64_t ts; /* unix seconds: the bucket's start, or the client's |T */
+    double v;   /* finite */
+};
+
+/* One series. The series' name is name followed by suffix. */
+struct agg_series_rec {
+    struct cmn_slice name;
+    const char *suffix; /* "" or a histogram aggregate's, ".max" */
+    struct cmn_slice host;
+    struct cmn_slice device;      /* the device: tag's value; p NULL: none */
+    const struct cmn_slice *tags; /* the context's tags, then the extra
+                                     tags it lacks; device: left out */
+    size_t ntags;
+    enum agg_series_type type;
+    int64_t interval; /* seconds (10) */
+    const struct agg_point *points;
+    size_t npoints; /* at least 1 */
+};
+
+/* One sketch (a distribution's 10 s bucket) with its summary. */
+struct agg_sketch_rec {
+    struct cmn_slice name, host;
+    const struct cmn_slice *tags; /* as series, device: kept */
+    size_t ntags;
+    int64_t ts;
+    int64_t cnt;
+    double min, max, sum, avg;
+    double p50, p99; /* agg_sketch_quantile: within 1/128 */
+};
+
+struct agg_event_rec {
+    struct cmn_slice title, text, host, aggregation_key, source_type_name;
+    int64_t ts;
+    enum agg_event_priority priority;
+    enum agg_alert_type alert_type;
+    const struct cmn_slice *tags; /* the event's, then the extra tags */
+    size_t ntags;
+};
+
+struct agg_check_rec {
+    struct cmn_slice name, host, message;
+    int status; /* 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN */
+    int64_t ts;
+    const struct cmn_slice *tags;
+    size_t ntags;
+};
+
+/* Where a flush's records go. Every callback runs on the loop thread; a
+ * record and everything it points at is borrowed for the call. */
+struct agg_record_sink {
+    void (*series)(void *data, const struct agg_series_rec *r);
+    void (*sketch)(void *data, const struct agg_sketch_rec *r);
+    void (*event)(void *data, const struct agg_event_rec *r);
+    void (*check)(void *data, const struct agg_check_rec *r);
+    /* after the last record of a flush that had any; may be NULL */
+    void (*flushed)(void *data);
+    void *data;
+};
+
+/* Sends every flush's records to sink (copied; its data borrowed until the
+ * aggregator's stop callback) instead of serializing payloads: agg_create's
+ * submit may then be NULL, and back-pressure does not apply. Loop thread,
+ * before agg_start. */
+void agg_set_record_sink(struct agg *a, const struct agg_record_sink *sink);
+
+/* Starts the periodic flush timer. UV_EINVAL when there is neither a submit
+ * function nor a record sink. */
 int agg_start(struct agg *a) CMN_MUST_CHECK;
 
 /* Hot path. Adds every value of one metric line. Returns 0 when accepted,

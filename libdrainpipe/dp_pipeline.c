@@ -145,7 +145,7 @@ void dp__stats_fill(struct dp_pipeline *p, struct dp_stats *st)
     st->series_flushed = ls.agg.series_flushed;
     st->sketches_flushed = ls.agg.sketches_flushed;
     st->payloads = ls.agg.payloads;
-    st->delivered = ls.fwd.delivered + ls.local.payloads;
+    st->delivered = ls.fwd.delivered + ls.local.batches;
     st->dropped_payloads = ls.fwd.dropped_400 + ls.fwd.dropped_403 +
                            ls.fwd.dropped_413 + ls.fwd.dropped_evicted +
                            ls.fwd.dropped_other + ls.fwd.abandoned +

@@ -48,7 +48,7 @@ struct lc_pipeline {
     uv_loop_t *loop;
     struct lc_manager *m;
     struct fwd *fwd;        /* owned by the registry once registered */
-    struct lc_local *local; /* idem */
+    struct ls_sink *local;  /* idem */
     struct agg *agg;        /* idem */
     struct dsd *dsd;        /* idem; NULL when no listener could bind */
     struct lc_dsd_comp *dc; /* idem */
@@ -97,7 +97,7 @@ static const struct lc_ops fwd_ops = {fwdc_start, fwdc_stop, fwdc_destroy};
  * and the aggregator, by cause (dogstatsd parse errors by reason). The
  * server's agg_rejected is left out: the aggregator counts those lines
  * under their own cause. */
-static size_t pipeline_drops(void *data, struct lc_drop *out, size_t max)
+static size_t pipeline_drops(void *data, struct ls_drop *out, size_t max)
 {
     static const char *const parse[DSD_ERR_MAX] = {
         [DSD_ERR_NO_PIPE] = "lines not parsed: no '|'",
@@ -119,9 +119,9 @@ static size_t pipeline_drops(void *data, struct lc_drop *out, size_t max)
 
     lc_pipeline_get_stats(p, &st);
     for (int i = 1; i < DSD_ERR_MAX && n < max; i++)
-        out[n++] = (struct lc_drop){parse[i] ? parse[i] : dsd_err_str(i),
+        out[n++] = (struct ls_drop){parse[i] ? parse[i] : dsd_err_str(i),
                                     st.dsd.parse_errors[i]};
-    const struct lc_drop rest[] = {
+    const struct ls_drop rest[] = {
         {"unterminated last lines (dogstatsd_eol_required)",
          st.dsd.unterminated},
         {"datagrams over dogstatsd_buffer_size", st.dsd.packets_truncated},
@@ -155,17 +155,17 @@ static size_t pipeline_drops(void *data, struct lc_drop *out, size_t max)
 
 static int localc_start(void *self)
 {
-    return lc_local_start(self);
+    return ls_start(self);
 }
 
 static void localc_stop(void *self, lc_stopped_fn done, void *arg)
 {
-    lc_local_stop(self, done, arg);
+    ls_stop(self, done, arg);
 }
 
 static void localc_destroy(void *self)
 {
-    lc_local_destroy(self);
+    ls_destroy(self);
 }
 
 static const struct lc_ops local_ops = {localc_start, localc_stop,
@@ -269,19 +269,19 @@ static int create_sink(struct lc_pipeline *p,
 {
     int rc;
     if (p->local_mode) {
-        rc = lc_local_create(p->loop, c->local_file, &p->local);
+        rc = ls_create(c->local_file, &p->local);
         if (rc != 0)
             return rc;
-        lc_local_set_drops_fn(p->local, pipeline_drops, p);
+        ls_set_drops_fn(p->local, pipeline_drops, p);
         rc = lc_register(p->m, "local-sink", NULL, &local_ops, p->local,
                          LC_LOCAL_STOP_TIMEOUT_MS);
         if (rc != 0) {
-            lc_local_destroy(p->local);
+            ls_destroy(p->local);
             p->local = NULL;
             return rc;
         }
-        *submit = lc_local_submit;
-        *data = p->local;
+        *submit = NULL; /* records go to the local sink (see below) */
+        *data = NULL;
         *name = "local-sink";
         if (c->local_file == NULL)
             CMN_LOGI(COMP, "no DD_API_KEY set: metrics are not sent; a "
@@ -394,6 +394,11 @@ int lc_pipeline_complete(struct lc_pipeline *p,
         return rc;
     if (p->fwd != NULL) /* the serializer waits while the queue is full */
         agg_set_backpressure(p->agg, fwd_sink_full, fwd_sink_on_space, p->fwd);
+    if (p->local != NULL) { /* the flush's records, never payloads */
+        struct agg_record_sink rs;
+        ls_record_sink(p->local, &rs);
+        agg_set_record_sink(p->agg, &rs);
+    }
     const char *const agg_deps[] = {sink_name, NULL};
     rc = lc_register(p->m, "aggregator", agg_deps, &agg_ops, p->agg,
                      c->aggregator_stop_timeout_ms);
@@ -779,13 +784,15 @@ static void report_undelivered(const struct lc_pipeline *p, bool clean)
     add_count(buf, sizeof(buf), &off, "payloads evicted from the retry queue",
               st.fwd.dropped_evicted);
     add_count(buf, sizeof(buf), &off, "payloads submitted after stop",
-              st.fwd.dropped_stopped + st.local.dropped_stopped);
+              st.fwd.dropped_stopped);
+    add_count(buf, sizeof(buf), &off,
+              "records that reached the local sink "
+              "after its stop",
+              st.local.dropped_stopped);
     add_count(buf, sizeof(buf), &off, "payloads dropped for other reasons",
               st.fwd.dropped_other);
     add_count(buf, sizeof(buf), &off, "payloads abandoned at the deadline",
               st.fwd.abandoned);
-    add_count(buf, sizeof(buf), &off, "payloads that could not be decoded",
-              st.local.decode_errors);
     add_count(buf, sizeof(buf), &off, "local write errors",
               st.local.write_errors);
     add_count(buf, sizeof(buf), &off, "samples over the context limit",
@@ -886,5 +893,5 @@ void lc_pipeline_get_stats(const struct lc_pipeline *p,
     if (p->fwd != NULL)
         fwd_get_stats(p->fwd, &out->fwd);
     if (p->local != NULL)
-        lc_local_get_stats(p->local, &out->local);
+        ls_get_stats(p->local, &out->local);
 }

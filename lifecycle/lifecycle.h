@@ -1,7 +1,8 @@
 /*
  * lifecycle.h - the component registry (ordered start, reverse drain-stop,
- * checkpoints), the pipeline embedding API (forwarder or local sink ->
- * aggregator -> dogstatsd), and the local sink used when no API key is set.
+ * checkpoints) and the pipeline embedding API (forwarder or local sink ->
+ * aggregator -> dogstatsd; the local sink, used when no API key is set, is
+ * its own component in localsink/).
  *
  * See DESIGN.md "Lifecycle: the heart of the design" and spec/pipeline.md
  * §4, §5.2, §5.6.
@@ -23,6 +24,7 @@
 #include "common.h"
 #include "dogstatsd.h"
 #include "forwarder.h"
+#include "localsink.h"
 
 /* ========================================================================
  * 1. Registry
@@ -157,64 +159,7 @@ void lc_checkpoint_log(const char *phase, const char *name, uint64_t begin_ns);
 bool lc_is_running(const struct lc_manager *m, const char *name);
 
 /* ========================================================================
- * 2. Local sink: a fwd_submit_fn target that decodes payloads (zstd,
- * deflate or identity; protobuf MetricPayload / SketchPayload, v1 JSON
- * series, events and service-check JSON) and writes one JSON line per
- * series point / sketch point / event / check to a file, or collects a
- * summary table printed to stderr (or to a given stream) when it stops.
- * ======================================================================== */
-
-struct lc_local_stats {
-    uint64_t payloads;      /* payloads received */
-    uint64_t series_points; /* series points written / collected */
-    uint64_t sketch_points; /* dogsketches */
-    uint64_t events;
-    uint64_t service_checks;
-    uint64_t decode_errors;   /* payloads that could not be decoded */
-    uint64_t write_errors;    /* lines not written, rows not kept */
-    uint64_t dropped_stopped; /* payloads received after stop */
-    uint64_t dropped_cap;     /* summary rows over the cap (not shown) */
-};
-
-struct lc_local;
-
-/* Creates a local sink. path (copied; NULL = summary on stderr) is opened
- * for appending, close-on-exec, at lc_local_start. Returns 0 or UV_ENOMEM.
- * Writes are synchronous on the loop thread: this sink is a developer aid,
- * not a production path. */
-int lc_local_create(uv_loop_t *loop, const char *path,
-                    struct lc_local **out) CMN_MUST_CHECK;
-/* Opens the file (or nothing). 0 or the open error (logged with the
- * path). */
-int lc_local_start(struct lc_local *l) CMN_MUST_CHECK;
-/* fwd_submit_fn: data is the struct lc_local; takes ownership of p. */
-void lc_local_submit(void *data, struct fwd_payload *p);
-/* Writes out: closes the file, or prints the summary table to the summary
- * stream; then calls cb(data) (from inside this call). Later payloads are
- * counted as dropped_stopped. */
-void lc_local_stop(struct lc_local *l, lc_stopped_fn cb, void *data);
-void lc_local_destroy(struct lc_local *l);
-void lc_local_get_stats(const struct lc_local *l, struct lc_local_stats *out);
-/* Where the table goes (borrowed; default stderr). For tests. */
-void lc_local_set_summary_stream(struct lc_local *l, FILE *f);
-
-/* One cause of loss in the summary's "Dropped" list. */
-struct lc_drop {
-    const char *cause; /* static text, e.g. "NaN/Inf values" */
-    uint64_t n;
-};
-#define LC_LOCAL_DROPS_MAX 48
-/* Fills out with up to max drop counters (zero counts are not printed);
- * returns how many were filled. Called once, on the loop thread, when the
- * sink stops (after the components feeding it have stopped). */
-typedef size_t (*lc_local_drops_fn)(void *data, struct lc_drop *out,
-                                    size_t max);
-/* Where the summary's drop counters come from (the pipeline sets it). */
-void lc_local_set_drops_fn(struct lc_local *l, lc_local_drops_fn fn,
-                           void *data);
-
-/* ========================================================================
- * 3. Pipeline: the embedding API
+ * 2. Pipeline: the embedding API
  * ======================================================================== */
 
 enum lc_sink_mode {
@@ -377,8 +322,8 @@ void lc_pipeline_destroy(struct lc_pipeline *p);
 struct lc_pipeline_stats {
     struct dsd_stats dsd;
     struct agg_stats agg;
-    struct fwd_stats fwd;        /* zero with the local sink */
-    struct lc_local_stats local; /* zero with the forwarder */
+    struct fwd_stats fwd;  /* zero with the local sink */
+    struct ls_stats local; /* zero with the forwarder */
 };
 void lc_pipeline_get_stats(const struct lc_pipeline *p,
                            struct lc_pipeline_stats *out);

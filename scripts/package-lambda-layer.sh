@@ -11,7 +11,7 @@
 #
 # Layer layout (Lambda unzips it under /opt):
 #   extensions/NAME  serverless-init, Release build; libuv, zstd, zlib,
-#                    protobuf-c, jansson, xxhash and http_parser are linked
+#                    jansson, xxhash and http_parser are linked
 #                    statically, so it maps only libc and libm at exec
 #   lib/             libcurl.so.4 and the libraries it loads, except the C
 #                    library's own; Lambda puts /opt/lib on the library

@@ -263,7 +263,7 @@ static void handle_stats(struct ctl_conn *c)
         {"series_flushed", st.agg.series_flushed},
         {"sketches_flushed", st.agg.sketches_flushed},
         {"payloads", st.agg.payloads},
-        {"delivered", st.fwd.delivered + st.local.payloads},
+        {"delivered", st.fwd.delivered + st.local.batches},
         {"retried", st.fwd.retried},
         {"dropped", st.fwd.dropped_400 + st.fwd.dropped_403 +
                         st.fwd.dropped_413 + st.fwd.dropped_evicted +

@@ -10,6 +10,7 @@
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +41,9 @@ struct th {
     size_t nsp;
     int flushed;
     int stopped;
+    char *rlog; /* th_create_records: one line per record (malloc'd) */
+    size_t rlen, rcap;
+    uint64_t nrec; /* records received */
 };
 
 static inline void th_submit(void *data, struct fwd_payload *p)
@@ -69,6 +73,104 @@ static inline void th_setup(struct th *h)
 static inline void th_create(struct th *h)
 {
     cr_assert_eq(agg_create(&h->loop, &h->cfg, th_submit, h, &h->a), 0);
+    agg_set_clock(h->a, th_clock, h);
+}
+
+/* ---- a record sink (agg_set_record_sink) that logs what it gets ---- */
+
+__attribute__((format(printf, 2, 3))) static inline void
+th_log(struct th *h, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    cr_assert_geq(n, 0);
+    if (h->rlen + (size_t)n + 1 > h->rcap) {
+        h->rcap = (h->rlen + (size_t)n + 1) * 2;
+        h->rlog = realloc(h->rlog, h->rcap);
+        cr_assert_not_null(h->rlog);
+    }
+    va_start(ap, fmt);
+    vsnprintf(h->rlog + h->rlen, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    h->rlen += (size_t)n;
+}
+
+static inline void th_log_tags(struct th *h, const struct cmn_slice *t,
+                               size_t n)
+{
+    th_log(h, " [");
+    for (size_t i = 0; i < n; i++)
+        th_log(h, "%s%.*s", i ? "," : "", (int)t[i].len, t[i].p);
+    th_log(h, "]");
+}
+
+static inline void th_rec_series(void *data, const struct agg_series_rec *r)
+{
+    struct th *h = data;
+    h->nrec++;
+    th_log(h, "S %.*s%s host=%.*s", (int)r->name.len, r->name.p, r->suffix,
+           (int)r->host.len, r->host.p);
+    if (r->device.p != NULL)
+        th_log(h, " device=%.*s", (int)r->device.len, r->device.p);
+    th_log_tags(h, r->tags, r->ntags);
+    th_log(h, " type=%d interval=%lld", (int)r->type, (long long)r->interval);
+    for (size_t i = 0; i < r->npoints; i++)
+        th_log(h, " %lld:%.17g", (long long)r->points[i].ts, r->points[i].v);
+    th_log(h, "\n");
+}
+
+static inline void th_rec_sketch(void *data, const struct agg_sketch_rec *r)
+{
+    struct th *h = data;
+    h->nrec++;
+    th_log(h, "K %.*s host=%.*s", (int)r->name.len, r->name.p, (int)r->host.len,
+           r->host.p);
+    th_log_tags(h, r->tags, r->ntags);
+    th_log(h,
+           " %lld cnt=%lld min=%g max=%g sum=%g avg=%g p50=%.17g p99=%.17g\n",
+           (long long)r->ts, (long long)r->cnt, r->min, r->max, r->sum, r->avg,
+           r->p50, r->p99);
+}
+
+static inline void th_rec_event(void *data, const struct agg_event_rec *r)
+{
+    struct th *h = data;
+    h->nrec++;
+    th_log(h, "E %.*s|%.*s host=%.*s key=%.*s src=%.*s ts=%lld p=%d a=%d",
+           (int)r->title.len, r->title.p, (int)r->text.len, r->text.p,
+           (int)r->host.len, r->host.p, (int)r->aggregation_key.len,
+           r->aggregation_key.p, (int)r->source_type_name.len,
+           r->source_type_name.p, (long long)r->ts, (int)r->priority,
+           (int)r->alert_type);
+    th_log_tags(h, r->tags, r->ntags);
+    th_log(h, "\n");
+}
+
+static inline void th_rec_check(void *data, const struct agg_check_rec *r)
+{
+    struct th *h = data;
+    h->nrec++;
+    th_log(h, "C %.*s host=%.*s msg=%.*s status=%d ts=%lld", (int)r->name.len,
+           r->name.p, (int)r->host.len, r->host.p, (int)r->message.len,
+           r->message.p, r->status, (long long)r->ts);
+    th_log_tags(h, r->tags, r->ntags);
+    th_log(h, "\n");
+}
+
+static inline void th_rec_flushed(void *data)
+{
+    th_log(data, "F\n");
+}
+
+/* Creates the aggregator with a record sink instead of payloads. */
+static inline void th_create_records(struct th *h)
+{
+    struct agg_record_sink rs = {th_rec_series, th_rec_sketch,  th_rec_event,
+                                 th_rec_check,  th_rec_flushed, h};
+    cr_assert_eq(agg_create(&h->loop, &h->cfg, NULL, NULL, &h->a), 0);
+    agg_set_record_sink(h->a, &rs);
     agg_set_clock(h->a, th_clock, h);
 }
 
@@ -118,6 +220,9 @@ static inline void th_teardown(struct th *h)
 {
     if (h->a)
         th_stop(h);
+    free(h->rlog);
+    h->rlog = NULL;
+    h->rlen = h->rcap = 0;
     th_clear(h);
     agg_config_free(&h->cfg);
     uv_run(&h->loop, UV_RUN_DEFAULT);

@@ -155,7 +155,7 @@ Test(pipeline, udp_in_local_file_out)
     lc_pipeline_get_stats(p, &st);
     cr_assert_eq(st.dsd.metric_lines, 2);
     cr_assert_eq(st.local.series_points, 1);
-    cr_assert_eq(st.local.decode_errors, 0);
+    cr_assert_eq(st.local.batches, 1);
     cr_assert_str_eq(read_file(outpath),
                      "{\"type\":\"series\",\"metric\":\"x\",\"tags\":[],"
                      "\"points\":[[1764072000,1.0]],\"kind\":\"rate\","
@@ -214,6 +214,68 @@ Test(pipeline, stop_drains_datagrams_still_in_the_kernel)
                                    "\"min\":3.0,\"max\":3.0,\"sum\":3.0,"
                                    "\"avg\":3.0,\"p50\":3.0,\"p99\":3.0}\n"),
                        "%s", out);
+    lc_pipeline_destroy(p);
+    cr_assert_eq(uv_loop_close(&loop), 0);
+}
+
+/* What the aggregator hands the local sink for each kind of record, in
+ * the order the payloads would carry them: histogram aggregates and
+ * percentiles by suffix, a device: tag taken out of a series' tags, the
+ * extra tags appended, the timestamped (no-aggregation) sample, events by
+ * source type, service checks. */
+Test(pipeline, local_file_has_every_record_kind)
+{
+    uv_loop_t loop;
+    cr_assert_eq(uv_loop_init(&loop), 0);
+    struct kv env[] = {{"DD_DOGSTATSD_PORT", "__random__"},
+                       {"DD_BIND_HOST", "127.0.0.1"},
+                       {"DD_DOGSTATSD_FLUSH_INCOMPLETE_BUCKETS", "true"},
+                       {"DD_TAGS", "team:t"},
+                       {"DD_HISTOGRAM_AGGREGATES", "max,count"},
+                       {"DD_HISTOGRAM_PERCENTILES", "0.5"},
+                       {"DRAINPIPE_LOCAL_FILE", outpath},
+                       {NULL, NULL}};
+    struct lc_pipeline *p = make_pipeline(&loop, env);
+    cr_assert_eq(lc_pipeline_start(p), 0);
+    int port = lc_pipeline_udp_port(p);
+    send_udp(port, "h.a:3|h|#device:sda\nh.a:1|h|#device:sda");
+    send_udp(port, "g.t:2|g|T1764071000");
+    send_udp(port, "_e{5,4}:title|text|d:5|h:hh|s:jenkins|#a:b");
+    send_udp(port, "_e{3,2}:two|tx|d:6|h:hh|p:low|t:error");
+    send_udp(port, "_sc|svc.up|1|d:7|h:hh|m:ok");
+    struct done_rec done = {0};
+    stop_and_run(&loop, p, &done);
+    cr_assert(done.clean);
+    cr_assert_str_eq(
+        read_file(outpath),
+        "{\"type\":\"series\",\"metric\":\"h.a.max\",\"tags\":[\"team:t\"],"
+        "\"points\":[[1764072000,3.0]],\"kind\":\"gauge\",\"interval\":10}\n"
+        "{\"type\":\"series\",\"metric\":\"h.a.count\",\"tags\":[\"team:t\"],"
+        "\"points\":[[1764072000,0.20000000000000001]],\"kind\":\"rate\","
+        "\"interval\":10}\n"
+        "{\"type\":\"series\",\"metric\":\"h.a.50percentile\",\"tags\":["
+        "\"team:t\"],\"points\":[[1764072000,1.0]],\"kind\":\"gauge\","
+        "\"interval\":10}\n"
+        "{\"type\":\"series\",\"metric\":\"g.t\",\"tags\":[\"team:t\"],"
+        "\"points\":[[1764071000,2.0]],\"kind\":\"gauge\",\"interval\":10}\n"
+        "{\"type\":\"event\",\"msg_title\":\"two\",\"msg_text\":\"tx\","
+        "\"timestamp\":6,\"priority\":\"low\",\"host\":\"hh\",\"tags\":["
+        "\"team:t\"],\"alert_type\":\"error\"}\n"
+        "{\"type\":\"event\",\"msg_title\":\"title\",\"msg_text\":\"text\","
+        "\"timestamp\":5,\"priority\":\"normal\",\"host\":\"hh\",\"tags\":["
+        "\"a:b\",\"team:t\"],\"alert_type\":\"info\","
+        "\"source_type_name\":\"jenkins\"}\n"
+        "{\"type\":\"service_check\",\"check\":\"svc.up\",\"host_name\":"
+        "\"hh\",\"timestamp\":7,\"status\":1,\"message\":\"ok\",\"tags\":["
+        "\"team:t\"]}\n");
+    struct lc_pipeline_stats st;
+    lc_pipeline_get_stats(p, &st);
+    cr_assert_eq(st.local.series_points, 4);
+    cr_assert_eq(st.local.events, 2);
+    cr_assert_eq(st.local.service_checks, 1);
+    cr_assert_eq(st.agg.series_flushed, 4);
+    cr_assert_eq(st.agg.points_flushed, 4);
+    cr_assert_eq(st.agg.payloads, 0); /* records, never payloads */
     lc_pipeline_destroy(p);
     cr_assert_eq(uv_loop_close(&loop), 0);
 }
@@ -337,7 +399,7 @@ Test(pipeline, forwarder_to_test_intake_exact_values)
     lc_pipeline_get_stats(p, &st);
     cr_assert_eq(st.fwd.delivered, ti_request_count(ti));
     cr_assert_eq(st.fwd.abandoned, 0);
-    cr_assert_eq(st.local.payloads, 0);
+    cr_assert_eq(st.local.batches, 0);
     lc_pipeline_destroy(p);
     cr_assert_eq(uv_loop_close(&loop), 0);
     ti_stop(ti);

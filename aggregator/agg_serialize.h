@@ -1,0 +1,84 @@
+/*
+ * agg_serialize.h - the serializer's own header: a flush job's records
+ * (agg_hist.c) into intake payloads. Protobuf series and sketches are
+ * written by hand in agg_serialize.c with the field numbers and wire types
+ * of agent_payload_fields.h, generated at build time from
+ * proto/agent_payload.proto by proto/gen_fields.awk (CMake
+ * add_custom_command, Bazel genrule), so no field number is a literal
+ * here; JSON series, events and service checks with jansson; payloads are
+ * packed and compressed by agg_pack.c. Everything here runs on a pool
+ * thread and touches only the job.
+ */
+#ifndef DP_AGG_SERIALIZE_H
+#define DP_AGG_SERIALIZE_H
+
+#include "agent_payload_fields.h"
+#include "agg_internal.h"
+
+/* The key of field F (an AGG_PB_* constant): F << 3 | its wire type. */
+#define AGG_PB_KEY(F) ((unsigned)(F) << 3 | (unsigned)(F##_WT))
+
+/* The series types the records carry are the intake's MetricType. */
+_Static_assert(AGG__API_COUNT == AGG_PB_METRIC_TYPE_COUNT &&
+                   AGG__API_RATE == AGG_PB_METRIC_TYPE_RATE &&
+                   AGG__API_GAUGE == AGG_PB_METRIC_TYPE_GAUGE,
+               "record API types are the protobuf MetricType values");
+
+/* agg_serialize.c: every payload of the job into j->out, in order: series
+ * (v2 protobuf or v1 JSON), sketches, events, service checks. */
+void agg__serialize_job(struct agg__job *j);
+
+/* agg_events.c */
+void agg__serialize_events(struct agg__job *j);
+void agg__serialize_checks(struct agg__job *j);
+
+/* agg_serialize.c: JSON */
+/* Appends o as compact JSON; UV_ENOMEM leaves b as it was. */
+int agg__json_append(struct cmn_buf *b, const json_t *o) CMN_MUST_CHECK;
+/* Checked jansson building (its allocations can fail, through cmn_alloc):
+ * each sets *ok to false when the container or value is NULL or the call
+ * fails, and always consumes v. */
+void agg__jset(json_t *o, const char *key, json_t *v, bool *ok);
+void agg__jpush(json_t *arr, json_t *v, bool *ok);
+/* A JSON string of s; invalid UTF-8 bytes become U+FFFD. */
+json_t *agg__jstr(struct cmn_slice s);
+
+/* agg_pack.c */
+/* Compresses raw (borrowed) per the config into a new payload of kind;
+ * NULL on failure. */
+struct fwd_payload *agg__make_payload(const struct agg_config *cfg,
+                                      enum fwd_kind kind, const char *raw,
+                                      size_t len);
+/* Adds p to the job's output (drops it on allocation failure). */
+void agg__job_out(struct agg__job *j, struct fwd_payload *p);
+
+/* Generic payload packer: items are byte chunks joined by sep between
+ * prefix and suffix; payloads are cut by item points, uncompressed bytes
+ * and compressed bytes; an item too big alone is dropped and counted. */
+struct agg__chunks {
+    struct cmn_buf data; /* the items' bytes back to back */
+    size_t *end;         /* end offset of item i */
+    uint32_t *points;    /* points of item i */
+    size_t n, cap;
+    bool failed; /* an allocation failed: some items are missing */
+};
+void agg__chunks_init(struct agg__chunks *c);
+void agg__chunks_free(struct agg__chunks *c);
+/* Drops the partly written item (after a failure) and marks c failed. */
+void agg__chunks_abort(struct agg__chunks *c);
+/* Closes the item just written into c->data; on failure the item is
+ * dropped as by agg__chunks_abort. */
+int agg__chunks_close(struct agg__chunks *c, uint32_t points) CMN_MUST_CHECK;
+struct agg__pack_spec {
+    enum fwd_kind kind;
+    const char *prefix, *sep, *suffix;
+    size_t prefix_len, sep_len, suffix_len;
+    size_t max_points; /* 0 = no limit */
+    size_t max_raw, max_comp;
+    const char *route; /* NULL = the kind's default */
+    const char *content_type;
+};
+void agg__pack(struct agg__job *j, struct agg__chunks *c,
+               const struct agg__pack_spec *spec);
+
+#endif /* DP_AGG_SERIALIZE_H */
