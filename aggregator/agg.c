@@ -196,12 +196,10 @@ void agg__job_done(struct agg *a, struct agg__job *j)
         cb(cb_data);
 }
 
-static void agg_after_work_cb(uv_work_t *req, int status)
+void agg__job_after(struct agg__job *j)
 {
-    struct agg__job *j = req->data;
     struct agg *a = j->a;
 
-    (void)status; /* never cancelled */
     if (a->has_rsink)
         agg__records_emit(j);
     for (size_t i = 0; i < j->nout; i++) {
@@ -231,6 +229,21 @@ static void agg_after_work_cb(uv_work_t *req, int status)
         agg_job_start(a, n);
     }
     agg__reap(a, j); /* its callback comes once its references are gone */
+}
+
+static void agg_after_work_cb(uv_work_t *req, int status)
+{
+    (void)status; /* never cancelled */
+    agg__job_after(req->data);
+}
+
+/* Entries, events and checks a job holds: its serialization's size. */
+static size_t agg_job_items(const struct agg__job *j)
+{
+    size_t n = j->nnoagg + j->nevents + j->nchecks;
+    for (size_t i = 0; i < j->nbuckets && n <= AGG_INLINE_ITEMS; i++)
+        n += j->buckets[i]->n;
+    return n;
 }
 
 void agg_set_record_sink(struct agg *a, const struct agg_record_sink *sink)
@@ -271,6 +284,11 @@ static void agg_job_start(struct agg *a, struct agg__job *j)
         return;
     }
     j->work.data = j;
+    if (agg_job_items(j) <= AGG_INLINE_ITEMS) {
+        agg_work_cb(&j->work);
+        agg__steps_after(a, j);
+        return;
+    }
     if (uv_queue_work(a->loop, &j->work, agg_work_cb, agg_after_work_cb)) {
         /* cannot happen with valid callbacks; stay correct anyway */
         agg_work_cb(&j->work);

@@ -309,9 +309,11 @@ struct agg {
     /* flushing */
     uv_timer_t timer;
     bool timer_inited, timer_closed, started, stopping, stop_reported;
-    struct agg__job *running; /* in the thread pool, or held */
-    bool held;                /* running waits for the sink (back-pressure) */
-    agg_full_fn bp_full;      /* NULL: no back-pressure */
+    struct agg__job *running;     /* in the thread pool, or held */
+    struct agg__job *inline_done; /* small, worked on the loop: its
+                                     after-work waits for the next step */
+    bool held;           /* running waits for the sink (back-pressure) */
+    agg_full_fn bp_full; /* NULL: no back-pressure */
     agg_on_space_fn bp_on_space;
     void *bp_data;
     struct agg__job *pend_head, *pend_tail; /* waiting for it */
@@ -365,6 +367,12 @@ struct agg {
 /* Budget of one step (ns): steps leave room for the rest of the loop's
  * callbacks within 1 ms. */
 #define AGG_STEP_NS 300000
+/* A flush of at most this many entries, events and checks is serialized
+ * on the loop thread (well under AGG_STEP_NS) instead of the thread pool:
+ * a short job's final flush then never starts the pool's threads (four
+ * thread creations, 0.3-1 ms of its exit on the test VM), and a Lambda
+ * invocation's flush skips two cross-thread hand-offs. */
+#define AGG_INLINE_ITEMS 256
 /* Starts the zero-fill of j (buckets already taken); enqueues j and starts
  * the expiry once it is done. Returns 0 or UV_ENOMEM. */
 int agg__zf_begin(struct agg *a, struct agg__job *j, int64_t cutoff, bool synth,
@@ -375,10 +383,16 @@ void agg__zf_touch(struct agg *a, struct agg__ctx *c);
 /* Hands a serialized job over for its references to be released in steps;
  * its callback is called once they are. */
 void agg__reap(struct agg *a, struct agg__job *j);
+/* A small job serialized on the loop thread (AGG_INLINE_ITEMS): its
+ * after-work (agg__job_after) runs at the next step, never inside the
+ * call that started it. */
+void agg__steps_after(struct agg *a, struct agg__job *j);
+void agg__job_after(struct agg__job *j);
 /* Runs the pending zero-fill (and with ex the expiry) to the end: a new
  * flush needs them done. */
 void agg__steps_finish(struct agg *a, bool ex);
-/* True while a zero-fill, an expiry or a reap is pending. */
+/* True while a zero-fill, an expiry, a reap or an inline job's after-work
+ * is pending. */
 bool agg__steps_pending(const struct agg *a);
 void agg__steps_fini(struct agg *a);
 /* The loop busy meter (agg_start) and closing the step handles (stop):

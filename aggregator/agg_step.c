@@ -53,7 +53,8 @@ static void agg_idle_cb(uv_idle_t *h);
 
 bool agg__steps_pending(const struct agg *a)
 {
-    return a->zf_job != NULL || a->ex_phase != 0 || a->reap_head != NULL;
+    return a->zf_job != NULL || a->ex_phase != 0 || a->reap_head != NULL ||
+           a->inline_done != NULL;
 }
 
 static bool agg_step_zf(struct agg *a, long *budget)
@@ -144,11 +145,16 @@ static bool agg_step_reap(struct agg *a, long *budget)
 }
 
 /* Runs steps until done or until deadline (uv_hrtime; 0 = no deadline).
- * With reap false only the zero-fill and the expiry run; with ex false
- * only the zero-fill. */
+ * With reap false only the zero-fill and the expiry run (no reap, no inline
+ * job's after-work); with ex false only the zero-fill. */
 static void agg_steps_run2(struct agg *a, uint64_t deadline, bool ex, bool reap)
 {
     for (;;) {
+        if (reap && a->inline_done != NULL) { /* may start the next job */
+            struct agg__job *j = a->inline_done;
+            a->inline_done = NULL;
+            agg__job_after(j);
+        }
         long budget = AGG_STEP_CHUNK;
         if (a->step_items > 0 && deadline != 0)
             budget = a->step_items;
@@ -230,6 +236,12 @@ int agg__zf_begin(struct agg *a, struct agg__job *j, int64_t cutoff, bool synth,
     agg_steps_run2(a, uv_hrtime() + AGG_STEP_NS, true, false);
     agg_steps_kick(a);
     return 0;
+}
+
+void agg__steps_after(struct agg *a, struct agg__job *j)
+{
+    a->inline_done = j;
+    agg_steps_kick(a);
 }
 
 void agg__reap(struct agg *a, struct agg__job *j)
