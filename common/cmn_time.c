@@ -83,7 +83,8 @@ uint64_t cmn_deadline_remaining_ms(struct cmn_deadline d)
 {
     uint64_t ns = cmn_deadline_remaining_ns(d);
 
-    return ns == UINT64_MAX ? UINT64_MAX : ns / 1000000u;
+    /* rounded up: a timer armed with it never fires before the deadline */
+    return ns == UINT64_MAX ? UINT64_MAX : (ns + 999999u) / 1000000u;
 }
 
 bool cmn_deadline_expired(struct cmn_deadline d)

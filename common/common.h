@@ -252,8 +252,8 @@ struct cmn_deadline cmn_deadline_in_ms(uint64_t ms);
 /* The earlier of a and b. */
 struct cmn_deadline cmn_deadline_min(struct cmn_deadline a,
                                      struct cmn_deadline b);
-/* Whole milliseconds left (rounded down), 0 once passed, UINT64_MAX for
- * none. */
+/* Milliseconds left, rounded up (a timer armed with them does not fire
+ * early), 0 once passed, UINT64_MAX for none. */
 uint64_t cmn_deadline_remaining_ms(struct cmn_deadline d);
 /* Nanoseconds left, 0 once passed, UINT64_MAX for none. */
 uint64_t cmn_deadline_remaining_ns(struct cmn_deadline d);

@@ -58,3 +58,19 @@ Test(deadline, min_is_the_earlier)
     cr_expect_eq(cmn_deadline_min(CMN_NO_DEADLINE, CMN_NO_DEADLINE).at_ns,
                  UINT64_MAX);
 }
+
+/* A part of a millisecond left counts as one: a timer armed with the
+ * remaining milliseconds must not fire before the deadline (the
+ * forwarder's stop once ended at 299.x ms of a 300 ms budget). Rounded
+ * up, the milliseconds read first always cover the nanoseconds read
+ * after; rounded down, 10.7 ms would give 10. */
+Test(deadline, remaining_ms_rounds_up)
+{
+    struct cmn_deadline d = {cmn_mono_ns() + 10700000u};
+    uint64_t ms = cmn_deadline_remaining_ms(d);
+    uint64_t ns = cmn_deadline_remaining_ns(d);
+
+    cr_expect_geq(ms * 1000000u, ns, "%llu ms left, then %llu ns",
+                  (unsigned long long)ms, (unsigned long long)ns);
+    cr_expect_leq(ms, 11);
+}
