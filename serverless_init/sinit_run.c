@@ -184,19 +184,6 @@ static int serverless_force(struct lc_pipeline_config *c)
     return c->agg.hostname == NULL ? UV_ENOMEM : 0;
 }
 
-/* True when the pipeline will send to Datadog (forwarder sink with a
- * key), false when it shows what it got locally (lc_pipeline_complete
- * decides the same way). */
-static bool will_forward(const struct lc_pipeline_config *c)
-{
-    if (c->sink == LC_SINK_LOCAL)
-        return false;
-    for (size_t i = 0; i < c->fwd.nendpoints; i++)
-        if (c->fwd.endpoints[i].nkeys > 0)
-            return true;
-    return false;
-}
-
 static int read_config(struct sinit_app *a, struct lc_pipeline_config *c)
 {
     int64_t budget = SINIT_BUDGET_DEFAULT_MS;
@@ -213,11 +200,6 @@ static int read_config(struct sinit_app *a, struct lc_pipeline_config *c)
     int err = lc_pipeline_config_from_env(c, NULL);
     if (err != 0)
         return err;
-    /* The local sink decodes every payload it gets in this process:
-     * compressing them only to decompress them cost a trivial job's exit
-     * a zstd context each way (bench/coldstart.sh). Unless asked for. */
-    if (!will_forward(c) && getenv("DD_SERIALIZER_COMPRESSOR_KIND") == NULL)
-        c->agg.compressor = AGG_COMPRESS_NONE;
     return serverless_force(c);
 }
 
