@@ -61,6 +61,7 @@ int agg__ctx_init(struct agg *a)
         CMN_LOGW(AGG_COMP, "getrandom: entropy not ready; hash seeds "
                            "taken from the clocks");
     cmn_buf_init(&a->rc_bytes, AGG_RAW_CACHE_BYTES);
+    a->host_len = strlen(a->host);
     a->ctab_mask = 1023;
     a->ctab = cmn_calloc(a->ctab_mask + 1, sizeof(*a->ctab));
     a->rc_mask = AGG_RC_MIN - 1;
@@ -223,10 +224,70 @@ static void agg_rc_slot_put(struct agg *a, const struct agg__rc_slot *s)
     a->rc_n++;
 }
 
+/* The index of the tag of bytes (p, len) among c's sorted tags, or -1. */
+static long agg_ctx_tag_find(const struct agg__ctx *c, const char *p,
+                             size_t len)
+{
+    size_t lo = 0, hi = c->ntags;
+    struct cmn_slice k = cmn_slice(p, len);
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        struct cmn_slice t = agg__itag_slice(c->tags[mid]);
+        int d = agg_slice_cmp(&k, &t);
+        if (d == 0)
+            return (long)mid;
+        if (d < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return -1;
+}
+
+/* Whether the raw line (name, tags) resolves to c, checked against c's own
+ * bytes: the name is c's, c has the default host, and the raw tags are a
+ * permutation of c's tags (as many, each found, none twice). That is
+ * exactly the identity agg_ctx_resolve would give: c's tags hold no
+ * special or host: tag, so a raw line with one fails here. Tags sent in
+ * sorted order cost one compare each; others a binary search. */
+static bool agg_rc_via_ctx(const struct agg *a, const struct agg__ctx *c,
+                           struct cmn_slice name, struct cmn_slice tags)
+{
+    uint32_t n = c->ntags;
+    if (!cmn_slice_eq(c->name, name) || c->host.len != a->host_len ||
+        (a->host_len && memcmp(c->host.p, a->host, a->host_len) != 0))
+        return false;
+    if (tags.len == 0)
+        return n == 0;
+    if (n == 0 || n > 64)
+        return false;
+    uint64_t seen = 0;
+    uint32_t next = 0; /* the tag expected next when sent sorted */
+    const char *p = tags.p, *end = tags.p + tags.len;
+    for (uint32_t k = 0; k < n; k++) {
+        const char *e = memchr(p, ',', (size_t)(end - p));
+        size_t len = (size_t)((e ? e : end) - p);
+        long i = -1;
+        if (next < n && c->tags[next]->len == len &&
+            (len == 0 || memcmp(c->tags[next]->b, p, len) == 0))
+            i = next;
+        else
+            i = agg_ctx_tag_find(c, p, len);
+        if (i < 0 || (seen >> i) & 1)
+            return false;
+        seen |= (uint64_t)1 << i;
+        next = (uint32_t)i + 1;
+        if (e == NULL)
+            return k + 1 == n;
+        p = e + 1;
+    }
+    return false; /* more raw tags than c has */
+}
+
 /* Inserts (raw name + tags -> c, hash rh) in the raw cache, an
  * open-addressing table kept at most half full: it doubles up to
  * AGG_RAW_CACHE_MAX slots, and past that, or past AGG_RAW_CACHE_BYTES of
- * raw keys (many spellings of the same contexts), it is emptied and
+ * raw keys copied (many spellings of the same contexts), it is emptied and
  * refilled. A line whose key cannot be stored is simply not cached. */
 static void agg_rc_put(struct agg *a, uint64_t rh, struct cmn_slice name,
                        struct cmn_slice tags, struct agg__ctx *c)
@@ -252,15 +313,20 @@ static void agg_rc_put(struct agg *a, uint64_t rh, struct cmn_slice name,
             agg_rc_clear(a);
         }
     }
-    struct agg__rc_slot slot = {rh, c, (uint32_t)a->rc_bytes.len,
-                                (uint32_t)name.len, (uint32_t)tags.len};
-    size_t need = name.len + tags.len;
+    struct agg__rc_slot slot = {(uint32_t)rh, AGG_RC_VIA_CTX, c};
+    if (agg_rc_via_ctx(a, c, name, tags)) {
+        agg_rc_slot_put(a, &slot);
+        return;
+    }
+    uint32_t len[2] = {(uint32_t)name.len, (uint32_t)tags.len};
+    size_t need = sizeof(len) + name.len + tags.len;
     if (need > AGG_RAW_CACHE_BYTES / 64)
         return; /* a huge line: not worth a cache entry */
     if (a->rc_bytes.len + need > AGG_RAW_CACHE_BYTES)
         agg_rc_clear(a);
     slot.off = (uint32_t)a->rc_bytes.len;
-    if (cmn_buf_append(&a->rc_bytes, name.p, name.len) != 0 ||
+    if (cmn_buf_append(&a->rc_bytes, len, sizeof(len)) != 0 ||
+        cmn_buf_append(&a->rc_bytes, name.p, name.len) != 0 ||
         cmn_buf_append(&a->rc_bytes, tags.p, tags.len) != 0) {
         a->rc_bytes.len = slot.off;
         return;
@@ -268,13 +334,18 @@ static void agg_rc_put(struct agg *a, uint64_t rh, struct cmn_slice name,
     agg_rc_slot_put(a, &slot);
 }
 
-/* Whether the raw key of slot s is exactly (name, tags). */
+/* Whether slot s (hash already matched) is the raw line (name, tags). */
 static inline bool agg_rc_same(const struct agg *a,
                                const struct agg__rc_slot *s,
                                struct cmn_slice name, struct cmn_slice tags)
 {
+    if (s->off == AGG_RC_VIA_CTX)
+        return agg_rc_via_ctx(a, s->ctx, name, tags);
+    uint32_t len[2];
     const char *k = a->rc_bytes.p + s->off;
-    return s->nlen == name.len && s->tlen == tags.len &&
+    memcpy(len, k, sizeof(len));
+    k += sizeof(len);
+    return len[0] == name.len && len[1] == tags.len &&
            memcmp(k, name.p, name.len) == 0 &&
            (tags.len == 0 || memcmp(k + name.len, tags.p, tags.len) == 0);
 }
@@ -460,7 +531,8 @@ int agg__ctx_get(struct agg *a, struct cmn_slice name, struct cmn_slice tags,
 
     for (size_t i = (size_t)rh & a->rc_mask; a->rc[i].ctx != NULL;
          i = (i + 1) & a->rc_mask) {
-        if (a->rc[i].h == rh && agg_rc_same(a, &a->rc[i], name, tags)) {
+        if (a->rc[i].h == (uint32_t)rh &&
+            agg_rc_same(a, &a->rc[i], name, tags)) {
             if (__builtin_expect(a->rc[i].ctx->dead, 0)) {
                 /* expired, and the cache not yet scrubbed: intern it
                  * again and point the slot at the new context */
@@ -595,7 +667,7 @@ bool agg__ex_scrub(struct agg *a, long *budget)
             a->ex_cursor++;
             continue;
         }
-        struct agg__rc_slot empty = {0, NULL, 0, 0, 0};
+        struct agg__rc_slot empty = {0, 0, NULL};
         AGG_DEL_SHIFT(a->rc, a->rc_mask, a->ex_cursor, empty, AGG_RC_EMPTY,
                       AGG_RC_HOME);
         a->rc_n--;
