@@ -119,8 +119,8 @@ static bool agg_ctx_same(const struct agg__ctx *c, struct cmn_slice name,
                          struct cmn_slice host, const struct cmn_slice *tags,
                          size_t ntags)
 {
-    if (c->ntags != ntags || !cmn_slice_eq(c->name, name) ||
-        !cmn_slice_eq(c->host, host))
+    if (c->ntags != ntags || !cmn_slice_eq(agg__ctx_name(c), name) ||
+        !cmn_slice_eq(agg__ctx_host(c), host))
         return false;
     for (size_t i = 0; i < ntags; i++) {
         if (!cmn_slice_eq(agg__itag_slice(c->tags[i]), tags[i]))
@@ -254,8 +254,8 @@ static bool agg_rc_via_ctx(const struct agg *a, const struct agg__ctx *c,
                            struct cmn_slice name, struct cmn_slice tags)
 {
     uint32_t n = c->ntags;
-    if (!cmn_slice_eq(c->name, name) || c->host.len != a->host_len ||
-        (a->host_len && memcmp(c->host.p, a->host, a->host_len) != 0))
+    if (!cmn_slice_eq(agg__ctx_name(c), name) || c->host->len != a->host_len ||
+        (a->host_len && memcmp(c->host->b, a->host, a->host_len) != 0))
         return false;
     if (tags.len == 0)
         return n == 0;
@@ -358,18 +358,24 @@ static struct agg__ctx *agg_ctx_new(struct agg *a, uint64_t key,
                                     const struct cmn_slice *tags,
                                     const uint64_t *th, size_t n)
 {
-    size_t bytes = name.len + 1 + host.len + 1;
     struct agg__ctx *c =
-        cmn_malloc(sizeof(*c) + n * sizeof(struct agg__itag *) + bytes);
+        cmn_malloc(sizeof(*c) + n * sizeof(struct agg__itag *) + name.len + 1);
     if (c == NULL)
         return NULL;
     char *p = (char *)&c->tags[n];
     memset(c, 0, sizeof(*c));
+    c->host = agg_tag_intern(
+        a, host, XXH3_64bits_withSeed(host.p, host.len, a->seed[2]));
+    if (c->host == NULL) {
+        cmn_free(c);
+        return NULL;
+    }
     for (size_t i = 0; i < n; i++) {
         c->tags[i] = agg_tag_intern(a, tags[i], th[i]);
         if (c->tags[i] == NULL) {
             while (i-- > 0)
                 agg_tag_unref(a, c->tags[i]);
+            agg_tag_unref(a, c->host);
             cmn_free(c);
             return NULL;
         }
@@ -379,17 +385,10 @@ static struct agg__ctx *agg_ctx_new(struct agg *a, uint64_t key,
     c->counter_last = NAN;
     c->ntags = (uint32_t)n;
     c->zf_epoch = a->zf_epoch;
-#define AGG_PUT(dst, src)                                                      \
-    do {                                                                       \
-        if ((src).len)                                                         \
-            memcpy(p, (src).p, (src).len);                                     \
-        p[(src).len] = '\0';                                                   \
-        (dst) = cmn_slice(p, (src).len);                                       \
-        p += (src).len + 1;                                                    \
-    } while (0)
-    AGG_PUT(c->name, name);
-    AGG_PUT(c->host, host);
-#undef AGG_PUT
+    c->name_len = (uint32_t)name.len;
+    if (name.len)
+        memcpy(p, name.p, name.len);
+    p[name.len] = '\0';
     return c;
 }
 
@@ -597,6 +596,7 @@ void agg__ctx_free(struct agg *a, struct agg__ctx *c)
 {
     for (uint32_t i = 0; i < c->ntags; i++)
         agg_tag_unref(a, c->tags[i]);
+    agg_tag_unref(a, c->host);
     cmn_free(c);
 }
 

@@ -62,25 +62,37 @@ static inline struct cmn_slice agg__itag_slice(const struct agg__itag *t)
     return cmn_slice(t->b, t->len);
 }
 
-/* An interned context. One allocation: the struct, then ntags pointers to
- * interned tags, then the NUL-terminated bytes of name and host. */
+/* An interned context. One allocation: the struct (72 bytes), then ntags
+ * pointers to interned tags, then the NUL-terminated name. The host is an
+ * interned tag too (most contexts share the default host's). Kept compact:
+ * at 100 000 contexts with 5-20 tags the contexts are most of the heap. */
 struct agg__ctx {
     uint64_t key;          /* order-independent context key */
     uint64_t id;           /* creation number: stable output order */
     double last_seen;      /* latest sample (or zero-fill) time */
     double counter_last;   /* latest counter sample time; NAN = untracked */
-    uint64_t cache_gen[2]; /* bucket generation of cache_idx: [0] series,
+    uint32_t cache_gen[2]; /* bucket generation of cache_idx: [0] series,
                               [1] sketch; 0 = none */
     uint32_t cache_idx[2]; /* entry index in that bucket */
     uint32_t refs;         /* bucket entries, no-agg samples and jobs */
     uint32_t ntags;
+    uint32_t name_len;
     uint8_t zf_epoch; /* a->zf_epoch once the running zero-fill visited it */
     bool dead;        /* expired: out of the table, freed once the raw
                          cache no longer points at it */
-    struct cmn_slice name;
-    struct cmn_slice host;
+    struct agg__itag *host;   /* one reference */
     struct agg__itag *tags[]; /* sorted, unique; one reference each */
 };
+
+static inline struct cmn_slice agg__ctx_name(const struct agg__ctx *c)
+{
+    return cmn_slice((const char *)&c->tags[c->ntags], c->name_len);
+}
+
+static inline struct cmn_slice agg__ctx_host(const struct agg__ctx *c)
+{
+    return agg__itag_slice(c->host);
+}
 
 /* Raw-line cache slot: XXH3(raw name, raw tags) -> context, 16 bytes.
  * A hit is checked byte for byte, so a forged hash collision cannot send a
@@ -135,8 +147,9 @@ struct agg__entry {
 };
 
 struct agg__bucket {
-    int64_t start;           /* epoch-aligned bucket start */
-    uint64_t gen;            /* unique per bucket, never 0 */
+    int64_t start; /* epoch-aligned bucket start */
+    uint32_t gen;  /* unique per bucket (2^32 - 1 buckets before a repeat:
+                      over a thousand years of 10 s buckets), never 0 */
     struct agg__entry *ents; /* owned */
     uint32_t n, cap;
     uint32_t *idx; /* open addressing: entry index + 1, 0 = empty */
@@ -262,7 +275,7 @@ struct agg {
     size_t nbuckets, capbuckets;
     struct agg__bucket *last;  /* bucket of the previous sample */
     struct agg__bucket *spare; /* a flushed bucket's arrays, for reuse */
-    uint64_t next_gen;
+    uint32_t next_gen;
     int64_t last_cutoff;
     struct agg__suffix *suffix;
     size_t nsuffix;

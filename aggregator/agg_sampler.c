@@ -7,8 +7,10 @@
  *
  * Invariants: a bucket entry holds one reference on its context; an entry's
  * kind is fixed by its first sample; a context's cache_gen/cache_idx name
- * its entry in the live bucket with that generation (generations are never
- * reused), so a repeated line finds its entry without hashing.
+ * its entry in the live bucket with that generation, so a repeated line
+ * finds its entry without hashing. Generations are 32 bits and skip 0;
+ * after 2^32 - 1 buckets one could repeat, so a cached index is used only
+ * when the entry it names is c's.
  */
 #include "agg_internal.h"
 
@@ -97,13 +99,31 @@ void agg__bucket_recycle(struct agg *a, struct agg__bucket *b)
     a->spare = b;
 }
 
+static uint32_t agg_gen_next(struct agg *a)
+{
+    if (++a->next_gen == 0)
+        a->next_gen = 1;
+    return a->next_gen;
+}
+
+/* c's entry of kind sk in b from c's cache, or NULL. */
+static inline struct agg__entry *agg_cached(struct agg__bucket *b,
+                                            const struct agg__ctx *c, int sk)
+{
+    uint32_t i = c->cache_idx[sk];
+    if (c->cache_gen[sk] != b->gen || i >= b->n || b->ents[i].ctx != c ||
+        (b->ents[i].kind == AGG_DISTRIBUTION) != sk)
+        return NULL;
+    return &b->ents[i];
+}
+
 static struct agg__bucket *agg_bucket_new(struct agg *a, int64_t start)
 {
     struct agg__bucket *b = a->spare;
     if (b != NULL) { /* the arrays of a flushed bucket, reused */
         a->spare = NULL;
         b->start = start;
-        b->gen = ++a->next_gen;
+        b->gen = agg_gen_next(a);
         return b;
     }
     b = cmn_calloc(1, sizeof(*b));
@@ -116,7 +136,7 @@ static struct agg__bucket *agg_bucket_new(struct agg *a, int64_t start)
         return NULL;
     }
     b->start = start;
-    b->gen = ++a->next_gen;
+    b->gen = agg_gen_next(a);
     return b;
 }
 
@@ -214,8 +234,9 @@ static int agg_entry_get(struct agg__bucket *b, struct agg__ctx *c,
                          uint8_t kind, struct agg__entry **out)
 {
     int sk = kind == AGG_DISTRIBUTION;
-    if (c->cache_gen[sk] == b->gen) {
-        *out = &b->ents[c->cache_idx[sk]];
+    struct agg__entry *ce = agg_cached(b, c, sk);
+    if (ce != NULL) {
+        *out = ce;
         return 0;
     }
     uint32_t i = (uint32_t)agg_ent_hash(c, sk) & b->idx_mask;
@@ -466,9 +487,9 @@ static inline bool agg_sample_fast(struct agg *a, struct agg__ctx *c,
         return false;
     int sk = m->type == AGG_DISTRIBUTION;
     double v = m->values[0];
-    if (c->cache_gen[sk] != b->gen || !isfinite(v))
+    struct agg__entry *e = agg_cached(b, c, sk);
+    if (e == NULL || !isfinite(v))
         return false;
-    struct agg__entry *e = &b->ents[c->cache_idx[sk]];
     if (t > c->last_seen)
         c->last_seen = t;
     if (m->type == AGG_COUNTER) {
