@@ -24,6 +24,7 @@
  */
 #include "agg_internal.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,6 +82,9 @@ int agg__ctx_init(struct agg *a)
 
 void agg__ctx_fini(struct agg *a)
 {
+    long all = LONG_MAX;
+    if (a->ctab != NULL)
+        (void)agg__grow_finish(a, &all); /* no duplicate left to free */
     if (a->ctab != NULL) {
         for (size_t i = 0; i <= a->ctab_mask; i++)
             cmn_free(a->ctab[i]);
@@ -93,6 +97,12 @@ void agg__ctx_fini(struct agg *a)
     a->ttab = NULL;
     cmn_free(a->ctab);
     cmn_free(a->rc);
+    cmn_free(a->rc_old);
+    a->rc_old = NULL;
+    cmn_free(a->rc_next);
+    a->rc_next = NULL;
+    cmn_free(a->ctab_next);
+    a->ctab_next = NULL;
     cmn_buf_free(&a->rc_bytes);
     cmn_free(a->scratch_tags);
     cmn_free(a->scratch_hash);
@@ -192,36 +202,120 @@ static void agg_ctab_put(struct agg__ctx **tab, size_t mask, struct agg__ctx *c)
     tab[i] = c;
 }
 
+/* Copies up to *budget slots of the old context table into ctab; frees
+ * it when every slot is copied (then returns true). */
+static bool agg_ctab_migrate(struct agg *a, long *budget)
+{
+    while (a->ctab_old != NULL) {
+        if (a->ctab_mig > a->ctab_omask) {
+            cmn_free(a->ctab_old);
+            a->ctab_old = NULL;
+            break;
+        }
+        if ((*budget)-- <= 0)
+            return false;
+        struct agg__ctx *c = a->ctab_old[a->ctab_mig++];
+        if (c != NULL)
+            agg_ctab_put(a->ctab, a->ctab_mask, c);
+    }
+    return true;
+}
+
+/* Prepares (at 3/8 load) and faults in the next array of the context
+ * table. Its allocation failing only leaves it for the doubling. */
+static void agg_ctab_prepare(struct agg *a)
+{
+    size_t size = a->ctab_mask + 1;
+    if (a->ctab_next == NULL && a->ctab_old == NULL &&
+        agg__grow_prepare(a->nctx, size)) {
+        a->ctab_next = cmn_calloc(size * 2, sizeof(*a->ctab_next));
+        a->ctab_pf = 0;
+    }
+    if (a->ctab_next != NULL)
+        agg__prefault(a->ctab_next, size * 2 * sizeof(*a->ctab_next),
+                      &a->ctab_pf, sizeof(*a->ctab_next));
+}
+
+/* Starts a doubling of the context table (the copy runs in steps). */
 static int agg_ctab_grow(struct agg *a)
 {
+    long all = LONG_MAX;
+    (void)agg_ctab_migrate(a, &all); /* not reached: see AGG_GROW_STEP */
     size_t nmask = a->ctab_mask * 2 + 1;
-    struct agg__ctx **nt = cmn_calloc(nmask + 1, sizeof(*nt));
+    struct agg__ctx **nt = a->ctab_next;
+    a->ctab_next = NULL;
+    if (nt == NULL)
+        nt = cmn_calloc(nmask + 1, sizeof(*nt));
     if (nt == NULL)
         return UV_ENOMEM;
-    for (size_t i = 0; i <= a->ctab_mask; i++) {
-        if (a->ctab[i] != NULL)
-            agg_ctab_put(nt, nmask, a->ctab[i]);
-    }
-    cmn_free(a->ctab);
+    a->ctab_old = a->ctab;
+    a->ctab_omask = a->ctab_mask;
+    a->ctab_mig = 0;
     a->ctab = nt;
     a->ctab_mask = nmask;
     return 0;
 }
 
+/* The context of key in tab equal to (name, host, tags), or NULL. */
+static struct agg__ctx *agg_ctab_find(struct agg__ctx **tab, size_t mask,
+                                      uint64_t key, struct cmn_slice name,
+                                      struct cmn_slice host,
+                                      const struct cmn_slice *t, size_t n)
+{
+    size_t i = (size_t)key & mask;
+    for (struct agg__ctx *c; (c = tab[i]) != NULL; i = (i + 1) & mask) {
+        if (c->key == key && agg_ctx_same(c, name, host, t, n))
+            return c;
+    }
+    return NULL;
+}
+
 static void agg_rc_clear(struct agg *a)
 {
     memset(a->rc, 0, (a->rc_mask + 1) * sizeof(*a->rc));
+    cmn_free(a->rc_old);
+    a->rc_old = NULL;
+    cmn_free(a->rc_next);
+    a->rc_next = NULL;
     a->rc_n = 0;
     cmn_buf_reset(&a->rc_bytes);
 }
 
-static void agg_rc_slot_put(struct agg *a, const struct agg__rc_slot *s)
+static void agg_rc_slot_copy(struct agg *a, const struct agg__rc_slot *s)
 {
     size_t i = (size_t)s->h & a->rc_mask;
     while (a->rc[i].ctx != NULL)
         i = (i + 1) & a->rc_mask;
     a->rc[i] = *s;
+}
+
+static void agg_rc_slot_put(struct agg *a, const struct agg__rc_slot *s)
+{
+    agg_rc_slot_copy(a, s);
     a->rc_n++;
+}
+
+/* As agg_ctab_migrate, for the raw cache. */
+static bool agg_rc_migrate(struct agg *a, long *budget)
+{
+    while (a->rc_old != NULL) {
+        if (a->rc_mig > a->rc_omask) {
+            cmn_free(a->rc_old);
+            a->rc_old = NULL;
+            break;
+        }
+        if ((*budget)-- <= 0)
+            return false;
+        const struct agg__rc_slot *o = &a->rc_old[a->rc_mig++];
+        if (o->ctx != NULL)
+            agg_rc_slot_copy(a, o);
+    }
+    return true;
+}
+
+bool agg__grow_finish(struct agg *a, long *budget)
+{
+    return agg_ctab_migrate(a, budget) && agg_rc_migrate(a, budget);
 }
 
 /* The index of the tag of bytes (p, len) among c's sorted tags, or -1. */
@@ -293,22 +387,29 @@ static void agg_rc_put(struct agg *a, uint64_t rh, struct cmn_slice name,
                        struct cmn_slice tags, struct agg__ctx *c)
 {
     size_t size = a->rc_mask + 1;
+    long step = AGG_GROW_STEP;
+    (void)agg_rc_migrate(a, &step);
+    if (a->rc_next == NULL && a->rc_old == NULL && size < AGG_RAW_CACHE_MAX &&
+        agg__grow_prepare(a->rc_n, size)) {
+        a->rc_next = cmn_calloc(size * 2, sizeof(*a->rc));
+        a->rc_pf = 0;
+    }
+    if (a->rc_next != NULL)
+        agg__prefault(a->rc_next, size * 2 * sizeof(*a->rc), &a->rc_pf,
+                      sizeof(*a->rc));
     if ((a->rc_n + 1) * 2 > size) {
-        void *n = size < AGG_RAW_CACHE_MAX
-                      ? cmn_calloc(size * 2, sizeof(*a->rc))
-                      : NULL;
-        if (n != NULL) {
-            void *old = a->rc;
-            size_t omask = a->rc_mask;
+        long all = LONG_MAX;
+        (void)agg_rc_migrate(a, &all); /* not reached: see AGG_GROW_STEP */
+        struct agg__rc_slot *n = a->rc_next;
+        a->rc_next = NULL;
+        if (n == NULL && size < AGG_RAW_CACHE_MAX)
+            n = cmn_calloc(size * 2, sizeof(*a->rc));
+        if (n != NULL) { /* the copy runs in steps */
+            a->rc_old = a->rc;
+            a->rc_omask = a->rc_mask;
+            a->rc_mig = 0;
             a->rc = n;
             a->rc_mask = size * 2 - 1;
-            a->rc_n = 0;
-            for (size_t i = 0; i <= omask; i++) {
-                const struct agg__rc_slot *o = (struct agg__rc_slot *)old + i;
-                if (o->ctx != NULL)
-                    agg_rc_slot_put(a, o);
-            }
-            cmn_free(old);
         } else {
             agg_rc_clear(a);
         }
@@ -472,15 +573,14 @@ static int agg_ctx_resolve(struct agg *a, struct cmn_slice name, uint64_t nh,
         key += th[i];
     }
 
-    size_t i = (size_t)key & a->ctab_mask;
-    for (struct agg__ctx *c; (c = a->ctab[i]) != NULL;
-         i = (i + 1) & a->ctab_mask) {
-        if (c->key == key && agg_ctx_same(c, name, host, t, w)) {
-            *out = c;
-            goto out_free;
-        }
+    struct agg__ctx *c =
+        agg_ctab_find(a->ctab, a->ctab_mask, key, name, host, t, w);
+    if (c == NULL && a->ctab_old != NULL)
+        c = agg_ctab_find(a->ctab_old, a->ctab_omask, key, name, host, t, w);
+    if (c != NULL) {
+        *out = c;
+        goto out_free;
     }
-    struct agg__ctx *c = NULL;
     rc = CMN_ECAP;
     if (a->nctx >= a->cfg.context_limit)
         goto out_free;
@@ -492,6 +592,9 @@ static int agg_ctx_resolve(struct agg *a, struct cmn_slice name, uint64_t nh,
         goto out_free;
     }
     rc = UV_ENOMEM;
+    long step = AGG_GROW_STEP;
+    (void)agg_ctab_migrate(a, &step);
+    agg_ctab_prepare(a);
     if ((a->nctx + 1) * 2 > a->ctab_mask + 1 && agg_ctab_grow(a) != 0)
         goto out_free;
     c = agg_ctx_new(a, key, name, host, t, th, w);
@@ -520,6 +623,18 @@ agg_ctx_miss(struct agg *a, struct cmn_slice name, uint64_t nh,
     return 0;
 }
 
+/* The slot of tab for the raw line (name, tags) of hash rh, or NULL. */
+static inline struct agg__rc_slot *
+agg_rc_find(const struct agg *a, struct agg__rc_slot *tab, size_t mask,
+            uint64_t rh, struct cmn_slice name, struct cmn_slice tags)
+{
+    for (size_t i = (size_t)rh & mask; tab[i].ctx != NULL; i = (i + 1) & mask) {
+        if (tab[i].h == (uint32_t)rh && agg_rc_same(a, &tab[i], name, tags))
+            return &tab[i];
+    }
+    return NULL;
+}
+
 int agg__ctx_get(struct agg *a, struct cmn_slice name, struct cmn_slice tags,
                  struct agg__ctx **out)
 {
@@ -528,21 +643,20 @@ int agg__ctx_get(struct agg *a, struct cmn_slice name, struct cmn_slice tags,
      * 64-bit hash of the raw line as any), saving the second pass */
     uint64_t rh = tags.len ? XXH3_64bits_withSeed(tags.p, tags.len, nh) : nh;
 
-    for (size_t i = (size_t)rh & a->rc_mask; a->rc[i].ctx != NULL;
-         i = (i + 1) & a->rc_mask) {
-        if (a->rc[i].h == (uint32_t)rh &&
-            agg_rc_same(a, &a->rc[i], name, tags)) {
-            if (__builtin_expect(a->rc[i].ctx->dead, 0)) {
-                /* expired, and the cache not yet scrubbed: intern it
-                 * again and point the slot at the new context */
-                int rc = agg_ctx_resolve(a, name, nh, tags, out);
-                if (rc == 0)
-                    a->rc[i].ctx = *out;
-                return rc;
-            }
-            *out = a->rc[i].ctx;
-            return 0;
+    struct agg__rc_slot *s = agg_rc_find(a, a->rc, a->rc_mask, rh, name, tags);
+    if (__builtin_expect(s == NULL && a->rc_old != NULL, 0))
+        s = agg_rc_find(a, a->rc_old, a->rc_omask, rh, name, tags);
+    if (s != NULL) {
+        if (__builtin_expect(s->ctx->dead, 0)) {
+            /* expired, and the cache not yet scrubbed: intern it again
+             * and point the slot at the new context */
+            int rc = agg_ctx_resolve(a, name, nh, tags, out);
+            if (rc == 0)
+                s->ctx = *out;
+            return rc;
         }
+        *out = s->ctx;
+        return 0;
     }
     return agg_ctx_miss(a, name, nh, tags, rh, out);
 }
@@ -615,6 +729,8 @@ void agg__ctx_expire_begin(struct agg *a, double before)
  * listed for freeing stays for the next flush. */
 bool agg__ex_unlink(struct agg *a, long *budget)
 {
+    if (!agg_ctab_migrate(a, budget))
+        return false; /* deletion needs one table */
     if (a->ex_tab != a->ctab) {
         a->ex_tab = a->ctab;
         a->ex_cursor = 0;
@@ -655,6 +771,8 @@ bool agg__ex_scrub(struct agg *a, long *budget)
 {
     if (a->ndead == 0)
         return true;
+    if (!agg_rc_migrate(a, budget))
+        return false; /* deletion needs one table */
     if (a->ex_tab != a->rc) {
         a->ex_tab = a->rc;
         a->ex_cursor = 0;

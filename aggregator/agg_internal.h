@@ -137,6 +137,8 @@ struct agg__hist {
 struct agg__entry {
     struct agg__ctx *ctx;
     uint8_t kind; /* enum agg_mtype of the entry's first sample */
+    uint32_t h;   /* low half of the index hash (a growing index copies
+                     by it without reading the context) */
     union {
         double gauge;           /* last value */
         double sum;             /* counter: sum of value / rate */
@@ -154,6 +156,10 @@ struct agg__bucket {
     uint32_t n, cap;
     uint32_t *idx; /* open addressing: entry index + 1, 0 = empty */
     uint32_t idx_mask;
+    /* the index before its doubling, copied in steps as ctab_old */
+    uint32_t *idx_old, *idx_next;
+    uint32_t idx_omask, idx_mig;
+    size_t idx_pf;
     uint32_t nseries; /* entries that are not sketches */
     bool scrubbed;    /* entries own nothing, index cleared (worker) */
 };
@@ -255,9 +261,23 @@ struct agg {
     /* contexts */
     struct agg__ctx **ctab; /* open addressing by key */
     size_t ctab_mask, nctx;
+    /* Growth in steps (AGG_GROW_STEP slots per insert): the table before
+     * its doubling, whose slots below ctab_mig are copied into ctab. Until
+     * it is freed lookups try ctab, then it; nothing is deleted from
+     * either (expiry first finishes the copy), so its copied slots stay
+     * valid duplicates. NULL = no growth running. Same for rc_old. */
+    struct agg__ctx **ctab_old;
+    size_t ctab_omask, ctab_mig;
+    /* The array of the next doubling, allocated at 3/8 load and faulted
+     * in a little per insert (agg__prefault), so that neither the inserts
+     * nor the copy fault a page each. Same for rc_next and idx_next. */
+    struct agg__ctx **ctab_next;
+    size_t ctab_pf;
     uint64_t next_ctx_id;
     struct agg__rc_slot *rc; /* raw-line cache: open addressing */
-    size_t rc_mask, rc_n;
+    size_t rc_mask, rc_n;    /* rc_n: distinct slots of rc and rc_old */
+    struct agg__rc_slot *rc_old, *rc_next;
+    size_t rc_omask, rc_mig, rc_pf;
     struct cmn_buf rc_bytes;        /* raw keys of the slots not VIA_CTX */
     size_t host_len;                /* strlen(host) */
     uint64_t seed[4];               /* per-process hash seeds (getrandom): name,
@@ -388,6 +408,36 @@ void agg__zero_fill_ctx(struct agg *a, struct agg__job *j, struct agg__ctx *c);
 /* agg_sampler.c: the worker frees b's per-entry state and clears its
  * index, keeping the entries' context pointers for the loop to release. */
 void agg__bucket_scrub(struct agg__bucket *b);
+/* Slots an insert copies from a growing table's old array: at 64 a
+ * doubling is done after a quarter of the old array's size in inserts,
+ * before the new array is half full, and no insert copies for more than a
+ * few microseconds. */
+#define AGG_GROW_STEP 16
+
+/* Whether a table of size slots holding n + 1 prepares its next array
+ * (3/8 load). */
+static inline bool agg__grow_prepare(size_t n, size_t size)
+{
+    return (n + 1) * 8 > size * 3;
+}
+
+/* Faults in the next bytes of a table's next array p (bytes in all, *done
+ * so far) by writing one byte per 4 KiB: 32 slots' worth per insert
+ * (slot bytes), so the whole array (twice the table) is in before the
+ * table is half full, one page every 16 to 128 inserts. */
+static inline void agg__prefault(void *p, size_t bytes, size_t *done,
+                                 size_t slot)
+{
+    size_t end = *done + 32 * slot;
+    if (end > bytes)
+        end = bytes;
+    for (size_t o = (*done + 4095) & ~(size_t)4095; o < end; o += 4096)
+        ((volatile char *)p)[o] = 0;
+    *done = end;
+}
+/* agg_context.c: finishes the growth of the context table and of the raw
+ * cache, *budget counting down the slots copied; true when done. */
+bool agg__grow_finish(struct agg *a, long *budget);
 /* agg_context.c: expiry steps; each returns true when its phase is done.
  * *budget counts down the items visited. */
 bool agg__ex_unlink(struct agg *a, long *budget);
