@@ -221,7 +221,7 @@ static bool agg_ctab_migrate(struct agg *a, long *budget)
     return true;
 }
 
-/* Prepares (at 3/8 load) and faults in the next array of the context
+/* Prepares (at 7/16 load) and faults in the next array of the context
  * table. Its allocation failing only leaves it for the doubling. */
 static void agg_ctab_prepare(struct agg *a)
 {
