@@ -62,7 +62,8 @@ int agg__ctx_init(struct agg *a)
         CMN_LOGW(AGG_COMP, "getrandom: entropy not ready; hash seeds "
                            "taken from the clocks");
     cmn_buf_init(&a->rc_bytes, AGG_RAW_CACHE_BYTES);
-    a->host_len = strlen(a->host);
+    a->host_tag = NULL; /* interned with the first context of the default
+                           host (agg_ctx_new) */
     a->ctab_mask = 1023;
     a->ctab = cmn_calloc(a->ctab_mask + 1, sizeof(*a->ctab));
     a->rc_mask = AGG_RC_MIN - 1;
@@ -348,9 +349,8 @@ static bool agg_rc_via_ctx(const struct agg *a, const struct agg__ctx *c,
                            struct cmn_slice name, struct cmn_slice tags)
 {
     uint32_t n = c->ntags;
-    if (!cmn_slice_eq(agg__ctx_name(c), name) || c->host->len != a->host_len ||
-        (a->host_len && memcmp(c->host->b, a->host, a->host_len) != 0))
-        return false;
+    if (c->host != a->host_tag || !cmn_slice_eq(agg__ctx_name(c), name))
+        return false; /* interned: the default host's tag is one object */
     if (tags.len == 0)
         return n == 0;
     if (n == 0 || n > 64)
@@ -415,12 +415,17 @@ static void agg_rc_put(struct agg *a, uint64_t rh, struct cmn_slice name,
         }
     }
     struct agg__rc_slot slot = {(uint32_t)rh, AGG_RC_VIA_CTX, c};
-    if (agg_rc_via_ctx(a, c, name, tags)) {
+    uint32_t len[2] = {(uint32_t)name.len, (uint32_t)tags.len};
+    size_t need = sizeof(len) + name.len + tags.len;
+    /* the first AGG_RC_COPY_BYTES of keys are copies (one memcmp per hit,
+     * the fastest check: a working set of a few thousand lines fits);
+     * past them a line that resolves to its context's own bytes costs no
+     * copy */
+    if (a->rc_bytes.len + need > AGG_RC_COPY_BYTES &&
+        agg_rc_via_ctx(a, c, name, tags)) {
         agg_rc_slot_put(a, &slot);
         return;
     }
-    uint32_t len[2] = {(uint32_t)name.len, (uint32_t)tags.len};
-    size_t need = sizeof(len) + name.len + tags.len;
     if (need > AGG_RAW_CACHE_BYTES / 64)
         return; /* a huge line: not worth a cache entry */
     if (a->rc_bytes.len + need > AGG_RAW_CACHE_BYTES)
@@ -470,6 +475,10 @@ static struct agg__ctx *agg_ctx_new(struct agg *a, uint64_t key,
     if (c->host == NULL) {
         cmn_free(c);
         return NULL;
+    }
+    if (a->host_tag == NULL && host.p == a->host) {
+        a->host_tag = c->host; /* held by one more reference */
+        c->host->refs++;
     }
     for (size_t i = 0; i < n; i++) {
         c->tags[i] = agg_tag_intern(a, tags[i], th[i]);

@@ -108,6 +108,9 @@ struct agg__rc_slot {
     struct agg__ctx *ctx; /* NULL = empty */
 };
 #define AGG_RC_VIA_CTX UINT32_MAX
+/* Raw keys copied before the cache checks lines against their contexts
+ * instead (agg_context.c agg_rc_put). */
+#define AGG_RC_COPY_BYTES ((size_t)1 << 20)
 #define AGG_RAW_CACHE_BYTES ((size_t)64 << 20)
 
 struct agg__set {
@@ -289,7 +292,8 @@ struct agg {
     struct agg__rc_slot *rc_old, *rc_next;
     size_t rc_omask, rc_mig, rc_pf;
     struct cmn_buf rc_bytes;        /* raw keys of the slots not VIA_CTX */
-    size_t host_len;                /* strlen(host) */
+    struct agg__itag *host_tag;     /* host interned (one reference), or
+                                       NULL before its first context */
     uint64_t seed[4];               /* per-process hash seeds (getrandom): name,
                                        host, tag, set member */
     struct cmn_slice *scratch_tags; /* tags_per_metric_max + specials */
