@@ -241,6 +241,13 @@ void cmn_alloc_tune(void)
 {
     (void)mallopt(M_MMAP_THRESHOLD, 256 * 1024);
     (void)mallopt(M_ARENA_MAX, 2);
+    /* No fastbins: freed small blocks (contexts of 72 bytes plus their
+     * tags, which expiry frees by the hundred thousand) would wait in them
+     * until the next large request, whose malloc_consolidate then walks
+     * them all at once: 130-160 ms of one loop callback at a million
+     * contexts. Without them a free coalesces at once; the per-thread
+     * cache still serves the hot small sizes. */
+    (void)mallopt(M_MXFAST, 0);
 }
 
 /* ------------------------------------------------------------------------

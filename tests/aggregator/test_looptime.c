@@ -306,6 +306,7 @@ Test(looptime, million_contexts_no_callback_over_1ms, .timeout = 900)
     uint64_t best = UINT64_MAX, best_stall = 0; /* worst stall seen */
 
     memset(&b, 0, sizeof(b));
+    cmn_alloc_tune(); /* glibc's settings, as the pipeline sets them */
     h.cfg.flush_interval_s = 86400; /* flushes come from the test */
     cr_assert_eq(agg_create(&h.loop, &h.cfg, big_submit, &b, &h.a), 0);
     agg_set_clock(h.a, th_clock, &h);
