@@ -76,6 +76,7 @@ int agg_create(uv_loop_t *loop, const struct agg_config *cfg,
         return rc;
     }
     a->host = a->cfg.serverless ? "" : a->cfg.hostname;
+    agg__chunks_init(&a->sch);
     rc = agg__suffix_build(a);
     if (rc == 0)
         rc = agg__ctx_init(a);
@@ -493,6 +494,8 @@ void agg_destroy(struct agg *a)
         cmn_free(a->checks[i]);
     cmn_free(a->checks);
     agg__ctx_fini(a);
+    agg__chunks_free(&a->sch);
+    agg__zcx_free(a->zcx);
     cmn_free(a->suffix);
     agg__tagset_unref(a->extra);
     agg_config_free(&a->cfg);

@@ -24,6 +24,7 @@
  */
 #include "agg_internal.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +62,8 @@ int agg__ctx_init(struct agg *a)
         CMN_LOGW(AGG_COMP, "getrandom: entropy not ready; hash seeds "
                            "taken from the clocks");
     cmn_buf_init(&a->rc_bytes, AGG_RAW_CACHE_BYTES);
+    a->host_tag = NULL; /* interned with the first context of the default
+                           host (agg_ctx_new) */
     a->ctab_mask = 1023;
     a->ctab = cmn_calloc(a->ctab_mask + 1, sizeof(*a->ctab));
     a->rc_mask = AGG_RC_MIN - 1;
@@ -80,6 +83,9 @@ int agg__ctx_init(struct agg *a)
 
 void agg__ctx_fini(struct agg *a)
 {
+    long all = LONG_MAX;
+    if (a->ctab != NULL)
+        (void)agg__grow_finish(a, &all); /* no duplicate left to free */
     if (a->ctab != NULL) {
         for (size_t i = 0; i <= a->ctab_mask; i++)
             cmn_free(a->ctab[i]);
@@ -92,6 +98,12 @@ void agg__ctx_fini(struct agg *a)
     a->ttab = NULL;
     cmn_free(a->ctab);
     cmn_free(a->rc);
+    cmn_free(a->rc_old);
+    a->rc_old = NULL;
+    cmn_free(a->rc_next);
+    a->rc_next = NULL;
+    cmn_free(a->ctab_next);
+    a->ctab_next = NULL;
     cmn_buf_free(&a->rc_bytes);
     cmn_free(a->scratch_tags);
     cmn_free(a->scratch_hash);
@@ -118,8 +130,8 @@ static bool agg_ctx_same(const struct agg__ctx *c, struct cmn_slice name,
                          struct cmn_slice host, const struct cmn_slice *tags,
                          size_t ntags)
 {
-    if (c->ntags != ntags || !cmn_slice_eq(c->name, name) ||
-        !cmn_slice_eq(c->host, host))
+    if (c->ntags != ntags || !cmn_slice_eq(agg__ctx_name(c), name) ||
+        !cmn_slice_eq(agg__ctx_host(c), host))
         return false;
     for (size_t i = 0; i < ntags; i++) {
         if (!cmn_slice_eq(agg__itag_slice(c->tags[i]), tags[i]))
@@ -191,76 +203,236 @@ static void agg_ctab_put(struct agg__ctx **tab, size_t mask, struct agg__ctx *c)
     tab[i] = c;
 }
 
+/* Copies up to *budget slots of the old context table into ctab; frees
+ * it when every slot is copied (then returns true). */
+static bool agg_ctab_migrate(struct agg *a, long *budget)
+{
+    while (a->ctab_old != NULL) {
+        if (a->ctab_mig > a->ctab_omask) {
+            cmn_free(a->ctab_old);
+            a->ctab_old = NULL;
+            break;
+        }
+        if ((*budget)-- <= 0)
+            return false;
+        struct agg__ctx *c = a->ctab_old[a->ctab_mig++];
+        if (c != NULL)
+            agg_ctab_put(a->ctab, a->ctab_mask, c);
+    }
+    return true;
+}
+
+/* Prepares (at 7/16 load) and faults in the next array of the context
+ * table. Its allocation failing only leaves it for the doubling. */
+static void agg_ctab_prepare(struct agg *a)
+{
+    size_t size = a->ctab_mask + 1;
+    if (a->ctab_next == NULL && a->ctab_old == NULL &&
+        agg__grow_prepare(a->nctx, size)) {
+        a->ctab_next = cmn_calloc(size * 2, sizeof(*a->ctab_next));
+        a->ctab_pf = 0;
+    }
+    if (a->ctab_next != NULL)
+        agg__prefault(a->ctab_next, size * 2 * sizeof(*a->ctab_next),
+                      &a->ctab_pf, sizeof(*a->ctab_next));
+}
+
+/* Starts a doubling of the context table (the copy runs in steps). */
 static int agg_ctab_grow(struct agg *a)
 {
+    long all = LONG_MAX;
+    (void)agg_ctab_migrate(a, &all); /* not reached: see AGG_GROW_STEP */
     size_t nmask = a->ctab_mask * 2 + 1;
-    struct agg__ctx **nt = cmn_calloc(nmask + 1, sizeof(*nt));
+    struct agg__ctx **nt = a->ctab_next;
+    a->ctab_next = NULL;
+    if (nt == NULL)
+        nt = cmn_calloc(nmask + 1, sizeof(*nt));
     if (nt == NULL)
         return UV_ENOMEM;
-    for (size_t i = 0; i <= a->ctab_mask; i++) {
-        if (a->ctab[i] != NULL)
-            agg_ctab_put(nt, nmask, a->ctab[i]);
-    }
-    cmn_free(a->ctab);
+    a->ctab_old = a->ctab;
+    a->ctab_omask = a->ctab_mask;
+    a->ctab_mig = 0;
     a->ctab = nt;
     a->ctab_mask = nmask;
     return 0;
 }
 
+/* The context of key in tab equal to (name, host, tags), or NULL. */
+static struct agg__ctx *agg_ctab_find(struct agg__ctx **tab, size_t mask,
+                                      uint64_t key, struct cmn_slice name,
+                                      struct cmn_slice host,
+                                      const struct cmn_slice *t, size_t n)
+{
+    size_t i = (size_t)key & mask;
+    for (struct agg__ctx *c; (c = tab[i]) != NULL; i = (i + 1) & mask) {
+        if (c->key == key && agg_ctx_same(c, name, host, t, n))
+            return c;
+    }
+    return NULL;
+}
+
 static void agg_rc_clear(struct agg *a)
 {
     memset(a->rc, 0, (a->rc_mask + 1) * sizeof(*a->rc));
+    cmn_free(a->rc_old);
+    a->rc_old = NULL;
+    cmn_free(a->rc_next);
+    a->rc_next = NULL;
     a->rc_n = 0;
     cmn_buf_reset(&a->rc_bytes);
 }
 
-static void agg_rc_slot_put(struct agg *a, const struct agg__rc_slot *s)
+static void agg_rc_slot_copy(struct agg *a, const struct agg__rc_slot *s)
 {
     size_t i = (size_t)s->h & a->rc_mask;
     while (a->rc[i].ctx != NULL)
         i = (i + 1) & a->rc_mask;
     a->rc[i] = *s;
+}
+
+static void agg_rc_slot_put(struct agg *a, const struct agg__rc_slot *s)
+{
+    agg_rc_slot_copy(a, s);
     a->rc_n++;
+}
+
+/* As agg_ctab_migrate, for the raw cache. */
+static bool agg_rc_migrate(struct agg *a, long *budget)
+{
+    while (a->rc_old != NULL) {
+        if (a->rc_mig > a->rc_omask) {
+            cmn_free(a->rc_old);
+            a->rc_old = NULL;
+            break;
+        }
+        if ((*budget)-- <= 0)
+            return false;
+        const struct agg__rc_slot *o = &a->rc_old[a->rc_mig++];
+        if (o->ctx != NULL)
+            agg_rc_slot_copy(a, o);
+    }
+    return true;
+}
+
+bool agg__grow_finish(struct agg *a, long *budget)
+{
+    return agg_ctab_migrate(a, budget) && agg_rc_migrate(a, budget);
+}
+
+/* The index of the tag of bytes (p, len) among c's sorted tags, or -1. */
+static long agg_ctx_tag_find(const struct agg__ctx *c, const char *p,
+                             size_t len)
+{
+    size_t lo = 0, hi = c->ntags;
+    struct cmn_slice k = cmn_slice(p, len);
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        struct cmn_slice t = agg__itag_slice(c->tags[mid]);
+        int d = agg_slice_cmp(&k, &t);
+        if (d == 0)
+            return (long)mid;
+        if (d < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return -1;
+}
+
+/* Whether the raw line (name, tags) resolves to c, checked against c's own
+ * bytes: the name is c's, c has the default host, and the raw tags are a
+ * permutation of c's tags (as many, each found, none twice). That is
+ * exactly the identity agg_ctx_resolve would give: c's tags hold no
+ * special or host: tag, so a raw line with one fails here. Tags sent in
+ * sorted order cost one compare each; others a binary search. */
+static bool agg_rc_via_ctx(const struct agg *a, const struct agg__ctx *c,
+                           struct cmn_slice name, struct cmn_slice tags)
+{
+    uint32_t n = c->ntags;
+    if (c->host != a->host_tag || !cmn_slice_eq(agg__ctx_name(c), name))
+        return false; /* interned: the default host's tag is one object */
+    if (tags.len == 0)
+        return n == 0;
+    if (n == 0 || n > 64)
+        return false;
+    uint64_t seen = 0;
+    uint32_t next = 0; /* the tag expected next when sent sorted */
+    const char *p = tags.p, *end = tags.p + tags.len;
+    for (uint32_t k = 0; k < n; k++) {
+        const char *e = memchr(p, ',', (size_t)(end - p));
+        size_t len = (size_t)((e ? e : end) - p);
+        long i = -1;
+        if (next < n && c->tags[next]->len == len &&
+            (len == 0 || memcmp(c->tags[next]->b, p, len) == 0))
+            i = next;
+        else
+            i = agg_ctx_tag_find(c, p, len);
+        if (i < 0 || (seen >> i) & 1)
+            return false;
+        seen |= (uint64_t)1 << i;
+        next = (uint32_t)i + 1;
+        if (e == NULL)
+            return k + 1 == n;
+        p = e + 1;
+    }
+    return false; /* more raw tags than c has */
 }
 
 /* Inserts (raw name + tags -> c, hash rh) in the raw cache, an
  * open-addressing table kept at most half full: it doubles up to
  * AGG_RAW_CACHE_MAX slots, and past that, or past AGG_RAW_CACHE_BYTES of
- * raw keys (many spellings of the same contexts), it is emptied and
+ * raw keys copied (many spellings of the same contexts), it is emptied and
  * refilled. A line whose key cannot be stored is simply not cached. */
 static void agg_rc_put(struct agg *a, uint64_t rh, struct cmn_slice name,
                        struct cmn_slice tags, struct agg__ctx *c)
 {
     size_t size = a->rc_mask + 1;
+    long step = AGG_GROW_STEP;
+    (void)agg_rc_migrate(a, &step);
+    if (a->rc_next == NULL && a->rc_old == NULL && size < AGG_RAW_CACHE_MAX &&
+        agg__grow_prepare(a->rc_n, size)) {
+        a->rc_next = cmn_calloc(size * 2, sizeof(*a->rc));
+        a->rc_pf = 0;
+    }
+    if (a->rc_next != NULL)
+        agg__prefault(a->rc_next, size * 2 * sizeof(*a->rc), &a->rc_pf,
+                      sizeof(*a->rc));
     if ((a->rc_n + 1) * 2 > size) {
-        void *n = size < AGG_RAW_CACHE_MAX
-                      ? cmn_calloc(size * 2, sizeof(*a->rc))
-                      : NULL;
-        if (n != NULL) {
-            void *old = a->rc;
-            size_t omask = a->rc_mask;
+        long all = LONG_MAX;
+        (void)agg_rc_migrate(a, &all); /* not reached: see AGG_GROW_STEP */
+        struct agg__rc_slot *n = a->rc_next;
+        a->rc_next = NULL;
+        if (n == NULL && size < AGG_RAW_CACHE_MAX)
+            n = cmn_calloc(size * 2, sizeof(*a->rc));
+        if (n != NULL) { /* the copy runs in steps */
+            a->rc_old = a->rc;
+            a->rc_omask = a->rc_mask;
+            a->rc_mig = 0;
             a->rc = n;
             a->rc_mask = size * 2 - 1;
-            a->rc_n = 0;
-            for (size_t i = 0; i <= omask; i++) {
-                const struct agg__rc_slot *o = (struct agg__rc_slot *)old + i;
-                if (o->ctx != NULL)
-                    agg_rc_slot_put(a, o);
-            }
-            cmn_free(old);
         } else {
             agg_rc_clear(a);
         }
     }
-    struct agg__rc_slot slot = {rh, c, (uint32_t)a->rc_bytes.len,
-                                (uint32_t)name.len, (uint32_t)tags.len};
-    size_t need = name.len + tags.len;
+    struct agg__rc_slot slot = {(uint32_t)rh, AGG_RC_VIA_CTX, c};
+    uint32_t len[2] = {(uint32_t)name.len, (uint32_t)tags.len};
+    size_t need = sizeof(len) + name.len + tags.len;
+    /* the first AGG_RC_COPY_BYTES of keys are copies (one memcmp per hit,
+     * the fastest check: a working set of a few thousand lines fits);
+     * past them a line that resolves to its context's own bytes costs no
+     * copy */
+    if (a->rc_bytes.len + need > AGG_RC_COPY_BYTES &&
+        agg_rc_via_ctx(a, c, name, tags)) {
+        agg_rc_slot_put(a, &slot);
+        return;
+    }
     if (need > AGG_RAW_CACHE_BYTES / 64)
         return; /* a huge line: not worth a cache entry */
     if (a->rc_bytes.len + need > AGG_RAW_CACHE_BYTES)
         agg_rc_clear(a);
     slot.off = (uint32_t)a->rc_bytes.len;
-    if (cmn_buf_append(&a->rc_bytes, name.p, name.len) != 0 ||
+    if (cmn_buf_append(&a->rc_bytes, len, sizeof(len)) != 0 ||
+        cmn_buf_append(&a->rc_bytes, name.p, name.len) != 0 ||
         cmn_buf_append(&a->rc_bytes, tags.p, tags.len) != 0) {
         a->rc_bytes.len = slot.off;
         return;
@@ -268,13 +440,18 @@ static void agg_rc_put(struct agg *a, uint64_t rh, struct cmn_slice name,
     agg_rc_slot_put(a, &slot);
 }
 
-/* Whether the raw key of slot s is exactly (name, tags). */
+/* Whether slot s (hash already matched) is the raw line (name, tags). */
 static inline bool agg_rc_same(const struct agg *a,
                                const struct agg__rc_slot *s,
                                struct cmn_slice name, struct cmn_slice tags)
 {
+    if (s->off == AGG_RC_VIA_CTX)
+        return agg_rc_via_ctx(a, s->ctx, name, tags);
+    uint32_t len[2];
     const char *k = a->rc_bytes.p + s->off;
-    return s->nlen == name.len && s->tlen == tags.len &&
+    memcpy(len, k, sizeof(len));
+    k += sizeof(len);
+    return len[0] == name.len && len[1] == tags.len &&
            memcmp(k, name.p, name.len) == 0 &&
            (tags.len == 0 || memcmp(k + name.len, tags.p, tags.len) == 0);
 }
@@ -287,18 +464,28 @@ static struct agg__ctx *agg_ctx_new(struct agg *a, uint64_t key,
                                     const struct cmn_slice *tags,
                                     const uint64_t *th, size_t n)
 {
-    size_t bytes = name.len + 1 + host.len + 1;
     struct agg__ctx *c =
-        cmn_malloc(sizeof(*c) + n * sizeof(struct agg__itag *) + bytes);
+        cmn_malloc(sizeof(*c) + n * sizeof(struct agg__itag *) + name.len + 1);
     if (c == NULL)
         return NULL;
     char *p = (char *)&c->tags[n];
     memset(c, 0, sizeof(*c));
+    c->host = agg_tag_intern(
+        a, host, XXH3_64bits_withSeed(host.p, host.len, a->seed[2]));
+    if (c->host == NULL) {
+        cmn_free(c);
+        return NULL;
+    }
+    if (a->host_tag == NULL && host.p == a->host) {
+        a->host_tag = c->host; /* held by one more reference */
+        c->host->refs++;
+    }
     for (size_t i = 0; i < n; i++) {
         c->tags[i] = agg_tag_intern(a, tags[i], th[i]);
         if (c->tags[i] == NULL) {
             while (i-- > 0)
                 agg_tag_unref(a, c->tags[i]);
+            agg_tag_unref(a, c->host);
             cmn_free(c);
             return NULL;
         }
@@ -308,17 +495,10 @@ static struct agg__ctx *agg_ctx_new(struct agg *a, uint64_t key,
     c->counter_last = NAN;
     c->ntags = (uint32_t)n;
     c->zf_epoch = a->zf_epoch;
-#define AGG_PUT(dst, src)                                                      \
-    do {                                                                       \
-        if ((src).len)                                                         \
-            memcpy(p, (src).p, (src).len);                                     \
-        p[(src).len] = '\0';                                                   \
-        (dst) = cmn_slice(p, (src).len);                                       \
-        p += (src).len + 1;                                                    \
-    } while (0)
-    AGG_PUT(c->name, name);
-    AGG_PUT(c->host, host);
-#undef AGG_PUT
+    c->name_len = (uint32_t)name.len;
+    if (name.len)
+        memcpy(p, name.p, name.len);
+    p[name.len] = '\0';
     return c;
 }
 
@@ -402,15 +582,14 @@ static int agg_ctx_resolve(struct agg *a, struct cmn_slice name, uint64_t nh,
         key += th[i];
     }
 
-    size_t i = (size_t)key & a->ctab_mask;
-    for (struct agg__ctx *c; (c = a->ctab[i]) != NULL;
-         i = (i + 1) & a->ctab_mask) {
-        if (c->key == key && agg_ctx_same(c, name, host, t, w)) {
-            *out = c;
-            goto out_free;
-        }
+    struct agg__ctx *c =
+        agg_ctab_find(a->ctab, a->ctab_mask, key, name, host, t, w);
+    if (c == NULL && a->ctab_old != NULL)
+        c = agg_ctab_find(a->ctab_old, a->ctab_omask, key, name, host, t, w);
+    if (c != NULL) {
+        *out = c;
+        goto out_free;
     }
-    struct agg__ctx *c = NULL;
     rc = CMN_ECAP;
     if (a->nctx >= a->cfg.context_limit)
         goto out_free;
@@ -422,6 +601,9 @@ static int agg_ctx_resolve(struct agg *a, struct cmn_slice name, uint64_t nh,
         goto out_free;
     }
     rc = UV_ENOMEM;
+    long step = AGG_GROW_STEP;
+    (void)agg_ctab_migrate(a, &step);
+    agg_ctab_prepare(a);
     if ((a->nctx + 1) * 2 > a->ctab_mask + 1 && agg_ctab_grow(a) != 0)
         goto out_free;
     c = agg_ctx_new(a, key, name, host, t, th, w);
@@ -450,6 +632,18 @@ agg_ctx_miss(struct agg *a, struct cmn_slice name, uint64_t nh,
     return 0;
 }
 
+/* The slot of tab for the raw line (name, tags) of hash rh, or NULL. */
+static inline struct agg__rc_slot *
+agg_rc_find(const struct agg *a, struct agg__rc_slot *tab, size_t mask,
+            uint64_t rh, struct cmn_slice name, struct cmn_slice tags)
+{
+    for (size_t i = (size_t)rh & mask; tab[i].ctx != NULL; i = (i + 1) & mask) {
+        if (tab[i].h == (uint32_t)rh && agg_rc_same(a, &tab[i], name, tags))
+            return &tab[i];
+    }
+    return NULL;
+}
+
 int agg__ctx_get(struct agg *a, struct cmn_slice name, struct cmn_slice tags,
                  struct agg__ctx **out)
 {
@@ -458,20 +652,20 @@ int agg__ctx_get(struct agg *a, struct cmn_slice name, struct cmn_slice tags,
      * 64-bit hash of the raw line as any), saving the second pass */
     uint64_t rh = tags.len ? XXH3_64bits_withSeed(tags.p, tags.len, nh) : nh;
 
-    for (size_t i = (size_t)rh & a->rc_mask; a->rc[i].ctx != NULL;
-         i = (i + 1) & a->rc_mask) {
-        if (a->rc[i].h == rh && agg_rc_same(a, &a->rc[i], name, tags)) {
-            if (__builtin_expect(a->rc[i].ctx->dead, 0)) {
-                /* expired, and the cache not yet scrubbed: intern it
-                 * again and point the slot at the new context */
-                int rc = agg_ctx_resolve(a, name, nh, tags, out);
-                if (rc == 0)
-                    a->rc[i].ctx = *out;
-                return rc;
-            }
-            *out = a->rc[i].ctx;
-            return 0;
+    struct agg__rc_slot *s = agg_rc_find(a, a->rc, a->rc_mask, rh, name, tags);
+    if (__builtin_expect(s == NULL && a->rc_old != NULL, 0))
+        s = agg_rc_find(a, a->rc_old, a->rc_omask, rh, name, tags);
+    if (s != NULL) {
+        if (__builtin_expect(s->ctx->dead, 0)) {
+            /* expired, and the cache not yet scrubbed: intern it again
+             * and point the slot at the new context */
+            int rc = agg_ctx_resolve(a, name, nh, tags, out);
+            if (rc == 0)
+                s->ctx = *out;
+            return rc;
         }
+        *out = s->ctx;
+        return 0;
     }
     return agg_ctx_miss(a, name, nh, tags, rh, out);
 }
@@ -525,6 +719,7 @@ void agg__ctx_free(struct agg *a, struct agg__ctx *c)
 {
     for (uint32_t i = 0; i < c->ntags; i++)
         agg_tag_unref(a, c->tags[i]);
+    agg_tag_unref(a, c->host);
     cmn_free(c);
 }
 
@@ -543,6 +738,8 @@ void agg__ctx_expire_begin(struct agg *a, double before)
  * listed for freeing stays for the next flush. */
 bool agg__ex_unlink(struct agg *a, long *budget)
 {
+    if (!agg_ctab_migrate(a, budget))
+        return false; /* deletion needs one table */
     if (a->ex_tab != a->ctab) {
         a->ex_tab = a->ctab;
         a->ex_cursor = 0;
@@ -583,6 +780,8 @@ bool agg__ex_scrub(struct agg *a, long *budget)
 {
     if (a->ndead == 0)
         return true;
+    if (!agg_rc_migrate(a, budget))
+        return false; /* deletion needs one table */
     if (a->ex_tab != a->rc) {
         a->ex_tab = a->rc;
         a->ex_cursor = 0;
@@ -595,7 +794,7 @@ bool agg__ex_scrub(struct agg *a, long *budget)
             a->ex_cursor++;
             continue;
         }
-        struct agg__rc_slot empty = {0, NULL, 0, 0, 0};
+        struct agg__rc_slot empty = {0, 0, NULL};
         AGG_DEL_SHIFT(a->rc, a->rc_mask, a->ex_cursor, empty, AGG_RC_EMPTY,
                       AGG_RC_HOME);
         a->rc_n--;

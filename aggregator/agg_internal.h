@@ -65,37 +65,55 @@ static inline struct cmn_slice agg__itag_slice(const struct agg__itag *t)
     return cmn_slice(t->b, t->len);
 }
 
-/* An interned context. One allocation: the struct, then ntags pointers to
- * interned tags, then the NUL-terminated bytes of name and host. */
+/* An interned context. One allocation: the struct (72 bytes), then ntags
+ * pointers to interned tags, then the NUL-terminated name. The host is an
+ * interned tag too (most contexts share the default host's). Kept compact:
+ * at 100 000 contexts with 5-20 tags the contexts are most of the heap. */
 struct agg__ctx {
     uint64_t key;          /* order-independent context key */
     uint64_t id;           /* creation number: stable output order */
     double last_seen;      /* latest sample (or zero-fill) time */
     double counter_last;   /* latest counter sample time; NAN = untracked */
-    uint64_t cache_gen[2]; /* bucket generation of cache_idx: [0] series,
+    uint32_t cache_gen[2]; /* bucket generation of cache_idx: [0] series,
                               [1] sketch; 0 = none */
     uint32_t cache_idx[2]; /* entry index in that bucket */
     uint32_t refs;         /* bucket entries, no-agg samples and jobs */
     uint32_t ntags;
+    uint32_t name_len;
     uint8_t zf_epoch; /* a->zf_epoch once the running zero-fill visited it */
     bool dead;        /* expired: out of the table, freed once the raw
                          cache no longer points at it */
-    struct cmn_slice name;
-    struct cmn_slice host;
+    struct agg__itag *host;   /* one reference */
     struct agg__itag *tags[]; /* sorted, unique; one reference each */
 };
 
-/* Raw-line cache slot: XXH3(raw name, raw tags) -> context. The raw bytes
- * (name then tags) are kept in agg.rc_bytes and compared on a hit, so a
- * forged hash collision cannot send a line to another context. */
+static inline struct cmn_slice agg__ctx_name(const struct agg__ctx *c)
+{
+    return cmn_slice((const char *)&c->tags[c->ntags], c->name_len);
+}
+
+static inline struct cmn_slice agg__ctx_host(const struct agg__ctx *c)
+{
+    return agg__itag_slice(c->host);
+}
+
+/* Raw-line cache slot: XXH3(raw name, raw tags) -> context, 16 bytes.
+ * A hit is checked byte for byte, so a forged hash collision cannot send a
+ * line to another context. Most lines are checked against the context
+ * itself (AGG_RC_VIA_CTX: the raw name is the context's name and the raw
+ * tags a permutation of its tags), which costs no copy; only the other
+ * lines (special or host: tags, repaired UTF-8, over 64 tags) keep a copy
+ * of their raw bytes in agg.rc_bytes: {u32 name len, u32 tags len, name,
+ * tags} at off. At 100 000 contexts with 5-20 tags that copy was ~15 MB. */
 struct agg__rc_slot {
-    uint64_t h;
+    uint32_t h;           /* low half of the raw hash (slot home) */
+    uint32_t off;         /* AGG_RC_VIA_CTX, or the copy at rc_bytes + off */
     struct agg__ctx *ctx; /* NULL = empty */
-    uint32_t off;         /* raw bytes at agg.rc_bytes.p + off */
-    uint32_t nlen, tlen;  /* name bytes, then tag bytes */
 };
-/* Bytes of raw names and tags the cache keeps; past it the cache is
- * emptied and refilled (its slots are bounded by AGG_RAW_CACHE_MAX). */
+#define AGG_RC_VIA_CTX UINT32_MAX
+/* Raw keys copied before the cache checks lines against their contexts
+ * instead (agg_context.c agg_rc_put). */
+#define AGG_RC_COPY_BYTES ((size_t)1 << 20)
 #define AGG_RAW_CACHE_BYTES ((size_t)64 << 20)
 
 struct agg__set {
@@ -125,6 +143,8 @@ struct agg__hist {
 struct agg__entry {
     struct agg__ctx *ctx;
     uint8_t kind; /* enum agg_mtype of the entry's first sample */
+    uint32_t h;   /* low half of the index hash (a growing index copies
+                     by it without reading the context) */
     union {
         double gauge;           /* last value */
         double sum;             /* counter: sum of value / rate */
@@ -135,12 +155,17 @@ struct agg__entry {
 };
 
 struct agg__bucket {
-    int64_t start;           /* epoch-aligned bucket start */
-    uint64_t gen;            /* unique per bucket, never 0 */
+    int64_t start; /* epoch-aligned bucket start */
+    uint32_t gen;  /* unique per bucket (2^32 - 1 buckets before a repeat:
+                      over a thousand years of 10 s buckets), never 0 */
     struct agg__entry *ents; /* owned */
     uint32_t n, cap;
     uint32_t *idx; /* open addressing: entry index + 1, 0 = empty */
     uint32_t idx_mask;
+    /* the index before its doubling, copied in steps as ctab_old */
+    uint32_t *idx_old, *idx_next;
+    uint32_t idx_omask, idx_mig;
+    size_t idx_pf;
     uint32_t nseries; /* entries that are not sketches */
     bool scrubbed;    /* entries own nothing, index cleared (worker) */
 };
@@ -252,6 +277,16 @@ struct agg__job {
     void *cb_data;
 };
 
+/* Generic payload packer: items are byte chunks joined by sep between
+ * prefix and suffix; payloads are cut by item points, uncompressed bytes
+ * and compressed bytes; an item too big alone is dropped and counted. */
+struct agg__chunks {
+    struct cmn_buf data; /* the items' bytes back to back */
+    size_t *end;         /* end offset of item i */
+    uint32_t *points;    /* points of item i */
+    size_t n, cap;
+    bool failed; /* an allocation failed: some items are missing */
+};
 struct agg {
     uv_loop_t *loop;
     struct agg_config cfg; /* deep copy */
@@ -270,10 +305,26 @@ struct agg {
     /* contexts */
     struct agg__ctx **ctab; /* open addressing by key */
     size_t ctab_mask, nctx;
+    /* Growth in steps (AGG_GROW_STEP slots per insert): the table before
+     * its doubling, whose slots below ctab_mig are copied into ctab. Until
+     * it is freed lookups try ctab, then it; nothing is deleted from
+     * either (expiry first finishes the copy), so its copied slots stay
+     * valid duplicates. NULL = no growth running. Same for rc_old. */
+    struct agg__ctx **ctab_old;
+    size_t ctab_omask, ctab_mig;
+    /* The array of the next doubling, allocated at 7/16 load and faulted
+     * in a little per insert (agg__prefault), so that neither the inserts
+     * nor the copy fault a page each. Same for rc_next and idx_next. */
+    struct agg__ctx **ctab_next;
+    size_t ctab_pf;
     uint64_t next_ctx_id;
     struct agg__rc_slot *rc; /* raw-line cache: open addressing */
-    size_t rc_mask, rc_n;
-    struct cmn_buf rc_bytes;        /* raw keys of the cache's slots */
+    size_t rc_mask, rc_n;    /* rc_n: distinct slots of rc and rc_old */
+    struct agg__rc_slot *rc_old, *rc_next;
+    size_t rc_omask, rc_mig, rc_pf;
+    struct cmn_buf rc_bytes;        /* raw keys of the slots not VIA_CTX */
+    struct agg__itag *host_tag;     /* host interned (one reference), or
+                                       NULL before its first context */
     uint64_t seed[4];               /* per-process hash seeds (getrandom): name,
                                        host, tag, set member */
     struct cmn_slice *scratch_tags; /* tags_per_metric_max + specials */
@@ -289,7 +340,7 @@ struct agg {
     size_t nbuckets, capbuckets;
     struct agg__bucket *last;  /* bucket of the previous sample */
     struct agg__bucket *spare; /* a flushed bucket's arrays, for reuse */
-    uint64_t next_gen;
+    uint32_t next_gen;
     int64_t last_cutoff;
     struct agg__suffix *suffix;
     size_t nsuffix;
@@ -305,6 +356,14 @@ struct agg {
     size_t nchecks, capchecks;
 
     struct agg__tagset *extra;
+
+    /* The series packer's buffers and the zstd context, kept from one
+     * flush to the next: one job serializes at a time (running), and a
+     * flush's scratch (the raw series, about 180 bytes a context, up to a
+     * payload's 5 MB) no longer comes and goes as several MiB of RSS. Only
+     * that job's worker touches them. */
+    struct agg__chunks sch;
+    void *zcx;
 
     /* flushing */
     uv_timer_t timer;
@@ -416,6 +475,37 @@ void agg__zero_fill_ctx(struct agg *a, struct agg__job *j, struct agg__ctx *c);
 /* agg_sampler.c: the worker frees b's per-entry state and clears its
  * index, keeping the entries' context pointers for the loop to release. */
 void agg__bucket_scrub(struct agg__bucket *b);
+/* Slots an insert copies from a growing table's old array: at 64 a
+ * doubling is done after a quarter of the old array's size in inserts,
+ * before the new array is half full, and no insert copies for more than a
+ * few microseconds. */
+#define AGG_GROW_STEP 16
+
+/* Whether a table of size slots holding n + 1 prepares its next array:
+ * at 7/16 load, late, as the prepared array is resident memory (at 3/8 a
+ * sidecar with 100 000 contexts held 8 MiB of next arrays for nothing). */
+static inline bool agg__grow_prepare(size_t n, size_t size)
+{
+    return (n + 1) * 16 > size * 7;
+}
+
+/* Faults in the next bytes of a table's next array p (bytes in all, *done
+ * so far) by writing one byte per 4 KiB: 64 slots' worth per insert
+ * (slot bytes), so the whole array (twice the table) is in by 15/32 load,
+ * before the table is half full: one page every 4 to 16 inserts. */
+static inline void agg__prefault(void *p, size_t bytes, size_t *done,
+                                 size_t slot)
+{
+    size_t end = *done + 64 * slot;
+    if (end > bytes)
+        end = bytes;
+    for (size_t o = (*done + 4095) & ~(size_t)4095; o < end; o += 4096)
+        ((volatile char *)p)[o] = 0;
+    *done = end;
+}
+/* agg_context.c: finishes the growth of the context table and of the raw
+ * cache, *budget counting down the slots copied; true when done. */
+bool agg__grow_finish(struct agg *a, long *budget);
 /* agg_context.c: expiry steps; each returns true when its phase is done.
  * *budget counts down the items visited. */
 bool agg__ex_unlink(struct agg *a, long *budget);

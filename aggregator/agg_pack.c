@@ -92,22 +92,26 @@ void agg__job_out(struct agg__job *j, struct fwd_payload *p)
 /* zstd with its working memory from cmn_alloc (counted in the budget, and
  * failing like ours under the OOM tests). 0 or UV_ENOMEM. */
 static int agg_zstd(const char *raw, size_t len, int level, unsigned char **out,
-                    size_t *out_len)
+                    size_t *out_len, void **keep)
 {
     ZSTD_customMem mem = {cmn_zstd_alloc, cmn_zstd_free, NULL};
-    ZSTD_CCtx *cx = ZSTD_createCCtx_advanced(mem);
+    ZSTD_CCtx *cx = keep && *keep ? *keep : ZSTD_createCCtx_advanced(mem);
     size_t bound = ZSTD_compressBound(len), n;
     unsigned char *body;
 
     if (cx == NULL)
         return UV_ENOMEM;
+    if (keep != NULL)
+        *keep = cx;
     body = cmn_malloc(bound);
     if (body == NULL) {
-        ZSTD_freeCCtx(cx);
+        if (keep == NULL)
+            ZSTD_freeCCtx(cx);
         return UV_ENOMEM;
     }
     n = ZSTD_compressCCtx(cx, body, bound, raw, len, level);
-    ZSTD_freeCCtx(cx);
+    if (keep == NULL)
+        ZSTD_freeCCtx(cx);
     if (ZSTD_isError(n)) {
         cmn_free(body);
         return UV_ENOMEM;
@@ -153,9 +157,21 @@ static int agg_deflate(const char *raw, size_t len, unsigned char **out,
     return 0;
 }
 
+void agg__zcx_free(void *zcx)
+{
+    ZSTD_freeCCtx(zcx);
+}
+
 struct fwd_payload *agg__make_payload(const struct agg_config *cfg,
                                       enum fwd_kind kind, const char *raw,
                                       size_t len)
+{
+    return agg__make_payload_cx(cfg, kind, raw, len, NULL);
+}
+
+struct fwd_payload *agg__make_payload_cx(const struct agg_config *cfg,
+                                         enum fwd_kind kind, const char *raw,
+                                         size_t len, void **zcx)
 {
     unsigned char *body = NULL;
     size_t blen = 0;
@@ -163,7 +179,7 @@ struct fwd_payload *agg__make_payload(const struct agg_config *cfg,
 
     switch (cfg->compressor) {
     case AGG_COMPRESS_ZSTD:
-        if (agg_zstd(raw, len, cfg->zstd_level, &body, &blen) != 0)
+        if (agg_zstd(raw, len, cfg->zstd_level, &body, &blen, zcx) != 0)
             return NULL;
         enc = "zstd";
         break;
@@ -201,26 +217,34 @@ static void agg_emit_range(struct agg__job *j, struct agg__chunks *c,
     size_t raw_len = s->prefix_len + s->suffix_len + (to - from) +
                      (hi - lo - 1) * s->sep_len;
     uint32_t points = 0;
-    char *raw = cmn_malloc(raw_len ? raw_len : 1), *w = raw;
+    char *raw = NULL, *w;
+    const char *body = c->data.p + from;
 
-    if (raw == NULL) {
-        j->st.payloads_dropped++;
-        return;
-    }
-    memcpy(w, s->prefix, s->prefix_len);
-    w += s->prefix_len;
-    for (size_t i = lo; i < hi; i++) {
-        if (i > lo) {
-            memcpy(w, s->sep, s->sep_len);
-            w += s->sep_len;
-        }
-        memcpy(w, c->data.p + agg_chunk_start(c, i), agg_chunk_len(c, i));
-        w += agg_chunk_len(c, i);
+    for (size_t i = lo; i < hi; i++)
         points += c->points[i];
+    /* protobuf items are back to back already: compressed from the
+     * chunks in place, without a copy of up to 5 MB per payload */
+    if (s->prefix_len + s->sep_len + s->suffix_len > 0) {
+        raw = w = cmn_malloc(raw_len ? raw_len : 1);
+        if (raw == NULL) {
+            j->st.payloads_dropped++;
+            return;
+        }
+        memcpy(w, s->prefix, s->prefix_len);
+        w += s->prefix_len;
+        for (size_t i = lo; i < hi; i++) {
+            if (i > lo) {
+                memcpy(w, s->sep, s->sep_len);
+                w += s->sep_len;
+            }
+            memcpy(w, c->data.p + agg_chunk_start(c, i), agg_chunk_len(c, i));
+            w += agg_chunk_len(c, i);
+        }
+        memcpy(w, s->suffix, s->suffix_len);
+        body = raw;
     }
-    memcpy(w, s->suffix, s->suffix_len);
     struct fwd_payload *p =
-        agg__make_payload(&j->a->cfg, s->kind, raw, raw_len);
+        agg__make_payload_cx(&j->a->cfg, s->kind, body, raw_len, &j->a->zcx);
     cmn_free(raw);
     if (p == NULL) {
         j->st.payloads_dropped++;

@@ -102,13 +102,13 @@ static void agg_emit_series(struct agg_emit *e, const struct agg__ctx *c,
                             const char *suffix, uint8_t api,
                             const struct agg_point *pts, size_t npts)
 {
-    struct agg_series_rec r = {.name = c->name, .suffix = suffix};
+    struct agg_series_rec r = {.name = agg__ctx_name(c), .suffix = suffix};
     long nt = agg__tags(e->j, c, &e->tags, &e->tcap, true, &r.device);
     if (nt < 0) {
         e->j->st.payloads_dropped++;
         return;
     }
-    r.host = c->host;
+    r.host = agg__ctx_host(c);
     r.tags = e->tags;
     r.ntags = (size_t)nt;
     r.type = (enum agg_series_type)api;
@@ -170,8 +170,8 @@ static void agg_emit_sketches(struct agg_emit *e)
             continue;
         }
         struct agg_sketch_rec r = {
-            .name = s->ctx->name,
-            .host = s->ctx->host,
+            .name = agg__ctx_name(s->ctx),
+            .host = agg__ctx_host(s->ctx),
             .tags = e->tags,
             .ntags = (size_t)nt,
             .ts = s->ts,

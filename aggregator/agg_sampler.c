@@ -7,11 +7,14 @@
  *
  * Invariants: a bucket entry holds one reference on its context; an entry's
  * kind is fixed by its first sample; a context's cache_gen/cache_idx name
- * its entry in the live bucket with that generation (generations are never
- * reused), so a repeated line finds its entry without hashing.
+ * its entry in the live bucket with that generation, so a repeated line
+ * finds its entry without hashing. Generations are 32 bits and skip 0;
+ * after 2^32 - 1 buckets one could repeat, so a cached index is used only
+ * when the entry it names is c's.
  */
 #include "agg_internal.h"
 
+#include <limits.h>
 #include <math.h>
 #include <string.h>
 
@@ -65,8 +68,10 @@ void agg__bucket_free(struct agg__bucket *b)
         return;
     for (uint32_t i = 0; i < b->n; i++)
         agg_entry_free(&b->ents[i]);
-    cmn_free(b->ents);
+    cmn_free_big(b->ents);
     cmn_free(b->idx);
+    cmn_free(b->idx_old);
+    cmn_free(b->idx_next);
     cmn_free(b);
 }
 
@@ -77,6 +82,8 @@ void agg__bucket_scrub(struct agg__bucket *b)
         b->ents[i].kind = AGG_GAUGE; /* nothing owned any more */
     }
     memset(b->idx, 0, ((size_t)b->idx_mask + 1) * sizeof(*b->idx));
+    cmn_free(b->idx_old);
+    b->idx_old = NULL;
     b->scrubbed = true;
 }
 
@@ -97,13 +104,31 @@ void agg__bucket_recycle(struct agg *a, struct agg__bucket *b)
     a->spare = b;
 }
 
+static uint32_t agg_gen_next(struct agg *a)
+{
+    if (++a->next_gen == 0)
+        a->next_gen = 1;
+    return a->next_gen;
+}
+
+/* c's entry of kind sk in b from c's cache, or NULL. */
+static inline struct agg__entry *agg_cached(struct agg__bucket *b,
+                                            const struct agg__ctx *c, int sk)
+{
+    uint32_t i = c->cache_idx[sk];
+    if (c->cache_gen[sk] != b->gen || i >= b->n || b->ents[i].ctx != c ||
+        (b->ents[i].kind == AGG_DISTRIBUTION) != sk)
+        return NULL;
+    return &b->ents[i];
+}
+
 static struct agg__bucket *agg_bucket_new(struct agg *a, int64_t start)
 {
     struct agg__bucket *b = a->spare;
     if (b != NULL) { /* the arrays of a flushed bucket, reused */
         a->spare = NULL;
         b->start = start;
-        b->gen = ++a->next_gen;
+        b->gen = agg_gen_next(a);
         return b;
     }
     b = cmn_calloc(1, sizeof(*b));
@@ -116,7 +141,7 @@ static struct agg__bucket *agg_bucket_new(struct agg *a, int64_t start)
         return NULL;
     }
     b->start = start;
-    b->gen = ++a->next_gen;
+    b->gen = agg_gen_next(a);
     return b;
 }
 
@@ -157,24 +182,63 @@ static inline uint64_t agg_ent_hash(const struct agg__ctx *c, int sk)
     return c->key + (sk ? AGG_SKETCH_SEED : 0);
 }
 
+static void agg_idx_put(struct agg__bucket *b, uint32_t h, uint32_t v)
+{
+    uint32_t i = h & b->idx_mask;
+    while (b->idx[i] != 0)
+        i = (i + 1) & b->idx_mask;
+    b->idx[i] = v;
+}
+
+/* Copies up to budget slots of the old index into idx (as the context
+ * table grows, agg_context.c); frees it once every slot is copied. */
+static void agg_idx_migrate(struct agg__bucket *b, long budget)
+{
+    while (b->idx_old != NULL) {
+        if ((uint64_t)b->idx_mig > b->idx_omask) {
+            cmn_free(b->idx_old);
+            b->idx_old = NULL;
+            return;
+        }
+        if (budget-- <= 0)
+            return;
+        uint32_t v = b->idx_old[b->idx_mig++];
+        if (v != 0)
+            agg_idx_put(b, b->ents[v - 1].h, v);
+    }
+}
+
+/* Starts a doubling of b's index (the copy runs in steps). */
 static int agg_idx_grow(struct agg__bucket *b)
 {
+    agg_idx_migrate(b, LONG_MAX); /* not reached: see AGG_GROW_STEP */
     uint32_t nmask = b->idx_mask * 2 + 1;
-    uint32_t *ni = cmn_calloc((size_t)nmask + 1, sizeof(*ni));
+    uint32_t *ni = b->idx_next;
+    b->idx_next = NULL;
+    if (ni == NULL)
+        ni = cmn_calloc((size_t)nmask + 1, sizeof(*ni));
     if (ni == NULL)
         return UV_ENOMEM;
-    for (uint32_t k = 0; k < b->n; k++) {
-        struct agg__entry *e = &b->ents[k];
-        uint64_t h = agg_ent_hash(e->ctx, e->kind == AGG_DISTRIBUTION);
-        uint32_t i = (uint32_t)h & nmask;
-        while (ni[i] != 0)
-            i = (i + 1) & nmask;
-        ni[i] = k + 1;
-    }
-    cmn_free(b->idx);
+    b->idx_old = b->idx;
+    b->idx_omask = b->idx_mask;
+    b->idx_mig = 0;
     b->idx = ni;
     b->idx_mask = nmask;
     return 0;
+}
+
+/* The entry of (c, sk) of hash h in index idx, or NULL. */
+static inline struct agg__entry *agg_idx_find(struct agg__bucket *b,
+                                              const uint32_t *idx,
+                                              uint32_t mask, uint32_t h,
+                                              const struct agg__ctx *c, int sk)
+{
+    for (uint32_t i = h & mask; idx[i] != 0; i = (i + 1) & mask) {
+        struct agg__entry *e = &b->ents[idx[i] - 1];
+        if (e->ctx == c && (e->kind == AGG_DISTRIBUTION) == sk)
+            return e;
+    }
+    return NULL;
 }
 
 static int agg_entry_init(struct agg__entry *e, uint8_t kind)
@@ -214,43 +278,50 @@ static int agg_entry_get(struct agg__bucket *b, struct agg__ctx *c,
                          uint8_t kind, struct agg__entry **out)
 {
     int sk = kind == AGG_DISTRIBUTION;
-    if (c->cache_gen[sk] == b->gen) {
-        *out = &b->ents[c->cache_idx[sk]];
+    struct agg__entry *ce = agg_cached(b, c, sk);
+    if (ce != NULL) {
+        *out = ce;
         return 0;
     }
-    uint32_t i = (uint32_t)agg_ent_hash(c, sk) & b->idx_mask;
-    for (; b->idx[i] != 0; i = (i + 1) & b->idx_mask) {
-        struct agg__entry *e = &b->ents[b->idx[i] - 1];
-        if (e->ctx == c && (e->kind == AGG_DISTRIBUTION) == sk) {
-            c->cache_gen[sk] = b->gen;
-            c->cache_idx[sk] = b->idx[i] - 1;
-            *out = e;
-            return 0;
-        }
+    uint32_t h = (uint32_t)agg_ent_hash(c, sk);
+    struct agg__entry *f = agg_idx_find(b, b->idx, b->idx_mask, h, c, sk);
+    if (f == NULL && b->idx_old != NULL)
+        f = agg_idx_find(b, b->idx_old, b->idx_omask, h, c, sk);
+    if (f != NULL) {
+        c->cache_gen[sk] = b->gen;
+        c->cache_idx[sk] = (uint32_t)(f - b->ents);
+        *out = f;
+        return 0;
     }
     if (c->refs == UINT32_MAX)
         return CMN_ECAP;
     if (b->n == b->cap) {
         uint32_t ncap = b->cap ? b->cap * 2 : 8;
-        void *ne = cmn_reallocarray(b->ents, ncap, sizeof(*b->ents));
+        void *ne = cmn_realloc_big(b->ents, ncap, sizeof(*b->ents));
         if (ne == NULL)
             return UV_ENOMEM;
         b->ents = ne;
         b->cap = ncap;
     }
-    if ((b->n + 1) * 2 > b->idx_mask + 1) {
-        if (agg_idx_grow(b) != 0)
-            return UV_ENOMEM;
-        i = (uint32_t)agg_ent_hash(c, sk) & b->idx_mask;
-        while (b->idx[i] != 0)
-            i = (i + 1) & b->idx_mask;
+    agg_idx_migrate(b, AGG_GROW_STEP);
+    size_t isize = (size_t)b->idx_mask + 1;
+    if (b->idx_next == NULL && b->idx_old == NULL &&
+        agg__grow_prepare(b->n, isize)) {
+        b->idx_next = cmn_calloc(isize * 2, sizeof(*b->idx_next));
+        b->idx_pf = 0;
     }
+    if (b->idx_next != NULL)
+        agg__prefault(b->idx_next, isize * 2 * sizeof(*b->idx_next), &b->idx_pf,
+                      sizeof(*b->idx_next));
+    if ((b->n + 1) * 2 > b->idx_mask + 1 && agg_idx_grow(b) != 0)
+        return UV_ENOMEM;
     struct agg__entry *e = &b->ents[b->n];
     if (agg_entry_init(e, kind) != 0)
         return UV_ENOMEM;
     e->ctx = c;
+    e->h = h;
     c->refs++;
-    b->idx[i] = b->n + 1;
+    agg_idx_put(b, h, b->n + 1);
     c->cache_gen[sk] = b->gen;
     c->cache_idx[sk] = b->n;
     b->n++;
@@ -466,9 +537,9 @@ static inline bool agg_sample_fast(struct agg *a, struct agg__ctx *c,
         return false;
     int sk = m->type == AGG_DISTRIBUTION;
     double v = m->values[0];
-    if (c->cache_gen[sk] != b->gen || !isfinite(v))
+    struct agg__entry *e = agg_cached(b, c, sk);
+    if (e == NULL || !isfinite(v))
         return false;
-    struct agg__entry *e = &b->ents[c->cache_idx[sk]];
     if (t > c->last_seen)
         c->last_seen = t;
     if (m->type == AGG_COUNTER) {

@@ -163,7 +163,7 @@ static int agg_v2_series(struct agg_ser *s, const struct agg__ctx *c,
                          const struct agg__rec *pts, size_t npts,
                          const struct agg__noagg *na)
 {
-    struct cmn_slice dev;
+    struct cmn_slice dev, nm = agg__ctx_name(c);
     struct cmn_buf *b = &s->sb;
     long nt = agg__tags(s->j, c, &s->tags, &s->tcap, true, &dev);
     size_t sl = strlen(suffix);
@@ -172,15 +172,15 @@ static int agg_v2_series(struct agg_ser *s, const struct agg__ctx *c,
     if (nt < 0)
         return UV_ENOMEM;
     cmn_buf_reset(b);
-    rc = agg_res(b, "host", c->host);
+    rc = agg_res(b, "host", agg__ctx_host(c));
     if (rc == 0 && dev.p != NULL)
         rc = agg_res(b, "device", dev);
     if (rc == 0)
         rc = pb_key(b, K(METRIC_SERIES_METRIC));
     if (rc == 0)
-        rc = pb_varint(b, c->name.len + sl);
+        rc = pb_varint(b, nm.len + sl);
     if (rc == 0)
-        rc = cmn_buf_append(b, c->name.p, c->name.len);
+        rc = cmn_buf_append(b, nm.p, nm.len);
     if (rc == 0)
         rc = cmn_buf_append(b, suffix, sl);
     for (long i = 0; rc == 0 && i < nt; i++)
@@ -372,11 +372,12 @@ static int agg_v1_series(struct agg_ser *s, const struct agg__ctx *c,
     if (nt < 0 || o == NULL || jp == NULL || jt == NULL)
         goto out;
     size_t sl = strlen(suffix);
-    name = cmn_malloc(c->name.len + sl + 1);
+    struct cmn_slice nm = agg__ctx_name(c);
+    name = cmn_malloc(nm.len + sl + 1);
     if (name == NULL)
         goto out;
-    memcpy(name, c->name.p, c->name.len);
-    memcpy(name + c->name.len, suffix, sl + 1);
+    memcpy(name, nm.p, nm.len);
+    memcpy(name + nm.len, suffix, sl + 1);
     bool ok = true;
     for (size_t i = 0; i < (na ? 1 : npts); i++) {
         /* json_real refuses NaN/Inf (NULL): then the series is dropped
@@ -388,11 +389,11 @@ static int agg_v1_series(struct agg_ser *s, const struct agg__ctx *c,
     }
     for (long i = 0; i < nt; i++)
         agg__jpush(jt, agg__jstr(s->tags[i]), &ok);
-    agg__jset(o, "metric", agg__jstr(cmn_slice(name, c->name.len + sl)), &ok);
+    agg__jset(o, "metric", agg__jstr(cmn_slice(name, nm.len + sl)), &ok);
     agg__jset(o, "points", jp, &ok);
     agg__jset(o, "tags", jt, &ok);
     jp = jt = NULL;
-    agg__jset(o, "host", agg__jstr(c->host), &ok);
+    agg__jset(o, "host", agg__jstr(agg__ctx_host(c)), &ok);
     if (dev.p != NULL)
         agg__jset(o, "device", agg__jstr(dev), &ok);
     agg__jset(o, "type", json_string(types[api & 3]), &ok);
@@ -468,7 +469,7 @@ static void agg_serialize_series(struct agg__job *j)
     struct agg__pack_spec spec;
 
     agg_series_spec(&j->a->cfg, s.v1, &spec);
-    agg__chunks_init(&s.ch);
+    s.ch = j->a->sch; /* the kept buffers, empty */
     cmn_buf_init(&s.sb, (size_t)1 << 30);
     cmn_buf_init(&s.tb, (size_t)1 << 30);
     for (size_t i = 0; i < nrec;) {
@@ -501,7 +502,8 @@ static void agg_serialize_series(struct agg__job *j)
     if (s.ch.failed)
         j->st.payloads_dropped++;
     agg_series_cut(j, &s, &spec, true);
-    agg__chunks_free(&s.ch);
+    s.ch.failed = false;
+    j->a->sch = s.ch; /* kept for the next flush */
     cmn_buf_free(&s.sb);
     cmn_buf_free(&s.tb);
     cmn_free(s.tags);
@@ -576,9 +578,10 @@ static void agg_serialize_sketches(struct agg__job *j)
         int rc = nt < 0 ? UV_ENOMEM : 0;
         cmn_buf_reset(&s.sb);
         if (rc == 0)
-            rc = pb_bytes(&s.sb, K(SKETCH_METRIC), c->name.p, c->name.len);
+            rc = pb_bytes(&s.sb, K(SKETCH_METRIC), agg__ctx_name(c).p,
+                          c->name_len);
         if (rc == 0)
-            rc = pb_bytes(&s.sb, K(SKETCH_HOST), c->host.p, c->host.len);
+            rc = pb_bytes(&s.sb, K(SKETCH_HOST), c->host->b, c->host->len);
         for (long t = 0; rc == 0 && t < nt; t++)
             rc = pb_bytes(&s.sb, K(SKETCH_TAGS), s.tags[t].p, s.tags[t].len);
         for (size_t p = i; rc == 0 && p < k; p++)

@@ -49,19 +49,18 @@ json_t *agg__jstr(struct cmn_slice s);
 struct fwd_payload *agg__make_payload(const struct agg_config *cfg,
                                       enum fwd_kind kind, const char *raw,
                                       size_t len);
+/* As agg__make_payload, with the zstd context kept in *zcx (created on
+ * first use, freed with agg__zcx_free): the flush's serializer reuses one
+ * instead of a fresh working memory per payload. */
+struct fwd_payload *agg__make_payload_cx(const struct agg_config *cfg,
+                                         enum fwd_kind kind, const char *raw,
+                                         size_t len, void **zcx);
+void agg__zcx_free(void *zcx);
 /* Adds p to the job's output (drops it on allocation failure). */
 void agg__job_out(struct agg__job *j, struct fwd_payload *p);
 
-/* Generic payload packer: items are byte chunks joined by sep between
- * prefix and suffix; payloads are cut by item points, uncompressed bytes
- * and compressed bytes; an item too big alone is dropped and counted. */
-struct agg__chunks {
-    struct cmn_buf data; /* the items' bytes back to back */
-    size_t *end;         /* end offset of item i */
-    uint32_t *points;    /* points of item i */
-    size_t n, cap;
-    bool failed; /* an allocation failed: some items are missing */
-};
+/* The generic payload packer (struct agg__chunks is in agg_internal.h:
+ * struct agg keeps one between flushes). */
 void agg__chunks_init(struct agg__chunks *c);
 void agg__chunks_free(struct agg__chunks *c);
 /* Drops the partly written item (after a failure) and marks c failed. */

@@ -61,6 +61,8 @@ static bool agg_step_zf(struct agg *a, long *budget)
 {
     struct agg__job *j = a->zf_job;
 
+    if (!agg__grow_finish(a, budget))
+        return false;           /* a growing table: its copy first, in steps */
     if (a->zf_tab != a->ctab) { /* grown: walk the new table */
         a->zf_tab = a->ctab;
         a->zf_cursor = 0;

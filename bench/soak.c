@@ -21,7 +21,8 @@
  * Output (one line, key=value): sent_lines, delivered_count,
  * lost_count = sent - delivered, rss_min_kib / rss_max_kib after the
  * warm-up, rss_spread_kib, rss_peak_kib (samples), hwm_kib (VmHWM before
- * SIGTERM), faults, exit. The sidecar's
+ * SIGTERM), faults, exit. With DP_SOAK_TRACE set in the environment,
+ * every VmRSS sample goes to stderr ("rss t=S kib=K"). The sidecar's
  * stderr is left in the printed file. A benchmark, not a test.
  */
 #include <errno.h>
@@ -233,12 +234,17 @@ static int run(double seconds, double rate, double warmup, bool calibrate)
     size_t fault_at = 0;
     uint64_t fault_t = 0;
     double cpu0 = proc_cpu_s(pid);
+    bool trace = getenv("DP_SOAK_TRACE") != NULL;
     while (now_ms() < end) {
         uint64_t now = now_ms();
         /* send what the rate allows up to now, 25 lines per datagram */
         uint64_t due =
             calibrate ? i + 2500 : (uint64_t)((double)(now - t0) * rate / 1e3);
-        while (i < due) {
+        /* at most 0.1 s of lines per pass: when the sidecar falls behind
+         * (a loaded machine) the blocking sends would otherwise starve the
+         * RSS samples and the fault schedule (a 503 phase never ending) */
+        uint64_t pass_end = i + (calibrate ? 2500 : (uint64_t)(rate / 10) + 25);
+        while (i < due && i < pass_end) {
             if (sender_line(&s, lines[i % CONTEXTS], lens[i % CONTEXTS]) != 0)
                 goto out;
             i++;
@@ -247,6 +253,9 @@ static int run(double seconds, double rate, double warmup, bool calibrate)
         }
         if (now >= next_sample) {
             long rss = ti_proc_status_kib(pid, "VmRSS:");
+            if (trace) /* the series, to see what grows and when */
+                fprintf(stderr, "rss t=%llu kib=%ld\n",
+                        (unsigned long long)(now - t0) / 1000, rss);
             if (rss > rss_peak)
                 rss_peak = rss;
             if ((double)(now - t0) >= warmup * 1000) {

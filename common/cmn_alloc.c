@@ -97,6 +97,60 @@ void cmn_free(void *p)
     free(base);
 }
 
+static size_t big_map_size(size_t size)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    return (size + HDR + page - 1) / page * page;
+}
+
+void *cmn_realloc_big(void *p, size_t n, size_t size)
+{
+    if (size == 0 || n == 0 || n > CMN_ALLOC_MAX / size)
+        return NULL;
+    size_t nsize = n * size, old = 0;
+    if (nsize < CMN_BIG_MIN)
+        return cmn_reallocarray(p, n, size);
+    unsigned char *base = p ? (unsigned char *)p - HDR : NULL, *nb;
+    if (base != NULL)
+        memcpy(&old, base, sizeof(old));
+    if (should_fail())
+        return NULL;
+    if (base != NULL && old >= CMN_BIG_MIN) {
+        nb = mremap(base, big_map_size(old), big_map_size(nsize),
+                    MREMAP_MAYMOVE);
+    } else {
+        nb = mmap(NULL, big_map_size(nsize), PROT_READ | PROT_WRITE,
+                  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (nb != MAP_FAILED && base != NULL) {
+            memcpy(nb + HDR, p, old < nsize ? old : nsize);
+            atomic_fetch_sub(&live_bytes, old);
+            free(base);
+            old = 0;
+        }
+    }
+    if (nb == MAP_FAILED)
+        return NULL;
+    memcpy(nb, &nsize, sizeof(nsize));
+    atomic_fetch_sub(&live_bytes, old);
+    atomic_fetch_add(&live_bytes, nsize);
+    return nb + HDR;
+}
+
+void cmn_free_big(void *p)
+{
+    if (p == NULL)
+        return;
+    unsigned char *base = (unsigned char *)p - HDR;
+    size_t size;
+    memcpy(&size, base, sizeof(size));
+    if (size < CMN_BIG_MIN) {
+        cmn_free(p);
+        return;
+    }
+    atomic_fetch_sub(&live_bytes, size);
+    munmap(base, big_map_size(size));
+}
+
 char *cmn_strndup(const char *s, size_t len)
 {
     char *d = cmn_malloc(len + 1);
@@ -187,6 +241,13 @@ void cmn_alloc_tune(void)
 {
     (void)mallopt(M_MMAP_THRESHOLD, 256 * 1024);
     (void)mallopt(M_ARENA_MAX, 2);
+    /* No fastbins: freed small blocks (contexts of 72 bytes plus their
+     * tags, which expiry frees by the hundred thousand) would wait in them
+     * until the next large request, whose malloc_consolidate then walks
+     * them all at once: 130-160 ms of one loop callback at a million
+     * contexts. Without them a free coalesces at once; the per-thread
+     * cache still serves the hot small sizes. */
+    (void)mallopt(M_MXFAST, 0);
 }
 
 /* ------------------------------------------------------------------------

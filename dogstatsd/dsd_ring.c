@@ -84,6 +84,32 @@ static size_t budget_slots(struct dsd__ring *r, size_t off, size_t slot,
     return have > off ? (have - off) / slot : 0;
 }
 
+/* At an early wrap (the consumer keeps up again) the pages from `from` to
+ * the highest offset ever written hold only a past backlog's data, and the
+ * consumer will not read them in this lap: they are given back (and their
+ * budget reservation) when they are DSD_RING_SHED_MIN or more. Without
+ * this the ring's resident size is the largest backlog since the last idle
+ * trim, which under steady traffic never comes: RSS that only grows. */
+static void ring_shed(struct dsd__ring *r, size_t from)
+{
+    size_t pg = page_size();
+    size_t lo = (from + pg - 1) / pg * pg;
+    size_t hi = (r->touched + pg - 1) / pg * pg;
+    if (hi > r->cap)
+        hi = r->cap;
+    if (hi < lo + DSD_RING_SHED_MIN ||
+        madvise(r->base + lo, hi - lo, MADV_DONTNEED) != 0)
+        return;
+    r->touched = lo;
+    size_t keep = lo > DSD_RING_FLOOR ? lo - DSD_RING_FLOOR : 0;
+    keep = (keep + DSD_RING_BUDGET_STEP - 1) / DSD_RING_BUDGET_STEP *
+           DSD_RING_BUDGET_STEP;
+    if (keep < r->budgeted) {
+        cmn_budget_release(r->budgeted - keep);
+        r->budgeted = keep;
+    }
+}
+
 size_t dsd__ring_reserve(struct dsd__ring *r, size_t slot_data,
                          size_t max_slots, size_t reset_at, char **at)
 {
@@ -110,6 +136,8 @@ size_t dsd__ring_reserve(struct dsd__ring *r, size_t slot_data,
             if (free_b < contig + slot)
                 return 0;
             put_hdr(r->base + off, 0, DSD_RING_F_PAD);
+            if (early)
+                ring_shed(r, off + DSD_RING_HDR);
             head += contig;
             atomic_store_explicit(&r->head, head, memory_order_release);
             continue;

@@ -43,6 +43,10 @@
  * ring first reaches them and released when it is trimmed or freed. */
 #define DSD_RING_FLOOR ((size_t)1 << 20)
 #define DSD_RING_BUDGET_STEP ((size_t)256 << 10)
+/* Past backlog pages given back at an early wrap, when at least this many
+ * bytes (dsd_ring.c ring_shed): one madvise per large backlog, not per
+ * lap. */
+#define DSD_RING_SHED_MIN ((size_t)1 << 20)
 #define DSD_RING_F_TRUNC 1u /* the datagram did not fit: data dropped */
 #define DSD_RING_F_PAD 2u   /* skip to the start of the mapping */
 

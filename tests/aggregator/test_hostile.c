@@ -159,7 +159,7 @@ Test(hostile, forged_raw_cache_collision_is_caught)
     size_t forged = 0;
     for (size_t i = 0; i <= a->rc_mask; i++) {
         if (a->rc[i].ctx != NULL) {
-            a->rc[i].h = rh;
+            a->rc[i].h = (uint32_t)rh;
             forged++;
         }
     }

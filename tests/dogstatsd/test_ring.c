@@ -2,12 +2,14 @@
  * test_ring.c - the receive ring (dogstatsd/dsd_ring.h) on its own, in one
  * thread: records come out in order with their lengths and flags, a record
  * never wraps (a PAD sends the consumer to offset 0), a full ring reserves
- * nothing, an empty ring restarts at offset 0 once past reset_at, and trim
- * gives the pages back only when the ring is empty. The two-thread use is
+ * nothing, an empty ring restarts at offset 0 once past reset_at (giving
+ * back a past backlog's pages), and trim gives the pages back only when
+ * the ring is empty. The two-thread use is
  * covered by the listener and end-to-end burst tests.
  */
 #include <criterion/criterion.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "common.h"
 #include "dsd_ring.h"
@@ -219,5 +221,51 @@ Test(ring, memory_budget_bounds_the_ring)
     cr_assert_gt(dsd__ring_trim(&big), 0);
     cr_assert_eq(cmn_budget_reserved(), 0, "trim gives the pages back");
     cmn_budget_set_limit(0);
+    dsd__ring_free(&big);
+}
+
+/* Publishes one SLOT-byte record into q (reset_at 512 KiB, as the
+ * listeners) and, with consume, releases everything published. */
+static void put_one(struct dsd__ring *q, bool consume)
+{
+    char scratch[SLOT];
+    memset(scratch, 'y', sizeof(scratch));
+    uint32_t len = SLOT, flag = 0;
+    char *at;
+    cr_assert_eq(dsd__ring_reserve(q, SLOT, 1, (size_t)512 << 10, &at), 1);
+    dsd__ring_pack(q, at, scratch, SLOT, 1, &len, &flag);
+    if (consume)
+        dsd__ring_release(q, atomic_load(&q->head));
+}
+
+/* Whether the page at offset off of q's mapping is resident. */
+static bool resident(const struct dsd__ring *q, size_t off)
+{
+    unsigned char v = 0;
+    cr_assert_eq(mincore(q->base + off, 4096, &v), 0);
+    return v & 1;
+}
+
+/* A backlog takes the ring to 3 MiB; once the consumer keeps up again the
+ * ring wraps early at 512 KiB and gives the backlog's pages back at that
+ * wrap: RSS follows the traffic down, not only up (the soak's growth). */
+Test(ring, early_wrap_gives_a_past_backlog_back)
+{
+    struct dsd__ring big;
+    cr_assert_eq(dsd__ring_init(&big, (size_t)4 << 20), 0);
+    while (atomic_load(&big.head) < ((uint64_t)3 << 20))
+        put_one(&big, false); /* nothing consumed: no early wrap */
+    cr_assert_geq(big.touched, (size_t)3 << 20);
+    cr_assert(resident(&big, (size_t)2 << 20));
+    dsd__ring_release(&big, atomic_load(&big.head));
+    put_one(&big, true); /* wraps at 3 MiB: nothing past it to give */
+    cr_assert_lt(atomic_load(&big.head) % big.cap, (size_t)4096);
+    cr_assert_geq(big.touched, (size_t)3 << 20);
+    while (atomic_load(&big.head) / big.cap < 2)
+        put_one(&big, true); /* the next lap, consumed as it goes */
+    /* wrapped early just past 512 KiB: the pages past it were given back */
+    cr_assert_lt(big.touched, (size_t)600 << 10, "touched %zu", big.touched);
+    cr_assert_not(resident(&big, (size_t)2 << 20));
+    cr_assert_not(resident(&big, ((size_t)3 << 20) - 4096));
     dsd__ring_free(&big);
 }
