@@ -229,6 +229,20 @@ static inline void th_teardown(struct th *h)
     cr_assert_eq(uv_loop_close(&h->loop), 0);
 }
 
+/* A suite whose tests share one harness `h`, set up and torn down around
+ * each test with nothing else. */
+#define TH_SUITE(name)                                                         \
+    static struct th h;                                                        \
+    static void th_suite_setup(void)                                           \
+    {                                                                          \
+        th_setup(&h);                                                          \
+    }                                                                          \
+    static void th_suite_teardown(void)                                        \
+    {                                                                          \
+        th_teardown(&h);                                                       \
+    }                                                                          \
+    TestSuite(name, .init = th_suite_setup, .fini = th_suite_teardown)
+
 /* Decompressed body (malloc'd, NUL-terminated); *len is set. */
 static inline char *th_body(const struct fwd_payload *p, size_t *len)
 {

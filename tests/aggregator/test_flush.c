@@ -9,19 +9,7 @@
 
 #define T0 1000000.0
 
-static struct th h;
-
-static void setup(void)
-{
-    th_setup(&h);
-}
-
-static void teardown(void)
-{
-    th_teardown(&h);
-}
-
-TestSuite(flush, .init = setup, .fini = teardown);
+TH_SUITE(flush);
 
 /* "<prefix><int>" -> *out; 0 on success. */
 static int parse_prefixed(const char *s, const char *prefix, int *out)

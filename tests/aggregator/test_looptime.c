@@ -15,19 +15,7 @@
 
 #define T0 1000000.0
 
-static struct th h;
-
-static void setup(void)
-{
-    th_setup(&h);
-}
-
-static void teardown(void)
-{
-    th_teardown(&h);
-}
-
-TestSuite(looptime, .init = setup, .fini = teardown);
+TH_SUITE(looptime);
 
 /* The number of points of series name in the decoded payloads (0 if
  * absent), and its first point. */

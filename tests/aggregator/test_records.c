@@ -12,19 +12,7 @@
 
 #define T0 1000000.0
 
-static struct th h;
-
-static void setup(void)
-{
-    th_setup(&h);
-}
-
-static void teardown(void)
-{
-    th_teardown(&h);
-}
-
-TestSuite(records, .init = setup, .fini = teardown);
+TH_SUITE(records);
 
 Test(records, every_kind_exact_and_in_order)
 {

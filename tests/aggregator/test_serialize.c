@@ -7,19 +7,7 @@
 
 #define T0 1000000.0
 
-static struct th h;
-
-static void setup(void)
-{
-    th_setup(&h);
-}
-
-static void teardown(void)
-{
-    th_teardown(&h);
-}
-
-TestSuite(ser, .init = setup, .fini = teardown);
+TH_SUITE(ser);
 
 static char *body_of(size_t i)
 {

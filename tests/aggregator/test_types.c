@@ -9,19 +9,7 @@
 
 #define T0 1000000.0
 
-static struct th h;
-
-static void setup(void)
-{
-    th_setup(&h);
-}
-
-static void teardown(void)
-{
-    th_teardown(&h);
-}
-
-TestSuite(types, .init = setup, .fini = teardown);
+TH_SUITE(types);
 
 static void check_common(MSeries *s, int type, const char *host)
 {

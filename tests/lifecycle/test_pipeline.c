@@ -16,26 +16,13 @@
 
 #include "lifecycle.h"
 #include "support/intake.h"
+#include "support/ti_tmpdir.h"
 
 #define TS 1764072000
 
-static char tmpdir[256];
-static char outpath[300];
-
-static void setup(void)
-{
-    snprintf(tmpdir, sizeof(tmpdir), "/tmp/lc_pipe_XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpdir));
-    snprintf(outpath, sizeof(outpath), "%s/out.jsonl", tmpdir);
-}
-
-static void teardown(void)
-{
-    unlink(outpath);
-    rmdir(tmpdir);
-}
-
-TestSuite(pipeline, .init = setup, .fini = teardown, .timeout = 60);
+TI_TMPDIR_FIXTURE("/tmp/lc_pipe_XXXXXX", "out.jsonl");
+TestSuite(pipeline, .init = ti_tmpdir_setup, .fini = ti_tmpdir_teardown,
+          .timeout = 60);
 
 /* A fake environment: NULL-terminated name/value pairs. */
 struct kv {

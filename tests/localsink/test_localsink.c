@@ -14,24 +14,10 @@
 
 #include "ddsketch.h"
 #include "localsink.h"
+#include "ti_tmpdir.h"
 
-static char tmpdir[256];
-static char outpath[300];
-
-static void setup(void)
-{
-    snprintf(tmpdir, sizeof(tmpdir), "/tmp/ls_sink_XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpdir));
-    snprintf(outpath, sizeof(outpath), "%s/out.jsonl", tmpdir);
-}
-
-static void teardown(void)
-{
-    unlink(outpath);
-    rmdir(tmpdir);
-}
-
-TestSuite(localsink, .init = setup, .fini = teardown);
+TI_TMPDIR_FIXTURE("/tmp/ls_sink_XXXXXX", "out.jsonl");
+TestSuite(localsink, .init = ti_tmpdir_setup, .fini = ti_tmpdir_teardown);
 
 #define MAXTAGS 16
 
