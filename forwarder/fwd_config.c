@@ -402,7 +402,7 @@ static int set_no_proxy(struct fwd_config *cfg, const char *v)
 {
     struct cmn_buf b;
 
-    cmn_buf_init(&b, 64 * 1024);
+    cmn_buf_init(&b, strlen(v) + 1); /* the items, ',' between: no longer */
     cmn_split_list(v, no_proxy_item, &b);
     if (cmn_buf_append(&b, "", 1) != 0) {
         cmn_buf_free(&b);
@@ -548,7 +548,8 @@ static int endpoints(struct fwd_config *cfg, const struct cmn_env *env)
             cmn_free(s);
             return UV_EINVAL;
         }
-        cmn_buf_init(&b, 4096);
+        /* the length is checked by intake_url (FWD_URL_MAX) */
+        cmn_buf_init(&b, strlen(s) + sizeof("https://app."));
         rc = cmn_buf_printf(&b, "https://app.%s", s);
         cmn_free(s);
         if (rc == 0)

@@ -291,6 +291,38 @@ Test(config, intake_url_length_cap)
     fwd_config_free(&c);
 }
 
+/* The same cap through DD_SITE (the URL built from it), and a NO_PROXY
+ * list of any length is kept whole (both once had fixed buffers that
+ * failed as "out of memory"). */
+Test(config, site_length_cap_and_long_no_proxy)
+{
+    static char site[FWD_URL_MAX + 16];
+    memset(site, 'a', FWD_URL_MAX);
+    memcpy(site + FWD_URL_MAX, ".com", 5);
+    const char *kv[] = {"DD_API_KEY", "k", "DD_SITE", site, NULL};
+    struct fwd_config c;
+    struct capture cap;
+    capture_start(&cap);
+    int rc = load(&c, kv);
+    char *log = capture_end(&cap);
+    cr_assert_eq(rc, UV_EINVAL);
+    cr_assert_not_null(strstr(log, "DD_SITE: a URL of at most 4096 bytes"),
+                       "%s", log);
+    cmn_free(log);
+    fwd_config_free(&c);
+
+    static char np[100001];
+    for (size_t i = 0; i < sizeof(np) - 1; i++)
+        np[i] = i % 10 == 9 ? ' ' : 'h';
+    np[sizeof(np) - 2] = 'h'; /* ends with an item */
+    np[sizeof(np) - 1] = '\0';
+    const char *kv2[] = {"DD_API_KEY", "k", "NO_PROXY", np, NULL};
+    cr_assert_eq(load(&c, kv2), 0);
+    cr_assert_eq(strlen(c.no_proxy), sizeof(np) - 1);
+    cr_assert_eq(strncmp(c.no_proxy, "hhhhhhhhh,hhhhhhhhh,", 20), 0);
+    fwd_config_free(&c);
+}
+
 /* TLS 1.2 is the default minimum; the error names every accepted value
  * (the Agent's four), and a minimum below 1.2 is accepted with a warning. */
 Test(config, min_tls_version_default_and_truthful_error)
