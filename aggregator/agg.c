@@ -285,7 +285,7 @@ static void agg_job_start(struct agg *a, struct agg__job *j)
         return;
     }
     j->work.data = j;
-    if (agg_job_items(j) <= AGG_INLINE_ITEMS) {
+    if (a->stopping && agg_job_items(j) <= AGG_INLINE_ITEMS) {
         agg_work_cb(&j->work);
         agg__steps_after(a, j);
         return;

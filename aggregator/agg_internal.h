@@ -426,11 +426,11 @@ struct agg {
 /* Budget of one step (ns): steps leave room for the rest of the loop's
  * callbacks within 1 ms. */
 #define AGG_STEP_NS 300000
-/* A flush of at most this many entries, events and checks is serialized
- * on the loop thread (well under AGG_STEP_NS) instead of the thread pool:
- * a short job's final flush then never starts the pool's threads (four
- * thread creations, 0.3-1 ms of its exit on the test VM), and a Lambda
- * invocation's flush skips two cross-thread hand-offs. */
+/* The final flush (agg_stop) of at most this many entries, events and
+ * checks is serialized on the loop thread (well under AGG_STEP_NS) instead
+ * of the thread pool: a short job's exit then never starts the pool's
+ * threads (four thread creations, 0.3-1 ms on the test VM). Flushes while
+ * running keep the pool. */
 #define AGG_INLINE_ITEMS 256
 /* Starts the zero-fill of j (buckets already taken); enqueues j and starts
  * the expiry once it is done. Returns 0 or UV_ENOMEM. */
