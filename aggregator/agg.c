@@ -146,10 +146,59 @@ void agg__job_free(struct agg *a, struct agg__job *j)
     cmn_free(j);
 }
 
+struct agg__freer {
+    uv_work_t work;
+    struct agg *a;
+    void *p;
+    bool big;
+};
+
+static void agg_freer_work(uv_work_t *w)
+{
+    struct agg__freer *f = w->data;
+    if (f->big)
+        cmn_free_big(f->p);
+    else
+        cmn_free(f->p);
+}
+
+static void agg_freer_after(uv_work_t *w, int status)
+{
+    (void)status; /* never cancelled */
+    struct agg__freer *f = w->data;
+    struct agg *a = f->a;
+    cmn_free(f);
+    a->nfreeing--;
+    agg__maybe_stopped(a);
+}
+
+void agg__free_off_loop(struct agg *a, void *p, bool big)
+{
+    struct agg__freer *f = NULL;
+    if (a != NULL && a->started && !a->stopping &&
+        cmn_alloc_size(p) >= AGG_FREE_OFF_LOOP)
+        f = cmn_malloc(sizeof(*f));
+    if (f != NULL) {
+        *f = (struct agg__freer){.a = a, .p = p, .big = big};
+        f->work.data = f;
+        if (uv_queue_work(a->loop, &f->work, agg_freer_work, agg_freer_after) ==
+            0) {
+            a->nfreeing++;
+            return;
+        }
+        cmn_free(f);
+    }
+    if (big)
+        cmn_free_big(p);
+    else
+        cmn_free(p);
+}
+
 void agg__maybe_stopped(struct agg *a)
 {
     if (!a->stopping || !a->timer_closed || a->running != NULL ||
-        a->pend_head != NULL || a->stop_reported || agg__steps_pending(a))
+        a->pend_head != NULL || a->stop_reported || agg__steps_pending(a) ||
+        a->nfreeing > 0)
         return;
     if (!a->handles_closing) {
         a->handles_closing = true;

@@ -209,7 +209,7 @@ static bool agg_ctab_migrate(struct agg *a, long *budget)
 {
     while (a->ctab_old != NULL) {
         if (a->ctab_mig > a->ctab_omask) {
-            cmn_free(a->ctab_old);
+            agg__free_off_loop(a, a->ctab_old, false);
             a->ctab_old = NULL;
             break;
         }
@@ -301,7 +301,7 @@ static bool agg_rc_migrate(struct agg *a, long *budget)
 {
     while (a->rc_old != NULL) {
         if (a->rc_mig > a->rc_omask) {
-            cmn_free(a->rc_old);
+            agg__free_off_loop(a, a->rc_old, false);
             a->rc_old = NULL;
             break;
         }
@@ -734,8 +734,8 @@ void agg__ctx_expire_begin(struct agg *a, double before)
 }
 
 /* Phase 1: takes the expired contexts out of the table (a table grown
- * meanwhile is walked again from its start). A context that cannot be
- * listed for freeing stays for the next flush. */
+ * meanwhile is walked again from its start) into the list to free, linked
+ * through the contexts themselves: no array grows with the expiry. */
 bool agg__ex_unlink(struct agg *a, long *budget)
 {
     if (!agg_ctab_migrate(a, budget))
@@ -752,20 +752,12 @@ bool agg__ex_unlink(struct agg *a, long *budget)
             a->ex_cursor++;
             continue;
         }
-        if (a->ndead == a->capdead) {
-            size_t ncap = a->capdead ? a->capdead * 2 : 1024;
-            void *nd = cmn_reallocarray(a->dead, ncap, sizeof(*a->dead));
-            if (nd == NULL) {
-                a->ex_cursor++;
-                continue;
-            }
-            a->dead = nd;
-            a->capdead = ncap;
-        }
         AGG_DEL_SHIFT(a->ctab, a->ctab_mask, a->ex_cursor, NULL, AGG_CTX_EMPTY,
                       AGG_CTX_HOME);
         c->dead = true;
-        a->dead[a->ndead++] = c;
+        c->next_dead = a->dead; /* its id is not read once it is dead */
+        a->dead = c;
+        a->ndead++;
         a->nctx--;
         a->st.contexts = a->nctx;
         a->st.contexts_expired++;

@@ -70,8 +70,11 @@ static inline struct cmn_slice agg__itag_slice(const struct agg__itag *t)
  * interned tag too (most contexts share the default host's). Kept compact:
  * at 100 000 contexts with 5-20 tags the contexts are most of the heap. */
 struct agg__ctx {
-    uint64_t key;          /* order-independent context key */
-    uint64_t id;           /* creation number: stable output order */
+    uint64_t key; /* order-independent context key */
+    union {
+        uint64_t id;                /* creation number: stable output order */
+        struct agg__ctx *next_dead; /* once dead: the expiry's free list */
+    };
     double last_seen;      /* latest sample (or zero-fill) time */
     double counter_last;   /* latest counter sample time; NAN = untracked */
     uint32_t cache_gen[2]; /* bucket generation of cache_idx: [0] series,
@@ -168,6 +171,7 @@ struct agg__bucket {
     size_t idx_pf;
     uint32_t nseries; /* entries that are not sketches */
     bool scrubbed;    /* entries own nothing, index cleared (worker) */
+    struct agg *a;    /* its aggregator (agg__free_off_loop) */
 };
 
 /* One timestamped sample of the no-aggregation path. */
@@ -401,8 +405,9 @@ struct agg {
     size_t ex_cursor;
     const void *ex_tab; /* the table phase 1 or 2 walks */
     double ex_before;
-    struct agg__ctx **dead;
-    size_t ndead, capdead, dead_freed;
+    struct agg__ctx *dead; /* unlinked by the expiry, to be freed; linked
+                              through next_dead */
+    size_t ndead;
     /* jobs serialized and submitted, releasing their context references */
     struct agg__job *reap_head, *reap_tail;
     size_t reap_b, reap_k;
@@ -417,15 +422,29 @@ struct agg {
     uint64_t meter_chk_at, meter_prep_at, meter_idle_at; /* wall */
     uint64_t meter_chk_cpu, meter_prep_cpu;              /* thread CPU time */
     bool meter_cpu;       /* read the CPU clock (debug level, tests) */
+    size_t nfreeing;      /* agg__free_off_loop blocks not yet freed */
     int nclosing;         /* handles closing at stop */
     bool handles_closing; /* their close has started */
     bool stopping_closed; /* no step handle may be created any more */
 };
 
+/* Frees p (cmn_free, or cmn_free_big when big) on the thread pool when
+ * it is at least AGG_FREE_OFF_LOOP bytes and the aggregator runs: giving
+ * tens of MiB back to the kernel (a table that doubled, a bucket of a
+ * million entries) costs the loop thread milliseconds of page freeing and
+ * TLB shootdowns. Elsewhere, or when the work cannot be queued, it frees
+ * at once. agg_stop's callback waits for these frees. */
+#define AGG_FREE_OFF_LOOP ((size_t)1 << 20)
+void agg__free_off_loop(struct agg *a, void *p, bool big);
+
 /* agg_step.c */
 /* Budget of one step (ns): steps leave room for the rest of the loop's
- * callbacks within 1 ms. */
-#define AGG_STEP_NS 300000
+ * callbacks within 1 ms. The first step of a flush runs in the flush's
+ * own callback (a timer), and the idle handle's step follows it in the
+ * same loop iteration: that one is shorter, so the two stay well under
+ * 1 ms together. */
+#define AGG_STEP_NS 250000
+#define AGG_FIRST_STEP_NS 100000
 /* The final flush (agg_stop) of at most this many entries, events and
  * checks is serialized on the loop thread (well under AGG_STEP_NS) instead
  * of the thread pool: a short job's exit then never starts the pool's

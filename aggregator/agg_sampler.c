@@ -68,10 +68,10 @@ void agg__bucket_free(struct agg__bucket *b)
         return;
     for (uint32_t i = 0; i < b->n; i++)
         agg_entry_free(&b->ents[i]);
-    cmn_free_big(b->ents);
-    cmn_free(b->idx);
-    cmn_free(b->idx_old);
-    cmn_free(b->idx_next);
+    agg__free_off_loop(b->a, b->ents, true);
+    agg__free_off_loop(b->a, b->idx, false);
+    agg__free_off_loop(b->a, b->idx_old, false);
+    agg__free_off_loop(b->a, b->idx_next, false);
     cmn_free(b);
 }
 
@@ -134,6 +134,7 @@ static struct agg__bucket *agg_bucket_new(struct agg *a, int64_t start)
     b = cmn_calloc(1, sizeof(*b));
     if (b == NULL)
         return NULL;
+    b->a = a;
     b->idx_mask = 15;
     b->idx = cmn_calloc(b->idx_mask + 1, sizeof(*b->idx));
     if (b->idx == NULL) {
@@ -196,7 +197,7 @@ static void agg_idx_migrate(struct agg__bucket *b, long budget)
 {
     while (b->idx_old != NULL) {
         if ((uint64_t)b->idx_mig > b->idx_omask) {
-            cmn_free(b->idx_old);
+            agg__free_off_loop(b->a, b->idx_old, false);
             b->idx_old = NULL;
             return;
         }

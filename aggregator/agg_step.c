@@ -32,7 +32,7 @@
  * callbacks take that span minus the time the poll slept. The longest of
  * either, in CPU time of the loop thread, is loop_longest_cb_ns: CPU time
  * leaves out the time other processes held the core (on a loaded machine
- * a 0.3 ms step can take a 4 ms time slice of wall time). That full meter
+ * a 0.25 ms step can take a 4 ms time slice of wall time). That full meter
  * runs at debug log level (the debug stats show it) or in tests
  * (agg__meter_full): the CPU clock is a system call and the idle-time
  * metrics add clock reads and a mutex to every poll. By default only the
@@ -103,17 +103,14 @@ static bool agg_step_ex(struct agg *a, long *budget)
             return false;
         a->ex_phase = 3;
     }
-    while (a->dead_freed < a->ndead) {
+    while (a->dead != NULL) {
         if ((*budget)-- <= 0)
             return false;
-        agg__ctx_free(a, a->dead[a->dead_freed++]);
+        struct agg__ctx *c = a->dead;
+        a->dead = c->next_dead;
+        agg__ctx_free(a, c);
     }
-    a->ndead = a->dead_freed = 0;
-    if (a->capdead > 4096) { /* a large expiry: give the list back */
-        cmn_free(a->dead);
-        a->dead = NULL;
-        a->capdead = 0;
-    }
+    a->ndead = 0;
     a->ex_phase = 0;
     return true;
 }
@@ -235,7 +232,7 @@ int agg__zf_begin(struct agg *a, struct agg__job *j, int64_t cutoff, bool synth,
     /* a first step at once: with a small table the zero-fill ends (and the
      * job is queued, and meets the sink's back-pressure) within the call,
      * as before the steps */
-    agg_steps_run2(a, uv_hrtime() + AGG_STEP_NS, true, false);
+    agg_steps_run2(a, uv_hrtime() + AGG_FIRST_STEP_NS, true, false);
     agg_steps_kick(a);
     return 0;
 }
@@ -269,11 +266,12 @@ void agg__steps_fini(struct agg *a)
         agg__job_free(a, j);
     }
     a->reap_tail = NULL;
-    while (a->dead_freed < a->ndead)
-        agg__ctx_free(a, a->dead[a->dead_freed++]);
-    cmn_free(a->dead);
-    a->dead = NULL;
-    a->ndead = a->dead_freed = a->capdead = 0;
+    while (a->dead != NULL) {
+        struct agg__ctx *c = a->dead;
+        a->dead = c->next_dead;
+        agg__ctx_free(a, c);
+    }
+    a->ndead = 0;
     a->ex_phase = 0;
 }
 

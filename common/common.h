@@ -47,11 +47,14 @@ void *cmn_calloc(size_t n, size_t size) CMN_MUST_CHECK;
 /* Grows or shrinks p to n * size bytes; on failure p is untouched. */
 void *cmn_reallocarray(void *p, size_t n, size_t size) CMN_MUST_CHECK;
 void cmn_free(void *p);
+/* The size p was allocated with (0 for NULL). */
+size_t cmn_alloc_size(const void *p);
 /* For one array that doubles to many MiB (a bucket's entries): as
  * cmn_reallocarray, but from CMN_BIG_MIN bytes the block is a mapping of
- * its own that grows with mremap, so a doubling copies and faults nothing
- * (glibc keeps a block that started small on the heap, where each doubling
- * copies it into fresh pages: milliseconds at a million entries). Freed
+ * its own with address space reserved for its growth, so a doubling
+ * copies, moves and faults nothing (glibc keeps a block that started small
+ * on the heap, where each doubling copies it into fresh pages, and an
+ * mremap moves page tables: milliseconds at a million entries). Freed
  * with cmn_free_big only. */
 #define CMN_BIG_MIN ((size_t)256 << 10)
 void *cmn_realloc_big(void *p, size_t n, size_t size) CMN_MUST_CHECK;

@@ -3,6 +3,7 @@
  * the bounded buffer's cap.
  */
 #include <criterion/criterion.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "common.h"
@@ -45,6 +46,39 @@ Test(alloc, fail_after_n)
     cmn_free(b);
     cmn_free(d);
     cr_expect_eq(cmn_alloc_live_bytes(), 0);
+}
+
+/* A big array keeps its contents from a few bytes (malloc) through its own
+ * mapping's reservation (grown in place) and past it (moved), and when it
+ * shrinks back under CMN_BIG_MIN; live bytes follow each size. */
+Test(alloc, big_array_grows_in_place_and_past_its_reservation)
+{
+    size_t base = cmn_alloc_live_bytes();
+    uint32_t *v = NULL;
+    size_t n = 0;
+    const size_t sizes[] = {16, (CMN_BIG_MIN / 4) * 2, (size_t)4 << 20,
+                            (size_t)80 << 20, (size_t)1 << 16};
+    for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+        size_t m = sizes[k];
+        uint32_t *nv = cmn_realloc_big(v, m, sizeof(*v));
+        cr_assert_not_null(nv, "size %zu", m);
+        v = nv;
+        size_t keep = n < m ? n : m;
+        for (size_t i = 0; i < keep; i += 1021)
+            cr_assert_eq(v[i], (uint32_t)i * 2654435761u, "index %zu", i);
+        for (size_t i = 0; i < m; i++)
+            v[i] = (uint32_t)i * 2654435761u;
+        n = m;
+        cr_expect_eq(cmn_alloc_live_bytes(), base + m * sizeof(*v));
+        cr_expect_eq(cmn_alloc_size(v), m * sizeof(*v));
+    }
+    cmn_free_big(v);
+    cr_expect_eq(cmn_alloc_live_bytes(), base);
+    /* one that never left the heap is freed as one */
+    v = cmn_realloc_big(NULL, 16, sizeof(*v));
+    cr_assert_not_null(v);
+    cmn_free_big(v);
+    cr_expect_eq(cmn_alloc_live_bytes(), base);
 }
 
 Test(buf, cap_is_hard_and_failed_append_changes_nothing)
