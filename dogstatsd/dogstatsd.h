@@ -186,6 +186,8 @@ struct dsd_stats {
     uint64_t ring_full;           /* times a receive ring was full (the
                                      receive thread waited for the loop) */
     uint64_t ring_full_ns;        /* time spent waiting so */
+    uint64_t rx_spin_ns;          /* time receive threads spent reading
+                                     again instead of sleeping, in bursts */
     uint64_t ring_budget_refused; /* times the memory budget refused the
                                      receive ring more pages (it then
                                      reuses the ones it has) */

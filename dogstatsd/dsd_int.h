@@ -58,10 +58,15 @@ struct dsd__dgram {
     char *cmsg;      /* mmsg_n control buffers (SO_RXQ_OVFL) */
     uint32_t *lens;  /* mmsg_n */
     uint32_t *flags; /* mmsg_n */
-    uint64_t unsignalled_ns; /* first publish the loop was not woken for */
-    uint64_t last_data_ns;   /* the last read that returned data */
-    uint64_t wake_backlog;   /* bytes waiting that wake the loop at once */
-    bool defer_parse;        /* the loop waits for the socket to be quiet */
+    uint64_t unsignalled_ns;  /* first publish the loop was not woken for */
+    uint64_t last_data_ns;    /* the last read that returned data */
+    uint64_t prev_data_ns;    /* the one before it */
+    bool spin_ok;             /* more than one CPU: spinning is allowed */
+    int64_t spin_credit_ns;   /* spinning left (see DSD_SPIN_NS) */
+    uint64_t spin_at;         /* last update of spin_credit_ns */
+    _Atomic uint64_t spin_ns; /* time spent spinning, for the stats */
+    uint64_t wake_backlog;    /* bytes waiting that wake the loop at once */
+    bool defer_parse;         /* the loop waits for the socket to be quiet */
 
     /* written by the producer, read anywhere */
     _Atomic uint64_t kernel_drops; /* the socket's drop counter */
