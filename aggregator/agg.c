@@ -146,48 +146,58 @@ void agg__job_free(struct agg *a, struct agg__job *j)
     cmn_free(j);
 }
 
-struct agg__freer {
+/* A free for the thread pool (agg__free_off_loop). */
+struct agg__bg {
     uv_work_t work;
     struct agg *a;
     void *p;
     bool big;
 };
 
-static void agg_freer_work(uv_work_t *w)
+static void agg_bg_work(uv_work_t *w)
 {
-    struct agg__freer *f = w->data;
-    if (f->big)
-        cmn_free_big(f->p);
+    struct agg__bg *b = w->data;
+    if (b->big)
+        cmn_free_big(b->p);
     else
-        cmn_free(f->p);
+        cmn_free(b->p);
 }
 
-static void agg_freer_after(uv_work_t *w, int status)
+static void agg_bg_after(uv_work_t *w, int status)
 {
     (void)status; /* never cancelled */
-    struct agg__freer *f = w->data;
-    struct agg *a = f->a;
-    cmn_free(f);
-    a->nfreeing--;
+    struct agg__bg *b = w->data;
+    struct agg *a = b->a;
+    cmn_free(b);
+    if (--a->nbg == 0 && a->destroy_pending) {
+        cmn_free(a);
+        return;
+    }
     agg__maybe_stopped(a);
+}
+
+static bool agg_bg_queue(struct agg *a, void *p, bool big)
+{
+    if (!a->started || a->stopping)
+        return false;
+    struct agg__bg *b = cmn_malloc(sizeof(*b));
+    if (b == NULL)
+        return false;
+    *b = (struct agg__bg){.a = a, .p = p, .big = big};
+    b->work.data = b;
+    if (uv_queue_work(a->loop, &b->work, agg_bg_work, agg_bg_after) != 0) {
+        cmn_free(b);
+        return false;
+    }
+    a->nbg++;
+    return true;
 }
 
 void agg__free_off_loop(struct agg *a, void *p, bool big)
 {
-    struct agg__freer *f = NULL;
-    if (a != NULL && a->started && !a->stopping &&
-        cmn_alloc_size(p) >= AGG_FREE_OFF_LOOP)
-        f = cmn_malloc(sizeof(*f));
-    if (f != NULL) {
-        *f = (struct agg__freer){.a = a, .p = p, .big = big};
-        f->work.data = f;
-        if (uv_queue_work(a->loop, &f->work, agg_freer_work, agg_freer_after) ==
-            0) {
-            a->nfreeing++;
-            return;
-        }
-        cmn_free(f);
-    }
+    if (a != NULL && cmn_alloc_size(p) >= AGG_FREE_OFF_LOOP &&
+        agg_bg_queue(a, p, big))
+        return;
     if (big)
         cmn_free_big(p);
     else
@@ -198,7 +208,7 @@ void agg__maybe_stopped(struct agg *a)
 {
     if (!a->stopping || !a->timer_closed || a->running != NULL ||
         a->pend_head != NULL || a->stop_reported || agg__steps_pending(a) ||
-        a->nfreeing > 0)
+        a->nbg > 0)
         return;
     if (!a->handles_closing) {
         a->handles_closing = true;
@@ -548,6 +558,11 @@ void agg_destroy(struct agg *a)
     cmn_free(a->suffix);
     agg__tagset_unref(a->extra);
     agg_config_free(&a->cfg);
+    if (a->nbg > 0) { /* destroyed before its stop ended: freed by the
+                         last of its thread-pool jobs (agg_bg_after) */
+        a->destroy_pending = true;
+        return;
+    }
     cmn_free(a);
 }
 

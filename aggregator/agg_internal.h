@@ -422,7 +422,8 @@ struct agg {
     uint64_t meter_chk_at, meter_prep_at, meter_idle_at; /* wall */
     uint64_t meter_chk_cpu, meter_prep_cpu;              /* thread CPU time */
     bool meter_cpu;       /* read the CPU clock (debug level, tests) */
-    size_t nfreeing;      /* agg__free_off_loop blocks not yet freed */
+    size_t nbg;           /* agg__free_off_loop jobs not yet done */
+    bool destroy_pending; /* agg_destroy came first: the last job frees */
     int nclosing;         /* handles closing at stop */
     bool handles_closing; /* their close has started */
     bool stopping_closed; /* no step handle may be created any more */
