@@ -87,16 +87,18 @@
  * 5-11 ms in the middle of a back-to-back burst of one-line datagrams, at
  * real-time priority, while the sender's CPU kept sending: a
  * 212992-byte socket buffer overflows in about 3 ms (4 of 100 bursts of
- * 50 000 datagrams lost some). So while datagrams arrive less than
- * DSD_SPIN_NS apart the thread does not sleep between them: it reads
- * again (recvmmsg with MSG_DONTWAIT, a system call of about a
- * microsecond) until DSD_SPIN_NS pass without data. That costs CPU only
- * when datagrams come faster than 20 000/s, and it is capped: the thread
- * spins at most DSD_SPIN_SHARE of its wall time, with a credit of at
- * most DSD_SPIN_CREDIT_NS (a first burst of a second is covered in full).
- * With one allowed CPU it never spins: the sender needs that CPU. */
+ * 50 000 datagrams lost some; the first wake-up after a burst's first
+ * datagram took 1-2 ms in many runs). So after a read that returned data
+ * the thread does not sleep at once: it reads again (recvmmsg with
+ * MSG_DONTWAIT, a system call of about a microsecond) until DSD_SPIN_NS
+ * pass without data. A burst is then read without a single wake-up. It is
+ * capped: the thread spins at most DSD_SPIN_SHARE of its wall time (a
+ * steady trickle of datagrams costs at most that much of a CPU), with a
+ * credit of at most DSD_SPIN_CREDIT_NS (a first burst of a second is
+ * covered in full). With one allowed CPU it never spins: the sender needs
+ * that CPU. */
 #define DSD_SPIN_NS 50000
-#define DSD_SPIN_SHARE 4 /* at most 1/4 of the time */
+#define DSD_SPIN_SHARE 8 /* at most 1/8 of the time */
 #define DSD_SPIN_CREDIT_NS 1000000000
 #define DSD_THREAD_STACK (128u << 10)
 #define DSD_CMSG_SPACE CMSG_SPACE(sizeof(uint32_t))
@@ -190,7 +192,6 @@ static enum fill_result dgram_fill(struct dsd__dgram *d, size_t max_calls)
                        d->flags);
         /* The reader loop wakes the loop (see DSD_WAKE_DELAY_NS). */
         if (d->thread_live) {
-            d->prev_data_ns = d->last_data_ns;
             d->last_data_ns = cmn_mono_ns();
             if (d->unsignalled_ns == 0)
                 d->unsignalled_ns = d->last_data_ns;
@@ -336,20 +337,23 @@ static bool spin_again(struct dsd__dgram *d, uint64_t now, bool spinning)
     if (d->spin_credit_ns > DSD_SPIN_CREDIT_NS)
         d->spin_credit_ns = DSD_SPIN_CREDIT_NS;
     return d->spin_ok && d->spin_credit_ns > 0 &&
-           now - d->last_data_ns < DSD_SPIN_NS &&
-           d->last_data_ns - d->prev_data_ns < DSD_SPIN_NS;
+           now - d->last_data_ns < DSD_SPIN_NS;
 }
 
 static void *reader_main(void *arg)
 {
     struct dsd__dgram *d = arg;
     bool error = false;
-    /* The first touch at the priority inherited from the loop thread: at
-     * real-time priority, on a CPU it shares with the loop thread (a busy
-     * machine), it would hold the loop thread ~1 ms before the child is
-     * spawned. It only has to be done before the first read. */
-    reader_init(d);
+    /* The priority first, then the first touch. The other way round, the
+     * thread did its first touch at ordinary priority while the child was
+     * spawned and started sending at full speed on a 2-CPU machine: it
+     * sometimes read its first datagram only once the socket was full (a
+     * 212992-byte buffer holds ~550 one-line datagrams, about 2 ms of a
+     * sender), in about 1 of 100 bursts. At real-time priority the first
+     * touch (~0.9 ms) may delay the loop thread when the two share a CPU
+     * (a busy machine); a new thread usually starts on an idle one. */
     set_own_priority(d);
+    reader_init(d);
     bool spinning = false;
     while (!atomic_load_explicit(&d->stop, memory_order_acquire)) {
         enum fill_result r = dgram_fill(d, SIZE_MAX);

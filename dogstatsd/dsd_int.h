@@ -60,7 +60,6 @@ struct dsd__dgram {
     uint32_t *flags; /* mmsg_n */
     uint64_t unsignalled_ns;  /* first publish the loop was not woken for */
     uint64_t last_data_ns;    /* the last read that returned data */
-    uint64_t prev_data_ns;    /* the one before it */
     bool spin_ok;             /* more than one CPU: spinning is allowed */
     int64_t spin_credit_ns;   /* spinning left (see DSD_SPIN_NS) */
     uint64_t spin_at;         /* last update of spin_credit_ns */
