@@ -35,6 +35,9 @@
 #include "dsd_int.h"
 
 #include <errno.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <fcntl.h>
 #include <linux/sock_diag.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -286,20 +289,24 @@ static void set_own_priority(struct dsd__dgram *d)
         if (syscall(SYS_sched_setattr, 0, &a, 0) == 0)
             prio = DSD_PRIO_SLICE;
     }
-    atomic_store_explicit(&d->prio, prio, memory_order_relaxed);
+    /* release: the loop reads usable_cpus once it sees prio */
+    atomic_store_explicit(&d->prio, prio, memory_order_release);
 }
 
 static void log_priority(struct dsd__dgram *d)
 {
-    int p = atomic_load_explicit(&d->prio, memory_order_relaxed);
+    int p = atomic_load_explicit(&d->prio, memory_order_acquire);
     if (d->prio_logged || p == DSD_PRIO_UNSET)
         return;
     d->prio_logged = true;
     d->s->rx_realtime += p == DSD_PRIO_FIFO;
-    CMN_LOGD(DSD_COMP, "%s: receive thread at %s", d->kind,
+    CMN_LOGD(DSD_COMP, "%s: receive thread at %s; %u usable CPUs: %s", d->kind,
              p == DSD_PRIO_FIFO    ? "real-time priority (SCHED_FIFO 1)"
              : p == DSD_PRIO_SLICE ? "normal priority, 0.1 ms slice"
-                                   : "normal priority");
+                                   : "normal priority",
+             d->usable_cpus,
+             d->usable_cpus < 2 ? "never spins"
+                                : "reads on through bursts (DSD_SPIN_NS)");
 }
 
 /* The wake-up policy (DSD_WAKE_*) and the first-touch of the batch
@@ -308,11 +315,71 @@ static void log_priority(struct dsd__dgram *d)
  * costs ~14 us a page on the 2-vCPU test VM (~0.9 ms for 64 slots,
  * against ~1.5 ms of back-to-back one-line datagrams that a 212992-byte
  * socket buffer holds). It overlaps the child's exec. */
-static void reader_init(struct dsd__dgram *d)
+/* The CPU time per second the cgroup grants, in CPUs (rounded up), from
+ * the text of cgroup v2's cpu.max ("max 100000", "50000 100000"); 0 when
+ * unlimited or unreadable. */
+unsigned dsd__cpu_max_cpus(const char *text)
+{
+    size_t q = strcspn(text, " \n");
+    if (text[q] != ' ')
+        return 0;
+    const char *per = text + q + 1;
+    uint64_t quota, period;
+    if (cmn_parse_u64(cmn_slice(text, q), UINT64_MAX, &quota) != 0 ||
+        cmn_parse_u64(cmn_slice(per, strcspn(per, " \n")), UINT64_MAX,
+                      &period) != 0 ||
+        quota == 0 || period == 0)
+        return 0; /* "max" (no quota), or not a quota */
+    uint64_t n = quota / period + (quota % period != 0);
+    return n > 4096 ? 4096 : (unsigned)n;
+}
+
+/* Reads a small file into buf (NUL-terminated); returns the bytes read,
+ * or -1. */
+static ssize_t read_small(const char *path, char *buf, size_t cap)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, cap - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = '\0';
+    return n;
+}
+
+/* The CPUs this process may use at once: its affinity, capped by a cgroup
+ * CPU quota (a Cloud Run or Lambda container of one vCPU or less often
+ * sees two CPUs in its affinity; spinning there would burn the job's own
+ * quota). cgroup v2, then v1's cpu controller. */
+static unsigned usable_cpus(void)
 {
     cpu_set_t cpus;
-    bool one_cpu =
-        sched_getaffinity(0, sizeof(cpus), &cpus) != 0 || CPU_COUNT(&cpus) < 2;
+    unsigned n = sched_getaffinity(0, sizeof(cpus), &cpus) == 0
+                     ? (unsigned)CPU_COUNT(&cpus)
+                     : 1;
+    char buf[64];
+    unsigned q = 0;
+    if (read_small("/sys/fs/cgroup/cpu.max", buf, sizeof(buf)) > 0) {
+        q = dsd__cpu_max_cpus(buf);
+    } else {
+        char per[32];
+        if (read_small("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", buf,
+                       sizeof(buf)) > 0 &&
+            read_small("/sys/fs/cgroup/cpu/cpu.cfs_period_us", per,
+                       sizeof(per)) > 0 &&
+            buf[0] != '-') {
+            char v2[96];
+            buf[strcspn(buf, "\n")] = '\0';
+            snprintf(v2, sizeof(v2), "%.31s %.31s", buf, per);
+            q = dsd__cpu_max_cpus(v2);
+        }
+    }
+    return q != 0 && q < n ? q : n;
+}
+
+static void reader_init(struct dsd__dgram *d)
+{
+    bool one_cpu = d->usable_cpus < 2;
     d->defer_parse = !one_cpu && d->ring.cap / 4 > DSD_WAKE_BACKLOG;
     d->spin_ok = !one_cpu;
     d->spin_credit_ns = DSD_SPIN_CREDIT_NS;
@@ -352,6 +419,7 @@ static void *reader_main(void *arg)
      * sender), in about 1 of 100 bursts. At real-time priority the first
      * touch (~0.9 ms) may delay the loop thread when the two share a CPU
      * (a busy machine); a new thread usually starts on an idle one. */
+    d->usable_cpus = usable_cpus();
     set_own_priority(d);
     reader_init(d);
     bool spinning = false;

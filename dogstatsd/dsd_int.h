@@ -60,6 +60,8 @@ struct dsd__dgram {
     uint32_t *flags; /* mmsg_n */
     uint64_t unsignalled_ns;  /* first publish the loop was not woken for */
     uint64_t last_data_ns;    /* the last read that returned data */
+    unsigned usable_cpus;     /* affinity capped by a cgroup CPU quota,
+                                 set by the thread before prio */
     bool spin_ok;             /* more than one CPU: spinning is allowed */
     int64_t spin_credit_ns;   /* spinning left (see DSD_SPIN_NS) */
     uint64_t spin_at;         /* last update of spin_credit_ns */
@@ -154,6 +156,10 @@ struct dsd {
 /* dsd_sock.c: the listeners' sockets, bound in dsd_bind. Each returns 0
  * or a negative error (logged, nothing left open). */
 /* The UDP socket (dogstatsd_port) into s->udp.fd, s->udp_port set. */
+/* dsd_dgram.c: the CPUs granted per second by a cgroup v2 cpu.max text
+ * ("50000 100000" -> 1, "150000 100000" -> 2), rounded up; 0 = "max" or
+ * unparsable (no quota). */
+unsigned dsd__cpu_max_cpus(const char *text);
 int dsd__udp_open(struct dsd *s) CMN_MUST_CHECK;
 /* The Unix datagram socket (dogstatsd_socket) into s->uds.fd. */
 int dsd__uds_open(struct dsd *s) CMN_MUST_CHECK;
