@@ -176,28 +176,21 @@ static void agg_bg_after(uv_work_t *w, int status)
     agg__maybe_stopped(a);
 }
 
-static bool agg_bg_queue(struct agg *a, void *p, bool big)
-{
-    if (!a->started || a->stopping)
-        return false;
-    struct agg__bg *b = cmn_malloc(sizeof(*b));
-    if (b == NULL)
-        return false;
-    *b = (struct agg__bg){.a = a, .p = p, .big = big};
-    b->work.data = b;
-    if (uv_queue_work(a->loop, &b->work, agg_bg_work, agg_bg_after) != 0) {
-        cmn_free(b);
-        return false;
-    }
-    a->nbg++;
-    return true;
-}
-
 void agg__free_off_loop(struct agg *a, void *p, bool big)
 {
-    if (a != NULL && cmn_alloc_size(p) >= AGG_FREE_OFF_LOOP &&
-        agg_bg_queue(a, p, big))
-        return;
+    struct agg__bg *b = NULL;
+    if (a != NULL && a->started && !a->stopping &&
+        cmn_alloc_size(p) >= AGG_FREE_OFF_LOOP)
+        b = cmn_malloc(sizeof(*b));
+    if (b != NULL) {
+        *b = (struct agg__bg){.a = a, .p = p, .big = big};
+        b->work.data = b;
+        if (uv_queue_work(a->loop, &b->work, agg_bg_work, agg_bg_after) == 0) {
+            a->nbg++;
+            return;
+        }
+        cmn_free(b);
+    }
     if (big)
         cmn_free_big(p);
     else

@@ -381,7 +381,6 @@ static void reader_init(struct dsd__dgram *d)
 {
     bool one_cpu = d->usable_cpus < 2;
     d->defer_parse = !one_cpu && d->ring.cap / 4 > DSD_WAKE_BACKLOG;
-    d->spin_ok = !one_cpu;
     d->spin_credit_ns = DSD_SPIN_CREDIT_NS;
     d->spin_at = cmn_mono_ns();
     d->wake_backlog = d->defer_parse ? d->ring.cap / 4 : DSD_WAKE_BACKLOG;
@@ -403,7 +402,7 @@ static bool spin_again(struct dsd__dgram *d, uint64_t now, bool spinning)
     d->spin_credit_ns += (int64_t)(dt / DSD_SPIN_SHARE);
     if (d->spin_credit_ns > DSD_SPIN_CREDIT_NS)
         d->spin_credit_ns = DSD_SPIN_CREDIT_NS;
-    return d->spin_ok && d->spin_credit_ns > 0 &&
+    return d->usable_cpus >= 2 && d->spin_credit_ns > 0 &&
            now - d->last_data_ns < DSD_SPIN_NS;
 }
 

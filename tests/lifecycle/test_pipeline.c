@@ -56,17 +56,6 @@ static void send_udp(int port, const char *msg)
     close(fd);
 }
 
-static char *read_file(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    cr_assert_not_null(f, "cannot open %s", path);
-    static char buf[65536];
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    buf[n] = '\0';
-    fclose(f);
-    return buf;
-}
-
 static size_t count_lines(const char *s)
 {
     size_t n = 0;
@@ -143,7 +132,7 @@ Test(pipeline, udp_in_local_file_out)
     cr_assert_eq(st.dsd.metric_lines, 2);
     cr_assert_eq(st.local.series_points, 1);
     cr_assert_eq(st.local.batches, 1);
-    cr_assert_str_eq(read_file(outpath),
+    cr_assert_str_eq(ti_read_file(outpath),
                      "{\"type\":\"series\",\"metric\":\"x\",\"tags\":[],"
                      "\"points\":[[1764072000,1.0]],\"kind\":\"rate\","
                      "\"interval\":10}\n");
@@ -184,7 +173,7 @@ Test(pipeline, stop_drains_datagrams_still_in_the_kernel)
     lc_pipeline_get_stats(p, &st);
     cr_assert_eq(st.dsd.packets, 3);
     cr_assert_eq(st.dsd.metric_lines, 4);
-    const char *out = read_file(outpath);
+    const char *out = ti_read_file(outpath);
     cr_assert_eq(count_lines(out), 3, "%s", out);
     cr_assert_not_null(strstr(out, "{\"type\":\"series\",\"metric\":\"a\","
                                    "\"tags\":[\"k:v\"],\"points\":[["
@@ -234,7 +223,7 @@ Test(pipeline, local_file_has_every_record_kind)
     stop_and_run(&loop, p, &done);
     cr_assert(done.clean);
     cr_assert_str_eq(
-        read_file(outpath),
+        ti_read_file(outpath),
         "{\"type\":\"series\",\"metric\":\"h.a.max\",\"tags\":[\"team:t\"],"
         "\"points\":[[1764072000,3.0]],\"kind\":\"gauge\",\"interval\":10}\n"
         "{\"type\":\"series\",\"metric\":\"h.a.count\",\"tags\":[\"team:t\"],"
@@ -636,7 +625,7 @@ Test(pipeline, listen_before_the_aggregator_exists)
     struct done_rec done = {0};
     stop_and_run(&loop, p, &done);
     cr_assert(done.clean);
-    cr_assert_str_eq(read_file(outpath),
+    cr_assert_str_eq(ti_read_file(outpath),
                      "{\"type\":\"series\",\"metric\":\"early\",\"tags\":[],"
                      "\"points\":[[1764072000,0.5]],\"kind\":\"rate\","
                      "\"interval\":10}\n");

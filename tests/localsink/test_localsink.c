@@ -92,17 +92,6 @@ static struct ls_sink *started(const char *path, FILE *summary,
     return l;
 }
 
-static char *read_file(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    cr_assert_not_null(f, "cannot open %s", path);
-    static char buf[65536];
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    buf[n] = '\0';
-    fclose(f);
-    return buf;
-}
-
 static char *read_stream(FILE *f)
 {
     static char buf[8192];
@@ -135,7 +124,7 @@ Test(localsink, series_to_json_lines)
     ls_stop(l, stopped, &calls);
     cr_assert_eq(calls, 1);
     cr_assert_str_eq(
-        read_file(outpath),
+        ti_read_file(outpath),
         "{\"type\":\"series\",\"metric\":\"jobs.done\",\"tags\":[\"env:dev\","
         "\"team:a\"],\"points\":[[1764072000,0.5]],\"kind\":\"rate\","
         "\"interval\":10}\n"
@@ -179,7 +168,7 @@ Test(localsink, sketch_to_json_line)
              "\"max\":3.0,\"sum\":6.0,\"avg\":2.0,\"p50\":%.17g,"
              "\"p99\":3.0}\n",
              p50);
-    cr_assert_str_eq(read_file(outpath), want);
+    cr_assert_str_eq(ti_read_file(outpath), want);
     struct ls_stats st;
     ls_get_stats(l, &st);
     cr_assert_eq(st.sketch_points, 1);
@@ -224,7 +213,7 @@ Test(localsink, events_and_service_checks_to_json_lines)
     int calls = 0;
     ls_stop(l, stopped, &calls);
     cr_assert_str_eq(
-        read_file(outpath),
+        ti_read_file(outpath),
         "{\"type\":\"event\",\"msg_title\":\"deploy\",\"msg_text\":\"v2\","
         "\"timestamp\":1764072000,\"host\":\"\",\"tags\":[\"env:dev\"]}\n"
         "{\"type\":\"event\",\"msg_title\":\"t\",\"msg_text\":\"x\","
