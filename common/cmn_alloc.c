@@ -107,6 +107,28 @@ size_t cmn_alloc_size(const void *p)
     return size;
 }
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* linux/mman.h, Linux 5.14 */
+#endif
+
+int cmn_populate(void *p, size_t len)
+{
+    static _Atomic int unsupported;
+    if (len == 0)
+        return 0;
+    if (atomic_load_explicit(&unsupported, memory_order_relaxed))
+        return -EINVAL;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = (uintptr_t)p / page * page;
+    uintptr_t hi = ((uintptr_t)p + len + page - 1) / page * page;
+    if (madvise((void *)lo, hi - lo, MADV_POPULATE_WRITE) == 0)
+        return 0;
+    int e = errno;
+    if (e == EINVAL)
+        atomic_store_explicit(&unsupported, 1, memory_order_relaxed);
+    return -e;
+}
+
 static size_t big_map_size(size_t size)
 {
     size_t page = (size_t)sysconf(_SC_PAGESIZE);

@@ -3,8 +3,10 @@
  * the bounded buffer's cap.
  */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "common.h"
 
@@ -79,6 +81,33 @@ Test(alloc, big_array_grows_in_place_and_past_its_reservation)
     cr_assert_not_null(v);
     cmn_free_big(v);
     cr_expect_eq(cmn_alloc_live_bytes(), base);
+}
+
+/* cmn_populate maps pages in (resident by mincore) and leaves what they
+ * hold as it was. */
+Test(alloc, populate_maps_pages_in_and_keeps_their_contents)
+{
+    const size_t pg = 4096, n = 16;
+    unsigned char *m = mmap(NULL, n * pg, PROT_READ | PROT_WRITE,
+                            MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    cr_assert_neq(m, MAP_FAILED);
+    unsigned char vec[16];
+    m[3 * pg + 5] = 0xab; /* page 3 is resident, with a byte of data */
+    cr_assert_eq(mincore(m, n * pg, vec), 0);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_eq(vec[i] & 1, i == 3, "page %zu", i);
+    /* an unaligned range: from inside page 2 to inside page 9 */
+    int rc = cmn_populate(m + 2 * pg + 100, 7 * pg);
+    if (rc == -EINVAL)
+        cr_skip_test("no MADV_POPULATE_WRITE (Linux < 5.14)");
+    cr_assert_eq(rc, 0);
+    cr_assert_eq(mincore(m, n * pg, vec), 0);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_eq(vec[i] & 1, i >= 2 && i <= 9, "page %zu", i);
+    cr_assert_eq(m[3 * pg + 5], 0xab);
+    cr_assert_eq(m[2 * pg], 0);
+    cr_assert_eq(cmn_populate(m, 0), 0, "nothing to do");
+    munmap(m, n * pg);
 }
 
 Test(buf, cap_is_hard_and_failed_append_changes_nothing)
