@@ -289,7 +289,8 @@ struct agg__chunks {
     size_t *end;         /* end offset of item i */
     uint32_t *points;    /* points of item i */
     size_t n, cap;
-    bool failed; /* an allocation failed: some items are missing */
+    uint64_t pts; /* points of the n items */
+    bool failed;  /* an allocation failed: some items are missing */
 };
 struct agg {
     uv_loop_t *loop;

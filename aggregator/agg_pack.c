@@ -60,6 +60,7 @@ int agg__chunks_close(struct agg__chunks *c, uint32_t points)
     c->end[c->n] = c->data.len;
     c->points[c->n] = points;
     c->n++;
+    c->pts += points;
     return 0;
 }
 
@@ -273,8 +274,11 @@ static void agg_emit_range(struct agg__job *j, struct agg__chunks *c,
     agg__job_out(j, p);
 }
 
-void agg__pack(struct agg__job *j, struct agg__chunks *c,
-               const struct agg__pack_spec *s)
+/* Packs items from the first greedily into payloads; with `all` false,
+ * stops before the last payload (the one no following item closed) and
+ * returns the index of its first item, else returns c->n. */
+static size_t agg_pack_from(struct agg__job *j, struct agg__chunks *c,
+                            const struct agg__pack_spec *s, bool all)
 {
     size_t fixed = s->prefix_len + s->suffix_len;
     size_t i = 0;
@@ -297,7 +301,35 @@ void agg__pack(struct agg__job *j, struct agg__chunks *c,
             raw += add;
             pts += c->points[k];
         }
+        if (k == c->n && !all)
+            return i;
         agg_emit_range(j, c, s, i, k);
         i = k;
     }
+    return c->n;
+}
+
+void agg__pack(struct agg__job *j, struct agg__chunks *c,
+               const struct agg__pack_spec *s)
+{
+    (void)agg_pack_from(j, c, s, true);
+}
+
+void agg__pack_closed(struct agg__job *j, struct agg__chunks *c,
+                      const struct agg__pack_spec *s)
+{
+    size_t i = agg_pack_from(j, c, s, false);
+    size_t from = agg_chunk_start(c, i);
+    /* the items left move to the front (less than one payload's bytes) */
+    if (from == 0)
+        return; /* no payload was closed */
+    memmove(c->data.p, c->data.p + from, c->data.len - from);
+    c->data.len -= from;
+    c->pts = 0;
+    for (size_t k = i; k < c->n; k++) {
+        c->end[k - i] = c->end[k] - from;
+        c->points[k - i] = c->points[k];
+        c->pts += c->points[k];
+    }
+    c->n -= i;
 }

@@ -79,5 +79,10 @@ struct agg__pack_spec {
 };
 void agg__pack(struct agg__job *j, struct agg__chunks *c,
                const struct agg__pack_spec *spec);
+/* As agg__pack, but only the payloads that a following item closed: the
+ * items of the last one stay in c, moved to its front, for more items to
+ * join (the payloads are those agg__pack would make of all the items). */
+void agg__pack_closed(struct agg__job *j, struct agg__chunks *c,
+                      const struct agg__pack_spec *spec);
 
 #endif /* DP_AGG_SERIALIZE_H */

@@ -5,6 +5,8 @@
  */
 #include "agg_test_util.h"
 
+#include "agg_internal.h" /* the serializer's kept scratch */
+
 #define T0 1000000.0
 
 TH_SUITE(ser);
@@ -194,6 +196,45 @@ Test(ser, split_by_points)
     agg_get_stats(h.a, &st);
     cr_assert_eq(st.items_too_big, 1);
     cr_assert_eq(st.payloads, 2);
+}
+
+/* Payloads full by points are packed as the series are written: the
+ * serializer's scratch holds about one payload (here 100 series of ~40
+ * bytes), not the flush (5 000 series, ~200 kB: the byte limit alone
+ * never cut). The payloads are the ones a packing of the whole flush
+ * makes: 50 of exactly 100 points, every series once. */
+Test(ser, scratch_holds_one_payload_when_cut_by_points)
+{
+    h.cfg.max_series_points_per_payload = 100;
+    th_create(&h);
+    char name[32];
+    for (int i = 0; i < 5000; i++) {
+        snprintf(name, sizeof(name), "g%04d", i);
+        cr_assert_eq(th_add1(&h, name, NULL, AGG_GAUGE, i), 0);
+    }
+    h.now = T0 + 40;
+    th_flush(&h, false);
+    th_decode(&h);
+    cr_assert_eq(h.np, 50);
+    static bool seen[5000];
+    for (size_t p = 0; p < h.np; p++) {
+        cr_assert_eq(h.p[p]->points, 100, "payload %zu", p);
+        cr_assert_eq(h.mp[p]->n_series, 100, "payload %zu", p);
+        for (size_t k = 0; k < h.mp[p]->n_series; k++) {
+            const MSeries *m = h.mp[p]->series[k];
+            int i = atoi(m->metric + 1);
+            cr_assert(!seen[i], "%s twice", m->metric);
+            seen[i] = true;
+            cr_assert_eq(m->n_points, 1);
+            cr_assert_eq(m->points[0]->value, (double)i);
+        }
+    }
+    struct agg_stats st;
+    agg_get_stats(h.a, &st);
+    cr_assert_eq(st.payloads, 50);
+    cr_assert_eq(st.items_too_big, 0);
+    cr_assert_leq(h.a->sch.data.cap, 16384, "kept scratch %zu bytes",
+                  h.a->sch.data.cap);
 }
 
 Test(ser, split_by_uncompressed_and_compressed_size)
