@@ -370,8 +370,15 @@ int agg_flush(struct agg *a, bool force, agg_done_cb cb,
 
 /* Stops the timer, makes the final flush (force = the config's
  * flush_incomplete_buckets), flushes the no-aggregation path, waits for
- * serialization, then calls cb once. No sample is accepted afterwards. */
-void agg_stop(struct agg *a, agg_done_cb cb, void *data);
+ * serialization and for the sink to take every payload, then calls cb
+ * once, on a later loop iteration. No sample is accepted afterwards. dl is
+ * the caller's deadline (the components' one contract): the final flush
+ * is bounded work and is not cut short, but a sink that holds the last
+ * payloads back (a forwarder whose queue is full) can keep the callback
+ * waiting past dl; the caller then abandons the stop, and agg_destroy
+ * frees what was held. */
+void agg_stop(struct agg *a, struct cmn_deadline dl, agg_done_cb cb,
+              void *data);
 /* After the stop callback (or if never started). NULL is a no-op. */
 void agg_destroy(struct agg *a);
 void agg_get_stats(const struct agg *a, struct agg_stats *out);

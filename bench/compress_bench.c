@@ -95,7 +95,7 @@ static double one_run(enum agg_compressor c, int n, struct out *o)
     while (!fin)
         uv_run(&loop, UV_RUN_ONCE);
     double t = cpu_s() - t0;
-    agg_stop(a, NULL, NULL);
+    agg_stop(a, CMN_NO_DEADLINE, NULL, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     agg_destroy(a);
     agg_config_free(&cfg);

@@ -220,7 +220,7 @@ static void on_agg_stopped(void *data)
 static void on_dsd_stopped(void *data)
 {
     struct tp *t = data;
-    agg_stop(t->agg, on_agg_stopped, t);
+    agg_stop(t->agg, CMN_NO_DEADLINE, on_agg_stopped, t);
 }
 
 static uint64_t parse_kv(const char *s, const char *key)
@@ -308,7 +308,7 @@ static void on_drain_tick(uv_timer_t *tm)
     t->finished = true;
     uv_timer_stop(tm);
     report(t);
-    dsd_stop(t->dsd, on_dsd_stopped, t);
+    dsd_stop(t->dsd, cmn_deadline_in_ms(2000), on_dsd_stopped, t);
 }
 
 static void on_exit_cb(uv_process_t *p, int64_t status, int sig)
@@ -583,7 +583,7 @@ static int run_parse_only(struct tp *t)
 
     dsd_destroy(t->dsd); /* never started: freed at once */
     if (t->agg) {
-        agg_stop(t->agg, on_agg_stopped_po, t);
+        agg_stop(t->agg, CMN_NO_DEADLINE, on_agg_stopped_po, t);
         uv_run(&t->loop, UV_RUN_DEFAULT);
         agg_destroy(t->agg);
     }

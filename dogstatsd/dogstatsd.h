@@ -143,7 +143,6 @@ struct dsd_config {
 #define DSD_RCVBUF_DEFAULT (8 << 20)             /* asked for by default */
 #define DSD_RING_SIZE_DEFAULT ((size_t)16 << 20) /* per datagram listener */
 #define DSD_RING_SIZE_MIN ((size_t)256 << 10)
-#define DSD_STOP_DRAIN_MS_DEFAULT 2000 /* dsd_stop's bound, unless set */
 
 void dsd_config_defaults(struct dsd_config *cfg);
 /* Applies DD_DOGSTATSD_PORT, DD_BIND_HOST, DD_DOGSTATSD_SOCKET, ... Returns
@@ -271,22 +270,18 @@ typedef void (*dsd_synced_cb)(void *data);
  * UV_EBUSY and does not call cb. Loop thread. */
 int dsd_sync(struct dsd *s, dsd_synced_cb cb, void *data) CMN_MUST_CHECK;
 
-/* Bounds the stop drain (reading what is still queued in the kernel and
- * in the receive rings) to ms milliseconds from the dsd_stop call;
- * default DSD_STOP_DRAIN_MS_DEFAULT. What is left at the bound is counted
- * (stop_unread, stop_socket_left) and logged. */
-void dsd_set_stop_drain_ms(struct dsd *s, uint64_t ms);
-
 typedef void (*dsd_stopped_cb)(void *data);
 /* Stops accepting, stops the receive threads, then reads every datagram
  * still queued in the receive rings and the kernel socket buffers until
- * both are empty or the stop drain bound passes (and the bytes queued on
+ * both are empty or the deadline dl passes (and the bytes queued on
  * stream clients), parses them and hands them to the sink before
- * returning; then closes every
- * handle, unlinks the socket files it created, and calls cb once on the
- * loop thread after the last close callback (always asynchronously, also
- * when nothing was started). A second call is ignored. */
-void dsd_stop(struct dsd *s, dsd_stopped_cb cb, void *data);
+ * returning; what is left at dl is counted (stop_unread, stop_socket_left)
+ * and logged. Then closes every handle, unlinks the socket files it
+ * created, and calls cb once on the loop thread after the last close
+ * callback (always asynchronously, also when nothing was started). A
+ * second call is ignored. */
+void dsd_stop(struct dsd *s, struct cmn_deadline dl, dsd_stopped_cb cb,
+              void *data);
 /* Frees the server: after the stop callback, or when dsd_start was never
  * called or failed. NULL is a no-op. Called with handles still open it
  * logs an error and leaks rather than free memory libuv still uses. */

@@ -118,7 +118,6 @@ struct dsd {
     char name_buf[DSD_NAME_MAX];
 
     size_t ring_size;           /* per datagram listener */
-    uint64_t stop_drain_ms;     /* bound on the stop drain of both layers */
     int rcvbuf_udp, rcvbuf_uds; /* effective SO_RCVBUF, for stats */
     int rx_realtime;            /* receive threads at SCHED_FIFO */
 

@@ -150,7 +150,6 @@ int dsd_create(uv_loop_t *loop, const struct dsd_config *cfg,
     s->parse = cfg->parse;
     s->stream_fd = -1;
     s->ring_size = cfg->ring_size ? cfg->ring_size : DSD_RING_SIZE_DEFAULT;
-    s->stop_drain_ms = DSD_STOP_DRAIN_MS_DEFAULT;
     struct dsd__dgram *dg[2] = {&s->udp, &s->uds};
     for (int i = 0; i < 2; i++) {
         dg[i]->s = s;
@@ -499,7 +498,8 @@ static void idle_closed(uv_handle_t *h)
     dsd__handle_closed(h->data);
 }
 
-void dsd_stop(struct dsd *s, dsd_stopped_cb cb, void *data)
+void dsd_stop(struct dsd *s, struct cmn_deadline dl, dsd_stopped_cb cb,
+              void *data)
 {
     if (s->stopping) {
         CMN_LOGW(DSD_COMP, "dsd_stop called twice: ignored");
@@ -510,8 +510,7 @@ void dsd_stop(struct dsd *s, dsd_stopped_cb cb, void *data)
     s->stop_data = data;
     /* Counted first so that no close callback can see nlive reach 0. */
     s->nlive++;
-    /* one deadline for both listeners: the drain bound counts from here */
-    struct cmn_deadline dl = cmn_deadline_in_ms(s->stop_drain_ms);
+    /* one deadline for both listeners */
     dsd__dgram_stop(&s->udp, dl);
     dsd__dgram_stop(&s->uds, dl);
     dsd__stream_stop(s);
@@ -560,11 +559,6 @@ void dsd_get_stats(const struct dsd *s, struct dsd_stats *out)
     out->rcvbuf_udp = s->rcvbuf_udp;
     out->rcvbuf_uds = s->rcvbuf_uds;
     out->rx_realtime = s->rx_realtime;
-}
-
-void dsd_set_stop_drain_ms(struct dsd *s, uint64_t ms)
-{
-    s->stop_drain_ms = ms;
 }
 
 void dsd__sync_check(struct dsd *s)

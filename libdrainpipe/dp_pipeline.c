@@ -98,8 +98,10 @@ static void inproc_closed(uv_handle_t *h)
  * which still runs, then reports once the wake-up handle is closed. One
  * callback: at most the queue's size of text (4 MiB by default, some
  * 20 ms of parsing), which only the stop pays. */
-static void inproc_stop(void *self, lc_stopped_fn done, void *arg)
+static void inproc_stop(void *self, struct cmn_deadline dl, lc_stopped_fn done,
+                        void *arg)
 {
+    (void)dl; /* one callback of bounded work (above) */
     struct dp_pipeline *p = self;
     drain_all(p, dp__queue_close(&p->q));
     p->inproc_done = done;

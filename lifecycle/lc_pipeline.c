@@ -26,7 +26,6 @@
 
 struct lc_fwd_comp {
     struct fwd *f;
-    struct lc_manager *m; /* borrowed: only used while stopping */
 };
 
 /* The DogStatsD server's component. The server may be bound before the
@@ -72,10 +71,10 @@ static int fwdc_start(void *self)
     return fwd_start(fc->f);
 }
 
-static void fwdc_stop(void *self, lc_stopped_fn done, void *arg)
+static void fwdc_stop(void *self, struct cmn_deadline dl, lc_stopped_fn done,
+                      void *arg)
 {
     struct lc_fwd_comp *fc = self;
-    struct cmn_deadline dl = lc_stop_deadline(fc->m);
     uint64_t rem = cmn_deadline_remaining_ms(dl);
     if (rem != UINT64_MAX)
         dl = cmn_deadline_in_ms(rem > 2 * LC_FWD_CLOSE_MARGIN_MS
@@ -158,9 +157,10 @@ static int localc_start(void *self)
     return ls_start(self);
 }
 
-static void localc_stop(void *self, lc_stopped_fn done, void *arg)
+static void localc_stop(void *self, struct cmn_deadline dl, lc_stopped_fn done,
+                        void *arg)
 {
-    ls_stop(self, done, arg);
+    ls_stop(self, dl, done, arg);
 }
 
 static void localc_destroy(void *self)
@@ -176,9 +176,10 @@ static int aggc_start(void *self)
     return agg_start(self);
 }
 
-static void aggc_stop(void *self, lc_stopped_fn done, void *arg)
+static void aggc_stop(void *self, struct cmn_deadline dl, lc_stopped_fn done,
+                      void *arg)
 {
-    agg_stop(self, done, arg);
+    agg_stop(self, dl, done, arg);
 }
 
 static void aggc_destroy(void *self)
@@ -198,11 +199,18 @@ static int dsdc_start(void *self)
     return rc;
 }
 
-static void dsdc_stop(void *self, lc_stopped_fn done, void *arg)
+/* Reading what is still queued in the sockets and the receive rings gets
+ * a quarter of what is left of the deadline (the server is stopped first,
+ * so of the whole budget); the flush and the delivery that follow need the
+ * rest. */
+static void dsdc_stop(void *self, struct cmn_deadline dl, lc_stopped_fn done,
+                      void *arg)
 {
     struct lc_dsd_comp *dc = self;
     dc->stop_called = true;
-    dsd_stop(dc->d, done, arg);
+    uint64_t rem = cmn_deadline_remaining_ms(dl);
+    dsd_stop(dc->d, rem == UINT64_MAX ? dl : cmn_deadline_in_ms(rem / 4), done,
+             arg);
 }
 
 static void dsdc_free(void *self)
@@ -221,7 +229,7 @@ static void dsdc_destroy(void *self)
          * nowhere. A server only bound is freed at once (its sockets are
          * closed by dsd_destroy). */
         dc->stop_called = true;
-        dsd_stop(dc->d, dsdc_free, dc);
+        dsd_stop(dc->d, cmn_deadline_in_ms(0), dsdc_free, dc);
         return;
     }
     dsdc_free(dc);
@@ -269,7 +277,7 @@ static int create_sink(struct lc_pipeline *p,
 {
     int rc;
     if (p->local_mode) {
-        rc = ls_create(c->local_file, &p->local);
+        rc = ls_create(p->loop, c->local_file, &p->local);
         if (rc != 0)
             return rc;
         ls_set_drops_fn(p->local, pipeline_drops, p);
@@ -291,7 +299,6 @@ static int create_sink(struct lc_pipeline *p,
     struct lc_fwd_comp *fc = cmn_calloc(1, sizeof(*fc));
     if (fc == NULL)
         return UV_ENOMEM;
-    fc->m = p->m;
     rc = fwd_create(p->loop, &c->fwd, &fc->f);
     if (rc != 0) {
         cmn_free(fc);
@@ -862,15 +869,8 @@ static void on_stopped_all(void *arg, bool clean)
 void lc_pipeline_stop(struct lc_pipeline *p, struct cmn_deadline dl,
                       lc_done_cb cb, void *arg)
 {
-    uint64_t budget_ms = cmn_deadline_remaining_ms(dl);
-
     p->cb = cb;
     p->cb_arg = arg;
-    /* Reading what is still queued in the sockets and the receive rings
-     * gets a quarter of the budget; the flush and the delivery that follow
-     * need the rest. */
-    if (p->dsd != NULL && budget_ms != UINT64_MAX)
-        dsd_set_stop_drain_ms(p->dsd, budget_ms / 4);
     lc_stop_all(p->m, dl, on_stopped_all, p);
 }
 

@@ -437,7 +437,7 @@ static void lc__step(struct lc_manager *m)
         m->cur = c;
         m->in_stop_call = true;
         if (c->ops->stop != NULL)
-            c->ops->stop(c->self, on_stopped, c);
+            c->ops->stop(c->self, comp_deadline(m, c), on_stopped, c);
         else
             on_stopped(c);
         m->in_stop_call = false;
@@ -472,19 +472,6 @@ void lc_stop_all(struct lc_manager *m, struct cmn_deadline dl, lc_done_cb cb,
     m->deadline = dl;
     m->stop_pos = m->nstarted;
     begin_sequence(m);
-}
-
-struct cmn_deadline lc_stop_deadline(const struct lc_manager *m)
-{
-    if (m == NULL || m->cur == NULL)
-        return (struct cmn_deadline){0}; /* not stopping: passed */
-    return comp_deadline(m, m->cur);
-}
-
-uint64_t lc_stop_remaining_ms(const struct lc_manager *m)
-{
-    /* UINT64_MAX for none is LC_NO_TIMEOUT */
-    return cmn_deadline_remaining_ms(lc_stop_deadline(m));
 }
 
 static void real_destroy(struct lc_manager *m)

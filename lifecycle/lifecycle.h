@@ -50,9 +50,14 @@ struct lc_ops {
      * only destroyed. */
     int (*start)(void *self);
     /* Asynchronous: begins draining and closing, then calls done(arg)
-     * exactly once (possibly from inside this call). May be NULL: stopped
-     * at once. Called only after a successful start. */
-    void (*stop)(void *self, lc_stopped_fn done, void *arg);
+     * exactly once, on a later loop iteration (every component of this
+     * project does; the registry also copes with a call from inside). dl
+     * is its deadline: the earlier of its own timeout and the overall one
+     * (CMN_NO_DEADLINE when unbounded); what it bounds is the component's
+     * to say, and past it the registry abandons the component. May be
+     * NULL: stopped at once. Called only after a successful start. */
+    void (*stop)(void *self, struct cmn_deadline dl, lc_stopped_fn done,
+                 void *arg);
     /* Frees the component. Called after it reported stopped, or if it was
      * never started (or its start failed). May be NULL. */
     void (*destroy)(void *self);
@@ -108,16 +113,6 @@ typedef void (*lc_done_cb)(void *arg, bool clean);
  * tightens the deadline. */
 void lc_stop_all(struct lc_manager *m, struct cmn_deadline dl, lc_done_cb cb,
                  void *arg);
-
-/* The deadline of the component being stopped now: the earlier of its
- * own timeout (from its stop call) and the overall deadline;
- * CMN_NO_DEADLINE when unbounded; already passed when not stopping.
- * Components whose stop takes a deadline (fwd_stop) read it from their
- * stop op and pass it down. */
-struct cmn_deadline lc_stop_deadline(const struct lc_manager *m);
-/* The same as milliseconds left (rounded down): LC_NO_TIMEOUT when
- * unbounded, 0 when not stopping. */
-uint64_t lc_stop_remaining_ms(const struct lc_manager *m);
 
 /* Destroys components in reverse dependency order (reverse registration
  * order when the dependencies do not resolve), then the manager.

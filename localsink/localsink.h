@@ -11,8 +11,8 @@
  * by cause.
  *
  * A component with the registry's contract: ls_create, ls_start, ls_stop
- * (asynchronous in form: it reports through its callback, from inside the
- * call), ls_destroy.
+ * (asynchronous: it writes out at once and reports on a later loop
+ * iteration), ls_destroy.
  *
  * Threading: every function here, and the record callbacks, run on the
  * loop thread. Writes are synchronous (a developer aid, small volumes).
@@ -23,6 +23,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+
+#include <uv.h>
 
 #include "aggregator.h"
 #include "common.h"
@@ -44,10 +46,11 @@ struct ls_stats {
 
 struct ls_sink;
 
-/* Creates a local sink. path (copied; NULL = summary on the summary
- * stream) is opened for appending, close-on-exec, at ls_start. Returns 0 or
- * UV_ENOMEM. */
-int ls_create(const char *path, struct ls_sink **out) CMN_MUST_CHECK;
+/* Creates a local sink on loop (borrowed; its stop reports there). path
+ * (copied; NULL = summary on the summary stream) is opened for appending,
+ * close-on-exec, at ls_start. Returns 0 or UV_ENOMEM. */
+int ls_create(uv_loop_t *loop, const char *path,
+              struct ls_sink **out) CMN_MUST_CHECK;
 /* Opens the file (or nothing). 0 or the open error (logged with the
  * path). */
 int ls_start(struct ls_sink *l) CMN_MUST_CHECK;
@@ -55,11 +58,14 @@ int ls_start(struct ls_sink *l) CMN_MUST_CHECK;
  * is borrowed by it until l is destroyed. */
 void ls_record_sink(struct ls_sink *l, struct agg_record_sink *sink);
 typedef void (*ls_stopped_fn)(void *data);
-/* Writes out: closes the file, or prints the summary table to the summary
- * stream (once); then calls cb(data) (from inside this call). Later
- * records are counted in dropped_stopped. */
-void ls_stop(struct ls_sink *l, ls_stopped_fn cb, void *data);
-/* After stop, or when start never ran. NULL is a no-op. */
+/* Writes out at once: closes the file, or prints the summary table to the
+ * summary stream; then calls cb(data) once, on a later loop iteration.
+ * Writing out is bounded work: dl (the components' one contract) cuts
+ * nothing short. Later records are counted in dropped_stopped. A second
+ * call is ignored (logged; its cb is not called). */
+void ls_stop(struct ls_sink *l, struct cmn_deadline dl, ls_stopped_fn cb,
+             void *data);
+/* After the stop callback, or when start never ran. NULL is a no-op. */
 void ls_destroy(struct ls_sink *l);
 void ls_get_stats(const struct ls_sink *l, struct ls_stats *out);
 /* Where the table goes (borrowed; default stderr). For tests. */

@@ -38,6 +38,10 @@ struct ls_sink {
     FILE *file;    /* open between start and stop */
     FILE *summary; /* borrowed; stderr by default */
     bool started, stopped;
+    uv_loop_t *loop;  /* borrowed */
+    uv_idle_t stop_h; /* closed to report the stop on a later iteration */
+    ls_stopped_fn stop_cb;
+    void *stop_data;
     struct row *rows; /* owned, LS_ROWS_MAX, insertion order */
     uint32_t nrows;
     int32_t *slots; /* owned, LS_SLOTS: row index + 1, 0 = empty */
@@ -372,11 +376,12 @@ static void ls_flushed(void *data)
 /* ------------------------------------------------------------------------
  * Public API
  */
-int ls_create(const char *path, struct ls_sink **out)
+int ls_create(uv_loop_t *loop, const char *path, struct ls_sink **out)
 {
     struct ls_sink *l = cmn_calloc(1, sizeof(*l));
     if (l == NULL)
         return UV_ENOMEM;
+    l->loop = loop;
     l->summary = stderr;
     if (path != NULL) {
         l->path = cmn_strdup(path);
@@ -545,27 +550,41 @@ static void print_summary(struct ls_sink *l)
     cmn_buf_free(&b);
 }
 
-void ls_stop(struct ls_sink *l, ls_stopped_fn cb, void *data)
+static void stop_reported(uv_handle_t *h)
 {
-    if (!l->stopped) {
-        l->stopped = true;
-        if (l->file != NULL) {
-            if (fclose(l->file) != 0)
-                l->stats.write_errors++;
-            l->file = NULL;
-            CMN_LOGI(COMP,
-                     "wrote %llu series points, %llu sketch points, %llu "
-                     "events and %llu service checks to %s",
-                     (unsigned long long)l->stats.series_points,
-                     (unsigned long long)l->stats.sketch_points,
-                     (unsigned long long)l->stats.events,
-                     (unsigned long long)l->stats.service_checks, l->path);
-        } else if (l->path == NULL) {
-            print_summary(l);
-        }
+    struct ls_sink *l = h->data;
+    if (l->stop_cb != NULL)
+        l->stop_cb(l->stop_data);
+}
+
+void ls_stop(struct ls_sink *l, struct cmn_deadline dl, ls_stopped_fn cb,
+             void *data)
+{
+    (void)dl; /* see localsink.h: writing out is not cut short */
+    if (l->stopped) {
+        CMN_LOGW(COMP, "ls_stop called twice: ignored");
+        return;
     }
-    if (cb != NULL)
-        cb(data);
+    l->stopped = true;
+    if (l->file != NULL) {
+        if (fclose(l->file) != 0)
+            l->stats.write_errors++;
+        l->file = NULL;
+        CMN_LOGI(COMP,
+                 "wrote %llu series points, %llu sketch points, %llu "
+                 "events and %llu service checks to %s",
+                 (unsigned long long)l->stats.series_points,
+                 (unsigned long long)l->stats.sketch_points,
+                 (unsigned long long)l->stats.events,
+                 (unsigned long long)l->stats.service_checks, l->path);
+    } else if (l->path == NULL) {
+        print_summary(l);
+    }
+    l->stop_cb = cb;
+    l->stop_data = data;
+    uv_idle_init(l->loop, &l->stop_h); /* cannot fail: no system call */
+    l->stop_h.data = l;
+    uv_close((uv_handle_t *)&l->stop_h, stop_reported);
 }
 
 void ls_destroy(struct ls_sink *l)

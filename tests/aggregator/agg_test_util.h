@@ -208,7 +208,7 @@ static inline void th_clear(struct th *h)
 /* Stops, destroys and closes the loop (asserting it closes cleanly). */
 static inline void th_stop(struct th *h)
 {
-    agg_stop(h->a, th_done, &h->stopped);
+    agg_stop(h->a, CMN_NO_DEADLINE, th_done, &h->stopped);
     while (!h->stopped)
         uv_run(&h->loop, UV_RUN_ONCE);
     cr_assert_eq(h->stopped, 1);

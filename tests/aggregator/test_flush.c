@@ -202,7 +202,7 @@ Test(flush, stop_refuses_samples_and_flushes_complete)
     cr_assert_eq(th_add1(&h, "g", NULL, AGG_GAUGE, 5), 0);
     h.now = T0 + 12;
     cr_assert_eq(th_add1(&h, "g", NULL, AGG_GAUGE, 6), 0);
-    agg_stop(h.a, th_done, &h.stopped);
+    agg_stop(h.a, CMN_NO_DEADLINE, th_done, &h.stopped);
     cr_assert_eq(th_add1(&h, "g", NULL, AGG_GAUGE, 7), CMN_ESTOPPED);
     while (!h.stopped)
         uv_run(&h.loop, UV_RUN_ONCE);

@@ -189,7 +189,7 @@ Test(hostile, hash_seeds_differ_between_aggregators)
     struct agg *b;
     cr_assert_eq(agg_create(&h.loop, &h.cfg, th_submit, &h, &b), 0);
     cr_expect(memcmp(h.a->seed, b->seed, sizeof(b->seed)) != 0);
-    agg_stop(b, th_done, &h.flushed);
+    agg_stop(b, CMN_NO_DEADLINE, th_done, &h.flushed);
     while (h.flushed == 0)
         uv_run(&h.loop, UV_RUN_ONCE);
     agg_destroy(b);

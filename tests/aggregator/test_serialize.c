@@ -222,7 +222,9 @@ Test(ser, scratch_holds_one_payload_when_cut_by_points)
         cr_assert_eq(h.mp[p]->n_series, 100, "payload %zu", p);
         for (size_t k = 0; k < h.mp[p]->n_series; k++) {
             const MSeries *m = h.mp[p]->series[k];
-            int i = atoi(m->metric + 1);
+            int64_t i;
+            cr_assert_eq(cmn_parse_i64(cmn_slice_cstr(m->metric + 1), &i), 0);
+            cr_assert(i >= 0 && i < 5000, "%s", m->metric);
             cr_assert(!seen[i], "%s twice", m->metric);
             seen[i] = true;
             cr_assert_eq(m->n_points, 1);

@@ -58,7 +58,7 @@ static void on_stopped(void *data)
  * checks the loop has nothing left. */
 static void stop_and_close(struct dsd *s)
 {
-    dsd_stop(s, on_stopped, &rec);
+    dsd_stop(s, cmn_deadline_in_ms(2000), on_stopped, &rec);
     cr_expect_eq(stopped, 0, "stop callback must be asynchronous");
     uv_run(&loop, UV_RUN_DEFAULT);
     cr_expect_eq(stopped, 1);
@@ -516,7 +516,7 @@ Test(listeners, stop_drains_udp_and_uds)
     }
     cr_assert_geq(nuds_sent, 5);
     cr_assert_eq(rec.total, 0, "nothing read before the loop runs");
-    dsd_stop(s, on_stopped, &rec);
+    dsd_stop(s, cmn_deadline_in_ms(2000), on_stopped, &rec);
     cr_expect_eq(rec.total, N + nuds_sent, "drained synchronously");
     cr_expect_eq(stopped, 0);
     uv_run(&loop, UV_RUN_DEFAULT);
@@ -552,7 +552,7 @@ Test(listeners, stop_drains_stream_bytes)
     frame(buf, &n, "last:1|c", 8);
     frame(buf, &n, "words:2|c", 9);
     write_all(fd, buf, n);
-    dsd_stop(s, on_stopped, &rec);
+    dsd_stop(s, cmn_deadline_in_ms(2000), on_stopped, &rec);
     cr_expect_eq(rec.total, 2);
     uv_run(&loop, UV_RUN_DEFAULT);
     cr_expect_eq(rows_at_stop, 2);
@@ -773,8 +773,7 @@ Test(listeners, stop_drain_out_of_time_counts_what_is_left)
         usleep(1000);
     }
     cr_assert_eq(st.ring_bytes, (uint64_t)N * 32);
-    dsd_set_stop_drain_ms(s, 0);
-    dsd_stop(s, on_stopped, &rec);
+    dsd_stop(s, cmn_deadline_in_ms(0), on_stopped, &rec); /* passed */
     dsd_get_stats(s, &st);
     cr_assert_gt(st.stop_unread, 0);
     cr_assert_lt(rec.total, N);

@@ -56,7 +56,7 @@ static void on_stopped(void *data)
 
 static void stop_and_close(struct dsd *s)
 {
-    dsd_stop(s, on_stopped, NULL);
+    dsd_stop(s, cmn_deadline_in_ms(2000), on_stopped, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     cr_expect_eq(stopped, 1);
     dsd_destroy(s);

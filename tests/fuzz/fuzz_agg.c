@@ -165,7 +165,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             fed += feed_metric(a, &st, p, n, vals, 64);
         }
     }
-    agg_stop(a, on_stopped, &st);
+    agg_stop(a, CMN_NO_DEADLINE, on_stopped, &st);
     while (!st.stopped)
         uv_run(&loop, UV_RUN_ONCE);
 

@@ -38,7 +38,7 @@ struct fake {
     lc_stopped_fn done;
     void *done_arg;
     bool destroyed;
-    struct lc_manager *m; /* to query lc_stop_remaining_ms */
+    struct lc_manager *m; /* set: record the deadline given to stop */
     uint64_t remaining_at_stop;
 };
 
@@ -61,12 +61,13 @@ static void fake_fire(uv_timer_t *t)
     uv_close((uv_handle_t *)t, fake_closed);
 }
 
-static void fake_stop(void *self, lc_stopped_fn done, void *arg)
+static void fake_stop(void *self, struct cmn_deadline dl, lc_stopped_fn done,
+                      void *arg)
 {
     struct fake *f = self;
     ev("stop", f->name);
     if (f->m != NULL)
-        f->remaining_at_stop = lc_stop_remaining_ms(f->m);
+        f->remaining_at_stop = cmn_deadline_remaining_ms(dl);
     f->done = done;
     f->done_arg = arg;
     if (f->mode == STOP_SYNC) {
@@ -506,7 +507,6 @@ Test(registry, remaining_time_is_min_of_timeout_and_deadline)
     cr_assert_eq(lc_register(m, "a", NULL, &fake_ops, &a, 5000), 0);
     cr_assert_eq(lc_register(m, "b", NULL, &fake_ops, &b, 300), 0);
     cr_assert_eq(lc_start_all(m), 0);
-    cr_assert_eq(lc_stop_remaining_ms(m), 0);
     struct done_rec done = {0};
     lc_stop_all(m, cmn_deadline_in_ms(1000), on_done, &done);
     cr_assert_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);

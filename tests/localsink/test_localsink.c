@@ -17,7 +17,22 @@
 #include "ti_tmpdir.h"
 
 TI_TMPDIR_FIXTURE("/tmp/ls_sink_XXXXXX", "out.jsonl");
-TestSuite(localsink, .init = ti_tmpdir_setup, .fini = ti_tmpdir_teardown);
+static uv_loop_t loop; /* where the sinks report their stop */
+
+static void suite_init(void)
+{
+    ti_tmpdir_setup();
+    cr_assert_eq(uv_loop_init(&loop), 0);
+}
+
+static void suite_fini(void)
+{
+    uv_run(&loop, UV_RUN_DEFAULT);
+    cr_assert_eq(uv_loop_close(&loop), 0, "a sink left a handle open");
+    ti_tmpdir_teardown();
+}
+
+TestSuite(localsink, .init = suite_init, .fini = suite_fini);
 
 #define MAXTAGS 16
 
@@ -84,12 +99,27 @@ static struct ls_sink *started(const char *path, FILE *summary,
                                struct agg_record_sink *rs)
 {
     struct ls_sink *l;
-    cr_assert_eq(ls_create(path, &l), 0);
+    cr_assert_eq(ls_create(&loop, path, &l), 0);
     if (summary != NULL)
         ls_set_summary_stream(l, summary);
     cr_assert_eq(ls_start(l), 0);
     ls_record_sink(l, rs);
     return l;
+}
+
+static void stopped(void *arg)
+{
+    (*(int *)arg)++;
+}
+
+/* Stops l and runs the loop until it reported: never from inside
+ * ls_stop. */
+static void stop_sink(struct ls_sink *l, int *calls)
+{
+    int before = *calls;
+    ls_stop(l, cmn_deadline_in_ms(1000), stopped, calls);
+    cr_assert_eq(*calls, before, "ls_stop reported from inside the call");
+    uv_run(&loop, UV_RUN_DEFAULT);
 }
 
 static char *read_stream(FILE *f)
@@ -100,11 +130,6 @@ static char *read_stream(FILE *f)
     buf[n] = '\0';
     fclose(f);
     return buf;
-}
-
-static void stopped(void *arg)
-{
-    (*(int *)arg)++;
 }
 
 Test(localsink, series_to_json_lines)
@@ -121,7 +146,7 @@ Test(localsink, series_to_json_lines)
               series(&s, "mem", ".max", NULL, 0, AGG_SERIES_GAUGE, ts, v, 1));
     rs.flushed(rs.data);
     int calls = 0;
-    ls_stop(l, stopped, &calls);
+    stop_sink(l, &calls);
     cr_assert_eq(calls, 1);
     cr_assert_str_eq(
         ti_read_file(outpath),
@@ -157,7 +182,7 @@ Test(localsink, sketch_to_json_line)
     sk.ntags = 1;
     rs.sketch(rs.data, &sk);
     int calls = 0;
-    ls_stop(l, stopped, &calls);
+    stop_sink(l, &calls);
     /* p50 is the bin value of 2 (within 1/128), p99 the max (3) */
     double p50 = agg_sketch_key_lower(agg_sketch_key(2.0));
     cr_assert(p50 > 2.0 * (1 - 1.0 / 128) && p50 < 2.0 * (1 + 1.0 / 128));
@@ -211,7 +236,7 @@ Test(localsink, events_and_service_checks_to_json_lines)
     rs.check(rs.data, &sc);
     rs.flushed(rs.data);
     int calls = 0;
-    ls_stop(l, stopped, &calls);
+    stop_sink(l, &calls);
     cr_assert_str_eq(
         ti_read_file(outpath),
         "{\"type\":\"event\",\"msg_title\":\"deploy\",\"msg_text\":\"v2\","
@@ -250,7 +275,7 @@ Test(localsink, summary_table)
               series(&s, "a.metric.name.that.is.far.too.long.for.its.column",
                      "", longtags, 2, AGG_SERIES_GAUGE, ts, v, 1));
     int calls = 0;
-    ls_stop(l, stopped, &calls);
+    stop_sink(l, &calls);
     cr_assert_eq(calls, 1);
     double p50 = agg_sketch_key_lower(agg_sketch_key(2.0));
     char want[2048];
@@ -282,7 +307,7 @@ Test(localsink, unwritable_file_fails_start)
     struct ls_sink *l;
     char bad[400];
     snprintf(bad, sizeof(bad), "%s/no/such/dir/out.jsonl", tmpdir);
-    cr_assert_eq(ls_create(bad, &l), 0);
+    cr_assert_eq(ls_create(&loop, bad, &l), 0);
     cr_assert_eq(ls_start(l), UV_ENOENT);
     ls_destroy(l);
 }
@@ -320,7 +345,7 @@ Test(localsink, rows_survive_allocation_failures)
     ls_get_stats(l, &st);
     cr_assert_eq(st.series_points, 7);
     int calls = 0;
-    ls_stop(l, stopped, &calls);
+    stop_sink(l, &calls);
     const char *got = read_stream(tab);
     cr_assert_not_null(strstr(got, "Totals: 4 metrics, 7 points, 0 events, "
                                    "0 service checks\n"
@@ -338,9 +363,10 @@ Test(localsink, summary_with_nothing_received)
     cr_assert_not_null(tab);
     struct ls_sink *l = started(NULL, tab, &rs);
     int calls = 0;
-    ls_stop(l, stopped, &calls);
-    ls_stop(l, stopped, &calls); /* idempotent: printed once */
-    cr_assert_eq(calls, 2);
+    stop_sink(l, &calls);
+    ls_stop(l, cmn_deadline_in_ms(1000), stopped, &calls); /* ignored */
+    uv_run(&loop, UV_RUN_DEFAULT);
+    cr_assert_eq(calls, 1, "a second stop reports nothing");
     cr_assert_str_eq(read_stream(tab),
                      "drainpipe: no DD_API_KEY set, so nothing was sent "
                      "(and no metrics were received).\n"
@@ -369,7 +395,7 @@ Test(localsink, summary_lists_events_checks_and_drops_by_cause)
     struct ls_sink *l;
     struct agg_record_sink rs;
     struct series s;
-    cr_assert_eq(ls_create(NULL, &l), 0);
+    cr_assert_eq(ls_create(&loop, NULL, &l), 0);
     FILE *tab = tmpfile();
     cr_assert_not_null(tab);
     ls_set_summary_stream(l, tab);
@@ -408,7 +434,7 @@ Test(localsink, summary_lists_events_checks_and_drops_by_cause)
     };
     rs.check(rs.data, &sc);
     int calls = 0;
-    ls_stop(l, stopped, &calls);
+    stop_sink(l, &calls);
     cr_assert_str_eq(
         read_stream(tab),
         "drainpipe: no DD_API_KEY set, so nothing was sent. This is what "
