@@ -191,9 +191,12 @@ static void burst_runs_lossy(int runs, int lossy_ok, const char *const *env,
         int bad = check_exact(&g, lines, nctx, why, sizeof(why));
         if (bad == 0)
             exact++;
-        else
-            cr_log_error("run %d: %d of %ld contexts wrong (%s); stderr:\n%s",
-                         r, bad, nctx, why, err);
+        else /* not cr_log_error/warn: Criterion then exits 1 even when
+                every test passed, so a tolerated lossy run failed ctest */
+            fprintf(stderr,
+                    "burst: run %d: %d of %ld contexts wrong (%s); "
+                    "stderr:\n%s\n",
+                    r, bad, nctx, why, err);
         cr_assert(bad == 0 || strstr(err, "udp: kernel dropped") != NULL,
                   "run %d lost lines that the wrapper did not report as "
                   "kernel drops: %s; stderr:\n%s",
