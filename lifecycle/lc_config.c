@@ -22,7 +22,7 @@ void lc_pipeline_config_defaults(struct lc_pipeline_config *c)
     c->sink = LC_SINK_AUTO;
     c->local_file = NULL;
     c->aggregator_stop_timeout_ms = 2000;
-    c->dogstatsd_stop_timeout_ms = 1000;
+    c->dogstatsd_stop_timeout_ms = 0; /* see lifecycle.h */
     c->log_level = CMN_LOG_INFO;
     c->memory_limit = CMN_BUDGET_DEFAULT;
 }

@@ -200,9 +200,9 @@ static int dsdc_start(void *self)
 }
 
 /* Reading what is still queued in the sockets and the receive rings gets
- * a quarter of what is left of the deadline (the server is stopped first,
- * so of the whole budget); the flush and the delivery that follow need the
- * rest. */
+ * a quarter of what is left of the deadline (the server is stopped first
+ * and has no stop timeout of its own by default, so a quarter of the
+ * whole budget); the flush and the delivery that follow need the rest. */
 static void dsdc_stop(void *self, struct cmn_deadline dl, lc_stopped_fn done,
                       void *arg)
 {

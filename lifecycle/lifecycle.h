@@ -174,7 +174,11 @@ struct lc_pipeline_config {
                                             summary table on stderr */
     uint64_t aggregator_stop_timeout_ms; /* aggregator_stop_timeout 2 s
                                             (DD_AGGREGATOR_STOP_TIMEOUT, s) */
-    uint64_t dogstatsd_stop_timeout_ms;  /* drain of the listeners, 1 s */
+    uint64_t dogstatsd_stop_timeout_ms;  /* the server's own stop timeout:
+                                            0 (default) = the overall
+                                            deadline alone; its drain of
+                                            the listeners gets a quarter
+                                            of its deadline */
     enum cmn_log_level log_level;        /* DD_LOG_LEVEL, info; applied by
                                             lc_pipeline_config_from_env */
     size_t memory_limit;                 /* DRAINPIPE_MEMORY_LIMIT, 64 MiB;
