@@ -5,7 +5,8 @@
  *
  * Receiving is not parsing. Each listener has a receive thread that only
  * moves datagrams from the kernel into a user-space ring (dsd_ring.h):
- * recvmmsg into up to DSD_MMSG_MAX scratch slots of buffer_size bytes,
+ * recvmmsg into up to DSD_MMSG_MAX scratch slots of buffer_size bytes
+ * (their heads kept together, DSD_SCRATCH_HEAD),
  * then the datagrams are copied into the ring packed by length and
  * published with one release store, and the loop is woken through a
  * uv_async_t. The loop
@@ -169,8 +170,6 @@ static enum fill_result dgram_fill(struct dsd__dgram *d, size_t max_calls)
         if (n == 0)
             return FILL_FULL;
         for (size_t i = 0; i < n; i++) {
-            d->iovs[i].iov_base = d->scratch + i * bs;
-            d->iovs[i].iov_len = bs;
             d->msgs[i].msg_hdr.msg_controllen = DSD_CMSG_SPACE;
             d->msgs[i].msg_hdr.msg_flags = 0;
         }
@@ -191,8 +190,10 @@ static enum fill_result dgram_fill(struct dsd__dgram *d, size_t max_calls)
                 (m->msg_hdr.msg_flags & MSG_TRUNC) ? DSD_RING_F_TRUNC : 0;
             read_ovfl(d, &m->msg_hdr);
         }
-        dsd__ring_pack(&d->ring, at, d->scratch, bs, (size_t)k, d->lens,
-                       d->flags);
+        size_t h = d->scratch_head;
+        struct dsd__ring_src src = {d->scratch, h, d->scratch + d->mmsg_n * h,
+                                    bs - h};
+        dsd__ring_pack(&d->ring, at, &src, (size_t)k, d->lens, d->flags);
         /* The reader loop wakes the loop (see DSD_WAKE_DELAY_NS). */
         if (d->thread_live) {
             d->last_data_ns = cmn_mono_ns();
@@ -385,14 +386,14 @@ static void reader_init(struct dsd__dgram *d)
     d->spin_credit_ns = DSD_SPIN_CREDIT_NS;
     d->spin_at = cmn_mono_ns();
     d->wake_backlog = d->defer_parse ? d->ring.cap / 4 : DSD_WAKE_BACKLOG;
-    /* The first page of each slot, where the kernel writes a datagram:
-     * mapped in ahead (one madvise a slot), or touched where the kernel
-     * cannot. The touches cost the child's spawn ~0.9 ms when this thread
-     * ran them at real-time priority on the CPU the spawn wanted. */
-    size_t bs = d->s->cfg.buffer_size;
-    for (size_t i = 0; i < d->mmsg_n; i++)
-        if (cmn_populate(d->scratch + i * bs, 1) != 0)
-            ((volatile char *)d->scratch)[i * bs] = 0;
+    /* The slots' heads, where the kernel writes a datagram: mapped in
+     * ahead in one call, or touched where the kernel cannot. Touching a
+     * page in each 8 KiB slot cost the child's spawn ~0.9 ms when this
+     * thread ran it at real-time priority on the CPU the spawn wanted. */
+    size_t len = d->mmsg_n * d->scratch_head;
+    if (cmn_populate(d->scratch, len) != 0)
+        for (size_t off = 0; off < len; off += 4096)
+            ((volatile char *)d->scratch)[off] = 0;
 }
 
 /* Whether to read again at once instead of sleeping (see DSD_SPIN_NS);
@@ -577,7 +578,7 @@ static int alloc_batch(struct dsd__dgram *d)
     size_t n = DSD_MMSG_BYTES / bs;
     d->mmsg_n = n < 1 ? 1 : n > DSD_MMSG_MAX ? DSD_MMSG_MAX : n;
     d->msgs = cmn_calloc(d->mmsg_n, sizeof(*d->msgs));
-    d->iovs = cmn_calloc(d->mmsg_n, sizeof(*d->iovs));
+    d->iovs = cmn_calloc(2 * d->mmsg_n, sizeof(*d->iovs));
     d->cmsg = cmn_calloc(d->mmsg_n, DSD_CMSG_SPACE);
     d->lens = cmn_calloc(d->mmsg_n, sizeof(*d->lens));
     d->flags = cmn_calloc(d->mmsg_n, sizeof(*d->flags));
@@ -585,9 +586,14 @@ static int alloc_batch(struct dsd__dgram *d)
     if (!d->msgs || !d->iovs || !d->cmsg || !d->lens || !d->flags ||
         !d->scratch)
         return UV_ENOMEM;
+    size_t h = bs < DSD_SCRATCH_HEAD ? bs : DSD_SCRATCH_HEAD;
+    d->scratch_head = h;
+    char *tails = d->scratch + d->mmsg_n * h;
     for (size_t i = 0; i < d->mmsg_n; i++) {
-        d->msgs[i].msg_hdr.msg_iov = &d->iovs[i];
-        d->msgs[i].msg_hdr.msg_iovlen = 1;
+        d->iovs[2 * i] = (struct iovec){d->scratch + i * h, h};
+        d->iovs[2 * i + 1] = (struct iovec){tails + i * (bs - h), bs - h};
+        d->msgs[i].msg_hdr.msg_iov = &d->iovs[2 * i];
+        d->msgs[i].msg_hdr.msg_iovlen = bs > h ? 2 : 1;
         d->msgs[i].msg_hdr.msg_control = d->cmsg + i * DSD_CMSG_SPACE;
     }
     return 0;

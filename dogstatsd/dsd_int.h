@@ -17,6 +17,13 @@
 #define DSD_LOG_LINE_MAX 200      /* bytes of a bad line shown in a log */
 #define DSD_MMSG_MAX 64           /* datagrams per recvmmsg call */
 #define DSD_MMSG_BYTES (4u << 20) /* cap on one batch's slot memory */
+/* The first bytes of every batch slot, kept together: a datagram up to
+ * this size (a one-line datagram, a client's 1432-byte batch) lands in
+ * them whole, so only mmsg_n * DSD_SCRATCH_HEAD bytes are mapped in at
+ * start (24 pages instead of one page per 8 KiB slot: 160 KiB less
+ * resident) and a burst stays in fewer cache lines. The rest of a larger
+ * datagram goes to the slot's tail, mapped in on first use. */
+#define DSD_SCRATCH_HEAD 1536u
 
 /* How the receive thread is scheduled (it sets this itself). */
 enum dsd__prio {
@@ -53,11 +60,15 @@ struct dsd__dgram {
      * receive thread, or the loop thread once it is joined) */
     size_t mmsg_n;
     struct mmsghdr *msgs;
-    struct iovec *iovs;
-    char *scratch;   /* mmsg_n slots of buffer_size: recvmmsg lands here */
-    char *cmsg;      /* mmsg_n control buffers (SO_RXQ_OVFL) */
-    uint32_t *lens;  /* mmsg_n */
-    uint32_t *flags; /* mmsg_n */
+    struct iovec *iovs; /* two a datagram: its head, its tail */
+    /* recvmmsg lands here: mmsg_n heads of scratch_head bytes, then
+     * mmsg_n tails of buffer_size - scratch_head bytes (see
+     * DSD_SCRATCH_HEAD) */
+    char *scratch;
+    size_t scratch_head;
+    char *cmsg;               /* mmsg_n control buffers (SO_RXQ_OVFL) */
+    uint32_t *lens;           /* mmsg_n */
+    uint32_t *flags;          /* mmsg_n */
     uint64_t unsignalled_ns;  /* first publish the loop was not woken for */
     uint64_t last_data_ns;    /* the last read that returned data */
     unsigned usable_cpus;     /* affinity capped by a cgroup CPU quota,

@@ -154,16 +154,20 @@ size_t dsd__ring_reserve(struct dsd__ring *r, size_t slot_data,
     return 0; /* not reached: after a wrap off is 0 and a slot fits */
 }
 
-size_t dsd__ring_pack(struct dsd__ring *r, char *at, const char *src,
-                      size_t stride, size_t n, const uint32_t *lens,
-                      const uint32_t *flags)
+size_t dsd__ring_pack(struct dsd__ring *r, char *at,
+                      const struct dsd__ring_src *src, size_t n,
+                      const uint32_t *lens, const uint32_t *flags)
 {
     char *w = at;
     for (size_t i = 0; i < n; i++) {
         uint32_t len = (flags[i] & DSD_RING_F_TRUNC) ? 0 : lens[i];
         put_hdr(w, len, flags[i]);
-        if (len > 0)
-            memcpy(w + DSD_RING_HDR, src + i * stride, len);
+        size_t h = len < src->head_len ? len : src->head_len;
+        if (h > 0)
+            memcpy(w + DSD_RING_HDR, src->head + i * src->head_len, h);
+        if (len > h)
+            memcpy(w + DSD_RING_HDR + h, src->tail + i * src->tail_len,
+                   len - h);
         w += DSD_RING_HDR + ALIGN8(len);
     }
     size_t hi = (size_t)(w - r->base);

@@ -95,13 +95,22 @@ void dsd__ring_free(struct dsd__ring *r);
  * *at to the first slot's start (its header). */
 size_t dsd__ring_reserve(struct dsd__ring *r, size_t slot_data,
                          size_t max_slots, size_t reset_at, char **at);
-/* Producer: copies n received datagrams, datagram i at src + i * stride,
- * into consecutive records from `at` (as returned by dsd__ring_reserve for
- * at least n slots), writes their headers and publishes them. lens and
- * flags are per datagram. Returns the bytes published. */
-size_t dsd__ring_pack(struct dsd__ring *r, char *at, const char *src,
-                      size_t stride, size_t n, const uint32_t *lens,
-                      const uint32_t *flags);
+/* Where a batch of received datagrams lies: datagram i's first head_len
+ * bytes (or fewer) at head + i * head_len, the rest (if any) at
+ * tail + i * tail_len (tail NULL: datagrams never exceed head_len). */
+struct dsd__ring_src {
+    const char *head;
+    size_t head_len;
+    const char *tail;
+    size_t tail_len;
+};
+/* Producer: copies n received datagrams from src into consecutive records
+ * from `at` (as returned by dsd__ring_reserve for at least n slots),
+ * writes their headers and publishes them. lens and flags are per
+ * datagram. Returns the bytes published. */
+size_t dsd__ring_pack(struct dsd__ring *r, char *at,
+                      const struct dsd__ring_src *src, size_t n,
+                      const uint32_t *lens, const uint32_t *flags);
 
 /* Consumer: the record at position pos (a tail value), or false when
  * pos == head (acquired). PAD records are skipped internally. */

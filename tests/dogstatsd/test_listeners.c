@@ -209,6 +209,49 @@ Test(listeners, udp_truncated_datagram_dropped)
     dsd_config_free(&cfg);
 }
 
+/* Datagrams larger than a batch slot's head (DSD_SCRATCH_HEAD, 1536
+ * bytes) arrive in two pieces, head and tail: they must come out whole.
+ * Ten-byte lines with a value derived from their number, so a line that
+ * straddles byte 1536 (line 153) or a piece out of place shows. */
+Test(listeners, udp_datagrams_past_the_slot_head_arrive_whole)
+{
+    struct dsd_config cfg;
+    dsd_config_defaults(&cfg);
+    cfg.port = -1;
+    struct dsd *s = start(&cfg);
+    int port = dsd_udp_port(s);
+    int fd = udp_sender();
+    const size_t sizes[] = {1530, 1540, 8000, 8190};
+    static char dgram[8192];
+    uint64_t want = 0;
+    for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+        for (size_t i = 0; i < sizes[k] / 10; i++) {
+            char line[32];
+            cr_assert_eq(
+                snprintf(line, sizeof(line), "x%04zu:%zu|c\n", i, i % 10), 10);
+            memcpy(dgram + i * 10, line, 10);
+        }
+        udp_send(fd, port, dgram, sizes[k]);
+        want += sizes[k] / 10;
+    }
+    dl_run_until(&loop, &rec.total, want);
+    cr_assert_eq(rec.n, want);
+    size_t row = 0;
+    for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++)
+        for (size_t i = 0; i < sizes[k] / 10; i++, row++) {
+            char exp[64];
+            snprintf(exp, sizeof(exp), "c x%04zu %zu # @1 T0", i, i % 10);
+            cr_assert_str_eq(rec.rows[row], exp, "datagram of %zu bytes",
+                             sizes[k]);
+        }
+    struct dsd_stats st = stats(s);
+    cr_expect_eq(st.packets, 4);
+    cr_expect_eq(st.packets_truncated, 0);
+    close(fd);
+    stop_and_close(s);
+    dsd_config_free(&cfg);
+}
+
 Test(listeners, udp_eol_required)
 {
     struct dsd_config cfg;

@@ -45,7 +45,8 @@ static size_t put(const char *const *items, size_t n, uint32_t flag)
     }
     char *at;
     cr_assert_geq(dsd__ring_reserve(&r, SLOT, n, CAP, &at), n);
-    return dsd__ring_pack(&r, at, &scratch[0][0], SLOT, n, lens, flags);
+    struct dsd__ring_src src = {&scratch[0][0], SLOT, NULL, 0};
+    return dsd__ring_pack(&r, at, &src, n, lens, flags);
 }
 
 Test(ring, records_in_order_packed_by_length)
@@ -210,8 +211,9 @@ Test(ring, memory_budget_bounds_the_ring)
     uint32_t len = SLOT, flag = 0;
     size_t bytes = 0;
     char *at;
+    struct dsd__ring_src src = {scratch, SLOT, NULL, 0};
     while (dsd__ring_reserve(&big, SLOT, 1, (size_t)4 << 20, &at) > 0)
-        bytes += dsd__ring_pack(&big, at, scratch, SLOT, 1, &len, &flag);
+        bytes += dsd__ring_pack(&big, at, &src, 1, &len, &flag);
     /* 1 MiB always usable + the 512 KiB the budget allowed */
     cr_assert_eq(bytes, (size_t)1536 << 10, "ring held %zu bytes", bytes);
     cr_assert_eq(big.budgeted, (size_t)512 << 10);
@@ -233,7 +235,8 @@ static void put_one(struct dsd__ring *q, bool consume)
     uint32_t len = SLOT, flag = 0;
     char *at;
     cr_assert_eq(dsd__ring_reserve(q, SLOT, 1, (size_t)512 << 10, &at), 1);
-    dsd__ring_pack(q, at, scratch, SLOT, 1, &len, &flag);
+    struct dsd__ring_src src = {scratch, SLOT, NULL, 0};
+    dsd__ring_pack(q, at, &src, 1, &len, &flag);
     if (consume)
         dsd__ring_release(q, atomic_load(&q->head));
 }
