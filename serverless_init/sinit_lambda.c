@@ -3,12 +3,14 @@
  * §1-§4, issue 10).
  *
  * Init order, which is the extension's cold-start cost (spec §4.5):
- *   register (blocking loopback round-trip) -> configuration -> telemetry
- *   listener bound -> pipeline started (DogStatsD bound) -> subscribe
- *   (blocking round-trip) -> first /next written -> only then does the
- *   loop run, so the forwarder's libcurl load, its DNS lookup and TLS
- *   handshake (queued by fwd_start for the first loop iteration) overlap
- *   the runtime's init instead of delaying it.
+ *   register written -> while the Runtime API answers: configuration,
+ *   telemetry listener bound, DogStatsD bound and its receive threads
+ *   started -> register's answer read (its identifier, the account) ->
+ *   subscribe (blocking round-trip) -> first /next written -> only then
+ *   does the loop run, so the forwarder's libcurl load, its DNS lookup and
+ *   TLS handshake (queued by fwd_start for the first loop iteration)
+ *   overlap the runtime's init instead of delaying it. A failed register
+ *   still exits at once (the listeners bound meanwhile are closed).
  *
  * Per invocation (flush strategy "end" and the adaptive default's end
  * phase): INVOKE -> invocations metric -> wait for platform.runtimeDone of
@@ -181,7 +183,17 @@ static void report_error(struct lx *x, bool init, const char *type,
     sinit_http_resp_free(&r);
 }
 
-static int do_register(struct lx *x)
+static void register_failed(const struct lx *x, int err)
+{
+    fprintf(stderr,
+            "drainpipe extension: register with the Lambda Runtime API at %s "
+            "failed: %s\n",
+            x->rapi.host, cmn_strerror(err));
+}
+
+/* Writes the register request; returns the socket its answer comes on,
+ * or a negative error (said on stderr). */
+static int register_send(struct lx *x)
 {
     char hdr[400];
     snprintf(hdr, sizeof(hdr),
@@ -189,15 +201,22 @@ static int do_register(struct lx *x)
              "Lambda-Extension-Accept-Feature: accountId\r\n"
              "Content-Type: application/json\r\n",
              x->name);
+    int fd = sinit_rapi_send(&x->rapi, "POST", "/2020-01-01/extension/register",
+                             hdr, "{\"events\":[\"INVOKE\",\"SHUTDOWN\"]}",
+                             RAPI_TIMEOUT_MS);
+    if (fd < 0)
+        register_failed(x, fd);
+    return fd;
+}
+
+/* Reads register's answer on fd (closed): the extension's identifier and
+ * the account. 0, or an error said on stderr. */
+static int register_finish(struct lx *x, int fd)
+{
     struct sinit_http_resp r;
-    int err = sinit_rapi_call(
-        &x->rapi, "POST", "/2020-01-01/extension/register", hdr,
-        "{\"events\":[\"INVOKE\",\"SHUTDOWN\"]}", RAPI_TIMEOUT_MS, &r);
+    int err = sinit_rapi_recv(fd, &r);
     if (err != 0) {
-        fprintf(stderr,
-                "drainpipe extension: register with the Lambda Runtime API "
-                "at %s failed: %s\n",
-                x->rapi.host, cmn_strerror(err));
+        register_failed(x, err);
         goto out;
     }
     if (r.status != 200 || r.id[0] == '\0') {
@@ -599,12 +618,17 @@ static int read_config(struct lx *x, struct lc_pipeline_config *c)
     c->agg.origin_category = 38;
     cmn_free(c->agg.hostname);
     c->agg.hostname = cmn_strdup("");
-    if (c->agg.hostname == NULL)
-        return UV_ENOMEM;
+    return c->agg.hostname == NULL ? UV_ENOMEM : 0;
+}
+
+/* The Lambda tags over the configuration's, with the account register
+ * answered (so after it). */
+static int lambda_tags(struct lx *x, struct lc_pipeline_config *c)
+{
     char **tags;
     size_t n;
-    err = sinit_lambda_tags(NULL, x->account, c->agg.extra_tags,
-                            c->agg.nextra_tags, &tags, &n);
+    int err = sinit_lambda_tags(NULL, x->account, c->agg.extra_tags,
+                                c->agg.nextra_tags, &tags, &n);
     if (err != 0)
         return err;
     cmn_strv_free(c->agg.extra_tags, c->agg.nextra_tags);
@@ -638,30 +662,32 @@ static void go_idle(struct lx *x, const char *why)
     }
 }
 
-/* Between register and the first /next: the configuration, then the
- * listeners bound and the DogStatsD receive threads reading into their
- * rings, then the subscription. Nothing else: the aggregator and the sink
- * are built by finish_active, after the first /next is written. Failures
- * go idle. Returns true when finish_active is to run. */
-static bool start_active(struct lx *x, struct lc_pipeline_config *c)
+/* While register's answer is on its way (the Runtime API on the other
+ * side of a loopback round-trip): the configuration, then the listeners
+ * bound and the DogStatsD receive threads reading into their rings.
+ * Nothing else: the aggregator and the sink are built by finish_active,
+ * after the first /next is written. A failure is only recorded (why):
+ * going idle needs the identifier register gives. */
+static void prepare_active(struct lx *x, struct lc_pipeline_config *c,
+                           const char **why)
 {
     int err = read_config(x, c);
     checkpoint(x, "config_parsed");
     if (err != 0) {
-        go_idle(x, "invalid configuration");
-        return false;
+        *why = "invalid configuration";
+        return;
     }
     if (c->fwd.nendpoints == 0 && c->sink != LC_SINK_LOCAL) {
-        go_idle(x, "DD_API_KEY is not set");
-        return false;
+        *why = "DD_API_KEY is not set";
+        return;
     }
     sinit_le_init(&x->le, x->enhanced, cmn_process_start_ns() / 1000000u,
                   emit_enhanced, x);
     /* the listener first: Lambda may post right after the subscribe */
     err = sinit_tel_start(&x->loop, x->tel_port, on_telemetry, x, &x->tel);
     if (err != 0) {
-        go_idle(x, "the telemetry listener cannot bind");
-        return false;
+        *why = "the telemetry listener cannot bind";
+        return;
     }
     checkpoint(x, "telemetry_listening");
     /* all or nothing: a listener that cannot bind is a failed start, as
@@ -673,10 +699,26 @@ static bool start_active(struct lx *x, struct lc_pipeline_config *c)
                        "read once the pipeline starts");
     if (err != 0) {
         x->p = NULL;
-        go_idle(x, "the DogStatsD listener cannot bind");
-        return false;
+        *why = "the DogStatsD listener cannot bind";
+        return;
     }
     checkpoint(x, "dogstatsd_listening");
+}
+
+/* After register answered: a failure prepare_active recorded goes idle;
+ * else the account's tags, then the subscription. Returns true when
+ * finish_active is to run. */
+static bool start_active(struct lx *x, struct lc_pipeline_config *c,
+                         const char *why)
+{
+    if (why == NULL && lambda_tags(x, c) != 0)
+        why = "invalid configuration";
+    if (why != NULL) {
+        go_idle(x, why);
+        lc_pipeline_destroy(x->p); /* closes the listeners as the loop runs */
+        x->p = NULL;
+        return false;
+    }
     if (do_subscribe(x) != 0) {
         go_idle(x, "the telemetry subscription failed");
         lc_pipeline_destroy(x->p); /* closes the listeners as the loop runs */
@@ -750,18 +792,29 @@ int sinit_lambda_main(int argc, char **argv)
                 getenv("AWS_LAMBDA_RUNTIME_API"));
         goto out_free;
     }
-    if (do_register(x) != 0)
+    int rfd = register_send(x);
+    if (rfd < 0)
         goto out_free; /* spec §1.2: exit promptly */
-    checkpoint(x, "register_ready");
-    if (uv_loop_init(&x->loop) != 0)
+    checkpoint(x, "register_sent");
+    if (uv_loop_init(&x->loop) != 0) {
+        close(rfd);
         goto out_free;
+    }
     uv_timer_init(&x->loop, &x->timer);
     uv_timer_init(&x->loop, &x->period);
     x->timer.data = x->period.data = x;
     x->timers_inited = true;
     struct lc_pipeline_config c;
     memset(&c, 0, sizeof(c));
-    bool finish = start_active(x, &c);
+    const char *why = NULL;
+    prepare_active(x, &c, &why);
+    if (register_finish(x, rfd) != 0) {
+        x->exit_code = 1; /* spec §1.2: exit promptly */
+        lc_pipeline_config_free(&c);
+        goto out_close;
+    }
+    checkpoint(x, "register_ready");
+    bool finish = start_active(x, &c, why);
     send_next(x);
     x->ready_ns = cmn_mono_ns();
     struct timespec cpu;
@@ -773,6 +826,7 @@ int sinit_lambda_main(int argc, char **argv)
         finish_active(x, &c);
     lc_pipeline_config_free(&c);
     uv_run(&x->loop, UV_RUN_DEFAULT);
+out_close:
     rc = x->exit_code;
     close_all(x);
     uv_run(&x->loop, UV_RUN_DEFAULT);

@@ -65,6 +65,15 @@ int sinit_rapi_call(const struct sinit_rapi *r, const char *method,
                     const char *path, const char *headers, const char *body,
                     uint32_t timeout_ms,
                     struct sinit_http_resp *out) CMN_MUST_CHECK;
+/* The two halves of sinit_rapi_call, so that work can be done while the
+ * Runtime API answers: sinit_rapi_send connects and writes the request
+ * (blocking), returning the connected socket or a negative error;
+ * sinit_rapi_recv reads and parses the answer (blocking, bounded by the
+ * send's timeout), closes fd, and returns as sinit_rapi_call does. */
+int sinit_rapi_send(const struct sinit_rapi *r, const char *method,
+                    const char *path, const char *headers, const char *body,
+                    uint32_t timeout_ms) CMN_MUST_CHECK;
+int sinit_rapi_recv(int fd, struct sinit_http_resp *out) CMN_MUST_CHECK;
 void sinit_http_resp_free(struct sinit_http_resp *resp);
 
 struct sinit_next;

@@ -209,19 +209,33 @@ out_close:
     return err;
 }
 
+int sinit_rapi_send(const struct sinit_rapi *r, const char *method,
+                    const char *path, const char *headers, const char *body,
+                    uint32_t timeout_ms)
+{
+    char req[RAPI_REQ_MAX];
+    int n = format_request(r, method, path, headers, body, req, sizeof(req));
+    if (n < 0)
+        return n;
+    return connect_send(r, req, (size_t)n, timeout_ms);
+}
+
 int sinit_rapi_call(const struct sinit_rapi *r, const char *method,
                     const char *path, const char *headers, const char *body,
                     uint32_t timeout_ms, struct sinit_http_resp *out)
 {
-    char req[RAPI_REQ_MAX];
+    int fd = sinit_rapi_send(r, method, path, headers, body, timeout_ms);
+    if (fd < 0) {
+        memset(out, 0, sizeof(*out)); /* freeable */
+        return fd;
+    }
+    return sinit_rapi_recv(fd, out);
+}
+
+int sinit_rapi_recv(int fd, struct sinit_http_resp *out)
+{
     struct resp_parser rp;
     rp_init(&rp, out);
-    int n = format_request(r, method, path, headers, body, req, sizeof(req));
-    if (n < 0)
-        return n;
-    int fd = connect_send(r, req, (size_t)n, timeout_ms);
-    if (fd < 0)
-        return fd;
     int err = 0;
     char buf[4096];
     while (!rp.complete) {

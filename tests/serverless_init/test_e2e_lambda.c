@@ -639,15 +639,16 @@ Test(lambda, no_libcurl_before_first_next, .timeout = 30)
     const char *curl = strstr(err, "libcurl loaded");
     cr_assert_not_null(ready, "%s", err);
     cr_assert_lt(ready, curl, "%s", err);
-    /* every init phase has its checkpoint, in order: the listener bound
-     * before the subscribe and the first /next, the aggregator and the
-     * sink built only after it */
+    /* every init phase has its checkpoint, in order: the configuration
+     * and the listeners while register's answer is on its way, the
+     * listeners bound before the subscribe and the first /next, the
+     * aggregator and the sink built only after it */
     cr_assert_lt(strstr(err, "checkpoint bind dogstatsd"), ready, "%s", err);
     static const char *const phases[] = {
-        "checkpoint register_ready", "checkpoint config_parsed",
+        "checkpoint register_sent",       "checkpoint config_parsed",
         "checkpoint telemetry_listening", "checkpoint dogstatsd_listening",
-        "checkpoint telemetry_subscribed"};
-    cr_assert_lt(in_order(err, phases, 5), ready);
+        "checkpoint register_ready",      "checkpoint telemetry_subscribed"};
+    cr_assert_lt(in_order(err, phases, 6), ready);
     static const char *const after[] = {
         "extension ready in ", "checkpoint create forwarder",
         "checkpoint create aggregator",
