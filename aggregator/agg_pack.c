@@ -320,9 +320,9 @@ void agg__pack_closed(struct agg__job *j, struct agg__chunks *c,
 {
     size_t i = agg_pack_from(j, c, s, false);
     size_t from = agg_chunk_start(c, i);
-    /* the items left move to the front (less than one payload's bytes) */
     if (from == 0)
         return; /* no payload was closed */
+    /* the items left move to the front (less than one payload's bytes) */
     memmove(c->data.p, c->data.p + from, c->data.len - from);
     c->data.len -= from;
     c->pts = 0;

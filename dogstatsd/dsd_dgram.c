@@ -36,9 +36,9 @@
 #include "dsd_int.h"
 
 #include <errno.h>
-#include <stdlib.h>
-#include <stdio.h>
 #include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <linux/sock_diag.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -373,12 +373,11 @@ static unsigned usable_cpus(void)
 }
 
 /* The wake-up policy (DSD_WAKE_*) and the batch scratch's pages, on the
- * receive thread before its first read: the kernel writes each datagram
- * at the start of its buffer_size slot, and a first touch costs ~10 us a
- * page on the 2-vCPU test VM (~0.65 ms for 64 slots, against ~1.5 ms of
- * back-to-back one-line datagrams that a 212992-byte socket buffer
- * holds), where mapping them in ahead costs ~0.16 ms. It overlaps the
- * child's exec. */
+ * receive thread before its first read: a first touch costs ~10 us a page
+ * on the 2-vCPU test VM (~0.65 ms for a page in each of 64 slots, against
+ * ~1.5 ms of back-to-back one-line datagrams that a 212992-byte socket
+ * buffer holds), where mapping the slots' heads in with one call costs
+ * ~0.02 ms. It overlaps the child's exec. */
 static void reader_init(struct dsd__dgram *d)
 {
     bool one_cpu = d->usable_cpus < 2;
@@ -417,14 +416,12 @@ static void *reader_main(void *arg)
 {
     struct dsd__dgram *d = arg;
     bool error = false;
-    /* The priority first, then the first touch. The other way round, the
-     * thread did its first touch at ordinary priority while the child was
-     * spawned and started sending at full speed on a 2-CPU machine: it
-     * sometimes read its first datagram only once the socket was full (a
-     * 212992-byte buffer holds ~550 one-line datagrams, about 2 ms of a
-     * sender), in about 1 of 100 bursts. At real-time priority the first
-     * touch (~0.9 ms) may delay the loop thread when the two share a CPU
-     * (a busy machine); a new thread usually starts on an idle one. */
+    /* The priority first, then the scratch. The other way round, the
+     * thread faulted its scratch in (~0.9 ms then) at ordinary priority
+     * while the child was spawned and started sending at full speed on a
+     * 2-CPU machine: it sometimes read its first datagram only once the
+     * socket was full (a 212992-byte buffer holds ~550 one-line datagrams,
+     * about 2 ms of a sender), in about 1 of 100 bursts. */
     d->usable_cpus = usable_cpus();
     set_own_priority(d);
     reader_init(d);

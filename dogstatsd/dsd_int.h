@@ -162,13 +162,14 @@ struct dsd {
     struct cmn_ratelimit rl_io;   /* truncation, read errors, frames */
 };
 
-/* dsd_sock.c: the listeners' sockets, bound in dsd_bind. Each returns 0
- * or a negative error (logged, nothing left open). */
-/* The UDP socket (dogstatsd_port) into s->udp.fd, s->udp_port set. */
 /* dsd_dgram.c: the CPUs granted per second by a cgroup v2 cpu.max text
  * ("50000 100000" -> 1, "150000 100000" -> 2), rounded up; 0 = "max" or
  * unparsable (no quota). */
 unsigned dsd__cpu_max_cpus(const char *text);
+
+/* dsd_sock.c: the listeners' sockets, bound in dsd_bind. Each returns 0
+ * or a negative error (logged, nothing left open). */
+/* The UDP socket (dogstatsd_port) into s->udp.fd, s->udp_port set. */
 int dsd__udp_open(struct dsd *s) CMN_MUST_CHECK;
 /* The Unix datagram socket (dogstatsd_socket) into s->uds.fd. */
 int dsd__uds_open(struct dsd *s) CMN_MUST_CHECK;

@@ -705,22 +705,18 @@ static void prepare_active(struct lx *x, struct lc_pipeline_config *c,
     checkpoint(x, "dogstatsd_listening");
 }
 
-/* After register answered: a failure prepare_active recorded goes idle;
- * else the account's tags, then the subscription. Returns true when
+/* After register answered: the account's tags, then the subscription; a
+ * failure (or one prepare_active recorded) goes idle. Returns true when
  * finish_active is to run. */
 static bool start_active(struct lx *x, struct lc_pipeline_config *c,
                          const char *why)
 {
     if (why == NULL && lambda_tags(x, c) != 0)
         why = "invalid configuration";
+    if (why == NULL && do_subscribe(x) != 0)
+        why = "the telemetry subscription failed";
     if (why != NULL) {
         go_idle(x, why);
-        lc_pipeline_destroy(x->p); /* closes the listeners as the loop runs */
-        x->p = NULL;
-        return false;
-    }
-    if (do_subscribe(x) != 0) {
-        go_idle(x, "the telemetry subscription failed");
         lc_pipeline_destroy(x->p); /* closes the listeners as the loop runs */
         x->p = NULL;
         return false;
