@@ -42,7 +42,7 @@ extern "C" {
 
 /* The library's version, as built (dp_version() gives the one linked). */
 #define DP_VERSION_MAJOR 0
-#define DP_VERSION_MINOR 2
+#define DP_VERSION_MINOR 3
 #define DP_VERSION_PATCH 0
 
 /* Error codes. The errno-based ones are the values libuv uses on Linux
@@ -64,7 +64,7 @@ typedef struct dp_pipeline dp_pipeline;
 /* Static English text for any code above or any negative errno; never
  * NULL. Any thread. */
 DP_EXPORT const char *dp_strerror(int err);
-/* "0.2.0": the version of the library linked. Any thread. */
+/* "0.3.0": the version of the library linked. Any thread. */
 DP_EXPORT const char *dp_version(void);
 
 /* ------------------------------------------------------------------------
@@ -90,7 +90,10 @@ DP_EXPORT void dp_config_free(dp_config *cfg);
  * and returns DP_EINVAL. The values are read again at dp_start (the
  * environment is not copied); values given with dp_config_set take
  * precedence over the environment, whichever call came first. Also
- * applies DD_LOG_LEVEL to the library's log (process-wide). */
+ * applies DD_LOG_LEVEL to the library's log (process-wide), and moves the
+ * environment's DD_API_KEY and DD_ADDITIONAL_ENDPOINTS values to pages
+ * kept out of core dumps (getenv still returns them; the original
+ * strings are zeroed): call it before other threads read those two. */
 DP_EXPORT int dp_config_from_env(dp_config *cfg) DP_MUST_CHECK;
 
 /* Sets one setting by its Datadog Agent key name, the value as it would
@@ -203,6 +206,18 @@ struct dp_stats {
     uint64_t dropped_payloads; /* refused (4xx), evicted, abandoned at
                                   the stop deadline, other */
     uint64_t queued;           /* payloads waiting or in flight */
+    /* since 0.3: the forwarder's detail (zero with the local sink);
+       dropped_payloads above is their sum plus payloads the serializer
+       or the local sink could not hand over */
+    uint64_t inflight;           /* requests in flight (also in queued) */
+    uint64_t retried;            /* attempts failed and retried */
+    uint64_t abandoned;          /* left at the stop deadline */
+    uint64_t dropped_400;        /* refused by the intake: 400 */
+    uint64_t dropped_403;        /* 403 (API key) */
+    uint64_t dropped_413;        /* 413 (too large) */
+    uint64_t dropped_evicted;    /* evicted from the retry queue */
+    uint64_t dropped_after_stop; /* submitted after the forwarder stopped */
+    uint64_t dropped_other;      /* other errors past the retries */
 };
 
 /* Copies the counters into *st, filling at most size bytes (pass
@@ -210,8 +225,9 @@ struct dp_stats {
  * the fields it knows). Any thread except the pipeline's own (waits for
  * the pipeline thread to take the snapshot: a few microseconds unless it
  * is busy with one step of work, at most about a millisecond); on a
- * dp_start_on_loop pipeline, the loop's thread too (no wait). Returns 0,
- * DP_EINVAL or DP_ESTOPPED. */
+ * dp_start_on_loop pipeline, the loop's thread too (no wait; there also
+ * while dp_stop_async drains, until its callback). Returns 0, DP_EINVAL
+ * or DP_ESTOPPED (another thread, once a stop has begun). */
 DP_EXPORT int dp_stats(dp_pipeline *p, struct dp_stats *st, size_t size);
 
 /* Stops and frees the pipeline: refuses new submissions, then drains in
@@ -274,6 +290,84 @@ DP_EXPORT int dp_flush_async(dp_pipeline *p, dp_flushed_fn done, void *arg);
  * Returns 0, DP_EINVAL or DP_EBUSY (already stopping). */
 DP_EXPORT int dp_stop_async(dp_pipeline *p, uint32_t budget_ms,
                             dp_stopped_fn done, void *arg);
+
+/* ------------------------------------------------------------------------
+ * Two-step start on the host's loop (since 0.3). For a program whose
+ * first work after binding is latency-critical (serverless-init binds,
+ * spawns the job it wraps, and only then builds the rest): dp_bind_on_loop
+ * binds the listeners and starts the receive threads, which move what
+ * clients send into the receive rings (nothing is parsed yet); then
+ * dp_start_bound builds the sink and the aggregator and starts parsing.
+ * Until dp_start_bound, the pipeline takes no dp_submit (DP_ESTOPPED) and
+ * no dp_flush_async (DP_EINVAL); dp_stop_async closes it at any step.
+ */
+
+/* One listener that could not bind. */
+struct dp_bind_failure {
+    const char *var; /* static: the environment variable that configured
+                        it: "DD_DOGSTATSD_PORT", "DD_DOGSTATSD_SOCKET" or
+                        "DD_DOGSTATSD_STREAM_SOCKET" */
+    char value[112]; /* the port or the path (cut to fit) */
+    int err;         /* the bind error (negative errno) */
+};
+struct dp_bind_report {
+    int bound;      /* 1: at least one listener is bound */
+    size_t nfailed; /* entries of failed[] */
+    struct dp_bind_failure failed[3];
+};
+
+/* dp_bind_on_loop flag: any listener that cannot bind fails the call
+ * (its error returned, nothing left open). Without it, the listeners
+ * that bind run and the others are listed in the report; when none binds
+ * the pipeline still starts (fed by dp_submit only). */
+#define DP_BIND_ALL_OR_NOTHING 1u
+
+/* Step one: binds the listeners of cfg on loop (the host's, as
+ * dp_start_on_loop) and starts their receive threads. Call on the loop's
+ * thread. rep (may be NULL) says which listeners failed; their errors are
+ * logged too. Without DP_BIND_ALL_OR_NOTHING the check of which listener
+ * failed runs the loop for a moment (to close what it bound alone): call
+ * it outside the loop's callbacks then. Returns 0 with *out owned by the
+ * caller (dp_start_bound next, or dp_stop_async), DP_EINVAL (a setting is
+ * malformed), DP_ENOMEM, or with DP_BIND_ALL_OR_NOTHING the bind error.
+ * cfg is borrowed for the call: the settings are read now. */
+DP_EXPORT int dp_bind_on_loop(const dp_config *cfg, struct uv_loop_s *loop,
+                              unsigned flags, struct dp_bind_report *rep,
+                              dp_pipeline **out) DP_MUST_CHECK;
+
+/* Step two: creates the sink (forwarder, or the local sink without an
+ * API key) and the aggregator, with the tags of dp_set_tags if it was
+ * called, and starts the pipeline: what the receive rings hold is parsed
+ * as the loop runs. Loop thread. Returns 0, DP_EBUSY (already started),
+ * DP_EINVAL, DP_ENOMEM or a component's start error (logged); after an
+ * error only dp_stop_async is left. */
+DP_EXPORT int dp_start_bound(dp_pipeline *p) DP_MUST_CHECK;
+
+/* Replaces the tags added to every metric, event and service check
+ * (initially those of dogstatsd_tags and tags: DD_DOGSTATSD_TAGS and
+ * DD_TAGS), from the next sample on. tags are "key:value" strings, n of
+ * them (NULL when n is 0); copied. Loop thread of a dp_bind_on_loop or
+ * dp_start_on_loop pipeline, before or after dp_start_bound. Returns 0,
+ * DP_EINVAL (another thread, or a dp_start pipeline), DP_ESTOPPED or
+ * DP_ENOMEM. */
+DP_EXPORT int dp_set_tags(dp_pipeline *p, const char *const *tags, size_t n);
+
+/* What a pipeline is, as started. */
+struct dp_info {
+    int udp_port;   /* the bound UDP port, 0 when none */
+    int api_key;    /* 1: an API key is configured (api_key, or one of
+                       additional_endpoints) */
+    int local_sink; /* 1: metrics go to the local sink, not to an intake
+                       (no API key, or drainpipe_sink local); known from
+                       dp_bind_on_loop on */
+    int started;    /* 1: running (dp_start, dp_start_on_loop, or
+                       dp_start_bound done) */
+};
+
+/* Fills *info (size bytes of it, as dp_stats). Loop thread of a host-loop
+ * pipeline, or any thread for dp_start's (udp_port and local_sink do not
+ * change once started). Returns 0 or DP_EINVAL. */
+DP_EXPORT int dp_get_info(dp_pipeline *p, struct dp_info *info, size_t size);
 
 #ifdef __cplusplus
 }

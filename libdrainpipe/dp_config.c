@@ -84,6 +84,7 @@ static const char *const dp_vars[] = {
     "DD_USE_V2_API_SERIES",
     "DRAINPIPE_LOCAL_FILE",
     "DRAINPIPE_MEMORY_LIMIT",
+    "DRAINPIPE_PROFILE",
     "DRAINPIPE_RECEIVE_REALTIME",
     "DRAINPIPE_RECEIVE_RING_SIZE",
     "DRAINPIPE_SERVERLESS_DROP_EVENTS",
@@ -177,6 +178,73 @@ static int read_queue_size(const struct cmn_env *env, size_t *out)
     return 0;
 }
 
+/* drainpipe_profile (DRAINPIPE_PROFILE): whose defaults. */
+enum dp_profile {
+    DP_PROFILE_EMBEDDED,
+    DP_PROFILE_SERVERLESS,
+    DP_PROFILE_LAMBDA
+};
+
+static int read_profile(const struct cmn_env *env, enum dp_profile *out)
+{
+    const char *v = cmn_env_get(env, "DRAINPIPE_PROFILE");
+    *out = DP_PROFILE_EMBEDDED;
+    if (v == NULL || v[0] == '\0' || strcmp(v, "embedded") == 0)
+        return 0;
+    if (strcmp(v, "serverless") == 0)
+        *out = DP_PROFILE_SERVERLESS;
+    else if (strcmp(v, "lambda") == 0)
+        *out = DP_PROFILE_LAMBDA;
+    else {
+        CMN_LOGE(COMP,
+                 "drainpipe_profile: expected embedded, serverless or "
+                 "lambda, got \"%s\"",
+                 v);
+        return UV_EINVAL;
+    }
+    return 0;
+}
+
+/* The profile's defaults, under the environment and dp_config_set. */
+static void profile_defaults(struct lc_pipeline_config *c, enum dp_profile pr)
+{
+    if (pr == DP_PROFILE_SERVERLESS) { /* spec/pipeline.md §5.2 */
+        c->fwd.stop_timeout_s = 3;
+        c->aggregator_stop_timeout_ms = 2000;
+        c->agg.flush_interval_s = 3;
+        c->agg.use_v2_series = true;
+        cmn_free(c->dsd.socket_path);
+        cmn_free(c->dsd.stream_socket_path);
+        c->dsd.socket_path = c->dsd.stream_socket_path = NULL;
+    } else if (pr == DP_PROFILE_LAMBDA) { /* spec/lambda-cloudrun.md §4 */
+        c->fwd.stop_timeout_s = 2;
+        c->agg.flush_interval_s = 60; /* bottlecap's race interval */
+    }
+    /* Both load libcurl and open the first connection after the job (or
+     * the first /next) is under way, not on its critical path. */
+    if (pr != DP_PROFILE_EMBEDDED)
+        c->fwd.warm_start = true;
+}
+
+/* The profile's forced values, over everything (spec §5.2 step 5; the
+ * Lambda origin of spec §3). */
+static int profile_force(struct lc_pipeline_config *c, enum dp_profile pr)
+{
+    if (pr == DP_PROFILE_EMBEDDED)
+        return 0;
+    /* serverless-init's mode drops events and service checks when asked
+     * (DRAINPIPE_SERVERLESS_DROP_EVENTS); the Lambda extension keeps the
+     * full DogStatsD, so it is not agg.serverless */
+    c->agg.serverless = pr == DP_PROFILE_SERVERLESS;
+    c->agg.origin_product = 1;
+    c->agg.origin_service = 472;
+    if (pr == DP_PROFILE_LAMBDA)
+        c->agg.origin_category = 38;
+    cmn_free(c->agg.hostname);
+    c->agg.hostname = cmn_strdup("");
+    return c->agg.hostname == NULL ? UV_ENOMEM : 0;
+}
+
 static int parse_all(const struct cmn_env *env, struct dp__settings *s)
 {
     lc_pipeline_config_defaults(&s->lc);
@@ -186,9 +254,16 @@ static int parse_all(const struct cmn_env *env, struct dp__settings *s)
     s->lc.agg.flush_incomplete_buckets = true;
     s->lc.fwd.stop_wait_for_inflight = true;
     s->queue_size = DP_Q_DEFAULT_SIZE;
-    int rc = lc_pipeline_config_from_env(&s->lc, env);
+    enum dp_profile pr;
+    int rc = read_profile(env, &pr);
+    if (rc != 0)
+        return rc;
+    profile_defaults(&s->lc, pr);
+    rc = lc_pipeline_config_from_env(&s->lc, env);
     if (rc == 0)
         rc = read_queue_size(env, &s->queue_size);
+    if (rc == 0)
+        rc = profile_force(&s->lc, pr);
     return rc;
 }
 
@@ -204,6 +279,13 @@ int dp_config_from_env(dp_config *c)
 {
     if (c == NULL)
         return UV_EINVAL;
+    /* As the binary does: the environment's copies of the keys move to
+     * pages kept out of core dumps (the original strings are zeroed). */
+    int prc = cmn_env_protect("DD_API_KEY");
+    if (prc == 0)
+        prc = cmn_env_protect("DD_ADDITIONAL_ENDPOINTS");
+    if (prc != 0)
+        return prc;
     bool was = c->use_env;
     c->use_env = true;
     struct dp__settings s;

@@ -59,7 +59,14 @@ struct dp_pipeline {
     dp_stopped_fn stop_cb; /* dp_stop_async */
     void *stop_arg;
     struct lc_pipeline *lp;
-    struct dsd *dsd;    /* borrowed from lp */
+    struct dsd *dsd;              /* borrowed from lp */
+    struct dp__settings *pending; /* dp_bind_on_loop's, until
+                                     dp_start_bound (owned) */
+    char **tags;                  /* dp_set_tags before dp_start_bound */
+    size_t ntags;
+    bool tags_set;
+    bool api_key;       /* an API key is configured */
+    bool local_sink;    /* the local sink, not the forwarder */
     uint64_t submitted; /* records consumed */
     uint64_t submitted_bytes;
     bool flushing;         /* an lc_pipeline_flush runs */

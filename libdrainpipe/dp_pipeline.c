@@ -154,6 +154,15 @@ void dp__stats_fill(struct dp_pipeline *p, struct dp_stats *st)
                            ls.fwd.dropped_stopped + ls.agg.payloads_dropped +
                            ls.local.dropped_stopped;
     st->queued = ls.fwd.queued + ls.fwd.inflight;
+    st->inflight = ls.fwd.inflight;
+    st->retried = ls.fwd.retried;
+    st->abandoned = ls.fwd.abandoned;
+    st->dropped_400 = ls.fwd.dropped_400;
+    st->dropped_403 = ls.fwd.dropped_403;
+    st->dropped_413 = ls.fwd.dropped_413;
+    st->dropped_evicted = ls.fwd.dropped_evicted;
+    st->dropped_after_stop = ls.fwd.dropped_stopped;
+    st->dropped_other = ls.fwd.dropped_other;
 }
 
 /* ------------------------------------------------------------------------
@@ -295,8 +304,18 @@ static void on_cmd(uv_async_t *h)
 /* ------------------------------------------------------------------------
  * The loop thread
  */
+static void settings_free(struct dp__settings *s)
+{
+    if (s == NULL)
+        return;
+    lc_pipeline_config_free(&s->lc);
+    cmn_free(s);
+}
+
 static void pipeline_free(struct dp_pipeline *p)
 {
+    settings_free(p->pending);
+    cmn_strv_free(p->tags, p->ntags);
     dp__queue_free(&p->q);
     pthread_cond_destroy(&p->cv);
     pthread_mutex_destroy(&p->mu);
@@ -407,12 +426,19 @@ static void start_rollback(struct dp_pipeline *p)
         CMN_LOGE(COMP, "dp_start rollback: loop not closed (leaked)");
 }
 
-/* Makes the loop, the pipeline and its components, and starts them. */
-static int pipeline_build(struct dp_pipeline *p, struct dp__settings *s)
+/* The pipeline's two wake-up handles. */
+static void handles_init(struct dp_pipeline *p)
 {
-    int rc = lc_pipeline_create(p->loop, &s->lc, &p->lp);
-    if (rc != 0)
-        return rc;
+    uv_async_init(p->loop, &p->q_async, on_q_async);
+    uv_async_init(p->loop, &p->cmd_async, on_cmd);
+    p->q_async.data = p->cmd_async.data = p;
+    p->handles_open = 2;
+}
+
+/* Once the components exist (lc_pipeline_create, or listen + complete):
+ * checks the budget, registers "inproc" and starts everything. */
+static int pipeline_run(struct dp_pipeline *p, const struct dp__settings *s)
+{
     p->dsd = lc_pipeline_dsd(p->lp);
     if (cmn_budget_over(CMN_BUDGET_NO_NEW_CONTEXT)) {
         CMN_LOGE(COMP,
@@ -421,17 +447,31 @@ static int pipeline_build(struct dp_pipeline *p, struct dp__settings *s)
                  s->queue_size, cmn_budget_limit());
         return UV_ENOMEM;
     }
-    uv_async_init(p->loop, &p->q_async, on_q_async);
-    uv_async_init(p->loop, &p->cmd_async, on_cmd);
-    p->q_async.data = p->cmd_async.data = p;
-    p->handles_open = 2;
     const char *const deps[] = {"dogstatsd", NULL};
-    rc = lc_register(lc_pipeline_manager(p->lp), "inproc", deps, &inproc_ops, p,
-                     DP_INPROC_STOP_TIMEOUT_MS);
+    int rc = lc_register(lc_pipeline_manager(p->lp), "inproc", deps,
+                         &inproc_ops, p, DP_INPROC_STOP_TIMEOUT_MS);
     if (rc == 0)
         rc = lc_pipeline_start(p->lp);
     p->lp_started = rc == 0;
     return rc;
+}
+
+/* For dp_get_info: where the metrics go. */
+static void note_sink(struct dp_pipeline *p, const struct lc_pipeline_config *c)
+{
+    p->api_key = lc_pipeline_config_has_api_key(c);
+    p->local_sink = c->sink == LC_SINK_LOCAL || !p->api_key;
+}
+
+/* Makes the loop, the pipeline and its components, and starts them. */
+static int pipeline_build(struct dp_pipeline *p, struct dp__settings *s)
+{
+    note_sink(p, &s->lc);
+    int rc = lc_pipeline_create(p->loop, &s->lc, &p->lp);
+    if (rc != 0)
+        return rc;
+    handles_init(p);
+    return pipeline_run(p, s);
 }
 
 /* dp_start and dp_start_on_loop: host_loop NULL for a thread and loop of
@@ -524,7 +564,7 @@ static bool on_host_loop_thread(const struct dp_pipeline *p)
 
 int dp_flush_async(dp_pipeline *p, dp_flushed_fn done, void *arg)
 {
-    if (p == NULL || done == NULL || !on_host_loop_thread(p))
+    if (p == NULL || done == NULL || !on_host_loop_thread(p) || !p->lp_started)
         return UV_EINVAL;
     struct dp__flush_wait *w = cmn_malloc(sizeof(*w));
     if (w == NULL)
@@ -564,6 +604,160 @@ int dp_stop_async(dp_pipeline *p, uint32_t budget_ms, dp_stopped_fn done,
 }
 
 /* ------------------------------------------------------------------------
+ * Two-step start (the host's loop thread)
+ */
+static void report_bind(const struct lc_listen_report *l,
+                        struct dp_bind_report *rep)
+{
+    if (rep == NULL)
+        return;
+    _Static_assert(sizeof(rep->failed) / sizeof(rep->failed[0]) ==
+                       sizeof(l->failed) / sizeof(l->failed[0]),
+                   "dp_bind_report");
+    memset(rep, 0, sizeof(*rep));
+    rep->bound = l->bound;
+    rep->nfailed = l->nfailed;
+    for (size_t i = 0; i < l->nfailed; i++) {
+        rep->failed[i].var = l->failed[i].var;
+        rep->failed[i].err = l->failed[i].err;
+        _Static_assert(sizeof(rep->failed[i].value) ==
+                           sizeof(l->failed[i].value),
+                       "dp_bind_failure.value");
+        memcpy(rep->failed[i].value, l->failed[i].value,
+               sizeof(rep->failed[i].value));
+    }
+}
+
+int dp_bind_on_loop(const dp_config *cfg, struct uv_loop_s *loop,
+                    unsigned flags, struct dp_bind_report *rep,
+                    dp_pipeline **out)
+{
+    if (rep != NULL)
+        memset(rep, 0, sizeof(*rep));
+    if (cfg == NULL || loop == NULL || out == NULL ||
+        (flags & ~DP_BIND_ALL_OR_NOTHING) != 0)
+        return UV_EINVAL;
+    struct dp__settings *s = cmn_calloc(1, sizeof(*s));
+    if (s == NULL)
+        return UV_ENOMEM;
+    int rc = dp__config_build(cfg, s);
+    if (rc != 0)
+        goto out_settings;
+    struct dp_pipeline *p = cmn_calloc(1, sizeof(*p));
+    rc = UV_ENOMEM;
+    if (p == NULL)
+        goto out_settings;
+    p->waits_tail = &p->waits;
+    rc = sync_init(p);
+    if (rc != 0)
+        goto out_p;
+    p->loop = loop;
+    p->on_loop = true;
+    p->loop_tid = pthread_self();
+    struct lc_listen_report lr;
+    rc = lc_pipeline_listen(loop, &s->lc, (flags & DP_BIND_ALL_OR_NOTHING) != 0,
+                            &lr, &p->lp);
+    if (rc != 0) { /* nothing open but what closes as the loop runs */
+        pthread_cond_destroy(&p->cv);
+        pthread_mutex_destroy(&p->mu);
+        goto out_p;
+    }
+    report_bind(&lr, rep);
+    /* The receive threads only move datagrams into the rings; parsing
+     * waits for dp_start_bound. */
+    if (lc_pipeline_receive(p->lp) != 0)
+        CMN_LOGD(COMP, "receive threads start with the pipeline");
+    handles_init(p);
+    p->pending = s;
+    note_sink(p, &s->lc);
+    *out = p;
+    return 0;
+
+out_p:
+    cmn_free(p);
+out_settings:
+    settings_free(s);
+    return rc;
+}
+
+/* s->lc.agg's extra tags become dp_set_tags's, when it was called. */
+static int apply_tags(struct dp_pipeline *p, struct dp__settings *s)
+{
+    if (!p->tags_set)
+        return 0;
+    char **v = NULL;
+    int rc = p->ntags > 0 ? cmn_strv_dup(p->tags, p->ntags, &v) : 0;
+    if (rc != 0)
+        return rc;
+    cmn_strv_free(s->lc.agg.extra_tags, s->lc.agg.nextra_tags);
+    s->lc.agg.extra_tags = v;
+    s->lc.agg.nextra_tags = p->ntags;
+    return 0;
+}
+
+int dp_start_bound(dp_pipeline *p)
+{
+    if (p == NULL || !on_host_loop_thread(p))
+        return UV_EINVAL;
+    if (p->pending == NULL)
+        return UV_EBUSY; /* started, or failed to */
+    if (p->stop_req)
+        return CMN_ESTOPPED;
+    struct dp__settings *s = p->pending;
+    p->pending = NULL;
+    int rc = apply_tags(p, s);
+    if (rc == 0)
+        rc = dp__queue_init(&p->q, s->queue_size);
+    if (rc == 0)
+        rc = lc_pipeline_complete(p->lp, &s->lc);
+    if (rc == 0)
+        rc = pipeline_run(p, s);
+    if (rc != 0)
+        CMN_LOGE(COMP, "dp_start_bound: %s", cmn_strerror(rc));
+    settings_free(s);
+    return rc;
+}
+
+int dp_set_tags(dp_pipeline *p, const char *const *tags, size_t n)
+{
+    if (p == NULL || (tags == NULL && n > 0) || !on_host_loop_thread(p))
+        return UV_EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (tags[i] == NULL)
+            return UV_EINVAL;
+    if (p->stop_req)
+        return CMN_ESTOPPED;
+    if (p->lp_started) {
+        struct agg *a = lc_pipeline_agg(p->lp);
+        return a != NULL ? agg_set_extra_tags(a, tags, n) : CMN_ESTOPPED;
+    }
+    char **v = NULL;
+    int rc = n > 0 ? cmn_strv_dup((char *const *)tags, n, &v) : 0;
+    if (rc != 0)
+        return rc;
+    cmn_strv_free(p->tags, p->ntags);
+    p->tags = v;
+    p->ntags = n;
+    p->tags_set = true;
+    return 0;
+}
+
+int dp_get_info(dp_pipeline *p, struct dp_info *info, size_t size)
+{
+    if (p == NULL || info == NULL || (p->on_loop && !on_host_loop_thread(p)))
+        return UV_EINVAL;
+    struct dp_info in;
+    memset(&in, 0, sizeof(in));
+    in.started = p->lp_started;
+    in.api_key = p->api_key;
+    in.local_sink = p->local_sink;
+    if (p->lp != NULL)
+        in.udp_port = lc_pipeline_udp_port(p->lp);
+    memcpy(info, &in, size < sizeof(in) ? size : sizeof(in));
+    return 0;
+}
+
+/* ------------------------------------------------------------------------
  * Calls from other threads
  */
 int dp_flush(dp_pipeline *p, uint32_t timeout_ms)
@@ -596,17 +790,17 @@ int dp_stats(dp_pipeline *p, struct dp_stats *st, size_t size)
 {
     if (p == NULL || st == NULL)
         return UV_EINVAL;
-    pthread_mutex_lock(&p->mu);
-    if (p->stop_req) {
-        pthread_mutex_unlock(&p->mu);
-        return CMN_ESTOPPED;
-    }
-    if (on_host_loop_thread(p)) { /* the loop's own: nobody to wait for */
-        pthread_mutex_unlock(&p->mu);
+    if (on_host_loop_thread(p)) { /* the loop's own: nobody to wait for;
+                                     p lives until the stop callback */
         struct dp_stats now;
         dp__stats_fill(p, &now);
         memcpy(st, &now, size < sizeof(now) ? size : sizeof(now));
         return 0;
+    }
+    pthread_mutex_lock(&p->mu);
+    if (p->stop_req) {
+        pthread_mutex_unlock(&p->mu);
+        return CMN_ESTOPPED;
     }
     uint64_t gen = ++p->stats_req;
     uv_async_send(&p->cmd_async);

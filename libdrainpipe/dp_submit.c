@@ -28,7 +28,9 @@ int dp_submit(dp_pipeline *p, const char *buf, size_t len)
         return CMN_ETOOBIG;
     }
     bool wake = false;
-    int rc = dp__queue_push(&p->q, buf, len, &wake);
+    /* no queue before dp_start_bound: refused like a stopped pipeline */
+    int rc =
+        p->q.cap != 0 ? dp__queue_push(&p->q, buf, len, &wake) : CMN_ESTOPPED;
     if (rc == 0) {
         if (wake)
             uv_async_send(&p->q_async);

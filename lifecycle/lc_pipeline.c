@@ -52,6 +52,7 @@ struct lc_pipeline {
     struct dsd *dsd;        /* idem; NULL when no listener could bind */
     struct lc_dsd_comp *dc; /* idem */
     bool completed;         /* sink and aggregator created */
+    bool listened;          /* made by lc_pipeline_listen */
     bool local_mode;
     bool started;
     bool start_failed; /* clean = false then says nothing more */
@@ -271,6 +272,11 @@ static bool has_api_key(const struct fwd_config *c)
     return false;
 }
 
+bool lc_pipeline_config_has_api_key(const struct lc_pipeline_config *c)
+{
+    return has_api_key(&c->fwd);
+}
+
 static int create_sink(struct lc_pipeline *p,
                        const struct lc_pipeline_config *c,
                        fwd_submit_fn *submit, void **data, const char **name)
@@ -371,6 +377,21 @@ static int dsd_comp_register(struct lc_pipeline *p, struct lc_dsd_comp *dc,
     return 0;
 }
 
+/* A server with no listener, feeding p's aggregator, registered. */
+static int empty_server(struct lc_pipeline *p,
+                        const struct lc_pipeline_config *c)
+{
+    struct dsd_config none = c->dsd;
+    none.port = 0;
+    none.socket_path = none.stream_socket_path = NULL;
+    struct lc_dsd_comp *dc;
+    int rc = dsd_comp_create(p->loop, &none, p->agg, &dc);
+    if (rc != 0)
+        return rc;
+    dc->empty = true;
+    return dsd_comp_register(p, dc, c->dogstatsd_stop_timeout_ms);
+}
+
 int lc_pipeline_complete(struct lc_pipeline *p,
                          const struct lc_pipeline_config *c)
 {
@@ -419,6 +440,12 @@ int lc_pipeline_complete(struct lc_pipeline *p,
         struct dsd_sink sink;
         dsd_sink_from_agg(&sink, p->agg);
         rc = dsd_set_sink(p->dc->d, &sink);
+        if (rc != 0)
+            return rc;
+    } else if (c->no_listener_ok && p->listened) {
+        /* no listener bound (or none configured): an empty server still
+         * parses what the embedder submits in-process */
+        rc = empty_server(p, c);
         if (rc != 0)
             return rc;
     }
@@ -544,6 +571,7 @@ int lc_pipeline_listen(uv_loop_t *loop, const struct lc_pipeline_config *c,
     int rc = pipeline_new(loop, &p);
     if (rc != 0)
         return rc;
+    p->listened = true;
     uint64_t t0 = cmn_mono_ns();
     struct lc_dsd_comp *dc = NULL;
     if (!lst_present(&c->dsd, LST_UDP) && !lst_present(&c->dsd, LST_UDS) &&

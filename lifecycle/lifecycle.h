@@ -207,6 +207,8 @@ int lc_pipeline_config_from_env(struct lc_pipeline_config *c,
                                 const struct cmn_env *env) CMN_MUST_CHECK;
 /* Frees every owned field (and resets them). */
 void lc_pipeline_config_free(struct lc_pipeline_config *c);
+/* true when some endpoint has an API key (the forwarder can run). */
+bool lc_pipeline_config_has_api_key(const struct lc_pipeline_config *c);
 
 struct lc_pipeline;
 
