@@ -2,7 +2,8 @@
  * sinit.h - the serverless-init binary's parts (spec/pipeline.md §5,
  * spec/lambda-cloudrun.md §5): command line, cloud detection and tags,
  * the GCP metadata client, enhanced-metric names, exit-code mapping and the
- * wrapper/sidecar run loop. The pipeline itself is lifecycle/'s.
+ * wrapper/sidecar run loop. The pipeline itself is libdrainpipe's, used
+ * through its public API only (include/drainpipe.h).
  *
  * Everything here runs on the loop thread (or before the loop exists).
  */
@@ -17,6 +18,7 @@
 #include <uv.h>
 
 #include "common.h"
+#include "drainpipe.h"
 
 /* Exit codes of the wrapper itself (the child's code otherwise). */
 #define SINIT_EXIT_CONFIG                                                      \
@@ -124,6 +126,18 @@ void sinit_gcp_md_free(struct sinit_gcp_md *md);
 int sinit_tags_build(struct sinit_tags *t, const struct cmn_env *env,
                      enum sinit_cloud cloud, bool sidecar,
                      const struct sinit_gcp_md *md) CMN_MUST_CHECK;
+/* The pipeline's settings: the environment under libdrainpipe's profile
+ * ("serverless" for the wrapper and the sidecar, "lambda" for the
+ * extension), checked now (a malformed variable is logged, naming it);
+ * the in-process queue, which carries only the enhanced metrics, at its
+ * smallest. *out is owned (dp_config_free) even on error. 0 or a dp_
+ * error. */
+int sinit_dp_config(const char *profile, dp_config **out) CMN_MUST_CHECK;
+/* The tags the pipeline is configured with (DD_DOGSTATSD_TAGS and
+ * DD_TAGS, sorted, each once: what the pipeline adds before any
+ * dp_set_tags), the base under the serverless tag maps. *out is owned
+ * (cmn_strv_free). 0 or UV_ENOMEM. */
+int sinit_config_tags(char ***out, size_t *n) CMN_MUST_CHECK;
 /* Renders the metric tags ("k:v" or "k"), high-cardinality keys removed,
  * as an owned array of owned strings (free with cmn_strv_free). */
 int sinit_tags_metric_list(const struct sinit_tags *t, char ***out,
@@ -186,6 +200,15 @@ int sinit_spawn(char *const *argv, int *pid) CMN_MUST_CHECK;
  * keep's status. Returns the number reaped.
  */
 int sinit_reap_orphans(int keep);
+
+/* A debug checkpoint of the start and stop phases (DD_LOG_LEVEL=debug):
+ * the phase took from t0 to now. The same lines as the pipeline's own. */
+static inline void sinit_checkpoint(const char *phase, const char *name,
+                                    uint64_t t0)
+{
+    uint64_t now = cmn_mono_ns();
+    cmn_checkpoint_log("lifecycle", phase, name, now > t0 ? now - t0 : 0);
+}
 
 /* ------------------------------------------------------------------------
  * The whole program: returns the process exit code. argv/envp as main's.

@@ -9,7 +9,7 @@
 #ifndef DP_SINIT_APP_H
 #define DP_SINIT_APP_H
 
-#include "lifecycle.h"
+#include "drainpipe.h"
 #include "sinit.h"
 #include "sinit_control.h"
 
@@ -18,7 +18,7 @@
 enum sinit_app_state {
     SINIT_ST_RUNNING,  /* child running (wrapper) or waiting for SIGTERM */
     SINIT_ST_WAIT_MD,  /* child ended; waiting for the metadata lookup */
-    SINIT_ST_DRAINING, /* lc_pipeline_stop running */
+    SINIT_ST_DRAINING, /* dp_stop_async running */
     SINIT_ST_DONE
 };
 
@@ -36,8 +36,11 @@ struct sinit_app {
     uint64_t budget_from_ns;        /* 0 until the budget started */
     struct cmn_deadline budget_end; /* budget_from + budget_ms */
     uint64_t spawned_ns;            /* when the child was spawned */
-    struct lc_pipeline_config cfg;
-    struct lc_pipeline *p; /* NULL: metrics off */
+    dp_config *cfg;                 /* the pipeline's settings (owned) */
+    dp_pipeline *p;                 /* NULL: metrics off (or not bound yet) */
+    bool p_started;                 /* dp_start_bound succeeded */
+    char **base_tags;  /* the configured DD_DOGSTATSD_TAGS and DD_TAGS */
+    size_t nbase_tags; /* (owned), under the serverless tag map */
     int child_pid;
     bool child_alive;
     int exit_code;
@@ -68,7 +71,7 @@ void sinit__on_signal(void *data, int signum);
  * the shutdown metrics, then the drain (after the metadata lookup, when
  * one is pending). Once; later calls do nothing. */
 void sinit__begin_drain(struct sinit_app *a);
-/* lc_pipeline_stop under what is left of the budget. */
+/* dp_stop_async under what is left of the budget. */
 void sinit__begin_stop(struct sinit_app *a);
 /* The budget runs from the first SIGTERM/SIGINT or the child's exit. */
 void sinit__start_budget(struct sinit_app *a);
@@ -77,5 +80,8 @@ void sinit__force_exit(struct sinit_app *a, const char *why);
 /* Closes the run's own handles (signals, timers, control port, metadata
  * lookup); the pipeline is not one of them. */
 void sinit__close_handles(struct sinit_app *a);
+/* Stops a pipeline that failed or was never started (nothing to report):
+ * a->p is NULL afterwards and the pipeline goes as the loop runs. */
+void sinit__discard_pipeline(struct sinit_app *a);
 
 #endif /* DP_SINIT_APP_H */

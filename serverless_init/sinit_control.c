@@ -47,8 +47,8 @@ struct sinit_ctl {
     bool closed;
     uint64_t gen_req;     /* generations asked for */
     uint64_t gen_running; /* the running flush's (0: none ran yet) */
-    bool flushing;
-    struct lc_pipeline *flushing_p; /* the pipeline it runs on */
+    bool flushing;        /* a dp_flush_async of ours runs (counted in nlive:
+                             its callback still reaches s after a close) */
 };
 
 static void maybe_free(struct sinit_ctl *s)
@@ -156,14 +156,20 @@ static void respond_text(struct ctl_conn *c, int code, const char *msg)
  */
 static void start_flush(struct sinit_ctl *s);
 
-static void on_flushed(void *data)
+static void on_flushed(dp_pipeline *p, int status, void *data)
 {
     struct sinit_ctl *s = data;
+    (void)p;
     s->flushing = false;
-    s->flushing_p = NULL;
+    s->nlive--;
+    if (s->closed) { /* answered 503 at the close */
+        maybe_free(s);
+        return;
+    }
     for (struct ctl_conn *c = s->conns; c != NULL; c = c->next)
         if (c->waiting && c->gen <= s->gen_running)
-            respond_text(c, 200, "flushed\n");
+            respond_text(c, status == 0 ? 200 : 503,
+                         status == 0 ? "flushed\n" : "stopping\n");
     if (s->gen_req > s->gen_running)
         start_flush(s);
 }
@@ -177,21 +183,20 @@ static void fail_waiting(struct sinit_ctl *s, int code, const char *msg)
 
 static void start_flush(struct sinit_ctl *s)
 {
-    struct lc_pipeline *p = s->get(s->data);
+    dp_pipeline *p = s->get(s->data);
     if (p == NULL) {
         fail_waiting(s, 503, "no running pipeline\n");
         return;
     }
     s->gen_running = s->gen_req;
-    s->flushing = true;
-    s->flushing_p = p;
-    int rc = lc_pipeline_flush(p, on_flushed, s);
+    int rc = dp_flush_async(p, on_flushed, s);
     if (rc != 0) {
-        s->flushing = false;
-        s->flushing_p = NULL;
-        CMN_LOGW(COMP, "flush: %s", cmn_strerror(rc));
+        CMN_LOGW(COMP, "flush: %s", dp_strerror(rc));
         fail_waiting(s, 503, "the pipeline cannot flush now\n");
+        return;
     }
+    s->flushing = true;
+    s->nlive++;
 }
 
 static void on_flush_timeout(uv_timer_t *t)
@@ -237,45 +242,40 @@ static void handle_flush(struct ctl_conn *c, const char *q, size_t qlen)
  */
 static void handle_stats(struct ctl_conn *c)
 {
-    struct lc_pipeline *p = c->s->get(c->s->data);
-    if (p == NULL) {
+    dp_pipeline *p = c->s->get(c->s->data);
+    struct dp_stats st;
+    struct dp_info info;
+    if (p == NULL || dp_stats(p, &st, sizeof(st)) != 0 ||
+        dp_get_info(p, &info, sizeof(info)) != 0) {
         respond_text(c, 503, "no running pipeline\n");
         return;
     }
-    struct lc_pipeline_stats st;
-    lc_pipeline_get_stats(p, &st);
-    uint64_t parse_errors = 0;
-    for (int i = 0; i < DSD_ERR_MAX; i++)
-        parse_errors += st.dsd.parse_errors[i];
     const struct {
         const char *name;
         uint64_t v;
     } f[] = {
-        {"packets", st.dsd.packets},
-        {"metric_lines", st.dsd.metric_lines},
-        {"metric_samples", st.dsd.metric_samples},
-        {"parse_errors", parse_errors},
-        {"kernel_drops", st.dsd.kernel_drops_udp + st.dsd.kernel_drops_uds},
-        {"contexts", st.agg.contexts},
-        {"samples_dropped", st.agg.samples_nan + st.agg.contexts_dropped +
-                                st.agg.samples_dropped_oom +
-                                st.agg.samples_dropped_cap},
-        {"series_flushed", st.agg.series_flushed},
-        {"sketches_flushed", st.agg.sketches_flushed},
-        {"payloads", st.agg.payloads},
-        {"delivered", st.fwd.delivered + st.local.batches},
-        {"retried", st.fwd.retried},
-        {"dropped", st.fwd.dropped_400 + st.fwd.dropped_403 +
-                        st.fwd.dropped_413 + st.fwd.dropped_evicted +
-                        st.fwd.dropped_other + st.fwd.abandoned},
-        {"queued", st.fwd.queued},
-        {"inflight", st.fwd.inflight},
+        {"submitted", st.submitted},
+        {"packets", st.packets},
+        {"metric_lines", st.metric_lines},
+        {"metric_samples", st.metric_samples},
+        {"parse_errors", st.parse_errors},
+        {"kernel_drops", st.kernel_drops},
+        {"contexts", st.contexts},
+        {"samples_dropped", st.samples_dropped},
+        {"series_flushed", st.series_flushed},
+        {"sketches_flushed", st.sketches_flushed},
+        {"payloads", st.payloads},
+        {"delivered", st.delivered},
+        {"retried", st.retried},
+        {"dropped", st.dropped_payloads},
+        {"queued", st.queued - st.inflight},
+        {"inflight", st.inflight},
     };
     json_t *o = json_object();
     for (size_t i = 0; o != NULL && i < sizeof(f) / sizeof(f[0]); i++)
         json_object_set_new(o, f[i].name, json_integer((json_int_t)f[i].v));
     if (o != NULL)
-        json_object_set_new(o, "local", json_boolean(lc_pipeline_is_local(p)));
+        json_object_set_new(o, "local", json_boolean(info.local_sink));
     /* into our buffer: jansson's allocator may be the scrubbing one */
     char buf[1024];
     size_t n =
@@ -469,9 +469,6 @@ void sinit_ctl_close(struct sinit_ctl *s)
     if (s == NULL || s->closed)
         return;
     s->closed = true;
-    if (s->flushing && s->flushing_p != NULL)
-        lc_pipeline_flush_cancel(s->flushing_p);
-    s->flushing = false;
     fail_waiting(s, 503, "stopping\n");
     for (struct ctl_conn *c = s->conns; c != NULL; c = c->next)
         conn_close(c);

@@ -4,7 +4,7 @@
  * its choosing (a Cloud Run service at the end of each request):
  *
  *   POST /flush[?timeout_ms=N]  200 once everything received so far was
- *                               delivered (lc_pipeline_flush), 504 when N
+ *                               delivered (dp_flush_async), 504 when N
  *                               ms (default 10000, at most 600000) ran
  *                               out first, 503 with no running pipeline
  *   GET /stats                  200 with the pipeline's counters as JSON
@@ -18,7 +18,7 @@
 #include <uv.h>
 
 #include "common.h"
-#include "lifecycle.h"
+#include "drainpipe.h"
 
 #define SINIT_CONTROL_ENV "DRAINPIPE_CONTROL_PORT"
 #define SINIT_CONTROL_TIMEOUT_MS 10000u /* /flush without timeout_ms */
@@ -27,7 +27,7 @@
 
 /* The pipeline to act on now, or NULL (none, or stopping): asked at each
  * request, because the wrapper's pipeline may come and go. */
-typedef struct lc_pipeline *(*sinit_ctl_pipeline_fn)(void *data);
+typedef dp_pipeline *(*sinit_ctl_pipeline_fn)(void *data);
 
 struct sinit_ctl;
 

@@ -5,7 +5,7 @@
  *
  * When the child exits (wrapper) or on SIGTERM/SIGINT (sidecar), the
  * shutdown metrics are added, the metadata lookup is awaited (it is bounded
- * by its own 300 ms), then lc_pipeline_stop drains under what is left of
+ * by its own 300 ms), then dp_stop_async drains under what is left of
  * the budget. The budget runs from the first SIGTERM/SIGINT or the child's
  * exit, whichever comes first, so that it fits the platform's grace period;
  * the drain always gets at least MIN_DRAIN_MS. A second SIGTERM/SIGINT
@@ -39,23 +39,18 @@ void sinit__close_handles(struct sinit_app *a)
 
 /* Transactions that will never be delivered, from the forwarder's
  * counters (zero with the local sink). */
-static uint64_t undelivered(const struct lc_pipeline_stats *st)
+static uint64_t undelivered(const struct dp_stats *st)
 {
-    const struct fwd_stats *f = &st->fwd;
-    return f->queued + f->inflight + f->abandoned + f->dropped_400 +
-           f->dropped_403 + f->dropped_413 + f->dropped_evicted +
-           f->dropped_stopped + f->dropped_other;
+    return st->queued + st->abandoned + st->dropped_400 + st->dropped_403 +
+           st->dropped_413 + st->dropped_evicted + st->dropped_after_stop +
+           st->dropped_other;
 }
 
 /* One stderr line with the counts when something was not delivered (or
  * always, with a reason, on a forced exit). */
-static void report_undelivered(struct sinit_app *a, const char *why)
+static void report_undelivered(const struct dp_stats *st, const char *why)
 {
-    struct lc_pipeline_stats st;
-    if (a->p == NULL)
-        return;
-    lc_pipeline_get_stats(a->p, &st);
-    uint64_t n = undelivered(&st);
+    uint64_t n = undelivered(st);
     if (n == 0 && why == NULL)
         return;
     fprintf(stderr,
@@ -64,36 +59,57 @@ static void report_undelivered(struct sinit_app *a, const char *why)
             "%llu, 403 %llu, 413 %llu, evicted %llu, after stop %llu, "
             "other %llu); delivered %llu\n",
             why ? why : "", why ? ": " : "", (unsigned long long)n,
-            (unsigned long long)st.fwd.queued,
-            (unsigned long long)st.fwd.inflight,
-            (unsigned long long)st.fwd.abandoned,
-            (unsigned long long)st.fwd.dropped_400,
-            (unsigned long long)st.fwd.dropped_403,
-            (unsigned long long)st.fwd.dropped_413,
-            (unsigned long long)st.fwd.dropped_evicted,
-            (unsigned long long)st.fwd.dropped_stopped,
-            (unsigned long long)st.fwd.dropped_other,
-            (unsigned long long)st.fwd.delivered);
+            (unsigned long long)(st->queued - st->inflight),
+            (unsigned long long)st->inflight, (unsigned long long)st->abandoned,
+            (unsigned long long)st->dropped_400,
+            (unsigned long long)st->dropped_403,
+            (unsigned long long)st->dropped_413,
+            (unsigned long long)st->dropped_evicted,
+            (unsigned long long)st->dropped_after_stop,
+            (unsigned long long)st->dropped_other,
+            (unsigned long long)st->delivered);
     fflush(stderr);
 }
 
-static void on_pipeline_stopped(void *arg, bool clean)
+static void on_pipeline_stopped(int status, const struct dp_stats *final,
+                                void *arg)
 {
     struct sinit_app *a = arg;
-    if (!clean)
+    if (status != 0)
         CMN_LOGW(SINIT_COMP, "drain ended with an abandoned component");
-    report_undelivered(a, NULL);
+    report_undelivered(final, NULL);
+    a->p = NULL; /* gone as the loop closes its last handles */
+    a->p_started = false;
     a->state = SINIT_ST_DONE;
-    lc_checkpoint_log("stop", "pipeline", a->budget_from_ns);
+    sinit_checkpoint("stop", "pipeline", a->budget_from_ns);
     sinit__close_handles(a);
+}
+
+static void on_discarded(int status, const struct dp_stats *final, void *arg)
+{
+    (void)status;
+    (void) final;
+    (void)arg;
+}
+
+void sinit__discard_pipeline(struct sinit_app *a)
+{
+    if (a->p == NULL)
+        return;
+    if (dp_stop_async(a->p, MIN_DRAIN_MS, on_discarded, NULL) != 0)
+        CMN_LOGD(SINIT_COMP, "pipeline already stopping");
+    a->p = NULL;
+    a->p_started = false;
 }
 
 /* Forced exit: reports what was not delivered and leaves now. */
 void sinit__force_exit(struct sinit_app *a, const char *why)
 {
     char msg[128];
+    struct dp_stats st;
     snprintf(msg, sizeof(msg), "%s, exiting with code %d", why, a->exit_code);
-    report_undelivered(a, msg);
+    if (a->p != NULL && dp_stats(a->p, &st, sizeof(st)) == 0)
+        report_undelivered(&st, msg);
     _exit(a->exit_code);
 }
 
@@ -140,13 +156,23 @@ void sinit__begin_stop(struct sinit_app *a)
 {
     arm_budget_timer(a);
     a->state = SINIT_ST_DRAINING;
-    if (a->p == NULL) { /* metrics off: nothing to drain */
+    if (a->p != NULL && !a->p_started)
+        sinit__discard_pipeline(a); /* never ran: nothing in it */
+    if (a->p == NULL) {             /* metrics off: nothing to drain */
         a->state = SINIT_ST_DONE;
         sinit__close_handles(a);
         return;
     }
-    lc_pipeline_stop(a->p, cmn_deadline_in_ms(budget_left_ms(a)),
-                     on_pipeline_stopped, a);
+    uint64_t left = budget_left_ms(a);
+    int err =
+        dp_stop_async(a->p, left > UINT32_MAX ? UINT32_MAX : (uint32_t)left,
+                      on_pipeline_stopped, a);
+    if (err != 0) { /* cannot happen: the only stop of a running one */
+        CMN_LOGE(SINIT_COMP, "drain: %s", dp_strerror(err));
+        a->p = NULL;
+        a->state = SINIT_ST_DONE;
+        sinit__close_handles(a);
+    }
 }
 
 /* Child ended (or never started) or sidecar got SIGTERM: drain. */

@@ -14,11 +14,11 @@
  *
  * Per invocation (flush strategy "end" and the adaptive default's end
  * phase): INVOKE -> invocations metric -> wait for platform.runtimeDone of
- * that request -> lc_pipeline_flush (queued datagrams, every bucket, wait
+ * that request -> dp_flush_async (queued datagrams, every bucket, wait
  * for delivery or failure, bounded by the invocation's deadline) -> /next.
  *
  * SHUTDOWN: wait <= 300 ms for platform.report of the last invocation,
- * close the telemetry listener, emit shutdowns, then lc_pipeline_stop
+ * close the telemetry listener, emit shutdowns, then dp_stop_async
  * (DogStatsD read out, final flush, forwarder drain) under what is left
  * of deadlineMs minus a margin; a timer at that bound forces exit 0 after
  * reporting what was not delivered.
@@ -30,6 +30,11 @@
  * exits at once (non-zero); a /next that fails (the Runtime API is gone)
  * is reported to /extension/init/error (first /next) or /exit/error and
  * ends the process non-zero after a short drain.
+ *
+ * The pipeline is libdrainpipe's, through its public API only: the
+ * profile "lambda" (spec §3's origin, bottlecap's intervals), the
+ * two-step start (dp_bind_on_loop, dp_start_bound), dp_set_tags for the
+ * account's tags and dp_distribution for the enhanced metrics.
  */
 #include "sinit_lambda.h"
 
@@ -40,7 +45,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "lifecycle.h"
+#include "drainpipe.h"
+#include "sinit.h"
 
 #define COMP "lambda"
 #define RAPI_TIMEOUT_MS 5000     /* register / subscribe / error calls */
@@ -65,7 +71,7 @@ enum lx_state {
     LX_INVOKE,       /* INVOKE received, waiting for runtimeDone */
     LX_FLUSH,        /* blocking flush before /next */
     LX_SHUTDOWN_TEL, /* SHUTDOWN: waiting for the last telemetry */
-    LX_DRAIN,        /* lc_pipeline_stop running */
+    LX_DRAIN,        /* dp_stop_async running */
     LX_DONE
 };
 
@@ -84,7 +90,8 @@ struct lx {
     bool ready_logged;
     uint64_t ready_ns;     /* first /next written */
     uint64_t ready_cpu_ns; /* process CPU time then */
-    struct lc_pipeline *p;
+    dp_config *cfg;
+    dp_pipeline *p; /* NULL once stopped (freed as the loop runs) */
     bool p_started, p_stopping, p_stopped;
     struct sinit_tel *tel;
     struct sinit_le le;
@@ -96,7 +103,10 @@ struct lx {
     char req[64];        /* current requestId */
     char done_early[64]; /* runtimeDone seen before its INVOKE was read */
     int64_t deadline_ms; /* current deadline, unix ms (0 = none) */
-    bool flush_running;  /* a flush of ours is in lc_pipeline_flush */
+    bool flush_running;  /* a flush of ours runs (dp_flush_async) */
+    uint64_t flush_sent; /* dp_flush_async calls; their callbacks come */
+    uint64_t flush_done; /* in that order: flush_done of them so far */
+    uint64_t flush_drop; /* callbacks up to this one are forgotten */
     bool flush_blocking; /* /next waits for it */
     bool flush_again;    /* a blocking flush was asked while one ran */
     uint64_t nnext;      /* /next requests sent */
@@ -292,16 +302,16 @@ static void close_all(struct lx *x)
 /* One stderr line when the forced exit leaves payloads behind. */
 static void report_forced(struct lx *x)
 {
-    struct lc_pipeline_stats st;
-    lc_pipeline_get_stats(x->p, &st);
+    struct dp_stats st;
+    if (dp_stats(x->p, &st, sizeof(st)) != 0)
+        return;
     fprintf(stderr,
             "drainpipe extension: SHUTDOWN deadline reached: exiting with "
             "%llu payload transaction(s) not delivered (queued %llu, in "
             "flight %llu); delivered %llu\n",
-            (unsigned long long)(st.fwd.queued + st.fwd.inflight),
-            (unsigned long long)st.fwd.queued,
-            (unsigned long long)st.fwd.inflight,
-            (unsigned long long)st.fwd.delivered);
+            (unsigned long long)st.queued,
+            (unsigned long long)(st.queued - st.inflight),
+            (unsigned long long)st.inflight, (unsigned long long)st.delivered);
     fflush(stderr);
 }
 
@@ -313,18 +323,39 @@ static void on_force_exit(uv_timer_t *t)
     _exit(x->exit_code);
 }
 
-static void on_pipeline_stopped(void *arg, bool clean)
+static void on_pipeline_stopped(int status, const struct dp_stats *final,
+                                void *arg)
 {
     struct lx *x = arg;
-    /* lc_pipeline_stop has written what was not delivered, if anything */
-    if (!clean)
+    (void) final; /* the library has written what was not delivered */
+    if (status != 0)
         CMN_LOGW(COMP, "drain ended with an abandoned component");
+    x->p = NULL; /* freed as the loop closes its last handles */
     x->p_stopping = false;
     x->p_stopped = true;
     if (x->state == LX_DRAIN) {
         checkpoint(x, "shutdown_drained");
         close_all(x);
     }
+}
+
+/* Stops the pipeline within ms (the Runtime API's bounds are ms). */
+static void stop_pipeline(struct lx *x, uint64_t ms)
+{
+    x->p_stopping = true;
+    uint32_t b = ms == 0 ? 1 : ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ms;
+    int err = dp_stop_async(x->p, b, on_pipeline_stopped, x);
+    if (err != 0) /* only one stop is ever begun */
+        CMN_LOGE(COMP, "stop: %s", dp_strerror(err));
+}
+
+/* The running flush's callback is not waited for any more (the flush
+ * itself goes on). */
+static void forget_flush(struct lx *x)
+{
+    if (x->flush_running)
+        x->flush_drop = x->flush_sent;
+    x->flush_running = false;
 }
 
 static uint64_t budget_left_ms(const struct lx *x)
@@ -355,7 +386,7 @@ static void drain(struct lx *x)
      * deadline ends earlier by the forwarder's close margin */
     uint64_t left = budget_left_ms(x);
     uv_timer_start(&x->timer, on_force_exit, left, 0);
-    lc_pipeline_stop(x->p, cmn_deadline_in_ms(left), on_pipeline_stopped, x);
+    stop_pipeline(x, left);
 }
 
 static void on_tombstone_timeout(uv_timer_t *t)
@@ -381,9 +412,7 @@ static void begin_shutdown(struct lx *x, const char *reason, int64_t deadline)
     CMN_LOGD(COMP, "SHUTDOWN (%s): %lld ms to drain", reason, (long long)left);
     checkpoint(x, "shutdown_received");
     uv_timer_stop(&x->period);
-    if (x->flush_running && x->p != NULL)
-        lc_pipeline_flush_cancel(x->p);
-    x->flush_running = false;
+    forget_flush(x);
     if (x->idle || sinit_le_last_reported(&x->le)) {
         drain(x);
         return;
@@ -408,9 +437,13 @@ static void after_blocking_flush(struct lx *x)
         send_next(x);
 }
 
-static void on_flushed(void *data)
+static void on_flushed(dp_pipeline *p, int status, void *data)
 {
     struct lx *x = data;
+    (void)p;
+    (void)status; /* DP_ESTOPPED: the stop's drain delivers it */
+    if (++x->flush_done <= x->flush_drop)
+        return; /* given up on (its deadline passed, or SHUTDOWN) */
     x->flush_running = false;
     if (x->flush_again) {
         x->flush_again = false;
@@ -426,8 +459,7 @@ static void on_flush_timeout(uv_timer_t *t)
     struct lx *x = t->data;
     CMN_LOGW(COMP, "flush not finished before the invocation's deadline: "
                    "calling /next (what is queued stays for the next flush)");
-    lc_pipeline_flush_cancel(x->p);
-    x->flush_running = false;
+    forget_flush(x);
     x->flush_again = false;
     after_blocking_flush(x);
 }
@@ -456,13 +488,14 @@ static void start_flush(struct lx *x, bool blocking)
         return;
     }
     sinit_flush_did(&x->fc, mono_ms());
-    int err = lc_pipeline_flush(x->p, on_flushed, x);
+    int err = x->p != NULL ? dp_flush_async(x->p, on_flushed, x) : DP_EINVAL;
     if (err != 0) {
-        CMN_LOGW(COMP, "flush failed: %s", cmn_strerror(err));
+        CMN_LOGW(COMP, "flush failed: %s", dp_strerror(err));
         if (blocking)
             after_blocking_flush(x);
         return;
     }
+    x->flush_sent++;
     x->flush_running = true;
 }
 
@@ -582,7 +615,7 @@ bool sinit_lambda_detect(int argc, char *const *argv)
     return argc <= 1 && api != NULL && api[0] != '\0';
 }
 
-static int read_config(struct lx *x, struct lc_pipeline_config *c)
+static int read_config(struct lx *x)
 {
     x->enhanced = true;
     if (cmn_env_bool(NULL, "DD_ENHANCED_METRICS", &x->enhanced) != 0)
@@ -602,50 +635,62 @@ static int read_config(struct lx *x, struct lc_pipeline_config *c)
     }
     sinit_flush_init(&x->fc, &fs);
 
-    lc_pipeline_config_defaults(c);
-    c->fwd.stop_timeout_s = 2;
-    c->fwd.stop_wait_for_inflight = true;
-    c->fwd.warm_start = true; /* runs after the first /next */
-    c->agg.flush_incomplete_buckets = true;
-    c->agg.flush_interval_s = 60; /* bottlecap's race interval */
-    int err = lc_pipeline_config_from_env(c, NULL);
-    if (err != 0)
-        return err;
-    /* Lambda origin (spec §3); not agg.serverless, which would drop
-     * events and service checks: the full DogStatsD is the point. */
-    c->agg.origin_product = 1;
-    c->agg.origin_service = 472;
-    c->agg.origin_category = 38;
-    cmn_free(c->agg.hostname);
-    c->agg.hostname = cmn_strdup("");
-    return c->agg.hostname == NULL ? UV_ENOMEM : 0;
+    /* the "lambda" profile: spec §3's origin, bottlecap's intervals, the
+     * full DogStatsD (events and service checks kept) */
+    return sinit_dp_config("lambda", &x->cfg);
 }
 
 /* The Lambda tags over the configuration's, with the account register
- * answered (so after it). */
-static int lambda_tags(struct lx *x, struct lc_pipeline_config *c)
+ * answered (so after it); before dp_start_bound. */
+static int lambda_tags(struct lx *x)
 {
-    char **tags;
-    size_t n;
-    int err = sinit_lambda_tags(NULL, x->account, c->agg.extra_tags,
-                                c->agg.nextra_tags, &tags, &n);
-    if (err != 0)
-        return err;
-    cmn_strv_free(c->agg.extra_tags, c->agg.nextra_tags);
-    c->agg.extra_tags = tags;
-    c->agg.nextra_tags = n;
-    return 0;
+    char **base = NULL, **tags = NULL;
+    size_t nbase = 0, n = 0;
+    int err = sinit_config_tags(&base, &nbase);
+    if (err == 0)
+        err = sinit_lambda_tags(NULL, x->account, base, nbase, &tags, &n);
+    if (err == 0)
+        err = dp_set_tags(x->p, (const char *const *)tags, n);
+    cmn_strv_free(base, nbase);
+    cmn_strv_free(tags, n);
+    return err;
 }
 
+#define LX_EMIT_TAGS_MAX 8
+
+/* One enhanced metric: a distribution at now, its tags split out of the
+ * comma-separated list the telemetry code builds. */
 static void emit_enhanced(void *data, const char *name, double v,
                           const char *tags)
 {
     struct lx *x = data;
-    int err =
-        agg_add_value(lc_pipeline_agg(x->p), name, AGG_DISTRIBUTION, v, tags);
+    char buf[512];
+    const char *tv[LX_EMIT_TAGS_MAX];
+    size_t n = 0;
+    int err = 0;
+    if (tags != NULL && tags[0] != '\0') {
+        if (strlen(tags) >= sizeof(buf))
+            err = DP_EINVAL;
+        else
+            memcpy(buf, tags, strlen(tags) + 1);
+        for (char *t = buf, *end; err == 0 && t != NULL; t = end) {
+            end = strchr(t, ',');
+            if (end != NULL)
+                *end++ = '\0';
+            if (t[0] == '\0')
+                continue;
+            if (n == LX_EMIT_TAGS_MAX)
+                err = DP_EINVAL;
+            else
+                tv[n++] = t;
+        }
+    }
+    if (err == 0)
+        err = x->p != NULL ? dp_distribution(x->p, name, v, tv, n, 1)
+                           : DP_ESTOPPED;
     if (err != 0)
         CMN_LOGW(COMP, "enhanced metric %s dropped: %s", name,
-                 cmn_strerror(err));
+                 dp_strerror(err));
 }
 
 static void go_idle(struct lx *x, const char *why)
@@ -655,11 +700,8 @@ static void go_idle(struct lx *x, const char *why)
             "affected, no metrics are sent)\n",
             why);
     x->idle = true;
-    if (x->p != NULL && x->p_started && !x->p_stopping) {
-        x->p_stopping = true;
-        lc_pipeline_stop(x->p, cmn_deadline_in_ms(FAIL_DRAIN_MS),
-                         on_pipeline_stopped, x);
-    }
+    if (x->p != NULL && x->p_started && !x->p_stopping)
+        stop_pipeline(x, FAIL_DRAIN_MS);
 }
 
 /* While register's answer is on its way (the Runtime API on the other
@@ -668,17 +710,12 @@ static void go_idle(struct lx *x, const char *why)
  * Nothing else: the aggregator and the sink are built by finish_active,
  * after the first /next is written. A failure is only recorded (why):
  * going idle needs the identifier register gives. */
-static void prepare_active(struct lx *x, struct lc_pipeline_config *c,
-                           const char **why)
+static void prepare_active(struct lx *x, const char **why)
 {
-    int err = read_config(x, c);
+    int err = read_config(x);
     checkpoint(x, "config_parsed");
     if (err != 0) {
         *why = "invalid configuration";
-        return;
-    }
-    if (c->fwd.nendpoints == 0 && c->sink != LC_SINK_LOCAL) {
-        *why = "DD_API_KEY is not set";
         return;
     }
     sinit_le_init(&x->le, x->enhanced, cmn_process_start_ns() / 1000000u,
@@ -692,33 +729,44 @@ static void prepare_active(struct lx *x, struct lc_pipeline_config *c,
     checkpoint(x, "telemetry_listening");
     /* all or nothing: a listener that cannot bind is a failed start, as
      * before; nothing is left open then */
-    struct lc_listen_report rep;
-    err = lc_pipeline_listen(&x->loop, c, true, &rep, &x->p);
-    if (err == 0 && lc_pipeline_receive(x->p) != 0)
-        CMN_LOGD(COMP, "receive threads not started yet: the listeners are "
-                       "read once the pipeline starts");
+    err =
+        dp_bind_on_loop(x->cfg, &x->loop, DP_BIND_ALL_OR_NOTHING, NULL, &x->p);
     if (err != 0) {
         x->p = NULL;
         *why = "the DogStatsD listener cannot bind";
         return;
     }
     checkpoint(x, "dogstatsd_listening");
+    /* No API key: idle, unless the local sink was asked for (a test of
+     * the extension's output without an intake). */
+    struct dp_info info;
+    const char *sink = getenv("DRAINPIPE_SINK");
+    if (dp_get_info(x->p, &info, sizeof(info)) != 0 ||
+        (!info.api_key && (sink == NULL || strcmp(sink, "local") != 0)))
+        *why = "DD_API_KEY is not set";
+}
+
+/* A pipeline that will not run: closed as the loop runs. */
+static void discard(struct lx *x)
+{
+    if (x->p != NULL && !x->p_stopping)
+        stop_pipeline(x, FAIL_DRAIN_MS);
 }
 
 /* After register answered: the account's tags, then the subscription; a
  * failure (or one prepare_active recorded) goes idle. Returns true when
  * finish_active is to run. */
-static bool start_active(struct lx *x, struct lc_pipeline_config *c,
-                         const char *why)
+static bool start_active(struct lx *x, const char *why)
 {
-    if (why == NULL && lambda_tags(x, c) != 0)
+    if (why == NULL && lambda_tags(x) != 0)
         why = "invalid configuration";
     if (why == NULL && do_subscribe(x) != 0)
         why = "the telemetry subscription failed";
     if (why != NULL) {
         go_idle(x, why);
-        lc_pipeline_destroy(x->p); /* closes the listeners as the loop runs */
-        x->p = NULL;
+        discard(x);              /* closes the listeners as the loop runs */
+        sinit_tel_close(x->tel); /* nothing subscribed to it */
+        x->tel = NULL;
         return false;
     }
     checkpoint(x, "telemetry_subscribed");
@@ -730,24 +778,15 @@ static bool start_active(struct lx *x, struct lc_pipeline_config *c,
  * pipeline starts and parses what the receive threads already hold. The
  * loop has not run since start_active, so no telemetry or /next answer is
  * handled before the aggregator exists. */
-static void finish_active(struct lx *x, const struct lc_pipeline_config *c)
+static void finish_active(struct lx *x)
 {
     /* libcurl (and with it DNS and TLS) only once the loop runs: its
      * dlopen would compete with the runtime's init for the CPU and the
      * dynamic loader's lock */
-    int err = lc_pipeline_complete(x->p, c);
+    int err = dp_start_bound(x->p);
     if (err != 0) {
         go_idle(x, "the DogStatsD pipeline cannot start");
-        lc_pipeline_destroy(x->p); /* only fit for that after a failure */
-        x->p = NULL;
-        return;
-    }
-    err = lc_pipeline_start(x->p);
-    if (err != 0) {
-        x->p_stopping = true; /* the rollback's end: on_pipeline_stopped */
-        lc_pipeline_stop(x->p, cmn_deadline_in_ms(FAIL_DRAIN_MS),
-                         on_pipeline_stopped, x);
-        go_idle(x, "the DogStatsD pipeline cannot start");
+        discard(x); /* the rollback's end: on_pipeline_stopped */
         return;
     }
     x->p_started = true;
@@ -800,17 +839,14 @@ int sinit_lambda_main(int argc, char **argv)
     uv_timer_init(&x->loop, &x->period);
     x->timer.data = x->period.data = x;
     x->timers_inited = true;
-    struct lc_pipeline_config c;
-    memset(&c, 0, sizeof(c));
     const char *why = NULL;
-    prepare_active(x, &c, &why);
+    prepare_active(x, &why);
     if (register_finish(x, rfd) != 0) {
         x->exit_code = 1; /* spec §1.2: exit promptly */
-        lc_pipeline_config_free(&c);
         goto out_close;
     }
     checkpoint(x, "register_ready");
-    bool finish = start_active(x, &c, why);
+    bool finish = start_active(x, why);
     send_next(x);
     x->ready_ns = cmn_mono_ns();
     struct timespec cpu;
@@ -819,18 +855,17 @@ int sinit_lambda_main(int argc, char **argv)
         (uint64_t)cpu.tv_sec * 1000000000u + (uint64_t)cpu.tv_nsec;
     log_ready(x);
     if (finish)
-        finish_active(x, &c);
-    lc_pipeline_config_free(&c);
+        finish_active(x);
     uv_run(&x->loop, UV_RUN_DEFAULT);
 out_close:
     rc = x->exit_code;
     close_all(x);
-    uv_run(&x->loop, UV_RUN_DEFAULT);
-    lc_pipeline_destroy(x->p);
+    discard(x); /* stopped by now, or never run */
     uv_run(&x->loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&x->loop) != 0)
         CMN_LOGD(COMP, "loop still has handles at exit");
 out_free:
+    dp_config_free(x->cfg);
     cmn_free(x);
     return rc;
 }

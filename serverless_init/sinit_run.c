@@ -4,15 +4,20 @@
  * (spec/pipeline.md §5, DESIGN.md "Lifecycle"). The wrapped command and
  * the signals are sinit_wrap.c's, the drain at the end sinit_drain.c's.
  *
+ * The program is a client of libdrainpipe's public API (drainpipe.h) and
+ * of nothing else of the pipeline: the profile "serverless" gives the
+ * settings of spec §5.2, dp_bind_on_loop and dp_start_bound the two-step
+ * start, dp_set_tags the cloud tags, dp_distribution the enhanced metrics.
+ *
  * Start-up order is the readiness path and must stay short. Before the
  * child is spawned only: block the handled signals (first thing, so no
  * thread ever sees them) -> parse the configuration -> bind the listeners
- * (lc_pipeline_listen) -> open the signalfd -> start the DogStatsD receive
- * threads (lc_pipeline_receive: they move datagrams into the receive
- * rings, nothing more) -> posix_spawn the child. After the spawn, while
- * the child starts: cloud detection and tags, the sink (forwarder, which
+ * and start their receive threads (dp_bind_on_loop: they move datagrams
+ * into the receive rings, nothing more) -> open the signalfd ->
+ * posix_spawn the child. After the spawn, while the child starts: cloud
+ * detection and tags, then dp_start_bound: the sink (forwarder, which
  * loads libcurl on the thread pool, or local sink) and the aggregator with
- * its tables, the cold-start metric and the GCP metadata lookup. The loop
+ * its tables; then the cold-start metric and the GCP metadata lookup. The loop
  * runs only after all of that, so the child's first packets wait in the
  * receive rings, never lost. With
  * DRAINPIPE_FAIL_CLOSED the whole pipeline is built before the spawn, so
@@ -41,23 +46,15 @@
  * Enhanced metrics (spec §5.5): distributions of value v at now.
  */
 static void add_enhanced(struct sinit_app *a, const char *name, double v,
-                         const char *tags)
+                         const char *tag)
 {
-    if (name == NULL || a->p == NULL)
+    if (name == NULL || a->p == NULL || !a->p_started)
         return;
-    struct agg_metric m;
-    memset(&m, 0, sizeof(m));
-    m.name = cmn_slice_cstr(name);
-    m.tags = tags ? cmn_slice_cstr(tags) : cmn_slice(NULL, 0);
-    m.type = AGG_DISTRIBUTION;
-    m.values = &v;
-    m.nvalues = 1;
-    m.rate = 1;
-    m.timestamp = 0; /* aggregated at now (a |T sample would be dropped) */
-    int err = agg_add_metric(lc_pipeline_agg(a->p), &m);
+    /* aggregated at now, like any sample without a timestamp */
+    int err = dp_distribution(a->p, name, v, tag ? &tag : NULL, tag ? 1 : 0, 1);
     if (err != 0)
         CMN_LOGW(SINIT_COMP, "enhanced metric %s dropped: %s", name,
-                 cmn_strerror(err));
+                 dp_strerror(err));
 }
 
 static void enhanced_start(struct sinit_app *a)
@@ -90,16 +87,16 @@ void sinit__enhanced_shutdown(struct sinit_app *a)
 /* ------------------------------------------------------------------------
  * Tags
  */
-/* Builds the metric tags: the aggregator's own extra tags (from its env)
- * first, then the serverless tag map over them. */
-static int metric_tags(struct sinit_app *a, char *const *prev, size_t nprev,
-                       const struct sinit_gcp_md *md, char ***out, size_t *n)
+/* Builds the metric tags: the configured ones (a->base_tags) first, then
+ * the serverless tag map over them. */
+static int metric_tags(struct sinit_app *a, const struct sinit_gcp_md *md,
+                       char ***out, size_t *n)
 {
     struct sinit_tags t;
     sinit_tags_init(&t);
     int err = 0;
-    for (size_t i = 0; i < nprev && err == 0; i++)
-        err = sinit_tags_set_raw(&t, cmn_slice_cstr(prev[i]));
+    for (size_t i = 0; i < a->nbase_tags && err == 0; i++)
+        err = sinit_tags_set_raw(&t, cmn_slice_cstr(a->base_tags[i]));
     if (err == 0)
         err = sinit_tags_build(&t, NULL, a->cloud, a->sidecar, md);
     if (err == 0)
@@ -108,9 +105,6 @@ static int metric_tags(struct sinit_app *a, char *const *prev, size_t nprev,
     return err;
 }
 
-static char **base_extra; /* the aggregator env's own extra tags (owned) */
-static size_t nbase_extra;
-
 static void on_metadata(void *data, const struct sinit_gcp_md *md)
 {
     struct sinit_app *a = data;
@@ -118,9 +112,8 @@ static void on_metadata(void *data, const struct sinit_gcp_md *md)
     size_t n = 0;
     CMN_LOGD(SINIT_COMP, "metadata: container_id=%s region=%s project_id=%s",
              md->container_id, md->region, md->project_id);
-    if (metric_tags(a, base_extra, nbase_extra, md, &v, &n) == 0) {
-        if (agg_set_extra_tags(lc_pipeline_agg(a->p), (const char *const *)v,
-                               n) != 0)
+    if (a->p != NULL && metric_tags(a, md, &v, &n) == 0) {
+        if (dp_set_tags(a->p, (const char *const *)v, n) != 0)
             CMN_LOGW(SINIT_COMP, "could not apply the metadata tags");
     }
     cmn_strv_free(v, n);
@@ -155,36 +148,10 @@ static void env_defaults(bool sidecar)
     }
 }
 
-/* spec §5.2 overrides, applied as defaults before the environment. */
-static void serverless_defaults(struct lc_pipeline_config *c)
-{
-    c->fwd.stop_timeout_s = 3;
-    c->fwd.stop_wait_for_inflight = true;
-    /* The forwarder loads libcurl and opens its first connection after the
-     * child is spawned (fwd_start defers both to the loop), so the first
-     * flush finds a warm connection and start-up pays nothing for it. */
-    c->fwd.warm_start = true;
-    c->aggregator_stop_timeout_ms = 2000;
-    c->agg.flush_incomplete_buckets = true;
-    c->agg.flush_interval_s = 3;
-    c->agg.use_v2_series = true;
-    cmn_free(c->dsd.socket_path);
-    cmn_free(c->dsd.stream_socket_path);
-    c->dsd.socket_path = c->dsd.stream_socket_path = NULL;
-}
-
-/* Forced after the environment: serverless mode (spec §5.2 step 5). */
-static int serverless_force(struct lc_pipeline_config *c)
-{
-    c->agg.serverless = true;
-    c->agg.origin_product = 1;
-    c->agg.origin_service = 472;
-    cmn_free(c->agg.hostname);
-    c->agg.hostname = cmn_strdup("");
-    return c->agg.hostname == NULL ? UV_ENOMEM : 0;
-}
-
-static int read_config(struct sinit_app *a, struct lc_pipeline_config *c)
+/* The settings: the environment under the "serverless" profile (spec
+ * §5.2's defaults and forced values), checked now so that an error is
+ * one line before anything runs. */
+static int read_config(struct sinit_app *a)
 {
     int64_t budget = SINIT_BUDGET_DEFAULT_MS;
     if (cmn_env_i64(NULL, SINIT_BUDGET_ENV, 1, 600000, &budget) != 0)
@@ -195,17 +162,15 @@ static int read_config(struct sinit_app *a, struct lc_pipeline_config *c)
         return UV_EINVAL;
     if (cmn_env_bool(NULL, STRIP_KEY_ENV, &a->strip_key) != 0)
         return UV_EINVAL;
-    lc_pipeline_config_defaults(c);
-    serverless_defaults(c);
-    int err = lc_pipeline_config_from_env(c, NULL);
-    if (err != 0)
-        return err;
-    return serverless_force(c);
+    int err = sinit_dp_config("serverless", &a->cfg);
+    if (err == 0)
+        err = sinit_config_tags(&a->base_tags, &a->nbase_tags);
+    return err;
 }
 
 /* Cloud detection and the static tags (metadata tags replace them once
  * known). After the spawn: the child's first packet needs neither. */
-static int detect_cloud(struct sinit_app *a, struct lc_pipeline_config *c)
+static int detect_cloud(struct sinit_app *a)
 {
     uint64_t t0 = cmn_mono_ns();
     a->cloud = sinit_cloud_detect(NULL);
@@ -213,16 +178,12 @@ static int detect_cloud(struct sinit_app *a, struct lc_pipeline_config *c)
         CMN_LOGD(SINIT_COMP, "no cloud environment detected: local tags");
     char **v = NULL;
     size_t n = 0;
-    int err =
-        metric_tags(a, c->agg.extra_tags, c->agg.nextra_tags, NULL, &v, &n);
-    if (err != 0)
-        return err;
-    base_extra = c->agg.extra_tags;
-    nbase_extra = c->agg.nextra_tags;
-    c->agg.extra_tags = v;
-    c->agg.nextra_tags = n;
-    lc_checkpoint_log("detect", "cloud", t0);
-    return 0;
+    int err = metric_tags(a, NULL, &v, &n);
+    if (err == 0)
+        err = dp_set_tags(a->p, (const char *const *)v, n);
+    cmn_strv_free(v, n);
+    sinit_checkpoint("detect", "cloud", t0);
+    return err;
 }
 
 /* ------------------------------------------------------------------------
@@ -250,19 +211,20 @@ static void fail_open_line(const char *what, const char *consequence)
  * (out of memory: a->p is NULL). */
 static int listen_all(struct sinit_app *a, bool retry)
 {
-    struct lc_listen_report rep;
+    struct dp_bind_report rep;
     char diverted[512];
     cmn_log_divert_errors(diverted, sizeof(diverted)); /* said below */
     /* a retry (in a timer callback) is all or nothing: the start-up
      * already said which listener fails */
-    int err = lc_pipeline_listen(&a->loop, &a->cfg, retry, &rep, &a->p);
+    int err = dp_bind_on_loop(a->cfg, &a->loop,
+                              retry ? DP_BIND_ALL_OR_NOTHING : 0, &rep, &a->p);
     cmn_log_divert_errors(NULL, 0);
     if (err != 0) {
         a->p = NULL;
         return retry && err != UV_ENOMEM ? 1 : err;
     }
     for (size_t i = 0; i < rep.nfailed; i++) {
-        const struct lc_listen_failure *f = &rep.failed[i];
+        const struct dp_bind_failure *f = &rep.failed[i];
         bool path = strcmp(f->var, "DD_DOGSTATSD_PORT") != 0;
         char what[320];
         snprintf(
@@ -287,31 +249,31 @@ static int finish_pipeline(struct sinit_app *a)
 {
     if (a->p == NULL)
         return 0;
-    int err = detect_cloud(a, &a->cfg);
+    int err = detect_cloud(a);
     if (err == 0)
-        err = lc_pipeline_complete(a->p, &a->cfg);
-    if (err == 0) {
-        if (lc_pipeline_is_local(a->p))
-            CMN_LOGI(SINIT_COMP,
-                     "DD_API_KEY is not set: nothing is sent to Datadog; "
-                     "the metrics that would have been sent are shown "
-                     "locally (stderr, or DRAINPIPE_LOCAL_FILE)");
-        err = lc_pipeline_start(a->p);
-    }
+        err = dp_start_bound(a->p);
+    struct dp_info info;
+    if (err == 0)
+        err = dp_get_info(a->p, &info, sizeof(info));
     if (err != 0) {
         char what[160];
         snprintf(what, sizeof(what), "the metrics pipeline cannot start (%s)",
-                 cmn_strerror(err));
+                 dp_strerror(err));
         fail_open_line(what, a->fail_closed
                                  ? "nothing was started"
                                  : "metrics are off for this run; the "
                                    "command runs anyway");
-        lc_pipeline_destroy(a->p); /* frees as the loop runs */
-        a->p = NULL;
+        sinit__discard_pipeline(a);
         return err;
     }
-    CMN_LOGI(SINIT_COMP, "DogStatsD listening on UDP port %d%s",
-             lc_pipeline_udp_port(a->p), a->sidecar ? " (sidecar mode)" : "");
+    a->p_started = true;
+    if (info.local_sink)
+        CMN_LOGI(SINIT_COMP,
+                 "DD_API_KEY is not set: nothing is sent to Datadog; "
+                 "the metrics that would have been sent are shown "
+                 "locally (stderr, or DRAINPIPE_LOCAL_FILE)");
+    CMN_LOGI(SINIT_COMP, "DogStatsD listening on UDP port %d%s", info.udp_port,
+             a->sidecar ? " (sidecar mode)" : "");
     enhanced_start(a);
     if (sinit_cloud_is_gcp(a->cloud)) {
         err = sinit_md_fetch(&a->loop, NULL, MD_TIMEOUT_MS, on_metadata, a,
@@ -326,8 +288,7 @@ static void on_retry_timer(uv_timer_t *t);
 /* Sidecar: the listeners are retried with backoff until they all bind. */
 static void arm_retry(struct sinit_app *a)
 {
-    lc_pipeline_destroy(a->p); /* closes what did bind, as the loop runs */
-    a->p = NULL;
+    sinit__discard_pipeline(a); /* closes what did bind, as the loop runs */
     if (!a->retry_timer_inited) {
         if (uv_timer_init(&a->loop, &a->retry_timer) != 0)
             return;
@@ -364,10 +325,10 @@ static void on_retry_timer(uv_timer_t *t)
 }
 
 /* The control port acts on the pipeline only while it runs. */
-static struct lc_pipeline *ctl_pipeline(void *data)
+static dp_pipeline *ctl_pipeline(void *data)
 {
     struct sinit_app *a = data;
-    return a->state == SINIT_ST_RUNNING ? a->p : NULL;
+    return a->state == SINIT_ST_RUNNING && a->p_started ? a->p : NULL;
 }
 
 /* Everything from the configuration on. Returns an exit code now (nothing
@@ -407,20 +368,16 @@ static int run(struct sinit_app *a, int config_err, const char *config_msg)
                 uv_strerror(err));
         return SINIT_EXIT_CONFIG; /* nothing spawned yet */
     }
-    lc_checkpoint_log("install", "signals", t0);
+    sinit_checkpoint("install", "signals", t0);
     if (sinit_ctl_open(&a->loop, NULL, ctl_pipeline, a, &a->ctl) != 0)
         CMN_LOGW(SINIT_COMP, "no control port for this run");
     if (a->fail_closed && finish_pipeline(a) != 0)
         return SINIT_EXIT_CONFIG;
-    /* The receive threads run before the child does: a child that sends
-     * its burst the moment it starts would otherwise overflow a small
-     * socket buffer (a kernel whose rmem_max is the stock 212992) before
-     * the threads exist. They only fill the receive rings; parsing starts
-     * with the pipeline, after the spawn. */
-    if (a->p != NULL && lc_pipeline_receive(a->p) != 0)
-        CMN_LOGW(SINIT_COMP,
-                 "receive threads not started yet: the listeners are "
-                 "read once the pipeline starts");
+    /* The receive threads (started by dp_bind_on_loop) run before the
+     * child does: a child that sends its burst the moment it starts would
+     * otherwise overflow a small socket buffer (a kernel whose rmem_max is
+     * the stock 212992) before the threads exist. They only fill the
+     * receive rings; parsing starts with the pipeline, after the spawn. */
     bool spawned = a->sidecar || sinit__spawn_child(a) == 0;
     if (retry)
         arm_retry(a);
@@ -473,13 +430,12 @@ int sinit_main(int argc, char **argv)
     }
     if (cerr == 0) {
         cmn_log_divert_errors(msg, sizeof(msg)); /* said in one line */
-        cerr = read_config(a, &a->cfg);
+        cerr = read_config(a);
         cmn_log_divert_errors(NULL, 0);
     }
-    lc_checkpoint_log("parse", "config", t0);
+    sinit_checkpoint("parse", "config", t0);
     rc = uv_loop_init(&a->loop);
     if (rc != 0) {
-        lc_pipeline_config_free(&a->cfg);
         rc = SINIT_EXIT_CONFIG;
         goto out_free;
     }
@@ -490,17 +446,16 @@ int sinit_main(int argc, char **argv)
     }
     uint64_t t1 = cmn_mono_ns();
     sinit__close_handles(a);
-    /* stopped by now, or never started (its listeners close as the loop
-     * runs) */
-    lc_pipeline_destroy(a->p);
-    a->p = NULL;
+    /* stopped by now (a->p NULL), or never started: stopped now, and gone
+     * as the loop runs */
+    sinit__discard_pipeline(a);
     uv_run(&a->loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&a->loop) != 0)
         CMN_LOGD(SINIT_COMP, "loop still has handles at exit");
-    lc_checkpoint_log("teardown", "loop", t1);
-    lc_pipeline_config_free(&a->cfg);
+    sinit_checkpoint("teardown", "loop", t1);
 out_free:
-    cmn_strv_free(base_extra, nbase_extra);
+    dp_config_free(a->cfg);
+    cmn_strv_free(a->base_tags, a->nbase_tags);
     sinit_cli_free(&a->cli);
     cmn_free(a);
     return rc;

@@ -28,9 +28,10 @@ static void export_random_port(struct sinit_app *a)
     const char *v = getenv("DD_DOGSTATSD_PORT");
     if (a->p == NULL || v == NULL || strcmp(v, "__random__") != 0)
         return;
-    int port = lc_pipeline_udp_port(a->p);
-    if (port == 0)
+    struct dp_info info;
+    if (dp_get_info(a->p, &info, sizeof(info)) != 0 || info.udp_port == 0)
         return;
+    int port = info.udp_port;
     char buf[16];
     snprintf(buf, sizeof(buf), "%d", port);
     (void)setenv("DD_DOGSTATSD_PORT", buf, 1);
@@ -53,7 +54,7 @@ int sinit__spawn_child(struct sinit_app *a)
         return err;
     }
     a->child_alive = true;
-    lc_checkpoint_log("spawn", "child", t0);
+    sinit_checkpoint("spawn", "child", t0);
     if (cmn_log_enabled(CMN_LOG_DEBUG)) {
         /* CPU time includes the dynamic loader's work before main */
         struct timespec cpu;
@@ -85,7 +86,7 @@ static bool reap_child(struct sinit_app *a)
     a->child_alive = false;
     int sig = WIFSIGNALED(st) ? WTERMSIG(st) : 0;
     a->exit_code = sinit_exit_code(WIFEXITED(st) ? WEXITSTATUS(st) : 0, sig);
-    lc_checkpoint_log("exit", "child", a->spawned_ns);
+    sinit_checkpoint("exit", "child", a->spawned_ns);
     if (sig > 0)
         CMN_LOGI(SINIT_COMP, "child killed by signal %d: exit code %d", sig,
                  a->exit_code);

@@ -142,7 +142,12 @@ Test(signals, sigterm_reaches_child_and_last_metric_arrives, .timeout = 60)
     double sum, last;
     cr_assert_eq(e2e_delivered_points(ti, "e2e.last", &sum, &last), 1);
     cr_assert_eq(last, 7);
-    cr_assert_eq(e2e_delivered_points(ti, "e2e.first", &sum, NULL), 1);
+    /* one point, or two when a 3 s bucket boundary fell between the
+     * first datagram and the drain: the periodic flush sent the count
+     * and the final flush a zero-filled bucket (spec §2.4). The total is
+     * exact either way. */
+    size_t n = e2e_delivered_points(ti, "e2e.first", &sum, NULL);
+    cr_assert(n == 1 || n == 2, "%zu points", n);
     cr_assert_eq(sum, 0.1);
     unlink(ready);
     e2e_fini(&e);

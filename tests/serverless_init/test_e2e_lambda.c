@@ -235,12 +235,18 @@ static void check_events(struct ti *ti, int n)
             continue;
         json_t *j = ti_decode_json(r);
         cr_assert_not_null(j, "%s does not decode", r->path);
+        /* freed with jansson's own free: a program that links the
+         * aggregator (Bazel links libdrainpipe whole) routes jansson
+         * through drainpipe's allocator */
+        json_free_t jfree;
+        json_get_alloc_funcs(NULL, &jfree);
         char *s = json_dumps(j, 0);
+        cr_assert_not_null(s);
         for (const char *p = s; (p = strstr(p, "\"deploy\"")) != NULL; p++)
             events++;
         for (const char *p = s; (p = strstr(p, "\"fn.check\"")) != NULL; p++)
             checks++;
-        free(s);
+        jfree(s);
         json_decref(j);
     }
     cr_assert_eq(events, n, "events: %d", events);

@@ -74,8 +74,8 @@ Test(start, phases_in_order_with_the_local_sink, .timeout = 60)
     /* Every start and stop phase, in exactly this order. */
     const char *phases[] = {"checkpoint parse config:",
                             "checkpoint bind dogstatsd:",
-                            "checkpoint install signals:",
                             "checkpoint start dogstatsd receive threads:",
+                            "checkpoint install signals:",
                             "checkpoint spawn child:",
                             "checkpoint detect cloud:",
                             "checkpoint create local-sink:",
