@@ -178,8 +178,10 @@ static void bench_ready(const struct opts *o)
             log[got] = '\0';
             fclose(f);
         }
-        if (r == 2 * o->runs - 1 && getenv("BENCH_LAMBDA_SHOW_LOG") != NULL)
-            fputs(log, stdout); /* the checkpoints of the last run */
+        const char *show = getenv("BENCH_LAMBDA_SHOW_LOG");
+        if (show != NULL && (r == 2 * o->runs - 1 || strcmp(show, "all") == 0))
+            fputs(log, stdout); /* the checkpoints of the last run (all:
+                                   of every debug run) */
         double total = log_ms(log, "extension ready in ");
         /* register: the request written (register_sent, when the
          * configuration and the listeners are set up while its answer is
