@@ -288,4 +288,8 @@ void dsd_stop(struct dsd *s, struct cmn_deadline dl, dsd_stopped_cb cb,
 void dsd_destroy(struct dsd *s);
 void dsd_get_stats(const struct dsd *s, struct dsd_stats *out);
 
+/* The Agent's default statsd_metric_namespace_blacklist (used when
+ * namespace_blacklist is NULL): *n prefixes, static. */
+const char *const *dsd_std_namespace_blacklist(size_t *n);
+
 #endif /* DP_DOGSTATSD_H */

@@ -52,6 +52,12 @@ static const char *const std_prefixes[] = {
 };
 #define NSTD_PREFIXES (sizeof(std_prefixes) / sizeof(std_prefixes[0]))
 
+const char *const *dsd_std_namespace_blacklist(size_t *n)
+{
+    *n = NSTD_PREFIXES;
+    return std_prefixes;
+}
+
 static int slice_cmp(const void *a, const void *b)
 {
     const struct cmn_slice *x = a, *y = b;

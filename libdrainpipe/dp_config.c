@@ -226,12 +226,57 @@ static void profile_defaults(struct lc_pipeline_config *c, enum dp_profile pr)
         c->fwd.warm_start = true;
 }
 
+/* The enhanced metrics serverless-init and the Lambda extension submit
+ * in-process: the Agent adds them directly, never through DogStatsD, so
+ * statsd_metric_namespace must not prefix them. */
+static const char *const enhanced_prefixes[] = {
+    "aws.lambda.enhanced.",
+    "gcp.run.container.enhanced.",
+    "gcp.run.enhanced.",
+    "gcp.run.job.enhanced.",
+    "azure.containerapp.enhanced.",
+    "azure.app_services.enhanced.",
+    "azure.appservice.enhanced.",
+    "datadog.serverless_agent.enhanced.",
+};
+
+/* With a namespace set: the blacklist (the configured one, or the
+ * Agent's default) plus the enhanced prefixes. */
+static int exempt_enhanced(struct dsd_config *d)
+{
+    if (d->metric_namespace == NULL || d->metric_namespace[0] == '\0')
+        return 0;
+    struct cmn_strv l = {NULL, 0, 0};
+    size_t nstd;
+    const char *const *std = dsd_std_namespace_blacklist(&nstd);
+    const char *const *from = d->namespace_blacklist
+                                  ? (const char *const *)d->namespace_blacklist
+                                  : std;
+    size_t n = d->namespace_blacklist ? d->nnamespace_blacklist : nstd;
+    for (size_t i = 0; i < n; i++)
+        cmn_strv_add(cmn_slice_cstr(from[i]), &l);
+    for (size_t i = 0;
+         i < sizeof(enhanced_prefixes) / sizeof(*enhanced_prefixes); i++)
+        cmn_strv_add(cmn_slice_cstr(enhanced_prefixes[i]), &l);
+    if (l.err != 0) {
+        cmn_strv_free(l.v, l.n);
+        return l.err;
+    }
+    cmn_strv_free(d->namespace_blacklist, d->nnamespace_blacklist);
+    d->namespace_blacklist = l.v;
+    d->nnamespace_blacklist = l.n;
+    return 0;
+}
+
 /* The profile's forced values, over everything (spec §5.2 step 5; the
  * Lambda origin of spec §3). */
 static int profile_force(struct lc_pipeline_config *c, enum dp_profile pr)
 {
     if (pr == DP_PROFILE_EMBEDDED)
         return 0;
+    int rc = exempt_enhanced(&c->dsd);
+    if (rc != 0)
+        return rc;
     /* serverless-init's mode drops events and service checks when asked
      * (DRAINPIPE_SERVERLESS_DROP_EVENTS); the Lambda extension keeps the
      * full DogStatsD, so it is not agg.serverless */

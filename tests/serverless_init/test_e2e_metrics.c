@@ -128,3 +128,37 @@ Test(e2e, single_argument_command_is_split, .timeout = 60)
     e2e_fini(&e);
     ti_stop(ti);
 }
+
+/* With DD_STATSD_METRIC_NAMESPACE the child's metrics get the namespace
+ * and the wrapper's own enhanced metrics keep their names: the Agent adds
+ * those directly, never through DogStatsD (serverless-init submits them
+ * in-process, so the profile exempts their prefixes). */
+Test(e2e, namespace_leaves_the_enhanced_metrics_alone, .timeout = 60)
+{
+    struct e2e e;
+    struct ti *ti = e2e_with_intake(&e);
+    e2e_env(&e, "DD_STATSD_METRIC_NAMESPACE=app");
+    const char *args[] = {e.child, "udp", "ns.count:2|c", "exit", "0", NULL};
+    cr_assert_eq(e2e_run(&e, args, 20000), 0);
+    double sum, last;
+    size_t n = e2e_delivered_points(ti, "app.ns.count", &sum, &last);
+    cr_assert(n == 1 || (n == 2 && last == 0), "%zu points", n);
+    cr_assert_eq(sum, 0.2);
+    cr_assert_eq(e2e_delivered_points(ti, "ns.count", &sum, NULL), 0);
+    struct ti_sketch_sum s;
+    cr_assert_eq(ti_sketch_find(ti,
+                                "datadog.serverless_agent.enhanced.cold_start",
+                                e.tags, &s),
+                 1);
+    cr_assert_eq(s.cnt, 1);
+    cr_assert_eq(ti_sketch_find(ti,
+                                "datadog.serverless_agent.enhanced.shutdown",
+                                e.tags, &s),
+                 1);
+    cr_assert_eq(
+        ti_sketch_find(ti, "app.datadog.serverless_agent.enhanced.cold_start",
+                       e.tags, &s),
+        0);
+    e2e_fini(&e);
+    ti_stop(ti);
+}
