@@ -5,8 +5,11 @@
  *   1. extension ready: exec of serverless-init (no command,
  *      AWS_LAMBDA_RUNTIME_API set) to the arrival of its first /next at the
  *      fake, median of --runs; and the extension's own init from its debug
- *      checkpoints: "extension ready in N ms" minus the register and
- *      subscribe phases (each a loopback round-trip plus its request).
+ *      checkpoints: "extension ready in N ms" minus the wait for
+ *      register's answer left after the set-up done meanwhile
+ *      (register_ready) and the subscribe (a loopback round-trip plus its
+ *      request); writing register's request (register_sent) counts as own
+ *      work.
  *   2. post-runtime duration with DD_SERVERLESS_FLUSH_STRATEGY=end: from
  *      the moment the fake POSTs platform.runtimeDone to the arrival of the
  *      next /next, with --contexts contexts sent during the invocation and
@@ -183,13 +186,12 @@ static void bench_ready(const struct opts *o)
             fputs(log, stdout); /* the checkpoints of the last run (all:
                                    of every debug run) */
         double total = log_ms(log, "extension ready in ");
-        /* register: the request written (register_sent, when the
-         * configuration and the listeners are set up while its answer is
-         * on its way), then what is left of the wait (register_ready) */
+        /* the round-trips: what is left of register's wait once the
+         * configuration and the listeners are set up (register_ready),
+         * and the subscribe. register_sent (main up to the request
+         * written: the log, the Runtime API address, the connect and the
+         * write) is the extension's own work and stays in. */
         double reg = log_ms(log, "checkpoint register_ready: took ");
-        double sent = log_ms(log, "checkpoint register_sent: took ");
-        if (reg >= 0 && sent >= 0)
-            reg += sent;
         double sub = log_ms(log, "checkpoint telemetry_subscribed: took ");
         if (total >= 0 && reg >= 0 && sub >= 0) {
             cpu[m] = log_ms(log, "CPU since exec: ");
@@ -200,8 +202,9 @@ static void bench_ready(const struct opts *o)
     printf("extension ready (exec -> first /next at the fake), median of "
            "%d: %.3f ms\n",
            n, median(ready, n));
-    printf("extension's own init (main -> first /next minus the register "
-           "and subscribe phases, debug runs), median of %d: %.3f ms\n",
+    printf("extension's own init (main -> first /next minus the wait for "
+           "register's answer and the subscribe, debug runs), median of "
+           "%d: %.3f ms\n",
            m, median(own, m));
     printf("extension's CPU time from exec to the first /next (dynamic "
            "loader included, debug runs), median of %d: %.3f ms\n",

@@ -42,7 +42,6 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -794,25 +793,6 @@ static void finish_active(struct lx *x)
     checkpoint(x, "pipeline_started");
 }
 
-/* The linker's symbols for the executable's bounds (GNU ld and gold). */
-extern char __executable_start[], etext[], __data_start[], _end[];
-
-/* Maps in the program's own code (MADV_POPULATE_READ over its text, one
- * call) and its writable data and bss (cmn_populate), so that the init
- * path does not take a page fault for every new stretch of code it runs
- * or global it writes: on the test VM a fault costs 10-20 us, mapping a
- * page in one call about 1 us. Best effort (before Linux 5.14 the pages
- * fault in as before). */
-static void populate_image(void)
-{
-    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uintptr_t lo = (uintptr_t)__executable_start / page * page;
-    uintptr_t hi = (uintptr_t)etext;
-    if (hi > lo)
-        (void)madvise((void *)lo, hi - lo, MADV_POPULATE_READ);
-    (void)cmn_populate(__data_start, (size_t)(_end - __data_start));
-}
-
 static void basename_of(const char *argv0, char *out, size_t cap)
 {
     const char *b = argv0 ? strrchr(argv0, '/') : NULL;
@@ -826,11 +806,6 @@ int sinit_lambda_main(int argc, char **argv)
     if (x == NULL)
         return 1;
     cmn_process_start_set(cmn_mono_ns());
-    /* the code and globals the start-up path runs and writes, mapped in
-     * by one call each instead of a page fault per new stretch: own init
-     * -0.1 to -0.17 ms, ready -0.2 ms (bench/README.md, 2026-12-02); not
-     * in the wrapper, where it gained nothing and cost 0.3 MiB of RSS */
-    populate_image();
     x->start_ns = x->last_ck_ns = cmn_process_start_ns();
     cmn_log_set_logger("DD_EXTENSION");
     enum cmn_log_level lvl;
