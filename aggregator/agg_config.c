@@ -117,27 +117,6 @@ out_free:
     return rc;
 }
 
-static int agg_cmp_str(const void *x, const void *y)
-{
-    return strcmp(*(char *const *)x, *(char *const *)y);
-}
-
-/* Sorts and removes duplicates, as the Agent does once at start-up. */
-static void agg_sort_unique(char **v, size_t *n)
-{
-    if (*n < 2)
-        return;
-    qsort(v, *n, sizeof(*v), agg_cmp_str);
-    size_t w = 1;
-    for (size_t i = 1; i < *n; i++) {
-        if (strcmp(v[i], v[w - 1]) == 0)
-            cmn_free(v[i]);
-        else
-            v[w++] = v[i];
-    }
-    *n = w;
-}
-
 static int agg_env_size(const struct cmn_env *env, const char *name,
                         int64_t min, int64_t max, size_t *out)
 {
@@ -226,20 +205,7 @@ out:
 
 static int agg_env_tags(struct agg_config *cfg, const struct cmn_env *env)
 {
-    static const char *const names[] = {"DD_DOGSTATSD_TAGS", "DD_TAGS"};
-    struct cmn_strv l = {cfg->extra_tags, cfg->nextra_tags, 0};
-
-    for (size_t i = 0; i < 2; i++) {
-        const char *v = cmn_env_get(env, names[i]);
-        if (v != NULL)
-            cmn_split_list(v, cmn_strv_add, &l);
-    }
-    cfg->extra_tags = l.v;
-    cfg->nextra_tags = l.n;
-    if (l.err)
-        return l.err;
-    agg_sort_unique(cfg->extra_tags, &cfg->nextra_tags);
-    return 0;
+    return cmn_env_tags_add(env, &cfg->extra_tags, &cfg->nextra_tags);
 }
 
 static int agg_env_compressor(struct agg_config *cfg, const struct cmn_env *env)

@@ -342,3 +342,40 @@ void cmn_strv_free(char **v, size_t n)
         cmn_free(v[i]);
     cmn_free(v);
 }
+
+static int cmp_str(const void *x, const void *y)
+{
+    return strcmp(*(char *const *)x, *(char *const *)y);
+}
+
+void cmn_strv_sort_unique(char **v, size_t *n)
+{
+    if (*n < 2)
+        return;
+    qsort(v, *n, sizeof(*v), cmp_str);
+    size_t w = 1;
+    for (size_t i = 1; i < *n; i++) {
+        if (strcmp(v[i], v[w - 1]) == 0)
+            cmn_free(v[i]);
+        else
+            v[w++] = v[i];
+    }
+    *n = w;
+}
+
+int cmn_env_tags_add(const struct cmn_env *env, char ***v, size_t *n)
+{
+    static const char *const names[] = {"DD_DOGSTATSD_TAGS", "DD_TAGS"};
+    struct cmn_strv l = {*v, *n, 0};
+    for (size_t i = 0; i < 2; i++) {
+        const char *val = cmn_env_get(env, names[i]);
+        if (val != NULL)
+            cmn_split_list(val, cmn_strv_add, &l);
+    }
+    *v = l.v;
+    *n = l.n;
+    if (l.err)
+        return l.err;
+    cmn_strv_sort_unique(*v, n);
+    return 0;
+}

@@ -339,6 +339,16 @@ void cmn_strv_add(struct cmn_slice item, void *data);
 int cmn_strv_dup(char *const *src, size_t n, char ***out) CMN_MUST_CHECK;
 /* Frees n strings and the array. NULL is a no-op. */
 void cmn_strv_free(char **v, size_t n);
+/* Sorts the list and frees duplicates, as the Agent does once with its
+ * configured tags. */
+void cmn_strv_sort_unique(char **v, size_t *n);
+/* The configured tags (DD_DOGSTATSD_TAGS, then DD_TAGS; space or comma
+ * separated) appended to the owned list *v of *n, which is then sorted
+ * with duplicates removed: the aggregator's extra tags, and the base of
+ * serverless-init's tag maps. 0 or UV_ENOMEM (the list keeps what was
+ * added; free it as usual). */
+int cmn_env_tags_add(const struct cmn_env *env, char ***v,
+                     size_t *n) CMN_MUST_CHECK;
 
 /* ------------------------------------------------------------------------
  * The memory budget (cmn_budget.c): DRAINPIPE_MEMORY_LIMIT, one limit for

@@ -680,19 +680,17 @@ out_settings:
     return rc;
 }
 
-/* s->lc.agg's extra tags become dp_set_tags's, when it was called. */
-static int apply_tags(struct dp_pipeline *p, struct dp__settings *s)
+/* s->lc.agg's extra tags become dp_set_tags's, when it was called (the
+ * list moves: p keeps none once started). */
+static void apply_tags(struct dp_pipeline *p, struct dp__settings *s)
 {
     if (!p->tags_set)
-        return 0;
-    char **v = NULL;
-    int rc = p->ntags > 0 ? cmn_strv_dup(p->tags, p->ntags, &v) : 0;
-    if (rc != 0)
-        return rc;
+        return;
     cmn_strv_free(s->lc.agg.extra_tags, s->lc.agg.nextra_tags);
-    s->lc.agg.extra_tags = v;
+    s->lc.agg.extra_tags = p->tags;
     s->lc.agg.nextra_tags = p->ntags;
-    return 0;
+    p->tags = NULL;
+    p->ntags = 0;
 }
 
 int dp_start_bound(dp_pipeline *p)
@@ -705,9 +703,8 @@ int dp_start_bound(dp_pipeline *p)
         return CMN_ESTOPPED;
     struct dp__settings *s = p->pending;
     p->pending = NULL;
-    int rc = apply_tags(p, s);
-    if (rc == 0)
-        rc = dp__queue_init(&p->q, s->queue_size);
+    apply_tags(p, s);
+    int rc = dp__queue_init(&p->q, s->queue_size);
     if (rc == 0)
         rc = lc_pipeline_complete(p->lp, &s->lc);
     if (rc == 0)

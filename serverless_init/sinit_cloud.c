@@ -564,38 +564,17 @@ int sinit_tags_metric_list(const struct sinit_tags *t, char ***out, size_t *n)
     return 0;
 }
 
-static int cmp_str(const void *x, const void *y)
-{
-    return strcmp(*(char *const *)x, *(char *const *)y);
-}
-
 int sinit_config_tags(char ***out, size_t *n)
 {
-    static const char *const names[] = {"DD_DOGSTATSD_TAGS", "DD_TAGS"};
-    struct cmn_strv l = {NULL, 0, 0};
     *out = NULL;
     *n = 0;
-    for (size_t i = 0; i < 2; i++) {
-        const char *v = cmn_env_get(NULL, names[i]);
-        if (v != NULL)
-            cmn_split_list(v, cmn_strv_add, &l);
+    int err = cmn_env_tags_add(NULL, out, n);
+    if (err != 0) {
+        cmn_strv_free(*out, *n);
+        *out = NULL;
+        *n = 0;
     }
-    if (l.err != 0) {
-        cmn_strv_free(l.v, l.n);
-        return l.err;
-    }
-    if (l.n > 1)
-        qsort(l.v, l.n, sizeof(*l.v), cmp_str);
-    size_t k = 0;
-    for (size_t i = 0; i < l.n; i++) {
-        if (k > 0 && strcmp(l.v[k - 1], l.v[i]) == 0)
-            cmn_free(l.v[i]);
-        else
-            l.v[k++] = l.v[i];
-    }
-    *out = l.v;
-    *n = k;
-    return 0;
+    return err;
 }
 
 int sinit_dp_config(const char *profile, dp_config **out)
