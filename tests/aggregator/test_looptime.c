@@ -242,12 +242,19 @@ static void feed(int from, int step, double now)
 /* The sanitizer build is an order of magnitude slower (98 s for five
  * cycles against 12 s; its allocator poisons every freed block): it runs
  * one cycle for the exact counts and logs the longest callback without
- * asserting on it. */
+ * asserting on it. The release build runs cycles until one is within the
+ * bound, at most CYCLES (2-4 s each): on the test VM the host pauses the
+ * virtual CPU for 0.5-3 ms now and then, charged to the thread as user
+ * CPU time (measured: such steps had no page fault, no system time and no
+ * context switch), and on a busy host every one of five cycles met such a
+ * pause (the CI run of ff9593d). A callback whose work grows with the
+ * contexts is long in every cycle (60-440 ms before the steps), so no
+ * cycle passes then. */
 #ifdef __SANITIZE_ADDRESS__
 #define CYCLES 1
 #define ASSERT_TIME 0
 #else
-#define CYCLES 5
+#define CYCLES 20
 #define ASSERT_TIME 1
 #endif
 
@@ -343,6 +350,8 @@ Test(looptime, million_contexts_no_callback_over_1ms, .timeout = 900)
         for (uint64_t i = 0; i < b.payloads; i++)
             fwd_payload_free(b.p[i]);
         b.payloads = 0;
+        if (best <= 1000000)
+            break;
     }
     if (ASSERT_TIME)
         cr_expect_leq(best, 1000000 + best_stall,
@@ -438,7 +447,7 @@ static void grow_check(struct big *b, uint64_t *series, uint64_t *wrong)
  * still catches what the steps exist for: a doubling done in one callback
  * (tens of milliseconds at a million). The flush cycles above hold the
  * 1 ms bound at a million live contexts. As above, a stall of the machine
- * can land in an attempt: the best of up to five attempts counts. */
+ * can land in an attempt: the best of up to ten attempts counts. */
 #define GROW_BOUND_NS 5000000
 Test(looptime, table_growth_to_a_million_in_steps, .timeout = 900)
 {
@@ -450,7 +459,7 @@ Test(looptime, table_growth_to_a_million_in_steps, .timeout = 900)
      * calloc zeroes it (16 MiB at a million contexts) where a fresh
      * mapping costs nothing until it is touched */
     cmn_alloc_tune();
-    for (int attempt = 0; attempt < (ASSERT_TIME ? 5 : 1); attempt++) {
+    for (int attempt = 0; attempt < (ASSERT_TIME ? 10 : 1); attempt++) {
         memset(&b, 0, sizeof(b));
         h.cfg.flush_interval_s = 86400;
         cr_assert_eq(agg_create(&h.loop, &h.cfg, big_submit, &b, &h.a), 0);
