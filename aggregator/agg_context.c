@@ -62,8 +62,8 @@ int agg__ctx_init(struct agg *a)
         CMN_LOGW(AGG_COMP, "getrandom: entropy not ready; hash seeds "
                            "taken from the clocks");
     cmn_buf_init(&a->rc_bytes, AGG_RAW_CACHE_BYTES);
-    a->host_tag = NULL; /* interned with the first context of the default
-                           host (agg_ctx_new) */
+    a->host_tag = 0; /* interned with the first context of the default
+                        host (agg_ctx_new) */
     a->ctab_mask = 1023;
     a->ctab = cmn_calloc(a->ctab_mask + 1, sizeof(*a->ctab));
     a->rc_mask = AGG_RC_MIN - 1;
@@ -87,13 +87,21 @@ void agg__ctx_fini(struct agg *a)
     if (a->ctab != NULL)
         (void)agg__grow_finish(a, &all); /* no duplicate left to free */
     if (a->ctab != NULL) {
-        for (size_t i = 0; i <= a->ctab_mask; i++)
-            cmn_free(a->ctab[i]);
+        for (size_t i = 0; i <= a->ctab_mask; i++) {
+            struct agg__ctx *c = a->ctab[i];
+            if (c != NULL)
+                cmn_free_sized(c, agg__ctx_size(c->ntags, c->name_len));
+        }
     }
     if (a->ttab != NULL) { /* every context is gone: the tags too */
         for (size_t i = 0; i <= a->ttab_mask; i++)
             cmn_free(a->ttab[i]);
     }
+    for (size_t i = 0; i < AGG_ITAG_DIR && a->itag_dir[i] != NULL; i++) {
+        cmn_free(a->itag_dir[i]);
+        a->itag_dir[i] = NULL;
+    }
+    a->itag_free = a->itag_next = 0;
     cmn_free(a->ttab);
     a->ttab = NULL;
     cmn_free(a->ctab);
@@ -126,15 +134,15 @@ static int agg_slice_cmp(const void *x, const void *y)
     return s->len < t->len ? -1 : s->len > t->len;
 }
 
-static bool agg_ctx_same(const struct agg__ctx *c, struct cmn_slice name,
-                         struct cmn_slice host, const struct cmn_slice *tags,
-                         size_t ntags)
+static bool agg_ctx_same(const struct agg *a, const struct agg__ctx *c,
+                         struct cmn_slice name, struct cmn_slice host,
+                         const struct cmn_slice *tags, size_t ntags)
 {
     if (c->ntags != ntags || !cmn_slice_eq(agg__ctx_name(c), name) ||
-        !cmn_slice_eq(agg__ctx_host(c), host))
+        !cmn_slice_eq(agg__ctx_host(a, c), host))
         return false;
     for (size_t i = 0; i < ntags; i++) {
-        if (!cmn_slice_eq(agg__itag_slice(c->tags[i]), tags[i]))
+        if (!cmn_slice_eq(agg__itag_slice(AGG_ITAG(a, c->tags[i])), tags[i]))
             return false;
     }
     return true;
@@ -151,11 +159,41 @@ static void agg_ttab_put(struct agg__itag **tab, size_t mask,
     tab[i] = t;
 }
 
-/* The interned tag of bytes s (hash h), with one more reference; NULL when
- * memory runs out. The table is kept at most half full; it holds distinct
- * tags only, far fewer than contexts, so its doubling is short. */
-static struct agg__itag *agg_tag_intern(struct agg *a, struct cmn_slice s,
-                                        uint64_t h)
+/* A free id for a new interned tag (its slot is then set), or 0 when
+ * memory or the directory runs out. */
+static uint32_t agg_itag_id(struct agg *a)
+{
+    uint32_t id = a->itag_free;
+    if (id != 0) {
+        a->itag_free = (uint32_t)((uintptr_t)AGG_ITAG(a, id) >> 1);
+        return id;
+    }
+    if (a->itag_next == 0)
+        a->itag_next = 1; /* id 0 is none */
+    id = a->itag_next;
+    size_t d = id >> AGG_ITAG_CHUNK_BITS;
+    if (d >= AGG_ITAG_DIR)
+        return 0;
+    if (a->itag_dir[d] == NULL) {
+        a->itag_dir[d] = cmn_malloc(AGG_ITAG_CHUNK * sizeof(**a->itag_dir));
+        if (a->itag_dir[d] == NULL)
+            return 0;
+    }
+    a->itag_next++;
+    return id;
+}
+
+/* Releases id (its tag freed): the slot joins the free list. */
+static void agg_itag_id_free(struct agg *a, uint32_t id)
+{
+    AGG_ITAG(a, id) = (struct agg__itag *)((uintptr_t)a->itag_free << 1 | 1);
+    a->itag_free = id;
+}
+
+/* The id of the interned tag of bytes s (hash h), with one more reference;
+ * 0 when memory runs out. The table is kept at most half full; it holds
+ * distinct tags only, far fewer than contexts, so its doubling is short. */
+static uint32_t agg_tag_intern(struct agg *a, struct cmn_slice s, uint64_t h)
 {
     size_t i = (size_t)h & a->ttab_mask;
     for (struct agg__itag *t; (t = a->ttab[i]) != NULL;
@@ -163,16 +201,16 @@ static struct agg__itag *agg_tag_intern(struct agg *a, struct cmn_slice s,
         if (t->h == h && t->len == s.len &&
             (s.len == 0 || memcmp(t->b, s.p, s.len) == 0)) {
             if (t->refs == UINT32_MAX)
-                return NULL;
+                return 0;
             t->refs++;
-            return t;
+            return t->id;
         }
     }
     if ((a->ntag + 1) * 2 > a->ttab_mask + 1) {
         size_t nmask = a->ttab_mask * 2 + 1;
         struct agg__itag **nt = cmn_calloc(nmask + 1, sizeof(*nt));
         if (nt == NULL)
-            return NULL;
+            return 0;
         for (size_t k = 0; k <= a->ttab_mask; k++) {
             if (a->ttab[k] != NULL)
                 agg_ttab_put(nt, nmask, a->ttab[k]);
@@ -183,7 +221,13 @@ static struct agg__itag *agg_tag_intern(struct agg *a, struct cmn_slice s,
     }
     struct agg__itag *t = cmn_malloc(sizeof(*t) + s.len + 1);
     if (t == NULL)
-        return NULL;
+        return 0;
+    t->id = agg_itag_id(a);
+    if (t->id == 0) {
+        cmn_free(t);
+        return 0;
+    }
+    AGG_ITAG(a, t->id) = t;
     t->h = h;
     t->refs = 1;
     t->len = (uint32_t)s.len;
@@ -192,7 +236,7 @@ static struct agg__itag *agg_tag_intern(struct agg *a, struct cmn_slice s,
     t->b[s.len] = '\0';
     agg_ttab_put(a->ttab, a->ttab_mask, t);
     a->ntag++;
-    return t;
+    return t->id;
 }
 
 static void agg_ctab_put(struct agg__ctx **tab, size_t mask, struct agg__ctx *c)
@@ -258,14 +302,15 @@ static int agg_ctab_grow(struct agg *a)
 }
 
 /* The context of key in tab equal to (name, host, tags), or NULL. */
-static struct agg__ctx *agg_ctab_find(struct agg__ctx **tab, size_t mask,
+static struct agg__ctx *agg_ctab_find(const struct agg *a,
+                                      struct agg__ctx **tab, size_t mask,
                                       uint64_t key, struct cmn_slice name,
                                       struct cmn_slice host,
                                       const struct cmn_slice *t, size_t n)
 {
     size_t i = (size_t)key & mask;
     for (struct agg__ctx *c; (c = tab[i]) != NULL; i = (i + 1) & mask) {
-        if (c->key == key && agg_ctx_same(c, name, host, t, n))
+        if (c->key == key && agg_ctx_same(a, c, name, host, t, n))
             return c;
     }
     return NULL;
@@ -320,14 +365,14 @@ bool agg__grow_finish(struct agg *a, long *budget)
 }
 
 /* The index of the tag of bytes (p, len) among c's sorted tags, or -1. */
-static long agg_ctx_tag_find(const struct agg__ctx *c, const char *p,
-                             size_t len)
+static long agg_ctx_tag_find(const struct agg *a, const struct agg__ctx *c,
+                             const char *p, size_t len)
 {
     size_t lo = 0, hi = c->ntags;
     struct cmn_slice k = cmn_slice(p, len);
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        struct cmn_slice t = agg__itag_slice(c->tags[mid]);
+        struct cmn_slice t = agg__itag_slice(AGG_ITAG(a, c->tags[mid]));
         int d = agg_slice_cmp(&k, &t);
         if (d == 0)
             return (long)mid;
@@ -362,11 +407,13 @@ static bool agg_rc_via_ctx(const struct agg *a, const struct agg__ctx *c,
         const char *e = memchr(p, ',', (size_t)(end - p));
         size_t len = (size_t)((e ? e : end) - p);
         long i = -1;
-        if (next < n && c->tags[next]->len == len &&
-            (len == 0 || memcmp(c->tags[next]->b, p, len) == 0))
+        const struct agg__itag *t =
+            next < n ? AGG_ITAG(a, c->tags[next]) : NULL;
+        if (t != NULL && t->len == len &&
+            (len == 0 || memcmp(t->b, p, len) == 0))
             i = next;
         else
-            i = agg_ctx_tag_find(c, p, len);
+            i = agg_ctx_tag_find(a, c, p, len);
         if (i < 0 || (seen >> i) & 1)
             return false;
         seen |= (uint64_t)1 << i;
@@ -456,7 +503,7 @@ static inline bool agg_rc_same(const struct agg *a,
            (tags.len == 0 || memcmp(k + name.len, tags.p, tags.len) == 0);
 }
 
-static void agg_tag_unref(struct agg *a, struct agg__itag *t);
+static void agg_tag_unref(struct agg *a, uint32_t id);
 
 static struct agg__ctx *agg_ctx_new(struct agg *a, uint64_t key,
                                     struct cmn_slice name,
@@ -464,29 +511,29 @@ static struct agg__ctx *agg_ctx_new(struct agg *a, uint64_t key,
                                     const struct cmn_slice *tags,
                                     const uint64_t *th, size_t n)
 {
-    struct agg__ctx *c =
-        cmn_malloc(sizeof(*c) + n * sizeof(struct agg__itag *) + name.len + 1);
+    size_t size = agg__ctx_size((uint32_t)n, name.len);
+    struct agg__ctx *c = cmn_malloc_sized(size);
     if (c == NULL)
         return NULL;
     char *p = (char *)&c->tags[n];
-    memset(c, 0, sizeof(*c));
+    memset(c, 0, offsetof(struct agg__ctx, tags));
     c->host = agg_tag_intern(
         a, host, XXH3_64bits_withSeed(host.p, host.len, a->seed[2]));
-    if (c->host == NULL) {
-        cmn_free(c);
+    if (c->host == 0) {
+        cmn_free_sized(c, size);
         return NULL;
     }
-    if (a->host_tag == NULL && host.p == a->host) {
+    if (a->host_tag == 0 && host.p == a->host) {
         a->host_tag = c->host; /* held by one more reference */
-        c->host->refs++;
+        AGG_ITAG(a, c->host)->refs++;
     }
     for (size_t i = 0; i < n; i++) {
         c->tags[i] = agg_tag_intern(a, tags[i], th[i]);
-        if (c->tags[i] == NULL) {
+        if (c->tags[i] == 0) {
             while (i-- > 0)
                 agg_tag_unref(a, c->tags[i]);
             agg_tag_unref(a, c->host);
-            cmn_free(c);
+            cmn_free_sized(c, size);
             return NULL;
         }
     }
@@ -583,9 +630,9 @@ static int agg_ctx_resolve(struct agg *a, struct cmn_slice name, uint64_t nh,
     }
 
     struct agg__ctx *c =
-        agg_ctab_find(a->ctab, a->ctab_mask, key, name, host, t, w);
+        agg_ctab_find(a, a->ctab, a->ctab_mask, key, name, host, t, w);
     if (c == NULL && a->ctab_old != NULL)
-        c = agg_ctab_find(a->ctab_old, a->ctab_omask, key, name, host, t, w);
+        c = agg_ctab_find(a, a->ctab_old, a->ctab_omask, key, name, host, t, w);
     if (c != NULL) {
         *out = c;
         goto out_free;
@@ -703,10 +750,12 @@ static inline bool agg_ctx_expired(const struct agg__ctx *c, double before)
 #define AGG_TAG_EMPTY(t) ((t) == NULL)
 #define AGG_TAG_HOME(t) ((t)->h)
 
-static void agg_tag_unref(struct agg *a, struct agg__itag *t)
+static void agg_tag_unref(struct agg *a, uint32_t id)
 {
+    struct agg__itag *t = AGG_ITAG(a, id);
     if (--t->refs > 0)
         return;
+    agg_itag_id_free(a, id);
     size_t i = (size_t)t->h & a->ttab_mask;
     while (a->ttab[i] != t)
         i = (i + 1) & a->ttab_mask;
@@ -720,7 +769,7 @@ void agg__ctx_free(struct agg *a, struct agg__ctx *c)
     for (uint32_t i = 0; i < c->ntags; i++)
         agg_tag_unref(a, c->tags[i]);
     agg_tag_unref(a, c->host);
-    cmn_free(c);
+    cmn_free_sized(c, agg__ctx_size(c->ntags, c->name_len));
 }
 
 #define AGG_RC_HOME(s) ((s).h)

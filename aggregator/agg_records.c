@@ -61,7 +61,7 @@ long agg__tags(const struct agg__job *j, const struct agg__ctx *c,
     device->p = NULL;
     device->len = 0;
     for (uint32_t i = 0; i < c->ntags; i++)
-        (*out)[n++] = agg__itag_slice(c->tags[i]);
+        (*out)[n++] = agg__ctx_tag(j->a, c, i);
     n = agg_tags_extra(j, *out, n);
     if (take_device) {
         size_t w = 0;
@@ -108,7 +108,7 @@ static void agg_emit_series(struct agg_emit *e, const struct agg__ctx *c,
         e->j->st.payloads_dropped++;
         return;
     }
-    r.host = agg__ctx_host(c);
+    r.host = agg__ctx_host(e->j->a, c);
     r.tags = e->tags;
     r.ntags = (size_t)nt;
     r.type = (enum agg_series_type)api;
@@ -171,7 +171,7 @@ static void agg_emit_sketches(struct agg_emit *e)
         }
         struct agg_sketch_rec r = {
             .name = agg__ctx_name(s->ctx),
-            .host = agg__ctx_host(s->ctx),
+            .host = agg__ctx_host(j->a, s->ctx),
             .tags = e->tags,
             .ntags = (size_t)nt,
             .ts = s->ts,

@@ -172,7 +172,7 @@ static int agg_v2_series(struct agg_ser *s, const struct agg__ctx *c,
     if (nt < 0)
         return UV_ENOMEM;
     cmn_buf_reset(b);
-    rc = agg_res(b, "host", agg__ctx_host(c));
+    rc = agg_res(b, "host", agg__ctx_host(s->j->a, c));
     if (rc == 0 && dev.p != NULL)
         rc = agg_res(b, "device", dev);
     if (rc == 0)
@@ -393,7 +393,7 @@ static int agg_v1_series(struct agg_ser *s, const struct agg__ctx *c,
     agg__jset(o, "points", jp, &ok);
     agg__jset(o, "tags", jt, &ok);
     jp = jt = NULL;
-    agg__jset(o, "host", agg__jstr(agg__ctx_host(c)), &ok);
+    agg__jset(o, "host", agg__jstr(agg__ctx_host(s->j->a, c)), &ok);
     if (dev.p != NULL)
         agg__jset(o, "device", agg__jstr(dev), &ok);
     agg__jset(o, "type", json_string(types[api & 3]), &ok);
@@ -589,7 +589,8 @@ static void agg_serialize_sketches(struct agg__job *j)
             rc = pb_bytes(&s.sb, K(SKETCH_METRIC), agg__ctx_name(c).p,
                           c->name_len);
         if (rc == 0)
-            rc = pb_bytes(&s.sb, K(SKETCH_HOST), c->host->b, c->host->len);
+            rc = pb_bytes(&s.sb, K(SKETCH_HOST), agg__ctx_host(j->a, c).p,
+                          agg__ctx_host(j->a, c).len);
         for (long t = 0; rc == 0 && t < nt; t++)
             rc = pb_bytes(&s.sb, K(SKETCH_TAGS), s.tags[t].p, s.tags[t].len);
         for (size_t p = i; rc == 0 && p < k; p++)

@@ -9,6 +9,7 @@
  *
  *   <build>/bin/bench_soak --seconds 600 --rate LINES_PER_S
  *                          [--warmup S] [--calibrate S] [--mib-per-s M]
+ *                          [--contexts N]  (10 000 by default)
  *
  * --mib-per-s M: the rate as M MiB/s of lines (the issue's sidecar
  * target: 10 MiB/s for 10 s, `--seconds 10 --mib-per-s 10 --warmup 0`,
@@ -45,7 +46,10 @@
 #define HAVE_INTAKE 1
 #endif
 
-#define CONTEXTS 10000
+#define CONTEXTS_MAX 1000000
+/* --contexts: 10 000 by default (the soak), 100 000 for issue 8's second
+ * memory target */
+static uint64_t contexts = 10000;
 #define PKT_MAX 8192
 
 extern char **environ;
@@ -222,9 +226,9 @@ static int run(double seconds, double rate, double warmup, bool calibrate)
 
     /* the lines are made once: the sender must outrun half of the
      * sidecar's capacity */
-    static char lines[CONTEXTS][256];
-    static size_t lens[CONTEXTS];
-    for (uint64_t k = 0; k < CONTEXTS; k++)
+    static char lines[CONTEXTS_MAX][256];
+    static size_t lens[CONTEXTS_MAX];
+    for (uint64_t k = 0; k < contexts; k++)
         lens[k] = ctx_line(lines[k], sizeof(lines[k]), k);
     uint64_t t0 = now_ms(), next_sample = t0 + 1000, i = 0;
     uint64_t end = t0 + (uint64_t)(seconds * 1000);
@@ -245,7 +249,7 @@ static int run(double seconds, double rate, double warmup, bool calibrate)
          * RSS samples and the fault schedule (a 503 phase never ending) */
         uint64_t pass_end = i + (calibrate ? 2500 : (uint64_t)(rate / 10) + 25);
         while (i < due && i < pass_end) {
-            if (sender_line(&s, lines[i % CONTEXTS], lens[i % CONTEXTS]) != 0)
+            if (sender_line(&s, lines[i % contexts], lens[i % contexts]) != 0)
                 goto out;
             i++;
             if (s.pending == 25 && sender_flush(&s) != 0)
@@ -328,12 +332,14 @@ int main(int argc, char **argv)
 {
 #ifdef HAVE_INTAKE
     double seconds = 600, rate = 0, warmup = 60, cal = 0, mibps = 0;
+    double nctx = (double)contexts;
     for (int i = 1; i + 1 < argc; i += 2) {
-        const char *const names[] = {"--seconds", "--rate", "--warmup",
-                                     "--calibrate", "--mib-per-s"};
-        double *const vals[] = {&seconds, &rate, &warmup, &cal, &mibps};
+        const char *const names[] = {"--seconds",   "--rate",
+                                     "--warmup",    "--calibrate",
+                                     "--mib-per-s", "--contexts"};
+        double *const vals[] = {&seconds, &rate, &warmup, &cal, &mibps, &nctx};
         bool known = false;
-        for (size_t k = 0; k < 5; k++) {
+        for (size_t k = 0; k < 6; k++) {
             if (strcmp(argv[i], names[k]) != 0)
                 continue;
             known = cmn_parse_f64(cmn_slice_cstr(argv[i + 1]), vals[k]) == 0;
@@ -343,19 +349,24 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    if (!(nctx >= 1 && nctx <= CONTEXTS_MAX)) {
+        fprintf(stderr, "--contexts: 1 to %d\n", CONTEXTS_MAX);
+        return 2;
+    }
+    contexts = (uint64_t)nctx;
     if (mibps > 0) { /* a byte rate: lines of the mean length, + '\n' */
         char line[512];
         double bytes = 0;
-        for (uint64_t i = 0; i < CONTEXTS; i++)
+        for (uint64_t i = 0; i < contexts; i++)
             bytes += (double)ctx_line(line, sizeof(line), i) + 1;
-        rate = mibps * 1048576.0 / (bytes / CONTEXTS);
+        rate = mibps * 1048576.0 / (bytes / (double)contexts);
     }
     if (cal > 0)
         return run(cal, 0, 0, true);
     if (!(rate > 0) || !(seconds > 0)) {
         fprintf(stderr,
                 "usage: %s --seconds S --rate LINES_PER_S "
-                "[--warmup S] | --calibrate S\n",
+                "[--warmup S] [--contexts N] | --calibrate S\n",
                 argv[0]);
         return 2;
     }

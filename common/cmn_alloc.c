@@ -99,6 +99,24 @@ void cmn_free(void *p)
     free(base);
 }
 
+void *cmn_malloc_sized(size_t size)
+{
+    if (size == 0 || size > CMN_ALLOC_MAX || should_fail())
+        return NULL;
+    void *p = malloc(size);
+    if (p != NULL)
+        atomic_fetch_add(&live_bytes, size);
+    return p;
+}
+
+void cmn_free_sized(void *p, size_t size)
+{
+    if (p == NULL)
+        return;
+    atomic_fetch_sub(&live_bytes, size);
+    free(p);
+}
+
 size_t cmn_alloc_size(const void *p)
 {
     size_t size = 0;

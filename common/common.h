@@ -49,6 +49,12 @@ void *cmn_reallocarray(void *p, size_t n, size_t size) CMN_MUST_CHECK;
 void cmn_free(void *p);
 /* The size p was allocated with (0 for NULL). */
 size_t cmn_alloc_size(const void *p);
+/* For many small objects whose size their owner can compute again (the
+ * aggregator's contexts): as cmn_malloc, without the 16-byte header that
+ * records the size, so freed with cmn_free_sized(p, size) and the same
+ * size only (at 100 000 contexts the headers were 1.6 MB). */
+void *cmn_malloc_sized(size_t size) CMN_MUST_CHECK;
+void cmn_free_sized(void *p, size_t size);
 /* For one array that doubles to many MiB (a bucket's entries): as
  * cmn_reallocarray, but from CMN_BIG_MIN bytes the block is a mapping of
  * its own with address space reserved for its growth, so a doubling
