@@ -604,3 +604,56 @@ Test(flush, contexts_sharing_tags_keep_exact_tags)
     cr_assert_str_eq(th_tags(c, buf, sizeof(buf)), "env:prod,k:2");
     check_point(c, 0, (int64_t)T0 + 20, 4);
 }
+
+/* Contexts hold tag ids: 3 000 contexts with a tag each of their own (ids
+ * past the first 1024-slot chunks of the directory) serialize exactly
+ * their tags; once they all expire, their ids are freed and handed to the
+ * tags of 3 000 new contexts, which serialize exactly theirs. */
+Test(flush, tag_ids_reused_across_chunks_keep_exact_tags)
+{
+    enum { N = 3000 };
+    char name[32], tags[64], want[64], buf[256];
+    struct agg_stats st;
+    th_create(&h);
+    h.now = T0 + 1;
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof(name), "u%d", i);
+        snprintf(tags, sizeof(tags), "u:%d,shared:1", i);
+        cr_assert_eq(th_add1(&h, name, tags, AGG_GAUGE, i), 0);
+    }
+    h.now = T0 + 15;
+    th_flush(&h, false);
+    th_decode(&h);
+    cr_assert_eq(th_nseries(&h), N);
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof(name), "u%d", i);
+        snprintf(want, sizeof(want), "shared:1,u:%d", i);
+        MSeries *s = th_series(&h, name);
+        cr_assert_str_eq(th_tags(s, buf, sizeof(buf)), want);
+        check_point(s, 0, (int64_t)T0, i);
+    }
+    th_clear(&h);
+    h.now = T0 + 25; /* last seen T0 + 1: all expire */
+    th_flush(&h, false);
+    agg_get_stats(h.a, &st);
+    cr_assert_eq(st.contexts_expired, N);
+    cr_assert_eq(st.contexts, 0);
+    th_clear(&h);
+    h.now = T0 + 26;
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof(name), "v%d", i);
+        snprintf(tags, sizeof(tags), "w:%d,shared:2", i);
+        cr_assert_eq(th_add1(&h, name, tags, AGG_GAUGE, i + 0.5), 0);
+    }
+    h.now = T0 + 45;
+    th_flush(&h, false);
+    th_decode(&h);
+    cr_assert_eq(th_nseries(&h), N);
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof(name), "v%d", i);
+        snprintf(want, sizeof(want), "shared:2,w:%d", i);
+        MSeries *s = th_series(&h, name);
+        cr_assert_str_eq(th_tags(s, buf, sizeof(buf)), want);
+        check_point(s, 0, (int64_t)T0 + 20, i + 0.5);
+    }
+}
