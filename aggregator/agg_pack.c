@@ -9,6 +9,12 @@
  * in two and retried. An item that is too big on its own is dropped and
  * counted (items_too_big), as the Agent's ItemTooBig. Runs on a pool
  * thread; touches only the job.
+ *
+ * Series compressed with zstd (the default) take the streaming packer at
+ * the end of this file instead (agg__zpack_*): each item goes into the
+ * open payload's zstd stream as soon as it is written, as the Agent's
+ * streaming compressor does, so the serializer never holds a payload's
+ * raw bytes.
  */
 #include "agg_serialize.h"
 
@@ -332,4 +338,239 @@ void agg__pack_closed(struct agg__job *j, struct agg__chunks *c,
         c->pts += c->points[k];
     }
     c->n -= i;
+}
+
+/* ---- streaming zstd ---------------------------------------------------- */
+
+/* Slack on top of ZSTD_compressBound for the frame's end (the last block's
+ * header and no checksum): a payload checked against the bound never
+ * passes max_comp once ended. */
+#define AGG_ZPACK_SLACK 32
+
+void agg__zpack_init(struct agg__zpack *z, void **cx)
+{
+    memset(z, 0, sizeof(*z));
+    z->cx = cx;
+    cmn_buf_init(&z->out, (size_t)1 << 30);
+}
+
+void agg__zpack_free(struct agg__zpack *z)
+{
+    cmn_buf_free(&z->out);
+}
+
+/* Runs the stream on in (may be empty) with op until the input is
+ * consumed and, for a flush or end, until zstd has nothing left. 0 or an
+ * error (the payload is then abandoned). */
+static int agg_zpack_run(struct agg__zpack *z, const void *in, size_t len,
+                         ZSTD_EndDirective op)
+{
+    ZSTD_inBuffer ib = {in, len, 0};
+    for (;;) {
+        size_t room = ZSTD_CStreamOutSize();
+        if (cmn_buf_reserve(&z->out, room) != 0)
+            return UV_ENOMEM;
+        ZSTD_outBuffer ob = {z->out.p + z->out.len, room, 0};
+        size_t left = ZSTD_compressStream2(*z->cx, &ob, &ib, op);
+        z->out.len += ob.pos;
+        if (ZSTD_isError(left))
+            return UV_ENOMEM;
+        if (ib.pos == ib.size && (op == ZSTD_e_continue || left == 0))
+            return 0;
+    }
+}
+
+/* Ends the open payload and hands it to the job. */
+static void agg_zpack_close(struct agg__job *j, struct agg__zpack *z,
+                            const struct agg__pack_spec *s)
+{
+    if (!z->open)
+        return;
+    z->open = false;
+    int rc = agg_zpack_run(z, s->suffix, s->suffix_len, ZSTD_e_end);
+    size_t raw = z->raw + s->suffix_len;
+    if (rc == 0 && z->out.len > s->max_comp) {
+        /* only a lone item (a bound is checked before each next one) */
+        j->st.items_too_big++;
+        z->out.len = 0;
+        return;
+    }
+    unsigned char *body = rc == 0 ? cmn_malloc(z->out.len) : NULL;
+    if (body == NULL) {
+        j->st.payloads_dropped++;
+        z->out.len = 0;
+        return;
+    }
+    memcpy(body, z->out.p, z->out.len);
+    struct fwd_payload *p = fwd_payload_new(s->kind, body, z->out.len);
+    z->out.len = 0;
+    if (p == NULL) {
+        j->st.payloads_dropped++;
+        return;
+    }
+    p->content_encoding = "zstd";
+    p->raw_len = raw;
+    if (s->route != NULL)
+        p->route = s->route;
+    if (s->content_type != NULL) {
+        p->content_type = s->content_type;
+        p->protobuf = strcmp(s->content_type, "application/x-protobuf") == 0;
+    }
+    p->items = z->items;
+    p->points = (uint32_t)z->pts;
+    j->st.payloads++;
+    agg__job_out(j, p);
+}
+
+static int agg_zpack_open(struct agg__job *j, struct agg__zpack *z,
+                          const struct agg__pack_spec *s)
+{
+    if (*z->cx == NULL) {
+        ZSTD_customMem mem = {cmn_zstd_alloc, cmn_zstd_free, NULL};
+        *z->cx = ZSTD_createCCtx_advanced(mem);
+        if (*z->cx == NULL)
+            return UV_ENOMEM;
+    }
+    if (ZSTD_isError(
+            ZSTD_CCtx_reset(*z->cx, ZSTD_reset_session_and_parameters)) ||
+        ZSTD_isError(ZSTD_CCtx_setParameter(*z->cx, ZSTD_c_compressionLevel,
+                                            j->a->cfg.zstd_level)))
+        return UV_ENOMEM;
+    z->out.len = 0;
+    z->raw = z->unflushed = 0;
+    z->pts = 0;
+    z->items = 0;
+    z->open = true;
+    int rc = agg_zpack_run(z, s->prefix, s->prefix_len, ZSTD_e_continue);
+    if (rc != 0) {
+        z->open = false;
+        return rc;
+    }
+    z->raw = z->unflushed = s->prefix_len;
+    return 0;
+}
+
+/* Whether an item of len raw bytes and pts points fits the open payload;
+ * may flush the stream to know its compressed size exactly. */
+static bool agg_zpack_fits(struct agg__zpack *z, const struct agg__pack_spec *s,
+                           size_t len, uint32_t pts)
+{
+    size_t add = s->sep_len + len;
+    if (z->raw + add + s->suffix_len > s->max_raw ||
+        (s->max_points && z->pts + pts > s->max_points))
+        return false;
+    size_t more = add + s->suffix_len;
+    if (z->out.len + ZSTD_compressBound(z->unflushed + more) +
+            AGG_ZPACK_SLACK <=
+        s->max_comp)
+        return true;
+    if (z->unflushed > 0) {
+        if (agg_zpack_run(z, NULL, 0, ZSTD_e_flush) != 0)
+            return false;
+        z->unflushed = 0;
+    }
+    return z->out.len + ZSTD_compressBound(more) + AGG_ZPACK_SLACK <=
+           s->max_comp;
+}
+
+/* Feeds items [i, k) of c, which fit the open payload, in one call of
+ * the stream when they join without a separator (protobuf), else one by
+ * one. 0 or an error (the payload is then lost). */
+static int agg_zpack_put(struct agg__zpack *z, const struct agg__pack_spec *s,
+                         const struct agg__chunks *c, size_t i, size_t k)
+{
+    if (s->sep_len == 0) {
+        size_t from = agg_chunk_start(c, i), len = c->end[k - 1] - from;
+        int rc = agg_zpack_run(z, c->data.p + from, len, ZSTD_e_continue);
+        if (rc != 0)
+            return rc;
+        z->raw += len;
+        z->unflushed += len;
+    } else {
+        for (size_t n = i; n < k; n++) {
+            size_t len = agg_chunk_len(c, n);
+            int rc = 0;
+            if (z->items + (n - i) > 0)
+                rc = agg_zpack_run(z, s->sep, s->sep_len, ZSTD_e_continue);
+            if (rc == 0)
+                rc = agg_zpack_run(z, c->data.p + agg_chunk_start(c, n), len,
+                                   ZSTD_e_continue);
+            if (rc != 0)
+                return rc;
+            size_t add = (z->items + (n - i) > 0 ? s->sep_len : 0) + len;
+            z->raw += add;
+            z->unflushed += add;
+        }
+    }
+    for (size_t n = i; n < k; n++)
+        z->pts += c->points[n];
+    z->items += (uint32_t)(k - i);
+    return 0;
+}
+
+/* Whether item n of c is too big for any payload (counted). */
+static bool agg_zpack_too_big(struct agg__job *j,
+                              const struct agg__pack_spec *s,
+                              const struct agg__chunks *c, size_t n)
+{
+    if ((s->max_points && c->points[n] > s->max_points) ||
+        s->prefix_len + agg_chunk_len(c, n) + s->suffix_len > s->max_raw) {
+        j->st.items_too_big++;
+        return true;
+    }
+    return false;
+}
+
+void agg__zpack_feed(struct agg__job *j, struct agg__zpack *z,
+                     struct agg__chunks *c, const struct agg__pack_spec *spec)
+{
+    size_t i = 0;
+    while (i < c->n) {
+        if (agg_zpack_too_big(j, spec, c, i)) {
+            i++;
+            continue;
+        }
+        size_t len = agg_chunk_len(c, i);
+        if (z->open && !agg_zpack_fits(z, spec, len, c->points[i]))
+            agg_zpack_close(j, z, spec);
+        if (!z->open && agg_zpack_open(j, z, spec) != 0) {
+            j->st.payloads_dropped++;
+            i++;
+            continue;
+        }
+        /* item i fits; so do the next ones that fit without a flush */
+        size_t k = i + 1, raw = z->raw + len, unfl = z->unflushed + len;
+        uint64_t pts = z->pts + c->points[i];
+        while (spec->sep_len == 0 && k < c->n) {
+            size_t lk = agg_chunk_len(c, k);
+            if ((spec->max_points && c->points[k] > spec->max_points) ||
+                spec->prefix_len + lk + spec->suffix_len > spec->max_raw)
+                break; /* too big: counted by the next round */
+            if (raw + lk + spec->suffix_len > spec->max_raw ||
+                (spec->max_points && pts + c->points[k] > spec->max_points) ||
+                z->out.len + ZSTD_compressBound(unfl + lk + spec->suffix_len) +
+                        AGG_ZPACK_SLACK >
+                    spec->max_comp)
+                break;
+            raw += lk;
+            unfl += lk;
+            pts += c->points[k];
+            k++;
+        }
+        if (agg_zpack_put(z, spec, c, i, k) != 0) {
+            z->open = false; /* the stream is broken: the payload is lost */
+            z->out.len = 0;
+            j->st.payloads_dropped++;
+        }
+        i = k;
+    }
+    c->data.len = 0;
+    c->n = 0;
+    c->pts = 0;
+}
+
+void agg__zpack_finish(struct agg__job *j, struct agg__zpack *z,
+                       const struct agg__pack_spec *spec)
+{
+    agg_zpack_close(j, z, spec);
 }

@@ -85,4 +85,37 @@ void agg__pack(struct agg__job *j, struct agg__chunks *c,
 void agg__pack_closed(struct agg__job *j, struct agg__chunks *c,
                       const struct agg__pack_spec *spec);
 
+/* The streaming packer of zstd payloads: items go into the open
+ * payload's zstd stream as they are written, so the serializer holds one
+ * item's raw bytes and the compressed bytes, not a whole payload's raw
+ * bytes (1.7-5 MB per series payload). Payloads are cut by the same
+ * limits as agg__pack: points, raw bytes, and compressed bytes, the last
+ * checked before each item against what is compressed so far plus
+ * ZSTD_compressBound of what the stream has not flushed yet (flushed
+ * first when that would pass the limit), so no payload is ever compressed
+ * twice. Items that join without a separator (protobuf) and fit go into
+ * the stream in one call. An item too big on its own is dropped and counted
+ * (items_too_big), as by agg__pack. */
+struct agg__zpack {
+    void **cx;          /* the zstd context kept in struct agg */
+    struct cmn_buf out; /* the open payload's compressed bytes */
+    size_t raw;         /* its raw bytes fed so far (prefix included) */
+    size_t unflushed;   /* raw bytes fed since the stream's last flush */
+    uint64_t pts;       /* its points */
+    uint32_t items;     /* its items */
+    bool open;          /* a payload is open */
+};
+/* Raw bytes of items the series serializer gathers before it feeds them
+ * to the stream in one call. */
+#define AGG_ZPACK_BATCH ((size_t)64 << 10)
+void agg__zpack_init(struct agg__zpack *z, void **cx);
+/* Feeds every item of c into the stream (closing payloads as limits are
+ * reached), then empties c. */
+void agg__zpack_feed(struct agg__job *j, struct agg__zpack *z,
+                     struct agg__chunks *c, const struct agg__pack_spec *spec);
+/* Closes the open payload, if any, into the job's output. */
+void agg__zpack_finish(struct agg__job *j, struct agg__zpack *z,
+                       const struct agg__pack_spec *spec);
+void agg__zpack_free(struct agg__zpack *z);
+
 #endif /* DP_AGG_SERIALIZE_H */
