@@ -463,3 +463,59 @@ Test(ser, invalid_utf8_becomes_replacement_char)
                         "\"internalHostname\":\"myhost\"}");
     free(b);
 }
+
+/* The zstd stream at a small compressed limit: 600 series with 64 random
+ * hex digits of tags fill payloads of at most 8 000 compressed bytes. The
+ * stream is flushed to learn its exact size when the bound of what it
+ * holds would pass the limit, and a payload is cut only then: every
+ * payload is within the limit, all but the last are filled past 7 000
+ * bytes, and every series arrives exactly once with its value. */
+Test(ser, zstd_stream_cut_at_the_compressed_limit)
+{
+    enum { N = 600 };
+    h.cfg.compressor = AGG_COMPRESS_ZSTD;
+    h.cfg.max_series_payload_size = 8000;
+    th_create(&h);
+    char name[32], tags[96];
+    uint64_t x = 88172645463325252ull;
+    for (int i = 0; i < N; i++) {
+        int w = snprintf(tags, sizeof(tags), "r:");
+        for (int k = 0; k < 4; k++) { /* xorshift: not compressible */
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            w += snprintf(tags + w, sizeof(tags) - (size_t)w, "%016llx",
+                          (unsigned long long)x);
+        }
+        snprintf(name, sizeof(name), "z.%d", i);
+        cr_assert_eq(th_add1(&h, name, tags, AGG_GAUGE, i), 0);
+    }
+    h.now = T0 + 10;
+    th_flush(&h, false);
+    th_decode(&h);
+    struct agg_stats st;
+    agg_get_stats(h.a, &st);
+    cr_assert_eq(st.items_too_big, 0);
+    cr_assert_eq(st.payloads_dropped, 0);
+    /* 600 series of ~120 raw bytes compress to ~26 kB: cut by the
+     * compressed limit alone (raw bytes and points are far from theirs) */
+    cr_assert_geq(h.np, 4, "%zu payloads", h.np);
+    size_t total = 0;
+    for (size_t i = 0; i < h.np; i++) {
+        cr_assert_str_eq(h.p[i]->content_encoding, "zstd");
+        cr_assert_leq(h.p[i]->len, 8000);
+        if (i + 1 < h.np) /* cut close to the limit, not early */
+            cr_assert_gt(h.p[i]->len, 7000, "payload %zu: %zu bytes", i,
+                         h.p[i]->len);
+        total += h.p[i]->items;
+    }
+    cr_assert_eq(total, N);
+    cr_assert_eq(th_nseries(&h), N);
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof(name), "z.%d", i);
+        MSeries *s = th_series(&h, name);
+        cr_assert_not_null(s, "%s missing", name);
+        cr_assert_eq(s->n_points, 1);
+        cr_assert_eq(s->points[0]->value, i);
+    }
+}
