@@ -94,7 +94,9 @@ struct hctx {
 };
 
 /* The one point of series name with tags extra (may be "") + the local
- * tags every metric carries. */
+ * tags every metric carries. A counter may also get a zero-filled point
+ * of the next bucket when a 10 s bucket boundary falls inside the test (a
+ * live counter is sent as 0, spec §2.4): one such later zero is allowed. */
 static double one_point(const struct hctx *h, const char *name,
                         const char *extra)
 {
@@ -103,6 +105,8 @@ static double one_point(const struct hctx *h, const char *name,
              h->e->tags);
     struct ti_point pt[4];
     size_t n = ti_series_points(h->ti, name, tags, pt, 4, NULL);
+    if (n == 2 && pt[1].value == 0 && pt[1].ts == pt[0].ts + 10)
+        n = 1;
     cr_assert_eq(n, 1, "%s {%.200s}: %zu points", name, tags, n);
     return pt[0].value;
 }
