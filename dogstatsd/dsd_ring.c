@@ -44,6 +44,8 @@ int dsd__ring_init(struct dsd__ring *r, size_t cap)
     atomic_init(&r->head, 0);
     atomic_init(&r->tail, 0);
     atomic_init(&r->prod_waiting, 0);
+    r->keep_ms = DSD_RING_KEEP_MS;
+    r->depth_at_ms = cmn_mono_ns() / 1000000u;
     return 0;
 }
 
@@ -86,12 +88,27 @@ static size_t budget_slots(struct dsd__ring *r, size_t off, size_t slot,
 
 /* At an early wrap (the consumer keeps up again) the pages from `from` to
  * the highest offset ever written hold only a past backlog's data, and the
- * consumer will not read them in this lap: they are given back (and their
- * budget reservation) when they are DSD_RING_SHED_MIN or more. Without
- * this the ring's resident size is the largest backlog since the last idle
- * trim, which under steady traffic never comes: RSS that only grows. */
+ * consumer will not read them in this lap: those past the depth reached in
+ * the last one or two keep windows (DSD_RING_KEEP_MS) are given back (and
+ * their budget reservation) when they are DSD_RING_SHED_MIN or more.
+ * Without this the ring's resident size is the largest backlog since the
+ * last idle trim, which under steady traffic never comes: RSS that only
+ * grows. */
 static void ring_shed(struct dsd__ring *r, size_t from)
 {
+    size_t keep = 0;
+    if (r->keep_ms > 0) {
+        uint64_t now = cmn_mono_ns() / 1000000u;
+        if (now - r->depth_at_ms >= r->keep_ms) { /* a new window */
+            r->depth_prev =
+                now - r->depth_at_ms >= 2 * r->keep_ms ? 0 : r->depth_cur;
+            r->depth_cur = 0;
+            r->depth_at_ms = now;
+        }
+        keep = r->depth_cur > r->depth_prev ? r->depth_cur : r->depth_prev;
+    }
+    if (keep > from)
+        from = keep;
     size_t pg = page_size();
     size_t lo = (from + pg - 1) / pg * pg;
     size_t hi = (r->touched + pg - 1) / pg * pg;
@@ -101,12 +118,12 @@ static void ring_shed(struct dsd__ring *r, size_t from)
         madvise(r->base + lo, hi - lo, MADV_DONTNEED) != 0)
         return;
     r->touched = lo;
-    size_t keep = lo > DSD_RING_FLOOR ? lo - DSD_RING_FLOOR : 0;
-    keep = (keep + DSD_RING_BUDGET_STEP - 1) / DSD_RING_BUDGET_STEP *
+    size_t held = lo > DSD_RING_FLOOR ? lo - DSD_RING_FLOOR : 0;
+    held = (held + DSD_RING_BUDGET_STEP - 1) / DSD_RING_BUDGET_STEP *
            DSD_RING_BUDGET_STEP;
-    if (keep < r->budgeted) {
-        cmn_budget_release(r->budgeted - keep);
-        r->budgeted = keep;
+    if (held < r->budgeted) {
+        cmn_budget_release(r->budgeted - held);
+        r->budgeted = held;
     }
 }
 
@@ -173,6 +190,8 @@ size_t dsd__ring_pack(struct dsd__ring *r, char *at,
     size_t hi = (size_t)(w - r->base);
     if (hi > r->touched)
         r->touched = hi;
+    if (hi > r->depth_cur)
+        r->depth_cur = hi;
     size_t bytes = (size_t)(w - at);
     uint64_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
     atomic_store_explicit(&r->head, head + bytes, memory_order_release);
@@ -238,6 +257,7 @@ size_t dsd__ring_trim(struct dsd__ring *r)
     if (madvise(r->base, n, MADV_DONTNEED) != 0)
         return 0;
     r->touched = 0;
+    r->depth_cur = r->depth_prev = 0; /* idle: nothing to keep */
     cmn_budget_release(r->budgeted);
     r->budgeted = 0;
     return n;

@@ -251,11 +251,13 @@ static bool resident(const struct dsd__ring *q, size_t off)
 
 /* A backlog takes the ring to 3 MiB; once the consumer keeps up again the
  * ring wraps early at 512 KiB and gives the backlog's pages back at that
- * wrap: RSS follows the traffic down, not only up (the soak's growth). */
+ * wrap: RSS follows the traffic down, not only up (the soak's growth).
+ * Here without the keep window (keep_ms 0). */
 Test(ring, early_wrap_gives_a_past_backlog_back)
 {
     struct dsd__ring big;
     cr_assert_eq(dsd__ring_init(&big, (size_t)4 << 20), 0);
+    big.keep_ms = 0;
     while (atomic_load(&big.head) < ((uint64_t)3 << 20))
         put_one(&big, false); /* nothing consumed: no early wrap */
     cr_assert_geq(big.touched, (size_t)3 << 20);
@@ -267,6 +269,35 @@ Test(ring, early_wrap_gives_a_past_backlog_back)
     while (atomic_load(&big.head) / big.cap < 2)
         put_one(&big, true); /* the next lap, consumed as it goes */
     /* wrapped early just past 512 KiB: the pages past it were given back */
+    cr_assert_lt(big.touched, (size_t)600 << 10, "touched %zu", big.touched);
+    cr_assert_not(resident(&big, (size_t)2 << 20));
+    cr_assert_not(resident(&big, ((size_t)3 << 20) - 4096));
+    dsd__ring_free(&big);
+}
+
+/* With the keep window, the same backlog's pages stay resident at the
+ * early wrap that follows it (a backlog that recurs, as at every flush,
+ * finds them in place: flat RSS), and are given back at an early wrap once
+ * the ring has not reached that depth for more than two windows. */
+Test(ring, early_wrap_keeps_a_recent_depth)
+{
+    struct dsd__ring big;
+    cr_assert_eq(dsd__ring_init(&big, (size_t)4 << 20), 0);
+    cr_assert_eq(big.keep_ms, DSD_RING_KEEP_MS);
+    big.keep_ms = 1000; /* the test's window: 1 s */
+    while (atomic_load(&big.head) < ((uint64_t)3 << 20))
+        put_one(&big, false);
+    dsd__ring_release(&big, atomic_load(&big.head));
+    while (atomic_load(&big.head) / big.cap < 2)
+        put_one(&big, true); /* wraps at 4 MiB, then early past 512 KiB */
+    /* the early wrap came within the window: the 3 MiB stay */
+    cr_assert_geq(big.touched, (size_t)3 << 20, "touched %zu", big.touched);
+    cr_assert(resident(&big, (size_t)2 << 20));
+    cr_assert(resident(&big, ((size_t)3 << 20) - 4096));
+    struct timespec ts = {2, 100 * 1000000L}; /* past two windows */
+    nanosleep(&ts, NULL);
+    while (atomic_load(&big.head) / big.cap < 3)
+        put_one(&big, true); /* the next laps, shallow */
     cr_assert_lt(big.touched, (size_t)600 << 10, "touched %zu", big.touched);
     cr_assert_not(resident(&big, (size_t)2 << 20));
     cr_assert_not(resident(&big, ((size_t)3 << 20) - 4096));
