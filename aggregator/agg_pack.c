@@ -217,6 +217,24 @@ struct fwd_payload *agg__make_payload_cx(const struct agg_config *cfg,
     return p;
 }
 
+/* Gives p the spec's route and content type and its counts, and hands
+ * it to the job (both packers). */
+static void agg_payload_out(struct agg__job *j, const struct agg__pack_spec *s,
+                            struct fwd_payload *p, uint32_t items,
+                            uint32_t points)
+{
+    if (s->route != NULL)
+        p->route = s->route;
+    if (s->content_type != NULL) {
+        p->content_type = s->content_type;
+        p->protobuf = strcmp(s->content_type, "application/x-protobuf") == 0;
+    }
+    p->items = items;
+    p->points = points;
+    j->st.payloads++;
+    agg__job_out(j, p);
+}
+
 static void agg_emit_range(struct agg__job *j, struct agg__chunks *c,
                            const struct agg__pack_spec *s, size_t lo, size_t hi)
 {
@@ -268,16 +286,7 @@ static void agg_emit_range(struct agg__job *j, struct agg__chunks *c,
         agg_emit_range(j, c, s, mid, hi);
         return;
     }
-    if (s->route != NULL)
-        p->route = s->route;
-    if (s->content_type != NULL) {
-        p->content_type = s->content_type;
-        p->protobuf = strcmp(s->content_type, "application/x-protobuf") == 0;
-    }
-    p->items = (uint32_t)(hi - lo);
-    p->points = points;
-    j->st.payloads++;
-    agg__job_out(j, p);
+    agg_payload_out(j, s, p, (uint32_t)(hi - lo), points);
 }
 
 /* Packs items from the first greedily into payloads; with `all` false,
@@ -410,16 +419,7 @@ static void agg_zpack_close(struct agg__job *j, struct agg__zpack *z,
     }
     p->content_encoding = "zstd";
     p->raw_len = raw;
-    if (s->route != NULL)
-        p->route = s->route;
-    if (s->content_type != NULL) {
-        p->content_type = s->content_type;
-        p->protobuf = strcmp(s->content_type, "application/x-protobuf") == 0;
-    }
-    p->items = z->items;
-    p->points = (uint32_t)z->pts;
-    j->st.payloads++;
-    agg__job_out(j, p);
+    agg_payload_out(j, s, p, z->items, (uint32_t)z->pts);
 }
 
 static int agg_zpack_open(struct agg__job *j, struct agg__zpack *z,
@@ -437,7 +437,6 @@ static int agg_zpack_open(struct agg__job *j, struct agg__zpack *z,
                                             j->a->cfg.zstd_level)))
         return UV_ENOMEM;
     z->out.len = 0;
-    z->raw = z->unflushed = 0;
     z->pts = 0;
     z->items = 0;
     z->open = true;
@@ -450,75 +449,62 @@ static int agg_zpack_open(struct agg__job *j, struct agg__zpack *z,
     return 0;
 }
 
-/* Whether an item of len raw bytes and pts points fits the open payload;
- * may flush the stream to know its compressed size exactly. */
+/* Whether one more item of len raw bytes and pts points keeps a payload
+ * of raw bytes and npts points, unflushed of them not yet flushed by the
+ * stream, within every limit. */
+static bool agg_zpack_within(const struct agg__zpack *z,
+                             const struct agg__pack_spec *s, size_t raw,
+                             size_t unflushed, uint64_t npts, size_t len,
+                             uint32_t pts)
+{
+    size_t more = s->sep_len + len + s->suffix_len;
+    return raw + more <= s->max_raw &&
+           (!s->max_points || npts + pts <= s->max_points) &&
+           z->out.len + ZSTD_compressBound(unflushed + more) +
+                   AGG_ZPACK_SLACK <=
+               s->max_comp;
+}
+
+/* Whether an item fits the open payload; flushes the stream first when
+ * only the bound of its unflushed bytes is in the way. */
 static bool agg_zpack_fits(struct agg__zpack *z, const struct agg__pack_spec *s,
                            size_t len, uint32_t pts)
 {
-    size_t add = s->sep_len + len;
-    if (z->raw + add + s->suffix_len > s->max_raw ||
-        (s->max_points && z->pts + pts > s->max_points))
-        return false;
-    size_t more = add + s->suffix_len;
-    if (z->out.len + ZSTD_compressBound(z->unflushed + more) +
-            AGG_ZPACK_SLACK <=
-        s->max_comp)
+    if (agg_zpack_within(z, s, z->raw, z->unflushed, z->pts, len, pts))
         return true;
-    if (z->unflushed > 0) {
-        if (agg_zpack_run(z, NULL, 0, ZSTD_e_flush) != 0)
-            return false;
-        z->unflushed = 0;
-    }
-    return z->out.len + ZSTD_compressBound(more) + AGG_ZPACK_SLACK <=
-           s->max_comp;
+    if (z->unflushed == 0 || agg_zpack_run(z, NULL, 0, ZSTD_e_flush) != 0)
+        return false;
+    z->unflushed = 0;
+    return agg_zpack_within(z, s, z->raw, 0, z->pts, len, pts);
 }
 
-/* Feeds items [i, k) of c, which fit the open payload, in one call of
- * the stream when they join without a separator (protobuf), else one by
- * one. 0 or an error (the payload is then lost). */
+/* Feeds items [i, k) of c, which fit the open payload, in one call of the
+ * stream (k > i + 1 only for items without a separator: protobuf). 0 or an
+ * error (the payload is then lost). */
 static int agg_zpack_put(struct agg__zpack *z, const struct agg__pack_spec *s,
                          const struct agg__chunks *c, size_t i, size_t k)
 {
-    if (s->sep_len == 0) {
-        size_t from = agg_chunk_start(c, i), len = c->end[k - 1] - from;
-        int rc = agg_zpack_run(z, c->data.p + from, len, ZSTD_e_continue);
-        if (rc != 0)
-            return rc;
-        z->raw += len;
-        z->unflushed += len;
-    } else {
-        for (size_t n = i; n < k; n++) {
-            size_t len = agg_chunk_len(c, n);
-            int rc = 0;
-            if (z->items + (n - i) > 0)
-                rc = agg_zpack_run(z, s->sep, s->sep_len, ZSTD_e_continue);
-            if (rc == 0)
-                rc = agg_zpack_run(z, c->data.p + agg_chunk_start(c, n), len,
-                                   ZSTD_e_continue);
-            if (rc != 0)
-                return rc;
-            size_t add = (z->items + (n - i) > 0 ? s->sep_len : 0) + len;
-            z->raw += add;
-            z->unflushed += add;
-        }
-    }
+    size_t from = agg_chunk_start(c, i), len = c->end[k - 1] - from;
+    size_t sep = z->items > 0 ? s->sep_len : 0;
+    int rc = sep ? agg_zpack_run(z, s->sep, sep, ZSTD_e_continue) : 0;
+    if (rc == 0)
+        rc = agg_zpack_run(z, c->data.p + from, len, ZSTD_e_continue);
+    if (rc != 0)
+        return rc;
+    z->raw += sep + len;
+    z->unflushed += sep + len;
     for (size_t n = i; n < k; n++)
         z->pts += c->points[n];
     z->items += (uint32_t)(k - i);
     return 0;
 }
 
-/* Whether item n of c is too big for any payload (counted). */
-static bool agg_zpack_too_big(struct agg__job *j,
-                              const struct agg__pack_spec *s,
-                              const struct agg__chunks *c, size_t n)
+/* Whether an item is too big for any payload. */
+static bool agg_zpack_too_big(const struct agg__pack_spec *s, size_t len,
+                              uint32_t pts)
 {
-    if ((s->max_points && c->points[n] > s->max_points) ||
-        s->prefix_len + agg_chunk_len(c, n) + s->suffix_len > s->max_raw) {
-        j->st.items_too_big++;
-        return true;
-    }
-    return false;
+    return (s->max_points && pts > s->max_points) ||
+           s->prefix_len + len + s->suffix_len > s->max_raw;
 }
 
 void agg__zpack_feed(struct agg__job *j, struct agg__zpack *z,
@@ -526,11 +512,12 @@ void agg__zpack_feed(struct agg__job *j, struct agg__zpack *z,
 {
     size_t i = 0;
     while (i < c->n) {
-        if (agg_zpack_too_big(j, spec, c, i)) {
+        size_t len = agg_chunk_len(c, i);
+        if (agg_zpack_too_big(spec, len, c->points[i])) {
+            j->st.items_too_big++;
             i++;
             continue;
         }
-        size_t len = agg_chunk_len(c, i);
         if (z->open && !agg_zpack_fits(z, spec, len, c->points[i]))
             agg_zpack_close(j, z, spec);
         if (!z->open && agg_zpack_open(j, z, spec) != 0) {
@@ -543,15 +530,9 @@ void agg__zpack_feed(struct agg__job *j, struct agg__zpack *z,
         uint64_t pts = z->pts + c->points[i];
         while (spec->sep_len == 0 && k < c->n) {
             size_t lk = agg_chunk_len(c, k);
-            if ((spec->max_points && c->points[k] > spec->max_points) ||
-                spec->prefix_len + lk + spec->suffix_len > spec->max_raw)
-                break; /* too big: counted by the next round */
-            if (raw + lk + spec->suffix_len > spec->max_raw ||
-                (spec->max_points && pts + c->points[k] > spec->max_points) ||
-                z->out.len + ZSTD_compressBound(unfl + lk + spec->suffix_len) +
-                        AGG_ZPACK_SLACK >
-                    spec->max_comp)
-                break;
+            if (agg_zpack_too_big(spec, lk, c->points[k]) ||
+                !agg_zpack_within(z, spec, raw, unfl, pts, lk, c->points[k]))
+                break; /* a too-big item is counted by the next round */
             raw += lk;
             unfl += lk;
             pts += c->points[k];

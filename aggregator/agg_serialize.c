@@ -606,9 +606,9 @@ static void agg_serialize_sketches(struct agg__job *j)
         if (rc == 0)
             rc = pb_bytes(&s.sb, K(SKETCH_METRIC), agg__ctx_name(c).p,
                           c->name_len);
+        struct cmn_slice host = agg__ctx_host(j->a, c);
         if (rc == 0)
-            rc = pb_bytes(&s.sb, K(SKETCH_HOST), agg__ctx_host(j->a, c).p,
-                          agg__ctx_host(j->a, c).len);
+            rc = pb_bytes(&s.sb, K(SKETCH_HOST), host.p, host.len);
         for (long t = 0; rc == 0 && t < nt; t++)
             rc = pb_bytes(&s.sb, K(SKETCH_TAGS), s.tags[t].p, s.tags[t].len);
         for (size_t p = i; rc == 0 && p < k; p++)
