@@ -86,12 +86,7 @@ int agg_create(uv_loop_t *loop, const struct agg_config *cfg,
     rc = agg_set_extra_tags(a, tags, a->cfg.nextra_tags);
     if (rc)
         goto out_destroy;
-    a->noagg = cmn_calloc(a->cfg.no_agg_batch_size, sizeof(*a->noagg));
-    if (a->noagg == NULL) {
-        rc = UV_ENOMEM;
-        goto out_destroy;
-    }
-    *out = a;
+    *out = a; /* the no-agg batch is allocated with its first sample */
     return 0;
 out_destroy:
     agg_destroy(a);
@@ -367,20 +362,16 @@ void agg__job_enqueue(struct agg *a, struct agg__job *j)
     a->pend_tail = j;
 }
 
-/* Hands the no-agg batch to j, replacing it with a fresh array. */
-static int agg_take_noagg(struct agg *a, struct agg__job *j)
+/* Hands the no-agg batch to j; the next timestamped sample allocates a
+ * new one. */
+static void agg_take_noagg(struct agg *a, struct agg__job *j)
 {
     if (a->nnoagg == 0)
-        return 0;
-    struct agg__noagg *fresh =
-        cmn_calloc(a->cfg.no_agg_batch_size, sizeof(*fresh));
-    if (fresh == NULL)
-        return UV_ENOMEM;
+        return;
     j->noagg = a->noagg;
     j->nnoagg = a->nnoagg;
-    a->noagg = fresh;
+    a->noagg = NULL;
     a->nnoagg = 0;
-    return 0;
 }
 
 /* Cuts the no-agg batch on its own (batch size reached). */
@@ -392,10 +383,7 @@ static int agg_cut_noagg(struct agg *a)
     struct agg__job *j = cmn_calloc(1, sizeof(*j));
     if (j == NULL)
         return UV_ENOMEM;
-    if (agg_take_noagg(a, j) != 0) {
-        cmn_free(j);
-        return UV_ENOMEM;
-    }
+    agg_take_noagg(a, j);
     agg__job_enqueue(a, j);
     return 0;
 }
@@ -421,9 +409,7 @@ static int agg_flush_internal(struct agg *a, bool force, agg_done_cb cb,
         cmn_free(j);
         return rc;
     }
-    if (agg_take_noagg(a, j) != 0)
-        cmn_log_rl(&agg_rl, CMN_LOG_WARN, AGG_COMP,
-                   "no memory to flush the no-aggregation batch; kept");
+    agg_take_noagg(a, j);
     j->events = a->events;
     j->nevents = a->nevents;
     a->events = NULL;
@@ -587,6 +573,17 @@ static void agg_count_ctx_err(struct agg *a, int rc, uint64_t n)
         a->st.samples_dropped_oom += n;
 }
 
+/* A no-agg batch, filled in order: malloc, not calloc, so that its pages
+ * are touched only as samples arrive (a process that never sees a
+ * timestamped line never maps them). */
+static struct agg__noagg *agg_noagg_new(const struct agg *a)
+{
+    size_t n = a->cfg.no_agg_batch_size;
+    if (n > SIZE_MAX / sizeof(struct agg__noagg))
+        return NULL;
+    return cmn_malloc(n * sizeof(struct agg__noagg));
+}
+
 static int agg_add_noagg(struct agg *a, const struct agg_metric *m)
 {
     struct agg__ctx *c;
@@ -631,6 +628,10 @@ static int agg_add_noagg(struct agg *a, const struct agg_metric *m)
         }
         if (c->refs == UINT32_MAX) {
             a->st.samples_dropped_cap++;
+            continue;
+        }
+        if (a->noagg == NULL && (a->noagg = agg_noagg_new(a)) == NULL) {
+            a->st.samples_dropped_oom++;
             continue;
         }
         struct agg__noagg *s = &a->noagg[a->nnoagg++];

@@ -32,7 +32,7 @@
 #define XXH_INLINE_ALL /* short keys: inlined XXH3 avoids the call */
 #include <xxhash.h>
 
-#define AGG_RC_MIN 1024
+#define AGG_TAB_MIN 128 /* first size of the three hash tables */
 
 static struct cmn_ratelimit agg_utf8_rl = CMN_RATELIMIT_INIT(60000, 5);
 
@@ -64,15 +64,20 @@ int agg__ctx_init(struct agg *a)
     cmn_buf_init(&a->rc_bytes, AGG_RAW_CACHE_BYTES);
     a->host_tag = 0; /* interned with the first context of the default
                         host (agg_ctx_new) */
-    a->ctab_mask = 1023;
+    /* Small first tables (they double in steps as contexts arrive), and
+     * scratch arrays from malloc, written before they are read: a job
+     * with a handful of contexts touches a few pages, not 56 KiB. */
+    a->ctab_mask = AGG_TAB_MIN - 1;
     a->ctab = cmn_calloc(a->ctab_mask + 1, sizeof(*a->ctab));
-    a->rc_mask = AGG_RC_MIN - 1;
+    a->rc_mask = AGG_TAB_MIN - 1;
     a->rc = cmn_calloc(a->rc_mask + 1, sizeof(*a->rc));
     a->scratch_cap =
         a->cfg.tags_per_metric_max ? a->cfg.tags_per_metric_max : 1;
-    a->scratch_tags = cmn_calloc(a->scratch_cap, sizeof(*a->scratch_tags));
-    a->scratch_hash = cmn_calloc(a->scratch_cap, sizeof(*a->scratch_hash));
-    a->ttab_mask = 1023;
+    if (a->scratch_cap <= SIZE_MAX / sizeof(*a->scratch_tags)) {
+        a->scratch_tags = cmn_malloc(a->scratch_cap * sizeof(*a->scratch_tags));
+        a->scratch_hash = cmn_malloc(a->scratch_cap * sizeof(*a->scratch_hash));
+    }
+    a->ttab_mask = AGG_TAB_MIN - 1;
     a->ttab = cmn_calloc(a->ttab_mask + 1, sizeof(*a->ttab));
     a->next_ctx_id = 1;
     if (a->ctab == NULL || a->rc == NULL || a->scratch_tags == NULL ||

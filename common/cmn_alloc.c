@@ -50,21 +50,61 @@ void *cmn_malloc(size_t size)
     return p + HDR;
 }
 
-/* Uses calloc, not malloc + memset: for large blocks glibc hands out fresh
- * zero pages from mmap without touching them, so a big table costs page
- * faults only where it is used. That keeps start-up (readiness) and idle
- * RSS low. */
+static size_t big_map_size(size_t size);
+
+/* Zeroed blocks of CMN_CALLOC_MAP_MIN bytes and more are mappings of
+ * their own: fresh zero pages that cost a page fault only where they are
+ * used. glibc maps only past its mmap threshold (256 KiB, cmn_alloc_tune)
+ * and only when the heap's top cannot serve the request; otherwise
+ * calloc clears the block, touching every page: the local sink's 64 KiB
+ * hash slots and the aggregator's 64 KiB tables were 16 page faults and
+ * 64 KiB of RSS each at every serverless-init start. The header records
+ * the mapping's size where a big block (cmn_realloc_big) records its
+ * reservation, so cmn_free, cmn_reallocarray and cmn_realloc_big all
+ * know it for what it is. */
+#define CMN_CALLOC_MAP_MIN ((size_t)32 << 10)
+/* Under AddressSanitizer every block comes from its allocator, so that
+ * overflows hit redzones and LeakSanitizer sees every block. */
+#if defined(__SANITIZE_ADDRESS__)
+#define CMN_CALLOC_MAPS 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CMN_CALLOC_MAPS 0
+#endif
+#endif
+#ifndef CMN_CALLOC_MAPS
+#define CMN_CALLOC_MAPS 1
+#endif
+
 void *cmn_calloc(size_t n, size_t size)
 {
     if (size == 0 || n == 0 || n > CMN_ALLOC_MAX / size || should_fail())
         return NULL;
     size_t total = n * size;
-    unsigned char *p = calloc(1, total + HDR);
-    if (p == NULL)
-        return NULL;
+    unsigned char *p;
+    if (CMN_CALLOC_MAPS && total >= CMN_CALLOC_MAP_MIN) {
+        size_t m = big_map_size(total);
+        p = mmap(NULL, m, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                 -1, 0);
+        if (p == MAP_FAILED)
+            return NULL;
+        memcpy(p + sizeof(size_t), &m, sizeof(m));
+    } else {
+        p = calloc(1, total + HDR);
+        if (p == NULL)
+            return NULL;
+    }
     memcpy(p, &total, sizeof(total));
     atomic_fetch_add(&live_bytes, total);
     return p + HDR;
+}
+
+/* The bytes mapped for p's block, 0 when it came from malloc. */
+static size_t mapped_size(const unsigned char *base)
+{
+    size_t m;
+    memcpy(&m, base + sizeof(size_t), sizeof(m));
+    return m;
 }
 
 void *cmn_reallocarray(void *p, size_t n, size_t size)
@@ -74,11 +114,32 @@ void *cmn_reallocarray(void *p, size_t n, size_t size)
     if (size != 0 && n > CMN_ALLOC_MAX / size)
         return NULL;
     size_t nsize = n * size;
-    if (nsize == 0 || should_fail())
+    if (nsize == 0)
         return NULL;
     unsigned char *base = (unsigned char *)p - HDR;
     size_t old;
     memcpy(&old, base, sizeof(old));
+    if (mapped_size(base) != 0 && nsize < CMN_CALLOC_MAP_MIN) {
+        void *np = cmn_calloc(n, size); /* a mapping shrunk: to the heap */
+        if (np == NULL)
+            return NULL;
+        memcpy(np, p, nsize);
+        cmn_free(p);
+        return np;
+    }
+    if (should_fail())
+        return NULL;
+    if (mapped_size(base) != 0) { /* as glibc does its own mappings */
+        size_t m = mapped_size(base), nm = big_map_size(nsize);
+        unsigned char *nb = mremap(base, m, nm, MREMAP_MAYMOVE);
+        if (nb == MAP_FAILED)
+            return NULL;
+        memcpy(nb, &nsize, sizeof(nsize));
+        memcpy(nb + sizeof(size_t), &nm, sizeof(nm));
+        atomic_fetch_sub(&live_bytes, old);
+        atomic_fetch_add(&live_bytes, nsize);
+        return nb + HDR;
+    }
     unsigned char *nb = realloc(base, nsize + HDR);
     if (nb == NULL)
         return NULL;
@@ -93,10 +154,13 @@ void cmn_free(void *p)
     if (p == NULL)
         return;
     unsigned char *base = (unsigned char *)p - HDR;
-    size_t size;
+    size_t size, m = mapped_size(base);
     memcpy(&size, base, sizeof(size));
     atomic_fetch_sub(&live_bytes, size);
-    free(base);
+    if (m != 0)
+        munmap(base, m);
+    else
+        free(base);
 }
 
 void *cmn_malloc_sized(size_t size)

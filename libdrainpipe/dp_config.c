@@ -99,7 +99,7 @@ struct dp_kv {
 };
 
 struct dp_config {
-    struct dp_kv *kv; /* owned, DP_CFG_MAX entries */
+    struct dp_kv *kv; /* owned, DP_CFG_MAX entries, [0, n) in use */
     size_t n;
     bool use_env; /* dp_config_from_env: the process environment below */
 };
@@ -111,7 +111,9 @@ int dp_config_new(dp_config **out)
     dp_config *c = cmn_calloc(1, sizeof(*c));
     if (c == NULL)
         return UV_ENOMEM;
-    c->kv = cmn_calloc(DP_CFG_MAX, sizeof(*c->kv));
+    /* entries [0, n) only are ever read, each written whole as it is
+     * added: malloc leaves the unused pages untouched */
+    c->kv = cmn_malloc(DP_CFG_MAX * sizeof(*c->kv));
     if (c->kv == NULL) {
         cmn_free(c);
         return UV_ENOMEM;

@@ -22,7 +22,13 @@ Test(ser, no_agg_gauge_counter_and_dropped_types)
 {
     th_create(&h);
     double v = 3;
+    /* the no-agg batch is allocated with the first timestamped sample,
+     * not with the aggregator: a process without them never maps it */
+    cr_assert_eq(th_add(&h, "g", "a:1", AGG_GAUGE, &v, 1, 1, 0), 0);
+    size_t before = cmn_alloc_live_bytes();
     cr_assert_eq(th_add(&h, "g", "a:1", AGG_GAUGE, &v, 1, 1, 999950), 0);
+    cr_expect_eq(cmn_alloc_live_bytes() - before,
+                 h.cfg.no_agg_batch_size * sizeof(struct agg__noagg));
     v = 5;
     cr_assert_eq(th_add(&h, "c", NULL, AGG_COUNTER, &v, 1, 0.5, 999960), 0);
     cr_assert_eq(th_add(&h, "h", NULL, AGG_HISTOGRAM, &v, 1, 1, 999960), 0);

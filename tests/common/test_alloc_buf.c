@@ -83,6 +83,61 @@ Test(alloc, big_array_grows_in_place_and_past_its_reservation)
     cr_expect_eq(cmn_alloc_live_bytes(), base);
 }
 
+/* Pages of [p, p + len) resident (mincore), whole pages only. */
+static size_t resident_pages(const void *p, size_t len)
+{
+    const uintptr_t pg = 4096;
+    uintptr_t lo = ((uintptr_t)p + pg - 1) / pg * pg;
+    uintptr_t hi = ((uintptr_t)p + len) / pg * pg;
+    unsigned char vec[256];
+    cr_assert(hi > lo && (hi - lo) / pg <= sizeof(vec));
+    cr_assert_eq(mincore((void *)lo, hi - lo, vec), 0);
+    size_t n = 0;
+    for (size_t i = 0; i < (hi - lo) / pg; i++)
+        n += vec[i] & 1;
+    return n;
+}
+
+/* A large zeroed block is fresh zero pages: nothing is written to it
+ * before its owner does (glibc's calloc from the heap clears it whole),
+ * and it grows, shrinks and is freed like any other block. */
+Test(alloc, large_calloc_touches_no_page_until_used)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    cr_skip_test("under ASan every block is the sanitizer's");
+#endif
+    size_t base = cmn_alloc_live_bytes();
+    /* the heap's top first, so that glibc could serve the block from it */
+    void *small = cmn_malloc(100);
+    cr_assert_not_null(small);
+    const size_t len = 64 << 10;
+    unsigned char *p = cmn_calloc(1, len);
+    cr_assert_not_null(p);
+    cr_expect_eq(resident_pages(p, len), 0, "calloc wrote the block");
+    cr_expect_eq(p[40000], 0);
+    p[40000] = 0x5a;
+    cr_expect_eq(resident_pages(p, len), 1);
+    cr_expect_eq(cmn_alloc_live_bytes(), base + 100 + len);
+    /* grows in place or moves, contents kept, the new bytes zero */
+    unsigned char *q = cmn_reallocarray(p, 4, len);
+    cr_assert_not_null(q);
+    cr_expect_eq(q[40000], 0x5a);
+    cr_expect_eq(q[len + 40000], 0);
+    cr_expect_eq(q[4 * len - 1], 0);
+    cr_expect_eq(cmn_alloc_size(q), 4 * len);
+    cr_expect_eq(cmn_alloc_live_bytes(), base + 100 + 4 * len);
+    /* shrunk below the threshold: back on the heap, contents kept */
+    memset(q, 0x11, 1000);
+    unsigned char *r = cmn_reallocarray(q, 1, 1000);
+    cr_assert_not_null(r);
+    for (size_t i = 0; i < 1000; i++)
+        cr_assert_eq(r[i], 0x11, "byte %zu", i);
+    cr_expect_eq(cmn_alloc_live_bytes(), base + 100 + 1000);
+    cmn_free(r);
+    cmn_free(small);
+    cr_expect_eq(cmn_alloc_live_bytes(), base);
+}
+
 /* cmn_populate maps pages in (resident by mincore) and leaves what they
  * hold as it was. */
 Test(alloc, populate_maps_pages_in_and_keeps_their_contents)
