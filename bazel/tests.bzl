@@ -87,6 +87,7 @@ def dp_tests(deps, bins = [], data = [], env = {}, tags = [], size = "medium", a
             deps = deps + [
                 "//bazel:criterion",
                 "//bazel:dp_test_env",
+                "//bazel:m",
                 "//tests:lsan_runner",
             ],
             # Criterion registers tests in an ELF section nothing refers

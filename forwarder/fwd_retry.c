@@ -23,7 +23,9 @@ double fwd__backoff_s(const struct fwd_config *cfg, uint32_t n, double r)
 
     if (n == 0)
         return 0;
-    b = cfg->backoff_base * pow(2, (double)n);
+    /* 2^n exactly (libc's ldexp: the binary links no libm); past 2^1100
+     * it is +Inf either way */
+    b = cfg->backoff_base * ldexp(1.0, n > 1100 ? 1100 : (int)n);
     if (b > cfg->backoff_max)
         return cfg->backoff_max;
     lo = b / cfg->backoff_factor;
@@ -33,13 +35,19 @@ double fwd__backoff_s(const struct fwd_config *cfg, uint32_t n, double r)
 
 uint32_t fwd__max_errors(const struct fwd_config *cfg)
 {
-    double m = floor(log2(cfg->backoff_max / cfg->backoff_base)) + 1;
+    double q = cfg->backoff_max / cfg->backoff_base;
+    int e;
 
-    /* bounded: max <= 86400 and base >= 0.001 (fwd_config_from_env) give
-     * at most 27; the clamp guards programmatic configs */
-    if (!(m > 0))
-        return 0;
-    return m > 64 ? 64 : (uint32_t)m;
+    /* floor(log2(q)) + 1 is frexp's exponent: q = f 2^e, f in [0.5, 1),
+     * exactly (no libm). Bounded: max <= 86400 and base >= 0.001
+     * (fwd_config_from_env) give at most 27; the clamps guard
+     * programmatic configs. */
+    if (!(q >= 1))
+        return 0; /* also NaN */
+    if (isinf(q))
+        return 64;
+    (void)frexp(q, &e);
+    return e > 64 ? 64 : (uint32_t)e;
 }
 
 void fwd__retry_init(struct fwd *f)

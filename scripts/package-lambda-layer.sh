@@ -12,7 +12,7 @@
 # Layer layout (Lambda unzips it under /opt):
 #   extensions/NAME  serverless-init, Release build; libuv, zstd, zlib,
 #                    jansson, xxhash and http_parser are linked
-#                    statically, so it maps only libc and libm at exec
+#                    statically, so it maps only libc at exec
 #   lib/             libcurl.so.4 and the libraries it loads, except the C
 #                    library's own; Lambda puts /opt/lib on the library
 #                    path, and the forwarder dlopens libcurl after the

@@ -35,11 +35,26 @@ void sinit_le_init(struct sinit_le *le, bool enabled, uint64_t start_ms,
 #endif
 }
 
+/* round(): half away from zero, without libm (the binary links none).
+ * Exact below 2^52, where x - trunc(x) is exact; above, x is an integer. */
+static double round_away(double x)
+{
+    if (!(fabs(x) < 4503599627370496.0)) /* 2^52; also NaN */
+        return x;
+    int64_t i = (int64_t)x; /* truncates toward zero */
+    double f = x - (double)i;
+    if (f >= 0.5)
+        i++;
+    else if (f <= -0.5)
+        i--;
+    return (double)i;
+}
+
 double sinit_le_cost(double billed_ms, double memory_mb, bool arm64)
 {
     double gb_s = (billed_ms / 1000.0) * (memory_mb / 1024.0);
     double c = PRICE_REQUEST + gb_s * (arm64 ? PRICE_ARM : PRICE_X86);
-    return round(c * 1e12) / 1e12;
+    return round_away(c * 1e12) / 1e12;
 }
 
 static struct sinit_le_req *find(struct sinit_le *le, const char *id)
