@@ -126,6 +126,14 @@ char *cmn_scrub_strdup(const char *s);
 void cmn_scrub_free(void *p);
 
 /* ------------------------------------------------------------------------
+ * frexp and ldexp without libm (cmn_fp.c), with C's results: the binary
+ * links no libm, and libc's own copies bind to libm wherever -lm comes
+ * first on the link line.
+ */
+double cmn_frexp(double x, int *e);
+double cmn_ldexp(double x, int e);
+
+/* ------------------------------------------------------------------------
  * Byte slices and parsing (STYLE.md rule 7). Parsers never need a NUL and
  * never write to their input.
  */

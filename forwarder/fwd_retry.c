@@ -23,9 +23,9 @@ double fwd__backoff_s(const struct fwd_config *cfg, uint32_t n, double r)
 
     if (n == 0)
         return 0;
-    /* 2^n exactly (libc's ldexp: the binary links no libm); past 2^1100
-     * it is +Inf either way */
-    b = cfg->backoff_base * ldexp(1.0, n > 1100 ? 1100 : (int)n);
+    /* 2^n exactly (the binary links no libm); past 2^1100 it is +Inf
+     * either way */
+    b = cfg->backoff_base * cmn_ldexp(1.0, n > 1100 ? 1100 : (int)n);
     if (b > cfg->backoff_max)
         return cfg->backoff_max;
     lo = b / cfg->backoff_factor;
@@ -46,7 +46,7 @@ uint32_t fwd__max_errors(const struct fwd_config *cfg)
         return 0; /* also NaN */
     if (isinf(q))
         return 64;
-    (void)frexp(q, &e);
+    (void)cmn_frexp(q, &e);
     return e > 64 ? 64 : (uint32_t)e;
 }
 
