@@ -102,6 +102,44 @@ Test(start, phases_in_order_with_the_local_sink, .timeout = 60)
     e2e_fini(&e);
 }
 
+/* Without an API key the wrapper maps no shared object but libc (and the
+ * dynamic loader): the small libraries are static, libcurl is loaded only
+ * for a forwarder, and nothing needs libm (aggregator/ddsketch.c,
+ * common/cmn_fp.c). Read from the wrapper's /proc/PID/maps by its child.
+ * Sanitizer runtimes bring their own libraries: not checked there. */
+Test(start, maps_only_libc_without_an_api_key, .timeout = 60)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    cr_skip_test("the sanitizer runtime maps libraries of its own");
+#endif
+    struct e2e e;
+    e2e_init(&e);
+    char cmd[256], maps[128];
+    snprintf(maps, sizeof(maps), "%s/maps", e.dir);
+    snprintf(cmd, sizeof(cmd), "cat /proc/$PPID/maps > %s", maps);
+    const char *args[] = {"/bin/sh", "-c", cmd, NULL};
+    cr_assert_eq(e2e_run(&e, args, 20000), 0);
+    static char text[1 << 16];
+    e2e_read(maps, text, sizeof(text));
+    cr_assert_not_null(strstr(text, "/libc.so.6"), "maps:\n%s", text);
+    for (char *l = text; *l != '\0';) {
+        char *nl = strchr(l, '\n');
+        if (nl != NULL)
+            *nl = '\0';
+        const char *so = strstr(l, ".so");
+        if (so != NULL) {
+            const char *name = strrchr(l, '/');
+            cr_expect(name != NULL && (strncmp(name, "/libc.so", 8) == 0 ||
+                                       strncmp(name, "/ld-linux", 9) == 0),
+                      "mapped: %s", l);
+        }
+        if (nl == NULL)
+            break;
+        l = nl + 1;
+    }
+    e2e_fini(&e);
+}
+
 Test(start, forwarder_and_cloud_after_spawn, .timeout = 60)
 {
     struct e2e e;
