@@ -48,6 +48,9 @@ void agg_sketch_free(struct agg_sketch *s);
  * Agent's norm.min), negative for negative values, clamped to +/-32767 (the
  * Inf keys). Key 1338 (the bias) is 1.0. */
 int16_t agg_sketch_key(double v);
+/* The same key; fast = false computes it with Go's log and division every
+ * time, without agg_sketch_key's division-free fast path (tests). */
+int16_t agg__sketch_key_go(double v, bool fast);
 /* "Lower bound" of key k > 0 as the Agent names it: gamma^(k - bias), which
  * is the geometric centre of the values that get key k (keys round). Key 0
  * is 0, the Inf keys are +/-Inf, negative keys mirror. */

@@ -143,6 +143,62 @@ Test(ddsketch, key_lower_round_trips)
     cr_expect_eq(agg_sketch_key(pow(1.015625, -1337)), 1);
 }
 
+/* Keys right at bin boundaries are Go's: values within a few ulp of
+ * gamma^(j + 1/2), where the rounding of ln(v) decides the key. Reference
+ * keys from Go 1.19 (linux/amd64): RoundToEven(math.Log(v) /
+ * math.Log1p(2.0/128)) + 1338 for v = the bits below; glibc's log gives
+ * the other neighbour for every one of them (211 of 517 392 boundary
+ * probes differed), so this fails with libm's log. The division-free fast
+ * path and Go's own arithmetic must agree on each. */
+Test(ddsketch, boundary_keys_are_go_math_log)
+{
+    static const struct {
+        uint64_t v;
+        int go; /* Go's RoundToEven(Log(v) / lnG), before the bias */
+    } ref[] = {
+        {0x3e8512b134a4dcf6, -1011}, {0x3ed2bfd8b3341c3f, -795},
+        {0x3f052f79c6eb0570, -653},  {0x3f3579de682f515e, -517},
+        {0x3f7588842962b77d, -338},  {0x3fb59733e80fa2d7, -159},
+        {0x3fddb551f1f5b1cf, -50},   {0x403663b24ffc4d16, 200},
+        {0x4091f40679737bfb, 454},   {0x40d711b582e45a67, 650},
+        {0x410406e688c55af4, 775},   {0x4143c57960c639ba, 952},
+    };
+    for (size_t i = 0; i < sizeof(ref) / sizeof(ref[0]); i++) {
+        double v = bits(ref[i].v);
+        cr_expect_eq(agg_sketch_key(v), ref[i].go + BIAS, "key(%.17g)", v);
+        cr_expect_eq(agg__sketch_key_go(v, false), ref[i].go + BIAS,
+                     "exact key(%.17g)", v);
+        cr_expect_eq(agg_sketch_key(-v), -(ref[i].go + BIAS));
+        cr_expect_neq((int)rint(log(v) / 0.015504186535965254), ref[i].go,
+                      "glibc agrees at %.17g: not a boundary case", v);
+    }
+}
+
+/* The fast path (no division) and Go's arithmetic give the same key
+ * everywhere: 1 M log-spaced values over the whole range, and 16 doubles
+ * around each of the first 3 000 bin boundaries. */
+Test(ddsketch, fast_key_matches_go_arithmetic)
+{
+    double v = 9.95e-10;
+    for (int i = 0; i < 1000000; i++, v *= 1.0000457) {
+        if (agg_sketch_key(v) != agg__sketch_key_go(v, false))
+            cr_assert_fail("key(%a): fast %d, Go %d", v, agg_sketch_key(v),
+                           agg__sketch_key_go(v, false));
+    }
+    for (int k = 2; k < 3000; k++) {
+        /* the boundary between key k - 1 and k, as a double */
+        double b = sqrt(agg_sketch_key_lower((int16_t)(k - 1)) *
+                        agg_sketch_key_lower((int16_t)k));
+        for (int t = 0; t < 8; t++)
+            b = nextafter(b, 0);
+        for (int t = 0; t < 16; t++, b = nextafter(b, INFINITY)) {
+            if (agg_sketch_key(b) != agg__sketch_key_go(b, false))
+                cr_assert_fail("key(%a): fast %d, Go %d", b, agg_sketch_key(b),
+                               agg__sketch_key_go(b, false));
+        }
+    }
+}
+
 Test(ddsketch, rejects_nan_inf)
 {
     struct agg_sketch s;
