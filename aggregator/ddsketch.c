@@ -46,19 +46,22 @@
  * default x86-64 target has none).
  */
 
+/* ln 2 split so that k * hi is exact for any exponent k (Go's Ln2Hi and
+ * Ln2Lo) */
+#define SK_LN2_HI 6.93147180369123816490e-01 /* 3fe62e42 fee00000 */
+#define SK_LN2_LO 1.90821492927058770002e-10 /* 3dea39ef 35793c76 */
+
 /* math.Log (log.go, the fdlibm method; log_amd64.s computes the same
  * operations in the same order), for finite, normal v > 0. */
 static double sk_go_log(double v)
 {
-    const double ln2_hi = 6.93147180369123816490e-01, /* 3fe62e42 fee00000 */
-        ln2_lo = 1.90821492927058770002e-10,          /* 3dea39ef 35793c76 */
-        l1 = 6.666666666666735130e-01,                /* 3FE55555 55555593 */
-        l2 = 3.999999999940941908e-01,                /* 3FD99999 9997FA04 */
-        l3 = 2.857142874366239149e-01,                /* 3FD24924 94229359 */
-        l4 = 2.222219843214978396e-01,                /* 3FCC71C5 1D8E78AF */
-        l5 = 1.818357216161805012e-01,                /* 3FC74664 96CB03DE */
-        l6 = 1.531383769920937332e-01,                /* 3FC39A09 D078C69F */
-        l7 = 1.479819860511658591e-01;                /* 3FC2F112 DF3E5244 */
+    const double l1 = 6.666666666666735130e-01, /* 3FE55555 55555593 */
+        l2 = 3.999999999940941908e-01,          /* 3FD99999 9997FA04 */
+        l3 = 2.857142874366239149e-01,          /* 3FD24924 94229359 */
+        l4 = 2.222219843214978396e-01,          /* 3FCC71C5 1D8E78AF */
+        l5 = 1.818357216161805012e-01,          /* 3FC74664 96CB03DE */
+        l6 = 1.531383769920937332e-01,          /* 3FC39A09 D078C69F */
+        l7 = 1.479819860511658591e-01;          /* 3FC2F112 DF3E5244 */
     /* Frexp of a normal v (v >= SK_MIN_VALUE, finite), inline: this is
      * the hot path of every distribution sample */
     uint64_t u;
@@ -76,7 +79,7 @@ static double sk_go_log(double v)
     double t1 = s2 * (l1 + s4 * (l3 + s4 * (l5 + s4 * l7)));
     double t2 = s4 * (l2 + s4 * (l4 + s4 * l6));
     double r = t1 + t2, hfsq = 0.5 * f * f;
-    return k * ln2_hi - ((hfsq - (s * (hfsq + r) + k * ln2_lo)) - f);
+    return k * SK_LN2_HI - ((hfsq - (s * (hfsq + r) + k * SK_LN2_LO)) - f);
 }
 
 /* math.Pow(x, y) for finite x > 0, x != 1, and an integer y (pow.go:
@@ -179,8 +182,6 @@ __attribute__((constructor)) static void sk_tab_init(void)
 /* ln(v) / SK_LN_GAMMA within 2e-11, for finite, normal v > 0. */
 static inline double sk_ratio_fast(double v)
 {
-    const double ln2_hi = 6.93147180369123816490e-01, /* low 32 bits zero */
-        ln2_lo = 1.90821492927058770002e-10;
     uint64_t u;
     memcpy(&u, &v, sizeof(u));
     uint64_t frac = u & 0x000fffffffffffffu;
@@ -195,7 +196,7 @@ static inline double sk_ratio_fast(double v)
         r * (1 + r * (-0.5 + r * (1.0 / 3 +
                                   r * (-0.25 + r * (0.2 + r * (-1.0 / 6))))));
     double de = (double)e;
-    double l = de * ln2_hi + (sk_tab_log[i] + (p + de * ln2_lo));
+    double l = de * SK_LN2_HI + (sk_tab_log[i] + (p + de * SK_LN2_LO));
     return l * SK_INV_LN_GAMMA;
 }
 
