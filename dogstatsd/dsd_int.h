@@ -48,9 +48,10 @@ struct dsd__dgram {
 
     struct dsd__ring ring;
     pthread_t thread;
-    bool thread_live;           /* created and not yet joined */
-    int wake_fd;                /* eventfd: stop, sync request, space freed */
-    _Atomic int stop;           /* the thread exits at its next wake-up */
+    bool thread_live; /* created and not yet joined */
+    int wake_fd;      /* eventfd: stop, sync request, space freed */
+    _Atomic int stop; /* the thread exits at its next wake-up */
+    _Atomic int done; /* the thread's last act: it touches nothing after */
     _Atomic int consumer_ready; /* async initialised: the thread may wake
                                    the loop */
     _Atomic int prio;           /* set by the thread: enum dsd__prio */
