@@ -50,8 +50,8 @@ struct dp__queue {
     size_t max_record; /* largest text accepted: cap / 4 */
 };
 
-/* Maps cap bytes (rounded down to 8), reserved in the memory budget
- * (cmn_budget_reserve). 0, UV_EINVAL (below DP_Q_MIN_SIZE) or
+/* Allocates cap bytes (rounded down to 8) through cmn_calloc: counted in
+ * the memory budget's used bytes. 0, UV_EINVAL (below DP_Q_MIN_SIZE) or
  * UV_ENOMEM. */
 int dp__queue_init(struct dp__queue *q, size_t cap);
 void dp__queue_free(struct dp__queue *q);

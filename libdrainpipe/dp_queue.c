@@ -12,7 +12,6 @@
 
 #include <sched.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "common.h"
 
@@ -32,19 +31,11 @@ int dp__queue_init(struct dp__queue *q, size_t cap)
     cap &= ~(size_t)7u;
     if (cap < DP_Q_MIN_SIZE)
         return UV_EINVAL;
-    /* A mapping of its own: zero pages, touched only as records reach
-     * them (a calloc'd block from the heap is written whole at start-up:
-     * 16 page faults and 64 KiB of RSS in a wrapper that may never use
-     * the queue). The budget holds its size. */
-    if (cmn_budget_reserve(cap) != 0)
+    /* at least DP_Q_MIN_SIZE: cmn_calloc maps it as fresh zero pages,
+     * touched only as records reach them */
+    q->base = cmn_calloc(1, cap);
+    if (q->base == NULL)
         return UV_ENOMEM;
-    void *m = mmap(NULL, cap, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (m == MAP_FAILED) {
-        cmn_budget_release(cap);
-        return UV_ENOMEM;
-    }
-    q->base = m;
     q->cap = cap;
     q->max_record = cap / 4;
     atomic_init(&q->head, 0);
@@ -55,10 +46,7 @@ int dp__queue_init(struct dp__queue *q, size_t cap)
 
 void dp__queue_free(struct dp__queue *q)
 {
-    if (q->base != NULL) {
-        munmap(q->base, q->cap);
-        cmn_budget_release(q->cap);
-    }
+    cmn_free(q->base);
     q->base = NULL;
     q->cap = 0;
 }
