@@ -86,27 +86,41 @@ static size_t budget_slots(struct dsd__ring *r, size_t off, size_t slot,
     return have > off ? (have - off) / slot : 0;
 }
 
+/* The second largest of a, b and c: a depth reached in two of three
+ * windows. */
+static size_t second_largest(size_t a, size_t b, size_t c)
+{
+    size_t lo = a < b ? a : b, hi = a < b ? b : a;
+    size_t m = hi < c ? hi : c;
+    return lo > m ? lo : m;
+}
+
+/* Ends the keep window if it is over (and the empty windows after it). */
+static void depth_roll(struct dsd__ring *r)
+{
+    uint64_t now = cmn_mono_ns() / 1000000u;
+    uint64_t gone = (now - r->depth_at_ms) / r->keep_ms;
+    if (gone == 0)
+        return;
+    r->depth_prev2 = gone == 1 ? r->depth_prev : gone == 2 ? r->depth_cur : 0;
+    r->depth_prev = gone == 1 ? r->depth_cur : 0;
+    r->depth_cur = 0;
+    r->depth_at_ms = now;
+}
+
 /* At an early wrap (the consumer keeps up again) the pages from `from` to
  * the highest offset ever written hold only a past backlog's data, and the
- * consumer will not read them in this lap: those past the depth reached in
- * the last one or two keep windows (DSD_RING_KEEP_MS) are given back (and
- * their budget reservation) when they are DSD_RING_SHED_MIN or more.
- * Without this the ring's resident size is the largest backlog since the
- * last idle trim, which under steady traffic never comes: RSS that only
- * grows. */
+ * consumer will not read them in this lap: those past the depth that
+ * recurs (reached in two of the last three keep windows, DSD_RING_KEEP_MS)
+ * are given back (and their budget reservation) when they are
+ * DSD_RING_SHED_MIN or more. Without this the ring's resident size is the
+ * largest backlog since the last idle trim, which under steady traffic
+ * never comes: RSS that only grows. */
 static void ring_shed(struct dsd__ring *r, size_t from)
 {
     size_t keep = 0;
-    if (r->keep_ms > 0) {
-        uint64_t now = cmn_mono_ns() / 1000000u;
-        if (now - r->depth_at_ms >= r->keep_ms) { /* a new window */
-            r->depth_prev =
-                now - r->depth_at_ms >= 2 * r->keep_ms ? 0 : r->depth_cur;
-            r->depth_cur = 0;
-            r->depth_at_ms = now;
-        }
-        keep = r->depth_cur > r->depth_prev ? r->depth_cur : r->depth_prev;
-    }
+    if (r->keep_ms > 0)
+        keep = second_largest(r->depth_cur, r->depth_prev, r->depth_prev2);
     if (keep > from)
         from = keep;
     size_t pg = page_size();
@@ -153,6 +167,11 @@ size_t dsd__ring_reserve(struct dsd__ring *r, size_t slot_data,
             if (free_b < contig + slot)
                 return 0;
             put_hdr(r->base + off, 0, DSD_RING_F_PAD);
+            if (r->keep_ms > 0) { /* the lap went as deep as off */
+                depth_roll(r);
+                if (off > r->depth_cur)
+                    r->depth_cur = off;
+            }
             if (early)
                 ring_shed(r, off + DSD_RING_HDR);
             head += contig;
@@ -190,8 +209,6 @@ size_t dsd__ring_pack(struct dsd__ring *r, char *at,
     size_t hi = (size_t)(w - r->base);
     if (hi > r->touched)
         r->touched = hi;
-    if (hi > r->depth_cur)
-        r->depth_cur = hi;
     size_t bytes = (size_t)(w - at);
     uint64_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
     atomic_store_explicit(&r->head, head + bytes, memory_order_release);
@@ -257,7 +274,7 @@ size_t dsd__ring_trim(struct dsd__ring *r)
     if (madvise(r->base, n, MADV_DONTNEED) != 0)
         return 0;
     r->touched = 0;
-    r->depth_cur = r->depth_prev = 0; /* idle: nothing to keep */
+    r->depth_cur = r->depth_prev = r->depth_prev2 = 0; /* idle: none */
     cmn_budget_release(r->budgeted);
     r->budgeted = 0;
     return n;

@@ -47,11 +47,14 @@
  * bytes (dsd_ring.c ring_shed): one madvise per large backlog, not per
  * lap. */
 #define DSD_RING_SHED_MIN ((size_t)1 << 20)
-/* The depth the ring reached in the last DSD_RING_KEEP_MS to 2 x that is
- * kept resident at an early wrap: a backlog that recurs (at every flush,
- * while the loop serializes) finds its pages in place, and RSS stays flat
- * instead of following each backlog up and down by megabytes (the soak);
- * a depth not reached again for that long is given back. */
+/* Keep windows of DSD_RING_KEEP_MS: at an early wrap, a depth the ring
+ * reached in two of the last three windows (the current one included) is
+ * kept resident. A backlog that recurs (at every flush, while the loop
+ * serializes) then finds its pages in place, and RSS stays flat instead of
+ * following each backlog up and down by megabytes (the soak); a backlog
+ * seen once (the start of a sidecar interning 100 000 new contexts, one
+ * stall of the loop's CPU) is given back at the next early wrap instead of
+ * adding its megabytes to every later peak for a minute. */
 #define DSD_RING_KEEP_MS 30000u
 #define DSD_RING_F_TRUNC 1u /* the datagram did not fit: data dropped */
 #define DSD_RING_F_PAD 2u   /* skip to the start of the mapping */
@@ -64,8 +67,10 @@ struct dsd__ring {
     _Atomic uint64_t head;    /* bytes ever published */
     uint64_t tail_cache;      /* producer's view of tail */
     size_t touched;           /* highest offset written since the last trim */
-    size_t depth_cur;         /* highest offset written in this keep window */
+    size_t depth_cur;         /* deepest lap (its wrap offset) in this keep
+                                 window */
     size_t depth_prev;        /* ... in the previous one */
+    size_t depth_prev2;       /* ... in the one before */
     uint64_t depth_at_ms;     /* when this keep window started */
     uint64_t keep_ms;         /* DSD_RING_KEEP_MS (0: keep nothing) */
     _Atomic int prod_waiting; /* producer sleeps until space is freed */
