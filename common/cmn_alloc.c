@@ -76,6 +76,30 @@ static size_t big_map_size(size_t size);
 #define CMN_CALLOC_MAPS 1
 #endif
 
+/* cmn_alloc_exiting: a process that exits after its drain keeps its big
+ * blocks instead of unmapping each (the kernel frees them at exit). */
+static atomic_bool exiting;
+static atomic_size_t exit_kept; /* bytes kept so far */
+
+void cmn_alloc_exiting(void)
+{
+    if (CMN_CALLOC_MAPS) /* not under AddressSanitizer */
+        atomic_store_explicit(&exiting, true, memory_order_relaxed);
+}
+
+bool cmn_alloc_keep_at_exit(size_t bytes)
+{
+    if (!atomic_load_explicit(&exiting, memory_order_relaxed))
+        return false;
+    size_t k = atomic_load_explicit(&exit_kept, memory_order_relaxed);
+    do {
+        if (bytes > CMN_EXIT_KEEP_MAX - k)
+            return false;
+    } while (!atomic_compare_exchange_weak_explicit(
+        &exit_kept, &k, k + bytes, memory_order_relaxed, memory_order_relaxed));
+    return true;
+}
+
 void *cmn_calloc(size_t n, size_t size)
 {
     if (size == 0 || n == 0 || n > CMN_ALLOC_MAX / size || should_fail())
@@ -157,6 +181,9 @@ void cmn_free(void *p)
     size_t size, m = mapped_size(base);
     memcpy(&size, base, sizeof(size));
     atomic_fetch_sub(&live_bytes, size);
+    if ((m != 0 || size >= CMN_EXIT_KEEP_MIN) &&
+        cmn_alloc_keep_at_exit(m != 0 ? m : size))
+        return; /* exit takes it */
     if (m != 0)
         munmap(base, m);
     else
@@ -332,7 +359,8 @@ void cmn_free_big(void *p)
         return;
     }
     atomic_fetch_sub(&live_bytes, size);
-    munmap(base, reserved);
+    if (!cmn_alloc_keep_at_exit(size)) /* else exit takes it */
+        munmap(base, reserved);
 }
 
 char *cmn_strndup(const char *s, size_t len)

@@ -53,7 +53,9 @@ void dsd__ring_free(struct dsd__ring *r)
 {
     cmn_budget_release(r->budgeted);
     r->budgeted = 0;
-    if (r->base != NULL)
+    /* past its touched pages the mapping holds none: the exit takes it
+     * when that much may be left to it */
+    if (r->base != NULL && !cmn_alloc_keep_at_exit(r->touched))
         munmap(r->base, r->cap);
     r->base = NULL;
     r->cap = 0;

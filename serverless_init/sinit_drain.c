@@ -163,6 +163,9 @@ void sinit__begin_stop(struct sinit_app *a)
         sinit__close_handles(a);
         return;
     }
+    /* the process ends with this drain: big blocks freed from here on
+     * are left to the exit (common.h) */
+    cmn_alloc_exiting();
     uint64_t left = budget_left_ms(a);
     int err =
         dp_stop_async(a->p, left > UINT32_MAX ? UINT32_MAX : (uint32_t)left,

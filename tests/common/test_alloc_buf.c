@@ -4,6 +4,7 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -136,6 +137,57 @@ Test(alloc, large_calloc_touches_no_page_until_used)
     cmn_free(r);
     cmn_free(small);
     cr_expect_eq(cmn_alloc_live_bytes(), base);
+}
+
+/* Whether the page at p is mapped (mincore fails with ENOMEM where
+ * nothing is). */
+static bool mapped(const void *p)
+{
+    unsigned char v;
+    void *pg = (void *)((uintptr_t)p / 4096 * 4096);
+    return mincore(pg, 4096, &v) == 0;
+}
+
+/* Once the process is exiting, a freed mapping stays mapped (the exit
+ * takes it, without a munmap each), up to CMN_EXIT_KEEP_MAX bytes in all;
+ * past the cap, blocks are given back as before. Live bytes are counted
+ * as freed either way. */
+Test(alloc, exiting_leaves_big_blocks_to_the_exit)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    cmn_alloc_exiting();
+    cr_assert_not(cmn_alloc_keep_at_exit(4096), "ASan: every block freed");
+    return;
+#endif
+    size_t base = cmn_alloc_live_bytes();
+    const size_t len = 512 << 10;
+    unsigned char *before = cmn_calloc(1, len);
+    cr_assert_not_null(before);
+    before[0] = 1;
+    cr_assert_not(cmn_alloc_keep_at_exit(4096), "not exiting yet");
+    cmn_free(before); /* given back at once */
+    cr_expect_not(mapped(before));
+
+    cmn_alloc_exiting();
+    unsigned char *kept[8];
+    size_t n = 0;
+    for (; n < 8; n++) {
+        kept[n] = cmn_calloc(1, len);
+        cr_assert_not_null(kept[n]);
+        kept[n][len - 1] = 2;
+    }
+    for (size_t i = 0; i < n; i++)
+        cmn_free(kept[i]);
+    cr_expect_eq(cmn_alloc_live_bytes(), base);
+    /* the first blocks up to the cap stay mapped, the rest are gone */
+    size_t stayed = 0;
+    for (size_t i = 0; i < n; i++)
+        stayed += mapped(kept[i]);
+    size_t block = len + 4096; /* the header's page */
+    cr_expect_eq(stayed, CMN_EXIT_KEEP_MAX / block, "stayed %zu", stayed);
+    cr_expect(mapped(kept[0]));
+    cr_expect_not(mapped(kept[n - 1]));
+    cr_expect_not(cmn_alloc_keep_at_exit(CMN_EXIT_KEEP_MAX));
 }
 
 /* cmn_populate maps pages in (resident by mincore) and leaves what they
