@@ -45,6 +45,7 @@ int dsd__ring_init(struct dsd__ring *r, size_t cap)
     atomic_init(&r->tail, 0);
     atomic_init(&r->prod_waiting, 0);
     r->keep_ms = DSD_RING_KEEP_MS;
+    r->keep_hold = DSD_RING_KEEP_HOLD;
     r->depth_at_ms = cmn_mono_ns() / 1000000u;
     return 0;
 }
@@ -104,25 +105,41 @@ static void depth_roll(struct dsd__ring *r)
     uint64_t gone = (now - r->depth_at_ms) / r->keep_ms;
     if (gone == 0)
         return;
-    r->depth_prev2 = gone == 1 ? r->depth_prev : gone == 2 ? r->depth_cur : 0;
-    r->depth_prev = gone == 1 ? r->depth_cur : 0;
-    r->depth_cur = 0;
+    const size_t n = DSD_RING_KEEP_WINDOWS;
+    size_t g = gone < n ? (size_t)gone : n;
+    memmove(r->depth + g, r->depth, (n - g) * sizeof(r->depth[0]));
+    memset(r->depth, 0, g * sizeof(r->depth[0]));
     r->depth_at_ms = now;
+}
+
+/* The depth to keep resident: the deepest that recurred (two of three
+ * consecutive windows) within the last keep_hold windows. */
+static size_t depth_keep(const struct dsd__ring *r)
+{
+    size_t keep = 0, hold = r->keep_hold;
+    if (hold > DSD_RING_KEEP_HOLD)
+        hold = DSD_RING_KEEP_HOLD;
+    for (size_t i = 0; i < hold; i++) {
+        size_t d =
+            second_largest(r->depth[i], r->depth[i + 1], r->depth[i + 2]);
+        if (d > keep)
+            keep = d;
+    }
+    return keep;
 }
 
 /* At an early wrap (the consumer keeps up again) the pages from `from` to
  * the highest offset ever written hold only a past backlog's data, and the
  * consumer will not read them in this lap: those past the depth that
- * recurs (reached in two of the last three keep windows, DSD_RING_KEEP_MS)
- * are given back (and their budget reservation) when they are
- * DSD_RING_SHED_MIN or more. Without this the ring's resident size is the
+ * recurs (depth_keep) are given back (and their budget reservation) when they
+ * are DSD_RING_SHED_MIN or more. Without this the ring's resident size is the
  * largest backlog since the last idle trim, which under steady traffic
  * never comes: RSS that only grows. */
 static void ring_shed(struct dsd__ring *r, size_t from)
 {
     size_t keep = 0;
     if (r->keep_ms > 0)
-        keep = second_largest(r->depth_cur, r->depth_prev, r->depth_prev2);
+        keep = depth_keep(r);
     if (keep > from)
         from = keep;
     size_t pg = page_size();
@@ -171,8 +188,8 @@ size_t dsd__ring_reserve(struct dsd__ring *r, size_t slot_data,
             put_hdr(r->base + off, 0, DSD_RING_F_PAD);
             if (r->keep_ms > 0) { /* the lap went as deep as off */
                 depth_roll(r);
-                if (off > r->depth_cur)
-                    r->depth_cur = off;
+                if (off > r->depth[0])
+                    r->depth[0] = off;
             }
             if (early)
                 ring_shed(r, off + DSD_RING_HDR);
@@ -276,7 +293,7 @@ size_t dsd__ring_trim(struct dsd__ring *r)
     if (madvise(r->base, n, MADV_DONTNEED) != 0)
         return 0;
     r->touched = 0;
-    r->depth_cur = r->depth_prev = r->depth_prev2 = 0; /* idle: none */
+    memset(r->depth, 0, sizeof(r->depth)); /* idle: nothing to keep */
     cmn_budget_release(r->budgeted);
     r->budgeted = 0;
     return n;

@@ -48,14 +48,17 @@
  * lap. */
 #define DSD_RING_SHED_MIN ((size_t)1 << 20)
 /* Keep windows of DSD_RING_KEEP_MS: at an early wrap, a depth the ring
- * reached in two of the last three windows (the current one included) is
- * kept resident. A backlog that recurs (at every flush, while the loop
- * serializes) then finds its pages in place, and RSS stays flat instead of
- * following each backlog up and down by megabytes (the soak); a backlog
- * seen once (the start of a sidecar interning 100 000 new contexts, one
- * stall of the loop's CPU) is given back at the next early wrap instead of
- * adding its megabytes to every later peak for a minute. */
+ * reached in two of three consecutive windows (a backlog that recurs: the
+ * loop serializing a flush every 10 s) is kept resident for
+ * DSD_RING_KEEP_HOLD windows after it last recurred. Such a backlog then
+ * finds its pages in place, and RSS stays flat instead of following each
+ * backlog up and down by megabytes (the soak); a backlog seen once (the
+ * start of a sidecar interning 100 000 new contexts, one stall of the
+ * loop's CPU) is given back at the next early wrap instead of adding its
+ * megabytes to every later peak. */
 #define DSD_RING_KEEP_MS 30000u
+#define DSD_RING_KEEP_HOLD 10u
+#define DSD_RING_KEEP_WINDOWS (DSD_RING_KEEP_HOLD + 2)
 #define DSD_RING_F_TRUNC 1u /* the datagram did not fit: data dropped */
 #define DSD_RING_F_PAD 2u   /* skip to the start of the mapping */
 
@@ -64,15 +67,15 @@
  * so the two threads never write the same cache line. */
 struct dsd__ring {
     /* producer's fields */
-    _Atomic uint64_t head;    /* bytes ever published */
-    uint64_t tail_cache;      /* producer's view of tail */
-    size_t touched;           /* highest offset written since the last trim */
-    size_t depth_cur;         /* deepest lap (its wrap offset) in this keep
-                                 window */
-    size_t depth_prev;        /* ... in the previous one */
-    size_t depth_prev2;       /* ... in the one before */
+    _Atomic uint64_t head; /* bytes ever published */
+    uint64_t tail_cache;   /* producer's view of tail */
+    size_t touched;        /* highest offset written since the last trim */
+    /* deepest lap (its wrap offset) in each keep window: [0] this one,
+     * [1] the one before... */
+    size_t depth[DSD_RING_KEEP_WINDOWS];
     uint64_t depth_at_ms;     /* when this keep window started */
     uint64_t keep_ms;         /* DSD_RING_KEEP_MS (0: keep nothing) */
+    uint32_t keep_hold;       /* DSD_RING_KEEP_HOLD (tests: fewer) */
     _Atomic int prod_waiting; /* producer sleeps until space is freed */
     size_t budgeted;          /* bytes after DSD_RING_FLOOR reserved from the
                                  memory budget */

@@ -320,26 +320,32 @@ Test(ring, early_wrap_gives_a_one_off_backlog_back)
     dsd__ring_free(&big);
 }
 
-/* A depth reached in two of the last three windows recurs (at every flush,
- * while the loop serializes): its pages stay resident at the early wraps
- * that follow (flat RSS), and are given back once the ring has not reached
- * it for more than two windows. */
+/* A depth reached in two of three consecutive windows recurs (at every
+ * flush, while the loop serializes): its pages stay resident at the early
+ * wraps that follow (flat RSS) for keep_hold windows after it last
+ * recurred, and are given back after that. */
 Test(ring, early_wrap_keeps_a_recurring_depth)
 {
     struct dsd__ring big;
     cr_assert_eq(dsd__ring_init(&big, (size_t)4 << 20), 0);
-    big.keep_ms = 300; /* the test's window */
+    cr_assert_eq(big.keep_hold, DSD_RING_KEEP_HOLD);
+    big.keep_ms = 200; /* the test's windows */
+    big.keep_hold = 3;
     backlog_3mib(&big);
     laps_to(&big, 2);
     cr_assert_lt(big.touched, (size_t)600 << 10, "once: given back");
-    sleep_ms(330); /* the next window: the backlog comes again */
+    sleep_ms(220); /* the next window: the backlog comes again */
     backlog_3mib(&big);
     laps_to(&big, 4);
     cr_assert_geq(big.touched, (size_t)3 << 20, "touched %zu", big.touched);
     cr_assert(resident(&big, (size_t)2 << 20));
     cr_assert(resident(&big, ((size_t)3 << 20) - 4096));
-    sleep_ms(960); /* past three windows without it */
+    sleep_ms(450); /* two windows without it: still held */
     laps_to(&big, 5);
+    cr_assert_geq(big.touched, (size_t)3 << 20, "touched %zu", big.touched);
+    cr_assert(resident(&big, (size_t)2 << 20));
+    sleep_ms(1100); /* past the hold */
+    laps_to(&big, 6);
     cr_assert_lt(big.touched, (size_t)600 << 10, "touched %zu", big.touched);
     cr_assert_not(resident(&big, (size_t)2 << 20));
     cr_assert_not(resident(&big, ((size_t)3 << 20) - 4096));
