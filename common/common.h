@@ -21,7 +21,7 @@
 
 /* drainpipe's own version, and the Datadog Agent version whose behaviour and
  * headers (DD-Agent-Version, User-Agent) it reproduces. */
-#define CMN_VERSION "0.3.0"
+#define CMN_VERSION "0.3.1"
 #define CMN_AGENT_VERSION "7.60.0"
 
 /* ------------------------------------------------------------------------

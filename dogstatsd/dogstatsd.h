@@ -251,6 +251,9 @@ int dsd_start(struct dsd *s) CMN_MUST_CHECK;
 int dsd_set_sink(struct dsd *s, const struct dsd_sink *sink) CMN_MUST_CHECK;
 /* The bound UDP port (useful with port -1), or 0 if UDP is off. */
 int dsd_udp_port(const struct dsd *s);
+/* The smallest effective receive buffer (SO_RCVBUF, bytes) of the bound
+ * datagram sockets (UDP, Unix datagram); INT_MAX when none is bound. */
+int dsd_rcvbuf_min(const struct dsd *s);
 
 /* Processes one packet as if it had arrived on a listener (used by the
  * listeners themselves, by tests, benchmarks and embedders): splits it into

@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -475,6 +476,16 @@ out_started:
     if (s->nlive == 0)
         s->started = false;
     return rc;
+}
+
+int dsd_rcvbuf_min(const struct dsd *s)
+{
+    int m = INT_MAX;
+    if ((s->udp.fd >= 0 || s->udp.live) && s->rcvbuf_udp < m)
+        m = s->rcvbuf_udp;
+    if ((s->uds.fd >= 0 || s->uds.live) && s->rcvbuf_uds < m)
+        m = s->rcvbuf_uds;
+    return m;
 }
 
 int dsd_set_sink(struct dsd *s, const struct dsd_sink *sink)

@@ -43,7 +43,7 @@ extern "C" {
 /* The library's version, as built (dp_version() gives the one linked). */
 #define DP_VERSION_MAJOR 0
 #define DP_VERSION_MINOR 3
-#define DP_VERSION_PATCH 0
+#define DP_VERSION_PATCH 1
 
 /* Error codes. The errno-based ones are the values libuv uses on Linux
  * (negated errno), so a libuv host sees the same numbers. */
@@ -64,7 +64,7 @@ typedef struct dp_pipeline dp_pipeline;
 /* Static English text for any code above or any negative errno; never
  * NULL. Any thread. */
 DP_EXPORT const char *dp_strerror(int err);
-/* "0.3.0": the version of the library linked. Any thread. */
+/* "0.3.1": the version of the library linked. Any thread. */
 DP_EXPORT const char *dp_version(void);
 
 /* ------------------------------------------------------------------------
@@ -321,6 +321,17 @@ struct dp_bind_report {
  * that bind run and the others are listed in the report; when none binds
  * the pipeline still starts (fed by dp_submit only). */
 #define DP_BIND_ALL_OR_NOTHING 1u
+/* dp_bind_on_loop flag (since 0.3.1): when every datagram listener's socket
+ * got a receive buffer of at least DP_RECEIVE_LATE_MIN_RCVBUF bytes, the
+ * receive threads start with dp_start_bound instead of at the bind, and
+ * the kernel holds what clients send until then (thousands of
+ * datagrams); with a smaller buffer they start at the bind, as without
+ * the flag. For a host whose first work after binding is
+ * latency-critical and that calls dp_start_bound right after it:
+ * serverless-init spawns its child in between, and creating the threads
+ * (their stacks, rings and scratch) cost that spawn 0.3-0.6 ms. */
+#define DP_BIND_RECEIVE_LATE 2u
+#define DP_RECEIVE_LATE_MIN_RCVBUF (1 << 20)
 
 /* Step one: binds the listeners of cfg on loop (the host's, as
  * dp_start_on_loop) and starts their receive threads. Call on the loop's

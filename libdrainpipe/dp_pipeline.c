@@ -635,7 +635,7 @@ int dp_bind_on_loop(const dp_config *cfg, struct uv_loop_s *loop,
     if (rep != NULL)
         memset(rep, 0, sizeof(*rep));
     if (cfg == NULL || loop == NULL || out == NULL ||
-        (flags & ~DP_BIND_ALL_OR_NOTHING) != 0)
+        (flags & ~(DP_BIND_ALL_OR_NOTHING | DP_BIND_RECEIVE_LATE)) != 0)
         return UV_EINVAL;
     struct dp__settings *s = cmn_calloc(1, sizeof(*s));
     if (s == NULL)
@@ -664,8 +664,11 @@ int dp_bind_on_loop(const dp_config *cfg, struct uv_loop_s *loop,
     }
     report_bind(&lr, rep);
     /* The receive threads only move datagrams into the rings; parsing
-     * waits for dp_start_bound. */
-    if (lc_pipeline_receive(p->lp) != 0)
+     * waits for dp_start_bound. With DP_BIND_RECEIVE_LATE and buffers the
+     * kernel can hold a start's traffic in, they wait for it too. */
+    bool late = (flags & DP_BIND_RECEIVE_LATE) != 0 &&
+                lc_pipeline_rcvbuf_min(p->lp) >= DP_RECEIVE_LATE_MIN_RCVBUF;
+    if (!late && lc_pipeline_receive(p->lp) != 0)
         CMN_LOGD(COMP, "receive threads start with the pipeline");
     handles_init(p);
     p->pending = s;
@@ -703,6 +706,9 @@ int dp_start_bound(dp_pipeline *p)
         return CMN_ESTOPPED;
     struct dp__settings *s = p->pending;
     p->pending = NULL;
+    /* the receive threads first, when DP_BIND_RECEIVE_LATE left them */
+    if (lc_pipeline_receive(p->lp) != 0)
+        CMN_LOGD(COMP, "receive threads start with the pipeline");
     apply_tags(p, s);
     int rc = dp__queue_init(&p->q, s->queue_size);
     if (rc == 0)

@@ -11,6 +11,7 @@
  */
 #include "lifecycle.h"
 
+#include <limits.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -694,6 +695,13 @@ int lc_pipeline_udp_port(const struct lc_pipeline *p)
     if (p->dc == NULL || !p->dc->bound || p->dc->stop_called)
         return 0;
     return dsd_udp_port(p->dsd);
+}
+
+int lc_pipeline_rcvbuf_min(const struct lc_pipeline *p)
+{
+    if (p->dc == NULL || !p->dc->bound || p->dc->stop_called)
+        return INT_MAX;
+    return dsd_rcvbuf_min(p->dsd);
 }
 
 bool lc_pipeline_is_local(const struct lc_pipeline *p)

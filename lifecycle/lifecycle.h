@@ -278,6 +278,9 @@ int lc_pipeline_start(struct lc_pipeline *p) CMN_MUST_CHECK;
 struct agg *lc_pipeline_agg(struct lc_pipeline *p);
 /* The bound UDP port, 0 if UDP is off or not started. */
 int lc_pipeline_udp_port(const struct lc_pipeline *p);
+/* The smallest effective receive buffer of the bound datagram sockets
+ * (dsd_rcvbuf_min); INT_MAX when none is bound. */
+int lc_pipeline_rcvbuf_min(const struct lc_pipeline *p);
 /* true when the pipeline sends to the local sink, not the forwarder. */
 bool lc_pipeline_is_local(const struct lc_pipeline *p);
 /* Flush now (the Lambda extension's end-of-invocation flush): (a) parses

@@ -730,8 +730,9 @@ static void prepare_active(struct lx *x, const char **why)
     checkpoint(x, "telemetry_listening");
     /* all or nothing: a listener that cannot bind is a failed start, as
      * before; nothing is left open then */
-    err =
-        dp_bind_on_loop(x->cfg, &x->loop, DP_BIND_ALL_OR_NOTHING, NULL, &x->p);
+    err = dp_bind_on_loop(x->cfg, &x->loop,
+                          DP_BIND_ALL_OR_NOTHING | DP_BIND_RECEIVE_LATE, NULL,
+                          &x->p);
     if (err != 0) {
         x->p = NULL;
         *why = "the DogStatsD listener cannot bind";

@@ -217,7 +217,9 @@ static int listen_all(struct sinit_app *a, bool retry)
     /* a retry (in a timer callback) is all or nothing: the start-up
      * already said which listener fails */
     int err = dp_bind_on_loop(a->cfg, &a->loop,
-                              retry ? DP_BIND_ALL_OR_NOTHING : 0, &rep, &a->p);
+                              DP_BIND_RECEIVE_LATE |
+                                  (retry ? DP_BIND_ALL_OR_NOTHING : 0),
+                              &rep, &a->p);
     cmn_log_divert_errors(NULL, 0);
     if (err != 0) {
         a->p = NULL;

@@ -10,8 +10,10 @@
  * pipeline whose every listener failed still takes in-process lines.
  */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <netinet/in.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -181,7 +183,8 @@ Test(twostep, bind_report_names_the_listener_that_failed, .timeout = 60)
     cr_assert_eq(dp_bind_on_loop(c, &loop, DP_BIND_ALL_OR_NOTHING, &rep, &p),
                  UV_EADDRINUSE);
     cr_assert_null(p);
-    cr_assert_eq(dp_bind_on_loop(c, &loop, 2u, &rep, &p), DP_EINVAL);
+    cr_assert_eq(dp_bind_on_loop(c, &loop, 4u, &rep, &p),
+                 DP_EINVAL); /* unknown */
 
     /* the others run; the report names the one that did not bind */
     cr_assert_eq(dp_bind_on_loop(c, &loop, 0, &rep, &p), 0);
@@ -293,4 +296,84 @@ Test(twostep, profiles_set_their_forced_values, .timeout = 60)
     cr_assert_eq(dp_config_new(&c), 0);
     cr_assert_eq(dp_config_set(c, "drainpipe_profile", "agent"), DP_EINVAL);
     dp_config_free(c);
+}
+
+/* Threads of this process. */
+static int threads(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    cr_assert_not_null(d);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* The receive buffer the kernel gives a UDP socket that asks for bytes
+ * the way the listeners do (SO_RCVBUFFORCE where permitted, then
+ * SO_RCVBUF, which rmem_max caps). */
+static int rcvbuf_for(int bytes)
+{
+    int fd = socket(AF_INET, SOCK_DGRAM, 0), eff = 0;
+    cr_assert_geq(fd, 0);
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof(bytes)) != 0)
+        (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof(bytes));
+    socklen_t l = sizeof(eff);
+    cr_assert_eq(getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &eff, &l), 0);
+    close(fd);
+    return eff;
+}
+
+static void stop_now(uv_timer_t *t)
+{
+    struct run *r = t->data;
+    cr_assert_eq(dp_stop_async(r->p, 5000, on_stopped, r), 0);
+    uv_close((uv_handle_t *)t, closed);
+}
+
+/* DP_BIND_RECEIVE_LATE: with a receive buffer of 1 MiB or more the bind
+ * starts no thread (the kernel holds the datagrams sent before the
+ * start, and all arrive); with a small one the receive thread starts at
+ * the bind, as without the flag. Which case a buffer falls in is decided
+ * from what the kernel grants here (rmem_max, CAP_NET_ADMIN). */
+Test(twostep, receive_late_starts_the_threads_with_the_pipeline, .timeout = 60)
+{
+    const char *asks[] = {"4194304", "65536"};
+    const int ask_bytes[] = {4194304, 65536};
+    int nlate = 0;
+    for (size_t k = 0; k < 2; k++) {
+        bool late = rcvbuf_for(ask_bytes[k]) >= DP_RECEIVE_LATE_MIN_RCVBUF;
+        nlate += late;
+        struct run r = {0};
+        uv_loop_t loop;
+        cr_assert_eq(ti_start(&r.ti), 0);
+        cr_assert_eq(uv_loop_init(&loop), 0);
+        const char *extra[] = {
+            "dogstatsd_port",      "__random__", "bind_host", "127.0.0.1",
+            "dogstatsd_so_rcvbuf", asks[k],      NULL};
+        dp_config *c = dpt_config(r.ti, extra);
+        int t0 = threads();
+        cr_assert_eq(
+            dp_bind_on_loop(c, &loop, DP_BIND_RECEIVE_LATE, NULL, &r.p), 0);
+        dp_config_free(c);
+        cr_assert_eq(threads(), late ? t0 : t0 + 1, "asked %s", asks[k]);
+        struct dp_info info;
+        cr_assert_eq(dp_get_info(r.p, &info, sizeof(info)), 0);
+        send_udp(info.udp_port, "rl.x:1|c", 50);
+        cr_assert_eq(dp_start_bound(r.p), 0);
+        cr_assert_geq(threads(), t0 + 1, "the receive thread runs");
+        cr_assert_eq(uv_timer_init(&loop, &r.timer), 0);
+        r.timer.data = &r;
+        cr_assert_eq(uv_timer_start(&r.timer, stop_now, 0, 0), 0);
+        cr_assert_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
+        cr_assert_eq(uv_loop_close(&loop), 0);
+        cr_assert(r.stopped);
+        cr_assert_eq(r.stop_status, 0);
+        cr_assert_eq(r.final.packets, 50, "asked %s", asks[k]);
+        cr_assert_eq(dpt_sum(r.ti, "rl.x", ""), 50.0);
+        ti_stop(r.ti);
+    }
+    /* 65536 asks for 128 KiB at most: the early case always ran */
+    cr_assert_leq(nlate, 1);
 }
