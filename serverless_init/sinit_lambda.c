@@ -343,7 +343,6 @@ static void on_pipeline_stopped(int status, const struct dp_stats *final,
 static void stop_pipeline(struct lx *x, uint64_t ms)
 {
     x->p_stopping = true;
-    cmn_alloc_exiting(); /* the process ends with this drain (common.h) */
     uint32_t b = ms == 0 ? 1 : ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ms;
     int err = dp_stop_async(x->p, b, on_pipeline_stopped, x);
     if (err != 0) /* only one stop is ever begun */
@@ -387,6 +386,7 @@ static void drain(struct lx *x)
      * deadline ends earlier by the forwarder's close margin */
     uint64_t left = budget_left_ms(x);
     uv_timer_start(&x->timer, on_force_exit, left, 0);
+    cmn_alloc_exiting(); /* the process ends with this drain (common.h) */
     stop_pipeline(x, left);
 }
 
