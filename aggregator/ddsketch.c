@@ -62,14 +62,10 @@ static double sk_go_log(double v)
         l5 = 1.818357216161805012e-01,          /* 3FC74664 96CB03DE */
         l6 = 1.531383769920937332e-01,          /* 3FC39A09 D078C69F */
         l7 = 1.479819860511658591e-01;          /* 3FC2F112 DF3E5244 */
-    /* Frexp of a normal v (v >= SK_MIN_VALUE, finite), inline: this is
-     * the hot path of every distribution sample */
-    uint64_t u;
-    memcpy(&u, &v, sizeof(u));
-    int ki = (int)(u >> 52) - 1022;
-    u = (u & 0x000fffffffffffffu) | 0x3fe0000000000000u; /* into [0.5, 1) */
-    double f1;
-    memcpy(&f1, &u, sizeof(f1));
+    /* off the hot path since sk_ratio_fast: the table at load, and keys
+     * within SK_TIE_MARGIN of a half-integer */
+    int ki;
+    double f1 = cmn_frexp(v, &ki);
     if (f1 < 0.70710678118654752440) { /* Sqrt2 / 2 */
         f1 *= 2;
         ki--;
