@@ -17,14 +17,25 @@
  *   3. peak RSS (VmHWM) and RSS over --invocations invocations of one
  *      extension process, printed at 10%, 50% and 100%.
  *
+ *   Also the exec floor: posix_spawn of /bin/true to its exit, the part of
+ *   "extension ready" that any program pays on this machine.
+ *
  *   bench_lambda [--bin PATH] [--runs 50] [--invocations 1000]
- *                [--contexts 100]
+ *                [--contexts 100] [--no-pin]
+ *
+ * With two CPUs or more the extension runs on CPU 0 and this program (the
+ * fake Runtime API and the intake, which in Lambda run outside the
+ * sandbox) on CPU 1: unpinned, the fake's threads preempted the extension
+ * on its own CPU, e.g. for 0.24 ms between its connect and its register
+ * request (perf sched), which the figures counted as the extension's.
+ * A Lambda function of up to 1 769 MB has at most one vCPU anyway.
  *
  * A benchmark, not a test: it prints figures, it asserts nothing.
  */
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -41,7 +52,20 @@
 struct opts {
     char bin[1024];
     int runs, invocations, contexts;
+    int ext_cpu, bench_cpu; /* -1: not pinned (--no-pin, or one CPU) */
 };
+
+/* Pins the calling thread to cpu (no-op for -1). */
+static void pin(int cpu)
+{
+    if (cpu < 0)
+        return;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    if (sched_setaffinity(0, sizeof(set), &set) != 0)
+        perror("sched_setaffinity");
+}
 
 struct ext {
     struct fl *fl;
@@ -98,7 +122,10 @@ static int start_ext(const struct opts *o, struct ext *x, const char *strategy,
     posix_spawn_file_actions_addopen(&fa, 2, x->errpath,
                                      O_WRONLY | O_CREAT | O_TRUNC, 0600);
     posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    /* the extension inherits the CPU this thread has at the spawn */
+    pin(o->ext_cpu);
     int err = posix_spawn(&x->pid, o->bin, &fa, NULL, argv, envp);
+    pin(o->bench_cpu);
     posix_spawn_file_actions_destroy(&fa);
     return err == 0 ? 0 : -1;
 }
@@ -144,6 +171,28 @@ static double log_ms(const char *log, const char *key)
             &v) != 0)
         v = -1;
     return v;
+}
+
+/* The floor any extension pays on this machine: posix_spawn of /bin/true
+ * (exec, dynamic loader, exit) to its wait, on the extension's CPU. */
+static double exec_floor_ms(const struct opts *o)
+{
+    double *v = calloc((size_t)o->runs, sizeof(double));
+    char *argv[] = {"/bin/true", NULL}, *envp[] = {NULL};
+    int n = 0;
+    for (int r = 0; r < o->runs; r++) {
+        pid_t pid;
+        int st;
+        uint64_t t0 = cmn_mono_ns();
+        pin(o->ext_cpu);
+        int err = posix_spawn(&pid, argv[0], NULL, NULL, argv, envp);
+        pin(o->bench_cpu);
+        if (err == 0 && waitpid(pid, &st, 0) == pid)
+            v[n++] = (double)(cmn_mono_ns() - t0) / 1e6;
+    }
+    double m = median(v, n);
+    free(v);
+    return m;
 }
 
 /* Ready time at the default log level (warn), then the own-init figure
@@ -199,9 +248,14 @@ static void bench_ready(const struct opts *o)
         }
         stop_ext(&x);
     }
+    double floor = exec_floor_ms(o);
+    double r = median(ready, n);
     printf("extension ready (exec -> first /next at the fake), median of "
            "%d: %.3f ms\n",
-           n, median(ready, n));
+           n, r);
+    printf("exec floor (posix_spawn of /bin/true to its exit), median of "
+           "%d: %.3f ms; extension ready beyond it: %.3f ms\n",
+           o->runs, floor, r - floor);
     printf("extension's own init (main -> first /next minus the wait for "
            "register's answer and the subscribe, debug runs), median of "
            "%d: %.3f ms\n",
@@ -282,9 +336,19 @@ static void bench_invocations(const struct opts *o)
 
 int main(int argc, char **argv)
 {
-    struct opts o = {.runs = 50, .invocations = 1000, .contexts = 100};
+    struct opts o = {.runs = 50,
+                     .invocations = 1000,
+                     .contexts = 100,
+                     .ext_cpu = 0,
+                     .bench_cpu = 1};
     const char *dir = getenv("DP_BIN_DIR");
     snprintf(o.bin, sizeof(o.bin), "%s/serverless-init", dir ? dir : "bin");
+    bool pinned = true;
+    for (int i = 1; i < argc && strcmp(argv[i], "--no-pin") == 0; i++) {
+        pinned = false;
+        memmove(&argv[i], &argv[i + 1], (size_t)(argc - i) * sizeof(*argv));
+        argc--;
+    }
     for (int i = 1; i + 1 < argc; i += 2) {
         uint64_t v = 0;
         bool num = cmn_parse_u64(cmn_slice_cstr(argv[i + 1]), 1000000, &v) == 0;
@@ -298,10 +362,20 @@ int main(int argc, char **argv)
             o.contexts = (int)v;
         else {
             fprintf(stderr, "usage: bench_lambda [--bin PATH] [--runs N] "
-                            "[--invocations N] [--contexts N]\n");
+                            "[--invocations N] [--contexts N] [--no-pin]\n");
             return 2;
         }
     }
+    cpu_set_t all;
+    if (!pinned || sched_getaffinity(0, sizeof(all), &all) != 0 ||
+        !CPU_ISSET(0, &all) || !CPU_ISSET(1, &all))
+        o.ext_cpu = o.bench_cpu = -1;
+    /* before any thread: the fake Runtime API and the intake (which in
+     * Lambda run outside the sandbox) get CPU 1, the extension CPU 0 */
+    pin(o.bench_cpu);
+    printf("extension on CPU %d, fake Runtime API and intake on CPU %d (-1: "
+           "not pinned)\n",
+           o.ext_cpu, o.bench_cpu);
     bench_ready(&o);
     bench_invocations(&o);
     return 0;

@@ -7,6 +7,8 @@
 
 int main(int argc, char **argv)
 {
+    /* every checkpoint counts from here (cmn_process_start_ns) */
+    cmn_process_start_set(cmn_mono_ns());
     /* Lambda starts external extensions from /opt/extensions with no
      * arguments and AWS_LAMBDA_RUNTIME_API set (sinit_lambda.c). */
     if (sinit_lambda_detect(argc, argv))

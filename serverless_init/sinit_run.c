@@ -395,7 +395,7 @@ int sinit_main(int argc, char **argv)
     struct sinit_app *a;
     int rc;
 
-    cmn_process_start_set(cmn_mono_ns());
+    (void)cmn_process_start_ns(); /* set by main, else now */
     a = cmn_calloc(1, sizeof(*a));
     if (a == NULL)
         return SINIT_EXIT_CONFIG;
