@@ -209,10 +209,37 @@ size_t dsd__ring_reserve(struct dsd__ring *r, size_t slot_data,
     return 0; /* not reached: after a wrap off is 0 and a slot fits */
 }
 
+/* Before the head writes up to end, past the pages touched so far: maps
+ * the pages from touched up to the next multiple of DSD_RING_AHEAD in
+ * (within what the memory budget covers) and counts them as touched, so
+ * that trim and shed give them back. On failure (an old kernel) the pages
+ * are faulted in as they are written. */
+static void ring_populate(struct dsd__ring *r, size_t end)
+{
+    size_t pg = page_size();
+    size_t lo = r->touched / pg * pg;
+    size_t hi = (end + DSD_RING_AHEAD - 1) / DSD_RING_AHEAD * DSD_RING_AHEAD;
+    size_t limit = DSD_RING_FLOOR + r->budgeted;
+    if (limit > r->cap)
+        limit = r->cap;
+    if (hi > limit)
+        hi = limit;
+    if (hi < end) /* the budget covers what is written (budget_slots) */
+        hi = (end + pg - 1) / pg * pg;
+    if (hi > lo && cmn_populate(r->base + lo, hi - lo) == 0)
+        r->touched = hi;
+}
+
 size_t dsd__ring_pack(struct dsd__ring *r, char *at,
                       const struct dsd__ring_src *src, size_t n,
                       const uint32_t *lens, const uint32_t *flags)
 {
+    size_t end = (size_t)(at - r->base);
+    for (size_t i = 0; i < n; i++)
+        end +=
+            DSD_RING_HDR + ALIGN8((flags[i] & DSD_RING_F_TRUNC) ? 0 : lens[i]);
+    if (end > r->touched)
+        ring_populate(r, end);
     char *w = at;
     for (size_t i = 0; i < n; i++) {
         uint32_t len = (flags[i] & DSD_RING_F_TRUNC) ? 0 : lens[i];

@@ -167,7 +167,9 @@ Test(ring, trim_only_when_empty)
     put(one, 1, 0);
     cr_assert_eq(dsd__ring_trim(&r), 0, "not empty: nothing given back");
     dsd__ring_release(&r, atomic_load(&r.head));
-    cr_assert_eq(dsd__ring_trim(&r), 4096);
+    /* what the first record mapped in: DSD_RING_AHEAD, here the whole
+     * 64 KiB ring */
+    cr_assert_eq(dsd__ring_trim(&r), CAP);
     cr_assert_eq(dsd__ring_trim(&r), 0, "nothing touched since");
 }
 
@@ -195,6 +197,49 @@ Test(ring, keeps_up_ring_wraps_early_when_the_start_is_free)
     dsd__ring_release(&r, 800);
     cr_assert_gt(dsd__ring_reserve(&r, SLOT, 8, 1024, &at), 0);
     cr_assert_eq(at, r.base + 1600, "8 slots (1024 bytes) need more");
+}
+
+/* As the head first reaches untouched pages, the next DSD_RING_AHEAD bytes
+ * are mapped in with one call instead of a page fault each: after one
+ * small record the first 64 KiB are resident and counted as touched, the
+ * rest is not; the head's next 64 KiB are mapped as it gets there; trim
+ * gives them all back. */
+Test(ring, head_maps_the_next_pages_in_ahead)
+{
+    struct dsd__ring big;
+    cr_assert_eq(dsd__ring_init(&big, (size_t)4 << 20), 0);
+    char scratch[SLOT];
+    memset(scratch, 'z', sizeof(scratch));
+    uint32_t len = 5, flag = 0;
+    char *at;
+    struct dsd__ring_src src = {scratch, SLOT, NULL, 0};
+    cr_assert_eq(dsd__ring_reserve(&big, SLOT, 1, big.cap, &at), 1);
+    dsd__ring_pack(&big, at, &src, 1, &len, &flag);
+    unsigned char vec[32];
+    cr_assert_eq(mincore(big.base, sizeof(vec) * 4096, vec), 0);
+    for (size_t i = 0; i < sizeof(vec); i++)
+        cr_assert_eq(vec[i] & 1, i < DSD_RING_AHEAD / 4096, "page %zu", i);
+    cr_assert_eq(big.touched, DSD_RING_AHEAD);
+    /* records up to the end of the mapped part map nothing more... */
+    len = SLOT;
+    while (atomic_load(&big.head) + DSD_RING_HDR + SLOT <= DSD_RING_AHEAD) {
+        cr_assert_eq(dsd__ring_reserve(&big, SLOT, 1, big.cap, &at), 1);
+        dsd__ring_pack(&big, at, &src, 1, &len, &flag);
+    }
+    cr_assert_eq(big.touched, DSD_RING_AHEAD);
+    /* ...the first past it maps the next 64 KiB */
+    cr_assert_eq(dsd__ring_reserve(&big, SLOT, 1, big.cap, &at), 1);
+    dsd__ring_pack(&big, at, &src, 1, &len, &flag);
+    cr_assert_eq(big.touched, 2 * DSD_RING_AHEAD);
+    cr_assert_eq(mincore(big.base, sizeof(vec) * 4096, vec), 0);
+    for (size_t i = 0; i < sizeof(vec); i++)
+        cr_assert_eq(vec[i] & 1, 1, "page %zu", i);
+    dsd__ring_release(&big, atomic_load(&big.head));
+    cr_assert_eq(dsd__ring_trim(&big), 2 * DSD_RING_AHEAD);
+    cr_assert_eq(mincore(big.base, sizeof(vec) * 4096, vec), 0);
+    for (size_t i = 0; i < sizeof(vec); i++)
+        cr_assert_eq(vec[i] & 1, 0, "page %zu given back", i);
+    dsd__ring_free(&big);
 }
 
 /* The memory budget: past its first MiB the ring reserves pages from the
