@@ -140,6 +140,7 @@ struct dsd {
     struct dsd__dgram udp;
     struct dsd__dgram uds;
     int udp_port;
+    struct sockaddr_storage udp_addr; /* bound, for the log at dsd_start */
 
     uv_pipe_t stream_srv;
     bool stream_live;

@@ -181,18 +181,11 @@ int dsd__udp_open(struct dsd *s)
         rc = -errno;
         goto out_close;
     }
-    char name[64] = "";
-    if (ss.ss_family == AF_INET) {
-        struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
-        s->udp_port = ntohs(sin->sin_port);
-        uv_ip4_name(sin, name, sizeof(name));
-    } else {
-        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
-        s->udp_port = ntohs(sin6->sin6_port);
-        uv_ip6_name(sin6, name, sizeof(name));
-    }
+    s->udp_port = ss.ss_family == AF_INET
+                      ? ntohs(((struct sockaddr_in *)&ss)->sin_port)
+                      : ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
     s->udp.fd = fd;
-    CMN_LOGI(DSD_COMP, "listening on udp %s:%d", name, s->udp_port);
+    memcpy(&s->udp_addr, &ss, sizeof(ss)); /* named by dsd_start's log */
     return 0;
 out_close:
     CMN_LOGE(DSD_COMP, "udp port %d: %s", s->cfg.port, uv_strerror(rc));
@@ -245,7 +238,6 @@ int dsd__uds_open(struct dsd *s)
                        &s->uds_created, &s->uds.fd);
     if (rc != 0)
         return rc;
-    CMN_LOGI(DSD_COMP, "listening on unix datagram socket %s", path);
     return 0;
 }
 
@@ -265,6 +257,5 @@ int dsd__stream_open(struct dsd *s, int *out)
         return rc;
     }
     *out = fd;
-    CMN_LOGI(DSD_COMP, "listening on unix stream socket %s", path);
     return 0;
 }
