@@ -379,3 +379,33 @@ int cmn_env_tags_add(const struct cmn_env *env, char ***v, size_t *n)
     cmn_strv_sort_unique(*v, n);
     return 0;
 }
+
+/* ------------------------------------------------------------------------
+ * Fixed-buffer appends without printf (see common.h)
+ */
+void cmn_fcat(char *buf, size_t cap, size_t *len, const char *s)
+{
+    if (*len >= cap)
+        return; /* already truncated */
+    size_t n = strlen(s), room = cap - *len - 1;
+    if (n > room) {
+        memcpy(buf + *len, s, room);
+        buf[cap - 1] = '\0';
+        *len = cap;
+        return;
+    }
+    memcpy(buf + *len, s, n + 1);
+    *len += n;
+}
+
+void cmn_fcat_u64(char *buf, size_t cap, size_t *len, uint64_t v)
+{
+    char d[21];
+    size_t i = sizeof(d) - 1;
+    d[i] = '\0';
+    do {
+        d[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    cmn_fcat(buf, cap, len, d + i);
+}

@@ -80,9 +80,11 @@ struct lx {
     struct sinit_rapi rapi;
     char name[256];   /* Lambda-Extension-Name */
     char account[64]; /* from register's body, "" if absent */
-    bool idle;        /* fail-open: /next only */
-    bool enhanced;    /* DD_ENHANCED_METRICS */
-    int tel_port;     /* DRAINPIPE_TELEMETRY_PORT */
+    char *reg_body;   /* register's body, parsed after the first /next */
+    size_t reg_len;
+    bool idle;     /* fail-open: /next only */
+    bool enhanced; /* DD_ENHANCED_METRICS */
+    int tel_port;  /* DRAINPIPE_TELEMETRY_PORT */
     enum lx_state state;
     uint64_t start_ns, last_ck_ns;
     struct lx_ck ck[LX_INIT_CK_MAX]; /* init phases, logged after /next */
@@ -205,12 +207,13 @@ static void register_failed(const struct lx *x, int err)
  * or a negative error (said on stderr). */
 static int register_send(struct lx *x)
 {
-    char hdr[400];
-    snprintf(hdr, sizeof(hdr),
-             "Lambda-Extension-Name: %s\r\n"
-             "Lambda-Extension-Accept-Feature: accountId\r\n"
-             "Content-Type: application/json\r\n",
-             x->name);
+    char hdr[400] = "";
+    size_t n = 0; /* appends: no printf before the first /next */
+    cmn_fcat(hdr, sizeof(hdr), &n, "Lambda-Extension-Name: ");
+    cmn_fcat(hdr, sizeof(hdr), &n, x->name); /* a basename: fits */
+    cmn_fcat(hdr, sizeof(hdr), &n,
+             "\r\nLambda-Extension-Accept-Feature: accountId\r\n"
+             "Content-Type: application/json\r\n");
     int fd = sinit_rapi_send(&x->rapi, "POST", "/2020-01-01/extension/register",
                              hdr, "{\"events\":[\"INVOKE\",\"SHUTDOWN\"]}",
                              RAPI_TIMEOUT_MS);
@@ -239,10 +242,11 @@ static int register_finish(struct lx *x, int fd)
         goto out;
     }
     memcpy(x->rapi.id, r.id, sizeof(x->rapi.id));
-    json_t *j = json_loadb(r.body, r.len, 0, NULL);
-    const char *acc = json_string_value(json_object_get(j, "accountId"));
-    snprintf(x->account, sizeof(x->account), "%s", acc ? acc : "");
-    json_decref(j);
+    /* kept for register_account, after the first /next: jansson's first
+     * use (cold code, and /dev/urandom read for its hash seed) is not on
+     * the way to it */
+    x->reg_body = cmn_memdup(r.body, r.len);
+    x->reg_len = x->reg_body != NULL ? r.len : 0;
 out:
     sinit_http_resp_free(&r);
     return err;
@@ -250,13 +254,15 @@ out:
 
 static int do_subscribe(struct lx *x)
 {
-    char body[512];
-    snprintf(body, sizeof(body),
+    char body[512] = "";
+    size_t n = 0; /* appends: no printf before the first /next */
+    cmn_fcat(body, sizeof(body), &n,
              "{\"schemaVersion\":\"2022-12-13\",\"types\":[\"platform\"],"
              "\"buffering\":{\"maxItems\":1000,\"maxBytes\":262144,"
              "\"timeoutMs\":25},\"destination\":{\"protocol\":\"HTTP\","
-             "\"URI\":\"http://sandbox.localdomain:%d/\"}}",
-             sinit_tel_port(x->tel));
+             "\"URI\":\"http://sandbox.localdomain:");
+    cmn_fcat_u64(body, sizeof(body), &n, (uint64_t)sinit_tel_port(x->tel));
+    cmn_fcat(body, sizeof(body), &n, "/\"}}");
     struct sinit_http_resp r;
     int err = sinit_rapi_call(&x->rapi, "PUT", "/2022-07-01/telemetry",
                               "Content-Type: application/json\r\n", body,
@@ -641,10 +647,25 @@ static int read_config(struct lx *x)
     return sinit_dp_config("lambda", &x->cfg);
 }
 
+/* The account from register's body (kept by register_finish). */
+static void register_account(struct lx *x)
+{
+    json_t *j =
+        x->reg_body ? json_loadb(x->reg_body, x->reg_len, 0, NULL) : NULL;
+    const char *acc = json_string_value(json_object_get(j, "accountId"));
+    size_t n = 0;
+    x->account[0] = '\0';
+    cmn_fcat(x->account, sizeof(x->account), &n, acc ? acc : "");
+    json_decref(j);
+    cmn_free(x->reg_body);
+    x->reg_body = NULL;
+}
+
 /* The Lambda tags over the configuration's, with the account register
- * answered (so after it); before dp_start_bound. */
+ * answered; after the first /next, before dp_start_bound. */
 static int lambda_tags(struct lx *x)
 {
+    register_account(x);
     char **base = NULL, **tags = NULL;
     size_t nbase = 0, n = 0;
     int err = sinit_config_tags(&base, &nbase);
@@ -760,8 +781,6 @@ static void discard(struct lx *x)
  * finish_active is to run. */
 static bool start_active(struct lx *x, const char *why)
 {
-    if (why == NULL && lambda_tags(x) != 0)
-        why = "invalid configuration";
     if (why == NULL && do_subscribe(x) != 0)
         why = "the telemetry subscription failed";
     if (why != NULL) {
@@ -785,7 +804,13 @@ static void finish_active(struct lx *x)
     /* libcurl (and with it DNS and TLS) only once the loop runs: its
      * dlopen would compete with the runtime's init for the CPU and the
      * dynamic loader's lock */
-    int err = dp_start_bound(x->p);
+    int err = lambda_tags(x);
+    if (err != 0) {
+        go_idle(x, "invalid configuration (tags)");
+        discard(x);
+        return;
+    }
+    err = dp_start_bound(x->p);
     if (err != 0) {
         go_idle(x, "the DogStatsD pipeline cannot start");
         discard(x); /* the rollback's end: on_pipeline_stopped */
@@ -798,7 +823,9 @@ static void finish_active(struct lx *x)
 static void basename_of(const char *argv0, char *out, size_t cap)
 {
     const char *b = argv0 ? strrchr(argv0, '/') : NULL;
-    snprintf(out, cap, "%s", b ? b + 1 : (argv0 ? argv0 : "drainpipe"));
+    size_t n = 0;
+    out[0] = '\0';
+    cmn_fcat(out, cap, &n, b ? b + 1 : (argv0 ? argv0 : "drainpipe"));
 }
 
 int sinit_lambda_main(int argc, char **argv)
@@ -868,6 +895,7 @@ out_close:
         CMN_LOGD(COMP, "loop still has handles at exit");
 out_free:
     dp_config_free(x->cfg);
+    cmn_free(x->reg_body);
     cmn_free(x);
     return rc;
 }

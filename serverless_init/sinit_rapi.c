@@ -153,22 +153,36 @@ static int rp_finish(struct resp_parser *rp)
 /* ------------------------------------------------------------------------
  * Request
  */
+/* Built by appends, not printf: register, subscribe and the first /next
+ * are the extension's critical path, and a process's first printf costs
+ * 0.07-0.15 ms of cold code on a VM. */
 static int format_request(const struct sinit_rapi *r, const char *method,
                           const char *path, const char *headers,
                           const char *body, char *buf, size_t cap)
 {
-    size_t blen = body != NULL ? strlen(body) : 0;
-    char idh[sizeof(r->id) + 40] = "";
-    if (r->id[0] != '\0')
-        snprintf(idh, sizeof(idh), ID_HEADER ": %s\r\n", r->id);
-    int n = snprintf(buf, cap,
-                     "%s %s HTTP/1.1\r\nHost: %s\r\n%s%s"
-                     "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
-                     method, path, r->host, idh, headers ? headers : "", blen,
-                     body ? body : "");
-    if (n < 0 || (size_t)n >= cap)
+    size_t n = 0;
+    buf[0] = '\0';
+    cmn_fcat(buf, cap, &n, method);
+    cmn_fcat(buf, cap, &n, " ");
+    cmn_fcat(buf, cap, &n, path);
+    cmn_fcat(buf, cap, &n, " HTTP/1.1\r\nHost: ");
+    cmn_fcat(buf, cap, &n, r->host);
+    cmn_fcat(buf, cap, &n, "\r\n");
+    if (r->id[0] != '\0') {
+        cmn_fcat(buf, cap, &n, ID_HEADER ": ");
+        cmn_fcat(buf, cap, &n, r->id);
+        cmn_fcat(buf, cap, &n, "\r\n");
+    }
+    if (headers != NULL)
+        cmn_fcat(buf, cap, &n, headers);
+    cmn_fcat(buf, cap, &n, "Content-Length: ");
+    cmn_fcat_u64(buf, cap, &n, body != NULL ? strlen(body) : 0);
+    cmn_fcat(buf, cap, &n, "\r\nConnection: close\r\n\r\n");
+    if (body != NULL)
+        cmn_fcat(buf, cap, &n, body);
+    if (n >= cap)
         return CMN_ETOOBIG;
-    return n;
+    return (int)n;
 }
 
 /* Connects and writes the request with the socket blocking; returns the

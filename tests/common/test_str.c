@@ -211,3 +211,36 @@ Test(str, split_list)
     cmn_buf_free(&b);
     cr_expect_eq(cmn_alloc_live_bytes(), 0);
 }
+
+/* cmn_fcat / cmn_fcat_u64: appends in place, the length follows, and what
+ * does not fit is cut with the buffer still NUL-terminated and the length
+ * at cap, after which nothing more is appended. */
+Test(str, fixed_appends_and_truncation)
+{
+    char b[16] = "";
+    size_t n = 0;
+    cmn_fcat(b, sizeof(b), &n, "GET ");
+    cmn_fcat_u64(b, sizeof(b), &n, 0);
+    cmn_fcat(b, sizeof(b), &n, ":");
+    cmn_fcat_u64(b, sizeof(b), &n, 8999);
+    cr_assert_str_eq(b, "GET 0:8999");
+    cr_assert_eq(n, 10);
+    cmn_fcat(b, sizeof(b), &n, "/next");
+    cr_assert_str_eq(b, "GET 0:8999/next");
+    cr_assert_eq(n, 15, "15 bytes and the NUL fill the 16");
+    cmn_fcat(b, sizeof(b), &n, "x");
+    cr_assert_str_eq(b, "GET 0:8999/next");
+    cr_assert_eq(n, sizeof(b), "truncated");
+    cmn_fcat(b, sizeof(b), &n, "y");
+    cr_assert_eq(n, sizeof(b));
+    char c[24] = "";
+    size_t m = 0;
+    cmn_fcat_u64(c, sizeof(c), &m, UINT64_MAX);
+    cr_assert_str_eq(c, "18446744073709551615");
+    cr_assert_eq(m, 20);
+    char t[8] = "";
+    size_t k = 0;
+    cmn_fcat(t, sizeof(t), &k, "abcdefghij");
+    cr_assert_str_eq(t, "abcdefg");
+    cr_assert_eq(k, sizeof(t));
+}
