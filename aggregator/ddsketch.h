@@ -51,6 +51,9 @@ int16_t agg_sketch_key(double v);
 /* The same key; fast = false computes it with Go's log and division every
  * time, without agg_sketch_key's division-free fast path (tests). */
 int16_t agg__sketch_key_go(double v, bool fast);
+/* The first index of the fast path's log table that differs from Go's log
+ * recomputed now, bit for bit, or -1 (tests). */
+int agg__sketch_tab_check(void);
 /* "Lower bound" of key k > 0 as the Agent names it: gamma^(k - bias), which
  * is the geometric centre of the values that get key k (keys round). Key 0
  * is 0, the Inf keys are +/-Inf, negative keys mirror. */

@@ -715,3 +715,10 @@ Test(ddsketch, oom_loop)
     }
     cr_expect(completed);
 }
+
+/* The fast path's table of Go's logs, written out in the source, is Go's
+ * log recomputed now, bit for bit. */
+Test(ddsketch, log_table_is_gos_log)
+{
+    cr_assert_eq(agg__sketch_tab_check(), -1);
+}
