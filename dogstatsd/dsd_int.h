@@ -139,8 +139,7 @@ struct dsd {
 
     struct dsd__dgram udp;
     struct dsd__dgram uds;
-    int udp_port;
-    struct sockaddr_storage udp_addr; /* bound, for the log at dsd_start */
+    struct sockaddr_storage udp_addr; /* bound: dsd_udp_port, the log */
 
     uv_pipe_t stream_srv;
     bool stream_live;
@@ -171,7 +170,8 @@ unsigned dsd__cpu_max_cpus(const char *text);
 
 /* dsd_sock.c: the listeners' sockets, bound in dsd_bind. Each returns 0
  * or a negative error (logged, nothing left open). */
-/* The UDP socket (dogstatsd_port) into s->udp.fd, s->udp_port set. */
+/* The UDP socket (dogstatsd_port) into s->udp.fd, its address into
+ * s->udp_addr. */
 int dsd__udp_open(struct dsd *s) CMN_MUST_CHECK;
 /* The Unix datagram socket (dogstatsd_socket) into s->uds.fd. */
 int dsd__uds_open(struct dsd *s) CMN_MUST_CHECK;

@@ -234,15 +234,12 @@ size_t dsd__ring_pack(struct dsd__ring *r, char *at,
                       const struct dsd__ring_src *src, size_t n,
                       const uint32_t *lens, const uint32_t *flags)
 {
-    size_t end = (size_t)(at - r->base);
-    for (size_t i = 0; i < n; i++)
-        end +=
-            DSD_RING_HDR + ALIGN8((flags[i] & DSD_RING_F_TRUNC) ? 0 : lens[i]);
-    if (end > r->touched)
-        ring_populate(r, end);
     char *w = at;
     for (size_t i = 0; i < n; i++) {
         uint32_t len = (flags[i] & DSD_RING_F_TRUNC) ? 0 : lens[i];
+        size_t end = (size_t)(w - r->base) + DSD_RING_HDR + ALIGN8(len);
+        if (end > r->touched)
+            ring_populate(r, end);
         put_hdr(w, len, flags[i]);
         size_t h = len < src->head_len ? len : src->head_len;
         if (h > 0)

@@ -465,7 +465,7 @@ static void log_listening(const struct dsd *s)
         else
             uv_ip6_name((const struct sockaddr_in6 *)&s->udp_addr, name,
                         sizeof(name));
-        CMN_LOGI(DSD_COMP, "listening on udp %s:%d", name, s->udp_port);
+        CMN_LOGI(DSD_COMP, "listening on udp %s:%d", name, dsd_udp_port(s));
     }
     if (s->uds.live)
         CMN_LOGI(DSD_COMP, "listening on unix datagram socket %s",
@@ -525,7 +525,12 @@ int dsd_set_sink(struct dsd *s, const struct dsd_sink *sink)
 
 int dsd_udp_port(const struct dsd *s)
 {
-    return s->udp.fd >= 0 || s->udp.live ? s->udp_port : 0;
+    if (s->udp.fd < 0 && !s->udp.live)
+        return 0;
+    const struct sockaddr_storage *a = &s->udp_addr;
+    return ntohs(a->ss_family == AF_INET
+                     ? ((const struct sockaddr_in *)a)->sin_port
+                     : ((const struct sockaddr_in6 *)a)->sin6_port);
 }
 
 void dsd__handle_closed(struct dsd *s)

@@ -181,11 +181,8 @@ int dsd__udp_open(struct dsd *s)
         rc = -errno;
         goto out_close;
     }
-    s->udp_port = ss.ss_family == AF_INET
-                      ? ntohs(((struct sockaddr_in *)&ss)->sin_port)
-                      : ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
     s->udp.fd = fd;
-    memcpy(&s->udp_addr, &ss, sizeof(ss)); /* named by dsd_start's log */
+    memcpy(&s->udp_addr, &ss, sizeof(ss));
     return 0;
 out_close:
     CMN_LOGE(DSD_COMP, "udp port %d: %s", s->cfg.port, uv_strerror(rc));

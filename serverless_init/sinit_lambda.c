@@ -834,7 +834,7 @@ int sinit_lambda_main(int argc, char **argv)
     struct lx *x = cmn_calloc(1, sizeof(*x));
     if (x == NULL)
         return 1;
-    /* main set the start (before its prefault): counted from there */
+    /* the start is main's first line (main.c) */
     x->start_ns = x->last_ck_ns = cmn_process_start_ns();
     cmn_log_set_logger("DD_EXTENSION");
     enum cmn_log_level lvl;
