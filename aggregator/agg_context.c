@@ -28,9 +28,70 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #define XXH_INLINE_ALL /* short keys: inlined XXH3 avoids the call */
 #include <xxhash.h>
+
+/* XXH3_64bits_withSeed, with its paths for keys of up to 128 bytes (metric
+ * names, most tag sets) inlined at the call: the compiler keeps the whole
+ * function out of line, and the call and its dispatch on the length cost
+ * as much as the hash of a short key. Same value (test
+ * hostile::short_keys_inline_is_xxh3). */
+static inline __attribute__((always_inline)) uint64_t
+agg_hash(const void *p, size_t n, uint64_t seed)
+{
+    if (n <= 16)
+        return XXH3_len_0to16_64b((const xxh_u8 *)p, n, XXH3_kSecret, seed);
+    if (n <= 128)
+        return XXH3_len_17to128_64b((const xxh_u8 *)p, n, XXH3_kSecret,
+                                    sizeof(XXH3_kSecret), seed);
+    return XXH3_64bits_withSeed(p, n, seed);
+}
+
+uint64_t agg__hash(const void *p, size_t n, uint64_t seed)
+{
+    return agg_hash(p, n, seed);
+}
+
+/* memcmp(x, y, n) == 0, inline for the lengths of names and short tag
+ * sets (4 to 32 bytes): two overlapping loads from each side, never outside
+ * [x, x + n) or [y, y + n). */
+static inline bool agg_bytes_eq(const char *x, const char *y, size_t n)
+{
+    if (n >= 8 && n <= 16) {
+        uint64_t a0, a1, b0, b1;
+        memcpy(&a0, x, 8);
+        memcpy(&b0, y, 8);
+        memcpy(&a1, x + n - 8, 8);
+        memcpy(&b1, y + n - 8, 8);
+        return ((a0 ^ b0) | (a1 ^ b1)) == 0;
+    }
+#ifdef __SSE2__
+    if (n > 16 && n <= 32) {
+        __m128i a0 = _mm_loadu_si128((const __m128i *)(const void *)x);
+        __m128i b0 = _mm_loadu_si128((const __m128i *)(const void *)y);
+        __m128i a1 =
+            _mm_loadu_si128((const __m128i *)(const void *)(x + n - 16));
+        __m128i b1 =
+            _mm_loadu_si128((const __m128i *)(const void *)(y + n - 16));
+        __m128i eq =
+            _mm_and_si128(_mm_cmpeq_epi8(a0, b0), _mm_cmpeq_epi8(a1, b1));
+        return _mm_movemask_epi8(eq) == 0xffff;
+    }
+#endif
+    if (n >= 4 && n < 8) {
+        uint32_t a0, a1, b0, b1;
+        memcpy(&a0, x, 4);
+        memcpy(&b0, y, 4);
+        memcpy(&a1, x + n - 4, 4);
+        memcpy(&b1, y + n - 4, 4);
+        return ((a0 ^ b0) | (a1 ^ b1)) == 0;
+    }
+    return memcmp(x, y, n) == 0;
+}
 
 #define AGG_TAB_MIN 128 /* first size of the three hash tables */
 
@@ -504,8 +565,8 @@ static inline bool agg_rc_same(const struct agg *a,
     memcpy(len, k, sizeof(len));
     k += sizeof(len);
     return len[0] == name.len && len[1] == tags.len &&
-           memcmp(k, name.p, name.len) == 0 &&
-           (tags.len == 0 || memcmp(k + name.len, tags.p, tags.len) == 0);
+           agg_bytes_eq(k, name.p, name.len) &&
+           (tags.len == 0 || agg_bytes_eq(k + name.len, tags.p, tags.len));
 }
 
 static void agg_tag_unref(struct agg *a, uint32_t id);
@@ -699,10 +760,10 @@ agg_rc_find(const struct agg *a, struct agg__rc_slot *tab, size_t mask,
 int agg__ctx_get(struct agg *a, struct cmn_slice name, struct cmn_slice tags,
                  struct agg__ctx **out)
 {
-    uint64_t nh = XXH3_64bits_withSeed(name.p, name.len, a->seed[0]);
+    uint64_t nh = agg_hash(name.p, name.len, a->seed[0]);
     /* a line without tags is keyed by its name's hash alone (as good a
      * 64-bit hash of the raw line as any), saving the second pass */
-    uint64_t rh = tags.len ? XXH3_64bits_withSeed(tags.p, tags.len, nh) : nh;
+    uint64_t rh = tags.len ? agg_hash(tags.p, tags.len, nh) : nh;
 
     struct agg__rc_slot *s = agg_rc_find(a, a->rc, a->rc_mask, rh, name, tags);
     if (__builtin_expect(s == NULL && a->rc_old != NULL, 0))

@@ -600,6 +600,9 @@ void agg__tagset_unref(struct agg__tagset *t);
 /* agg_context.c */
 int agg__ctx_init(struct agg *a) CMN_MUST_CHECK;
 void agg__ctx_fini(struct agg *a);
+/* XXH3_64bits_withSeed with its short-key path inlined (the hash of the
+ * context table and raw-line cache). */
+uint64_t agg__hash(const void *p, size_t n, uint64_t seed);
 /* Finds or interns the context of (name, raw tags). Returns 0, CMN_ECAP,
  * CMN_ETOOBIG or UV_ENOMEM. */
 int agg__ctx_get(struct agg *a, struct cmn_slice name, struct cmn_slice tags,

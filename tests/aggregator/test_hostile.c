@@ -4,7 +4,8 @@
  * refusal of rates <= 0, exact histogram counts at the floor, sums that
  * overflow dropped and counted (series, v1 JSON, sketches), invalid UTF-8
  * repaired to U+FFFD, and a forged raw-line cache collision that must not
- * send a line to another context.
+ * send a line to another context; the inlined hash and comparison of
+ * short names.
  */
 #include "agg_test_util.h"
 
@@ -147,15 +148,14 @@ Test(hostile, invalid_utf8_is_repaired_and_counted)
     cr_expect_not_null(th_series(&h, "ok\xc3\xa9"));
 }
 
-Test(hostile, forged_raw_cache_collision_is_caught)
+/* Forges a collision: the raw-line cache slot of the one context interned
+ * so far claims the hash of (name, tags) and moves where a lookup of that
+ * hash starts, as the slot of a colliding line would. */
+static void forge_slot(const char *name, const char *tags)
 {
-    th_create(&h);
-    cr_assert_eq(th_add1(&h, "victim", "env:prod", AGG_COUNTER, 1), 0);
-    /* Forge: make the cache slot of "victim|env:prod" claim the hash of
-     * "attacker|env:dev", as a colliding line would. */
     struct agg *a = h.a;
-    uint64_t nh = XXH3_64bits_withSeed("attacker", 8, a->seed[0]);
-    uint64_t rh = XXH3_64bits_withSeed("env:dev", 7, nh);
+    uint64_t nh = XXH3_64bits_withSeed(name, strlen(name), a->seed[0]);
+    uint64_t rh = *tags ? XXH3_64bits_withSeed(tags, strlen(tags), nh) : nh;
     size_t forged = 0;
     for (size_t i = 0; i <= a->rc_mask; i++) {
         if (a->rc[i].ctx != NULL) {
@@ -164,7 +164,6 @@ Test(hostile, forged_raw_cache_collision_is_caught)
         }
     }
     cr_assert_eq(forged, 1);
-    /* move the slot where a lookup of rh starts */
     size_t want = (size_t)rh & a->rc_mask;
     for (size_t i = 0; i <= a->rc_mask; i++) {
         if (a->rc[i].ctx != NULL && i != want) {
@@ -172,6 +171,13 @@ Test(hostile, forged_raw_cache_collision_is_caught)
             memset(&a->rc[i], 0, sizeof(a->rc[i]));
         }
     }
+}
+
+Test(hostile, forged_raw_cache_collision_is_caught)
+{
+    th_create(&h);
+    cr_assert_eq(th_add1(&h, "victim", "env:prod", AGG_COUNTER, 1), 0);
+    forge_slot("attacker", "env:dev");
     cr_assert_eq(th_add1(&h, "attacker", "env:dev", AGG_COUNTER, 7), 0);
     th_flush(&h, true);
     th_decode(&h);
@@ -181,6 +187,37 @@ Test(hostile, forged_raw_cache_collision_is_caught)
     cr_assert_not_null(x, "the attacker's line went to the victim");
     cr_expect_eq(v->points[0]->value, 0.1);
     cr_expect_eq(x->points[0]->value, 0.7);
+}
+
+/* The same forged collision between names of the same length, 1 to 40
+ * bytes, that differ only in their first or their last byte: the cache's
+ * comparison of the bytes, not its lengths, must tell them apart. */
+Test(hostile, forged_collision_of_names_one_byte_apart_is_caught)
+{
+    for (size_t len = 1; len <= 40; len++) {
+        for (int last = 0; last < 2; last++) {
+            char victim[48], attacker[48];
+            memset(victim, 'a', len);
+            victim[len] = '\0';
+            memcpy(attacker, victim, len + 1);
+            attacker[last ? len - 1 : 0] = 'Z';
+            th_create(&h);
+            cr_assert_eq(th_add1(&h, victim, NULL, AGG_COUNTER, 1), 0);
+            forge_slot(attacker, "");
+            cr_assert_eq(th_add1(&h, attacker, NULL, AGG_COUNTER, 7), 0);
+            th_flush(&h, true);
+            th_decode(&h);
+            MSeries *v = th_series(&h, victim);
+            MSeries *x = th_series(&h, attacker);
+            cr_assert_not_null(v, "%s", victim);
+            cr_assert_not_null(x, "%s went to %s", attacker, victim);
+            cr_expect_eq(v->points[0]->value, 0.1, "%s", victim);
+            cr_expect_eq(x->points[0]->value, 0.7, "%s", attacker);
+            th_stop(&h);
+            th_clear(&h);
+            h.stopped = 0;
+        }
+    }
 }
 
 Test(hostile, hash_seeds_differ_between_aggregators)
@@ -193,4 +230,17 @@ Test(hostile, hash_seeds_differ_between_aggregators)
     while (h.flushed == 0)
         uv_run(&h.loop, UV_RUN_ONCE);
     agg_destroy(b);
+}
+
+Test(hostile, short_keys_inline_is_xxh3)
+{
+    char buf[40];
+    for (size_t i = 0; i < sizeof(buf); i++)
+        buf[i] = (char)(0x41 + 7 * i);
+    const uint64_t seeds[] = {0, 1, 0x9e3779b97f4a7c15ull, UINT64_MAX};
+    for (size_t s = 0; s < sizeof(seeds) / sizeof(seeds[0]); s++)
+        for (size_t n = 0; n <= sizeof(buf); n++)
+            cr_assert_eq(agg__hash(buf, n, seeds[s]),
+                         XXH3_64bits_withSeed(buf, n, seeds[s]),
+                         "length %zu, seed %zu", n, s);
 }
