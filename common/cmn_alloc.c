@@ -50,6 +50,16 @@ void *cmn_malloc(size_t size)
     return p + HDR;
 }
 
+void cmn_heap_warm(const void *first, size_t len)
+{
+    uintptr_t lo = (uintptr_t)first, end = (uintptr_t)sbrk(0);
+    if (first == NULL || end == (uintptr_t)-1 || lo >= end)
+        return;
+    if (len > end - lo)
+        len = end - lo;
+    (void)cmn_populate((void *)lo, len);
+}
+
 static size_t big_map_size(size_t size);
 
 /* Zeroed blocks of CMN_CALLOC_MAP_MIN bytes and more are mappings of

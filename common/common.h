@@ -92,6 +92,12 @@ bool cmn_alloc_keep_at_exit(size_t bytes);
  * kernels: the pages are then faulted in as they are written). The caller
  * must own the range; the pages must be writable. */
 int cmn_populate(void *p, size_t len);
+/* Maps in the first len bytes of the malloc heap, from a block that was
+ * just allocated (the first of the process) up to the heap's end at most:
+ * a start-up's small allocations then write to mapped pages instead of
+ * taking a page fault each (~11 us on the test VM; cmn_populate). Nothing
+ * when the block is not in the brk heap (a sanitizer's allocator). */
+void cmn_heap_warm(const void *first, size_t len);
 /* Copies len bytes and adds a NUL. */
 char *cmn_strndup(const char *s, size_t len) CMN_MUST_CHECK;
 char *cmn_strdup(const char *s) CMN_MUST_CHECK;
