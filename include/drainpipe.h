@@ -324,14 +324,16 @@ struct dp_bind_report {
 /* dp_bind_on_loop flag (since 0.3.1): when every datagram listener's socket
  * got a receive buffer of at least DP_RECEIVE_LATE_MIN_RCVBUF bytes, the
  * receive threads start with dp_start_bound instead of at the bind, and
- * the kernel holds what clients send until then (thousands of
- * datagrams); with a smaller buffer they start at the bind, as without
- * the flag. For a host whose first work after binding is
- * latency-critical and that calls dp_start_bound right after it:
- * serverless-init spawns its child in between, and creating the threads
- * (their stacks, rings and scratch) cost that spawn 0.3-0.6 ms. */
+ * the kernel holds what clients send until then (4 MiB: 5 000 datagrams
+ * of one short line, 832 bytes each in the kernel's count); with a smaller
+ * buffer they start at the bind, as without the flag. For a host whose
+ * first work after binding is latency-critical and that calls
+ * dp_start_bound soon after it: serverless-init spawns its child in
+ * between and gives it a head start of 2 ms, and creating the threads
+ * (their stacks, rings and scratch) cost that spawn 0.3-0.6 ms. (0.3.1:
+ * 1 MiB.) */
 #define DP_BIND_RECEIVE_LATE 2u
-#define DP_RECEIVE_LATE_MIN_RCVBUF (1 << 20)
+#define DP_RECEIVE_LATE_MIN_RCVBUF (4 << 20)
 
 /* Step one: binds the listeners of cfg on loop (the host's, as
  * dp_start_on_loop) and starts their receive threads. Call on the loop's

@@ -189,6 +189,10 @@ int sinit_sig_open(uv_loop_t *loop, bool sidecar, sinit_sig_cb cb, void *data,
                    struct sinit_sig **out) CMN_MUST_CHECK;
 /* Stops and frees the watcher (after its close callback). NULL: no-op. */
 void sinit_sig_close(struct sinit_sig *s);
+/* Waits up to ms for a signal to be pending on the watcher (nothing is
+ * read: the loop handles it). Returns 1 when one is, 0 when the time
+ * passed. */
+int sinit_sig_wait(const struct sinit_sig *s, int ms);
 /* posix_spawnp(argv) with the current environment, an empty signal mask
  * and default dispositions; stdio inherited. Returns 0 with *pid, or the
  * negative errno of the spawn or of the exec (UV_ENOENT, UV_EACCES). */

@@ -21,6 +21,7 @@
 #include "sinit.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <string.h>
@@ -125,6 +126,14 @@ int sinit_sig_open(uv_loop_t *loop, bool sidecar, sinit_sig_cb cb, void *data,
     rc = uv_poll_start(&s->poll, UV_READABLE, on_readable);
     *out = s;
     return rc; /* on error the handle still needs sinit_sig_close */
+}
+
+int sinit_sig_wait(const struct sinit_sig *s, int ms)
+{
+    struct pollfd p = {.fd = s->fd, .events = POLLIN};
+    /* every handled signal is blocked: no EINTR but from a stop signal
+     * (SIGSTOP/SIGCONT), which ends the wait early, harmlessly */
+    return poll(&p, 1, ms) > 0 ? 1 : 0;
 }
 
 static void on_closed(uv_handle_t *h)

@@ -332,7 +332,7 @@ static void stop_now(uv_timer_t *t)
     uv_close((uv_handle_t *)t, closed);
 }
 
-/* DP_BIND_RECEIVE_LATE: with a receive buffer of 1 MiB or more the bind
+/* DP_BIND_RECEIVE_LATE: with a receive buffer of 4 MiB or more the bind
  * starts no thread (the kernel holds the datagrams sent before the
  * start, and all arrive); with a small one the receive thread starts at
  * the bind, as without the flag. Which case a buffer falls in is decided

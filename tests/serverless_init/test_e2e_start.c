@@ -9,6 +9,8 @@
  */
 #include "e2e.h"
 
+#include "drainpipe.h"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -73,8 +75,9 @@ Test(start, phases_in_order_with_the_local_sink, .timeout = 60)
     e2e_read(e.errpath, err, sizeof(err));
     /* The receive threads start after the spawn when the socket got a
      * buffer the kernel holds a start's traffic in (DP_BIND_RECEIVE_LATE:
-     * 1 MiB, asked 8 MiB by default), before it otherwise (no
-     * CAP_NET_ADMIN and a stock rmem_max). */
+     * 4 MiB, asked 8 MiB by default), before it otherwise (no
+     * CAP_NET_ADMIN and a stock rmem_max). Right after the spawn, the
+     * child's head start. */
     const char *eff = strstr(err, "udp: SO_RCVBUF asked ");
     cr_assert_not_null(eff, "stderr:\n%s", err);
     eff = strstr(eff, "effective ");
@@ -82,7 +85,7 @@ Test(start, phases_in_order_with_the_local_sink, .timeout = 60)
     eff += strlen("effective ");
     int64_t bytes = 0;
     cr_assert_eq(cmn_parse_i64(cmn_slice(eff, strcspn(eff, " ")), &bytes), 0);
-    bool late = bytes >= (1 << 20);
+    bool late = bytes >= DP_RECEIVE_LATE_MIN_RCVBUF;
     const char *recv = "checkpoint start dogstatsd receive threads:";
     /* Every start and stop phase, in exactly this order. */
     const char *phases[] = {
@@ -90,7 +93,8 @@ Test(start, phases_in_order_with_the_local_sink, .timeout = 60)
         "checkpoint bind dogstatsd:",
         late ? "checkpoint install signals:" : recv,
         late ? "checkpoint spawn child:" : "checkpoint install signals:",
-        late ? "checkpoint detect cloud:" : "checkpoint spawn child:",
+        late ? "checkpoint head_start child:" : "checkpoint spawn child:",
+        late ? "checkpoint detect cloud:" : "checkpoint head_start child:",
         late ? recv : "checkpoint detect cloud:",
         "checkpoint create local-sink:",
         "checkpoint create aggregator:",
