@@ -329,7 +329,8 @@ struct dp_bind_report {
  * buffer they start at the bind, as without the flag. For a host whose
  * first work after binding is latency-critical and that calls
  * dp_start_bound soon after it: serverless-init spawns its child in
- * between and gives it a head start of 2 ms, and creating the threads
+ * between (with an API key it then gives the child a head start of up to
+ * 2 ms), and creating the threads
  * (their stacks, rings and scratch) cost that spawn 0.3-0.6 ms. (0.3.1:
  * 1 MiB.) */
 #define DP_BIND_RECEIVE_LATE 2u

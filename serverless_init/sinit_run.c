@@ -326,22 +326,27 @@ static void on_retry_timer(uv_timer_t *t)
                        "metrics are off");
 }
 
-/* The child's start-up comes first. On a small VM the wrapper's own work
- * right after the spawn (the aggregator's tables, the receive threads,
- * cloud detection, libcurl's load) slows the child's exec and dynamic
- * loading even from the other CPU: a wrapper that wrote 2 MiB right after
- * its spawn delayed its child's main by 1.3 ms, and a 2 ms wait here took
- * 0.34 ms off the readiness without an API key and 1.6 ms with one
- * (bench/README.md, "The child's head start"). So the rest of the start
+/* The child's start-up comes first when the wrapper's own start after the
+ * spawn is heavy, that is with an API key: libcurl's load (15-20 ms of CPU
+ * here) then begins with the pipeline. On a small VM whatever the wrapper
+ * does right after the spawn slows the child's exec and dynamic loading
+ * even from the other CPU: a wrapper that wrote 2 MiB right after its
+ * spawn delayed its child's main by 1.3 ms. So the rest of the start
  * waits up to SINIT_HEAD_START_MS, or until a signal is pending (the
- * child's exit, a stop). The job itself never waits. Datagrams sent
- * meanwhile wait in the receive rings (a socket buffer under
- * DP_RECEIVE_LATE_MIN_RCVBUF: their threads run before the spawn) or in
- * the kernel (a larger one holds 5 000 small datagrams or more). */
+ * child's exit, a stop): readiness -1.6 to -2.5 ms with an API key
+ * (bench/README.md, "The child's head start"). Without one the rest is
+ * small, and the wait only moved a trivial job's exit later (readiness
+ * -0.3 ms, wall +0.3 ms): none then. The job itself never waits.
+ * Datagrams sent meanwhile wait in the receive rings (a socket buffer
+ * under DP_RECEIVE_LATE_MIN_RCVBUF: their threads run before the spawn)
+ * or in the kernel (a larger one holds 5 000 small datagrams or more). */
 #define SINIT_HEAD_START_MS 2
 
 static void head_start(struct sinit_app *a)
 {
+    struct dp_info info;
+    if (dp_get_info(a->p, &info, sizeof(info)) != 0 || !info.api_key)
+        return;
     uint64_t t0 = cmn_mono_ns();
     if (sinit_sig_wait(a->sig, SINIT_HEAD_START_MS))
         CMN_LOGD(SINIT_COMP, "head start ended by a signal");
