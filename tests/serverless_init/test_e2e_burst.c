@@ -235,15 +235,21 @@ Test(burst, one_line_datagrams_default_config, .timeout = 900)
 /* NOT the issue's 20 of 20: with a 212992-byte buffer (425984 bytes as
  * the kernel counts, about 2-3 ms of this sender) a stall of the receive
  * thread's virtual CPU by the host for longer than that loses datagrams
- * whatever the thread does. Measured on the 2-vCPU test VM (2026-12-01,
- * docs/receive-path.md): 1 burst in 150 lost 10-100 datagrams, each time
- * reported. So one lossy run in 20 is allowed, and its loss must be the
- * reported kernel drops; two are a regression (at the 4% of runs lost
- * before the thread read on through bursts, 1 CI run in 5 had two). */
+ * whatever the thread does. Measured on the 2-vCPU test VM
+ * (docs/receive-path.md): 1 burst in 150 lost 10-100 datagrams on
+ * 2026-12-01, each time reported; on 2026-12-02 the same binaries lost
+ * in 0-3 of 200 runs on a quiet VM and in 2-22 of 100 while other work
+ * ran, and two of four CI runs had 2 and 3 lossy runs of 20. So twice the
+ * runs, and one lossy run in 20 allowed: at the usual ~1 % a run, 40 runs
+ * with at most 2 lossy fail 1.5 % of CI runs (20 with at most 1: 2.4 %),
+ * and a regression to the 4 % of runs lost before the thread read on
+ * through bursts still fails 22 % of them (19 % before). Every loss must
+ * be the reported kernel drops. */
 Test(burst, one_line_datagrams_small_socket_buffer, .timeout = 900)
 {
     const char *env[] = {"DD_DOGSTATSD_SO_RCVBUF=212992", NULL};
-    burst_runs_lossy(runs_from_env(), 1, env, one_line, 50000, 500);
+    int runs = 2 * runs_from_env();
+    burst_runs_lossy(runs, runs / 20, env, one_line, 50000, 500);
 }
 
 Test(burst, batched_datagrams_default_config, .timeout = 600)
