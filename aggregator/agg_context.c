@@ -56,9 +56,9 @@ uint64_t agg__hash(const void *p, size_t n, uint64_t seed)
     return agg_hash(p, n, seed);
 }
 
-/* memcmp(x, y, n) == 0, inline for the lengths of names and short tag
- * sets (4 to 32 bytes): two overlapping loads from each side, never outside
- * [x, x + n) or [y, y + n). */
+/* memcmp(x, y, n) == 0, inline for the lengths of most names and short
+ * tag sets (8 to 32 bytes): two overlapping loads from each side, never
+ * outside [x, x + n) or [y, y + n); memcmp for the rest. */
 static inline bool agg_bytes_eq(const char *x, const char *y, size_t n)
 {
     if (n >= 8 && n <= 16) {
@@ -82,14 +82,6 @@ static inline bool agg_bytes_eq(const char *x, const char *y, size_t n)
         return _mm_movemask_epi8(eq) == 0xffff;
     }
 #endif
-    if (n >= 4 && n < 8) {
-        uint32_t a0, a1, b0, b1;
-        memcpy(&a0, x, 4);
-        memcpy(&b0, y, 4);
-        memcpy(&a1, x + n - 4, 4);
-        memcpy(&b1, y + n - 4, 4);
-        return ((a0 ^ b0) | (a1 ^ b1)) == 0;
-    }
     return memcmp(x, y, n) == 0;
 }
 
