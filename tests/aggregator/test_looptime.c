@@ -284,7 +284,7 @@ static uint64_t machine_stall_ns(void)
 }
 
 /* A million contexts, half counters (zero-filled at every flush), half
- * gauges (expired at every second flush and fed again). Each cycle: a
+ * gauges (expired at every second flush), all fed again. Each cycle: a
  * flush of a million series, then a flush of half a million counter zeros
  * that expires half a million gauges.
  *
@@ -315,8 +315,11 @@ Test(looptime, million_contexts_no_callback_over_1ms, .timeout = 900)
     for (int k = 0; k < CYCLES; k++) {
         double base = T0 + 30 * k;
         struct agg_stats st0, st;
+        /* every context again: the gauges were expired, and the counters
+         * would stop their zero-fill 300 s (dogstatsd_expiry_seconds)
+         * after their last sample, in cycle 10 */
         if (k > 0)
-            feed(1, 2, base + 1); /* the gauges again */
+            feed(0, 1, base + 1);
         agg_get_stats(h.a, &st0);
         cr_assert_eq(st0.contexts, MILLION);
         /* the lines were fed outside the loop: measure from here */
