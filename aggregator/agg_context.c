@@ -139,8 +139,26 @@ int agg__ctx_init(struct agg *a)
     return 0;
 }
 
+int agg__flush_room(struct agg *a, size_t grow)
+{
+    size_t need = (a->nctx + grow) * AGG_FLUSH_ROOM;
+    if (need > a->flush_room) {
+        if (cmn_budget_reserve(AGG_FLUSH_ROOM_CHUNK) != 0)
+            return CMN_ECAP;
+        a->flush_room += AGG_FLUSH_ROOM_CHUNK;
+    } else if (a->flush_room - need >= 2 * AGG_FLUSH_ROOM_CHUNK) {
+        /* a chunk's hysteresis: no reserve and release at every context
+         * that comes and goes at a chunk's edge */
+        cmn_budget_release(AGG_FLUSH_ROOM_CHUNK);
+        a->flush_room -= AGG_FLUSH_ROOM_CHUNK;
+    }
+    return 0;
+}
+
 void agg__ctx_fini(struct agg *a)
 {
+    cmn_budget_release(a->flush_room);
+    a->flush_room = 0;
     long all = LONG_MAX;
     if (a->ctab != NULL)
         (void)agg__grow_finish(a, &all); /* no duplicate left to free */
@@ -698,7 +716,8 @@ static int agg_ctx_resolve(struct agg *a, struct cmn_slice name, uint64_t nh,
     rc = CMN_ECAP;
     if (a->nctx >= a->cfg.context_limit)
         goto out_free;
-    if (cmn_budget_over(CMN_BUDGET_NO_NEW_CONTEXT)) {
+    if (cmn_budget_over(CMN_BUDGET_NO_NEW_CONTEXT) ||
+        agg__flush_room(a, 1) != 0) {
         /* the memory budget's second step: existing contexts keep
          * updating, new ones wait until expiry frees room */
         a->st.contexts_refused_budget++;
@@ -866,6 +885,7 @@ bool agg__ex_unlink(struct agg *a, long *budget)
         a->dead = c;
         a->ndead++;
         a->nctx--;
+        (void)agg__flush_room(a, 0);
         a->st.contexts = a->nctx;
         a->st.contexts_expired++;
         /* the slot is examined again: an entry may have moved into it */

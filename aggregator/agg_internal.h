@@ -330,6 +330,9 @@ struct agg {
     /* contexts */
     struct agg__ctx **ctab; /* open addressing by key */
     size_t ctab_mask, nctx;
+    /* Bytes of the memory budget reserved for flushing the contexts:
+     * AGG_FLUSH_ROOM per context, in AGG_FLUSH_ROOM_CHUNK steps. */
+    size_t flush_room;
     /* Growth in steps (AGG_GROW_STEP slots per insert): the table before
      * its doubling, whose slots below ctab_mig are copied into ctab. Until
      * it is freed lookups try ctab, then it; nothing is deleted from
@@ -538,6 +541,19 @@ void agg__bucket_scrub(struct agg__bucket *b);
  * before the new array is half full, and no insert copies for more than a
  * few microseconds. */
 #define AGG_GROW_STEP 16
+
+/* The memory budget's room for one context's share of a flush, reserved
+ * while the context lives: the flush's working set grows with the
+ * contexts (a 32-byte record per series, the payloads it builds, raw and
+ * compressed, queued for the forwarder, and the next bucket's entries
+ * meanwhile); about 85 bytes a context in the cardinality flood of
+ * test_e2e_memory.c (200 000 gauge and counter contexts: 17 MB).
+ * Histogram and distribution contexts flush more, but hold much more. */
+#define AGG_FLUSH_ROOM ((size_t)64)
+#define AGG_FLUSH_ROOM_CHUNK ((size_t)64 << 10)
+/* agg_context.c: keeps a->flush_room in step with a->nctx + grow (0 or
+ * 1); nonzero when the budget refuses the room for one more context. */
+int agg__flush_room(struct agg *a, size_t grow);
 
 /* Whether a table of size slots holding n + 1 prepares its next array:
  * at 7/16 load, late, as the prepared array is resident memory (at 3/8 a

@@ -4,8 +4,9 @@
  * What is counted: every byte allocated through cmn_alloc.c (contexts, tag
  * storage, histogram samples, set members, sketches, queued payloads, the
  * retry queue, and the working memory of jansson, zstd and zlib, which are
- * routed through cmn_malloc), plus explicit reservations for memory that
- * does not come from cmn_alloc (the receive ring's pages, for example).
+ * routed through cmn_malloc), plus explicit reservations: for memory that
+ * does not come from cmn_alloc (the receive ring's pages), and for memory
+ * a flush will need (the aggregator's room per context, AGG_FLUSH_ROOM).
  * used = cmn_alloc_live_bytes() + reserved.
  *
  * The limit is not enforced inside cmn_malloc: start-up and the serializer

@@ -6,6 +6,7 @@
  * sketches) and second step (no new contexts, existing ones keep
  * updating), each counted.
  */
+#include "agg_internal.h" /* AGG_FLUSH_ROOM */
 #include "agg_test_util.h"
 
 #include <math.h>
@@ -189,4 +190,46 @@ Test(bounded, budget_refuses_new_contexts_only)
     cr_assert_eq(point("old"), 2);
     cr_assert_eq(point("late"), 7);
     cr_assert_null(th_series(&h, "new"));
+}
+
+/* Every context holds AGG_FLUSH_ROOM bytes of the budget for its share of
+ * a flush (its records, the payloads they become), reserved in chunks as
+ * contexts are created, so the context step counts the flush's working
+ * set before the flush. Expiry gives the chunks back, keeping one of
+ * slack; destroy gives back the rest. Nothing else reserves here (no
+ * receive ring), so the budget's reservations are exactly the room. */
+Test(bounded, contexts_hold_their_flush_room)
+{
+    enum { N = 3000 };
+    const size_t chunk = AGG_FLUSH_ROOM_CHUNK;
+    char name[32];
+    struct agg_stats st;
+    _Static_assert(N * AGG_FLUSH_ROOM > 2 * AGG_FLUSH_ROOM_CHUNK &&
+                       N * AGG_FLUSH_ROOM <= 3 * AGG_FLUSH_ROOM_CHUNK,
+                   "N contexts take three chunks");
+    th_create(&h);
+    cr_assert_eq(cmn_budget_reserved(), 0);
+    h.now = T0 + 1;
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof(name), "r%d", i);
+        cr_assert_eq(th_add1(&h, name, NULL, AGG_GAUGE, i), 0);
+        size_t want = ((size_t)(i + 1) * AGG_FLUSH_ROOM + chunk - 1) / chunk;
+        cr_assert_eq(cmn_budget_reserved(), want * chunk, "context %d", i);
+    }
+    /* an existing context reserves nothing more */
+    cr_assert_eq(th_add1(&h, "r0", NULL, AGG_GAUGE, 1), 0);
+    cr_assert_eq(cmn_budget_reserved(), 3 * chunk);
+    h.now = T0 + 15;
+    th_flush(&h, false);
+    th_decode(&h);
+    cr_assert_eq(th_nseries(&h), N);
+    th_clear(&h);
+    h.now = T0 + 25; /* last seen T0 + 1: all expire */
+    th_flush(&h, false);
+    agg_get_stats(h.a, &st);
+    cr_assert_eq(st.contexts_expired, N);
+    cr_assert_eq(st.contexts, 0);
+    cr_assert_eq(cmn_budget_reserved(), chunk, "one chunk of slack");
+    th_stop(&h);
+    cr_assert_eq(cmn_budget_reserved(), 0);
 }
