@@ -139,7 +139,9 @@ int agg__ctx_init(struct agg *a)
     return 0;
 }
 
-int agg__flush_room(struct agg *a, size_t grow)
+/* Keeps a->flush_room in step with a->nctx + grow (0 or 1); nonzero when
+ * the budget refuses the room for one more context. */
+static int agg_flush_room(struct agg *a, size_t grow)
 {
     size_t need = (a->nctx + grow) * AGG_FLUSH_ROOM;
     if (need > a->flush_room) {
@@ -717,7 +719,7 @@ static int agg_ctx_resolve(struct agg *a, struct cmn_slice name, uint64_t nh,
     if (a->nctx >= a->cfg.context_limit)
         goto out_free;
     if (cmn_budget_over(CMN_BUDGET_NO_NEW_CONTEXT) ||
-        agg__flush_room(a, 1) != 0) {
+        agg_flush_room(a, 1) != 0) {
         /* the memory budget's second step: existing contexts keep
          * updating, new ones wait until expiry frees room */
         a->st.contexts_refused_budget++;
@@ -885,7 +887,7 @@ bool agg__ex_unlink(struct agg *a, long *budget)
         a->dead = c;
         a->ndead++;
         a->nctx--;
-        (void)agg__flush_room(a, 0);
+        (void)agg_flush_room(a, 0);
         a->st.contexts = a->nctx;
         a->st.contexts_expired++;
         /* the slot is examined again: an entry may have moved into it */

@@ -551,9 +551,6 @@ void agg__bucket_scrub(struct agg__bucket *b);
  * Histogram and distribution contexts flush more, but hold much more. */
 #define AGG_FLUSH_ROOM ((size_t)64)
 #define AGG_FLUSH_ROOM_CHUNK ((size_t)64 << 10)
-/* agg_context.c: keeps a->flush_room in step with a->nctx + grow (0 or
- * 1); nonzero when the budget refuses the room for one more context. */
-int agg__flush_room(struct agg *a, size_t grow);
 
 /* Whether a table of size slots holding n + 1 prepares its next array:
  * at 7/16 load, late, as the prepared array is resident memory (at 3/8 a
