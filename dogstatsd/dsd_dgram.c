@@ -175,6 +175,16 @@ static enum fill_result dgram_fill(struct dsd__dgram *d, size_t max_calls)
             d->msgs[i].msg_hdr.msg_flags = 0;
         }
         int k = recvmmsg(d->fd, d->msgs, (unsigned)n, MSG_DONTWAIT, NULL);
+        if (d->thread_live) {
+            /* a reading thread that is kept off its CPU (preempted, or
+             * its virtual CPU stopped by the host) cannot drain the
+             * socket meanwhile: the longest such pause is reported with
+             * the kernel's drops */
+            uint64_t t = cmn_mono_ns();
+            if (d->prev_read_ns != 0)
+                note_max(&d->max_gap_ns, t - d->prev_read_ns);
+            d->prev_read_ns = t;
+        }
         if (k < 0) {
             if (errno == EINTR)
                 continue;
@@ -212,6 +222,7 @@ static void wait_room(struct dsd__dgram *d)
 {
     uint64_t t0 = cmn_mono_ns();
     atomic_fetch_add_explicit(&d->full_events, 1, memory_order_relaxed);
+    d->prev_read_ns = 0; /* not reading on purpose */
     atomic_store_explicit(&d->ring.prod_waiting, 1, memory_order_seq_cst);
     for (;;) {
         char *at;
@@ -466,6 +477,7 @@ static void *reader_main(void *arg)
             ts = (struct timespec){DSD_IDLE_TRIM_MS / 1000, 0};
             tsp = &ts;
         }
+        d->prev_read_ns = 0; /* asleep: a pause of its own choosing */
         int n = ppoll(np == 1 ? &p[1] : p, (nfds_t)np, tsp, NULL);
         if (n == 0 && tsp != NULL && d->unsignalled_ns == 0 && !error &&
             used == 0)
@@ -786,6 +798,9 @@ void dsd__dgram_stats(const struct dsd__dgram *d, struct dsd_stats *out)
     out->ring_full_ns +=
         atomic_load_explicit(&m->full_ns, memory_order_relaxed);
     out->rx_spin_ns += atomic_load_explicit(&m->spin_ns, memory_order_relaxed);
+    uint64_t gap = atomic_load_explicit(&m->max_gap_ns, memory_order_relaxed);
+    if (gap > out->rx_max_gap_ns)
+        out->rx_max_gap_ns = gap;
     out->read_errors +=
         atomic_load_explicit(&m->read_errors, memory_order_relaxed);
     if (d->ring.base != NULL)

@@ -77,6 +77,8 @@ struct dsd__dgram {
     int64_t spin_credit_ns;   /* spinning left (see DSD_SPIN_NS) */
     uint64_t spin_at;         /* last update of spin_credit_ns */
     _Atomic uint64_t spin_ns; /* time spent spinning, for the stats */
+    uint64_t prev_read_ns;    /* the last recvmmsg's return while awake;
+                                 0 once the thread sleeps */
     uint64_t wake_backlog;    /* bytes waiting that wake the loop at once */
     bool defer_parse;         /* the loop waits for the socket to be quiet */
 
@@ -84,6 +86,10 @@ struct dsd__dgram {
     _Atomic uint64_t kernel_drops; /* the socket's drop counter */
     _Atomic uint64_t full_events;  /* times the ring was full */
     _Atomic uint64_t full_ns;      /* time spent waiting for room */
+    _Atomic uint64_t max_gap_ns;   /* longest time between two reads of
+                                      the socket while the thread was
+                                      awake (not sleeping in poll): time
+                                      it was kept off its CPU */
     _Atomic uint64_t read_errors;
     _Atomic int last_errno;
     _Atomic uint64_t sync_req; /* loop: sync requests made */
