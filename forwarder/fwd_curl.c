@@ -19,6 +19,7 @@
  */
 #include <dlfcn.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "fwd_internal.h"
 
@@ -30,26 +31,106 @@ static char load_err[512];
 
 #define FWD_LIBCURL "libcurl.so.4"
 #define FWD_LIBCURL_ENV "DRAINPIPE_LIBCURL"
+/* drainpipe's own libcurl (scripts/build-libcurl.sh), relative to the
+ * directory of the running program: bin/../lib/drainpipe in an install
+ * prefix and a build tree, extensions/../lib/drainpipe in the Lambda layer.
+ * Not on any library path, so a program that links libcurl itself (the
+ * Lambda function's runtime) never picks it up. */
+#define FWD_LIBCURL_PRIVATE "/../lib/drainpipe/libcurl.so.4"
 
-/* The library to load: $DRAINPIPE_LIBCURL (a leaner libcurl built for the
- * container: the load cost and the memory are those of its dependencies,
- * about 30 libraries with Debian's builds) or FWD_LIBCURL. Read by
+/* The libraries to try, in order: $DRAINPIPE_LIBCURL alone when set (an
+ * explicit choice is not second-guessed); else the private build next to
+ * the program, then the system's FWD_LIBCURL. Debian's libcurl links about
+ * 30 libraries, and loading them costs several milliseconds and about
+ * 8 MiB; the private build links three (bench/README.md). Filled by
  * fwd__curl_choose on the loop thread before the load is queued, so the
- * loading thread never reads the environment. */
-static char lib_name[256] = FWD_LIBCURL;
+ * loading thread never reads the environment or the file system's names. */
+static char lib_names[2][512] = {FWD_LIBCURL};
+static size_t nlib_names = 1;
+static const char *lib_name = lib_names[0]; /* the one loaded or tried */
+
+static bool set_name(size_t i, const char *a, size_t alen, const char *b)
+{
+    size_t blen = strlen(b);
+    if (alen + blen >= sizeof(lib_names[i]))
+        return false;
+    memcpy(lib_names[i], a, alen);
+    memcpy(lib_names[i] + alen, b, blen + 1);
+    return true;
+}
+
+/* The CA bundle when the configuration names none: $SSL_CERT_FILE (as the
+ * Agent, a Go program, and OpenSSL read it), else the first that exists of
+ * the distributions' usual bundles (the list of Go's crypto/x509 on Linux):
+ * a libcurl built on Debian looks for Debian's path only, which Amazon
+ * Linux (the Lambda runtimes) does not have. "" = libcurl's own default. */
+static char ca_default[512];
+
+static void choose_ca(void)
+{
+    static const char *const bundles[] = {
+        "/etc/ssl/certs/ca-certificates.crt", /* Debian, Ubuntu, Arch */
+        "/etc/pki/tls/certs/ca-bundle.crt",   /* Fedora, RHEL, Amazon Linux */
+        "/etc/ssl/ca-bundle.pem",             /* openSUSE */
+        "/etc/pki/tls/cacert.pem",            /* OpenELEC */
+        "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem", /* RHEL 7 */
+        "/etc/ssl/cert.pem",                                 /* Alpine */
+    };
+    const char *v = getenv("SSL_CERT_FILE");
+    if (v != NULL && v[0] != '\0' && strlen(v) < sizeof(ca_default)) {
+        memcpy(ca_default, v, strlen(v) + 1);
+        return;
+    }
+    for (size_t i = 0; i < sizeof(bundles) / sizeof(bundles[0]); i++) {
+        if (access(bundles[i], R_OK) == 0) {
+            memcpy(ca_default, bundles[i], strlen(bundles[i]) + 1);
+            return;
+        }
+    }
+}
+
+const char *fwd__ca_default(void)
+{
+    return ca_default[0] != '\0' ? ca_default : NULL;
+}
 
 void fwd__curl_choose(void)
 {
+    static bool chosen;
+    if (chosen) /* once per process, as the load */
+        return;
+    chosen = true;
+    choose_ca();
     const char *v = getenv(FWD_LIBCURL_ENV);
-    if (v != NULL && v[0] != '\0' && strlen(v) < sizeof(lib_name))
-        memcpy(lib_name, v, strlen(v) + 1);
+    if (v != NULL && v[0] != '\0') {
+        if (set_name(0, v, strlen(v), ""))
+            return;
+    }
+    char exe[400];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe));
+    if (n <= 0 || (size_t)n >= sizeof(exe))
+        return;
+    while (n > 0 && exe[n - 1] != '/')
+        n--;
+    if (n > 1 && set_name(0, exe, (size_t)n - 1, FWD_LIBCURL_PRIVATE) &&
+        set_name(1, FWD_LIBCURL, 0, FWD_LIBCURL))
+        nlib_names = 2;
+    else
+        (void)set_name(0, FWD_LIBCURL, 0, FWD_LIBCURL);
 }
 
 static void load(void)
 {
     /* RTLD_NOW: RTLD_LAZY measured no faster (Debian's libcurl and its
      * dependencies are mapped and relocated either way). */
-    void *h = dlopen(lib_name, RTLD_NOW | RTLD_LOCAL);
+    void *h = NULL;
+    for (size_t i = 0; i < nlib_names && h == NULL; i++) {
+        lib_name = lib_names[i];
+        /* a private build that is not there: one failed open() */
+        if (i + 1 < nlib_names && access(lib_name, F_OK) != 0)
+            continue;
+        h = dlopen(lib_name, RTLD_NOW | RTLD_LOCAL);
+    }
     if (h == NULL) {
         const char *e = dlerror();
         snprintf(load_err, sizeof(load_err), "%s", e ? e : lib_name);
@@ -126,4 +207,9 @@ int fwd__curl_global_init(void)
 const char *fwd__curl_load_error(void)
 {
     return load_err;
+}
+
+const char *fwd__curl_loaded_name(void)
+{
+    return lib_name;
 }

@@ -271,8 +271,9 @@ static void set_tls(const struct fwd_config *cfg, CURL *e)
         curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
         curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
     }
-    if (cfg->ca_file != NULL)
-        curl_easy_setopt(e, CURLOPT_CAINFO, cfg->ca_file);
+    const char *ca = cfg->ca_file != NULL ? cfg->ca_file : fwd__ca_default();
+    if (ca != NULL)
+        curl_easy_setopt(e, CURLOPT_CAINFO, ca);
 }
 
 static void set_proxy(const struct fwd_config *cfg, const char *url, CURL *e)
@@ -479,7 +480,9 @@ static void load_after(uv_work_t *req, int status)
             rc = fwd__http_init(f);
         if (rc == 0) {
             f->http_ready = true;
-            CMN_LOGD(FWD_COMP, "libcurl loaded");
+            CMN_LOGD(FWD_COMP, "libcurl loaded: %s (%s)",
+                     fwd__curl_loaded_name(),
+                     curl_version_info(CURLVERSION_NOW)->version);
             if (f->cfg.warm_start && f->state == FWD_RUNNING)
                 warm_start(f);
             fwd__loaded(f, true);

@@ -53,16 +53,23 @@ struct fwd_curl_api {
 };
 extern struct fwd_curl_api fwd__curl;
 
-/* Loads libcurl.so.4 and resolves its functions, once per process.
+/* Loads libcurl and resolves its functions, once per process.
  * Blocking: call it on the thread pool. 0, or a negative error with the reason
  * in fwd__curl_load_error(). Any thread. */
 int fwd__curl_load(void) CMN_MUST_CHECK;
-/* Reads DRAINPIPE_LIBCURL (the library fwd__curl_load opens). Loop thread,
- * before the load is queued. */
+/* Chooses the libraries fwd__curl_load tries: DRAINPIPE_LIBCURL, else the
+ * private build in <program's directory>/../lib/drainpipe, then the
+ * system's libcurl.so.4. Loop thread, before the load is queued. */
 void fwd__curl_choose(void);
 /* curl_global_init, once per process. Loop thread, after fwd__curl_load. */
 int fwd__curl_global_init(void) CMN_MUST_CHECK;
 const char *fwd__curl_load_error(void);
+/* The library fwd__curl_load opened (or tried last). After the load. */
+const char *fwd__curl_loaded_name(void);
+/* The CA bundle used when fwd_config.ca_file is NULL ($SSL_CERT_FILE, else
+ * the first usual bundle that exists), or NULL: libcurl's default. Chosen
+ * with the library, by fwd__curl_choose. */
+const char *fwd__ca_default(void);
 
 #undef curl_easy_init
 #define curl_easy_init fwd__curl.easy_init

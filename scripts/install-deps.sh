@@ -10,6 +10,7 @@ PKGS=(
   libprotobuf-c-dev protobuf-c-compiler libcriterion-dev
   libxxhash-dev libjansson-dev libhttp-parser-dev
   bazel-bootstrap bazel-platforms
+  dpkg-dev libssl-dev libnghttp2-dev
   socat openssl ca-certificates curl zip
   clang libfuzzer-14-dev libclang-rt-14-dev
 )

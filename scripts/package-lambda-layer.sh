@@ -13,11 +13,13 @@
 #   extensions/NAME  serverless-init, Release build; libuv, zstd, zlib,
 #                    jansson, xxhash and http_parser are linked
 #                    statically, so it maps only libc at exec
-#   lib/             libcurl.so.4 and the libraries it loads, except the C
-#                    library's own; Lambda puts /opt/lib on the library
-#                    path, and the forwarder dlopens libcurl after the
-#                    first /next (forwarder/fwd_curl.c), so none of it is
-#                    on the cold-start path
+#   lib/drainpipe/   drainpipe's own libcurl.so.4 (scripts/build-libcurl.sh:
+#                    HTTP and HTTPS only) with the libssl, libcrypto and
+#                    libnghttp2 it links, and curl's licence; the
+#                    forwarder dlopens it after the first /next
+#                    (forwarder/fwd_curl.c), so none of it is on the
+#                    cold-start path. Not /opt/lib, which is on the
+#                    function's own library path.
 #
 # Runtime requirement: glibc >= 2.34 (Amazon Linux 2023 runtimes:
 # provided.al2023, python3.12+, nodejs20.x+, java21 ...). The script
@@ -25,8 +27,8 @@
 # is above 2.34. Amazon Linux 2 (glibc 2.26) is not supported by this build.
 #
 # arm64: Debian has the cross compiler (gcc-aarch64-linux-gnu), but the
-# static archives of the seven libraries above and libcurl with its ~30
-# dependencies would be needed for arm64 as well (dpkg multiarch), which is
+# static archives of the seven libraries above, OpenSSL and nghttp2 would be
+# needed for arm64 as well (dpkg multiarch), which is
 # not cheap to set up here; build on an arm64 host with this script instead
 # (it then packages the host architecture).
 set -euo pipefail
@@ -64,21 +66,29 @@ mkdir -p "$stage/extensions" "$stage/lib"
 install -m 0755 "$build/bin/serverless-init" "$stage/extensions/$name"
 strip "$stage/extensions/$name"
 
-# libcurl and what it needs, minus the C library's own objects (the
-# runtime's glibc must be used).
-curl=$(ldconfig -p | awk '/libcurl\.so\.4 .*'"$(uname -m | tr _ -)"'/ {print $NF; exit}')
-[ -n "$curl" ] || curl=$(ldconfig -p | awk '/libcurl\.so\.4 / {print $NF; exit}')
-[ -n "$curl" ] || { echo "libcurl.so.4 not found (apt-get install libcurl4)" >&2; exit 1; }
-skip='^(linux-vdso|libc|libm|libdl|libpthread|librt|libresolv|ld-linux.*)\.so'
-for lib in "$curl" $(ldd "$curl" | awk '/=>/ {print $3}'); do
-  base=$(basename "$lib")
-  if [[ $base =~ $skip ]]; then continue; fi
-  cp -L "$lib" "$stage/lib/$base"
-  strip --strip-unneeded "$stage/lib/$base" 2>/dev/null || true
+# drainpipe's own libcurl (HTTP/HTTPS only: scripts/build-libcurl.sh) and the
+# three libraries it links, in lib/drainpipe/: the forwarder loads
+# extensions/../lib/drainpipe/libcurl.so.4, and the library's RUNPATH
+# ($ORIGIN) finds its OpenSSL and nghttp2 next to it. Not in /opt/lib, which
+# is on the function's library path: a runtime that loads libcurl itself
+# keeps its own.
+./scripts/build-libcurl.sh "$stage/lib/drainpipe"
+for dep in $(ldd "$stage/lib/drainpipe/libcurl.so.4" | awk '/=>/ {print $3}'); do
+  base=$(basename "$dep")
+  case $base in
+    libssl.so.*|libcrypto.so.*|libnghttp2.so.*)
+      cp -L "$dep" "$stage/lib/drainpipe/$base"
+      strip --strip-unneeded "$stage/lib/drainpipe/$base" 2>/dev/null || true ;;
+  esac
+done
+strip --strip-unneeded "$stage/lib/drainpipe/libcurl.so.4" 2>/dev/null || true
+for want in libcurl.so.4 libssl.so.3 libcrypto.so.3 libnghttp2.so.14; do
+  [ -e "$stage/lib/drainpipe/$want" ] ||
+    { echo "layer: $want missing from lib/drainpipe" >&2; exit 1; }
 done
 
 # The runtime's glibc must provide every symbol version used.
-need=$(for f in "$stage/extensions/$name" "$stage"/lib/*; do
+need=$(for f in "$stage/extensions/$name" "$stage"/lib/drainpipe/*.so*; do
          objdump -T "$f" | grep -o 'GLIBC_[0-9.]*'
        done | sort -uV | tail -1)
 if [ "$(printf '%s\n' "$need" GLIBC_2.34 | sort -V | tail -1)" != GLIBC_2.34 ]; then
@@ -90,5 +100,5 @@ mkdir -p "$out"
 zipfile=$(cd "$out" && pwd)/drainpipe-lambda-layer-$arch.zip
 rm -f "$zipfile"
 (cd "$stage" && zip -qr9 "$zipfile" extensions lib)
-echo "$zipfile: extensions/$name + $(ls "$stage/lib" | wc -l) libraries in lib/," \
+echo "$zipfile: extensions/$name + $(ls "$stage/lib/drainpipe" | grep -c '\.so') libraries in lib/drainpipe/," \
      "$(du -k "$zipfile" | cut -f1) KiB, needs $need"

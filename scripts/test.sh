@@ -2,7 +2,8 @@
 # Runs every check drainpipe has, as CI does:
 #   1. installs the Debian packages it needs (scripts/install-deps.sh)
 #   2. style gates: banned functions, clang-format
-#   3. CMake build with -Werror + the whole Criterion suite (ctest), then
+#   3. CMake build with -Werror, drainpipe's own libcurl built next to it
+#      (scripts/build-libcurl.sh), the whole Criterion suite (ctest), then
 #      the installed library: examples/embed against a temporary prefix
 #      (scripts/test-embed.sh)
 #   4. the same under AddressSanitizer + UndefinedBehaviorSanitizer
@@ -41,6 +42,9 @@ run_suite() { # name, build dir, extra cmake args...
   step "build ($name)"
   cmake -S "$ROOT" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
   cmake --build "$dir" -j"$JOBS"
+  # drainpipe's own libcurl next to the binaries (bin/../lib/drainpipe),
+  # as installed and in the Lambda layer: the tests use it
+  ./scripts/build-libcurl.sh "$dir/lib/drainpipe"
   step "tests ($name)"
   if ! ctest --test-dir "$dir" -j"$JOBS" --output-on-failure; then
     failed+=("$name")

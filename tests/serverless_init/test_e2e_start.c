@@ -12,6 +12,7 @@
 #include "drainpipe.h"
 
 #include <arpa/inet.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
@@ -356,6 +357,155 @@ Test(apikey, child_inherits_it_unless_stripped, .timeout = 60)
         cr_assert_str_eq(ti_request_header(ti_request_get(ti, i), "DD-Api-Key"),
                          "test");
     unlink(out);
+    e2e_fini(&e);
+    ti_stop(ti);
+}
+
+/* Runs the wrapper (e->bin) around a child that sends one gauge, with
+ * the API key and a debug log; returns the "libcurl loaded: " line's path
+ * in out ("" if none) and asserts the gauge arrived. */
+static void loaded_libcurl(struct e2e *e, struct ti *ti, const char *metric,
+                           char *out, size_t cap)
+{
+    e2e_env(e, "DD_LOG_LEVEL=debug");
+    char line[64];
+    snprintf(line, sizeof(line), "%s:5|g", metric);
+    const char *args[] = {e->child, "udp", line, NULL};
+    cr_assert_eq(e2e_run(e, args, 20000), 0);
+    char err[65536], l[2048];
+    e2e_read(e->errpath, err, sizeof(err));
+    the_line(err, "libcurl loaded: ", l, sizeof(l));
+    const char *p = strstr(l, "libcurl loaded: ");
+    out[0] = '\0';
+    if (p != NULL) {
+        p += strlen("libcurl loaded: ");
+        snprintf(out, cap, "%.*s", (int)strcspn(p, " "), p);
+    }
+    double sum, last;
+    cr_assert_eq(e2e_delivered_points(ti, metric, &sum, &last), 1, "%s", err);
+    cr_assert_eq(last, 5);
+}
+
+/* The forwarder loads drainpipe's own libcurl from
+ * <program's directory>/../lib/drainpipe when it is there (the CMake build
+ * tree after scripts/build-libcurl.sh, an install prefix, the Lambda
+ * layer), else the system's libcurl.so.4 (the Bazel tree has none). */
+Test(libcurl, private_build_next_to_the_program_else_the_systems, .timeout = 60)
+{
+    struct e2e e;
+    struct ti *ti = e2e_with_intake(&e);
+    char dir[PATH_MAX], want[PATH_MAX + 64], got[PATH_MAX + 64];
+    cr_assert_not_null(realpath(getenv("DP_BIN_DIR"), dir));
+    snprintf(want, sizeof(want), "%s/../lib/drainpipe/libcurl.so.4", dir);
+    if (access(want, F_OK) != 0)
+        snprintf(want, sizeof(want), "libcurl.so.4");
+    loaded_libcurl(&e, ti, "curl.a", got, sizeof(got));
+    cr_assert_str_eq(got, want);
+    e2e_fini(&e);
+    ti_stop(ti);
+}
+
+static void copy_file(const char *from, const char *to, mode_t mode)
+{
+    int in = open(from, O_RDONLY | O_CLOEXEC);
+    int out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    cr_assert(in >= 0 && out >= 0, "%s -> %s", from, to);
+    char buf[65536];
+    ssize_t n;
+    while ((n = read(in, buf, sizeof(buf))) > 0)
+        cr_assert_eq(write(out, buf, (size_t)n), n);
+    cr_assert_eq(n, 0);
+    close(in);
+    close(out);
+}
+
+/* A private libcurl that cannot be loaded (here: not an ELF file) is
+ * skipped: the system's is loaded and the payload delivered. */
+Test(libcurl, unusable_private_build_falls_back_to_the_systems, .timeout = 60)
+{
+    struct e2e e;
+    struct ti *ti = e2e_with_intake(&e);
+    char bin[128], lib[256], so[512], prog[256];
+    snprintf(bin, sizeof(bin), "%s/bin", e.dir);
+    snprintf(lib, sizeof(lib), "%s/lib", e.dir);
+    cr_assert_eq(mkdir(bin, 0700), 0);
+    cr_assert_eq(mkdir(lib, 0700), 0);
+    strncat(lib, "/drainpipe", sizeof(lib) - strlen(lib) - 1);
+    cr_assert_eq(mkdir(lib, 0700), 0);
+    snprintf(so, sizeof(so), "%s/libcurl.so.4", lib);
+    FILE *f = fopen(so, "w");
+    cr_assert_not_null(f);
+    fputs("not a shared object\n", f);
+    fclose(f);
+    /* a copy, not a link: the program's directory is that of
+     * /proc/self/exe, which resolves links */
+    snprintf(prog, sizeof(prog), "%s/serverless-init", bin);
+    copy_file(e.bin, prog, 0700);
+    snprintf(e.bin, sizeof(e.bin), "%s", prog);
+    char got[PATH_MAX];
+    loaded_libcurl(&e, ti, "curl.b", got, sizeof(got));
+    cr_assert_str_eq(got, "libcurl.so.4");
+    unlink(prog);
+    unlink(so);
+    rmdir(lib);
+    snprintf(lib, sizeof(lib), "%s/lib", e.dir);
+    rmdir(lib);
+    rmdir(bin);
+    e2e_fini(&e);
+    ti_stop(ti);
+}
+
+/* DRAINPIPE_LIBCURL is used alone: the system's libcurl by its soname
+ * here, and a library that is not there is an error (logged, the child's
+ * exit code kept), not a silent fall-back. */
+Test(libcurl, explicit_choice_is_used_alone, .timeout = 60)
+{
+    struct e2e e;
+    struct ti *ti = e2e_with_intake(&e);
+    e2e_env(&e, "DRAINPIPE_LIBCURL=libcurl.so.4");
+    char got[PATH_MAX];
+    loaded_libcurl(&e, ti, "curl.c", got, sizeof(got));
+    cr_assert_str_eq(got, "libcurl.so.4");
+    e2e_env(&e, "DRAINPIPE_LIBCURL=%s/no/libcurl.so.4", e.dir);
+    e2e_env(&e, "DD_LOG_LEVEL=warn");
+    const char *args[] = {e.child, "exit", "7", NULL};
+    cr_assert_eq(e2e_run(&e, args, 20000), 7);
+    char err[65536];
+    e2e_read(e.errpath, err, sizeof(err));
+    char want[256];
+    snprintf(want, sizeof(want), "cannot use libcurl (%s/no/libcurl.so.4",
+             e.dir);
+    cr_assert_not_null(strstr(err, want), "%s", err);
+    e2e_fini(&e);
+    ti_stop(ti);
+}
+
+/* HTTPS end to end with the libcurl the wrapper loads (its own in the
+ * CMake tree): the intake's certificate is verified against the CA of
+ * $SSL_CERT_FILE, as the Agent reads it. Without it, the system's bundle
+ * does not trust the test CA: nothing is delivered and the failure is
+ * logged, so verification is on. */
+Test(libcurl, https_verified_against_ssl_cert_file, .timeout = 60)
+{
+    struct e2e e;
+    struct ti *ti = e2e_with_intake(&e);
+    struct tt tls;
+    cr_assert_eq(tt_start(ti_port(ti), &tls), 0);
+    e2e_env(&e, "DD_DD_URL=%s", tls.url);
+    e2e_env(&e, "SSL_CERT_FILE=%s", TI_CA_FILE);
+    const char *args[] = {e.child, "udp", "tls.g:3|g", NULL};
+    cr_assert_eq(e2e_run(&e, args, 20000), 0);
+    double sum, last;
+    cr_assert_eq(e2e_delivered_points(ti, "tls.g", &sum, &last), 1);
+    cr_assert_eq(last, 3);
+    e2e_env(&e, "SSL_CERT_FILE=");
+    const char *args2[] = {e.child, "udp", "tls.h:4|g", NULL};
+    cr_assert_eq(e2e_run(&e, args2, 20000), 0);
+    char err[65536];
+    e2e_read(e.errpath, err, sizeof(err));
+    cr_assert_eq(e2e_delivered_points(ti, "tls.h", &sum, &last), 0, "%s", err);
+    cr_assert_not_null(strstr(err, "SSL certificate problem"), "%s", err);
+    tt_stop(&tls);
     e2e_fini(&e);
     ti_stop(ti);
 }
