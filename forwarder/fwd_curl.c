@@ -94,12 +94,8 @@ const char *fwd__ca_default(void)
     return ca_default[0] != '\0' ? ca_default : NULL;
 }
 
-void fwd__curl_choose(void)
+static void choose(void)
 {
-    static bool chosen;
-    if (chosen) /* once per process, as the load */
-        return;
-    chosen = true;
     choose_ca();
     const char *v = getenv(FWD_LIBCURL_ENV);
     if (v != NULL && v[0] != '\0') {
@@ -117,6 +113,14 @@ void fwd__curl_choose(void)
         nlib_names = 2;
     else
         (void)set_name(0, FWD_LIBCURL, 0, FWD_LIBCURL);
+}
+
+void fwd__curl_choose(void)
+{
+    /* once per process, as the load: forwarders on two loops may start at
+     * once */
+    static uv_once_t choose_once = UV_ONCE_INIT;
+    uv_once(&choose_once, choose);
 }
 
 static void load(void)
