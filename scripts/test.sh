@@ -5,7 +5,8 @@
 #   3. CMake build with -Werror, drainpipe's own libcurl built next to it
 #      (scripts/build-libcurl.sh), the whole Criterion suite (ctest), then
 #      the installed library: examples/embed against a temporary prefix
-#      (scripts/test-embed.sh)
+#      (scripts/test-embed.sh), and the Lambda layer's zip, unzipped, under
+#      the extension's end-to-end tests (scripts/test-layer.sh)
 #   4. the same under AddressSanitizer + UndefinedBehaviorSanitizer
 #   5. the offline Bazel build and `bazel test //...`
 #   6. every libFuzzer target for 60 s under ASan + UBSan (scripts/fuzz.sh)
@@ -64,6 +65,10 @@ run_suite release "$ROOT/build"
 step "installed library: examples/embed built with pkg-config alone"
 if ! ./scripts/test-embed.sh "$ROOT/build"; then
   failed+=("embed")
+fi
+step "Lambda layer: built, unzipped, its extension under the e2e tests"
+if ! ./scripts/test-layer.sh "$ROOT/build"; then
+  failed+=("layer")
 fi
 if [ $ASAN -eq 1 ]; then
   # detect_leaks: every test must free what it allocates
