@@ -11,7 +11,7 @@ PKGS=(
   libxxhash-dev libjansson-dev libhttp-parser-dev
   bazel-bootstrap bazel-platforms
   dpkg-dev libssl-dev libnghttp2-dev
-  socat openssl ca-certificates curl zip
+  socat openssl ca-certificates curl zip unzip
   clang libfuzzer-14-dev libclang-rt-14-dev
 )
 
