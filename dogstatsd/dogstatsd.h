@@ -187,10 +187,11 @@ struct dsd_stats {
     uint64_t ring_full_ns;        /* time spent waiting so */
     uint64_t rx_spin_ns;          /* time receive threads spent reading
                                      again instead of sleeping, in bursts */
-    uint64_t rx_max_gap_ns;       /* the longest time a receive thread,
-                                     awake, went without reading its
-                                     socket (kept off its CPU); the
+    uint64_t rx_max_gap_ns_udp;   /* the longest time the receive
+                                     thread, awake, went without reading
+                                     its socket (kept off its CPU); the
                                      socket buffer must hold that long */
+    uint64_t rx_max_gap_ns_uds;   /* idem, Unix datagram socket */
     uint64_t ring_budget_refused; /* times the memory budget refused the
                                      receive ring more pages (it then
                                      reuses the ones it has) */

@@ -787,10 +787,14 @@ void dsd__dgram_stats(const struct dsd__dgram *d, struct dsd_stats *out)
     read_meminfo(m);
     uint64_t drops =
         atomic_load_explicit(&m->kernel_drops, memory_order_relaxed);
-    if (d == &d->s->udp)
+    uint64_t gap = atomic_load_explicit(&m->max_gap_ns, memory_order_relaxed);
+    if (d == &d->s->udp) {
         out->kernel_drops_udp += drops;
-    else
+        out->rx_max_gap_ns_udp = gap;
+    } else {
         out->kernel_drops_uds += drops;
+        out->rx_max_gap_ns_uds = gap;
+    }
     out->ring_full +=
         atomic_load_explicit(&m->full_events, memory_order_relaxed);
     out->ring_budget_refused +=
@@ -798,9 +802,6 @@ void dsd__dgram_stats(const struct dsd__dgram *d, struct dsd_stats *out)
     out->ring_full_ns +=
         atomic_load_explicit(&m->full_ns, memory_order_relaxed);
     out->rx_spin_ns += atomic_load_explicit(&m->spin_ns, memory_order_relaxed);
-    uint64_t gap = atomic_load_explicit(&m->max_gap_ns, memory_order_relaxed);
-    if (gap > out->rx_max_gap_ns)
-        out->rx_max_gap_ns = gap;
     out->read_errors +=
         atomic_load_explicit(&m->read_errors, memory_order_relaxed);
     if (d->ring.base != NULL)

@@ -571,15 +571,16 @@ void dsd_stop(struct dsd *s, struct cmn_deadline dl, dsd_stopped_cb cb,
         CMN_LOGD(DSD_COMP,
                  "stopped: %llu packets, %llu metric lines, %llu truncated, "
                  "kernel drops udp %llu uds %llu, ring full %llu times "
-                 "(%.3f ms), spun %.3f ms in bursts, longest pause "
-                 "between reads %.3f ms",
+                 "(%.3f ms), spun %.3f ms in bursts, longest read pause "
+                 "udp %.3f ms uds %.3f ms",
                  (unsigned long long)st.packets,
                  (unsigned long long)st.metric_lines,
                  (unsigned long long)st.packets_truncated,
                  (unsigned long long)st.kernel_drops_udp,
                  (unsigned long long)st.kernel_drops_uds,
                  (unsigned long long)st.ring_full, st.ring_full_ns / 1e6,
-                 st.rx_spin_ns / 1e6, st.rx_max_gap_ns / 1e6);
+                 st.rx_spin_ns / 1e6, st.rx_max_gap_ns_udp / 1e6,
+                 st.rx_max_gap_ns_uds / 1e6);
     }
     uv_idle_init(s->loop, &s->stop_idle);
     s->stop_idle.data = s;

@@ -49,14 +49,13 @@ static char lib_names[2][512] = {FWD_LIBCURL};
 static size_t nlib_names = 1;
 static const char *lib_name = lib_names[0]; /* the one loaded or tried */
 
-static bool set_name(size_t i, const char *a, size_t alen, const char *b)
+/* Sets dst (cap bytes) to a then b; false when that does not fit. */
+static bool join(char *dst, size_t cap, const char *a, const char *b)
 {
-    size_t blen = strlen(b);
-    if (alen + blen >= sizeof(lib_names[i]))
-        return false;
-    memcpy(lib_names[i], a, alen);
-    memcpy(lib_names[i] + alen, b, blen + 1);
-    return true;
+    size_t n = 0;
+    cmn_fcat(dst, cap, &n, a);
+    cmn_fcat(dst, cap, &n, b);
+    return n < cap;
 }
 
 /* The CA bundle when the configuration names none: $SSL_CERT_FILE (as the
@@ -77,13 +76,13 @@ static void choose_ca(void)
         "/etc/ssl/cert.pem",                                 /* Alpine */
     };
     const char *v = getenv("SSL_CERT_FILE");
-    if (v != NULL && v[0] != '\0' && strlen(v) < sizeof(ca_default)) {
-        memcpy(ca_default, v, strlen(v) + 1);
+    if (v != NULL && v[0] != '\0' &&
+        join(ca_default, sizeof(ca_default), v, ""))
         return;
-    }
+    ca_default[0] = '\0';
     for (size_t i = 0; i < sizeof(bundles) / sizeof(bundles[0]); i++) {
         if (access(bundles[i], R_OK) == 0) {
-            memcpy(ca_default, bundles[i], strlen(bundles[i]) + 1);
+            (void)join(ca_default, sizeof(ca_default), bundles[i], "");
             return;
         }
     }
@@ -97,22 +96,21 @@ const char *fwd__ca_default(void)
 static void choose(void)
 {
     choose_ca();
+    const size_t cap = sizeof(lib_names[0]);
     const char *v = getenv(FWD_LIBCURL_ENV);
-    if (v != NULL && v[0] != '\0') {
-        if (set_name(0, v, strlen(v), ""))
-            return;
-    }
+    if (v != NULL && v[0] != '\0' && join(lib_names[0], cap, v, ""))
+        return; /* nlib_names stays 1 */
+    /* the program's directory: /proc/self/exe up to its last '/' */
     char exe[400];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe));
-    if (n <= 0 || (size_t)n >= sizeof(exe))
-        return;
-    while (n > 0 && exe[n - 1] != '/')
+    while (n > 0 && (size_t)n < sizeof(exe) && exe[n - 1] != '/')
         n--;
-    if (n > 1 && set_name(0, exe, (size_t)n - 1, FWD_LIBCURL_PRIVATE) &&
-        set_name(1, FWD_LIBCURL, 0, FWD_LIBCURL))
-        nlib_names = 2;
-    else
-        (void)set_name(0, FWD_LIBCURL, 0, FWD_LIBCURL);
+    nlib_names = 0;
+    if (n > 1 && (size_t)n < sizeof(exe)) {
+        exe[n - 1] = '\0';
+        nlib_names = join(lib_names[0], cap, exe, FWD_LIBCURL_PRIVATE);
+    }
+    (void)join(lib_names[nlib_names++], cap, FWD_LIBCURL, "");
 }
 
 void fwd__curl_choose(void)

@@ -806,18 +806,19 @@ static void report_undelivered(const struct lc_pipeline *p, bool clean)
     const char *const kinds[2] = {"udp", "uds"};
     const uint64_t drops[2] = {st.dsd.kernel_drops_udp,
                                st.dsd.kernel_drops_uds};
+    const uint64_t pause[2] = {st.dsd.rx_max_gap_ns_udp,
+                               st.dsd.rx_max_gap_ns_uds};
     for (int i = 0; i < 2; i++) {
         if (drops[i] == 0 || off >= sizeof(buf))
             continue;
         /* the longest time the receive thread went without reading: a
          * drop with a long pause is the thread kept off its CPU (by the
          * host or another task) for longer than the socket buffer lasts */
-        int w =
-            snprintf(buf + off, sizeof(buf) - off,
-                     "%s%s: kernel dropped %llu datagrams (longest pause "
-                     "between reads %.2f ms)",
-                     off ? ", " : "", kinds[i], (unsigned long long)drops[i],
-                     st.dsd.rx_max_gap_ns / 1e6);
+        int w = snprintf(buf + off, sizeof(buf) - off,
+                         "%s%s: kernel dropped %llu datagrams (longest pause "
+                         "between reads %.2f ms)",
+                         off ? ", " : "", kinds[i],
+                         (unsigned long long)drops[i], pause[i] / 1e6);
         if (w > 0)
             off += (size_t)w;
     }
