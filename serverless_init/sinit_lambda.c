@@ -40,6 +40,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -140,6 +141,12 @@ static void checkpoint(struct lx *x, const char *phase)
 
 static void log_ready(struct lx *x)
 {
+    if (!cmn_log_enabled(CMN_LOG_DEBUG)) {
+        x->ready_logged = true;
+        return;
+    }
+    struct rusage ru; /* before any log line: the first printf faults */
+    getrusage(RUSAGE_SELF, &ru);
     uint64_t prev = x->start_ns;
     for (size_t i = 0; i < x->nck; i++) {
         log_checkpoint(x, x->ck[i].phase, prev, x->ck[i].ns);
@@ -148,9 +155,12 @@ static void log_ready(struct lx *x)
     x->ready_logged = true;
     /* CPU time includes the dynamic loader's work before main and does
      * not count waits: the figure to compare on a loaded machine */
-    CMN_LOGD(COMP, "extension ready in %.3f ms%s (CPU since exec: %.3f ms)",
+    CMN_LOGD(COMP,
+             "extension ready in %.3f ms%s (CPU since exec: %.3f ms, %ld page "
+             "faults)",
              (double)(x->ready_ns - x->start_ns) / 1e6,
-             x->idle ? " (idle)" : "", (double)x->ready_cpu_ns / 1e6);
+             x->idle ? " (idle)" : "", (double)x->ready_cpu_ns / 1e6,
+             ru.ru_minflt + ru.ru_majflt);
 }
 
 static uint64_t mono_ms(void)
@@ -189,7 +199,7 @@ static void report_error(struct lx *x, bool init, const char *type,
     int err = sinit_rapi_call(&x->rapi, "POST",
                               init ? "/2020-01-01/extension/init/error"
                                    : "/2020-01-01/extension/exit/error",
-                              hdr, body, RAPI_TIMEOUT_MS, &r);
+                              hdr, body, RAPI_TIMEOUT_MS, false, &r);
     CMN_LOGD(COMP, "%s error reported: %s, HTTP %d", init ? "init" : "exit",
              err ? cmn_strerror(err) : "sent", r.status);
     sinit_http_resp_free(&r);
@@ -216,7 +226,7 @@ static int register_send(struct lx *x)
              "Content-Type: application/json\r\n");
     int fd = sinit_rapi_send(&x->rapi, "POST", "/2020-01-01/extension/register",
                              hdr, "{\"events\":[\"INVOKE\",\"SHUTDOWN\"]}",
-                             RAPI_TIMEOUT_MS);
+                             RAPI_TIMEOUT_MS, true);
     if (fd < 0)
         register_failed(x, fd);
     return fd;
@@ -227,7 +237,7 @@ static int register_send(struct lx *x)
 static int register_finish(struct lx *x, int fd)
 {
     struct sinit_http_resp r;
-    int err = sinit_rapi_recv(fd, &r);
+    int err = sinit_rapi_recv(&x->rapi, fd, true, &r);
     if (err != 0) {
         register_failed(x, err);
         goto out;
@@ -266,7 +276,7 @@ static int do_subscribe(struct lx *x)
     struct sinit_http_resp r;
     int err = sinit_rapi_call(&x->rapi, "PUT", "/2022-07-01/telemetry",
                               "Content-Type: application/json\r\n", body,
-                              RAPI_TIMEOUT_MS, &r);
+                              RAPI_TIMEOUT_MS, true, &r);
     if (err == 0 && r.status != 200) {
         CMN_LOGE(COMP, "telemetry subscribe refused: HTTP %d: %.200s", r.status,
                  r.body);
@@ -894,6 +904,7 @@ out_close:
     if (uv_loop_close(&x->loop) != 0)
         CMN_LOGD(COMP, "loop still has handles at exit");
 out_free:
+    sinit_rapi_close(&x->rapi); /* a kept connection never used */
     dp_config_free(x->cfg);
     cmn_free(x->reg_body);
     cmn_free(x);

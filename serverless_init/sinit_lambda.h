@@ -46,6 +46,7 @@ struct sinit_rapi {
     struct sockaddr_in addr;
     char host[64]; /* Host header: the variable's value */
     char id[128];  /* Lambda-Extension-Identifier, "" before register */
+    int idle_fd;   /* the connection kept for the next request, or -1 */
 };
 
 struct sinit_http_resp {
@@ -57,23 +58,32 @@ struct sinit_http_resp {
 
 /* host_port: "a.b.c.d:port" or "localhost:port". 0 or UV_EINVAL. */
 int sinit_rapi_init(struct sinit_rapi *r, const char *host_port) CMN_MUST_CHECK;
+/* Closes the kept connection, if any. */
+void sinit_rapi_close(struct sinit_rapi *r);
 /* One blocking request. headers: extra "Name: value\r\n" lines (or NULL);
  * the identifier header is added when r->id is set. body may be NULL.
+ * Any request goes on the connection kept by the previous one, if the
+ * server has not closed it (sent again on a new one if it closes as the
+ * request goes out). keep: ask the server to keep this connection for the
+ * next request (no "Connection: close"); only for a request another
+ * follows at once (register, subscribe), never across a possible freeze.
  * Returns 0 with *out filled (free with sinit_http_resp_free, also on
  * error), or a negative errno-style error (connect, timeout, parse). */
-int sinit_rapi_call(const struct sinit_rapi *r, const char *method,
-                    const char *path, const char *headers, const char *body,
-                    uint32_t timeout_ms,
-                    struct sinit_http_resp *out) CMN_MUST_CHECK;
+int sinit_rapi_call(struct sinit_rapi *r, const char *method, const char *path,
+                    const char *headers, const char *body, uint32_t timeout_ms,
+                    bool keep, struct sinit_http_resp *out) CMN_MUST_CHECK;
 /* The two halves of sinit_rapi_call, so that work can be done while the
- * Runtime API answers: sinit_rapi_send connects and writes the request
- * (blocking), returning the connected socket or a negative error;
- * sinit_rapi_recv reads and parses the answer (blocking, bounded by the
- * send's timeout), closes fd, and returns as sinit_rapi_call does. */
-int sinit_rapi_send(const struct sinit_rapi *r, const char *method,
-                    const char *path, const char *headers, const char *body,
-                    uint32_t timeout_ms) CMN_MUST_CHECK;
-int sinit_rapi_recv(int fd, struct sinit_http_resp *out) CMN_MUST_CHECK;
+ * Runtime API answers: sinit_rapi_send writes the request (blocking),
+ * returning the connected socket or a negative error; sinit_rapi_recv
+ * reads and parses the answer (blocking, bounded by the send's timeout),
+ * keeps fd for the next request (keep, and the server allows it) or
+ * closes it, and returns as sinit_rapi_call does. No second try: for a
+ * first request (register), on a new connection. */
+int sinit_rapi_send(struct sinit_rapi *r, const char *method, const char *path,
+                    const char *headers, const char *body, uint32_t timeout_ms,
+                    bool keep) CMN_MUST_CHECK;
+int sinit_rapi_recv(struct sinit_rapi *r, int fd, bool keep,
+                    struct sinit_http_resp *out) CMN_MUST_CHECK;
 void sinit_http_resp_free(struct sinit_http_resp *resp);
 
 struct sinit_next;
@@ -81,11 +91,12 @@ struct sinit_next;
  * connection failed. Called once, on the loop thread. */
 typedef void (*sinit_next_cb)(void *data, int err,
                               const struct sinit_http_resp *resp);
-/* Sends GET /2020-01-01/extension/event/next and reads the answer on loop.
- * Returns 0 (cb will be called once, never from inside this call) or an
- * error (cb not called). The object frees itself after cb. */
-int sinit_rapi_next(uv_loop_t *loop, const struct sinit_rapi *r,
-                    sinit_next_cb cb, void *data) CMN_MUST_CHECK;
+/* Sends GET /2020-01-01/extension/event/next ("Connection: close"; on the
+ * kept connection if there is one) and reads the answer on loop. Returns
+ * 0 (cb will be called once, never from inside this call) or an error (cb
+ * not called). The object frees itself after cb. r must outlive it. */
+int sinit_rapi_next(uv_loop_t *loop, struct sinit_rapi *r, sinit_next_cb cb,
+                    void *data) CMN_MUST_CHECK;
 
 /* ------------------------------------------------------------------------
  * Telemetry listener (sinit_telemetry.c): HTTP/1.1 server on TCP, parses

@@ -616,6 +616,100 @@ Test(lambda, stale_connection_is_retried_at_once, .timeout = 30)
     lx_teardown(&t);
 }
 
+/* Two invocations and a SHUTDOWN with every metric delivered: what the
+ * Runtime API connection tests below check after their own set-up. */
+static void two_invocations_delivered(struct lx_test *t)
+{
+    for (int i = 0; i < 2; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "req-%d", i);
+        fl_push_invoke(t->fl, id, 30000);
+        wait_answered(t, (size_t)i);
+        char line[64];
+        snprintf(line, sizeof(line), "fn.conn:%d|c|#inv:%d", i + 1, i);
+        lx_send(t, line);
+        post(t, "[" EV_START "," EV_DONE "]", i, i, 100);
+        cr_assert_eq(fl_wait_next(t->fl, (size_t)i + 2, 10000), (size_t)i + 2);
+    }
+    uint64_t took;
+    int code = lx_shutdown(t, 2, 2000, &took);
+    char err[16384];
+    lx_stderr(t, err, sizeof(err));
+    cr_assert_eq(code, 0, "exit %d\n%s", code, err);
+    expect_point(t->ti, "fn.conn", "inv:0," LX_TAGS, 0.1, 2);
+    expect_point(t->ti, "fn.conn", "inv:1," LX_TAGS, 0.2, 2);
+    (void)expect_calls(t, 1, 1, 0, 0);
+}
+
+/* Register keeps its connection for the subscribe, and the subscribe for
+ * the first /next: one connect for the init's three round-trips. Every
+ * /next says "Connection: close", so the later ones each come on a new
+ * connection and none is left idle across a freeze. */
+Test(lambda, init_requests_share_one_connection, .timeout = 30)
+{
+    struct lx_test t;
+    lx_setup(&t, 0, false);
+    e2e_env(&t.e, "DD_SERVERLESS_FLUSH_STRATEGY=end");
+    lx_run(&t);
+    cr_assert_eq(fl_next_conn(t.fl, 0), 1, "first /next on connection %d",
+                 fl_next_conn(t.fl, 0));
+    two_invocations_delivered(&t);
+    cr_assert_eq(fl_next_conn(t.fl, 1), 2);
+    cr_assert_eq(fl_next_conn(t.fl, 2), 3); /* answered SHUTDOWN */
+    cr_assert_eq(fl_connections(t.fl), 3);
+    lx_teardown(&t);
+}
+
+/* A Runtime API that closes a kept connection as it is reused (reads the
+ * request, answers nothing): the subscribe and the first /next are each
+ * sent again on a new connection, once, and nothing is lost or doubled. */
+Test(lambda, kept_connection_closed_by_the_runtime_api_is_replaced,
+     .timeout = 30)
+{
+    struct lx_test t;
+    lx_setup(&t, 0, false);
+    e2e_env(&t.e, "DD_SERVERLESS_FLUSH_STRATEGY=end");
+    e2e_env(&t.e, "DD_LOG_LEVEL=debug");
+    fl_set_drop_reused(t.fl, true);
+    lx_run(&t);
+    /* register on 1 (kept); subscribe dropped on 1, answered on 2 (kept);
+     * /next dropped on 2, answered on 3 */
+    cr_assert_eq(fl_next_conn(t.fl, 0), 3, "first /next on connection %d",
+                 fl_next_conn(t.fl, 0));
+    two_invocations_delivered(&t);
+    cr_assert_eq(fl_next_conn(t.fl, 1), 4);
+    cr_assert_eq(fl_next_conn(t.fl, 2), 5);
+    char err[65536];
+    lx_stderr(&t, err, sizeof(err));
+    cr_assert(strstr(err, "kept connection closed by the Runtime API (end of "
+                          "file): PUT /2022-07-01/telemetry again on a new "
+                          "one") != NULL,
+              "%s", err);
+    cr_assert(strstr(err, "/next again on a new one") != NULL, "%s", err);
+    lx_teardown(&t);
+}
+
+/* A Runtime API that writes an answer's head and body apart: Nagle's
+ * algorithm holds the body until the head is acknowledged, and Linux
+ * delays that acknowledgement by at least 40 ms on a connection past its
+ * first exchanges. The extension acknowledges at once: the subscribe on
+ * the kept connection must not cost those 40 ms. */
+Test(lambda, split_answers_on_a_kept_connection_are_not_delayed, .timeout = 30)
+{
+    struct lx_test t;
+    lx_setup(&t, 0, false);
+    fl_set_split_answers(t.fl, true);
+    lx_run(&t);
+    struct fl_info in = expect_calls(&t, 1, 1, 0, 0);
+    uint64_t reg = in.register_ns, next = fl_next_ns(t.fl, 0);
+    cr_assert_eq(fl_next_conn(t.fl, 0), 1);
+    cr_assert_lt(next - reg, 30 * 1000000ull,
+                 "register to first /next: %llu us",
+                 (unsigned long long)(next - reg) / 1000);
+    two_invocations_delivered(&t);
+    lx_teardown(&t);
+}
+
 /* Each of n needles is in log, in this order; returns the last one. */
 static const char *in_order(const char *log, const char *const *needles,
                             size_t n)

@@ -1,11 +1,14 @@
 /*
  * fake_lambda.c - the fake Lambda Runtime API of fake_lambda.h.
  *
- * One accept thread; one detached thread per connection that reads one
- * request (http_parser), answers it and closes (the extension sends
- * "Connection: close"). /next blocks its connection thread on the
- * condition variable until a scripted event is queued or the fake stops.
- * fl_stop waits for every connection thread to leave before freeing.
+ * One accept thread; one detached thread per connection that reads a
+ * request (http_parser), answers it, and reads the next one on the same
+ * connection while the client keeps it alive (HTTP/1.1 without
+ * "Connection: close", as Lambda's own Go server does), else closes.
+ * Requests are not pipelined: each is read after the previous answer.
+ * /next blocks its connection thread on the condition variable until a
+ * scripted event is queued or the fake stops. fl_stop waits for every
+ * connection thread to leave before freeing.
  */
 #include "fake_lambda.h"
 
@@ -49,6 +52,10 @@ struct fl {
     size_t nevents, nsent;
     char *post_on_subscribe;
     int post_on_subscribe_status;
+    int nconns;                 /* connections accepted */
+    int next_conn[FL_MAX_NEXT]; /* connection (1-based) of each /next */
+    bool drop_reused;           /* close on a connection's 2nd request */
+    bool split_answers;         /* head and body in two writes */
 };
 
 /* ------------------------------------------------------------------------
@@ -63,6 +70,7 @@ struct fl_req {
     char body[8192];
     size_t body_len;
     bool done;
+    bool keep; /* the client keeps the connection for another request */
 };
 
 static void cpy(char *dst, size_t cap, const char *p, size_t len)
@@ -121,6 +129,7 @@ static int on_done(http_parser *hp)
 {
     struct fl_req *r = hp->data;
     r->done = true;
+    r->keep = http_should_keep_alive(hp) != 0;
     snprintf(r->method, sizeof(r->method), "%s",
              http_method_str((enum http_method)hp->method));
     return 0;
@@ -134,13 +143,30 @@ static const http_parser_settings req_settings = {
     .on_message_complete = on_done,
 };
 
-static bool read_request(int fd, struct fl_req *r)
+static bool stopping(struct fl *fl)
+{
+    pthread_mutex_lock(&fl->mu);
+    bool s = fl->stopping;
+    pthread_mutex_unlock(&fl->mu);
+    return s;
+}
+
+static bool read_request(struct fl *fl, int fd, struct fl_req *r)
 {
     http_parser hp;
     http_parser_init(&hp, HTTP_REQUEST);
     hp.data = r;
     char buf[4096];
     while (!r->done) {
+        /* a kept connection may stay idle: fl_stop must not wait on it */
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        int pr = poll(&pfd, 1, 100);
+        if (pr == 0 && !stopping(fl))
+            continue;
+        if (pr <= 0 && !(pr < 0 && errno == EINTR))
+            return false;
+        if (pr < 0)
+            continue;
         ssize_t n = recv(fd, buf, sizeof(buf), 0);
         if (n < 0 && errno == EINTR)
             continue;
@@ -166,16 +192,26 @@ static void send_all(int fd, const char *p, size_t len)
     }
 }
 
-static void answer(int fd, int status, const char *extra, const char *body)
+/* keep: the client asked to keep the connection (no "Connection: close"
+ * in the answer then). split: the head and the body in two writes. */
+static void answer(int fd, bool keep, int status, const char *extra,
+                   const char *body, bool split)
 {
-    char head[512];
-    size_t blen = strlen(body);
-    int n = snprintf(head, sizeof(head),
+    /* one write, head and body, as Lambda's Go server flushes its
+     * buffered answer */
+    char msg[2048];
+    int n = snprintf(msg, sizeof(msg),
                      "HTTP/1.1 %d X\r\nContent-Type: application/json\r\n%s"
-                     "Content-Length: %zu\r\nConnection: close\r\n\r\n",
-                     status, extra ? extra : "", blen);
-    send_all(fd, head, (size_t)n);
-    send_all(fd, body, blen);
+                     "Content-Length: %zu\r\n%s\r\n%s",
+                     status, extra ? extra : "", strlen(body),
+                     keep ? "" : "Connection: close\r\n", body);
+    if (n <= 0)
+        return;
+    size_t len = (size_t)n < sizeof(msg) ? (size_t)n : sizeof(msg) - 1;
+    size_t head = split ? (size_t)(strstr(msg, "\r\n\r\n") + 4 - msg) : len;
+    send_all(fd, msg, head);
+    if (head < len) /* apart: Nagle holds it until the head is acked */
+        send_all(fd, msg + head, len - head);
 }
 
 /* ------------------------------------------------------------------------
@@ -234,12 +270,22 @@ static void put(char *dst, size_t cap, const char *src)
     dst[n] = '\0';
 }
 
-static void handle_next(struct fl *fl, int fd, const struct fl_req *r)
+static bool split_answers(struct fl *fl)
+{
+    pthread_mutex_lock(&fl->mu);
+    bool v = fl->split_answers;
+    pthread_mutex_unlock(&fl->mu);
+    return v;
+}
+
+static void handle_next(struct fl *fl, int fd, int conn, const struct fl_req *r)
 {
     pthread_mutex_lock(&fl->mu);
     size_t i = fl->nnext;
-    if (i < FL_MAX_NEXT)
+    if (i < FL_MAX_NEXT) {
+        fl->next_conn[i] = conn;
         fl->next_ns[fl->nnext++] = cmn_mono_ns();
+    }
     put(fl->info.next_id, sizeof(fl->info.next_id), r->id);
     pthread_cond_broadcast(&fl->cv);
     while (!fl->stopping && fl->nsent >= fl->nevents)
@@ -261,21 +307,22 @@ static void handle_next(struct fl *fl, int fd, const struct fl_req *r)
         snprintf(body, sizeof(body), "%s", fl->events[e]);
     }
     pthread_mutex_unlock(&fl->mu);
-    answer(fd, status,
+    answer(fd, r->keep, status,
            status == 200 ? "Lambda-Extension-Event-Identifier: ev\r\n" : NULL,
-           body);
+           body, split_answers(fl));
     pthread_mutex_lock(&fl->mu);
     if (i < FL_MAX_NEXT)
         fl->next_answered_ns[i] = cmn_mono_ns();
     pthread_mutex_unlock(&fl->mu);
 }
 
-static void handle(struct fl *fl, int fd, const struct fl_req *r)
+static void handle(struct fl *fl, int fd, int conn, const struct fl_req *r)
 {
     if (strcmp(r->url, "/2020-01-01/extension/event/next") == 0) {
-        handle_next(fl, fd, r);
+        handle_next(fl, fd, conn, r);
         return;
     }
+    bool split = split_answers(fl);
     pthread_mutex_lock(&fl->mu);
     struct fl_info *in = &fl->info;
     if (strcmp(r->url, "/2020-01-01/extension/register") == 0) {
@@ -287,14 +334,17 @@ static void handle(struct fl *fl, int fd, const struct fl_req *r)
         int st = fl->register_status ? fl->register_status : 200;
         pthread_mutex_unlock(&fl->mu);
         if (st == 200)
-            answer(fd, 200, "Lambda-Extension-Identifier: " FL_EXT_ID "\r\n",
+            answer(fd, r->keep, 200,
+                   "Lambda-Extension-Identifier: " FL_EXT_ID "\r\n",
                    "{\"functionName\":\"orders\",\"functionVersion\":"
                    "\"$LATEST\",\"handler\":\"app.handler\","
-                   "\"accountId\":\"123456789012\"}");
+                   "\"accountId\":\"123456789012\"}",
+                   split);
         else
-            answer(fd, st, NULL,
+            answer(fd, r->keep, st, NULL,
                    "{\"errorMessage\":\"scripted failure\","
-                   "\"errorType\":\"Extension.Scripted\"}");
+                   "\"errorType\":\"Extension.Scripted\"}",
+                   split);
         return;
     }
     if (strcmp(r->url, "/2022-07-01/telemetry") == 0) {
@@ -311,7 +361,7 @@ static void handle(struct fl *fl, int fd, const struct fl_req *r)
         char *post = fl->post_on_subscribe;
         fl->post_on_subscribe = NULL;
         pthread_mutex_unlock(&fl->mu);
-        answer(fd, 200, NULL, "\"OK\"");
+        answer(fd, r->keep, 200, NULL, "\"OK\"", split);
         /* at once, like Lambda may: the listener must already be bound */
         int st = post != NULL ? post_to((int)port, post) : 0;
         free(post);
@@ -331,21 +381,34 @@ static void handle(struct fl *fl, int fd, const struct fl_req *r)
     if (init || ex)
         put(in->error_type, sizeof(in->error_type), r->etype);
     pthread_mutex_unlock(&fl->mu);
-    answer(fd, init || ex ? 202 : 404, NULL, "{}");
+    answer(fd, r->keep, init || ex ? 202 : 404, NULL, "{}", split);
 }
 
 struct conn_arg {
     struct fl *fl;
     int fd;
+    int conn; /* 1-based, in accept order */
 };
 
 static void *conn_main(void *arg)
 {
     struct conn_arg *ca = arg;
     struct fl *fl = ca->fl;
-    struct fl_req *r = calloc(1, sizeof(*r));
-    if (r != NULL && read_request(ca->fd, r))
-        handle(fl, ca->fd, r);
+    struct fl_req *r = malloc(sizeof(*r));
+    for (int nreq = 0; r != NULL; nreq++) {
+        memset(r, 0, sizeof(*r));
+        if (!read_request(fl, ca->fd, r))
+            break;
+        pthread_mutex_lock(&fl->mu);
+        bool drop = fl->drop_reused && nreq > 0;
+        pthread_mutex_unlock(&fl->mu);
+        if (drop)
+            break; /* as a server that closes an idle connection as the
+                      client reuses it: no answer, nothing handled */
+        handle(fl, ca->fd, ca->conn, r);
+        if (!r->keep)
+            break;
+    }
     free(r);
     close(ca->fd);
     free(ca);
@@ -370,6 +433,7 @@ static void *accept_main(void *arg)
         pthread_t th;
         pthread_mutex_lock(&fl->mu);
         fl->nthreads++;
+        ca->conn = ++fl->nconns;
         pthread_mutex_unlock(&fl->mu);
         ca->fl = fl;
         ca->fd = fd;
@@ -517,6 +581,36 @@ uint64_t fl_next_ns(struct fl *fl, size_t i)
     uint64_t v = i < fl->nnext ? fl->next_ns[i] : 0;
     pthread_mutex_unlock(&fl->mu);
     return v;
+}
+
+int fl_next_conn(struct fl *fl, size_t i)
+{
+    pthread_mutex_lock(&fl->mu);
+    int v = i < fl->nnext ? fl->next_conn[i] : 0;
+    pthread_mutex_unlock(&fl->mu);
+    return v;
+}
+
+int fl_connections(struct fl *fl)
+{
+    pthread_mutex_lock(&fl->mu);
+    int v = fl->nconns;
+    pthread_mutex_unlock(&fl->mu);
+    return v;
+}
+
+void fl_set_drop_reused(struct fl *fl, bool on)
+{
+    pthread_mutex_lock(&fl->mu);
+    fl->drop_reused = on;
+    pthread_mutex_unlock(&fl->mu);
+}
+
+void fl_set_split_answers(struct fl *fl, bool on)
+{
+    pthread_mutex_lock(&fl->mu);
+    fl->split_answers = on;
+    pthread_mutex_unlock(&fl->mu);
 }
 
 uint64_t fl_next_answered_ns(struct fl *fl, size_t i)

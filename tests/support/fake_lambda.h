@@ -1,7 +1,8 @@
 /*
  * fake_lambda.h - a fake AWS Lambda Runtime API on loopback, for the
  * Lambda extension tests: a real HTTP/1.1 server (own threads, blocking
- * sockets, one thread per connection) implementing
+ * sockets, one thread per connection, kept alive while the client asks:
+ * no "Connection: close") implementing
  *   POST /2020-01-01/extension/register      (status chosen at start)
  *   GET  /2020-01-01/extension/event/next     (answered from a script)
  *   PUT  /2022-07-01/telemetry                (records the destination port)
@@ -49,6 +50,20 @@ void fl_push_next_error(struct fl *fl, int status);
 size_t fl_wait_next(struct fl *fl, size_t n, uint32_t timeout_ms);
 /* Arrival time of the i-th /next (0-based), 0 if none. */
 uint64_t fl_next_ns(struct fl *fl, size_t i);
+/* The connection the i-th /next came on: 1 for the first accepted, 2 for
+ * the second...; 0 if none. */
+int fl_next_conn(struct fl *fl, size_t i);
+/* Connections accepted so far. */
+int fl_connections(struct fl *fl);
+/* on: a connection's second and later requests are read, then the
+ * connection is closed with no answer and nothing handled, as a server
+ * closing an idle keep-alive connection just as the client reuses it. */
+void fl_set_drop_reused(struct fl *fl, bool on);
+/* on: every answer is written in two writes, head then body (a server
+ * that does not buffer its answer); Nagle's algorithm then holds the body
+ * until the client acknowledges the head. Off (the default): one write, as
+ * Lambda's Go server flushes a buffered answer. */
+void fl_set_split_answers(struct fl *fl, bool on);
 /* Time the answer to the i-th /next was written, 0 if not yet. */
 uint64_t fl_next_answered_ns(struct fl *fl, size_t i);
 
