@@ -305,12 +305,12 @@ int16_t agg__sketch_key_go(double v, bool fast)
         return 0;
     if (isinf(v))
         return AGG_SKETCH_INF_KEY;
-    /* ln(DBL_MAX) / lnGamma ~= 45780 + bias: no int overflow. rint()
+    /* ln(DBL_MAX) / lnGamma ~= 45780 + bias: no int overflow. rint
      * rounds half to even in the default rounding mode, as Go's
      * math.RoundToEven. */
-    double t = fast ? sk_ratio_fast(v) : 0, r = rint(t);
+    double t = fast ? sk_ratio_fast(v) : 0, r = cmn_rint(t);
     if (!fast || 0.5 - fabs(t - r) < SK_TIE_MARGIN)
-        r = rint(sk_go_log(v) / SK_LN_GAMMA);
+        r = cmn_rint(sk_go_log(v) / SK_LN_GAMMA);
     if (r + SK_BIAS > AGG_SKETCH_MAX_KEY)
         return AGG_SKETCH_INF_KEY;
     int i = (int)r + SK_BIAS;
@@ -658,7 +658,7 @@ double agg_sketch_quantile(const struct agg_sketch *s, double q)
 
     /* sparse.go rank(): RoundToEven(q * (count - 1)); the first bin whose
      * running count passes it holds the wanted sample. */
-    double want = rint(q * (double)(s->cnt - 1));
+    double want = cmn_rint(q * (double)(s->cnt - 1));
     double n = 0, v = s->max;
     for (uint32_t i = 0; i < s->nbins; i++) {
         n += s->bins[i].n;

@@ -1,5 +1,5 @@
 /*
- * cmn_fp.c - frexp and ldexp without libm.
+ * cmn_fp.c - frexp and ldexp without libm (rint: cmn_rint in common.h).
  *
  * serverless-init links no libm (loading it cost every start 0.25-0.3 ms
  * and 0.35 MiB). libc exports frexp and ldexp too, but a link line that

@@ -157,6 +157,22 @@ void cmn_scrub_free(void *p);
  */
 double cmn_frexp(double x, int *e);
 double cmn_ldexp(double x, int e);
+/* rint in the default rounding mode (half to even), without libm: GCC
+ * inlines rint and floor only when optimizing, and an -O0 build then
+ * needed libm (and failed to link where nothing else named it). Every
+ * double of magnitude 2^52 or more (Inf, NaN too) is already integral;
+ * below, adding 2^52 rounds the fraction away in the current rounding
+ * mode and subtracting it back is exact; the sign goes back on after, so
+ * -0.4 gives -0 as rint does. fabs and copysign are bit operations the
+ * compilers expand inline at every level. */
+static inline double cmn_rint(double x)
+{
+    const double two52 = 4503599627370496.0;
+    double a = __builtin_fabs(x);
+    if (!(a < two52))
+        return x;
+    return __builtin_copysign((a + two52) - two52, x);
+}
 
 /* ------------------------------------------------------------------------
  * Byte slices and parsing (STYLE.md rule 7). Parsers never need a NUL and

@@ -78,7 +78,7 @@ static void put_double(struct line *l, double v)
 {
     char tmp[32];
     int n;
-    if (v == floor(v) && fabs(v) < 9007199254740992.0) {
+    if (v == cmn_rint(v) && fabs(v) < 9007199254740992.0) {
         char *e = tmp + sizeof(tmp), *q = e;
         long long i = (long long)v;
         unsigned long long u =

@@ -92,3 +92,62 @@ Test(fp, ldexp_matches_libm)
             cr_assert_fail("ldexp(%a, %d): %a, libm %a", x, n, a, b);
     }
 }
+
+/* cmn_rint (common.h) against libm's rint, bit for bit: ties to even, the
+ * sign of a zero result, values past 2^52, Inf and NaN, then random bit
+ * patterns and random values near the integers. */
+static void expect_rint(double x)
+{
+    double want = rint(x), got = cmn_rint(x);
+    if (isnan(want)) {
+        cr_assert(isnan(got), "cmn_rint(%a) = %a, want NaN", x, got);
+        return;
+    }
+    cr_assert_eq(bits_of(got), bits_of(want), "cmn_rint(%a) = %a, want %a", x,
+                 got, want);
+}
+
+Test(fp, rint_matches_libm)
+{
+    const double special[] = {0.5,
+                              1.5,
+                              2.5,
+                              -0.5,
+                              -1.5,
+                              -2.5,
+                              0.4,
+                              -0.4,
+                              0.0,
+                              -0.0,
+                              0.49999999999999994,
+                              4503599627370495.5,
+                              -4503599627370495.5,
+                              4503599627370496.0,
+                              9007199254740993.0,
+                              DBL_MAX,
+                              -DBL_MAX,
+                              DBL_MIN,
+                              -DBL_MIN,
+                              4.9406564584124654e-324,
+                              INFINITY,
+                              -INFINITY,
+                              NAN,
+                              1e300,
+                              -1e-300,
+                              45780.5,
+                              -1337.5,
+                              1337.4999999999998};
+    /* the edge values above by name: the two halves exactly at a tie */
+    cr_assert_eq(cmn_rint(2.5), 2.0);
+    cr_assert_eq(cmn_rint(3.5), 4.0);
+    cr_assert(signbit(cmn_rint(-0.4)));
+    for (size_t i = 0; i < sizeof(special) / sizeof(special[0]); i++)
+        expect_rint(special[i]);
+    uint64_t s = 0x9e3779b97f4a7c15ull;
+    for (int i = 0; i < 200000; i++) {
+        expect_rint(from_bits(next(&s)));
+        /* near an integer, where the ties are */
+        double base = (double)(int64_t)(next(&s) % 2000001) - 1000000.0;
+        expect_rint(base + (double)(next(&s) % 9) * 0.125);
+    }
+}
