@@ -340,18 +340,26 @@ static void release(struct sinit_rapi *r, int fd, int err, bool keep,
         close(fd);
 }
 
-int sinit_rapi_recv(struct sinit_rapi *r, int fd, bool keep,
-                    struct sinit_http_resp *out)
+/* Reads the answer on fd into out, then keeps or closes fd (release);
+ * *got: the bytes read. */
+static int answer_on(struct sinit_rapi *r, int fd, bool keep,
+                     struct sinit_http_resp *out, size_t *got)
 {
     struct resp_parser rp;
     rp_init(&rp, out);
-    size_t got;
-    int err = read_answer(fd, &rp, &got);
+    int err = read_answer(fd, &rp, got);
     release(r, fd, err, keep, &rp);
     if (err == 0)
         return rp_finish(&rp);
     cmn_buf_free(&rp.body);
     return err;
+}
+
+int sinit_rapi_recv(struct sinit_rapi *r, int fd, bool keep,
+                    struct sinit_http_resp *out)
+{
+    size_t got;
+    return answer_on(r, fd, keep, out, &got);
 }
 
 int sinit_rapi_call(struct sinit_rapi *r, const char *method, const char *path,
@@ -372,14 +380,10 @@ int sinit_rapi_call(struct sinit_rapi *r, const char *method, const char *path,
             memset(out, 0, sizeof(*out));
             return fd;
         }
-        struct resp_parser rp;
-        rp_init(&rp, out);
         size_t got;
-        int err = read_answer(fd, &rp, &got);
-        release(r, fd, err, keep, &rp);
+        int err = answer_on(r, fd, keep, out, &got);
         if (err == 0)
-            return rp_finish(&rp);
-        cmn_buf_free(&rp.body);
+            return 0;
         if (!(reused && stale(err, got)))
             return err; /* a new connection's failure is the answer */
         CMN_LOGD(COMP,
