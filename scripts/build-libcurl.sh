@@ -5,6 +5,10 @@
 # nothing else, and copies it to DEST/libcurl.so.4.
 #
 #   scripts/build-libcurl.sh DEST            e.g. build/lib/drainpipe
+#   DRAINPIPE_CURL_HOST=aarch64-linux-gnu scripts/build-libcurl.sh DEST
+#                    cross-built for arm64 (the Lambda layer's --arch arm64:
+#                    Debian's cross compiler and the arm64 libssl-dev and
+#                    libnghttp2-dev, scripts/install-deps.sh --arm64)
 #
 # Why: Debian's libcurl.so.4 links about 30 libraries (both OpenSSL and
 # GnuTLS, krb5, LDAP, SASL, libssh2, librtmp, libpsl, libidn2, brotli...).
@@ -30,10 +34,20 @@ set -euo pipefail
 
 dest=${1:?usage: $0 DEST}
 cache=${DRAINPIPE_CACHE:-${HOME:-/tmp}/.cache/drainpipe}
-ver=$(dpkg-query -W -f='${Version}' libcurl4 2>/dev/null || true)
+host=${DRAINPIPE_CURL_HOST:-}
+# the host architecture's package (with arm64 added, libcurl4:arm64 too)
+ver=$(dpkg-query -W -f='${Version}\n' "libcurl4:$(dpkg --print-architecture)" \
+  2>/dev/null | head -1 || true)
 [ -n "$ver" ] || { echo "build-libcurl: libcurl4 is not installed" >&2; exit 1; }
-out=$cache/libcurl-$ver
+out=$cache/libcurl-$ver${host:+-$host}
 lib=$out/lib/libcurl.so.4
+cross=()
+if [ -n "$host" ]; then
+  command -v "$host-gcc" >/dev/null ||
+    { echo "build-libcurl: no $host-gcc (scripts/install-deps.sh --arm64)" >&2; exit 1; }
+  cross=(--host="$host" CC="$host-gcc"
+    PKG_CONFIG_LIBDIR="/usr/lib/$host/pkgconfig:/usr/share/pkgconfig")
+fi
 
 if [ ! -e "$lib" ]; then
   work=$cache/libcurl-src-$ver
@@ -62,7 +76,7 @@ if [ ! -e "$lib" ]; then
     cd "$src"
     [ -x configure ] || autoreconf -fi >/dev/null 2>&1
     LDFLAGS='-Wl,-rpath,\$$ORIGIN -Wl,--as-needed' ./configure \
-      --prefix="$out" --disable-static --enable-shared \
+      "${cross[@]}" --prefix="$out" --disable-static --enable-shared \
       --with-openssl --with-nghttp2 --enable-threaded-resolver \
       --with-ca-bundle=/etc/ssl/certs/ca-certificates.crt \
       --with-ca-path=/etc/ssl/certs \
@@ -92,4 +106,4 @@ mkdir -p "$dest"
 cp -L "$lib" "$dest/libcurl.so.4.tmp"
 mv -f "$dest/libcurl.so.4.tmp" "$dest/libcurl.so.4"
 cp "$out/share/COPYING.curl" "$dest/COPYING.curl"
-echo "build-libcurl: $dest/libcurl.so.4 (Debian curl $ver, HTTP/HTTPS only)" >&2
+echo "build-libcurl: $dest/libcurl.so.4 (Debian curl $ver${host:+ for $host}, HTTP/HTTPS only)" >&2

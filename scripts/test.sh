@@ -70,6 +70,12 @@ step "Lambda layer: built, unzipped, its extension under the e2e tests"
 if ! ./scripts/test-layer.sh "$ROOT/build"; then
   failed+=("layer")
 fi
+if [ "$(uname -m)" = x86_64 ]; then
+  step "Lambda layer for arm64: cross-built, the same tests through qemu-user"
+  if ! ./scripts/test-layer.sh "$ROOT/build" --arch arm64; then
+    failed+=("layer arm64")
+  fi
+fi
 if [ $ASAN -eq 1 ]; then
   # detect_leaks: every test must free what it allocates
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1

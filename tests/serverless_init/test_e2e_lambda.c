@@ -13,12 +13,38 @@
 #include "e2e.h"
 #include "fake_lambda.h"
 
-/* The static tags of every metric with the environment of lx_env. */
+/* The static tags of every metric with the environment of lx_env, as
+ * written for an x86-64 extension: lx_tags puts the architecture of the
+ * binary under test in (DP_EXPECT_ARCH, for a cross-built one run under
+ * qemu-user: scripts/test-layer.sh --arch arm64). */
+#define LX_ARCH_X86 "architecture:x86_64"
 #define LX_TAGS                                                                \
     "region:eu-west-1,account_id:123456789012,aws_account:123456789012,"       \
     "functionname:orders,resource:orders,"                                     \
     "function_arn:arn:aws:lambda:eu-west-1:123456789012:function:orders,"      \
-    "memorysize:512,architecture:x86_64,dd_extension_version:" CMN_VERSION
+    "memorysize:512," LX_ARCH_X86 ",dd_extension_version:" CMN_VERSION
+
+/* tags with the architecture tag of the binary under test; the result
+ * lives until the 8th call after this one. */
+static const char *lx_tags(const char *tags)
+{
+    static char bufs[8][1024];
+    static unsigned next;
+    const char *arch = getenv("DP_EXPECT_ARCH");
+#if defined(__aarch64__)
+    const char *own = "arm64";
+#else
+    const char *own = "x86_64";
+#endif
+    const char *at = strstr(tags, LX_ARCH_X86);
+    if (at == NULL)
+        return tags;
+    char *b = bufs[next++ % 8];
+    snprintf(b, sizeof(bufs[0]), "%.*sarchitecture:%s%s", (int)(at - tags),
+             tags, arch != NULL && arch[0] != '\0' ? arch : own,
+             at + strlen(LX_ARCH_X86));
+    return b;
+}
 
 struct lx_test {
     struct e2e e;
@@ -165,6 +191,7 @@ static void expect_point(struct ti *ti, const char *name, const char *tags,
 {
     struct ti_point pts[8];
     struct ti_series_info info;
+    tags = lx_tags(tags);
     size_t n = ti_series_points(ti, name, tags, pts, 8, &info);
     cr_assert_geq(n, 1, "%s {%s}: no point", name, tags);
     cr_assert_eq(pts[0].value, want, "%s {%s} = %.17g, want %.17g", name, tags,
@@ -182,6 +209,7 @@ static void expect_dist(struct ti *ti, const char *name, const char *tags,
                         int64_t cnt, double sum)
 {
     struct ti_sketch_sum s;
+    tags = lx_tags(tags);
     size_t n = ti_sketch_find(ti, name, tags, &s);
     cr_assert_geq(n, 1, "%s {%s}: no dogsketch", name, tags);
     cr_assert_eq(s.cnt, cnt, "%s {%s} cnt %lld, want %lld", name, tags,
@@ -345,7 +373,7 @@ Test(lambda, five_invocations_with_end, .timeout = 60)
     expect_dist(t.ti, "aws.lambda.enhanced.shutdowns", LX_TAGS, 1, 1);
     struct ti_sketch_sum s;
     cr_assert_eq(ti_sketch_find(t.ti, "aws.lambda.enhanced.errors",
-                                "cold_start:false," LX_TAGS, &s),
+                                lx_tags("cold_start:false," LX_TAGS), &s),
                  0);
     lx_teardown(&t);
 }
@@ -537,10 +565,11 @@ Test(lambda, enhanced_metrics_off, .timeout = 30)
     expect_point(t.ti, "fn.last", LX_TAGS, 0.7, 2);
     struct ti_sketch_sum s;
     cr_assert_eq(ti_sketch_find(t.ti, "aws.lambda.enhanced.invocations",
-                                "cold_start:true," LX_TAGS, &s),
+                                lx_tags("cold_start:true," LX_TAGS), &s),
                  0);
-    cr_assert_eq(
-        ti_sketch_find(t.ti, "aws.lambda.enhanced.shutdowns", LX_TAGS, &s), 0);
+    cr_assert_eq(ti_sketch_find(t.ti, "aws.lambda.enhanced.shutdowns",
+                                lx_tags(LX_TAGS), &s),
+                 0);
     lx_teardown(&t);
 }
 
