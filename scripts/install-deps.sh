@@ -32,7 +32,7 @@ PKGS=(
 # libhttp-parser-dev:arm64, which cannot be installed next to the host's:
 # its archive is unpacked under the cache below instead.
 ARM64_PKGS=(
-  crossbuild-essential-arm64 qemu-user
+  crossbuild-essential-arm64 libc6-dev-arm64-cross qemu-user
   libuv1-dev:arm64 zlib1g-dev:arm64 libzstd-dev:arm64 libjansson-dev:arm64
   libxxhash-dev:arm64 libprotobuf-c-dev:arm64 libcurl4-openssl-dev:arm64
   libssl-dev:arm64 libnghttp2-dev:arm64
