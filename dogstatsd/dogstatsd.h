@@ -192,6 +192,13 @@ struct dsd_stats {
                                      its socket (kept off its CPU); the
                                      socket buffer must hold that long */
     uint64_t rx_max_gap_ns_uds;   /* idem, Unix datagram socket */
+    uint64_t rx_asleep_drops_udp; /* of kernel_drops_udp, those that
+                                     happened before the receive thread
+                                     first ran, or while it slept (in
+                                     poll on an empty socket) and before
+                                     it ran again: a start or a wake-up
+                                     later than the buffer lasts */
+    uint64_t rx_asleep_drops_uds; /* idem, Unix datagram socket */
     uint64_t ring_budget_refused; /* times the memory budget refused the
                                      receive ring more pages (it then
                                      reuses the ones it has) */

@@ -147,14 +147,17 @@ static void read_ovfl(struct dsd__dgram *d, const struct msghdr *h)
     }
 }
 
-/* The socket's drop counter, read directly (SO_MEMINFO, Linux 4.12+). */
-static void read_meminfo(struct dsd__dgram *d)
+/* The socket's drop counter, read directly (SO_MEMINFO, Linux 4.12+) and
+ * kept; returns it (0 when it cannot be read). */
+static uint64_t read_meminfo(struct dsd__dgram *d)
 {
     uint32_t mi[SK_MEMINFO_VARS];
     socklen_t l = sizeof(mi);
-    if (d->fd >= 0 && getsockopt(d->fd, SOL_SOCKET, SO_MEMINFO, mi, &l) == 0 &&
-        l > SK_MEMINFO_DROPS * sizeof(uint32_t))
-        note_max(&d->kernel_drops, mi[SK_MEMINFO_DROPS]);
+    if (d->fd < 0 || getsockopt(d->fd, SOL_SOCKET, SO_MEMINFO, mi, &l) != 0 ||
+        l <= SK_MEMINFO_DROPS * sizeof(uint32_t))
+        return 0;
+    note_max(&d->kernel_drops, mi[SK_MEMINFO_DROPS]);
+    return mi[SK_MEMINFO_DROPS];
 }
 
 /* Reads until EAGAIN (FILL_EMPTY), a full ring or max_calls calls. */
@@ -437,6 +440,14 @@ static void *reader_main(void *arg)
     d->usable_cpus = usable_cpus();
     set_own_priority(d);
     reader_init(d);
+    /* Drops before the thread first ran: the socket is bound before the
+     * thread starts (after the child's spawn, serverless-init), and a
+     * sender that fills the buffer meanwhile loses datagrams that no
+     * pause or wake-up explains. Counted with the wake-ups' (below). */
+    uint64_t at_start = read_meminfo(d);
+    if (at_start > 0)
+        atomic_fetch_add_explicit(&d->asleep_drops, at_start,
+                                  memory_order_relaxed);
     bool spinning = false;
     while (!atomic_load_explicit(&d->stop, memory_order_acquire)) {
         enum fill_result r = dgram_fill(d, SIZE_MAX);
@@ -478,7 +489,20 @@ static void *reader_main(void *arg)
             tsp = &ts;
         }
         d->prev_read_ns = 0; /* asleep: a pause of its own choosing */
+        /* Drops while it sleeps: the socket is empty now (EAGAIN), so
+         * what its counter gains until the thread runs again happened
+         * after a datagram woke it and before it ran: a wake-up later
+         * than the buffer lasts (a halted virtual CPU is the host's to
+         * restart). A system call before and after each sleep. */
+        uint64_t drops_before = np == 2 ? read_meminfo(d) : 0;
         int n = ppoll(np == 1 ? &p[1] : p, (nfds_t)np, tsp, NULL);
+        if (n > 0 && np == 2 && (p[0].revents & POLLIN)) {
+            uint64_t drops_now = read_meminfo(d);
+            if (drops_now > drops_before)
+                atomic_fetch_add_explicit(&d->asleep_drops,
+                                          drops_now - drops_before,
+                                          memory_order_relaxed);
+        }
         if (n == 0 && tsp != NULL && d->unsignalled_ns == 0 && !error &&
             used == 0)
             dsd__ring_trim(&d->ring); /* idle: give the pages back */
@@ -788,12 +812,16 @@ void dsd__dgram_stats(const struct dsd__dgram *d, struct dsd_stats *out)
     uint64_t drops =
         atomic_load_explicit(&m->kernel_drops, memory_order_relaxed);
     uint64_t gap = atomic_load_explicit(&m->max_gap_ns, memory_order_relaxed);
+    uint64_t asleep =
+        atomic_load_explicit(&m->asleep_drops, memory_order_relaxed);
     if (d == &d->s->udp) {
         out->kernel_drops_udp += drops;
         out->rx_max_gap_ns_udp = gap;
+        out->rx_asleep_drops_udp = asleep;
     } else {
         out->kernel_drops_uds += drops;
         out->rx_max_gap_ns_uds = gap;
+        out->rx_asleep_drops_uds = asleep;
     }
     out->ring_full +=
         atomic_load_explicit(&m->full_events, memory_order_relaxed);

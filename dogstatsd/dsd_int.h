@@ -90,6 +90,10 @@ struct dsd__dgram {
                                       the socket while the thread was
                                       awake (not sleeping in poll): time
                                       it was kept off its CPU */
+    _Atomic uint64_t asleep_drops; /* drops before the thread first
+                                      ran, and those the socket's counter
+                                      gained while it slept in poll: the
+                                      buffer filled before it ran */
     _Atomic uint64_t read_errors;
     _Atomic int last_errno;
     _Atomic uint64_t sync_req; /* loop: sync requests made */

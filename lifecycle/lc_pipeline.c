@@ -808,17 +808,24 @@ static void report_undelivered(const struct lc_pipeline *p, bool clean)
                                st.dsd.kernel_drops_uds};
     const uint64_t pause[2] = {st.dsd.rx_max_gap_ns_udp,
                                st.dsd.rx_max_gap_ns_uds};
+    const uint64_t asleep[2] = {st.dsd.rx_asleep_drops_udp,
+                                st.dsd.rx_asleep_drops_uds};
     for (int i = 0; i < 2; i++) {
         if (drops[i] == 0 || off >= sizeof(buf))
             continue;
-        /* the longest time the receive thread went without reading: a
-         * drop with a long pause is the thread kept off its CPU (by the
-         * host or another task) for longer than the socket buffer lasts */
-        int w = snprintf(buf + off, sizeof(buf) - off,
-                         "%s%s: kernel dropped %llu datagrams (longest pause "
-                         "between reads %.2f ms)",
-                         off ? ", " : "", kinds[i],
-                         (unsigned long long)drops[i], pause[i] / 1e6);
+        /* why: the drops that happened before the receive thread ran
+         * (it had not started yet, or slept and a datagram's wake-up had
+         * not got it running yet), and the longest time it went without
+         * reading while awake. Either is the thread kept off its CPU (by
+         * the host or another task) for longer than the socket buffer
+         * lasts */
+        int w =
+            snprintf(buf + off, sizeof(buf) - off,
+                     "%s%s: kernel dropped %llu datagrams (%llu before "
+                     "the receive thread ran, at its start or a wake-up; "
+                     "longest pause between reads %.2f ms)",
+                     off ? ", " : "", kinds[i], (unsigned long long)drops[i],
+                     (unsigned long long)asleep[i], pause[i] / 1e6);
         if (w > 0)
             off += (size_t)w;
     }

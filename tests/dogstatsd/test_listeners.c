@@ -770,6 +770,50 @@ Test(listeners, bind_first_start_later_loses_nothing)
     dsd_config_free(&cfg);
 }
 
+static uint64_t syncs;
+static void on_synced_count(void *data)
+{
+    rows_at_sync = ((struct rec *)data)->total;
+    syncs++;
+}
+
+/* Datagrams that overflow the socket before its receive thread runs are
+ * counted as the kernel's drops, and all of them as drops before the
+ * thread ran: the exit report tells a late start (or wake-up) from a
+ * thread that read too slowly. */
+Test(listeners, drops_before_the_thread_ran_are_counted_as_such)
+{
+    enum { N = 400 };
+    struct dsd_config cfg;
+    dsd_config_defaults(&cfg);
+    cfg.port = -1;
+    cfg.so_rcvbuf = 8192; /* a few datagrams */
+    struct dsd_sink sink = rec_sink(&rec);
+    struct dsd *s = NULL;
+    cr_assert_eq(dsd_create(&loop, &cfg, &sink, &s), 0);
+    cr_assert_eq(dsd_bind(s), 0);
+    int u = udp_sender();
+    char line[32];
+    for (int i = 0; i < N; i++) {
+        int len = snprintf(line, sizeof(line), "late%d:1|c", i);
+        udp_send(u, dsd_udp_port(s), line, (size_t)len);
+    }
+    cr_assert_eq(dsd_start(s), 0);
+    syncs = 0;
+    cr_assert_eq(dsd_sync(s, on_synced_count, &rec), 0);
+    dl_run_until(&loop, &syncs, 1);
+    cr_assert_eq(syncs, 1);
+    struct dsd_stats st;
+    dsd_get_stats(s, &st);
+    cr_assert_lt(rows_at_sync, N, "the socket held them all");
+    cr_assert_gt(rows_at_sync, 0);
+    cr_expect_eq(st.kernel_drops_udp, N - rows_at_sync);
+    cr_expect_eq(st.rx_asleep_drops_udp, N - rows_at_sync);
+    stop_and_close(s);
+    close(u);
+    dsd_config_free(&cfg);
+}
+
 /* A server that was bound but never started is freed without leaks. */
 Test(listeners, bound_never_started_destroys_cleanly)
 {
