@@ -428,12 +428,9 @@ static void next_closed(uv_handle_t *h)
         n->err = 0;
         rp_init(&n->rp, &n->resp);
         int err = next_open(n);
-        if (err != 0 && err != UV_ECANCELED) { /* else: next_abandoned */
-            cmn_buf_free(&n->rp.body);
-            n->cb(n->data, err, NULL);
-            cmn_free(n);
-        }
-        return;
+        if (err == 0 || err == UV_ECANCELED) /* else: next_abandoned */
+            return;
+        n->err = err; /* never opened: ends here, as a failed answer */
     }
     /* the callback runs after the close so that it may start the next
      * /next (and anything else) with no handle of ours alive */

@@ -76,6 +76,16 @@ static struct dsd *start(struct dsd_config *cfg)
     return s;
 }
 
+/* Created and bound, its receive threads not started (dsd_bind). */
+static struct dsd *bound(struct dsd_config *cfg)
+{
+    struct dsd_sink sink = rec_sink(&rec);
+    struct dsd *s = NULL;
+    cr_assert_eq(dsd_create(&loop, cfg, &sink, &s), 0);
+    cr_assert_eq(dsd_bind(s), 0);
+    return s;
+}
+
 static int udp_sender(void)
 {
     int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -92,6 +102,18 @@ static void udp_send(int fd, int port, const char *p, size_t len)
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     cr_assert_eq(sendto(fd, p, len, 0, (struct sockaddr *)&a, sizeof(a)),
                  (ssize_t)len, "sendto: %s", strerror(errno));
+}
+
+/* n counters "<prefix><i>:1|c" to s's UDP port, one per datagram. */
+static void send_counts(struct dsd *s, const char *prefix, int n)
+{
+    int u = udp_sender();
+    char line[64];
+    for (int i = 0; i < n; i++) {
+        int len = snprintf(line, sizeof(line), "%s%d:1|c", prefix, i);
+        udp_send(u, dsd_udp_port(s), line, (size_t)len);
+    }
+    close(u);
 }
 
 static int uds_sender(void)
@@ -748,17 +770,9 @@ Test(listeners, bind_first_start_later_loses_nothing)
     struct dsd_config cfg;
     dsd_config_defaults(&cfg);
     cfg.port = -1;
-    struct dsd_sink sink = rec_sink(&rec);
-    struct dsd *s = NULL;
-    cr_assert_eq(dsd_create(&loop, &cfg, &sink, &s), 0);
-    cr_assert_eq(dsd_bind(s), 0);
+    struct dsd *s = bound(&cfg);
     cr_assert_eq(dsd_bind(s), UV_EALREADY);
-    int u = udp_sender();
-    char line[32];
-    for (int i = 0; i < N; i++) {
-        int len = snprintf(line, sizeof(line), "early%d:1|c", i);
-        udp_send(u, dsd_udp_port(s), line, (size_t)len);
-    }
+    send_counts(s, "early", N);
     cr_assert_eq(dsd_start(s), 0);
     rows_at_sync = 0;
     cr_assert_eq(dsd_sync(s, on_synced, &rec), 0);
@@ -766,7 +780,6 @@ Test(listeners, bind_first_start_later_loses_nothing)
     cr_assert_eq(rows_at_sync, N);
     cr_assert_str_eq(rec.rows[0], "c early0 1 # @1 T0");
     stop_and_close(s);
-    close(u);
     dsd_config_free(&cfg);
 }
 
@@ -788,16 +801,8 @@ Test(listeners, drops_before_the_thread_ran_are_counted_as_such)
     dsd_config_defaults(&cfg);
     cfg.port = -1;
     cfg.so_rcvbuf = 8192; /* a few datagrams */
-    struct dsd_sink sink = rec_sink(&rec);
-    struct dsd *s = NULL;
-    cr_assert_eq(dsd_create(&loop, &cfg, &sink, &s), 0);
-    cr_assert_eq(dsd_bind(s), 0);
-    int u = udp_sender();
-    char line[32];
-    for (int i = 0; i < N; i++) {
-        int len = snprintf(line, sizeof(line), "late%d:1|c", i);
-        udp_send(u, dsd_udp_port(s), line, (size_t)len);
-    }
+    struct dsd *s = bound(&cfg);
+    send_counts(s, "late", N);
     cr_assert_eq(dsd_start(s), 0);
     syncs = 0;
     cr_assert_eq(dsd_sync(s, on_synced_count, &rec), 0);
@@ -810,7 +815,6 @@ Test(listeners, drops_before_the_thread_ran_are_counted_as_such)
     cr_expect_eq(st.kernel_drops_udp, N - rows_at_sync);
     cr_expect_eq(st.rx_asleep_drops_udp, N - rows_at_sync);
     stop_and_close(s);
-    close(u);
     dsd_config_free(&cfg);
 }
 
