@@ -770,8 +770,8 @@ agg_rc_find(const struct agg *a, struct agg__rc_slot *tab, size_t mask,
     return NULL;
 }
 
-int agg__ctx_get(struct agg *a, struct cmn_slice name, struct cmn_slice tags,
-                 struct agg__ctx **out)
+AGG_LINE_PATH int agg__ctx_get(struct agg *a, struct cmn_slice name,
+                               struct cmn_slice tags, struct agg__ctx **out)
 {
     uint64_t nh = agg_hash(name.p, name.len, a->seed[0]);
     /* a line without tags is keyed by its name's hash alone (as good a

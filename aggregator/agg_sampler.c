@@ -627,8 +627,8 @@ static __attribute__((noinline)) int agg_sample_slow(struct agg *a,
     return 0;
 }
 
-int agg__sample(struct agg *a, struct agg__ctx *c, const struct agg_metric *m,
-                double t)
+AGG_LINE_PATH int agg__sample(struct agg *a, struct agg__ctx *c,
+                              const struct agg_metric *m, double t)
 {
     if (agg_sample_fast(a, c, m, t))
         return 0;
