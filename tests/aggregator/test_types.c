@@ -14,7 +14,7 @@ TH_SUITE(types);
 static void check_common(MSeries *s, int type, const char *host)
 {
     cr_assert_not_null(s);
-    cr_assert_eq(s->type, type);
+    cr_assert_eq((int)s->type, type);
     cr_assert_eq(s->interval, 10);
     cr_assert_geq(s->n_resources, 1);
     cr_assert_str_eq(s->resources[0]->type, "host");

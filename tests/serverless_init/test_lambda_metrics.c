@@ -240,7 +240,7 @@ Test(le, static_tags)
 #else
         "architecture:x86_64",
 #endif
-        "dd_extension_version:" CMN_VERSION,
+        ("dd_extension_version:" CMN_VERSION),
     };
     cr_assert_eq(n, sizeof(want) / sizeof(want[0]), "%zu tags", n);
     for (size_t i = 0; i < n; i++)
