@@ -674,9 +674,7 @@ static __attribute__((noinline)) int agg_clamp_rate(struct agg *a,
     return 0;
 }
 
-/* Inlined into agg_add_metric (GCC kept it out of line: a call per line). */
-static inline __attribute__((always_inline)) int
-agg_add_one(struct agg *a, const struct agg_metric *m)
+static AGG_LINE_PATH int agg_add_one(struct agg *a, const struct agg_metric *m)
 {
     struct agg__ctx *c;
     int rc;

@@ -610,11 +610,12 @@ int agg__suffix_build(struct agg *a) CMN_MUST_CHECK;
 struct agg__tagset *agg__tagset_new(const struct cmn_slice *tags, size_t n);
 void agg__tagset_unref(struct agg__tagset *t);
 
-/* The definition of a function on every metric line's path, called from
- * another file of the aggregator (agg.c): inlined there by link-time
- * optimization (Release builds), an ordinary call without it. Kept out of
- * line, agg__ctx_get and agg__sample cost each line a call, six saved
- * registers and their restore: about 45 of (a)'s ~460 instructions a line
+/* The definition of a function on every metric line's path, always
+ * inlined where its body is seen: agg_add_one in agg.c, and agg__ctx_get
+ * and agg__sample, defined in other files than their caller (agg.c), by
+ * link-time optimization (Release builds; without it, ordinary calls).
+ * Kept out of line, the three cost each line a call, six saved registers
+ * and their restore: about 45 of (a)'s ~460 instructions a line
  * (bench/README.md). */
 #define AGG_LINE_PATH __attribute__((always_inline)) inline
 
