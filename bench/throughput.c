@@ -286,6 +286,17 @@ static void report(struct tp *t)
            proc_status_kib("VmRSS"), proc_status_kib("VmHWM"),
            (unsigned long long)as.contexts, (unsigned long long)t->payloads,
            (long long)t->exit_status);
+    /* where a loss came from: the receive thread's view */
+    printf(
+        "receive ring_full=%llu ring_full_ms=%.3f max_gap_ms=%.3f "
+        "asleep_drops=%llu kernel_drops=%llu budget_refused=%llu naps=%llu\n",
+        (unsigned long long)(st.ring_full - t->st0.ring_full),
+        (double)(st.ring_full_ns - t->st0.ring_full_ns) / 1e6,
+        (double)st.rx_max_gap_ns_udp / 1e6,
+        (unsigned long long)st.rx_asleep_drops_udp,
+        (unsigned long long)st.kernel_drops_udp,
+        (unsigned long long)st.ring_budget_refused,
+        (unsigned long long)(st.rx_naps - t->st0.rx_naps));
     fflush(stdout);
 }
 

@@ -187,10 +187,13 @@ struct dsd_stats {
     uint64_t ring_full_ns;        /* time spent waiting so */
     uint64_t rx_spin_ns;          /* time receive threads spent reading
                                      again instead of sleeping, in bursts */
+    uint64_t rx_naps;             /* naps of the UDP receive thread in a
+                                     steady stream (read in batches) */
     uint64_t rx_max_gap_ns_udp;   /* the longest time the receive
-                                     thread, awake, went without reading
-                                     its socket (kept off its CPU); the
-                                     socket buffer must hold that long */
+                                     thread, awake or napping, went
+                                     without reading its socket (a nap,
+                                     or kept off its CPU); the socket
+                                     buffer must hold that long */
     uint64_t rx_max_gap_ns_uds;   /* idem, Unix datagram socket */
     uint64_t rx_asleep_drops_udp; /* of kernel_drops_udp, those that
                                      happened before the receive thread

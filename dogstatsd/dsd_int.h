@@ -80,6 +80,7 @@ struct dsd__dgram {
     uint64_t prev_read_ns;    /* the last recvmmsg's return while awake;
                                  0 once the thread sleeps */
     uint64_t wake_backlog;    /* bytes waiting that wake the loop at once */
+    uint64_t nap_ns;          /* the next nap, 0: none (see DSD_NAP_FILL) */
     bool defer_parse;         /* the loop waits for the socket to be quiet */
 
     /* written by the producer, read anywhere */
@@ -88,13 +89,15 @@ struct dsd__dgram {
     _Atomic uint64_t full_ns;      /* time spent waiting for room */
     _Atomic uint64_t max_gap_ns;   /* longest time between two reads of
                                       the socket while the thread was
-                                      awake (not sleeping in poll): time
-                                      it was kept off its CPU */
+                                      awake or napping (not sleeping in
+                                      poll on an empty socket): a nap, or
+                                      time it was kept off its CPU */
     _Atomic uint64_t asleep_drops; /* drops before the thread first
                                       ran, and those the socket's counter
                                       gained while it slept in poll: the
                                       buffer filled before it ran */
     _Atomic uint64_t read_errors;
+    _Atomic uint64_t naps; /* naps taken (see DSD_NAP_FILL) */
     _Atomic int last_errno;
     _Atomic uint64_t sync_req; /* loop: sync requests made */
     _Atomic uint64_t sync_ack; /* producer: requests seen at EAGAIN */
@@ -177,6 +180,9 @@ struct dsd {
  * ("50000 100000" -> 1, "150000 100000" -> 2), rounded up; 0 = "max" or
  * unparsable (no quota). */
 unsigned dsd__cpu_max_cpus(const char *text);
+/* The receive thread's next nap in a steady stream (dsd_dgram.c). */
+uint64_t dsd__nap_next(uint64_t nap_ns, uint64_t elapsed_ns, uint64_t queued,
+                       uint64_t rcvbuf);
 
 /* dsd_sock.c: the listeners' sockets, bound in dsd_bind. Each returns 0
  * or a negative error (logged, nothing left open). */

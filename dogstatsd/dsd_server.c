@@ -571,7 +571,8 @@ void dsd_stop(struct dsd *s, struct cmn_deadline dl, dsd_stopped_cb cb,
         CMN_LOGD(DSD_COMP,
                  "stopped: %llu packets, %llu metric lines, %llu truncated, "
                  "kernel drops udp %llu uds %llu, ring full %llu times "
-                 "(%.3f ms), spun %.3f ms in bursts, longest read pause "
+                 "(%.3f ms), spun %.3f ms in bursts, %llu naps, longest "
+                 "read pause "
                  "udp %.3f ms uds %.3f ms, dropped before the thread ran udp "
                  "%llu uds "
                  "%llu",
@@ -581,8 +582,8 @@ void dsd_stop(struct dsd *s, struct cmn_deadline dl, dsd_stopped_cb cb,
                  (unsigned long long)st.kernel_drops_udp,
                  (unsigned long long)st.kernel_drops_uds,
                  (unsigned long long)st.ring_full, st.ring_full_ns / 1e6,
-                 st.rx_spin_ns / 1e6, st.rx_max_gap_ns_udp / 1e6,
-                 st.rx_max_gap_ns_uds / 1e6,
+                 st.rx_spin_ns / 1e6, (unsigned long long)st.rx_naps,
+                 st.rx_max_gap_ns_udp / 1e6, st.rx_max_gap_ns_uds / 1e6,
                  (unsigned long long)st.rx_asleep_drops_udp,
                  (unsigned long long)st.rx_asleep_drops_uds);
     }

@@ -6,6 +6,7 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -815,6 +816,70 @@ Test(listeners, drops_before_the_thread_ran_are_counted_as_such)
     cr_expect_eq(st.kernel_drops_udp, N - rows_at_sync);
     cr_expect_eq(st.rx_asleep_drops_udp, N - rows_at_sync);
     stop_and_close(s);
+    dsd_config_free(&cfg);
+}
+
+/* One usable CPU (a 1-vCPU container, a pinned process): the receive
+ * thread never spins, and in a stream it naps between batches instead of
+ * being woken for every datagram (dsd_dgram.c, DSD_NAP_FILL). A
+ * back-to-back burst of one-line datagrams from this thread, on the same
+ * CPU, at the default configuration: all of them arrive, the kernel drops
+ * none, and the thread took naps. */
+Test(listeners, one_cpu_stream_read_in_naps_loses_nothing)
+{
+    enum { N = 20000 };
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(sched_getcpu(), &one);
+    cr_assert_eq(sched_setaffinity(0, sizeof(one), &one), 0);
+    struct dsd_config cfg;
+    dsd_config_defaults(&cfg);
+    cfg.port = -1;
+    struct dsd *s = start(&cfg);
+    send_counts(s, "nap", N);
+    rows_at_sync = 0;
+    cr_assert_eq(dsd_sync(s, on_synced, &rec), 0);
+    dl_run_until(&loop, &rows_at_sync, N);
+    cr_assert_eq(rows_at_sync, N);
+    cr_assert_str_eq(rec.rows[0], "c nap0 1 # @1 T0");
+    cr_assert_str_eq(rec.rows[REC_MAX - 1], "c nap4095 1 # @1 T0");
+    struct dsd_stats st = stats(s);
+    cr_expect_eq(st.packets, N);
+    cr_expect_eq(st.kernel_drops_udp, 0);
+    cr_expect_eq(st.rx_spin_ns, 0, "one CPU: never spins");
+    cr_expect_gt(st.rx_naps, 0);
+    stop_and_close(s);
+    dsd_config_free(&cfg);
+}
+
+/* A Unix datagram sender blocks instead of losing, and the socket's queue
+ * is not in SO_MEMINFO: that listener never naps. */
+Test(listeners, uds_dgram_never_naps)
+{
+    enum { N = 5000 };
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(sched_getcpu(), &one);
+    cr_assert_eq(sched_setaffinity(0, sizeof(one), &one), 0);
+    struct dsd_config cfg;
+    dsd_config_defaults(&cfg);
+    cfg.port = 0;
+    cfg.socket_path = cmn_strdup(dgram_path);
+    struct dsd *s = start(&cfg);
+    int u = uds_sender();
+    char line[32];
+    for (int i = 0; i < N; i++) {
+        int len = snprintf(line, sizeof(line), "u%d:1|c", i);
+        uds_send(u, line, (size_t)len);
+    }
+    rows_at_sync = 0;
+    cr_assert_eq(dsd_sync(s, on_synced, &rec), 0);
+    dl_run_until(&loop, &rows_at_sync, N);
+    cr_assert_eq(rows_at_sync, N);
+    struct dsd_stats st = stats(s);
+    cr_expect_eq(st.rx_naps, 0);
+    stop_and_close(s);
+    close(u);
     dsd_config_free(&cfg);
 }
 
