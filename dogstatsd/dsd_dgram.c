@@ -117,9 +117,11 @@
  * twofold a round, never past DSD_NAP_MAX_NS. Below DSD_NAP_MIN_NS it
  * does not nap (a buffer that small for the rate is read at once). A
  * stream that starts after a quiet spell starts again at
- * DSD_NAP_START_NS. The nap waits on the wake-up fd, so a stop or a sync
- * request ends it. Unix datagram senders block instead of losing, and
- * their queue is not in SO_MEMINFO: that listener does not nap. */
+ * DSD_NAP_START_NS; one too fast to nap at is probed again at
+ * DSD_NAP_MIN_NS once the socket stays empty that long. The nap waits on
+ * the wake-up fd, so a stop or a sync request ends it. Unix datagram
+ * senders block instead of losing, and their queue is not in SO_MEMINFO:
+ * that listener does not nap. */
 #define DSD_NAP_MIN_NS 20000
 #define DSD_NAP_START_NS 50000
 #define DSD_NAP_MAX_NS 500000
@@ -574,9 +576,14 @@ static void *reader_main(void *arg)
          * restart). A system call before and after each sleep. */
         uint64_t drops_before = np == 2 ? read_meminfo(d) : 0;
         int n = ppoll(np == 1 ? &p[1] : p, (nfds_t)np, tsp, NULL);
-        /* quiet for longer than a nap: a new stream, a new first nap */
-        if (cmn_mono_ns() - now > DSD_NAP_MAX_NS)
+        /* Quiet for longer than a nap: a new stream, a new first nap. A
+         * rate too high to nap at (nap_ns 0) that left the socket empty
+         * for the shortest nap is probed again from there. */
+        uint64_t slept = cmn_mono_ns() - now;
+        if (slept > DSD_NAP_MAX_NS)
             d->nap_ns = DSD_NAP_START_NS;
+        else if (d->nap_ns == 0 && slept >= DSD_NAP_MIN_NS)
+            d->nap_ns = DSD_NAP_MIN_NS;
         if (n > 0 && np == 2 && (p[0].revents & POLLIN)) {
             uint64_t drops_now = read_meminfo(d);
             if (drops_now > drops_before)
