@@ -113,19 +113,26 @@
  * what came meanwhile in one batch. The nap is learnt from the buffer
  * itself: after each nap SO_MEMINFO gives the bytes queued (the kernel's
  * own accounting, overhead included) and the buffer's size, and the next
- * nap aims to find it a quarter full (DSD_NAP_FILL), growing at most
- * twofold a round, never past DSD_NAP_MAX_NS. Below DSD_NAP_MIN_NS it
+ * nap aims to find it a quarter full (DSD_NAP_FILL) at the fastest fill
+ * rate seen lately (DSD_NAP_DECAY), is halved when it found the buffer
+ * half full, grows at most twofold a round, never past DSD_NAP_MAX_NS.
+ * A sender on the reader's one CPU fills the buffer only while the loop
+ * does not run, so one nap can see a fraction of the rate the next one
+ * gets: aiming at the last rate lost 4-52 datagrams in most runs of
+ * listeners::one_cpu_flood_from_sendmmsg_loses_nothing (naps grown to
+ * 0.5 ms, the buffer full in 0.2 ms). Below DSD_NAP_MIN_NS it
  * does not nap (a buffer that small for the rate is read at once). A
  * stream that starts after a quiet spell starts again at
  * DSD_NAP_START_NS; one too fast to nap at is probed again at
  * DSD_NAP_MIN_NS once the socket stays empty that long. The nap waits on
- * the wake-up fd, so a stop or a sync request ends it. Unix datagram
- * senders block instead of losing, and their queue is not in SO_MEMINFO:
- * that listener does not nap. */
+ * the wake-up fd, so a stop or a sync request ends it. Unix datagram senders
+ * block instead of losing, and their queue is not in SO_MEMINFO: that listener
+ * does not nap. */
 #define DSD_NAP_MIN_NS 20000
 #define DSD_NAP_START_NS 50000
 #define DSD_NAP_MAX_NS 500000
 #define DSD_NAP_FILL 4
+#define DSD_NAP_DECAY 16
 #define DSD_SPIN_NS 50000
 #define DSD_SPIN_SHARE 8 /* at most 1/8 of the time */
 #define DSD_SPIN_CREDIT_NS 1000000000
@@ -463,23 +470,33 @@ static bool spin_again(struct dsd__dgram *d, uint64_t now, bool spinning)
 }
 
 /* The next nap (see DSD_NAP_FILL), from a buffer that held queued bytes
- * of rcvbuf elapsed ns after the socket was last emptied. */
-uint64_t dsd__nap_next(uint64_t nap_ns, uint64_t elapsed_ns, uint64_t queued,
+ * of rcvbuf elapsed ns after the socket was last emptied. The fill rate
+ * aimed at is the fastest seen lately (n->peak, decaying by 1/DSD_NAP_DECAY
+ * a nap): on one CPU the sender fills the buffer only while the loop does
+ * not run, so one nap can see a fraction of the rate the next one gets. */
+uint64_t dsd__nap_next(struct dsd__nap *n, uint64_t elapsed_ns, uint64_t queued,
                        uint64_t rcvbuf)
 {
     if (queued == 0 || rcvbuf == 0)
-        return nap_ns; /* nothing came: the next read ends the stream */
-    uint64_t grow = 2 * (nap_ns > DSD_NAP_MIN_NS ? nap_ns : DSD_NAP_MIN_NS);
-    /* elapsed * (rcvbuf / DSD_NAP_FILL) / queued, without overflow: a
-     * nap is at most DSD_NAP_MAX_NS, so a larger elapsed only caps it */
-    if (elapsed_ns > DSD_NAP_MAX_NS * (uint64_t)DSD_NAP_FILL)
-        elapsed_ns = DSD_NAP_MAX_NS * (uint64_t)DSD_NAP_FILL;
-    uint64_t want = elapsed_ns * (rcvbuf / DSD_NAP_FILL) / queued;
+        return n->ns; /* nothing came: the next read ends the stream */
+    if (elapsed_ns == 0)
+        elapsed_ns = 1;
+    /* bytes a millisecond: queued and rcvbuf are 32-bit (SO_MEMINFO) */
+    uint64_t rate = queued * 1000000u / elapsed_ns;
+    uint64_t held = n->peak - n->peak / DSD_NAP_DECAY;
+    n->peak = rate > held ? rate : held;
+    if (n->peak == 0)
+        n->peak = 1;
+    uint64_t grow = 2 * (n->ns > DSD_NAP_MIN_NS ? n->ns : DSD_NAP_MIN_NS);
+    uint64_t want = rcvbuf / DSD_NAP_FILL * 1000000u / n->peak;
+    if (queued >= rcvbuf / 2 && want > n->ns / 2)
+        want = n->ns / 2; /* half full or more: halve, whatever the rate */
     if (want > grow)
         want = grow;
     if (want > DSD_NAP_MAX_NS)
         want = DSD_NAP_MAX_NS;
-    return want < DSD_NAP_MIN_NS ? 0 : want;
+    n->ns = want < DSD_NAP_MIN_NS ? 0 : want;
+    return n->ns;
 }
 
 /* Naps after a round that read data (see DSD_NAP_FILL); empty_ns is when
@@ -487,7 +504,7 @@ uint64_t dsd__nap_next(uint64_t nap_ns, uint64_t elapsed_ns, uint64_t queued,
 static void nap(struct dsd__dgram *d, uint64_t empty_ns)
 {
     struct pollfd p = {d->wake_fd, POLLIN, 0};
-    struct timespec ts = {0, (long)d->nap_ns};
+    struct timespec ts = {0, (long)d->nap.ns};
     if (ppoll(&p, 1, &ts, NULL) > 0) {
         uint64_t v;
         ssize_t rd = read(d->wake_fd, &v, sizeof(v));
@@ -496,8 +513,8 @@ static void nap(struct dsd__dgram *d, uint64_t empty_ns)
     uint32_t mi[SK_MEMINFO_VARS];
     read_meminfo_all(d, mi);
     atomic_fetch_add_explicit(&d->naps, 1, memory_order_relaxed);
-    d->nap_ns = dsd__nap_next(d->nap_ns, cmn_mono_ns() - empty_ns,
-                              mi[SK_MEMINFO_RMEM_ALLOC], mi[SK_MEMINFO_RCVBUF]);
+    dsd__nap_next(&d->nap, cmn_mono_ns() - empty_ns, mi[SK_MEMINFO_RMEM_ALLOC],
+                  mi[SK_MEMINFO_RCVBUF]);
 }
 
 static void *reader_main(void *arg)
@@ -523,7 +540,7 @@ static void *reader_main(void *arg)
                                   memory_order_relaxed);
     bool spinning = false;
     bool naps = d == &d->s->udp;
-    d->nap_ns = DSD_NAP_START_NS;
+    d->nap = (struct dsd__nap){DSD_NAP_START_NS, 0};
     while (!atomic_load_explicit(&d->stop, memory_order_acquire)) {
         uint64_t round = cmn_mono_ns();
         enum fill_result r = dgram_fill(d, SIZE_MAX);
@@ -548,7 +565,7 @@ static void *reader_main(void *arg)
         spinning = !error && spin_again(d, now, spinning);
         if (spinning)
             continue;
-        if (naps && !error && d->nap_ns != 0 && d->last_data_ns >= round) {
+        if (naps && !error && d->nap.ns != 0 && d->last_data_ns >= round) {
             nap(d, now);
             continue;
         }
@@ -577,13 +594,13 @@ static void *reader_main(void *arg)
         uint64_t drops_before = np == 2 ? read_meminfo(d) : 0;
         int n = ppoll(np == 1 ? &p[1] : p, (nfds_t)np, tsp, NULL);
         /* Quiet for longer than a nap: a new stream, a new first nap. A
-         * rate too high to nap at (nap_ns 0) that left the socket empty
+         * rate too high to nap at (nap.ns 0) that left the socket empty
          * for the shortest nap is probed again from there. */
         uint64_t slept = cmn_mono_ns() - now;
         if (slept > DSD_NAP_MAX_NS)
-            d->nap_ns = DSD_NAP_START_NS;
-        else if (d->nap_ns == 0 && slept >= DSD_NAP_MIN_NS)
-            d->nap_ns = DSD_NAP_MIN_NS;
+            d->nap = (struct dsd__nap){DSD_NAP_START_NS, 0};
+        else if (d->nap.ns == 0 && slept >= DSD_NAP_MIN_NS)
+            d->nap.ns = DSD_NAP_MIN_NS;
         if (n > 0 && np == 2 && (p[0].revents & POLLIN)) {
             uint64_t drops_now = read_meminfo(d);
             if (drops_now > drops_before)

@@ -38,6 +38,12 @@ enum dsd__prio {
  * slots, then packed by length) and wakes the loop through `async`; the
  * loop thread parses them (dsd_dgram.c). libuv does not own the fd: we
  * close it after the async handle's close callback. */
+/* The UDP receive thread's nap in a steady stream (dsd_dgram.c). */
+struct dsd__nap {
+    uint64_t ns;   /* the next nap, 0: none */
+    uint64_t peak; /* the fastest fill rate lately, bytes a ms */
+};
+
 struct dsd__dgram {
     struct dsd *s;
     uv_async_t async;  /* the receive thread's wake-up of the loop */
@@ -80,7 +86,7 @@ struct dsd__dgram {
     uint64_t prev_read_ns;    /* the last recvmmsg's return while awake;
                                  0 once the thread sleeps */
     uint64_t wake_backlog;    /* bytes waiting that wake the loop at once */
-    uint64_t nap_ns;          /* the next nap, 0: none (see DSD_NAP_FILL) */
+    struct dsd__nap nap;      /* the next nap (see DSD_NAP_FILL) */
     bool defer_parse;         /* the loop waits for the socket to be quiet */
 
     /* written by the producer, read anywhere */
@@ -180,8 +186,9 @@ struct dsd {
  * ("50000 100000" -> 1, "150000 100000" -> 2), rounded up; 0 = "max" or
  * unparsable (no quota). */
 unsigned dsd__cpu_max_cpus(const char *text);
-/* The receive thread's next nap in a steady stream (dsd_dgram.c). */
-uint64_t dsd__nap_next(uint64_t nap_ns, uint64_t elapsed_ns, uint64_t queued,
+/* The receive thread's next nap in a steady stream (dsd_dgram.c); sets
+ * and returns n->ns. */
+uint64_t dsd__nap_next(struct dsd__nap *n, uint64_t elapsed_ns, uint64_t queued,
                        uint64_t rcvbuf);
 
 /* dsd_sock.c: the listeners' sockets, bound in dsd_bind. Each returns 0

@@ -9,6 +9,8 @@
 #include <sched.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -848,6 +850,132 @@ Test(listeners, one_cpu_stream_read_in_naps_loses_nothing)
     cr_expect_eq(st.kernel_drops_udp, 0);
     cr_expect_eq(st.rx_spin_ns, 0, "one CPU: never spins");
     cr_expect_gt(st.rx_naps, 0);
+    stop_and_close(s);
+    dsd_config_free(&cfg);
+}
+
+/* A sender on the reader's one CPU, as fast as that CPU lets it: 80-line
+ * datagrams built ahead and sent 64 at a time with sendmmsg
+ * (bench_loadgen's way), 200 000 of them into a 212992-byte socket
+ * buffer. It fills the buffer only while the loop does not run, so a nap
+ * learnt from the last fill alone could see a fraction of the rate the
+ * next one got: naps grew to 0.5 ms while the buffer filled in 0.2, and 4
+ * to 52 datagrams were lost in most runs. The nap now aims at the fastest
+ * fill lately, and is halved whenever it found the buffer half full
+ * (dsd_dgram.c, DSD_NAP_DECAY). */
+enum { FLOOD_DGRAMS = 200000, FLOOD_LINES = 80, FLOOD_BATCH = 64 };
+
+struct flood {
+    int port;
+    _Atomic int done;
+    int sent, err;       /* sender: datagrams sent, errno of a failed send */
+    uint64_t lines_seen; /* loop thread: metric lines the sink got */
+};
+
+static int count_metric(void *data, const struct agg_metric *m)
+{
+    (void)m;
+    ((struct flood *)data)->lines_seen++;
+    return 0;
+}
+
+static void *flood_send(void *arg)
+{
+    struct flood *f = arg;
+    static char dg[FLOOD_BATCH][FLOOD_LINES * 24];
+    struct iovec iov[FLOOD_BATCH];
+    struct mmsghdr mm[FLOOD_BATCH];
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)f->port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    memset(mm, 0, sizeof(mm));
+    for (int i = 0; i < FLOOD_BATCH; i++) {
+        size_t n = 0;
+        for (int l = 0; l < FLOOD_LINES; l++)
+            n += (size_t)snprintf(dg[i] + n, sizeof(dg[i]) - n,
+                                  "flood.%02d.%02d:1|c\n", i, l);
+        iov[i] = (struct iovec){dg[i], n};
+        mm[i].msg_hdr.msg_iov = &iov[i];
+        mm[i].msg_hdr.msg_iovlen = 1;
+        mm[i].msg_hdr.msg_name = &a;
+        mm[i].msg_hdr.msg_namelen = sizeof(a);
+    }
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    int sent = 0;
+    while (fd >= 0 && sent < FLOOD_DGRAMS) {
+        int want = FLOOD_DGRAMS - sent < FLOOD_BATCH ? FLOOD_DGRAMS - sent
+                                                     : FLOOD_BATCH;
+        int k = sendmmsg(fd, mm, (unsigned)want, 0);
+        if (k <= 0) {
+            f->err = errno;
+            break;
+        }
+        sent += k;
+    }
+    f->sent = sent;
+    if (fd >= 0)
+        close(fd);
+    atomic_store(&f->done, 1);
+    return NULL;
+}
+
+static uint64_t flood_synced;
+static void on_flood_synced(void *data)
+{
+    (void)data;
+    flood_synced = 1;
+}
+
+Test(listeners, one_cpu_flood_from_sendmmsg_loses_nothing)
+{
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(sched_getcpu(), &one);
+    cr_assert_eq(sched_setaffinity(0, sizeof(one), &one), 0);
+    struct dsd_config cfg;
+    dsd_config_defaults(&cfg);
+    cfg.port = -1;
+    cfg.so_rcvbuf = 212992;
+    static struct flood f;
+    memset(&f, 0, sizeof(f));
+    struct dsd_sink sink = {count_metric, NULL, NULL, &f};
+    struct dsd *s = NULL;
+    cr_assert_eq(dsd_create(&loop, &cfg, &sink, &s), 0);
+    cr_assert_eq(dsd_start(s), 0);
+    f.port = dsd_udp_port(s);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, flood_send, &f), 0);
+    uv_timer_t t;
+    uv_timer_init(&loop, &t);
+    uv_timer_start(&t, dl_tick, 5, 5);
+    for (int i = 0; i < 20000 && !atomic_load(&f.done); i++)
+        uv_run(&loop, UV_RUN_ONCE);
+    cr_assert(atomic_load(&f.done), "the sender did not finish");
+    pthread_join(th, NULL);
+    uv_close((uv_handle_t *)&t, NULL);
+    flood_synced = 0;
+    cr_assert_eq(dsd_sync(s, on_flood_synced, NULL), 0);
+    dl_run_until(&loop, &flood_synced, 1);
+    cr_assert_eq(flood_synced, 1);
+    cr_assert_eq(f.sent, FLOOD_DGRAMS, "sendmmsg: %s", strerror(f.err));
+    struct dsd_stats st = stats(s);
+    cr_expect_eq(st.kernel_drops_udp, 0,
+                 "%llu datagrams dropped (%llu before the thread ran or "
+                 "while it was woken, longest pause %.3f ms, ring full %llu "
+                 "times for %.3f ms, %llu naps)",
+                 (unsigned long long)st.kernel_drops_udp,
+                 (unsigned long long)st.rx_asleep_drops_udp,
+                 (double)st.rx_max_gap_ns_udp / 1e6,
+                 (unsigned long long)st.ring_full, st.ring_full_ns / 1e6,
+                 (unsigned long long)st.rx_naps);
+    cr_expect_eq(f.lines_seen, (uint64_t)FLOOD_DGRAMS * FLOOD_LINES,
+                 "%llu lines, %llu packets, %llu truncated",
+                 (unsigned long long)f.lines_seen,
+                 (unsigned long long)st.packets,
+                 (unsigned long long)st.packets_truncated);
+    cr_expect_eq(st.packets, FLOOD_DGRAMS);
     stop_and_close(s);
     dsd_config_free(&cfg);
 }
