@@ -821,6 +821,17 @@ Test(listeners, drops_before_the_thread_ran_are_counted_as_such)
     dsd_config_free(&cfg);
 }
 
+/* Pins this process to the CPU it runs on: the threads it starts from
+ * now on (the receive thread among them) inherit that one CPU, as in a
+ * 1-vCPU container. */
+static void pin_to_one_cpu(void)
+{
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(sched_getcpu(), &one);
+    cr_assert_eq(sched_setaffinity(0, sizeof(one), &one), 0);
+}
+
 /* One usable CPU (a 1-vCPU container, a pinned process): the receive
  * thread never spins, and in a stream it naps between batches instead of
  * being woken for every datagram (dsd_dgram.c, DSD_NAP_FILL). A
@@ -830,10 +841,7 @@ Test(listeners, drops_before_the_thread_ran_are_counted_as_such)
 Test(listeners, one_cpu_stream_read_in_naps_loses_nothing)
 {
     enum { N = 20000 };
-    cpu_set_t one;
-    CPU_ZERO(&one);
-    CPU_SET(sched_getcpu(), &one);
-    cr_assert_eq(sched_setaffinity(0, sizeof(one), &one), 0);
+    pin_to_one_cpu();
     struct dsd_config cfg;
     dsd_config_defaults(&cfg);
     cfg.port = -1;
@@ -930,10 +938,7 @@ static void on_flood_synced(void *data)
 
 Test(listeners, one_cpu_flood_from_sendmmsg_loses_nothing)
 {
-    cpu_set_t one;
-    CPU_ZERO(&one);
-    CPU_SET(sched_getcpu(), &one);
-    cr_assert_eq(sched_setaffinity(0, sizeof(one), &one), 0);
+    pin_to_one_cpu();
     struct dsd_config cfg;
     dsd_config_defaults(&cfg);
     cfg.port = -1;
@@ -985,10 +990,7 @@ Test(listeners, one_cpu_flood_from_sendmmsg_loses_nothing)
 Test(listeners, uds_dgram_never_naps)
 {
     enum { N = 5000 };
-    cpu_set_t one;
-    CPU_ZERO(&one);
-    CPU_SET(sched_getcpu(), &one);
-    cr_assert_eq(sched_setaffinity(0, sizeof(one), &one), 0);
+    pin_to_one_cpu();
     struct dsd_config cfg;
     dsd_config_defaults(&cfg);
     cfg.port = 0;
