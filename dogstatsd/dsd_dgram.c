@@ -120,14 +120,13 @@
  * does not run, so one nap can see a fraction of the rate the next one
  * gets: aiming at the last rate lost 4-52 datagrams in most runs of
  * listeners::one_cpu_flood_from_sendmmsg_loses_nothing (naps grown to
- * 0.5 ms, the buffer full in 0.2 ms). Below DSD_NAP_MIN_NS it
- * does not nap (a buffer that small for the rate is read at once). A
- * stream that starts after a quiet spell starts again at
- * DSD_NAP_START_NS; one too fast to nap at is probed again at
- * DSD_NAP_MIN_NS once the socket stays empty that long. The nap waits on
- * the wake-up fd, so a stop or a sync request ends it. Unix datagram senders
- * block instead of losing, and their queue is not in SO_MEMINFO: that listener
- * does not nap. */
+ * 0.5 ms, the buffer full in 0.2 ms). Below DSD_NAP_MIN_NS it does not
+ * nap (a buffer that small for the rate is read at once). A stream that
+ * starts after a quiet spell starts again at DSD_NAP_START_NS; one too
+ * fast to nap at is probed again at DSD_NAP_MIN_NS once the socket stays
+ * empty that long. The nap waits on the wake-up fd, so a stop or a sync
+ * request ends it. Unix datagram senders block instead of losing, and
+ * their queue is not in SO_MEMINFO: that listener does not nap. */
 #define DSD_NAP_MIN_NS 20000
 #define DSD_NAP_START_NS 50000
 #define DSD_NAP_MAX_NS 500000
