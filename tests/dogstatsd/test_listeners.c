@@ -873,6 +873,22 @@ Test(listeners, one_cpu_stream_read_in_naps_loses_nothing)
  * (dsd_dgram.c, DSD_NAP_DECAY). */
 enum { FLOOD_DGRAMS = 200000, FLOOD_LINES = 80, FLOOD_BATCH = 64 };
 
+/* Under AddressSanitizer the loop parses several times slower than this
+ * sender sends (the sender's cost is the kernel's): the ring fills and
+ * the socket overflows, which is the sanitizer's cost and not what the
+ * test is about (3 of 3 runs lost 55 000-64 000 datagrams, the ring full
+ * 160-201 times). */
+#if defined(__SANITIZE_ADDRESS__)
+#define FLOOD_LOOP_INSTRUMENTED true
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define FLOOD_LOOP_INSTRUMENTED true
+#endif
+#endif
+#ifndef FLOOD_LOOP_INSTRUMENTED
+#define FLOOD_LOOP_INSTRUMENTED false
+#endif
+
 struct flood {
     int port;
     _Atomic int done;
@@ -938,6 +954,8 @@ static void on_flood_synced(void *data)
 
 Test(listeners, one_cpu_flood_from_sendmmsg_loses_nothing)
 {
+    if (FLOOD_LOOP_INSTRUMENTED)
+        cr_skip_test("the loop under AddressSanitizer cannot keep up");
     pin_to_one_cpu();
     struct dsd_config cfg;
     dsd_config_defaults(&cfg);
