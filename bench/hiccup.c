@@ -26,7 +26,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "common.h"
 
@@ -43,13 +42,6 @@ struct prober {
     struct gap *gaps;
     size_t n, lost;
 };
-
-static uint64_t mono_ns(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
-}
 
 static void usage(void)
 {
@@ -76,9 +68,9 @@ static void *probe(void *arg)
         fprintf(stderr, "bench_hiccup: cannot pin to CPU %d\n", p->cpu);
         exit(1);
     }
-    uint64_t prev = mono_ns();
+    uint64_t prev = cmn_mono_ns();
     while (prev < p->end) {
-        uint64_t t = mono_ns();
+        uint64_t t = cmn_mono_ns();
         if (t - prev >= GAP_MIN_NS) {
             if (p->n < GAP_CAP)
                 p->gaps[p->n++] = (struct gap){prev, t};
@@ -116,7 +108,7 @@ int main(int argc, char **argv)
         else
             usage();
     }
-    uint64_t t0 = mono_ns(), win = seconds * 1000000000u;
+    uint64_t t0 = cmn_mono_ns(), win = seconds * 1000000000u;
     struct prober p[2] = {{(int)cpu, t0 + windows * win, NULL, 0, 0},
                           {(int)other, t0 + windows * win, NULL, 0, 0}};
     pthread_t th[2];

@@ -541,7 +541,7 @@ static void *reader_main(void *arg)
     bool naps = d == &d->s->udp;
     d->nap = (struct dsd__nap){DSD_NAP_START_NS, 0};
     while (!atomic_load_explicit(&d->stop, memory_order_acquire)) {
-        uint64_t round = cmn_mono_ns();
+        uint64_t data_before = d->last_data_ns;
         enum fill_result r = dgram_fill(d, SIZE_MAX);
         if (r == FILL_FULL) {
             signal_loop(d);
@@ -564,7 +564,9 @@ static void *reader_main(void *arg)
         spinning = !error && spin_again(d, now, spinning);
         if (spinning)
             continue;
-        if (naps && !error && d->nap.ns != 0 && d->last_data_ns >= round) {
+        /* this round read data: dgram_fill moved last_data_ns */
+        if (naps && !error && d->nap.ns != 0 &&
+            d->last_data_ns != data_before) {
             nap(d, now);
             continue;
         }
