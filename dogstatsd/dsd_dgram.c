@@ -201,6 +201,16 @@ static uint64_t read_meminfo(struct dsd__dgram *d)
     return read_meminfo_all(d, NULL);
 }
 
+/* Wakes the loop for what was published since the last wake-up. */
+static void signal_loop(struct dsd__dgram *d)
+{
+    d->unsignalled_ns = 0;
+    /* Before dsd_start there is no loop handle: dsd_start itself wakes the
+     * loop for what was received until then. */
+    if (atomic_load_explicit(&d->consumer_ready, memory_order_acquire))
+        uv_async_send(&d->async);
+}
+
 /* Reads until EAGAIN (FILL_EMPTY), a full ring or max_calls calls. */
 static enum fill_result dgram_fill(struct dsd__dgram *d, size_t max_calls)
 {
@@ -210,8 +220,14 @@ static enum fill_result dgram_fill(struct dsd__dgram *d, size_t max_calls)
             atomic_load_explicit(&d->stop, memory_order_relaxed))
             return FILL_EMPTY;
         char *at;
+        uint64_t wraps = d->ring.early_wraps;
         size_t n =
             dsd__ring_reserve(&d->ring, bs, d->mmsg_n, DSD_RING_RESET_AT, &at);
+        /* After an early wrap the room is the tail's offset until the loop
+         * reads the PAD (DSD_RING_EARLY_LAG): it is woken to read it now,
+         * not after a backlog that room may not hold. */
+        if (d->thread_live && d->ring.early_wraps != wraps)
+            signal_loop(d);
         if (n == 0)
             return FILL_FULL;
         for (size_t i = 0; i < n; i++) {
@@ -296,16 +312,6 @@ static uint64_t wake_due(const struct dsd__dgram *d)
     uint64_t quiet = d->last_data_ns + DSD_WAKE_QUIET_NS,
              max = d->unsignalled_ns + DSD_WAKE_MAX_NS;
     return quiet < max ? quiet : max;
-}
-
-/* Wakes the loop for what was published since the last wake-up. */
-static void signal_loop(struct dsd__dgram *d)
-{
-    d->unsignalled_ns = 0;
-    /* Before dsd_start there is no loop handle: dsd_start itself wakes the
-     * loop for what was received until then. */
-    if (atomic_load_explicit(&d->consumer_ready, memory_order_acquire))
-        uv_async_send(&d->async);
 }
 
 /* The scheduling of the receive thread, set by the thread itself.

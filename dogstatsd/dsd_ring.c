@@ -171,14 +171,15 @@ size_t dsd__ring_reserve(struct dsd__ring *r, size_t slot_data,
         size_t free_b = r->cap - (size_t)(head - tail);
         size_t off = (size_t)(head % r->cap);
         size_t contig = r->cap - off;
-        /* Wrap early, past reset_at, when the start of the mapping is
+        /* Wrap early, past reset_at, when the consumer keeps up (within
+         * DSD_RING_EARLY_LAG of the head) and the start of the mapping is
          * already free (the consumer is in the same lap and past the room
          * asked for): a ring that keeps up reuses its first pages, which
          * stay in cache, and touches the rest only under a backlog. */
         size_t want = slot * max_slots;
-        bool early = off != 0 && off >= reset_at &&
-                     head / r->cap == tail / r->cap &&
-                     (size_t)(tail % r->cap) >= want;
+        bool early =
+            off != 0 && off >= reset_at && head - tail <= DSD_RING_EARLY_LAG &&
+            head / r->cap == tail / r->cap && (size_t)(tail % r->cap) >= want;
         bool wrap = contig < slot || early;
         if (wrap) {
             /* The PAD needs the rest of the mapping, and a slot must fit
@@ -191,8 +192,10 @@ size_t dsd__ring_reserve(struct dsd__ring *r, size_t slot_data,
                 if (off > r->depth[0])
                     r->depth[0] = off;
             }
-            if (early)
+            if (early) {
+                r->early_wraps++;
                 ring_shed(r, off + DSD_RING_HDR);
+            }
             head += contig;
             atomic_store_explicit(&r->head, head, memory_order_release);
             continue;

@@ -65,6 +65,13 @@
  * loop's CPU) is given back at the next early wrap instead of adding its
  * megabytes to every later peak. */
 #define DSD_RING_KEEP_MS 30000u
+/* An early wrap (dsd__ring_reserve) needs the consumer within this many
+ * bytes of the head. Until the consumer reads the PAD, the producer's room
+ * is only the tail's offset: the rest of the mapping lies behind the PAD.
+ * Wrapping early under a backlog (the consumer past reset_at but megabytes
+ * behind) cut a 16 MiB ring to the tail's offset, half a megabyte or so,
+ * for as long as the loop took to read up to the PAD. */
+#define DSD_RING_EARLY_LAG ((size_t)64 << 10)
 #define DSD_RING_KEEP_HOLD 10u
 #define DSD_RING_KEEP_WINDOWS (DSD_RING_KEEP_HOLD + 2)
 #define DSD_RING_F_TRUNC 1u /* the datagram did not fit: data dropped */
@@ -78,6 +85,8 @@ struct dsd__ring {
     _Atomic uint64_t head; /* bytes ever published */
     uint64_t tail_cache;   /* producer's view of tail */
     size_t touched;        /* highest offset written since the last trim */
+    uint64_t early_wraps;  /* early wraps so far (the producer wakes the
+                              consumer to read the PAD at once) */
     /* deepest lap (its wrap offset) in each keep window: [0] this one,
      * [1] the one before... */
     size_t depth[DSD_RING_KEEP_WINDOWS];
@@ -114,11 +123,12 @@ void dsd__ring_free(struct dsd__ring *r);
 
 /* Producer: the room for up to max_slots slots of slot_data bytes of data
  * each, contiguous, at the head. Writes a PAD and wraps when the end of the
- * mapping is too close, and starts again at offset 0 once the head is past
- * reset_at and the start of the mapping is free for max_slots slots (so a
- * ring that keeps up reuses the same cache-warm pages and touches the rest
- * only under a backlog). Returns the number of slots (0 = full) and sets
- * *at to the first slot's start (its header). */
+ * mapping is too close, and starts again at offset 0 (an early wrap,
+ * counted in early_wraps) once the head is past reset_at, the consumer is
+ * within DSD_RING_EARLY_LAG of it and the start of the mapping is free for
+ * max_slots slots (so a ring that keeps up reuses the same cache-warm
+ * pages and touches the rest only under a backlog). Returns the number of slots
+ * (0 = full) and sets *at to the first slot's start (its header). */
 size_t dsd__ring_reserve(struct dsd__ring *r, size_t slot_data,
                          size_t max_slots, size_t reset_at, char **at);
 /* Where a batch of received datagrams lies: datagram i's first head_len

@@ -396,3 +396,46 @@ Test(ring, early_wrap_keeps_a_recurring_depth)
     cr_assert_not(resident(&big, ((size_t)3 << 20) - 4096));
     dsd__ring_free(&big);
 }
+
+/* The loop is catching up on a 3 MiB backlog: its tail is past reset_at
+ * (and past the room a reservation asks for) but far behind the head. The
+ * head must not wrap early there: until the consumer read the PAD, the
+ * producer's room would be only the tail's offset (here 600 KiB) instead
+ * of the 3.4 MiB the ring has free. Once the consumer is within
+ * DSD_RING_EARLY_LAG of the head, it does wrap early. */
+Test(ring, no_early_wrap_under_a_backlog)
+{
+    struct dsd__ring big;
+    cr_assert_eq(dsd__ring_init(&big, (size_t)4 << 20), 0);
+    while (atomic_load(&big.head) < ((uint64_t)3 << 20))
+        put_one(&big, false);
+    uint64_t head = atomic_load(&big.head);
+    dsd__ring_release(&big, (uint64_t)600 << 10);
+    /* a stall now: the producer fills all the room there is */
+    size_t room = 0;
+    char *at;
+    while (dsd__ring_reserve(&big, SLOT, 1, (size_t)512 << 10, &at) == 1) {
+        if (room == 0)
+            cr_assert_eq(at, big.base + head, "went on, no early wrap");
+        put_one(&big, false);
+        room += 8 + SLOT;
+    }
+    cr_assert_eq(big.early_wraps, 0);
+    /* all but the last partial slot of the 1 MiB + 600 KiB left free */
+    uint64_t free_b = big.cap - (head - ((uint64_t)600 << 10));
+    cr_assert_geq(room, free_b - 2 * (8 + SLOT), "room %zu of %llu", room,
+                  (unsigned long long)free_b);
+    dsd__ring_free(&big);
+
+    /* The same backlog read up to 32 KiB short of the head: the consumer
+     * keeps up, the head wraps early to offset 0. */
+    cr_assert_eq(dsd__ring_init(&big, (size_t)4 << 20), 0);
+    while (atomic_load(&big.head) < ((uint64_t)3 << 20))
+        put_one(&big, false);
+    head = atomic_load(&big.head);
+    dsd__ring_release(&big, head - (32u << 10));
+    cr_assert_eq(dsd__ring_reserve(&big, SLOT, 1, (size_t)512 << 10, &at), 1);
+    cr_assert_eq(at, big.base, "wrapped early");
+    cr_assert_eq(big.early_wraps, 1);
+    dsd__ring_free(&big);
+}
