@@ -224,8 +224,8 @@ static enum fill_result dgram_fill(struct dsd__dgram *d, size_t max_calls)
         size_t n =
             dsd__ring_reserve(&d->ring, bs, d->mmsg_n, DSD_RING_RESET_AT, &at);
         /* After an early wrap the room is the tail's offset until the loop
-         * reads the PAD (DSD_RING_EARLY_LAG): it is woken to read it now,
-         * not after a backlog that room may not hold. */
+         * reads the PAD (dsd_ring.c early_room): it is woken to read it
+         * now, not after a backlog that room may not hold. */
         if (d->thread_live && d->ring.early_wraps != wraps)
             signal_loop(d);
         if (n == 0)
@@ -522,6 +522,19 @@ static void nap(struct dsd__dgram *d, uint64_t empty_ns)
                   mi[SK_MEMINFO_RCVBUF]);
 }
 
+/* Whether the loop is woken now so that the ring can wrap early: the head
+ * is past DSD_RING_RESET_AT. With one CPU the loop is otherwise woken
+ * every DSD_WAKE_BACKLOG bytes, so at the end of a lap it was often too
+ * far behind for an early wrap (dsd_ring.c early_room): the head then went
+ * on through the whole 16 MiB, mapping pages in (a hypervisor exit each on
+ * the test VM). A loop that defers parsing (two CPUs) wraps early once it
+ * has caught up, as before. */
+static bool lap_end(const struct dsd__dgram *d)
+{
+    uint64_t head = atomic_load_explicit(&d->ring.head, memory_order_relaxed);
+    return !d->defer_parse && head % d->ring.cap >= DSD_RING_RESET_AT;
+}
+
 static void *reader_main(void *arg)
 {
     struct dsd__dgram *d = arg;
@@ -564,7 +577,8 @@ static void *reader_main(void *arg)
             atomic_store_explicit(&d->sync_ack, req, memory_order_release);
             signal_loop(d);
         } else if (d->unsignalled_ns != 0 &&
-                   (used >= d->wake_backlog || now >= wake_due(d))) {
+                   (used >= d->wake_backlog || now >= wake_due(d) ||
+                    lap_end(d))) {
             signal_loop(d);
         }
         spinning = !error && spin_again(d, now, spinning);
@@ -857,6 +871,11 @@ void dsd__dgram_close_fd(struct dsd__dgram *d)
 static void dgram_closed(uv_handle_t *h)
 {
     struct dsd__dgram *d = h->data;
+    fprintf(stderr,
+            "DBG ring early_wraps=%llu laps=%llu touched=%zu depth0=%zu\n",
+            (unsigned long long)d->ring.early_wraps,
+            (unsigned long long)(atomic_load(&d->ring.head) / d->ring.cap),
+            d->ring.touched, d->ring.depth[0]);
     d->live = false;
     dsd__dgram_close_fd(d);
     dsd__handle_closed(d->s);

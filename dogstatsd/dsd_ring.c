@@ -46,6 +46,7 @@ int dsd__ring_init(struct dsd__ring *r, size_t cap)
     atomic_init(&r->prod_waiting, 0);
     r->keep_ms = DSD_RING_KEEP_MS;
     r->keep_hold = DSD_RING_KEEP_HOLD;
+    r->shed_quiet_ms = DSD_RING_SHED_QUIET_MS;
     r->depth_at_ms = cmn_mono_ns() / 1000000u;
     return 0;
 }
@@ -132,9 +133,11 @@ static size_t depth_keep(const struct dsd__ring *r)
  * the highest offset ever written hold only a past backlog's data, and the
  * consumer will not read them in this lap: those past the depth that
  * recurs (depth_keep) are given back (and their budget reservation) when they
- * are DSD_RING_SHED_MIN or more. Without this the ring's resident size is the
- * largest backlog since the last idle trim, which under steady traffic
- * never comes: RSS that only grows. */
+ * are DSD_RING_SHED_MIN or more and the head has mapped no page in for
+ * DSD_RING_SHED_QUIET_MS, DSD_RING_SHED_STEP at a time from the top, an
+ * early wrap each. Without this the ring's resident size is the largest
+ * backlog since the last idle trim, which under steady traffic never comes:
+ * RSS that only grows. */
 static void ring_shed(struct dsd__ring *r, size_t from)
 {
     size_t keep = 0;
@@ -147,9 +150,24 @@ static void ring_shed(struct dsd__ring *r, size_t from)
     size_t hi = (r->touched + pg - 1) / pg * pg;
     if (hi > r->cap)
         hi = r->cap;
-    if (hi < lo + DSD_RING_SHED_MIN ||
-        madvise(r->base + lo, hi - lo, MADV_DONTNEED) != 0)
+    if (!r->shedding) {
+        if (hi < lo + DSD_RING_SHED_MIN ||
+            cmn_mono_ns() / 1000000u - r->grew_ms < r->shed_quiet_ms)
+            return;
+        r->shedding = true;
+    }
+    if (hi <= lo) {
+        r->shedding = false;
         return;
+    }
+    if (hi - lo > DSD_RING_SHED_STEP)
+        lo = hi - DSD_RING_SHED_STEP;
+    else
+        r->shedding = false; /* the last step */
+    if (madvise(r->base + lo, hi - lo, MADV_DONTNEED) != 0) {
+        r->shedding = false;
+        return;
+    }
     r->touched = lo;
     size_t held = lo > DSD_RING_FLOOR ? lo - DSD_RING_FLOOR : 0;
     held = (held + DSD_RING_BUDGET_STEP - 1) / DSD_RING_BUDGET_STEP *
@@ -158,6 +176,22 @@ static void ring_shed(struct dsd__ring *r, size_t from)
         cmn_budget_release(r->budgeted - held);
         r->budgeted = held;
     }
+}
+
+/* Whether an early wrap leaves the producer room enough. Until the
+ * consumer reads the PAD, the room is only the tail's offset (the rest of
+ * the mapping lies behind the PAD), and the consumer first reads the
+ * head - tail bytes before it: the wrap needs the consumer within
+ * DSD_RING_EARLY_LAG of the head, and room for twice what it has to read
+ * plus the batch asked for. A consumer that reads as fast as the producer
+ * writes, or half as fast, then reaches the PAD before the producer
+ * reaches it. */
+static bool early_room(const struct dsd__ring *r, uint64_t head, uint64_t tail,
+                       size_t want)
+{
+    uint64_t lag = head - tail;
+    return lag <= DSD_RING_EARLY_LAG && head / r->cap == tail / r->cap &&
+           tail % r->cap >= want + 2 * lag;
 }
 
 size_t dsd__ring_reserve(struct dsd__ring *r, size_t slot_data,
@@ -171,15 +205,13 @@ size_t dsd__ring_reserve(struct dsd__ring *r, size_t slot_data,
         size_t free_b = r->cap - (size_t)(head - tail);
         size_t off = (size_t)(head % r->cap);
         size_t contig = r->cap - off;
-        /* Wrap early, past reset_at, when the consumer keeps up (within
-         * DSD_RING_EARLY_LAG of the head) and the start of the mapping is
-         * already free (the consumer is in the same lap and past the room
-         * asked for): a ring that keeps up reuses its first pages, which
-         * stay in cache, and touches the rest only under a backlog. */
+        /* Wrap early, past reset_at, when the consumer keeps up and the
+         * start of the mapping is free (early_room): a ring that keeps up
+         * reuses its first pages, which stay in cache, and touches the
+         * rest only under a backlog. */
         size_t want = slot * max_slots;
         bool early =
-            off != 0 && off >= reset_at && head - tail <= DSD_RING_EARLY_LAG &&
-            head / r->cap == tail / r->cap && (size_t)(tail % r->cap) >= want;
+            off != 0 && off >= reset_at && early_room(r, head, tail, want);
         bool wrap = contig < slot || early;
         if (wrap) {
             /* The PAD needs the rest of the mapping, and a slot must fit
@@ -231,6 +263,8 @@ static void ring_populate(struct dsd__ring *r, size_t end)
         hi = (end + pg - 1) / pg * pg;
     if (hi > lo && cmn_populate(r->base + lo, hi - lo) == 0)
         r->touched = hi;
+    r->grew_ms = cmn_mono_ns() / 1000000u;
+    r->shedding = false; /* the head needs the pages again */
 }
 
 size_t dsd__ring_pack(struct dsd__ring *r, char *at,
@@ -320,6 +354,7 @@ size_t dsd__ring_trim(struct dsd__ring *r)
     if (madvise(r->base, n, MADV_DONTNEED) != 0)
         return 0;
     r->touched = 0;
+    r->shedding = false;
     memset(r->depth, 0, sizeof(r->depth)); /* idle: nothing to keep */
     cmn_budget_release(r->budgeted);
     r->budgeted = 0;

@@ -45,9 +45,18 @@
 #define DSD_RING_FLOOR ((size_t)1 << 20)
 #define DSD_RING_BUDGET_STEP ((size_t)256 << 10)
 /* Past backlog pages given back at an early wrap, when at least this many
- * bytes (dsd_ring.c ring_shed): one madvise per large backlog, not per
+ * bytes (dsd_ring.c ring_shed): one shedding per large backlog, not per
  * lap. */
 #define DSD_RING_SHED_MIN ((size_t)1 << 20)
+/* ...and only once the head has mapped no new page for this long: a ring
+ * whose laps go deep now and then (a loop that falls behind for a moment
+ * at 15 M lines/s) keeps its pages instead of giving 15 MiB back at the
+ * next early wrap and mapping them in again at the next deep lap. */
+#define DSD_RING_SHED_QUIET_MS 1000u
+/* ...at most this many bytes an early wrap, from the top: on the test VM
+ * one madvise of 15 MiB held the receive thread for 1.0-1.5 ms, as long
+ * as a 212992-byte socket buffer lasts at 15 M lines/s. */
+#define DSD_RING_SHED_STEP ((size_t)2 << 20)
 /* As the head first reaches untouched pages, the producer maps the next
  * DSD_RING_AHEAD bytes in with one call (cmn_populate) instead of taking a
  * page fault per 4 KiB: on the test VM a fault is an exit to the
@@ -66,12 +75,16 @@
  * megabytes to every later peak. */
 #define DSD_RING_KEEP_MS 30000u
 /* An early wrap (dsd__ring_reserve) needs the consumer within this many
- * bytes of the head. Until the consumer reads the PAD, the producer's room
+ * bytes of the head, and the tail's offset at least twice that plus the
+ * batch asked for. Until the consumer reads the PAD, the producer's room
  * is only the tail's offset: the rest of the mapping lies behind the PAD.
- * Wrapping early under a backlog (the consumer past reset_at but megabytes
- * behind) cut a 16 MiB ring to the tail's offset, half a megabyte or so,
- * for as long as the loop took to read up to the PAD. */
-#define DSD_RING_EARLY_LAG ((size_t)64 << 10)
+ * Wrapping early whenever the tail was past reset_at, however far behind
+ * (a backlog), cut a 16 MiB ring to that offset, half a megabyte or so,
+ * for as long as the loop took to read up to the PAD. 1 MiB: with one CPU
+ * the loop is woken every 256 KiB, so it is often more than that behind
+ * at the end of a lap; a tighter bound sent most laps through the whole
+ * mapping. */
+#define DSD_RING_EARLY_LAG ((size_t)1 << 20)
 #define DSD_RING_KEEP_HOLD 10u
 #define DSD_RING_KEEP_WINDOWS (DSD_RING_KEEP_HOLD + 2)
 #define DSD_RING_F_TRUNC 1u /* the datagram did not fit: data dropped */
@@ -92,6 +105,10 @@ struct dsd__ring {
     size_t depth[DSD_RING_KEEP_WINDOWS];
     uint64_t depth_at_ms;     /* when this keep window started */
     uint64_t keep_ms;         /* DSD_RING_KEEP_MS (0: keep nothing) */
+    uint64_t grew_ms;         /* when the head last mapped pages in */
+    uint64_t shed_quiet_ms;   /* DSD_RING_SHED_QUIET_MS (tests: 0) */
+    bool shedding;            /* giving a backlog's pages back, a step an
+                                 early wrap */
     uint32_t keep_hold;       /* DSD_RING_KEEP_HOLD (tests: fewer) */
     _Atomic int prod_waiting; /* producer sleeps until space is freed */
     size_t budgeted;          /* bytes after DSD_RING_FLOOR reserved from the

@@ -184,17 +184,24 @@ Test(ring, keeps_up_ring_wraps_early_when_the_start_is_free)
     dsd__ring_release(&r, 96);
     cr_assert_gt(dsd__ring_reserve(&r, SLOT, 1, 1024, &at), 0);
     cr_assert_eq(at, r.base + 1600);
-    /* Past 128 bytes: a 128-byte slot fits at the start, so the ring
-     * wraps there although it is not empty. */
+    /* Tail 800: the start is free, but the loop has 800 bytes to read
+     * before it reaches the PAD, and room for 800: it needs 128 + 2 x 800
+     * (early_room). The head goes on. */
     dsd__ring_release(&r, 800);
     cr_assert_gt(dsd__ring_reserve(&r, SLOT, 1, 1024, &at), 0);
+    cr_assert_eq(at, r.base + 1600);
+    /* Tail 1400: 200 bytes to read, 1400 >= 128 + 2 x 200: the ring wraps
+     * there although it is not empty. */
+    dsd__ring_release(&r, 1400);
+    cr_assert_gt(dsd__ring_reserve(&r, SLOT, 1, 1024, &at), 0);
     cr_assert_eq(at, r.base);
-    /* ...but not for a batch larger than the free start. */
+    cr_assert_eq(r.early_wraps, 1);
+    /* ...but not for a batch of 8 slots: 1024 + 2 x 200 > 1400. */
     dsd__ring_free(&r);
     cr_assert_eq(dsd__ring_init(&r, CAP), 0);
     for (int i = 0; i < 100; i++)
         put(one, 1, 0);
-    dsd__ring_release(&r, 800);
+    dsd__ring_release(&r, 1400);
     cr_assert_gt(dsd__ring_reserve(&r, SLOT, 8, 1024, &at), 0);
     cr_assert_eq(at, r.base + 1600, "8 slots (1024 bytes) need more");
 }
@@ -309,6 +316,7 @@ Test(ring, early_wrap_gives_a_past_backlog_back)
     struct dsd__ring big;
     cr_assert_eq(dsd__ring_init(&big, (size_t)4 << 20), 0);
     big.keep_ms = 0;
+    big.shed_quiet_ms = 0; /* the backlog's pages were mapped just now */
     while (atomic_load(&big.head) < ((uint64_t)3 << 20))
         put_one(&big, false); /* nothing consumed: no early wrap */
     cr_assert_geq(big.touched, (size_t)3 << 20);
@@ -317,9 +325,10 @@ Test(ring, early_wrap_gives_a_past_backlog_back)
     put_one(&big, true); /* wraps at 3 MiB: nothing past it to give */
     cr_assert_lt(atomic_load(&big.head) % big.cap, (size_t)4096);
     cr_assert_geq(big.touched, (size_t)3 << 20);
-    while (atomic_load(&big.head) / big.cap < 2)
-        put_one(&big, true); /* the next lap, consumed as it goes */
-    /* wrapped early just past 512 KiB: the pages past it were given back */
+    while (atomic_load(&big.head) / big.cap < 3)
+        put_one(&big, true); /* the next laps, consumed as they go */
+    /* wrapped early just past 512 KiB, twice: the pages past it were given
+     * back, DSD_RING_SHED_STEP (2 MiB) at each early wrap */
     cr_assert_lt(big.touched, (size_t)600 << 10, "touched %zu", big.touched);
     cr_assert_not(resident(&big, (size_t)2 << 20));
     cr_assert_not(resident(&big, ((size_t)3 << 20) - 4096));
@@ -357,8 +366,9 @@ Test(ring, early_wrap_gives_a_one_off_backlog_back)
     struct dsd__ring big;
     cr_assert_eq(dsd__ring_init(&big, (size_t)4 << 20), 0);
     cr_assert_eq(big.keep_ms, DSD_RING_KEEP_MS);
+    big.shed_quiet_ms = 0; /* DSD_RING_SHED_QUIET_MS: its own test */
     backlog_3mib(&big);
-    laps_to(&big, 2); /* wraps at 4 MiB, then early past 512 KiB */
+    laps_to(&big, 3); /* wraps at 4 MiB, then early past 512 KiB, twice */
     cr_assert_lt(big.touched, (size_t)600 << 10, "touched %zu", big.touched);
     cr_assert_not(resident(&big, (size_t)2 << 20));
     cr_assert_not(resident(&big, ((size_t)3 << 20) - 4096));
@@ -376,21 +386,22 @@ Test(ring, early_wrap_keeps_a_recurring_depth)
     cr_assert_eq(big.keep_hold, DSD_RING_KEEP_HOLD);
     big.keep_ms = 200; /* the test's windows */
     big.keep_hold = 3;
+    big.shed_quiet_ms = 0;
     backlog_3mib(&big);
-    laps_to(&big, 2);
+    laps_to(&big, 3);
     cr_assert_lt(big.touched, (size_t)600 << 10, "once: given back");
     sleep_ms(220); /* the next window: the backlog comes again */
     backlog_3mib(&big);
-    laps_to(&big, 4);
+    laps_to(&big, 5);
     cr_assert_geq(big.touched, (size_t)3 << 20, "touched %zu", big.touched);
     cr_assert(resident(&big, (size_t)2 << 20));
     cr_assert(resident(&big, ((size_t)3 << 20) - 4096));
     sleep_ms(450); /* two windows without it: still held */
-    laps_to(&big, 5);
+    laps_to(&big, 6);
     cr_assert_geq(big.touched, (size_t)3 << 20, "touched %zu", big.touched);
     cr_assert(resident(&big, (size_t)2 << 20));
     sleep_ms(1100); /* past the hold */
-    laps_to(&big, 6);
+    laps_to(&big, 8);
     cr_assert_lt(big.touched, (size_t)600 << 10, "touched %zu", big.touched);
     cr_assert_not(resident(&big, (size_t)2 << 20));
     cr_assert_not(resident(&big, ((size_t)3 << 20) - 4096));
@@ -437,5 +448,35 @@ Test(ring, no_early_wrap_under_a_backlog)
     cr_assert_eq(dsd__ring_reserve(&big, SLOT, 1, (size_t)512 << 10, &at), 1);
     cr_assert_eq(at, big.base, "wrapped early");
     cr_assert_eq(big.early_wraps, 1);
+    dsd__ring_free(&big);
+}
+
+/* A ring whose laps go deep now and then keeps its pages: they are given
+ * back only once the head has mapped no page in for
+ * DSD_RING_SHED_QUIET_MS, and then DSD_RING_SHED_STEP at a time, one step
+ * an early wrap (one madvise of 15 MiB held the receive thread for
+ * 1.0-1.5 ms on the test VM, and the next deep lap mapped them in again). */
+Test(ring, early_wrap_sheds_after_a_quiet_second_in_steps)
+{
+    struct dsd__ring big;
+    cr_assert_eq(dsd__ring_init(&big, (size_t)4 << 20), 0);
+    cr_assert_eq(big.shed_quiet_ms, DSD_RING_SHED_QUIET_MS);
+    big.keep_ms = 0;
+    backlog_3mib(&big);
+    size_t top = big.touched;
+    cr_assert_geq(top, (size_t)3 << 20);
+    laps_to(&big, 4); /* early wraps within the second: nothing given back */
+    cr_assert_eq(big.touched, top);
+    cr_assert(resident(&big, top - 4096));
+    /* a second later (the clock the ring reads, moved back) */
+    big.grew_ms = cmn_mono_ns() / 1000000u - DSD_RING_SHED_QUIET_MS;
+    laps_to(&big, 5); /* one early wrap: one step */
+    cr_assert_eq(big.touched, top - DSD_RING_SHED_STEP, "touched %zu",
+                 big.touched);
+    cr_assert_not(resident(&big, top - 4096));
+    cr_assert(resident(&big, top - DSD_RING_SHED_STEP - 4096));
+    laps_to(&big, 6); /* the next: the rest, down to the lap's depth */
+    cr_assert_lt(big.touched, (size_t)600 << 10, "touched %zu", big.touched);
+    cr_assert_not(resident(&big, (size_t)1 << 20));
     dsd__ring_free(&big);
 }
