@@ -36,10 +36,18 @@ echo "# A=$A B=$B, $RUNS runs x ${DUR}s, $(nproc) CPUs," \
      "load $(cut -d' ' -f1-3 /proc/loadavg) ($(date -u +%FT%TZ))"
 cases=("a:--workload a" "b:--workload b" "c:--workload c"
        "a15:--workload a --rate 15000000 --rcvbuf 212992")
+# The order alternates run by run (A B, then B A): on the test VM the
+# second of two back-to-back runs at full speed was slower (the same build
+# twice, six pairs at 2026-12-03 10:40: 41.25 against 46.4 ns a line,
+# medians), which put B at a disadvantage when A always ran first.
+round=0
 for _ in $(seq "$RUNS"); do
+  round=$((round + 1))
+  order="A B"
+  [ $((round % 2)) = 0 ] && order="B A"
   for c in "${cases[@]}"; do
     name=${c%%:*} args=${c#*:}
-    for side in A B; do
+    for side in $order; do
       dir=$A
       [ $side = B ] && dir=$B
       # shellcheck disable=SC2086
