@@ -871,11 +871,6 @@ void dsd__dgram_close_fd(struct dsd__dgram *d)
 static void dgram_closed(uv_handle_t *h)
 {
     struct dsd__dgram *d = h->data;
-    fprintf(stderr,
-            "DBG ring early_wraps=%llu laps=%llu touched=%zu depth0=%zu\n",
-            (unsigned long long)d->ring.early_wraps,
-            (unsigned long long)(atomic_load(&d->ring.head) / d->ring.cap),
-            d->ring.touched, d->ring.depth[0]);
     d->live = false;
     dsd__dgram_close_fd(d);
     dsd__handle_closed(d->s);
