@@ -22,6 +22,13 @@
 
 #define ALIGN8(n) (((n) + 7u) & ~(size_t)7u)
 
+/* The monotonic clock in milliseconds: the keep windows, the shedding's
+ * quiet second. Read once a wrap (and once a DSD_RING_AHEAD mapping). */
+static uint64_t mono_ms(void)
+{
+    return cmn_mono_ns() / 1000000u;
+}
+
 static size_t page_size(void)
 {
     long p = sysconf(_SC_PAGESIZE);
@@ -47,7 +54,7 @@ int dsd__ring_init(struct dsd__ring *r, size_t cap)
     r->keep_ms = DSD_RING_KEEP_MS;
     r->keep_hold = DSD_RING_KEEP_HOLD;
     r->shed_quiet_ms = DSD_RING_SHED_QUIET_MS;
-    r->depth_at_ms = cmn_mono_ns() / 1000000u;
+    r->depth_at_ms = mono_ms();
     return 0;
 }
 
@@ -100,9 +107,8 @@ static size_t second_largest(size_t a, size_t b, size_t c)
 }
 
 /* Ends the keep window if it is over (and the empty windows after it). */
-static void depth_roll(struct dsd__ring *r)
+static void depth_roll(struct dsd__ring *r, uint64_t now)
 {
-    uint64_t now = cmn_mono_ns() / 1000000u;
     uint64_t gone = (now - r->depth_at_ms) / r->keep_ms;
     if (gone == 0)
         return;
@@ -138,7 +144,7 @@ static size_t depth_keep(const struct dsd__ring *r)
  * early wrap each. Without this the ring's resident size is the largest
  * backlog since the last idle trim, which under steady traffic never comes:
  * RSS that only grows. */
-static void ring_shed(struct dsd__ring *r, size_t from)
+static void ring_shed(struct dsd__ring *r, size_t from, uint64_t now_ms)
 {
     size_t keep = 0;
     if (r->keep_ms > 0)
@@ -152,7 +158,7 @@ static void ring_shed(struct dsd__ring *r, size_t from)
         hi = r->cap;
     if (!r->shedding) {
         if (hi < lo + DSD_RING_SHED_MIN ||
-            cmn_mono_ns() / 1000000u - r->grew_ms < r->shed_quiet_ms)
+            now_ms - r->grew_ms < r->shed_quiet_ms)
             return;
         r->shedding = true;
     }
@@ -219,14 +225,15 @@ size_t dsd__ring_reserve(struct dsd__ring *r, size_t slot_data,
             if (free_b < contig + slot)
                 return 0;
             put_hdr(r->base + off, 0, DSD_RING_F_PAD);
+            uint64_t now_ms = mono_ms();
             if (r->keep_ms > 0) { /* the lap went as deep as off */
-                depth_roll(r);
+                depth_roll(r, now_ms);
                 if (off > r->depth[0])
                     r->depth[0] = off;
             }
             if (early) {
                 r->early_wraps++;
-                ring_shed(r, off + DSD_RING_HDR);
+                ring_shed(r, off + DSD_RING_HDR, now_ms);
             }
             head += contig;
             atomic_store_explicit(&r->head, head, memory_order_release);
@@ -263,7 +270,7 @@ static void ring_populate(struct dsd__ring *r, size_t end)
         hi = (end + pg - 1) / pg * pg;
     if (hi > lo && cmn_populate(r->base + lo, hi - lo) == 0)
         r->touched = hi;
-    r->grew_ms = cmn_mono_ns() / 1000000u;
+    r->grew_ms = mono_ms();
     r->shedding = false; /* the head needs the pages again */
 }
 
