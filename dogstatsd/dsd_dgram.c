@@ -230,8 +230,13 @@ static enum fill_result dgram_fill(struct dsd__dgram *d, size_t max_calls)
             signal_loop(d);
         if (n == 0)
             return FILL_FULL;
+        /* The drop counter comes with the batch's first datagram only:
+         * once the socket has dropped, the kernel attaches it to every
+         * datagram, and copying it out 64 times a call cost about 3 % of
+         * the server's CPU at overload. The exact count is read from
+         * SO_MEMINFO whenever statistics are taken. */
         for (size_t i = 0; i < n; i++) {
-            d->msgs[i].msg_hdr.msg_controllen = DSD_CMSG_SPACE;
+            d->msgs[i].msg_hdr.msg_controllen = i == 0 ? DSD_CMSG_SPACE : 0;
             d->msgs[i].msg_hdr.msg_flags = 0;
         }
         int k = recvmmsg(d->fd, d->msgs, (unsigned)n, MSG_DONTWAIT, NULL);
