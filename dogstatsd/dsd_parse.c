@@ -288,10 +288,9 @@ static inline enum dsd_err parse_head(const char *line, const char *end,
  * line[i] is ':' / '|'. Every 16-byte load lies inside the line (the last
  * one ends at its end, overlapping the one before), and the separators are
  * then taken from the masks in the same order as the general path. */
-static enum dsd_err parse_short(const char *line, size_t len,
-                                const struct dsd_parse_opts *o,
-                                struct dsd_metric *out, double *vals,
-                                size_t max_vals)
+static inline __attribute__((always_inline)) enum dsd_err
+parse_short(const char *line, size_t len, const struct dsd_parse_opts *o,
+            struct dsd_metric *out, double *vals, size_t max_vals)
 {
     const __m128i vc = _mm_set1_epi8(':'), vb = _mm_set1_epi8('|');
     uint64_t colons = 0, bars = 0;
@@ -392,10 +391,10 @@ parse_long(const char *line, size_t len, const struct dsd_parse_opts *o,
     return DSD_OK;
 }
 
-enum dsd_err dsd_parse_metric(const char *line, size_t len,
-                              const struct dsd_parse_opts *opts,
-                              struct dsd_metric *out, double *vals,
-                              size_t max_vals)
+__attribute__((always_inline)) inline enum dsd_err
+dsd_parse_metric(const char *line, size_t len,
+                 const struct dsd_parse_opts *opts, struct dsd_metric *out,
+                 double *vals, size_t max_vals)
 {
     static const struct dsd_parse_opts defaults = {true, false};
     const struct dsd_parse_opts *o = opts ? opts : &defaults;

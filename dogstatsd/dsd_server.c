@@ -237,7 +237,11 @@ static bool blocked(const struct dsd *s, struct cmn_slice name)
     return false;
 }
 
-static void process_metric(struct dsd *s, const char *line, size_t len)
+/* Inlined, with process_line and the parser, into the packet loop (their
+ * one call site): a call a line, with its frame and six saved registers,
+ * was about a tenth of the parser's instructions on workload (a). */
+static inline __attribute__((always_inline)) void
+process_metric(struct dsd *s, const char *line, size_t len)
 {
     struct dsd_metric dm;
     enum dsd_err e = dsd_parse_metric(line, len, &s->parse, &dm, s->vals,
@@ -294,27 +298,27 @@ static void process_service_check(struct dsd *s, const char *line, size_t len)
         log_rejected(s, rc, line, len);
 }
 
-static inline void process_line(struct dsd *s, const char *line, size_t len)
+static inline __attribute__((always_inline)) void
+process_line(struct dsd *s, const char *line, size_t len)
 {
     if (len > 0 && line[len - 1] == '\r')
         len--;
     if (len == 0)
         return;
-    if (line[0] != '_') { /* no event or service check: skip the sniffer */
-        process_metric(s, line, len);
-        return;
+    /* no '_': no event or service check, and the sniffer is skipped */
+    if (__builtin_expect(line[0] == '_', 0)) {
+        switch (dsd_msg_type(line, len)) {
+        case DSD_MSG_METRIC:
+            break;
+        case DSD_MSG_EVENT:
+            process_event(s, line, len);
+            return;
+        case DSD_MSG_SERVICE_CHECK:
+            process_service_check(s, line, len);
+            return;
+        }
     }
-    switch (dsd_msg_type(line, len)) {
-    case DSD_MSG_METRIC:
-        process_metric(s, line, len);
-        break;
-    case DSD_MSG_EVENT:
-        process_event(s, line, len);
-        break;
-    case DSD_MSG_SERVICE_CHECK:
-        process_service_check(s, line, len);
-        break;
-    }
+    process_metric(s, line, len);
 }
 
 /*
@@ -361,17 +365,16 @@ void dsd_process_packet(struct dsd *s, const char *buf, size_t len,
     const char *p = buf, *end = buf + len;
     while (p < end) {
         const char *nl = find_nl(buf, p, end);
-        if (nl == NULL) {
-            if (eol_required) {
-                s->stats.unterminated++;
-                cmn_log_rl(&s->rl_line, CMN_LOG_DEBUG, DSD_COMP,
-                           "dropping unterminated line (eol required)");
-                return;
-            }
-            process_line(s, p, (size_t)(end - p));
+        if (nl == NULL && eol_required) {
+            s->stats.unterminated++;
+            cmn_log_rl(&s->rl_line, CMN_LOG_DEBUG, DSD_COMP,
+                       "dropping unterminated line (eol required)");
             return;
         }
-        process_line(s, p, (size_t)(nl - p));
+        /* one call site: the whole line path is inlined here once */
+        process_line(s, p, (size_t)((nl ? nl : end) - p));
+        if (nl == NULL)
+            return;
         p = nl + 1;
     }
 }
