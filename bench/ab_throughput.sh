@@ -25,6 +25,20 @@ while [ $# -gt 0 ]; do
 done
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
+# Each side runs from COPIES copies of its binaries, one a round in turn.
+# On the test VM two identical binaries in different files ran 8 % apart
+# (parse-only (a), 8 alternated pairs, 2026-12-03 13:36): where a file's
+# pages land in memory matters, and one copy a side would add that to the
+# difference between the builds.
+COPIES=3
+for side in A B; do
+  dir=$A
+  [ $side = B ] && dir=$B
+  for k in $(seq "$COPIES"); do
+    mkdir -p "$TMP/bin.$side.$k"
+    cp "$dir/bin/bench_throughput" "$dir/bin/bench_loadgen" "$TMP/bin.$side.$k/"
+  done
+done
 field() { printf '%s\n' "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -1; }
 median() {
   sort -g | awk '{v[NR]=$1} END {if (NR==0) {print "n/a"; exit}
@@ -48,11 +62,10 @@ for _ in $(seq "$RUNS"); do
   for c in "${cases[@]}"; do
     name=${c%%:*} args=${c#*:}
     for side in $order; do
-      dir=$A
-      [ $side = B ] && dir=$B
+      dir=$TMP/bin.$side.$(((round - 1) % COPIES + 1))
       # shellcheck disable=SC2086
-      "$dir/bin/bench_throughput" $args --duration "$DUR" \
-        --loadgen "$dir/bin/bench_loadgen" | grep '^throughput' \
+      "$dir/bench_throughput" $args --duration "$DUR" \
+        --loadgen "$dir/bench_loadgen" | grep '^throughput' \
         >>"$TMP/$name.$side" || true
     done
   done
