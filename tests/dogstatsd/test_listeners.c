@@ -968,6 +968,17 @@ Test(listeners, one_cpu_flood_from_sendmmsg_loses_nothing)
     cr_assert_eq(dsd_create(&loop, &cfg, &sink, &s), 0);
     cr_assert_eq(dsd_start(s), 0);
     f.port = dsd_udp_port(s);
+    /* The receive thread runs (its priority set, its scratch mapped)
+     * before the flood starts: a sync is answered by that thread. Without
+     * it, on one CPU the sender could fill the 212992-byte buffer before
+     * the new thread was first scheduled: a fresh-clone CI run lost 816
+     * datagrams "before the thread ran or while it was woken" with no
+     * pause longer than 0.52 ms. That start is what the end-to-end burst
+     * tests measure; this test is about the reader in a steady flood. */
+    flood_synced = 0;
+    cr_assert_eq(dsd_sync(s, on_flood_synced, NULL), 0);
+    dl_run_until(&loop, &flood_synced, 1);
+    cr_assert_eq(flood_synced, 1);
     pthread_t th;
     cr_assert_eq(pthread_create(&th, NULL, flood_send, &f), 0);
     uv_timer_t t;
