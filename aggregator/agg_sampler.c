@@ -494,9 +494,6 @@ static void agg_count_err(struct agg *a, int rc, uint64_t n)
                               : "out of memory");
 }
 
-/* Applies one value to an entry. An entry keeps the type of its first
- * sample; like the Agent, a later sample of another type is fed to it (a
- * set member counts as the value 0, a number into a set is a member). */
 /* A counter's sample weighted by its rate: v * (1 / rate), the Agent's
  * rounding. Most lines carry no rate, and v * (1 / 1.0) is v exactly: the
  * division (a long-latency instruction on every counter line) is skipped
@@ -506,6 +503,9 @@ static inline double agg_weighted(double v, double rate)
     return rate == 1.0 ? v : v * (1 / rate);
 }
 
+/* Applies one value to an entry. An entry keeps the type of its first
+ * sample; like the Agent, a later sample of another type is fed to it (a
+ * set member counts as the value 0, a number into a set is a member). */
 static int agg_apply(struct agg *a, struct agg__entry *e, double v,
                      const uint64_t *member, double rate)
 {

@@ -952,6 +952,16 @@ static void on_flood_synced(void *data)
     flood_synced = 1;
 }
 
+/* A sync round trip: answered by the receive thread once everything sent
+ * before it is parsed. */
+static void flood_sync(struct dsd *s)
+{
+    flood_synced = 0;
+    cr_assert_eq(dsd_sync(s, on_flood_synced, NULL), 0);
+    dl_run_until(&loop, &flood_synced, 1);
+    cr_assert_eq(flood_synced, 1);
+}
+
 Test(listeners, one_cpu_flood_from_sendmmsg_loses_nothing)
 {
     if (FLOOD_LOOP_INSTRUMENTED)
@@ -975,10 +985,7 @@ Test(listeners, one_cpu_flood_from_sendmmsg_loses_nothing)
      * datagrams "before the thread ran or while it was woken" with no
      * pause longer than 0.52 ms. That start is what the end-to-end burst
      * tests measure; this test is about the reader in a steady flood. */
-    flood_synced = 0;
-    cr_assert_eq(dsd_sync(s, on_flood_synced, NULL), 0);
-    dl_run_until(&loop, &flood_synced, 1);
-    cr_assert_eq(flood_synced, 1);
+    flood_sync(s);
     pthread_t th;
     cr_assert_eq(pthread_create(&th, NULL, flood_send, &f), 0);
     uv_timer_t t;
@@ -989,10 +996,7 @@ Test(listeners, one_cpu_flood_from_sendmmsg_loses_nothing)
     cr_assert(atomic_load(&f.done), "the sender did not finish");
     pthread_join(th, NULL);
     uv_close((uv_handle_t *)&t, NULL);
-    flood_synced = 0;
-    cr_assert_eq(dsd_sync(s, on_flood_synced, NULL), 0);
-    dl_run_until(&loop, &flood_synced, 1);
-    cr_assert_eq(flood_synced, 1);
+    flood_sync(s);
     cr_assert_eq(f.sent, FLOOD_DGRAMS, "sendmmsg: %s", strerror(f.err));
     struct dsd_stats st = stats(s);
     cr_expect_eq(st.kernel_drops_udp, 0,
