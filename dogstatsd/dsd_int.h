@@ -83,8 +83,9 @@ struct dsd__dgram {
     int64_t spin_credit_ns;   /* spinning left (see DSD_SPIN_NS) */
     uint64_t spin_at;         /* last update of spin_credit_ns */
     _Atomic uint64_t spin_ns; /* time spent spinning, for the stats */
-    uint64_t prev_read_ns;    /* the last recvmmsg's return while awake;
-                                 0 once the thread sleeps */
+    uint64_t prev_read_ns;    /* the last recvmmsg's return, moved on by
+                                 each sleep's length (a pause counts time
+                                 awake only); 0 while the ring is full */
     uint64_t wake_backlog;    /* bytes waiting that wake the loop at once */
     struct dsd__nap nap;      /* the next nap (see DSD_NAP_FILL) */
     bool defer_parse;         /* the loop waits for the socket to be quiet */

@@ -829,6 +829,17 @@ static void report_undelivered(const struct lc_pipeline *p, bool clean)
         if (w > 0)
             off += (size_t)w;
     }
+    /* a third why: the loop fell behind and the ring was full, so the
+     * thread stopped reading (the kernel buffer then takes what comes) */
+    if ((drops[0] | drops[1]) != 0 && st.dsd.ring_full != 0 &&
+        off < sizeof(buf)) {
+        int w = snprintf(buf + off, sizeof(buf) - off,
+                         ", the receive ring full %llu times for %.2f ms",
+                         (unsigned long long)st.dsd.ring_full,
+                         st.dsd.ring_full_ns / 1e6);
+        if (w > 0)
+            off += (size_t)w;
+    }
     add_count(buf, sizeof(buf), &off,
               "datagrams left unread when the stop drain ran out of time",
               st.dsd.stop_unread);

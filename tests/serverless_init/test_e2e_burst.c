@@ -471,6 +471,57 @@ Test(burst, kernel_drops_are_counted_exactly, .timeout = 300)
     cr_assert_eq(forced, 1, "could not force a kernel drop in 5 attempts");
 }
 
+/* The third why of a loss: the loop fell behind and the receive ring was
+ * full, so the thread stopped reading. With the smallest ring, a tiny
+ * socket buffer and 1.4 KB datagrams over 20 000 contexts (the loop's
+ * work a datagram is then more than the thread's), the report names the
+ * ring's full count, the same as the wrapper's stop statistics. */
+Test(burst, ring_full_is_reported_with_the_drops, .timeout = 300)
+{
+    static char err[1 << 18];
+    int full = 0;
+    for (int attempt = 0; attempt < 5 && full == 0; attempt++) {
+        struct e2e e;
+        struct ti *ti = e2e_with_intake(&e);
+        e2e_env(&e, "DRAINPIPE_RECEIVE_RING_SIZE=262144");
+        e2e_env(&e, "DD_DOGSTATSD_SO_RCVBUF=1");
+        e2e_env(&e, "DD_LOG_LEVEL=debug");
+        const char *args[] = {e.child, "burst", "udp", "20000",
+                              "20000", "20",    "-",   NULL};
+        int code = e2e_run(&e, args, 120000);
+        e2e_read(e.errpath, err, sizeof(err));
+        e2e_fini(&e);
+        ti_stop(ti);
+        cr_assert_eq(code, 0, "exit %d, stderr:\n%s", code, err);
+        const char *st = strstr(err, "(dogstatsd) stopped: ");
+        cr_assert_not_null(st, "no stop statistics:\n%s", err);
+        const char *k = ", ring full ";
+        const char *at = strstr(st, k);
+        cr_assert_not_null(at, "%s", st);
+        at += strlen(k);
+        int64_t n = -1;
+        cr_assert_eq(cmn_parse_i64(cmn_slice(at, strcspn(at, " ")), &n), 0);
+        const char *rep =
+            strstr(err, "drainpipe: not everything was delivered");
+        const char *says = rep ? strstr(rep, "the receive ring full ") : NULL;
+        if (n == 0) {
+            cr_assert_null(says, "a ring never full reported as full:\n%s",
+                           rep);
+            cr_log_warn("attempt %d: the ring was never full", attempt);
+            continue;
+        }
+        cr_assert_not_null(rep, "ring full %lld times, no report:\n%s",
+                           (long long)n, err);
+        cr_assert_not_null(strstr(rep, "udp: kernel dropped "), "%s", rep);
+        char want[64];
+        snprintf(want, sizeof(want), "the receive ring full %lld times for ",
+                 (long long)n);
+        cr_assert_not_null(strstr(rep, want), "want \"%s\" in:\n%s", want, rep);
+        full = 1;
+    }
+    cr_assert_eq(full, 1, "could not fill the ring in 5 attempts");
+}
+
 /* The same one-line burst over the Unix datagram socket: exact, and the
  * sender never waits more than 10 ms for the socket to take a datagram
  * (the sender runs at real-time priority where permitted, so the time a
