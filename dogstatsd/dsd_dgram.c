@@ -49,6 +49,7 @@
 #include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/timerfd.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -138,6 +139,38 @@
 #define DSD_THREAD_STACK (128u << 10)
 #define DSD_JOIN_SPIN_NS 2000000 /* at stop: waits awake, then joins */
 #define DSD_CMSG_SPACE CMSG_SPACE(sizeof(uint32_t))
+/* The rescue (UDP, two or more usable CPUs). The receive thread can be
+ * kept from its socket for longer than the buffer lasts while the loop's
+ * CPU runs on: the host stops its virtual CPU (bench_hiccup on the test
+ * VM: stops of 1-5 ms, several every 3 s; a 212992-byte buffer lasts
+ * about 2 ms of a one-line burst), wakes it late from poll, or a debugger
+ * stops it. So while a stream is active, the loop looks at the socket
+ * every tick (a timerfd): a quarter of the time the buffer takes to fill
+ * at DSD_RESCUE_RATE, within [DSD_RESCUE_TICK_MIN, DSD_RESCUE_TICK_MAX]
+ * (0.3 ms at 212992, 12 ms at the default 8 MiB). When the socket holds a
+ * quarter of its buffer and the thread is not waiting for the loop (the
+ * ring is not full), the loop reads the socket itself: until it is empty,
+ * the thread publishes again, or DSD_RESCUE_MAX_NS has passed (then the
+ * next tick is DSD_RESCUE_TICK_MIN away). What it reads is kept in a
+ * segment (DSD_RESCUE_SEGS, DSD_RESCUE_BYTES, the memory budget) parsed
+ * after all the thread had published before it (dgram_consume): the loop
+ * is often behind on purpose (defer_parse). Order: only a batch the
+ * thread had taken from the socket and not yet published when it stopped
+ * is parsed after later datagrams (a gauge's last value among them can
+ * then be an earlier one). The timer is armed by the loop, one tick at a
+ * time, so that it fires on the loop's CPU; it runs from the start and
+ * from each wake-up by the thread, and stops after DSD_RESCUE_IDLE idle
+ * ticks in a row (the thread starts it again at the next stream). With one
+ * usable CPU it never runs: the loop would stop with the thread. */
+#define DSD_RESCUE_RATE                                                        \
+    340000u /* bytes a ms: one-line datagrams, ~400 a                          \
+              ms, 832 bytes each in the kernel */
+#define DSD_RESCUE_TICK_MIN 250000
+#define DSD_RESCUE_TICK_MAX 20000000
+#define DSD_RESCUE_MAX_NS 2000000
+#define DSD_RESCUE_IDLE 40
+#define DSD_RESCUE_SLOTS 16
+#define DSD_RESCUE_PARSE_STEP (64u << 10) /* at a time, kept half full */
 
 /* ------------------------------------------------------------------------
  * Producer: kernel -> ring (the receive thread, or the loop thread once the
@@ -555,6 +588,8 @@ static void *reader_main(void *arg)
     d->usable_cpus = usable_cpus();
     set_own_priority(d);
     reader_init(d);
+    bool rescued = d->rescue_fd >= 0 && d->usable_cpus >= 2;
+    bool stream_start = false;
     /* Drops before the thread first ran: the socket is bound before the
      * thread starts (after the child's spawn, serverless-init), and a
      * sender that fills the buffer meanwhile loses datagrams that no
@@ -569,6 +604,16 @@ static void *reader_main(void *arg)
     while (!atomic_load_explicit(&d->stop, memory_order_acquire)) {
         uint64_t data_before = d->last_data_ns;
         enum fill_result r = dgram_fill(d, SIZE_MAX);
+        if (stream_start && d->last_data_ns != data_before) {
+            /* published, then looked (the loop sets the flag, then looks
+             * at the head): one of the two sees the other */
+            stream_start = false;
+            atomic_thread_fence(memory_order_seq_cst);
+            if (atomic_load_explicit(&d->rescue_asleep, memory_order_relaxed) &&
+                atomic_exchange_explicit(&d->rescue_asleep, 0,
+                                         memory_order_relaxed))
+                signal_loop(d);
+        }
         if (r == FILL_FULL) {
             signal_loop(d);
             wait_room(d);
@@ -636,6 +681,9 @@ static void *reader_main(void *arg)
             d->nap = (struct dsd__nap){DSD_NAP_START_NS, 0};
         else if (d->nap.ns == 0 && slept >= DSD_NAP_MIN_NS)
             d->nap.ns = DSD_NAP_MIN_NS;
+        /* a stream after a quiet spell: the loop may have let the rescue
+         * timer go (DSD_RESCUE_IDLE); looked at after the next publish */
+        stream_start = rescued && slept > DSD_NAP_MAX_NS;
         if (n > 0 && np == 2 && (p[0].revents & POLLIN)) {
             uint64_t drops_now = read_meminfo(d);
             if (drops_now > drops_before)
@@ -674,46 +722,348 @@ static void log_read_errors(struct dsd__dgram *d)
                d->kind, uv_strerror(-e), (unsigned long long)n);
 }
 
-/* Parses published datagrams, at most max_bytes of ring. Returns true when
- * the ring was emptied. */
-static bool dgram_consume(struct dsd__dgram *d, uint64_t max_bytes)
+/* Parses one datagram (a truncated one is counted and dropped). */
+static void dgram_parse(struct dsd__dgram *d, const char *data, uint32_t len,
+                        bool truncated)
 {
     struct dsd *s = d->s;
-    uint64_t head = atomic_load_explicit(&d->ring.head, memory_order_acquire);
-    uint64_t pos = d->cpos, start = pos, released = pos;
-    struct dsd__ring_rec rec;
-    while (pos - start < max_bytes &&
-           dsd__ring_peek(&d->ring, pos, head, &rec)) {
-        if (!(rec.flags & DSD_RING_F_PAD)) {
-            s->stats.packets++;
-            if (rec.flags & DSD_RING_F_TRUNC) {
-                s->stats.bytes += s->cfg.buffer_size;
-                s->stats.packets_truncated++;
-                cmn_log_rl(&s->rl_io, CMN_LOG_WARN, DSD_COMP,
-                           "%s: dropping a datagram larger than "
-                           "dogstatsd_buffer_size (%zu bytes)",
-                           d->kind, s->cfg.buffer_size);
-            } else {
-                s->stats.bytes += rec.len;
-                dsd_process_packet(s, rec.data, rec.len, d->eol_required);
-            }
-        }
-        pos = rec.next;
-        if (pos - released >= DSD_RELEASE_STEP) {
-            if (dsd__ring_release(&d->ring, pos))
-                wake(d->wake_fd);
-            released = pos;
+    s->stats.packets++;
+    if (truncated) {
+        s->stats.bytes += s->cfg.buffer_size;
+        s->stats.packets_truncated++;
+        cmn_log_rl(&s->rl_io, CMN_LOG_WARN, DSD_COMP,
+                   "%s: dropping a datagram larger than "
+                   "dogstatsd_buffer_size (%zu bytes)",
+                   d->kind, s->cfg.buffer_size);
+    } else {
+        s->stats.bytes += len;
+        dsd_process_packet(s, data, len, d->eol_required);
+    }
+}
+
+static void rescue_due(struct dsd__dgram *d);
+
+/* Bytes kept by the rescue and not parsed yet. */
+static size_t ovf_pending(const struct dsd__dgram *d)
+{
+    size_t n = 0;
+    for (unsigned i = 0; i < d->nseg; i++)
+        n += d->seg[i].end - d->seg[i].beg;
+    return n;
+}
+
+/* Parses up to max bytes of the first segment of what the loop read
+ * itself, in the order it was read, and gives them back; the segment
+ * goes once parsed. Offsets, not pointers: a tick from inside
+ * (rescue_due) can append and move the buffer. Returns the bytes. */
+static size_t parse_segment(struct dsd__dgram *d, size_t max)
+{
+    size_t o = d->seg[0].beg;
+    unsigned n = 0;
+    while (o < d->seg[0].end && o - d->seg[0].beg < max) {
+        uint32_t h[2];
+        memcpy(h, d->ovf.p + o, sizeof(h));
+        dgram_parse(d, d->ovf.p + o + sizeof(h), h[0], h[1] != 0);
+        o += sizeof(h) + h[0];
+        if ((++n & 255) == 0 && d->rescue_armed) {
+            size_t done = o - d->seg[0].beg;
+            cmn_budget_release(done);
+            d->seg[0].beg = o;
+            rescue_due(d);
+            o = d->seg[0].beg;
+            max -= done < max ? done : max;
         }
     }
+    size_t done = o - d->seg[0].beg;
+    cmn_budget_release(done);
+    d->seg[0].beg = o;
+    if (d->seg[0].beg == d->seg[0].end) {
+        d->nseg--;
+        memmove(&d->seg[0], &d->seg[1], d->nseg * sizeof(d->seg[0]));
+    }
+    if (d->nseg == 0) { /* a stop's worth: not kept for the next */
+        cmn_buf_free(&d->ovf);
+        cmn_buf_init(&d->ovf, DSD_RESCUE_BYTES);
+    } else if (d->seg[0].beg > d->ovf.len / 2) { /* room at the end */
+        size_t cut = d->seg[0].beg;
+        memmove(d->ovf.p, d->ovf.p + cut, d->ovf.len - cut);
+        d->ovf.len -= cut;
+        for (unsigned i = 0; i < d->nseg; i++) {
+            d->seg[i].beg -= cut;
+            d->seg[i].end -= cut;
+        }
+    }
+    return done;
+}
+
+/* Parses published datagrams and the segments the loop read itself where
+ * they belong, at most max_bytes in all. Returns true when the ring was
+ * emptied and no segment is left. */
+static bool dgram_consume(struct dsd__dgram *d, uint64_t max_bytes)
+{
+    uint64_t head = atomic_load_explicit(&d->ring.head, memory_order_acquire);
+    uint64_t pos = d->cpos, released = pos, done = 0;
+    struct dsd__ring_rec rec;
+    d->consuming = true; /* a tick from inside does not consume again */
+    for (;;) {
+        uint64_t stop =
+            d->nseg > 0 && d->seg[0].at < head ? d->seg[0].at : head;
+        unsigned n = 0;
+        while (done < max_bytes && pos != stop &&
+               dsd__ring_peek(&d->ring, pos, stop, &rec)) {
+            if (!(rec.flags & DSD_RING_F_PAD))
+                dgram_parse(d, rec.data, rec.len, rec.flags & DSD_RING_F_TRUNC);
+            done += rec.next - pos;
+            pos = rec.next;
+            /* a long parse does not hold the rescue's ticks back */
+            if ((++n & 255) == 0 && d->rescue_armed)
+                rescue_due(d);
+            if (pos - released >= DSD_RELEASE_STEP) {
+                if (dsd__ring_release(&d->ring, pos))
+                    wake(d->wake_fd);
+                released = pos;
+            }
+        }
+        if (d->nseg == 0 || pos != d->seg[0].at || done >= max_bytes)
+            break;
+        done += parse_segment(d, max_bytes - done);
+    }
     d->cpos = pos;
+    d->consuming = false;
     if (pos != released && dsd__ring_release(&d->ring, pos))
         wake(d->wake_fd);
-    return pos == head;
+    return pos == head && d->nseg == 0;
+}
+
+/* ------------------------------------------------------------------------
+ * The rescue (see DSD_RESCUE_RATE): the loop reads the socket itself while
+ * its receive thread is kept from it
+ */
+
+/* The next tick, ns from now. Armed by the loop thread, one tick at a
+ * time, so that the kernel's timer sits on the loop's CPU: one armed by
+ * the receive thread sat on its CPU, and fired only once that CPU ran
+ * again (ticks 3-7 ms late in a test that stops the thread). */
+static void rescue_arm_in(struct dsd__dgram *d, uint64_t ns)
+{
+    struct itimerspec its = {
+        {0, 0}, {(time_t)(ns / 1000000000u), (long)(ns % 1000000000u)}};
+    d->rescue_armed = timerfd_settime(d->rescue_fd, 0, &its, NULL) == 0;
+}
+
+static void rescue_arm(struct dsd__dgram *d)
+{
+    rescue_arm_in(d, d->rescue_tick_ns);
+}
+
+/* The loop's own batch: allocated at the first rescue, not at start. */
+static int rescue_alloc(struct dsd__dgram *d)
+{
+    size_t bs = d->s->cfg.buffer_size, n = DSD_RESCUE_SLOTS;
+    d->rmsgs = cmn_calloc(n, sizeof(*d->rmsgs));
+    d->riovs = cmn_calloc(n, sizeof(*d->riovs));
+    d->rscratch = cmn_malloc(n * bs);
+    if (d->rmsgs == NULL || d->riovs == NULL || d->rscratch == NULL) {
+        cmn_free(d->rmsgs);
+        cmn_free(d->riovs);
+        cmn_free(d->rscratch);
+        d->rmsgs = NULL;
+        d->riovs = NULL;
+        d->rscratch = NULL;
+        return UV_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        d->riovs[i] = (struct iovec){d->rscratch + i * bs, bs};
+        d->rmsgs[i].msg_hdr.msg_iov = &d->riovs[i];
+        d->rmsgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    d->rescue_n = n;
+    cmn_buf_init(&d->ovf, DSD_RESCUE_BYTES);
+    return 0;
+}
+
+/* Keeps one datagram the loop read, in room rescue() made for it. */
+static void rescue_keep(struct dsd__dgram *d, const char *data, uint32_t len,
+                        bool truncated)
+{
+    uint32_t h[2] = {truncated ? 0 : len, truncated};
+    memcpy(d->ovf.p + d->ovf.len, h, sizeof(h));
+    memcpy(d->ovf.p + d->ovf.len + sizeof(h), data, h[0]);
+    d->ovf.len += sizeof(h) + h[0];
+}
+
+/* Reads the socket while the thread publishes nothing new, for at most
+ * DSD_RESCUE_MAX_NS, into a segment that is parsed after everything the
+ * thread published so far (dgram_consume): the loop is often behind the
+ * thread on purpose (defer_parse), and the socket cannot wait for it. */
+static bool rescue(struct dsd__dgram *d)
+{
+    if (d->rmsgs == NULL && rescue_alloc(d) != 0)
+        return true;
+    uint64_t head = atomic_load_explicit(&d->ring.head, memory_order_acquire);
+    if (d->nseg == 0 || d->seg[d->nseg - 1].at != head) {
+        if (d->nseg == DSD_RESCUE_SEGS)
+            return true; /* the loop parses them first */
+        d->seg[d->nseg].at = head;
+        d->seg[d->nseg].beg = d->seg[d->nseg].end = d->ovf.len;
+        d->nseg++;
+    }
+    uint64_t until = cmn_mono_ns() + DSD_RESCUE_MAX_NS;
+    bool emptied = false;
+    size_t bs = d->s->cfg.buffer_size;
+    size_t room = d->rescue_n * (2 * sizeof(uint32_t) + bs);
+    d->rescues++;
+    for (;;) {
+        /* room for a whole batch first (DSD_RESCUE_BYTES, the memory
+         * budget): none, and the rest waits in the socket */
+        if (d->ovf.len + room > DSD_RESCUE_BYTES ||
+            cmn_buf_reserve(&d->ovf, room) != 0 ||
+            cmn_budget_reserve(room) != 0)
+            break;
+        for (size_t i = 0; i < d->rescue_n; i++)
+            d->rmsgs[i].msg_hdr.msg_flags = 0;
+        int k = recvmmsg(d->fd, d->rmsgs, (unsigned)d->rescue_n, MSG_DONTWAIT,
+                         NULL);
+        size_t before = d->ovf.len;
+        for (int i = 0; i < k; i++)
+            rescue_keep(d, d->rscratch + (size_t)i * bs, d->rmsgs[i].msg_len,
+                        d->rmsgs[i].msg_hdr.msg_flags & MSG_TRUNC);
+        cmn_budget_release(room - (d->ovf.len - before));
+        d->seg[d->nseg - 1].end = d->ovf.len;
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0) {
+            emptied = true; /* or an error: the thread's to report */
+            break;
+        }
+        d->rescued += (uint64_t)k;
+        emptied = k < (int)d->rescue_n;
+        if (emptied || cmn_mono_ns() >= until ||
+            atomic_load_explicit(&d->ring.head, memory_order_acquire) != head)
+            break; /* emptied, time is up, or the thread is back */
+    }
+    if (d->seg[d->nseg - 1].end == d->seg[d->nseg - 1].beg)
+        d->nseg--; /* read nothing */
+    return emptied;
+}
+
+/* A tick. With one usable CPU (known once the thread runs) the timer
+ * stops for good. Idle (the socket empty and nothing published since the
+ * last tick) for DSD_RESCUE_IDLE ticks: it stops until the thread, at the
+ * start of the next stream, or its next wake-up of the loop, starts it
+ * again. */
+static void rescue_tick(uv_poll_t *h, int status, int events)
+{
+    struct dsd__dgram *d = h->data;
+    (void)status;
+    (void)events;
+    uint64_t ticks;
+    ssize_t rd = read(d->rescue_fd, &ticks, sizeof(ticks));
+    (void)rd;
+    d->rescue_armed = false;
+    if (d->rescue_off)
+        return;
+    if (atomic_load_explicit(&d->prio, memory_order_acquire) !=
+            DSD_PRIO_UNSET &&
+        d->usable_cpus < 2) { /* published with prio */
+        d->rescue_off = true;
+        return;
+    }
+    uint32_t mi[SK_MEMINFO_VARS];
+    read_meminfo_all(d, mi);
+    uint64_t queued = mi[SK_MEMINFO_RMEM_ALLOC];
+    uint64_t head = atomic_load_explicit(&d->ring.head, memory_order_acquire);
+    bool moved = head != d->rescue_head;
+    d->rescue_head = head;
+    if (queued == 0 && !moved) {
+        if (++d->rescue_idle < DSD_RESCUE_IDLE) {
+            rescue_arm(d);
+            return;
+        }
+        d->rescue_idle = 0;
+        /* set, then look at the head (the thread publishes, then looks
+         * at the flag): one of the two sees the other */
+        atomic_store_explicit(&d->rescue_asleep, 1, memory_order_relaxed);
+        atomic_thread_fence(memory_order_seq_cst);
+        if (atomic_load_explicit(&d->ring.head, memory_order_relaxed) != head) {
+            atomic_store_explicit(&d->rescue_asleep, 0, memory_order_relaxed);
+            rescue_arm(d);
+        }
+        return;
+    }
+    d->rescue_idle = 0;
+    /* a long stop: what the loop keeps is parsed as it goes (the ring's
+     * older datagrams first), not held to DSD_RESCUE_BYTES */
+    uint64_t parse_until = cmn_mono_ns() + DSD_RESCUE_MAX_NS / 2;
+    while (!d->consuming && ovf_pending(d) > DSD_RESCUE_BYTES / 2 &&
+           cmn_mono_ns() < parse_until)
+        (void)dgram_consume(d, DSD_RESCUE_PARSE_STEP);
+    if (4 * queued >= mi[SK_MEMINFO_RCVBUF] &&
+        !atomic_load_explicit(&d->ring.prod_waiting, memory_order_acquire) &&
+        !rescue(d)) {
+        rescue_arm_in(d, DSD_RESCUE_TICK_MIN); /* more to read soon */
+        return;
+    }
+    rescue_arm(d);
+}
+
+/* From inside a long parse: a tick now, when one is due. */
+static void rescue_due(struct dsd__dgram *d)
+{
+    uint64_t ticks;
+    if (read(d->rescue_fd, &ticks, sizeof(ticks)) == (ssize_t)sizeof(ticks))
+        rescue_tick(&d->rescue_poll, 0, UV_READABLE);
+}
+
+static void rescue_closed(uv_handle_t *h)
+{
+    struct dsd__dgram *d = h->data;
+    dsd__handle_closed(d->s);
+}
+
+/* The loop watches the timer the thread arms (UDP only). */
+static void rescue_init(struct dsd__dgram *d)
+{
+    if (d->rescue_fd < 0 ||
+        uv_poll_init(d->s->loop, &d->rescue_poll, d->rescue_fd) != 0)
+        return;
+    d->rescue_poll.data = d;
+    d->s->nlive++;
+    d->rescue_polled = true;
+    uint32_t mi[SK_MEMINFO_VARS];
+    read_meminfo_all(d, mi);
+    uint64_t t =
+        (uint64_t)mi[SK_MEMINFO_RCVBUF] * 1000000u / 4 / DSD_RESCUE_RATE;
+    d->rescue_tick_ns = t < DSD_RESCUE_TICK_MIN   ? DSD_RESCUE_TICK_MIN
+                        : t > DSD_RESCUE_TICK_MAX ? DSD_RESCUE_TICK_MAX
+                                                  : t;
+    if (uv_poll_start(&d->rescue_poll, UV_READABLE, rescue_tick) == 0)
+        rescue_arm(d); /* a first burst can find the thread stopped */
+    else
+        d->rescue_off = true;
+}
+
+/* At stop, before the thread is joined (the fd is closed with the
+ * rest, dsd__dgram_free). */
+static void rescue_close(struct dsd__dgram *d)
+{
+    if (!d->rescue_polled)
+        return;
+    d->rescue_polled = false;
+    d->rescue_off = true; /* the stop drain reads the socket itself */
+    d->rescue_armed = false;
+    struct itimerspec off = {{0, 0}, {0, 0}};
+    timerfd_settime(d->rescue_fd, 0, &off, NULL);
+    uv_close((uv_handle_t *)&d->rescue_poll, rescue_closed);
 }
 
 static void on_async(uv_async_t *h)
 {
     struct dsd__dgram *d = h->data;
+    if (d->rescue_polled && !d->rescue_armed && !d->rescue_off) {
+        atomic_store_explicit(&d->rescue_asleep, 0, memory_order_relaxed);
+        rescue_arm(d);
+    }
     log_read_errors(d);
     log_priority(d);
     /* The ack is read before the data it covers (published first). */
@@ -783,6 +1133,16 @@ void dsd__dgram_free(struct dsd__dgram *d)
     cmn_free(d->lens);
     cmn_free(d->flags);
     cmn_free(d->scratch);
+    cmn_free(d->rmsgs);
+    cmn_free(d->riovs);
+    cmn_free(d->rscratch);
+    for (unsigned i = 0; i < d->nseg; i++)
+        cmn_budget_release(d->seg[i].end - d->seg[i].beg);
+    d->nseg = 0;
+    cmn_buf_free(&d->ovf);
+    d->rmsgs = NULL;
+    d->riovs = NULL;
+    d->rscratch = NULL;
     d->scratch = NULL;
     d->msgs = NULL;
     d->iovs = NULL;
@@ -792,6 +1152,9 @@ void dsd__dgram_free(struct dsd__dgram *d)
     if (d->wake_fd >= 0)
         close(d->wake_fd);
     d->wake_fd = -1;
+    if (d->rescue_fd >= 0)
+        close(d->rescue_fd);
+    d->rescue_fd = -1;
 }
 
 /* The receive thread blocks every signal: they belong to the loop. */
@@ -811,6 +1174,8 @@ static int start_thread(struct dsd__dgram *d)
     pthread_attr_destroy(&attr);
     if (rc != 0)
         return -rc;
+    /* for top -H and the tests that stop it (a name, not an interface) */
+    pthread_setname_np(d->thread, d == &d->s->udp ? "dp-rx-udp" : "dp-rx-uds");
     d->thread_live = true;
     return 0;
 }
@@ -828,6 +1193,12 @@ int dsd__dgram_receive(struct dsd__dgram *d)
     if (d->wake_fd < 0 &&
         (d->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
         return -errno;
+    /* the rescue's timer (DSD_RESCUE_RATE), made before the thread starts
+     * (it reads rescue_fd): UDP only (a Unix datagram sender blocks
+     * instead of losing); none is not an error */
+    if (d == &d->s->udp && d->rescue_fd < 0)
+        d->rescue_fd =
+            timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     return start_thread(d);
 }
 
@@ -841,6 +1212,7 @@ int dsd__dgram_start(struct dsd__dgram *d)
     d->async.data = d;
     d->live = true;
     d->s->nlive++;
+    rescue_init(d);
     /* From now on the receive thread wakes the loop; what it received
      * before is parsed at the next loop iteration. */
     atomic_store_explicit(&d->consumer_ready, 1, memory_order_release);
@@ -891,7 +1263,7 @@ static void dgram_closed(uv_handle_t *h)
     dsd__handle_closed(d->s);
 }
 
-/* Counts the records left in the ring (at a stop that ran out of time). */
+/* Counts the datagrams left unparsed (at a stop that ran out of time). */
 static uint64_t ring_records(struct dsd__dgram *d)
 {
     uint64_t head = atomic_load_explicit(&d->ring.head, memory_order_acquire);
@@ -901,6 +1273,14 @@ static uint64_t ring_records(struct dsd__dgram *d)
         n += !(rec.flags & DSD_RING_F_PAD);
         pos = rec.next;
     }
+    /* and those the loop read itself (the rescue's segments) */
+    for (unsigned i = 0; i < d->nseg; i++) {
+        for (size_t o = d->seg[i].beg; o < d->seg[i].end; n++) {
+            uint32_t h[2];
+            memcpy(h, d->ovf.p + o, sizeof(h));
+            o += sizeof(h) + h[0];
+        }
+    }
     return n;
 }
 
@@ -909,6 +1289,7 @@ void dsd__dgram_stop(struct dsd__dgram *d, struct cmn_deadline dl)
     if (!d->live)
         return;
     struct dsd *s = d->s;
+    rescue_close(d);
     dsd__dgram_join(d);
     /* The loop thread is the producer now: alternate reading and parsing
      * until the socket and the ring are both empty, or time is up. */
@@ -972,6 +1353,8 @@ void dsd__dgram_stats(const struct dsd__dgram *d, struct dsd_stats *out)
         atomic_load_explicit(&m->full_ns, memory_order_relaxed);
     out->rx_spin_ns += atomic_load_explicit(&m->spin_ns, memory_order_relaxed);
     out->rx_naps += atomic_load_explicit(&m->naps, memory_order_relaxed);
+    out->rx_rescues += d->rescues;
+    out->rx_rescued += d->rescued;
     out->read_errors +=
         atomic_load_explicit(&m->read_errors, memory_order_relaxed);
     if (d->ring.base != NULL)

@@ -24,6 +24,10 @@
  * resident) and a burst stays in fewer cache lines. The rest of a larger
  * datagram goes to the slot's tail, mapped in on first use. */
 #define DSD_SCRATCH_HEAD 1536u
+/* Segments of datagrams the loop read itself while its receive thread
+ * could not (dsd_dgram.c, DSD_RESCUE_RATE), and their bytes at most. */
+#define DSD_RESCUE_SEGS 8
+#define DSD_RESCUE_BYTES ((size_t)16 << 20)
 
 /* How the receive thread is scheduled (it sets this itself). */
 enum dsd__prio {
@@ -108,6 +112,37 @@ struct dsd__dgram {
     _Atomic int last_errno;
     _Atomic uint64_t sync_req; /* loop: sync requests made */
     _Atomic uint64_t sync_ack; /* producer: requests seen at EAGAIN */
+
+    /* the rescue (dsd_dgram.c, DSD_RESCUE_RATE), UDP with two or more
+     * usable CPUs: the loop reads the socket while the thread cannot */
+    int rescue_fd;             /* timerfd, -1 when there is none */
+    _Atomic int rescue_asleep; /* loop: the timer stopped, idle; the
+                                  thread wakes the loop at the start of
+                                  the next stream */
+    uv_poll_t rescue_poll;     /* loop: the timer's readiness */
+    bool rescue_polled;        /* loop: rescue_poll initialised */
+    bool rescue_armed;         /* loop: a tick is due */
+    bool rescue_off;           /* loop: one usable CPU, or no timer */
+    unsigned rescue_idle;      /* loop: idle ticks in a row */
+    uint64_t rescue_tick_ns;   /* loop: between ticks */
+    bool consuming;            /* loop: inside dgram_consume */
+    uint64_t rescue_head;      /* loop: ring head at the last tick */
+    /* what the loop read itself, not parsed yet: records (u32 length,
+     * u32 truncated, the data) in ovf; segment i goes after the ring's
+     * datagrams before position seg[i].at and before those after it */
+    struct cmn_buf ovf;
+    struct {
+        uint64_t at;
+        size_t beg, end;
+    } seg[DSD_RESCUE_SEGS];
+    unsigned nseg;
+    size_t rescue_n;       /* slots of the loop's own batch */
+    struct mmsghdr *rmsgs; /* the loop's own batch, allocated at
+                              the first rescue */
+    struct iovec *riovs;
+    char *rscratch;   /* rescue_n slots of buffer_size bytes */
+    uint64_t rescues; /* ticks that read the socket */
+    uint64_t rescued; /* datagrams the loop read so */
 
     /* loop thread (consumer) */
     uint64_t cpos;          /* consumer's tail */
