@@ -543,9 +543,11 @@ static pid_t thread_named(pid_t pid, const char *name, uint32_t timeout_ms)
             e2e_read(path, comm, sizeof(comm));
             comm[strcspn(comm, "\n")] = '\0';
             if (de->d_name[0] != '.' && strcmp(comm, name) == 0) {
-                pid_t tid = (pid_t)atoi(de->d_name);
+                int64_t tid = -1;
+                if (cmn_parse_i64(cmn_slice_cstr(de->d_name), &tid) != 0)
+                    tid = -1;
                 closedir(dp);
-                return tid;
+                return (pid_t)tid;
             }
         }
         if (dp != NULL)
