@@ -162,9 +162,12 @@
  * from each wake-up by the thread, and stops after DSD_RESCUE_IDLE idle
  * ticks in a row (the thread starts it again at the next stream). With one
  * usable CPU it never runs: the loop would stop with the thread. */
-#define DSD_RESCUE_RATE                                                        \
-    340000u /* bytes a ms: one-line datagrams, ~400 a                          \
-              ms, 832 bytes each in the kernel */
+/* The fill rate the tick is sized for, in bytes of the kernel's count a
+ * ms: one-line datagrams at ~400 a ms, counted at 832 bytes each. (At the
+ * default 8 MiB the test VM's kernel counted ~1.9 KB each, 2026-12-03:
+ * there a tick comes after about half the buffer's fill time, not a
+ * quarter.) */
+#define DSD_RESCUE_RATE 340000u
 #define DSD_RESCUE_TICK_MIN 250000
 #define DSD_RESCUE_TICK_MAX 20000000
 #define DSD_RESCUE_MAX_NS 2000000
@@ -758,24 +761,21 @@ static size_t ovf_pending(const struct dsd__dgram *d)
  * (rescue_due) can append and move the buffer. Returns the bytes. */
 static size_t parse_segment(struct dsd__dgram *d, size_t max)
 {
-    size_t o = d->seg[0].beg;
+    size_t start = d->seg[0].beg, o = start;
     unsigned n = 0;
-    while (o < d->seg[0].end && o - d->seg[0].beg < max) {
+    while (o < d->seg[0].end && o - start < max) {
         uint32_t h[2];
         memcpy(h, d->ovf.p + o, sizeof(h));
         dgram_parse(d, d->ovf.p + o + sizeof(h), h[0], h[1] != 0);
         o += sizeof(h) + h[0];
         if ((++n & 255) == 0 && d->rescue_armed) {
-            size_t done = o - d->seg[0].beg;
-            cmn_budget_release(done);
+            cmn_budget_release(o - d->seg[0].beg); /* parsed: given back */
             d->seg[0].beg = o;
-            rescue_due(d);
-            o = d->seg[0].beg;
-            max -= done < max ? done : max;
+            rescue_due(d); /* can append, never moves an offset */
         }
     }
-    size_t done = o - d->seg[0].beg;
-    cmn_budget_release(done);
+    size_t done = o - start;
+    cmn_budget_release(o - d->seg[0].beg);
     d->seg[0].beg = o;
     if (d->seg[0].beg == d->seg[0].end) {
         d->nseg--;
@@ -952,14 +952,8 @@ static bool rescue(struct dsd__dgram *d)
  * last tick) for DSD_RESCUE_IDLE ticks: it stops until the thread, at the
  * start of the next stream, or its next wake-up of the loop, starts it
  * again. */
-static void rescue_tick(uv_poll_t *h, int status, int events)
+static void rescue_check(struct dsd__dgram *d)
 {
-    struct dsd__dgram *d = h->data;
-    (void)status;
-    (void)events;
-    uint64_t ticks;
-    ssize_t rd = read(d->rescue_fd, &ticks, sizeof(ticks));
-    (void)rd;
     d->rescue_armed = false;
     if (d->rescue_off)
         return;
@@ -1007,12 +1001,23 @@ static void rescue_tick(uv_poll_t *h, int status, int events)
     rescue_arm(d);
 }
 
+static void rescue_tick(uv_poll_t *h, int status, int events)
+{
+    struct dsd__dgram *d = h->data;
+    (void)status;
+    (void)events;
+    uint64_t ticks;
+    ssize_t rd = read(d->rescue_fd, &ticks, sizeof(ticks));
+    (void)rd;
+    rescue_check(d);
+}
+
 /* From inside a long parse: a tick now, when one is due. */
 static void rescue_due(struct dsd__dgram *d)
 {
     uint64_t ticks;
     if (read(d->rescue_fd, &ticks, sizeof(ticks)) == (ssize_t)sizeof(ticks))
-        rescue_tick(&d->rescue_poll, 0, UV_READABLE);
+        rescue_check(d);
 }
 
 static void rescue_closed(uv_handle_t *h)
@@ -1030,10 +1035,9 @@ static void rescue_init(struct dsd__dgram *d)
     d->rescue_poll.data = d;
     d->s->nlive++;
     d->rescue_polled = true;
-    uint32_t mi[SK_MEMINFO_VARS];
-    read_meminfo_all(d, mi);
-    uint64_t t =
-        (uint64_t)mi[SK_MEMINFO_RCVBUF] * 1000000u / 4 / DSD_RESCUE_RATE;
+    /* the effective SO_RCVBUF read at bind (the kernel's count, doubled) */
+    uint64_t rcvbuf = d->s->rcvbuf_udp > 0 ? (uint64_t)d->s->rcvbuf_udp : 0;
+    uint64_t t = rcvbuf * 1000000u / 4 / DSD_RESCUE_RATE;
     d->rescue_tick_ns = t < DSD_RESCUE_TICK_MIN   ? DSD_RESCUE_TICK_MIN
                         : t > DSD_RESCUE_TICK_MAX ? DSD_RESCUE_TICK_MAX
                                                   : t;

@@ -17,7 +17,6 @@
 #include <sched.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 
 #define MAX_CTX 2000
@@ -168,6 +167,19 @@ static int check_exact(const struct got *g, long lines, long nctx, char *why,
             snprintf(why, cap, "%s", d);
     }
     return bad;
+}
+
+/* The integer right after key in the wrapper's stop statistics st (the
+ * debug line "(dogstatsd) stopped: ..."); the key must be there. */
+static int64_t stat_after(const char *st, const char *key)
+{
+    const char *at = strstr(st, key);
+    cr_assert_not_null(at, "no \"%s\" in: %s", key, st);
+    at += strlen(key);
+    int64_t v = -1;
+    cr_assert_eq(cmn_parse_i64(cmn_slice(at, strcspn(at, " ")), &v), 0,
+                 "after \"%s\" in: %s", key, st);
+    return v;
 }
 
 /* The "longest pause between reads X ms" of the wrapper's report of
@@ -368,10 +380,7 @@ Test(burst, one_line_datagrams_one_cpu, .timeout = 900)
     cr_assert_not_null(st, "no stop statistics for 50000 datagrams:\n%s", err);
     cr_assert_not_null(strstr(st, "kernel drops udp 0 "), "%s", st);
     cr_assert_not_null(strstr(st, ", spun 0.000 ms in bursts, "), "%s", st);
-    const char *k = " ms in bursts, ";
-    int64_t naps = 0;
-    const char *n = strstr(st, k) + strlen(k);
-    cr_assert_eq(cmn_parse_i64(cmn_slice(n, strcspn(n, " ")), &naps), 0);
+    int64_t naps = stat_after(st, " ms in bursts, ");
     cr_expect_gt(naps, 0, "%s", st);
 }
 
@@ -500,12 +509,7 @@ Test(burst, ring_full_is_reported_with_the_drops, .timeout = 300)
         cr_assert_eq(code, 0, "exit %d, stderr:\n%s", code, err);
         const char *st = strstr(err, "(dogstatsd) stopped: ");
         cr_assert_not_null(st, "no stop statistics:\n%s", err);
-        const char *k = ", ring full ";
-        const char *at = strstr(st, k);
-        cr_assert_not_null(at, "%s", st);
-        at += strlen(k);
-        int64_t n = -1;
-        cr_assert_eq(cmn_parse_i64(cmn_slice(at, strcspn(at, " ")), &n), 0);
+        int64_t n = stat_after(st, ", ring full ");
         const char *rep =
             strstr(err, "drainpipe: not everything was delivered");
         const char *says = rep ? strstr(rep, "the receive ring full ") : NULL;
@@ -574,20 +578,6 @@ static void stop_thread_ms(pid_t tid, long ms)
                  strerror(errno));
 }
 
-/* Polls (every 0.1 ms) until path exists; false after timeout_ms. */
-static bool wait_file_fast(const char *path, uint32_t timeout_ms)
-{
-    uint64_t end = e2e_now_ms() + timeout_ms;
-    struct stat sb;
-    while (stat(path, &sb) != 0) {
-        if (e2e_now_ms() > end)
-            return false;
-        struct timespec ts = {0, 100000};
-        nanosleep(&ts, NULL);
-    }
-    return true;
-}
-
 /* Runs the child with ops (one-line bursts over 500 contexts, `lines` in
  * all; "PHASE1" stands for a file in the run's directory) `runs` times at
  * the default configuration, and stops the wrapper's UDP receive thread
@@ -614,7 +604,7 @@ static void stopped_reader_runs(int runs, const char *const *ops, long lines,
         pid_t pid = e2e_start(&e, args);
         pid_t tid = thread_named(pid, "dp-rx-udp", 10000);
         cr_assert_gt(tid, 0, "no thread dp-rx-udp in the wrapper");
-        cr_assert(wait_file_fast(phase1, 60000), "no %s", phase1);
+        cr_assert(e2e_wait_file(phase1, 60000), "no %s", phase1);
         stop_thread_ms(tid, stop_ms);
         int code = e2e_wait(pid, 120000);
         e2e_read(e.errpath, err, sizeof(err));
@@ -624,28 +614,13 @@ static void stopped_reader_runs(int runs, const char *const *ops, long lines,
         ti_stop(ti);
         const char *st = strstr(err, "(dogstatsd) stopped: ");
         cr_assert_not_null(st, "no stop statistics:\n%s", err);
-        const char *k = "the loop read udp ";
-        const char *at = strstr(st, k);
-        cr_assert_not_null(at, "%s", st);
-        at += strlen(k);
-        int64_t rescued = 0;
-        cr_assert_eq(cmn_parse_i64(cmn_slice(at, strcspn(at, " ")), &rescued),
-                     0);
-        rescued_all += rescued;
+        rescued_all += stat_after(st, "the loop read udp ");
         char why[256] = "";
         int bad = check_exact(&g, lines, 500, why, sizeof(why));
         if (BURST_READER_INSTRUMENTED) {
             /* every datagram parsed or counted as the kernel's drop */
-            int64_t parsed = -1, drops = -1;
-            at = st + strlen("(dogstatsd) stopped: ");
-            cr_assert_eq(
-                cmn_parse_i64(cmn_slice(at, strcspn(at, " ")), &parsed), 0);
-            k = "kernel drops udp ";
-            at = strstr(st, k);
-            cr_assert_not_null(at, "%s", st);
-            at += strlen(k);
-            cr_assert_eq(cmn_parse_i64(cmn_slice(at, strcspn(at, " ")), &drops),
-                         0);
+            int64_t parsed = stat_after(st, "(dogstatsd) stopped: ");
+            int64_t drops = stat_after(st, "kernel drops udp ");
             cr_assert_eq(parsed + drops, lines, "%s", st);
             continue;
         }
