@@ -163,10 +163,11 @@
  * ticks in a row (the thread starts it again at the next stream). With one
  * usable CPU it never runs: the loop would stop with the thread. */
 /* The fill rate the tick is sized for, in bytes of the kernel's count a
- * ms: one-line datagrams at ~400 a ms, counted at 832 bytes each. (At the
- * default 8 MiB the test VM's kernel counted ~1.9 KB each, 2026-12-03:
- * there a tick comes after about half the buffer's fill time, not a
- * quarter.) */
+ * ms: one-line datagrams at ~400 a ms, counted at 832 bytes each (6 500 of
+ * them waiting unread: 5 408 000 bytes, 2026-12-03, the test VM). A count
+ * read while the thread reads can be higher: UDP gives memory back to the
+ * socket in steps, up to a quarter of its buffer (an earlier reading of
+ * ~1.9 KB a datagram was that). */
 #define DSD_RESCUE_RATE 340000u
 #define DSD_RESCUE_TICK_MIN 250000
 #define DSD_RESCUE_TICK_MAX 20000000

@@ -15,6 +15,8 @@
  *                   at once, so the grandchild is orphaned) that exits after
  *                   100 ms; FILE receives the grandchild's pid
  *   sleep MS        sleep
+ *   wait-file FILE  wait until FILE exists (a test's go-ahead; a minute
+ *                   at most)
  *   env NAME FILE   write the value of NAME (or "(unset)") to FILE
  *   burst T N C L F send N datagrams of L lines each back-to-back on one
  *                   socket, T "udp" or "uds" (burst_line() below: mixed
@@ -249,6 +251,13 @@ static void burst(const char *kind, long n, long ctx, long lpd,
     }
 }
 
+/* Waits for file to exist (a test's go-ahead), for at most a minute. */
+static void wait_file(const char *file)
+{
+    for (int i = 0; i < 60000 && access(file, F_OK) != 0; i++)
+        sleep_ms(1);
+}
+
 static void term_wait(const char *file)
 {
     sigset_t set;
@@ -325,6 +334,9 @@ int main(int argc, char **argv)
         } else if (strcmp(op, "burst-tag") == 0) {
             snprintf(burst_t3, sizeof(burst_t3), "%s", arg);
             burst_next = 0;
+            i++;
+        } else if (strcmp(op, "wait-file") == 0) {
+            wait_file(arg);
             i++;
         } else if (strcmp(op, "sleep") == 0) {
             sleep_ms(num(arg));

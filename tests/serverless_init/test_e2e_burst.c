@@ -561,10 +561,10 @@ static pid_t thread_named(pid_t pid, const char *name, uint32_t timeout_ms)
     return -1;
 }
 
-/* Stops one thread of another process for ms, as a host stops the virtual
- * CPU it runs on while the other CPU runs on (ptrace: the other threads
- * of the process keep running). */
-static void stop_thread_ms(pid_t tid, long ms)
+/* Stops one thread of another process, as a host stops the virtual CPU
+ * it runs on while the other CPU runs on (ptrace: the other threads of
+ * the process keep running), until thread_resume. */
+static void thread_stop(pid_t tid)
 {
     cr_assert_eq(ptrace(PTRACE_SEIZE, tid, NULL, NULL), 0,
                  "PTRACE_SEIZE %d: %s", (int)tid, strerror(errno));
@@ -573,9 +573,19 @@ static void stop_thread_ms(pid_t tid, long ms)
     int st;
     cr_assert_eq(waitpid(tid, &st, __WALL), tid, "waitpid: %s",
                  strerror(errno));
-    e2e_sleep_ms(ms);
+}
+
+static void thread_resume(pid_t tid)
+{
     cr_assert_eq(ptrace(PTRACE_DETACH, tid, NULL, NULL), 0, "PTRACE_DETACH: %s",
                  strerror(errno));
+}
+
+static void stop_thread_ms(pid_t tid, long ms)
+{
+    thread_stop(tid);
+    e2e_sleep_ms(ms);
+    thread_resume(tid);
 }
 
 /* Runs the child with ops (one-line bursts over 500 contexts, `lines` in
@@ -637,8 +647,9 @@ static void stopped_reader_runs(int runs, const char *const *ops, long lines,
 }
 
 /* Stopped for 100 ms in the middle of a burst of 100 000 datagrams (~300
- * ms long; from its 20 000th), longer than the 8 MiB buffer lasts (about
- * 8 000 of these datagrams: the kernel counts ~2 KB each). Without the
+ * ms long; from its 20 000th), longer than the 8 MiB buffer lasts (16 MiB
+ * as the kernel counts, about 20 000 of these datagrams at 832 bytes
+ * each, 60-70 ms of this sender). Without the
  * rescue about 8 000 datagrams are lost a run (8 479 on 2026-12-03). The
  * datagrams the loop reads go before the ones the thread publishes after:
  * each context's gauge must be its last line's value. */
@@ -654,15 +665,90 @@ Test(burst, receive_thread_stopped_mid_burst, .timeout = 300)
  * thread is stopped from the first burst's end for 200 ms, through the
  * second burst and the exit: the loop reads the second burst itself, and
  * the stop drain joins the thread once it runs again. (Each context's
- * gauge must be its last line's value; the order of what the loop read
- * against what the ring held is not forced here: a change that parsed the
- * loop's reads first passed this test on 2026-12-03.) */
+ * gauge must be its last line's value. The order of what the loop read
+ * against what the ring held is forced by the next test.) */
 Test(burst, receive_thread_stopped_for_the_last_burst, .timeout = 300)
 {
     const char *ops[] = {"burst",  "udp",   "60000", "500",   "1",
                          "PHASE1", "burst", "udp",   "15000", "500",
                          "1",      "-",     NULL};
     stopped_reader_runs(3, ops, 75000, 200);
+}
+
+static void touch_file(const char *path)
+{
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f, "%s: %s", path, strerror(errno));
+    fclose(f);
+}
+
+/* What the loop reads itself goes after what the ring already holds. The
+ * loop (the wrapper's main thread) is stopped while the child sends
+ * 120 000 one-line datagrams: the receive thread moves them into the ring
+ * (about 5 MB of its 16 MiB), and nothing parses them. Then the receive
+ * thread is stopped too, and the child sends 500 more datagrams, one line
+ * for each context, then 6 000 lines of other contexts (tag t3:q), all of
+ * which stay in the socket: 5.4 MB as the kernel counted them
+ * (2026-12-03), past the quarter of the 8 MiB buffer (16 MiB in the
+ * kernel's count) at which the loop reads the socket, and far from all of
+ * it. The loop runs again, and its rescue reads the socket (about 2 000
+ * datagrams in its first 2 ms) before or while it parses the ring's
+ * backlog. Each context's gauge must be its value from the 500: parsing
+ * the loop's reads first leaves every gauge at the first burst's (100
+ * contexts wrong on 2026-12-03 with that change). The child exits only
+ * after the receive thread runs again, so the stop drain (which reads the
+ * socket after the ring in any case) has nothing left to order. */
+Test(burst, loop_reads_go_after_the_ring_backlog, .timeout = 300)
+{
+    static struct got g;
+    static char err[1 << 18];
+    for (int r = 0; r < 2; r++) {
+        struct e2e e;
+        struct ti *ti = e2e_with_intake(&e);
+        e2e_env(&e, "DD_LOG_LEVEL=debug");
+        char go[3][256], phase[2][256];
+        for (int i = 0; i < 3; i++)
+            snprintf(go[i], sizeof(go[i]), "%s/go%d", e.dir, i + 1);
+        for (int i = 0; i < 2; i++)
+            snprintf(phase[i], sizeof(phase[i]), "%s/phase%d", e.dir, i + 1);
+        const char *args[] = {
+            e.child,  "wait-file", go[0], "burst", "udp", "120000", "500", "1",
+            phase[0], "wait-file", go[1], "burst", "udp", "500",    "500", "1",
+            "-",      "burst-tag", "q",   "burst", "udp", "6000",   "500", "1",
+            phase[1], "wait-file", go[2], NULL};
+        pid_t pid = e2e_start(&e, args);
+        pid_t rx = thread_named(pid, "dp-rx-udp", 10000);
+        cr_assert_gt(rx, 0, "no thread dp-rx-udp in the wrapper");
+        e2e_sleep_ms(50); /* the loop idle in its poll */
+        thread_stop(pid); /* the main thread: the loop */
+        touch_file(go[0]);
+        cr_assert(e2e_wait_file(phase[0], 60000), "no %s", phase[0]);
+        /* the receive thread empties the socket (an instrumented one can
+         * be behind the sender) */
+        e2e_sleep_ms(BURST_READER_INSTRUMENTED ? 1000 : 100);
+        thread_stop(rx);
+        touch_file(go[1]);
+        cr_assert(e2e_wait_file(phase[1], 60000), "no %s", phase[1]);
+        thread_resume(pid);
+        e2e_sleep_ms(BURST_READER_INSTRUMENTED ? 1500 : 300);
+        thread_resume(rx);
+        touch_file(go[2]);
+        int code = e2e_wait(pid, 120000);
+        e2e_read(e.errpath, err, sizeof(err));
+        cr_assert_eq(code, 0, "run %d: exit %d, stderr:\n%s", r, code, err);
+        collect(ti, &g);
+        e2e_fini(&e);
+        ti_stop(ti);
+        const char *st = strstr(err, "(dogstatsd) stopped: ");
+        cr_assert_not_null(st, "no stop statistics:\n%s", err);
+        cr_assert_not_null(strstr(st, "kernel drops udp 0 "), "%s", st);
+        cr_assert_gt(stat_after(st, "the loop read udp "), 0,
+                     "the loop did not read the socket: %s", st);
+        char why[256] = "";
+        int bad = check_exact(&g, 120500, 500, why, sizeof(why));
+        cr_assert_eq(bad, 0, "run %d: %d contexts wrong (%s); %s", r, bad, why,
+                     st);
+    }
 }
 
 /* The same one-line burst over the Unix datagram socket: exact, and the
