@@ -588,6 +588,22 @@ static void stop_thread_ms(pid_t tid, long ms)
     thread_resume(tid);
 }
 
+/* Waits for run r's wrapper (pid) to exit 0, collects what its intake
+ * got into g, and returns its stop statistics (in err). */
+static const char *finish_run(struct e2e *e, struct ti *ti, pid_t pid, int r,
+                              struct got *g, char *err, size_t cap)
+{
+    int code = e2e_wait(pid, 120000);
+    e2e_read(e->errpath, err, cap);
+    cr_assert_eq(code, 0, "run %d: exit %d, stderr:\n%s", r, code, err);
+    collect(ti, g);
+    e2e_fini(e);
+    ti_stop(ti);
+    const char *st = strstr(err, "(dogstatsd) stopped: ");
+    cr_assert_not_null(st, "no stop statistics:\n%s", err);
+    return st;
+}
+
 /* Runs the child with ops (one-line bursts over 500 contexts, `lines` in
  * all; "PHASE1" stands for a file in the run's directory) `runs` times at
  * the default configuration, and stops the wrapper's UDP receive thread
@@ -616,14 +632,7 @@ static void stopped_reader_runs(int runs, const char *const *ops, long lines,
         cr_assert_gt(tid, 0, "no thread dp-rx-udp in the wrapper");
         cr_assert(e2e_wait_file(phase1, 60000), "no %s", phase1);
         stop_thread_ms(tid, stop_ms);
-        int code = e2e_wait(pid, 120000);
-        e2e_read(e.errpath, err, sizeof(err));
-        cr_assert_eq(code, 0, "run %d: exit %d, stderr:\n%s", r, code, err);
-        collect(ti, &g);
-        e2e_fini(&e);
-        ti_stop(ti);
-        const char *st = strstr(err, "(dogstatsd) stopped: ");
-        cr_assert_not_null(st, "no stop statistics:\n%s", err);
+        const char *st = finish_run(&e, ti, pid, r, &g, err, sizeof(err));
         rescued_all += stat_after(st, "the loop read udp ");
         char why[256] = "";
         int bad = check_exact(&g, lines, 500, why, sizeof(why));
@@ -733,14 +742,7 @@ Test(burst, loop_reads_go_after_the_ring_backlog, .timeout = 300)
         e2e_sleep_ms(BURST_READER_INSTRUMENTED ? 1500 : 300);
         thread_resume(rx);
         touch_file(go[2]);
-        int code = e2e_wait(pid, 120000);
-        e2e_read(e.errpath, err, sizeof(err));
-        cr_assert_eq(code, 0, "run %d: exit %d, stderr:\n%s", r, code, err);
-        collect(ti, &g);
-        e2e_fini(&e);
-        ti_stop(ti);
-        const char *st = strstr(err, "(dogstatsd) stopped: ");
-        cr_assert_not_null(st, "no stop statistics:\n%s", err);
+        const char *st = finish_run(&e, ti, pid, r, &g, err, sizeof(err));
         cr_assert_not_null(strstr(st, "kernel drops udp 0 "), "%s", st);
         cr_assert_gt(stat_after(st, "the loop read udp "), 0,
                      "the loop did not read the socket: %s", st);
