@@ -293,20 +293,19 @@ parse_short(const char *line, size_t len, const struct dsd_parse_opts *o,
             struct dsd_metric *out, double *vals, size_t max_vals)
 {
     const __m128i vc = _mm_set1_epi8(':'), vb = _mm_set1_epi8('|');
-    uint64_t colons = 0, bars = 0;
-    size_t off = 0;
-    for (;;) {
-        if (off + 16 > len)
-            off = len - 16;
-        __m128i x =
-            _mm_loadu_si128((const __m128i *)(const void *)(line + off));
+    /* the first 16 bytes apart: most lines end within them or the next */
+    __m128i x = _mm_loadu_si128((const __m128i *)(const void *)line);
+    uint64_t colons =
+        (uint64_t)(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, vc));
+    uint64_t bars =
+        (uint64_t)(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, vb));
+    for (size_t off = 16; off < len; off += 16) {
+        size_t at = off + 16 > len ? len - 16 : off;
+        x = _mm_loadu_si128((const __m128i *)(const void *)(line + at));
         colons |= (uint64_t)(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, vc))
-                  << off;
+                  << at;
         bars |= (uint64_t)(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, vb))
-                << off;
-        off += 16;
-        if (off >= len)
-            break;
+                << at;
     }
     if (bars == 0)
         return DSD_ERR_NO_PIPE;

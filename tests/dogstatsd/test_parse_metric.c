@@ -329,6 +329,46 @@ Test(parse_metric, no_nul_needed)
     cr_expect_eq(dsd_parse_metric(buf, 6, NULL, &m, v, 1), DSD_ERR_NO_PIPE);
 }
 
+/* Lines of 1 to 80 bytes, with the ':' and the '|'s at every position: the
+ * lines of 16 to 64 bytes take the one-pass path (16-byte blocks, the last
+ * one overlapping), the others the general one, and both must find the
+ * same fields. name:V|c|#TAGS, the name k bytes, the tags padded to make
+ * the length; a value with a second ':' (two values) in half of them. */
+Test(parse_metric, separators_at_every_position)
+{
+    char line[96], name[96], tags[96];
+    for (size_t len = 1; len <= 80; len++) {
+        for (size_t k = 1; k + 6 <= len; k++) {
+            for (int two = 0; two < 2; two++) {
+                const char *val = two ? "1:2" : "7";
+                size_t head = k + 1 + strlen(val) + 2; /* name:V|c */
+                memset(name, 'n', k);
+                name[k] = '\0';
+                size_t t = len > head + 2 ? len - head - 2 : 0; /* |#TAGS */
+                memset(tags, 't', t);
+                tags[t] = '\0';
+                if (t > 1)
+                    tags[t / 2] = ','; /* two tags */
+                int n = t ? snprintf(line, sizeof(line), "%s:%s|c|#%s", name,
+                                     val, tags)
+                          : snprintf(line, sizeof(line), "%s:%s|c", name, val);
+                if (t == 0 && len != head)
+                    continue; /* no room for "|#" and one tag byte */
+                cr_assert_eq((size_t)n, len, "%s", line);
+                struct dsd_metric m;
+                double v[2];
+                cr_assert_eq(dsd_parse_metric(line, len, NULL, &m, v, 2),
+                             DSD_OK, "%s", line);
+                cr_assert_eq(m.m.name.len, k, "%s", line);
+                cr_assert_eq(m.m.type, AGG_COUNTER, "%s", line);
+                cr_assert_eq(m.m.nvalues, two ? 2u : 1u, "%s", line);
+                cr_assert_eq(v[0], two ? 1.0 : 7.0, "%s", line);
+                cr_assert(cmn_slice_eq_cstr(m.m.tags, tags), "%s", line);
+            }
+        }
+    }
+}
+
 Test(parse_metric, line_64k)
 {
     static char line[70000];
