@@ -878,7 +878,6 @@ static int rescue_alloc(struct dsd__dgram *d)
         d->rmsgs[i].msg_hdr.msg_iov = &d->riovs[i];
         d->rmsgs[i].msg_hdr.msg_iovlen = 1;
     }
-    d->rescue_n = n;
     cmn_buf_init(&d->ovf, DSD_RESCUE_BYTES);
     return 0;
 }
@@ -912,7 +911,7 @@ static bool rescue(struct dsd__dgram *d)
     uint64_t until = cmn_mono_ns() + DSD_RESCUE_MAX_NS;
     bool emptied = false;
     size_t bs = d->s->cfg.buffer_size;
-    size_t room = d->rescue_n * (2 * sizeof(uint32_t) + bs);
+    size_t room = DSD_RESCUE_SLOTS * (2 * sizeof(uint32_t) + bs);
     d->rescues++;
     for (;;) {
         /* room for a whole batch first (DSD_RESCUE_BYTES, the memory
@@ -921,10 +920,9 @@ static bool rescue(struct dsd__dgram *d)
             cmn_buf_reserve(&d->ovf, room) != 0 ||
             cmn_budget_reserve(room) != 0)
             break;
-        for (size_t i = 0; i < d->rescue_n; i++)
+        for (size_t i = 0; i < DSD_RESCUE_SLOTS; i++)
             d->rmsgs[i].msg_hdr.msg_flags = 0;
-        int k = recvmmsg(d->fd, d->rmsgs, (unsigned)d->rescue_n, MSG_DONTWAIT,
-                         NULL);
+        int k = recvmmsg(d->fd, d->rmsgs, DSD_RESCUE_SLOTS, MSG_DONTWAIT, NULL);
         size_t before = d->ovf.len;
         for (int i = 0; i < k; i++)
             rescue_keep(d, d->rscratch + (size_t)i * bs, d->rmsgs[i].msg_len,
@@ -938,7 +936,7 @@ static bool rescue(struct dsd__dgram *d)
             break;
         }
         d->rescued += (uint64_t)k;
-        emptied = k < (int)d->rescue_n;
+        emptied = k < DSD_RESCUE_SLOTS;
         if (emptied || cmn_mono_ns() >= until ||
             atomic_load_explicit(&d->ring.head, memory_order_acquire) != head)
             break; /* emptied, time is up, or the thread is back */
@@ -1027,7 +1025,7 @@ static void rescue_closed(uv_handle_t *h)
     dsd__handle_closed(d->s);
 }
 
-/* The loop watches the timer the thread arms (UDP only). */
+/* The loop watches the rescue's timer and arms it itself (UDP only). */
 static void rescue_init(struct dsd__dgram *d)
 {
     if (d->rescue_fd < 0 ||

@@ -136,11 +136,10 @@ struct dsd__dgram {
         size_t beg, end;
     } seg[DSD_RESCUE_SEGS];
     unsigned nseg;
-    size_t rescue_n;       /* slots of the loop's own batch */
     struct mmsghdr *rmsgs; /* the loop's own batch, allocated at
                               the first rescue */
     struct iovec *riovs;
-    char *rscratch;   /* rescue_n slots of buffer_size bytes */
+    char *rscratch;   /* DSD_RESCUE_SLOTS slots of buffer_size bytes */
     uint64_t rescues; /* ticks that read the socket */
     uint64_t rescued; /* datagrams the loop read so */
 
