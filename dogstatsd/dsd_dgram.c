@@ -1042,18 +1042,13 @@ static void rescuer_alloc(struct dsd__dgram *d)
 
 /* At stop, after the receive thread is done; woken with it
  * (dsd__dgram_join). Waits for its last act as for the receive thread's. */
+static void join_thread(pthread_t t, _Atomic int *done, bool spin);
+
 static void rescuer_join(struct dsd__dgram *d)
 {
     if (!d->res_started)
         return;
-    uint64_t until = cmn_mono_ns() + DSD_JOIN_SPIN_NS;
-    while (!atomic_load_explicit(&d->res_done, memory_order_acquire) &&
-           cmn_mono_ns() < until)
-        ;
-    if (atomic_load_explicit(&d->res_done, memory_order_acquire))
-        pthread_detach(d->res_thread);
-    else
-        pthread_join(d->res_thread, NULL);
+    join_thread(d->res_thread, &d->res_done, true);
     d->res_started = false;
 }
 
@@ -1212,6 +1207,20 @@ int dsd__dgram_start(struct dsd__dgram *d)
     return 0;
 }
 
+/* Waits awake (spin) for a thread's last act (*done) for at most
+ * DSD_JOIN_SPIN_NS, then lets it go; joins it when it has not got there. */
+static void join_thread(pthread_t t, _Atomic int *done, bool spin)
+{
+    uint64_t until = cmn_mono_ns() + DSD_JOIN_SPIN_NS;
+    while (spin && !atomic_load_explicit(done, memory_order_acquire) &&
+           cmn_mono_ns() < until)
+        ;
+    if (atomic_load_explicit(done, memory_order_acquire))
+        pthread_detach(t);
+    else
+        pthread_join(t, NULL);
+}
+
 void dsd__dgram_join(struct dsd__dgram *d)
 {
     if (!d->thread_live)
@@ -1228,14 +1237,7 @@ void dsd__dgram_join(struct dsd__dgram *d)
     bool spin = atomic_load_explicit(&d->prio, memory_order_acquire) !=
                     DSD_PRIO_UNSET &&
                 d->usable_cpus > 1; /* published with prio */
-    uint64_t until = cmn_mono_ns() + DSD_JOIN_SPIN_NS;
-    while (spin && !atomic_load_explicit(&d->done, memory_order_acquire) &&
-           cmn_mono_ns() < until)
-        ;
-    if (atomic_load_explicit(&d->done, memory_order_acquire))
-        pthread_detach(d->thread);
-    else
-        pthread_join(d->thread, NULL);
+    join_thread(d->thread, &d->done, spin);
     d->thread_live = false;
     rescuer_join(d);
 }
