@@ -800,6 +800,14 @@ static bool dgram_consume(struct dsd__dgram *d, uint64_t max_bytes)
             continue;
         }
         mark = next_mark(d);
+        /* The rescuer reads the head, then publishes its MARK: the loop
+         * can have parsed past that head meanwhile (the receive thread
+         * published on). Such an episode goes where the loop is: its
+         * reads and those the loop parsed were concurrent. */
+        if (mark <= pos) {
+            d->ep_open = true;
+            continue;
+        }
         uint64_t stop = mark < head ? mark : head;
         while (done < max_bytes && pos != stop &&
                dsd__ring_peek(&d->ring, pos, stop, &rec)) {
