@@ -30,15 +30,22 @@ static char dgram_path[100], stream_path[100];
 static int stopped;
 static size_t rows_at_stop;
 
-static void setup(void)
+/* A fresh loop and recorder (each test; each run of a test that runs
+ * several servers in turn, stop_and_close closing the loop). */
+static void loop_reset(void)
 {
     cr_assert_eq(uv_loop_init(&loop), 0);
+    memset(&rec, 0, sizeof(rec));
+    stopped = 0;
+}
+
+static void setup(void)
+{
+    loop_reset();
     snprintf(dir, sizeof(dir), "/tmp/dsdtest.XXXXXX");
     cr_assert_not_null(mkdtemp(dir));
     snprintf(dgram_path, sizeof(dgram_path), "%s/dsd.sock", dir);
     snprintf(stream_path, sizeof(stream_path), "%s/dsd-stream.sock", dir);
-    memset(&rec, 0, sizeof(rec));
-    stopped = 0;
 }
 
 static void teardown(void)
@@ -966,11 +973,8 @@ static void flood_sync(struct dsd *s)
  * the metric lines the sink got. */
 static struct dsd_stats flood_once(uint64_t *lines, int run)
 {
-    if (run > 0) { /* stop_and_close closed the last run's loop */
-        cr_assert_eq(uv_loop_init(&loop), 0);
-        memset(&rec, 0, sizeof(rec));
-        stopped = 0;
-    }
+    if (run > 0)
+        loop_reset(); /* stop_and_close closed the last run's loop */
     struct dsd_config cfg;
     dsd_config_defaults(&cfg);
     cfg.port = -1;
