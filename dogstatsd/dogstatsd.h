@@ -189,8 +189,8 @@ struct dsd_stats {
                                      again instead of sleeping, in bursts */
     uint64_t rx_naps;             /* naps of the UDP receive thread in a
                                      steady stream (read in batches) */
-    uint64_t rx_rescues;          /* times the loop read the UDP socket
-                                     itself, its receive thread behind
+    uint64_t rx_rescues;          /* times the rescuer thread read the
+                                     UDP socket, its receive thread behind
                                      (stopped by the host, or woken late) */
     uint64_t rx_rescued;          /* datagrams it read so */
     uint64_t rx_max_gap_ns_udp;   /* the longest time the receive

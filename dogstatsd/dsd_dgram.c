@@ -49,7 +49,6 @@
 #include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/timerfd.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -139,29 +138,36 @@
 #define DSD_THREAD_STACK (128u << 10)
 #define DSD_JOIN_SPIN_NS 2000000 /* at stop: waits awake, then joins */
 #define DSD_CMSG_SPACE CMSG_SPACE(sizeof(uint32_t))
-/* The rescue (UDP, two or more usable CPUs). The receive thread can be
- * kept from its socket for longer than the buffer lasts while the loop's
+/* The rescuer (UDP, two or more usable CPUs). The receive thread can be
+ * kept from its socket for longer than the buffer lasts while the other
  * CPU runs on: the host stops its virtual CPU (bench_hiccup on the test
- * VM: stops of 1-5 ms, several every 3 s; a 212992-byte buffer lasts
- * about 2 ms of a one-line burst), wakes it late from poll, or a debugger
- * stops it. So while a stream is active, the loop looks at the socket
- * every tick (a timerfd): a quarter of the time the buffer takes to fill
- * at DSD_RESCUE_RATE, within [DSD_RESCUE_TICK_MIN, DSD_RESCUE_TICK_MAX]
- * (0.3 ms at 212992, 12 ms at the default 8 MiB). When the socket holds a
- * quarter of its buffer and the thread is not waiting for the loop (the
- * ring is not full), the loop reads the socket itself: until it is empty,
- * the thread publishes again, or DSD_RESCUE_MAX_NS has passed (then the
- * next tick is DSD_RESCUE_TICK_MIN away). What it reads is kept in a
- * segment (DSD_RESCUE_SEGS, DSD_RESCUE_BYTES, the memory budget) parsed
- * after all the thread had published before it (dgram_consume): the loop
- * is often behind on purpose (defer_parse). Order: only a batch the
- * thread had taken from the socket and not yet published when it stopped
- * is parsed after later datagrams (a gauge's last value among them can
- * then be an earlier one). The timer is armed by the loop, one tick at a
- * time, so that it fires on the loop's CPU; it runs from the start and
- * from each wake-up by the thread, and stops after DSD_RESCUE_IDLE idle
- * ticks in a row (the thread starts it again at the next stream). With one
- * usable CPU it never runs: the loop would stop with the thread. */
+ * VM: stops of 1-9 ms, several every 3 s; a 212992-byte buffer lasts
+ * about 0.6 ms of a one-line burst), wakes it late from poll, or a
+ * debugger stops it. So a second thread, started with the receive thread
+ * (and scheduled as it is; see start_rescuer), looks at the socket every
+ * tick while a stream is active: a quarter of the time the
+ * buffer takes to fill at DSD_RESCUE_RATE, within [DSD_RESCUE_TICK_MIN,
+ * DSD_RESCUE_TICK_MAX] (0.3 ms at 212992, 12 ms at the default 8 MiB). When the
+ * socket holds a quarter of its buffer and the receive thread is not waiting
+ * for the loop (the ring is not full), it reads the socket itself: until it is
+ * empty, the receive thread publishes again, or DSD_RESCUE_MAX_NS has
+ * passed (then the next tick is DSD_RESCUE_TICK_MIN away). What it reads
+ * goes to its own ring (res, DSD_RESCUE_BYTES, the memory budget) as an
+ * episode that the loop parses after all the receive thread had published
+ * before it (dgram_consume). Order: only a batch the receive thread had
+ * taken from the socket and not yet published when it stopped is parsed
+ * after later datagrams (a gauge's last value among them can then be an
+ * earlier one). It stops ticking after DSD_RESCUE_IDLE idle ticks in a row
+ * (the receive thread wakes it at the next stream).
+ *
+ * Why a thread of its own, at the receive thread's priority: the loop did
+ * this until 2026-12-03, on a timer. An ordinary thread woken while the
+ * sender runs on the other CPU waits for the sender's slice: on the test
+ * VM the loop's ticks came 4-10 ms apart at worst even when it was kept
+ * off the receive thread's CPU, and often 30-120 ms apart when it was not
+ * (then a host stop of that CPU stopped both). At real-time priority the
+ * rescuer preempts the sender at once. With one usable CPU there is none:
+ * it would stop with the receive thread. */
 /* The fill rate the tick is sized for, in bytes of the kernel's count a
  * ms: one-line datagrams at ~400 a ms, counted at 832 bytes each (6 500 of
  * them waiting unread: 5 408 000 bytes, 2026-12-03, the test VM). A count
@@ -173,8 +179,7 @@
 #define DSD_RESCUE_TICK_MAX 20000000
 #define DSD_RESCUE_MAX_NS 2000000
 #define DSD_RESCUE_IDLE 40
-#define DSD_RESCUE_SLOTS 16
-#define DSD_RESCUE_PARSE_STEP (64u << 10) /* at a time, kept half full */
+#define DSD_RESCUE_STACK (64u << 10)
 
 /* ------------------------------------------------------------------------
  * Producer: kernel -> ring (the receive thread, or the loop thread once the
@@ -248,13 +253,18 @@ static void signal_loop(struct dsd__dgram *d)
         uv_async_send(&d->async);
 }
 
-/* Reads until EAGAIN (FILL_EMPTY), a full ring or max_calls calls. */
-static enum fill_result dgram_fill(struct dsd__dgram *d, size_t max_calls)
+/* Reads until EAGAIN (FILL_EMPTY), a full ring or max_calls calls; thread:
+ * on the receive thread (not the loop's stop drain). Not thread_live: the
+ * loop sets that after pthread_create returns, and a receive thread at
+ * real-time priority on the loop's CPU can read a whole burst before the
+ * loop runs again (it then neither woke the loop nor noted its pauses,
+ * 2026-12-04). */
+static enum fill_result dgram_fill(struct dsd__dgram *d, size_t max_calls,
+                                   bool thread)
 {
     size_t bs = d->s->cfg.buffer_size;
     for (size_t call = 0; call < max_calls; call++) {
-        if (d->thread_live &&
-            atomic_load_explicit(&d->stop, memory_order_relaxed))
+        if (thread && atomic_load_explicit(&d->stop, memory_order_relaxed))
             return FILL_EMPTY;
         char *at;
         uint64_t wraps = d->ring.early_wraps;
@@ -263,7 +273,7 @@ static enum fill_result dgram_fill(struct dsd__dgram *d, size_t max_calls)
         /* After an early wrap the room is the tail's offset until the loop
          * reads the PAD (dsd_ring.c early_room): it is woken to read it
          * now, not after a backlog that room may not hold. */
-        if (d->thread_live && d->ring.early_wraps != wraps)
+        if (thread && d->ring.early_wraps != wraps)
             signal_loop(d);
         if (n == 0)
             return FILL_FULL;
@@ -278,7 +288,7 @@ static enum fill_result dgram_fill(struct dsd__dgram *d, size_t max_calls)
             d->msgs[i].msg_hdr.msg_flags = 0;
         }
         int k = recvmmsg(d->fd, d->msgs, (unsigned)n, MSG_DONTWAIT, NULL);
-        if (d->thread_live) {
+        if (thread) {
             /* a reading thread that is kept off its CPU (preempted, or
              * its virtual CPU stopped by the host) cannot drain the
              * socket meanwhile: the longest such pause is reported with
@@ -310,7 +320,7 @@ static enum fill_result dgram_fill(struct dsd__dgram *d, size_t max_calls)
                                     bs - h};
         dsd__ring_pack(&d->ring, at, &src, (size_t)k, d->lens, d->flags);
         /* The reader loop wakes the loop (see DSD_WAKE_DELAY_NS). */
-        if (d->thread_live) {
+        if (thread) {
             d->last_data_ns = cmn_mono_ns();
             if (d->unsignalled_ns == 0)
                 d->unsignalled_ns = d->last_data_ns;
@@ -382,20 +392,23 @@ struct dsd__sched_attr {       /* struct sched_attr, linux/sched/types.h */
     uint64_t runtime, deadline, period;
 };
 
+/* Sets the calling thread's scheduling: real-time when asked and
+ * permitted, else the short slice; returns which (enum dsd__prio). */
+static int take_priority(bool realtime)
+{
+    struct sched_param sp = {.sched_priority = 1};
+    if (realtime && pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) == 0)
+        return DSD_PRIO_FIFO;
+    struct dsd__sched_attr a = {
+        .size = sizeof(a), .policy = SCHED_OTHER, .runtime = DSD_RX_SLICE_NS};
+    if (syscall(SYS_sched_setattr, 0, &a, 0) == 0)
+        return DSD_PRIO_SLICE;
+    return DSD_PRIO_NORMAL;
+}
+
 static void set_own_priority(struct dsd__dgram *d)
 {
-    int prio = DSD_PRIO_NORMAL;
-    struct sched_param sp = {.sched_priority = 1};
-    if (d->s->cfg.rx_realtime &&
-        pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) == 0) {
-        prio = DSD_PRIO_FIFO;
-    } else {
-        struct dsd__sched_attr a = {.size = sizeof(a),
-                                    .policy = SCHED_OTHER,
-                                    .runtime = DSD_RX_SLICE_NS};
-        if (syscall(SYS_sched_setattr, 0, &a, 0) == 0)
-            prio = DSD_PRIO_SLICE;
-    }
+    int prio = take_priority(d->s->cfg.rx_realtime);
     /* release: the loop reads usable_cpus once it sees prio */
     atomic_store_explicit(&d->prio, prio, memory_order_release);
 }
@@ -592,8 +605,6 @@ static void *reader_main(void *arg)
     d->usable_cpus = usable_cpus();
     set_own_priority(d);
     reader_init(d);
-    bool rescued = d->rescue_fd >= 0 && d->usable_cpus >= 2;
-    bool stream_start = false;
     /* Drops before the thread first ran: the socket is bound before the
      * thread starts (after the child's spawn, serverless-init), and a
      * sender that fills the buffer meanwhile loses datagrams that no
@@ -607,17 +618,7 @@ static void *reader_main(void *arg)
     d->nap = (struct dsd__nap){DSD_NAP_START_NS, 0};
     while (!atomic_load_explicit(&d->stop, memory_order_acquire)) {
         uint64_t data_before = d->last_data_ns;
-        enum fill_result r = dgram_fill(d, SIZE_MAX);
-        if (stream_start && d->last_data_ns != data_before) {
-            /* published, then looked (the loop sets the flag, then looks
-             * at the head): one of the two sees the other */
-            stream_start = false;
-            atomic_thread_fence(memory_order_seq_cst);
-            if (atomic_load_explicit(&d->rescue_asleep, memory_order_relaxed) &&
-                atomic_exchange_explicit(&d->rescue_asleep, 0,
-                                         memory_order_relaxed))
-                signal_loop(d);
-        }
+        enum fill_result r = dgram_fill(d, SIZE_MAX, true);
         if (r == FILL_FULL) {
             signal_loop(d);
             wait_room(d);
@@ -685,9 +686,6 @@ static void *reader_main(void *arg)
             d->nap = (struct dsd__nap){DSD_NAP_START_NS, 0};
         else if (d->nap.ns == 0 && slept >= DSD_NAP_MIN_NS)
             d->nap.ns = DSD_NAP_MIN_NS;
-        /* a stream after a quiet spell: the loop may have let the rescue
-         * timer go (DSD_RESCUE_IDLE); looked at after the next publish */
-        stream_start = rescued && slept > DSD_NAP_MAX_NS;
         if (n > 0 && np == 2 && (p[0].revents & POLLIN)) {
             uint64_t drops_now = read_meminfo(d);
             if (drops_now > drops_before)
@@ -745,223 +743,188 @@ static void dgram_parse(struct dsd__dgram *d, const char *data, uint32_t len,
     }
 }
 
-static void rescue_due(struct dsd__dgram *d);
-
-/* Bytes kept by the rescue and not parsed yet. */
-static size_t ovf_pending(const struct dsd__dgram *d)
+/* The main ring's position where the rescuer's next episode goes (its
+ * MARK), or UINT64_MAX when it has published none. */
+static uint64_t next_mark(struct dsd__dgram *d)
 {
-    size_t n = 0;
-    for (unsigned i = 0; i < d->nseg; i++)
-        n += d->seg[i].end - d->seg[i].beg;
-    return n;
+    if (d->res.base == NULL)
+        return UINT64_MAX;
+    uint64_t head = atomic_load_explicit(&d->res.head, memory_order_acquire);
+    struct dsd__ring_rec rec;
+    uint64_t pos = d->rpos, at;
+    while (dsd__ring_peek(&d->res, pos, head, &rec)) {
+        if (rec.flags & DSD_RING_F_MARK) {
+            memcpy(&at, rec.data, sizeof(at));
+            return at;
+        }
+        pos = rec.next; /* a PAD */
+    }
+    return UINT64_MAX;
 }
 
-/* Parses up to max bytes of the first segment of what the loop read
- * itself, in the order it was read, and gives them back; the segment
- * goes once parsed. Offsets, not pointers: a tick from inside
- * (rescue_due) can append and move the buffer. Returns the bytes. */
-static size_t parse_segment(struct dsd__dgram *d, size_t max)
+/* Parses the rescuer's episode from its MARK on, at most max bytes: up to
+ * its END (d->ep_open is then false) or what the rescuer has published so
+ * far (the main ring waits). Returns the bytes. */
+static uint64_t parse_episode(struct dsd__dgram *d, uint64_t max)
 {
-    size_t start = d->seg[0].beg, o = start;
-    unsigned n = 0;
-    while (o < d->seg[0].end && o - start < max) {
-        uint32_t h[2];
-        memcpy(h, d->ovf.p + o, sizeof(h));
-        dgram_parse(d, d->ovf.p + o + sizeof(h), h[0], h[1] != 0);
-        o += sizeof(h) + h[0];
-        if ((++n & 255) == 0 && d->rescue_armed) {
-            cmn_budget_release(o - d->seg[0].beg); /* parsed: given back */
-            d->seg[0].beg = o;
-            rescue_due(d); /* can append, never moves an offset */
+    bool over = atomic_load_explicit(&d->res_done, memory_order_acquire);
+    uint64_t head = atomic_load_explicit(&d->res.head, memory_order_acquire);
+    uint64_t pos = d->rpos, done = 0;
+    struct dsd__ring_rec rec;
+    while (done < max && dsd__ring_peek(&d->res, pos, head, &rec)) {
+        done += rec.next - pos;
+        pos = rec.next;
+        if (rec.flags & DSD_RING_F_END) {
+            d->ep_open = false;
+            break;
         }
+        if (!(rec.flags & (DSD_RING_F_PAD | DSD_RING_F_MARK)))
+            dgram_parse(d, rec.data, rec.len, rec.flags & DSD_RING_F_TRUNC);
     }
-    size_t done = o - start;
-    cmn_budget_release(o - d->seg[0].beg);
-    d->seg[0].beg = o;
-    if (d->seg[0].beg == d->seg[0].end) {
-        d->nseg--;
-        memmove(&d->seg[0], &d->seg[1], d->nseg * sizeof(d->seg[0]));
-    }
-    if (d->nseg == 0) { /* a stop's worth: not kept for the next */
-        cmn_buf_free(&d->ovf);
-        cmn_buf_init(&d->ovf, DSD_RESCUE_BYTES);
-    } else if (d->seg[0].beg > d->ovf.len / 2) { /* room at the end */
-        size_t cut = d->seg[0].beg;
-        memmove(d->ovf.p, d->ovf.p + cut, d->ovf.len - cut);
-        d->ovf.len -= cut;
-        for (unsigned i = 0; i < d->nseg; i++) {
-            d->seg[i].beg -= cut;
-            d->seg[i].end -= cut;
-        }
-    }
+    d->rpos = pos;
+    (void)dsd__ring_release(&d->res, pos); /* the rescuer never waits */
+    if (over && pos == head)
+        d->ep_open = false; /* it ended without its END */
+    d->ep_wait = d->ep_open && pos == head;
     return done;
 }
 
-/* Parses published datagrams and the segments the loop read itself where
- * they belong, at most max_bytes in all. Returns true when the ring was
- * emptied and no segment is left. */
+/* Parses published datagrams and the rescuer's episodes where they
+ * belong, at most max_bytes in all. Returns true when the ring was
+ * emptied and no episode is left. */
 static bool dgram_consume(struct dsd__dgram *d, uint64_t max_bytes)
 {
     uint64_t head = atomic_load_explicit(&d->ring.head, memory_order_acquire);
-    uint64_t pos = d->cpos, released = pos, done = 0;
+    uint64_t pos = d->cpos, released = pos, done = 0, mark = UINT64_MAX;
     struct dsd__ring_rec rec;
-    d->consuming = true; /* a tick from inside does not consume again */
-    for (;;) {
-        uint64_t stop =
-            d->nseg > 0 && d->seg[0].at < head ? d->seg[0].at : head;
-        unsigned n = 0;
+    while (done < max_bytes) {
+        if (d->ep_open) {
+            done += parse_episode(d, max_bytes - done);
+            if (d->ep_open)
+                break; /* the rescuer is still at it: the ring waits */
+            continue;
+        }
+        mark = next_mark(d);
+        /* The rescuer reads the head, then publishes its MARK: the loop
+         * can have parsed past that head meanwhile (the receive thread
+         * published on). Such an episode goes where the loop is: its
+         * reads and those the loop parsed were concurrent. */
+        if (mark <= pos) {
+            d->ep_open = true;
+            continue;
+        }
+        uint64_t stop = mark < head ? mark : head;
         while (done < max_bytes && pos != stop &&
                dsd__ring_peek(&d->ring, pos, stop, &rec)) {
             if (!(rec.flags & DSD_RING_F_PAD))
                 dgram_parse(d, rec.data, rec.len, rec.flags & DSD_RING_F_TRUNC);
             done += rec.next - pos;
             pos = rec.next;
-            /* a long parse does not hold the rescue's ticks back */
-            if ((++n & 255) == 0 && d->rescue_armed)
-                rescue_due(d);
             if (pos - released >= DSD_RELEASE_STEP) {
                 if (dsd__ring_release(&d->ring, pos))
                     wake(d->wake_fd);
                 released = pos;
             }
         }
-        if (d->nseg == 0 || pos != d->seg[0].at || done >= max_bytes)
+        if (pos != mark)
             break;
-        done += parse_segment(d, max_bytes - done);
+        d->ep_open = true; /* its MARK is read with it */
     }
     d->cpos = pos;
-    d->consuming = false;
     if (pos != released && dsd__ring_release(&d->ring, pos))
         wake(d->wake_fd);
-    return pos == head && d->nseg == 0;
+    return pos == head && !d->ep_open && next_mark(d) == UINT64_MAX;
 }
 
 /* ------------------------------------------------------------------------
- * The rescue (see DSD_RESCUE_RATE): the loop reads the socket itself while
- * its receive thread is kept from it
+ * The rescuer (see DSD_RESCUE_RATE): a thread that reads the socket while
+ * the receive thread is kept from it
  */
 
-/* The next tick, ns from now. Armed by the loop thread, one tick at a
- * time, so that the kernel's timer sits on the loop's CPU: one armed by
- * the receive thread sat on its CPU, and fired only once that CPU ran
- * again (ticks 3-7 ms late in a test that stops the thread). */
-static void rescue_arm_in(struct dsd__dgram *d, uint64_t ns)
+/* Publishes one MARK or END record in the rescuer's ring (data: len
+ * bytes, 8 at most). Room for it is left by every batch (rescue()). */
+static bool res_record(struct dsd__dgram *d, uint32_t flag, const void *data,
+                       uint32_t len)
 {
-    struct itimerspec its = {
-        {0, 0}, {(time_t)(ns / 1000000000u), (long)(ns % 1000000000u)}};
-    d->rescue_armed = timerfd_settime(d->rescue_fd, 0, &its, NULL) == 0;
+    char *at;
+    if (dsd__ring_reserve(&d->res, sizeof(uint64_t), 1, DSD_RING_RESET_AT,
+                          &at) == 0)
+        return false;
+    struct dsd__ring_src src = {data, len, NULL, 0};
+    dsd__ring_pack(&d->res, at, &src, 1, &len, &flag);
+    return true;
 }
 
-static void rescue_arm(struct dsd__dgram *d)
+/* Wakes the loop for the rescuer's records (signal_loop's bookkeeping is
+ * the receive thread's). */
+static void rescuer_signal(struct dsd__dgram *d)
 {
-    rescue_arm_in(d, d->rescue_tick_ns);
+    if (atomic_load_explicit(&d->consumer_ready, memory_order_acquire))
+        uv_async_send(&d->async);
 }
 
-/* The loop's own batch: allocated at the first rescue, not at start. */
-static int rescue_alloc(struct dsd__dgram *d)
-{
-    size_t bs = d->s->cfg.buffer_size, n = DSD_RESCUE_SLOTS;
-    d->rmsgs = cmn_calloc(n, sizeof(*d->rmsgs));
-    d->riovs = cmn_calloc(n, sizeof(*d->riovs));
-    d->rscratch = cmn_malloc(n * bs);
-    if (d->rmsgs == NULL || d->riovs == NULL || d->rscratch == NULL) {
-        cmn_free(d->rmsgs);
-        cmn_free(d->riovs);
-        cmn_free(d->rscratch);
-        d->rmsgs = NULL;
-        d->riovs = NULL;
-        d->rscratch = NULL;
-        return UV_ENOMEM;
-    }
-    for (size_t i = 0; i < n; i++) {
-        d->riovs[i] = (struct iovec){d->rscratch + i * bs, bs};
-        d->rmsgs[i].msg_hdr.msg_iov = &d->riovs[i];
-        d->rmsgs[i].msg_hdr.msg_iovlen = 1;
-    }
-    cmn_buf_init(&d->ovf, DSD_RESCUE_BYTES);
-    return 0;
-}
-
-/* Keeps one datagram the loop read, in room rescue() made for it. */
-static void rescue_keep(struct dsd__dgram *d, const char *data, uint32_t len,
-                        bool truncated)
-{
-    uint32_t h[2] = {truncated ? 0 : len, truncated};
-    memcpy(d->ovf.p + d->ovf.len, h, sizeof(h));
-    memcpy(d->ovf.p + d->ovf.len + sizeof(h), data, h[0]);
-    d->ovf.len += sizeof(h) + h[0];
-}
-
-/* Reads the socket while the thread publishes nothing new, for at most
- * DSD_RESCUE_MAX_NS, into a segment that is parsed after everything the
- * thread published so far (dgram_consume): the loop is often behind the
- * thread on purpose (defer_parse), and the socket cannot wait for it. */
+/* One episode: reads the socket while the receive thread publishes
+ * nothing new, for at most DSD_RESCUE_MAX_NS, into the rescuer's ring.
+ * Returns true when the socket was emptied (or nothing can be read now:
+ * the ring is full). */
 static bool rescue(struct dsd__dgram *d)
 {
-    if (d->rmsgs == NULL && rescue_alloc(d) != 0)
-        return true;
     uint64_t head = atomic_load_explicit(&d->ring.head, memory_order_acquire);
-    if (d->nseg == 0 || d->seg[d->nseg - 1].at != head) {
-        if (d->nseg == DSD_RESCUE_SEGS)
-            return true; /* the loop parses them first */
-        d->seg[d->nseg].at = head;
-        d->seg[d->nseg].beg = d->seg[d->nseg].end = d->ovf.len;
-        d->nseg++;
-    }
+    if (!res_record(d, DSD_RING_F_MARK, &head, sizeof(head)))
+        return true; /* full: the loop parses it first */
     uint64_t until = cmn_mono_ns() + DSD_RESCUE_MAX_NS;
-    bool emptied = false;
     size_t bs = d->s->cfg.buffer_size;
-    size_t room = DSD_RESCUE_SLOTS * (2 * sizeof(uint32_t) + bs);
-    d->rescues++;
+    bool emptied = false;
+    atomic_fetch_add_explicit(&d->rescues, 1, memory_order_relaxed);
     for (;;) {
-        /* room for a whole batch first (DSD_RESCUE_BYTES, the memory
-         * budget): none, and the rest waits in the socket */
-        if (d->ovf.len + room > DSD_RESCUE_BYTES ||
-            cmn_buf_reserve(&d->ovf, room) != 0 ||
-            cmn_budget_reserve(room) != 0)
-            break;
-        for (size_t i = 0; i < DSD_RESCUE_SLOTS; i++)
+        char *at;
+        size_t n = dsd__ring_reserve(&d->res, bs, DSD_RESCUE_SLOTS,
+                                     DSD_RING_RESET_AT, &at);
+        if (n < 2)
+            break; /* full: the rest waits in the socket */
+        n--;       /* a slot's room stays free for the END */
+        for (size_t i = 0; i < n; i++)
             d->rmsgs[i].msg_hdr.msg_flags = 0;
-        int k = recvmmsg(d->fd, d->rmsgs, DSD_RESCUE_SLOTS, MSG_DONTWAIT, NULL);
-        size_t before = d->ovf.len;
-        for (int i = 0; i < k; i++)
-            rescue_keep(d, d->rscratch + (size_t)i * bs, d->rmsgs[i].msg_len,
-                        d->rmsgs[i].msg_hdr.msg_flags & MSG_TRUNC);
-        cmn_budget_release(room - (d->ovf.len - before));
-        d->seg[d->nseg - 1].end = d->ovf.len;
+        int k = recvmmsg(d->fd, d->rmsgs, (unsigned)n, MSG_DONTWAIT, NULL);
         if (k < 0 && errno == EINTR)
             continue;
         if (k <= 0) {
-            emptied = true; /* or an error: the thread's to report */
+            emptied = true; /* or an error: the receive thread reports it */
             break;
         }
-        d->rescued += (uint64_t)k;
-        emptied = k < DSD_RESCUE_SLOTS;
+        for (int i = 0; i < k; i++) {
+            d->rlens[i] = d->rmsgs[i].msg_len;
+            d->rflags[i] = (d->rmsgs[i].msg_hdr.msg_flags & MSG_TRUNC)
+                               ? DSD_RING_F_TRUNC
+                               : 0;
+        }
+        struct dsd__ring_src src = {d->rscratch, bs, NULL, 0};
+        dsd__ring_pack(&d->res, at, &src, (size_t)k, d->rlens, d->rflags);
+        atomic_fetch_add_explicit(&d->rescued, (uint64_t)k,
+                                  memory_order_relaxed);
+        rescuer_signal(d);
+        emptied = (size_t)k < n;
         if (emptied || cmn_mono_ns() >= until ||
-            atomic_load_explicit(&d->ring.head, memory_order_acquire) != head)
-            break; /* emptied, time is up, or the thread is back */
+            atomic_load_explicit(&d->ring.head, memory_order_acquire) != head ||
+            atomic_load_explicit(&d->stop, memory_order_relaxed))
+            break; /* emptied, time is up, the thread is back, or a stop */
     }
-    if (d->seg[d->nseg - 1].end == d->seg[d->nseg - 1].beg)
-        d->nseg--; /* read nothing */
+    /* the END: a batch leaves a slot's room for it; the loop frees the
+     * rest in any case */
+    while (!res_record(d, DSD_RING_F_END, NULL, 0) &&
+           !atomic_load_explicit(&d->stop, memory_order_relaxed)) {
+        struct timespec ts = {0, 100000};
+        nanosleep(&ts, NULL);
+    }
+    rescuer_signal(d);
     return emptied;
 }
 
-/* A tick. With one usable CPU (known once the thread runs) the timer
- * stops for good. Idle (the socket empty and nothing published since the
- * last tick) for DSD_RESCUE_IDLE ticks: it stops until the thread, at the
- * start of the next stream, or its next wake-up of the loop, starts it
- * again. */
-static void rescue_check(struct dsd__dgram *d)
+/* A tick; returns the time to the next one, 0 for none (idle for
+ * DSD_RESCUE_IDLE ticks: the rescuer waits for the socket's next
+ * datagram). */
+static uint64_t rescue_check(struct dsd__dgram *d)
 {
-    d->rescue_armed = false;
-    if (d->rescue_off)
-        return;
-    if (atomic_load_explicit(&d->prio, memory_order_acquire) !=
-            DSD_PRIO_UNSET &&
-        d->usable_cpus < 2) { /* published with prio */
-        d->rescue_off = true;
-        return;
-    }
     uint32_t mi[SK_MEMINFO_VARS];
     read_meminfo_all(d, mi);
     uint64_t queued = mi[SK_MEMINFO_RMEM_ALLOC];
@@ -969,110 +932,159 @@ static void rescue_check(struct dsd__dgram *d)
     bool moved = head != d->rescue_head;
     d->rescue_head = head;
     if (queued == 0 && !moved) {
-        if (++d->rescue_idle < DSD_RESCUE_IDLE) {
-            rescue_arm(d);
-            return;
-        }
+        if (++d->rescue_idle < DSD_RESCUE_IDLE)
+            return d->rescue_tick_ns;
         d->rescue_idle = 0;
-        /* set, then look at the head (the thread publishes, then looks
-         * at the flag): one of the two sees the other */
-        atomic_store_explicit(&d->rescue_asleep, 1, memory_order_relaxed);
-        atomic_thread_fence(memory_order_seq_cst);
-        if (atomic_load_explicit(&d->ring.head, memory_order_relaxed) != head) {
-            atomic_store_explicit(&d->rescue_asleep, 0, memory_order_relaxed);
-            rescue_arm(d);
-        }
-        return;
+        dsd__ring_trim(&d->res); /* when the loop has parsed it all */
+        return 0;
     }
     d->rescue_idle = 0;
-    /* a long stop: what the loop keeps is parsed as it goes (the ring's
-     * older datagrams first), not held to DSD_RESCUE_BYTES */
-    uint64_t parse_until = cmn_mono_ns() + DSD_RESCUE_MAX_NS / 2;
-    while (!d->consuming && ovf_pending(d) > DSD_RESCUE_BYTES / 2 &&
-           cmn_mono_ns() < parse_until)
-        (void)dgram_consume(d, DSD_RESCUE_PARSE_STEP);
     if (4 * queued >= mi[SK_MEMINFO_RCVBUF] &&
         !atomic_load_explicit(&d->ring.prod_waiting, memory_order_acquire) &&
-        !rescue(d)) {
-        rescue_arm_in(d, DSD_RESCUE_TICK_MIN); /* more to read soon */
-        return;
+        !rescue(d))
+        return DSD_RESCUE_TICK_MIN; /* more to read soon */
+    return d->rescue_tick_ns;
+}
+
+static void *rescuer_main(void *arg)
+{
+    struct dsd__dgram *d = arg;
+    pthread_setname_np(pthread_self(), "dp-rescue-udp");
+    /* With one usable CPU it would stop with the receive thread. Else
+     * scheduled as the receive thread is (the same choice, made the same
+     * way). */
+    if (usable_cpus() < 2) {
+        atomic_store_explicit(&d->res_done, 1, memory_order_release);
+        return NULL;
     }
-    rescue_arm(d);
-}
-
-static void rescue_tick(uv_poll_t *h, int status, int events)
-{
-    struct dsd__dgram *d = h->data;
-    (void)status;
-    (void)events;
-    uint64_t ticks;
-    ssize_t rd = read(d->rescue_fd, &ticks, sizeof(ticks));
-    (void)rd;
-    rescue_check(d);
-}
-
-/* From inside a long parse: a tick now, when one is due. */
-static void rescue_due(struct dsd__dgram *d)
-{
-    uint64_t ticks;
-    if (read(d->rescue_fd, &ticks, sizeof(ticks)) == (ssize_t)sizeof(ticks))
-        rescue_check(d);
-}
-
-static void rescue_closed(uv_handle_t *h)
-{
-    struct dsd__dgram *d = h->data;
-    dsd__handle_closed(d->s);
-}
-
-/* The loop watches the rescue's timer and arms it itself (UDP only). */
-static void rescue_init(struct dsd__dgram *d)
-{
-    if (d->rescue_fd < 0 ||
-        uv_poll_init(d->s->loop, &d->rescue_poll, d->rescue_fd) != 0)
-        return;
-    d->rescue_poll.data = d;
-    d->s->nlive++;
-    d->rescue_polled = true;
-    /* the effective SO_RCVBUF read at bind (the kernel's count, doubled) */
-    uint64_t rcvbuf = d->s->rcvbuf_udp > 0 ? (uint64_t)d->s->rcvbuf_udp : 0;
-    uint64_t t = rcvbuf * 1000000u / 4 / DSD_RESCUE_RATE;
+    (void)take_priority(d->s->cfg.rx_realtime);
+    uint32_t mi[SK_MEMINFO_VARS];
+    read_meminfo_all(d, mi);
+    /* SO_MEMINFO's RCVBUF: the effective SO_RCVBUF (the kernel's count) */
+    uint64_t t =
+        (uint64_t)mi[SK_MEMINFO_RCVBUF] * 1000000u / 4 / DSD_RESCUE_RATE;
     d->rescue_tick_ns = t < DSD_RESCUE_TICK_MIN   ? DSD_RESCUE_TICK_MIN
                         : t > DSD_RESCUE_TICK_MAX ? DSD_RESCUE_TICK_MAX
                                                   : t;
-    if (uv_poll_start(&d->rescue_poll, UV_READABLE, rescue_tick) == 0)
-        rescue_arm(d); /* a first burst can find the thread stopped */
-    else
-        d->rescue_off = true;
+    uint64_t next = 0; /* idle: until the first datagram */
+    while (!atomic_load_explicit(&d->stop, memory_order_acquire)) {
+        /* ticking: the wake-up fd only; idle: the socket too, whose next
+         * datagram starts the ticks again (the receive thread may be
+         * stopped by then) */
+        struct pollfd p[2] = {{d->res_wake_fd, POLLIN, 0}, {d->fd, POLLIN, 0}};
+        struct timespec ts = {(time_t)(next / 1000000000u),
+                              (long)(next % 1000000000u)};
+        if (ppoll(p, next != 0 ? 1 : 2, next != 0 ? &ts : NULL, NULL) > 0 &&
+            (p[0].revents & POLLIN)) {
+            uint64_t v;
+            ssize_t rd = read(d->res_wake_fd, &v, sizeof(v));
+            (void)rd;
+        }
+        /* a socket that polls as failing, not readable: not a stream
+         * (the receive thread reports the error), and no reason to poll
+         * it again at once */
+        bool failing = next == 0 && (p[1].revents & ~POLLIN) != 0 &&
+                       !(p[1].revents & POLLIN);
+        if (atomic_load_explicit(&d->stop, memory_order_acquire))
+            break;
+        next = rescue_check(d);
+        if (failing && next == 0)
+            next = DSD_RESCUE_TICK_MAX;
+    }
+    atomic_store_explicit(&d->res_done, 1, memory_order_release);
+    return NULL;
 }
 
-/* At stop, before the thread is joined (the fd is closed with the
- * rest, dsd__dgram_free). */
-static void rescue_close(struct dsd__dgram *d)
+/* By the loop, right after the receive thread (UDP). It waits on the
+ * socket until the first datagram, then ticks.
+ *
+ * Where it is started from, measured on the 2-vCPU test VM (2026-12-03/04):
+ * - by the loop at its first wake-up: with defer_parse that wake-up came
+ *   once a burst was over (the socket quiet for DSD_WAKE_QUIET_NS), too
+ *   late for a stop in its middle (CI of 9e8f1cf: 14 740 datagrams lost
+ *   over a 100 ms stop, nothing rescued); woken at the first data, the
+ *   loop took 0.2-28 ms to run (it waits behind the sender, or behind
+ *   the spinning receive thread on its CPU);
+ * - by the receive thread at its first data: creating a thread took it
+ *   from the socket for milliseconds under AddressSanitizer (17 ms with
+ *   a stack of glibc's while the loop loaded libcurl; 3-10 ms with a
+ *   stack mapped ahead: losses in most small-buffer bursts there).
+ * Every signal blocked, as for the receive thread. */
+static void start_rescuer(struct dsd__dgram *d)
 {
-    if (!d->rescue_polled)
+    pthread_attr_t attr;
+    sigset_t all, old;
+    if (pthread_attr_init(&attr) != 0)
         return;
-    d->rescue_polled = false;
-    d->rescue_off = true; /* the stop drain reads the socket itself */
-    d->rescue_armed = false;
-    struct itimerspec off = {{0, 0}, {0, 0}};
-    timerfd_settime(d->rescue_fd, 0, &off, NULL);
-    uv_close((uv_handle_t *)&d->rescue_poll, rescue_closed);
+    pthread_attr_setstacksize(&attr, DSD_RESCUE_STACK);
+    atomic_store_explicit(&d->res_done, 0, memory_order_relaxed);
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(&d->res_thread, &attr, rescuer_main, d);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        CMN_LOGW(DSD_COMP, "%s: no rescuer thread: %s", d->kind, strerror(rc));
+        return;
+    }
+    d->res_started = true;
+}
+
+/* The rescuer's ring, batch and wake-up, before the receive thread
+ * starts (UDP only: a Unix datagram sender blocks instead of losing).
+ * None is not an error: there is no rescuer then. */
+static void rescuer_alloc(struct dsd__dgram *d)
+{
+    if (d != &d->s->udp || d->rmsgs != NULL)
+        return;
+    size_t bs = d->s->cfg.buffer_size, n = DSD_RESCUE_SLOTS;
+    if (d->res_wake_fd < 0)
+        d->res_wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (d->res.base == NULL && dsd__ring_init(&d->res, DSD_RESCUE_BYTES) != 0)
+        return;
+    struct mmsghdr *m = cmn_calloc(n, sizeof(*m));
+    struct iovec *v = cmn_calloc(n, sizeof(*v));
+    char *sc = cmn_malloc(n * bs); /* touched by the first rescue only */
+    if (m == NULL || v == NULL || sc == NULL) {
+        cmn_free(m);
+        cmn_free(v);
+        cmn_free(sc);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        v[i] = (struct iovec){sc + i * bs, bs};
+        m[i].msg_hdr.msg_iov = &v[i];
+        m[i].msg_hdr.msg_iovlen = 1;
+    }
+    d->rmsgs = m;
+    d->riovs = v;
+    d->rscratch = sc;
+}
+
+/* At stop, after the receive thread is done; woken with it
+ * (dsd__dgram_join). Waits for its last act as for the receive thread's. */
+static void join_thread(pthread_t t, _Atomic int *done, bool spin);
+
+static void rescuer_join(struct dsd__dgram *d)
+{
+    if (!d->res_started)
+        return;
+    join_thread(d->res_thread, &d->res_done, true);
+    d->res_started = false;
 }
 
 static void on_async(uv_async_t *h)
 {
     struct dsd__dgram *d = h->data;
-    if (d->rescue_polled && !d->rescue_armed && !d->rescue_off) {
-        atomic_store_explicit(&d->rescue_asleep, 0, memory_order_relaxed);
-        rescue_arm(d);
-    }
     log_read_errors(d);
     log_priority(d);
     /* The ack is read before the data it covers (published first). */
     uint64_t ack = atomic_load_explicit(&d->sync_ack, memory_order_acquire);
     if (!dgram_consume(d, DSD_CONSUME_BYTES)) {
-        uv_async_send(h); /* more: go on at the next loop iteration */
+        /* more: go on at the next loop iteration, unless the ring waits
+         * for the rescuer's episode (it wakes the loop as it goes) */
+        if (!d->ep_open || !d->ep_wait)
+            uv_async_send(h);
         return;
     }
     /* Emptied after the ack was read: all it covers is parsed. */
@@ -1139,10 +1151,7 @@ void dsd__dgram_free(struct dsd__dgram *d)
     cmn_free(d->rmsgs);
     cmn_free(d->riovs);
     cmn_free(d->rscratch);
-    for (unsigned i = 0; i < d->nseg; i++)
-        cmn_budget_release(d->seg[i].end - d->seg[i].beg);
-    d->nseg = 0;
-    cmn_buf_free(&d->ovf);
+    dsd__ring_free(&d->res);
     d->rmsgs = NULL;
     d->riovs = NULL;
     d->rscratch = NULL;
@@ -1155,9 +1164,9 @@ void dsd__dgram_free(struct dsd__dgram *d)
     if (d->wake_fd >= 0)
         close(d->wake_fd);
     d->wake_fd = -1;
-    if (d->rescue_fd >= 0)
-        close(d->rescue_fd);
-    d->rescue_fd = -1;
+    if (d->res_wake_fd >= 0)
+        close(d->res_wake_fd);
+    d->res_wake_fd = -1;
 }
 
 /* The receive thread blocks every signal: they belong to the loop. */
@@ -1196,13 +1205,12 @@ int dsd__dgram_receive(struct dsd__dgram *d)
     if (d->wake_fd < 0 &&
         (d->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
         return -errno;
-    /* the rescue's timer (DSD_RESCUE_RATE), made before the thread starts
-     * (it reads rescue_fd): UDP only (a Unix datagram sender blocks
-     * instead of losing); none is not an error */
-    if (d == &d->s->udp && d->rescue_fd < 0)
-        d->rescue_fd =
-            timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-    return start_thread(d);
+    rescuer_alloc(d);
+    if ((rc = start_thread(d)) != 0)
+        return rc;
+    if (d->rmsgs != NULL && d->res_wake_fd >= 0)
+        start_rescuer(d);
+    return 0;
 }
 
 int dsd__dgram_start(struct dsd__dgram *d)
@@ -1215,12 +1223,25 @@ int dsd__dgram_start(struct dsd__dgram *d)
     d->async.data = d;
     d->live = true;
     d->s->nlive++;
-    rescue_init(d);
     /* From now on the receive thread wakes the loop; what it received
      * before is parsed at the next loop iteration. */
     atomic_store_explicit(&d->consumer_ready, 1, memory_order_release);
     uv_async_send(&d->async);
     return 0;
+}
+
+/* Waits awake (spin) for a thread's last act (*done) for at most
+ * DSD_JOIN_SPIN_NS, then lets it go; joins it when it has not got there. */
+static void join_thread(pthread_t t, _Atomic int *done, bool spin)
+{
+    uint64_t until = cmn_mono_ns() + DSD_JOIN_SPIN_NS;
+    while (spin && !atomic_load_explicit(done, memory_order_acquire) &&
+           cmn_mono_ns() < until)
+        ;
+    if (atomic_load_explicit(done, memory_order_acquire))
+        pthread_detach(t);
+    else
+        pthread_join(t, NULL);
 }
 
 void dsd__dgram_join(struct dsd__dgram *d)
@@ -1229,6 +1250,8 @@ void dsd__dgram_join(struct dsd__dgram *d)
         return;
     atomic_store_explicit(&d->stop, 1, memory_order_release);
     wake(d->wake_fd);
+    if (d->res_wake_fd >= 0)
+        wake(d->res_wake_fd); /* the rescuer, if it runs */
     /* Wait for the thread's last act awake, then let it go (detached):
      * a join sleeps until the kernel has torn the thread down, and waking
      * the joiner costs another cross-CPU wake-up (0.1-0.3 ms on the test
@@ -1237,15 +1260,9 @@ void dsd__dgram_join(struct dsd__dgram *d)
     bool spin = atomic_load_explicit(&d->prio, memory_order_acquire) !=
                     DSD_PRIO_UNSET &&
                 d->usable_cpus > 1; /* published with prio */
-    uint64_t until = cmn_mono_ns() + DSD_JOIN_SPIN_NS;
-    while (spin && !atomic_load_explicit(&d->done, memory_order_acquire) &&
-           cmn_mono_ns() < until)
-        ;
-    if (atomic_load_explicit(&d->done, memory_order_acquire))
-        pthread_detach(d->thread);
-    else
-        pthread_join(d->thread, NULL);
+    join_thread(d->thread, &d->done, spin);
     d->thread_live = false;
+    rescuer_join(d);
 }
 
 void dsd__dgram_close_fd(struct dsd__dgram *d)
@@ -1276,13 +1293,13 @@ static uint64_t ring_records(struct dsd__dgram *d)
         n += !(rec.flags & DSD_RING_F_PAD);
         pos = rec.next;
     }
-    /* and those the loop read itself (the rescue's segments) */
-    for (unsigned i = 0; i < d->nseg; i++) {
-        for (size_t o = d->seg[i].beg; o < d->seg[i].end; n++) {
-            uint32_t h[2];
-            memcpy(h, d->ovf.p + o, sizeof(h));
-            o += sizeof(h) + h[0];
-        }
+    /* and the rescuer's */
+    if (d->res.base != NULL) {
+        head = atomic_load_explicit(&d->res.head, memory_order_acquire);
+        for (pos = d->rpos; dsd__ring_peek(&d->res, pos, head, &rec);
+             pos = rec.next)
+            n += !(rec.flags &
+                   (DSD_RING_F_PAD | DSD_RING_F_MARK | DSD_RING_F_END));
     }
     return n;
 }
@@ -1292,7 +1309,6 @@ void dsd__dgram_stop(struct dsd__dgram *d, struct cmn_deadline dl)
     if (!d->live)
         return;
     struct dsd *s = d->s;
-    rescue_close(d);
     dsd__dgram_join(d);
     /* The loop thread is the producer now: alternate reading and parsing
      * until the socket and the ring are both empty, or time is up. */
@@ -1306,7 +1322,7 @@ void dsd__dgram_stop(struct dsd__dgram *d, struct cmn_deadline dl)
             continue;
         if (socket_empty)
             break;
-        enum fill_result r = dgram_fill(d, 4);
+        enum fill_result r = dgram_fill(d, 4, false);
         socket_empty = r == FILL_EMPTY || r == FILL_ERROR;
     }
     log_read_errors(d);
@@ -1356,8 +1372,8 @@ void dsd__dgram_stats(const struct dsd__dgram *d, struct dsd_stats *out)
         atomic_load_explicit(&m->full_ns, memory_order_relaxed);
     out->rx_spin_ns += atomic_load_explicit(&m->spin_ns, memory_order_relaxed);
     out->rx_naps += atomic_load_explicit(&m->naps, memory_order_relaxed);
-    out->rx_rescues += d->rescues;
-    out->rx_rescued += d->rescued;
+    out->rx_rescues += atomic_load_explicit(&m->rescues, memory_order_relaxed);
+    out->rx_rescued += atomic_load_explicit(&m->rescued, memory_order_relaxed);
     out->read_errors +=
         atomic_load_explicit(&m->read_errors, memory_order_relaxed);
     if (d->ring.base != NULL)

@@ -24,10 +24,10 @@
  * resident) and a burst stays in fewer cache lines. The rest of a larger
  * datagram goes to the slot's tail, mapped in on first use. */
 #define DSD_SCRATCH_HEAD 1536u
-/* Segments of datagrams the loop read itself while its receive thread
- * could not (dsd_dgram.c, DSD_RESCUE_RATE), and their bytes at most. */
-#define DSD_RESCUE_SEGS 8
+/* The rescuer's ring (dsd_dgram.c, DSD_RESCUE_RATE): its size, and its
+ * batch. */
 #define DSD_RESCUE_BYTES ((size_t)16 << 20)
+#define DSD_RESCUE_SLOTS 16
 
 /* How the receive thread is scheduled (it sets this itself). */
 enum dsd__prio {
@@ -113,35 +113,33 @@ struct dsd__dgram {
     _Atomic uint64_t sync_req; /* loop: sync requests made */
     _Atomic uint64_t sync_ack; /* producer: requests seen at EAGAIN */
 
-    /* the rescue (dsd_dgram.c, DSD_RESCUE_RATE), UDP with two or more
-     * usable CPUs: the loop reads the socket while the thread cannot */
-    int rescue_fd;             /* timerfd, -1 when there is none */
-    _Atomic int rescue_asleep; /* loop: the timer stopped, idle; the
-                                  thread wakes the loop at the start of
-                                  the next stream */
-    uv_poll_t rescue_poll;     /* loop: the timer's readiness */
-    bool rescue_polled;        /* loop: rescue_poll initialised */
-    bool rescue_armed;         /* loop: a tick is due */
-    bool rescue_off;           /* loop: one usable CPU, or no timer */
-    unsigned rescue_idle;      /* loop: idle ticks in a row */
-    uint64_t rescue_tick_ns;   /* loop: between ticks */
-    bool consuming;            /* loop: inside dgram_consume */
-    uint64_t rescue_head;      /* loop: ring head at the last tick */
-    /* what the loop read itself, not parsed yet: records (u32 length,
-     * u32 truncated, the data) in ovf; segment i goes after the ring's
-     * datagrams before position seg[i].at and before those after it */
-    struct cmn_buf ovf;
-    struct {
-        uint64_t at;
-        size_t beg, end;
-    } seg[DSD_RESCUE_SEGS];
-    unsigned nseg;
-    struct mmsghdr *rmsgs; /* the loop's own batch, allocated at
-                              the first rescue */
+    /* the rescuer (dsd_dgram.c, DSD_RESCUE_RATE), UDP with two or more
+     * usable CPUs: a second thread that reads the socket while the
+     * receive thread cannot, into a ring of its own (res). Each of its
+     * reads is an episode: a MARK record (its data: the main ring's head
+     * when the episode began), the datagrams, an END record. The loop
+     * parses an episode once it has parsed the main ring up to its mark,
+     * and goes on with the main ring after the episode's END. */
+    struct dsd__ring res;
+    int res_wake_fd; /* eventfd: stop, a new stream */
+    pthread_t res_thread;
+    bool res_started;     /* loop: started, not yet joined */
+    _Atomic int res_done; /* the rescuer's last act */
+    /* the rescuer's own (allocated before the receive thread starts) */
+    struct mmsghdr *rmsgs;
     struct iovec *riovs;
-    char *rscratch;   /* DSD_RESCUE_SLOTS slots of buffer_size bytes */
-    uint64_t rescues; /* ticks that read the socket */
-    uint64_t rescued; /* datagrams the loop read so */
+    char *rscratch; /* DSD_RESCUE_SLOTS slots of buffer_size bytes */
+    uint32_t rlens[DSD_RESCUE_SLOTS], rflags[DSD_RESCUE_SLOTS];
+    uint64_t rescue_tick_ns;  /* between ticks */
+    uint64_t rescue_head;     /* the ring's head at the last tick */
+    unsigned rescue_idle;     /* idle ticks in a row */
+    _Atomic uint64_t rescues; /* episodes that read the socket */
+    _Atomic uint64_t rescued; /* datagrams the rescuer read */
+    /* loop: its place in res, and whether it is inside an episode (the
+     * main ring then waits at the episode's mark) */
+    uint64_t rpos;
+    bool ep_open;
+    bool ep_wait; /* ...and has parsed all of it the rescuer published */
 
     /* loop thread (consumer) */
     uint64_t cpos;          /* consumer's tail */

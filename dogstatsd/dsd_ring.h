@@ -89,6 +89,8 @@
 #define DSD_RING_KEEP_WINDOWS (DSD_RING_KEEP_HOLD + 2)
 #define DSD_RING_F_TRUNC 1u /* the datagram did not fit: data dropped */
 #define DSD_RING_F_PAD 2u   /* skip to the start of the mapping */
+#define DSD_RING_F_MARK 4u  /* the rescuer: an episode begins (dsd_int.h) */
+#define DSD_RING_F_END 8u   /* the rescuer: the episode ends */
 
 /* The producer's and the consumer's fields are kept 64 bytes apart (no
  * _Alignas: the ring lives inside heap objects with malloc's alignment),

@@ -160,7 +160,7 @@ int dsd_create(uv_loop_t *loop, const struct dsd_config *cfg,
     struct dsd__dgram *dg[2] = {&s->udp, &s->uds};
     for (int i = 0; i < 2; i++) {
         dg[i]->s = s;
-        dg[i]->fd = dg[i]->wake_fd = dg[i]->rescue_fd = -1;
+        dg[i]->fd = dg[i]->wake_fd = dg[i]->res_wake_fd = -1;
         dg[i]->kind = i == 0 ? "udp" : "uds";
         dg[i]->eol_required =
             i == 0 ? cfg->eol_required_udp : cfg->eol_required_uds;
@@ -578,7 +578,7 @@ void dsd_stop(struct dsd *s, struct cmn_deadline dl, dsd_stopped_cb cb,
                  "read pause "
                  "udp %.3f ms uds %.3f ms, dropped before the thread ran udp "
                  "%llu uds "
-                 "%llu, the loop read udp %llu datagrams in %llu rescues",
+                 "%llu, the rescuer read udp %llu datagrams in %llu rescues",
                  (unsigned long long)st.packets,
                  (unsigned long long)st.metric_lines,
                  (unsigned long long)st.packets_truncated,
