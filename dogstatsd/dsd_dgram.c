@@ -409,7 +409,7 @@ static int take_priority(bool realtime)
 static void set_own_priority(struct dsd__dgram *d)
 {
     int prio = take_priority(d->s->cfg.rx_realtime);
-    /* release: the loop reads usable_cpus once it sees prio */
+    /* release: the loop logs it once it sees it */
     atomic_store_explicit(&d->prio, prio, memory_order_release);
 }
 
@@ -602,7 +602,6 @@ static void *reader_main(void *arg)
      * 2-CPU machine: it sometimes read its first datagram only once the
      * socket was full (a 212992-byte buffer holds ~550 one-line datagrams,
      * about 2 ms of a sender), in about 1 of 100 bursts. */
-    d->usable_cpus = usable_cpus();
     set_own_priority(d);
     reader_init(d);
     /* Drops before the thread first ran: the socket is bound before the
@@ -950,13 +949,8 @@ static void *rescuer_main(void *arg)
 {
     struct dsd__dgram *d = arg;
     pthread_setname_np(pthread_self(), "dp-rescue-udp");
-    /* With one usable CPU it would stop with the receive thread. Else
-     * scheduled as the receive thread is (the same choice, made the same
-     * way). */
-    if (usable_cpus() < 2) {
-        atomic_store_explicit(&d->res_done, 1, memory_order_release);
-        return NULL;
-    }
+    /* scheduled as the receive thread is (the same choice, made the same
+     * way) */
     (void)take_priority(d->s->cfg.rx_realtime);
     uint32_t mi[SK_MEMINFO_VARS];
     read_meminfo_all(d, mi);
@@ -1205,10 +1199,14 @@ int dsd__dgram_receive(struct dsd__dgram *d)
     if (d->wake_fd < 0 &&
         (d->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
         return -errno;
+    /* for both threads, before they start (published to the loop's later
+     * reads with prio) */
+    d->usable_cpus = usable_cpus();
     rescuer_alloc(d);
     if ((rc = start_thread(d)) != 0)
         return rc;
-    if (d->rmsgs != NULL && d->res_wake_fd >= 0)
+    /* with one usable CPU it would stop with the receive thread */
+    if (d->rmsgs != NULL && d->res_wake_fd >= 0 && d->usable_cpus > 1)
         start_rescuer(d);
     return 0;
 }

@@ -83,7 +83,7 @@ struct dsd__dgram {
     uint64_t unsignalled_ns;  /* first publish the loop was not woken for */
     uint64_t last_data_ns;    /* the last read that returned data */
     unsigned usable_cpus;     /* affinity capped by a cgroup CPU quota,
-                                 set by the thread before prio */
+                                 set by the loop before the threads start */
     int64_t spin_credit_ns;   /* spinning left (see DSD_SPIN_NS) */
     uint64_t spin_at;         /* last update of spin_credit_ns */
     _Atomic uint64_t spin_ns; /* time spent spinning, for the stats */
