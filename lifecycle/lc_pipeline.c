@@ -810,6 +810,14 @@ static void report_undelivered(const struct lc_pipeline *p, bool clean)
                                st.dsd.rx_max_gap_ns_uds};
     const uint64_t asleep[2] = {st.dsd.rx_asleep_drops_udp,
                                 st.dsd.rx_asleep_drops_uds};
+    /* udp: what the second reader did (it reads while the receive thread
+     * cannot, with two or more usable CPUs) */
+    char rescue[96] = "";
+    if (st.dsd.rx_rescues != 0)
+        snprintf(rescue, sizeof(rescue),
+                 "; the rescuer read %llu datagrams in %llu rescues",
+                 (unsigned long long)st.dsd.rx_rescued,
+                 (unsigned long long)st.dsd.rx_rescues);
     for (int i = 0; i < 2; i++) {
         if (drops[i] == 0 || off >= sizeof(buf))
             continue;
@@ -823,9 +831,10 @@ static void report_undelivered(const struct lc_pipeline *p, bool clean)
             snprintf(buf + off, sizeof(buf) - off,
                      "%s%s: kernel dropped %llu datagrams (%llu before "
                      "the receive thread ran, at its start or a wake-up; "
-                     "longest pause between reads %.2f ms)",
+                     "longest pause between reads %.2f ms%s)",
                      off ? ", " : "", kinds[i], (unsigned long long)drops[i],
-                     (unsigned long long)asleep[i], pause[i] / 1e6);
+                     (unsigned long long)asleep[i], pause[i] / 1e6,
+                     i == 0 ? rescue : "");
         if (w > 0)
             off += (size_t)w;
     }
