@@ -243,14 +243,20 @@ static uint64_t read_meminfo(struct dsd__dgram *d)
     return read_meminfo_all(d, NULL);
 }
 
+/* Wakes the loop (from the receive thread or the rescuer). Before
+ * dsd_start there is no loop handle: dsd_start itself wakes the loop for
+ * what was received until then. */
+static void wake_loop(struct dsd__dgram *d)
+{
+    if (atomic_load_explicit(&d->consumer_ready, memory_order_acquire))
+        uv_async_send(&d->async);
+}
+
 /* Wakes the loop for what was published since the last wake-up. */
 static void signal_loop(struct dsd__dgram *d)
 {
     d->unsignalled_ns = 0;
-    /* Before dsd_start there is no loop handle: dsd_start itself wakes the
-     * loop for what was received until then. */
-    if (atomic_load_explicit(&d->consumer_ready, memory_order_acquire))
-        uv_async_send(&d->async);
+    wake_loop(d);
 }
 
 /* Reads until EAGAIN (FILL_EMPTY), a full ring or max_calls calls; thread:
@@ -854,14 +860,6 @@ static bool res_record(struct dsd__dgram *d, uint32_t flag, const void *data,
     return true;
 }
 
-/* Wakes the loop for the rescuer's records (signal_loop's bookkeeping is
- * the receive thread's). */
-static void rescuer_signal(struct dsd__dgram *d)
-{
-    if (atomic_load_explicit(&d->consumer_ready, memory_order_acquire))
-        uv_async_send(&d->async);
-}
-
 /* One episode: reads the socket while the receive thread publishes
  * nothing new, for at most DSD_RESCUE_MAX_NS, into the rescuer's ring.
  * Returns true when the socket was emptied (or nothing can be read now:
@@ -901,7 +899,7 @@ static bool rescue(struct dsd__dgram *d)
         dsd__ring_pack(&d->res, at, &src, (size_t)k, d->rlens, d->rflags);
         atomic_fetch_add_explicit(&d->rescued, (uint64_t)k,
                                   memory_order_relaxed);
-        rescuer_signal(d);
+        wake_loop(d); /* signal_loop's bookkeeping is the receive thread's */
         emptied = (size_t)k < n;
         if (emptied || cmn_mono_ns() >= until ||
             atomic_load_explicit(&d->ring.head, memory_order_acquire) != head ||
@@ -915,7 +913,7 @@ static bool rescue(struct dsd__dgram *d)
         struct timespec ts = {0, 100000};
         nanosleep(&ts, NULL);
     }
-    rescuer_signal(d);
+    wake_loop(d);
     return emptied;
 }
 
@@ -952,11 +950,9 @@ static void *rescuer_main(void *arg)
     /* scheduled as the receive thread is (the same choice, made the same
      * way) */
     (void)take_priority(d->s->cfg.rx_realtime);
-    uint32_t mi[SK_MEMINFO_VARS];
-    read_meminfo_all(d, mi);
-    /* SO_MEMINFO's RCVBUF: the effective SO_RCVBUF (the kernel's count) */
-    uint64_t t =
-        (uint64_t)mi[SK_MEMINFO_RCVBUF] * 1000000u / 4 / DSD_RESCUE_RATE;
+    /* the effective SO_RCVBUF read at bind (the kernel's count) */
+    uint64_t rcvbuf = d->s->rcvbuf_udp > 0 ? (uint64_t)d->s->rcvbuf_udp : 0;
+    uint64_t t = rcvbuf * 1000000u / 4 / DSD_RESCUE_RATE;
     d->rescue_tick_ns = t < DSD_RESCUE_TICK_MIN   ? DSD_RESCUE_TICK_MIN
                         : t > DSD_RESCUE_TICK_MAX ? DSD_RESCUE_TICK_MAX
                                                   : t;
@@ -1025,17 +1021,21 @@ static void start_rescuer(struct dsd__dgram *d)
 }
 
 /* The rescuer's ring, batch and wake-up, before the receive thread
- * starts (UDP only: a Unix datagram sender blocks instead of losing).
- * None is not an error: there is no rescuer then. */
-static void rescuer_alloc(struct dsd__dgram *d)
+ * starts: UDP only (a Unix datagram sender blocks instead of losing),
+ * with two or more usable CPUs (with one it would stop with the receive
+ * thread). Returns whether it can run; not running is not an error. */
+static bool rescuer_alloc(struct dsd__dgram *d)
 {
-    if (d != &d->s->udp || d->rmsgs != NULL)
-        return;
+    if (d != &d->s->udp || d->usable_cpus < 2)
+        return false;
+    if (d->rmsgs != NULL)
+        return d->res_wake_fd >= 0;
     size_t bs = d->s->cfg.buffer_size, n = DSD_RESCUE_SLOTS;
-    if (d->res_wake_fd < 0)
-        d->res_wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (d->res_wake_fd < 0 &&
+        (d->res_wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
+        return false;
     if (d->res.base == NULL && dsd__ring_init(&d->res, DSD_RESCUE_BYTES) != 0)
-        return;
+        return false;
     struct mmsghdr *m = cmn_calloc(n, sizeof(*m));
     struct iovec *v = cmn_calloc(n, sizeof(*v));
     char *sc = cmn_malloc(n * bs); /* touched by the first rescue only */
@@ -1043,7 +1043,7 @@ static void rescuer_alloc(struct dsd__dgram *d)
         cmn_free(m);
         cmn_free(v);
         cmn_free(sc);
-        return;
+        return false;
     }
     for (size_t i = 0; i < n; i++) {
         v[i] = (struct iovec){sc + i * bs, bs};
@@ -1053,12 +1053,25 @@ static void rescuer_alloc(struct dsd__dgram *d)
     d->rmsgs = m;
     d->riovs = v;
     d->rscratch = sc;
+    return true;
+}
+
+/* Waits awake (spin) for a thread's last act (*done) for at most
+ * DSD_JOIN_SPIN_NS, then lets it go; joins it when it has not got there. */
+static void join_thread(pthread_t t, _Atomic int *done, bool spin)
+{
+    uint64_t until = cmn_mono_ns() + DSD_JOIN_SPIN_NS;
+    while (spin && !atomic_load_explicit(done, memory_order_acquire) &&
+           cmn_mono_ns() < until)
+        ;
+    if (atomic_load_explicit(done, memory_order_acquire))
+        pthread_detach(t);
+    else
+        pthread_join(t, NULL);
 }
 
 /* At stop, after the receive thread is done; woken with it
  * (dsd__dgram_join). Waits for its last act as for the receive thread's. */
-static void join_thread(pthread_t t, _Atomic int *done, bool spin);
-
 static void rescuer_join(struct dsd__dgram *d)
 {
     if (!d->res_started)
@@ -1202,11 +1215,10 @@ int dsd__dgram_receive(struct dsd__dgram *d)
     /* for both threads, before they start (published to the loop's later
      * reads with prio) */
     d->usable_cpus = usable_cpus();
-    rescuer_alloc(d);
+    bool rescuer = rescuer_alloc(d);
     if ((rc = start_thread(d)) != 0)
         return rc;
-    /* with one usable CPU it would stop with the receive thread */
-    if (d->rmsgs != NULL && d->res_wake_fd >= 0 && d->usable_cpus > 1)
+    if (rescuer)
         start_rescuer(d);
     return 0;
 }
@@ -1226,20 +1238,6 @@ int dsd__dgram_start(struct dsd__dgram *d)
     atomic_store_explicit(&d->consumer_ready, 1, memory_order_release);
     uv_async_send(&d->async);
     return 0;
-}
-
-/* Waits awake (spin) for a thread's last act (*done) for at most
- * DSD_JOIN_SPIN_NS, then lets it go; joins it when it has not got there. */
-static void join_thread(pthread_t t, _Atomic int *done, bool spin)
-{
-    uint64_t until = cmn_mono_ns() + DSD_JOIN_SPIN_NS;
-    while (spin && !atomic_load_explicit(done, memory_order_acquire) &&
-           cmn_mono_ns() < until)
-        ;
-    if (atomic_load_explicit(done, memory_order_acquire))
-        pthread_detach(t);
-    else
-        pthread_join(t, NULL);
 }
 
 void dsd__dgram_join(struct dsd__dgram *d)
