@@ -985,8 +985,8 @@ static void *rescuer_main(void *arg)
     return NULL;
 }
 
-/* By the loop, as the pipeline starts (dsd__dgram_start; UDP). It waits
- * on the socket until the first datagram, then ticks.
+/* By the loop, right after the receive thread (dsd__dgram_receive; UDP).
+ * It waits on the socket until the first datagram, then ticks.
  *
  * Where it is started from, measured on the 2-vCPU test VM (2026-12-03/04):
  * - by the loop at its first wake-up: with defer_parse that wake-up came
@@ -998,7 +998,12 @@ static void *rescuer_main(void *arg)
  * - by the receive thread at its first data: creating a thread took it
  *   from the socket for milliseconds under AddressSanitizer (17 ms with
  *   a stack of glibc's while the loop loaded libcurl; 3-10 ms with a
- *   stack mapped ahead: losses in most small-buffer bursts there).
+ *   stack mapped ahead: losses in most small-buffer bursts there);
+ * - by the loop as the pipeline starts (dsd__dgram_start, after the
+ *   receive threads): that comes after the sink and the forwarder are
+ *   built (libcurl's load), 0.1 s and more after the receive thread on a
+ *   loaded CI machine, where the child's first burst of 20 000 datagrams
+ *   was over first (CI of 42b56b9: no rescuer 0.1 s after it).
  * Every signal blocked, as for the receive thread. */
 static void start_rescuer(struct dsd__dgram *d)
 {
@@ -1215,7 +1220,12 @@ int dsd__dgram_receive(struct dsd__dgram *d)
     /* for the receive thread and the rescuer (published to the loop's
      * later reads with prio) */
     d->usable_cpus = usable_cpus();
-    return start_thread(d);
+    bool rescuer = rescuer_alloc(d);
+    if ((rc = start_thread(d)) != 0)
+        return rc;
+    if (rescuer)
+        start_rescuer(d);
+    return 0;
 }
 
 int dsd__dgram_start(struct dsd__dgram *d)
@@ -1228,14 +1238,6 @@ int dsd__dgram_start(struct dsd__dgram *d)
     d->async.data = d;
     d->live = true;
     d->s->nlive++;
-    /* The rescuer with the pipeline, not with the receive thread: the
-     * wrapper starts both at once after the spawn, and the Lambda
-     * extension starts the pipeline only after its first /next, so the
-     * rescuer's creation (milliseconds under AddressSanitizer) is not on
-     * its register-to-/next path (CI of b5de899: 31.6 ms against the
-     * 30 ms of lambda::split_answers_on_a_kept_connection_are_not_delayed) */
-    if (d->thread_live && !d->res_started && rescuer_alloc(d))
-        start_rescuer(d);
     /* From now on the receive thread wakes the loop; what it received
      * before is parsed at the next loop iteration. */
     atomic_store_explicit(&d->consumer_ready, 1, memory_order_release);
