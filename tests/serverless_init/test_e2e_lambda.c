@@ -722,7 +722,11 @@ Test(lambda, kept_connection_closed_by_the_runtime_api_is_replaced,
  * algorithm holds the body until the head is acknowledged, and Linux
  * delays that acknowledgement by at least 40 ms on a connection past its
  * first exchanges. The extension acknowledges at once: the subscribe on
- * the kept connection must not cost those 40 ms. */
+ * the kept connection must not cost those 40 ms. The bound is 38 ms: a
+ * delayed acknowledgement alone takes 40. Without one, register to /next
+ * took 1.3-9.1 ms here under AddressSanitizer (16 runs, half of them
+ * beside two busy processes), and 31.6 ms once in a fresh-clone CI run
+ * (of b5de899), which the earlier bound of 30 ms failed. */
 Test(lambda, split_answers_on_a_kept_connection_are_not_delayed, .timeout = 30)
 {
     struct lx_test t;
@@ -732,7 +736,7 @@ Test(lambda, split_answers_on_a_kept_connection_are_not_delayed, .timeout = 30)
     struct fl_info in = expect_calls(&t, 1, 1, 0, 0);
     uint64_t reg = in.register_ns, next = fl_next_ns(t.fl, 0);
     cr_assert_eq(fl_next_conn(t.fl, 0), 1);
-    cr_assert_lt(next - reg, 30 * 1000000ull,
+    cr_assert_lt(next - reg, 38 * 1000000ull,
                  "register to first /next: %llu us",
                  (unsigned long long)(next - reg) / 1000);
     two_invocations_delivered(&t);
