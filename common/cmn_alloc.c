@@ -230,6 +230,41 @@ size_t cmn_alloc_size(const void *p)
 #define MADV_POPULATE_WRITE 23 /* linux/mman.h, Linux 5.14 */
 #endif
 
+static _Atomic int mm_rewrites; /* cmn_mm_rewrite_begin's, not yet ended */
+
+void cmn_mm_rewrite_begin(void)
+{
+    atomic_fetch_add_explicit(&mm_rewrites, 1, memory_order_relaxed);
+}
+
+void cmn_mm_rewrite_end(void)
+{
+    atomic_fetch_sub_explicit(&mm_rewrites, 1, memory_order_relaxed);
+}
+
+bool cmn_mm_rewriting(void)
+{
+    return atomic_load_explicit(&mm_rewrites, memory_order_relaxed) != 0;
+}
+
+void cmn_touch_pages(void *p, size_t len)
+{
+    /* an atomic add of 0: one write fault a page, where a load and a
+     * store fault twice (the zero page first) */
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    char *c = p;
+    for (uintptr_t off = 0; off < len; off += page)
+        (void)__atomic_fetch_add(c + off, 0, __ATOMIC_RELAXED);
+    if (len > 0) /* the last page, when p is not aligned */
+        (void)__atomic_fetch_add(c + len - 1, 0, __ATOMIC_RELAXED);
+}
+
+void cmn_prime_mapping(void *page)
+{
+    *(volatile char *)page = 0;
+    (void)madvise(page, (size_t)sysconf(_SC_PAGESIZE), MADV_DONTNEED);
+}
+
 int cmn_populate(void *p, size_t len)
 {
     static _Atomic int unsupported;

@@ -515,9 +515,8 @@ static void reader_init(struct dsd__dgram *d)
      * page in each 8 KiB slot cost the child's spawn ~0.9 ms when this
      * thread ran it at real-time priority on the CPU the spawn wanted. */
     size_t len = d->mmsg_n * d->scratch_head;
-    if (cmn_populate(d->scratch, len) != 0)
-        for (size_t off = 0; off < len; off += 4096)
-            ((volatile char *)d->scratch)[off] = 0;
+    if (cmn_mm_rewriting() || cmn_populate(d->scratch, len) != 0)
+        cmn_touch_pages(d->scratch, len);
 }
 
 /* Whether to read again at once instead of sleeping (see DSD_SPIN_NS);

@@ -46,6 +46,9 @@ int dsd__ring_init(struct dsd__ring *r, size_t cap)
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (m == MAP_FAILED)
         return -errno;
+    /* its later faults, cmn_mm_rewriting's, then skip the address-space
+     * lock */
+    cmn_prime_mapping(m);
     r->base = m;
     r->cap = cap;
     atomic_init(&r->head, 0);
@@ -255,7 +258,8 @@ size_t dsd__ring_reserve(struct dsd__ring *r, size_t slot_data,
  * the pages from touched up to the next multiple of DSD_RING_AHEAD in
  * (within what the memory budget covers) and counts them as touched, so
  * that trim and shed give them back. On failure (an old kernel) the pages
- * are faulted in as they are written. */
+ * are faulted in as they are written. While a rewrite of the address space
+ * is announced (common.h), only the pages up to end, by touching them. */
 static void ring_populate(struct dsd__ring *r, size_t end)
 {
     size_t pg = page_size();
@@ -268,8 +272,15 @@ static void ring_populate(struct dsd__ring *r, size_t end)
         hi = limit;
     if (hi < end) /* the budget covers what is written (budget_slots) */
         hi = (end + pg - 1) / pg * pg;
-    if (hi > lo && cmn_populate(r->base + lo, hi - lo) == 0)
+    if (cmn_mm_rewriting()) {
+        /* the pages written next only, one fault each, without waiting
+         * for the address-space lock (common.h) */
+        hi = (end + pg - 1) / pg * pg;
+        cmn_touch_pages(r->base + lo, hi - lo);
         r->touched = hi;
+    } else if (hi > lo && cmn_populate(r->base + lo, hi - lo) == 0) {
+        r->touched = hi;
+    }
     r->grew_ms = mono_ms();
     r->shedding = false; /* the head needs the pages again */
 }

@@ -131,7 +131,11 @@ static void load(void)
         /* a private build that is not there: one failed open() */
         if (i + 1 < nlib_names && access(lib_name, F_OK) != 0)
             continue;
+        /* announced: the receive threads fault their rings in without
+         * waiting for the address-space lock meanwhile (common.h) */
+        cmn_mm_rewrite_begin();
         h = dlopen(lib_name, RTLD_NOW | RTLD_LOCAL);
+        cmn_mm_rewrite_end();
     }
     if (h == NULL) {
         const char *e = dlerror();

@@ -217,6 +217,41 @@ Test(alloc, populate_maps_pages_in_and_keeps_their_contents)
     munmap(m, n * pg);
 }
 
+/* cmn_touch_pages faults in exactly the pages of an unaligned range,
+ * keeping their bytes; cmn_prime_mapping leaves no page resident;
+ * cmn_mm_rewriting is true from the first begin to the last end. */
+Test(alloc, touch_pages_maps_the_range_in_and_keeps_its_contents)
+{
+    const size_t pg = 4096, n = 16;
+    unsigned char *m = mmap(NULL, n * pg, PROT_READ | PROT_WRITE,
+                            MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    cr_assert_neq(m, MAP_FAILED);
+    unsigned char vec[16];
+    cmn_prime_mapping(m);
+    cr_assert_eq(mincore(m, n * pg, vec), 0);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_eq(vec[i] & 1, 0, "page %zu after priming", i);
+    m[3 * pg + 5] = 0xab; /* page 3 is resident, with a byte of data */
+    /* from inside page 2 to inside page 9 (its byte 3995) */
+    cmn_touch_pages(m + 2 * pg + 100, 7 * pg + 3896);
+    cr_assert_eq(mincore(m, n * pg, vec), 0);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_eq(vec[i] & 1, i >= 2 && i <= 9, "page %zu", i);
+    cr_assert_eq(m[3 * pg + 5], 0xab);
+    cr_assert_eq(m[2 * pg + 100], 0);
+    cr_assert_eq(m[9 * pg + 3995], 0);
+    munmap(m, n * pg);
+
+    cr_assert_not(cmn_mm_rewriting());
+    cmn_mm_rewrite_begin();
+    cmn_mm_rewrite_begin();
+    cr_assert(cmn_mm_rewriting());
+    cmn_mm_rewrite_end();
+    cr_assert(cmn_mm_rewriting(), "nested: one begin still open");
+    cmn_mm_rewrite_end();
+    cr_assert_not(cmn_mm_rewriting());
+}
+
 Test(buf, cap_is_hard_and_failed_append_changes_nothing)
 {
     struct cmn_buf b;
