@@ -231,9 +231,43 @@ size_t cmn_alloc_size(const void *p)
 #endif
 
 static _Atomic int mm_rewrites; /* cmn_mm_rewrite_begin's, not yet ended */
+static pthread_mutex_t prime_mu = PTHREAD_MUTEX_INITIALIZER;
+static void *prime_pages[CMN_PRIME_MAX]; /* under prime_mu */
+
+bool cmn_prime_register(void *page)
+{
+    bool ok = false;
+    pthread_mutex_lock(&prime_mu);
+    for (size_t i = 0; i < CMN_PRIME_MAX && !ok; i++)
+        if (prime_pages[i] == NULL) {
+            prime_pages[i] = page;
+            ok = true;
+        }
+    pthread_mutex_unlock(&prime_mu);
+    return ok;
+}
+
+void cmn_prime_unregister(void *page)
+{
+    pthread_mutex_lock(&prime_mu);
+    for (size_t i = 0; i < CMN_PRIME_MAX; i++)
+        if (prime_pages[i] == page)
+            prime_pages[i] = NULL;
+    pthread_mutex_unlock(&prime_mu);
+}
 
 void cmn_mm_rewrite_begin(void)
 {
+    /* a fault and a give-back each (again, harmlessly, at a second
+     * rewrite), under the lock that keeps the mappings from going */
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+    pthread_mutex_lock(&prime_mu);
+    for (size_t i = 0; i < CMN_PRIME_MAX; i++)
+        if (prime_pages[i] != NULL) {
+            *(volatile char *)prime_pages[i] = 0;
+            (void)madvise(prime_pages[i], pg, MADV_DONTNEED);
+        }
+    pthread_mutex_unlock(&prime_mu);
     atomic_fetch_add_explicit(&mm_rewrites, 1, memory_order_relaxed);
 }
 
@@ -257,12 +291,6 @@ void cmn_touch_pages(void *p, size_t len)
         (void)__atomic_fetch_add(c + off, 0, __ATOMIC_RELAXED);
     if (len > 0) /* the last page, when p is not aligned */
         (void)__atomic_fetch_add(c + len - 1, 0, __ATOMIC_RELAXED);
-}
-
-void cmn_prime_mapping(void *page)
-{
-    *(volatile char *)page = 0;
-    (void)madvise(page, (size_t)sysconf(_SC_PAGESIZE), MADV_DONTNEED);
 }
 
 int cmn_populate(void *p, size_t len)

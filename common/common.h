@@ -110,14 +110,21 @@ void cmn_mm_rewrite_end(void);
 bool cmn_mm_rewriting(void);
 /* Faults the pages of [p, p + len) in by writing to each, contents
  * unchanged (one write fault a page). The mapping must have faulted once
- * before (cmn_prime_mapping) for that fault to skip the address-space
+ * before (cmn_prime_register) for that fault to skip the address-space
  * lock. */
 void cmn_touch_pages(void *p, size_t len);
 /* The first fault of an anonymous mapping sets it up for the ones after
  * (its anon_vma) under the address-space lock; later faults need only the
- * mapping's own. Faults its first page in and gives the page back (its
- * contents are lost: for a fresh mapping). */
-void cmn_prime_mapping(void *page);
+ * mapping's own. cmn_mm_rewrite_begin primes each mapping registered
+ * here so before the rewrite starts: page, a page of the mapping that
+ * never holds data, is faulted in and given back. Only then, and only
+ * for what registered: a job that never loads libcurl pays nothing.
+ * Registered until cmn_prime_unregister, which must come before the
+ * mapping goes. At most CMN_PRIME_MAX at once; false when full (that
+ * mapping's first fault in a rewrite may then wait for the lock). */
+#define CMN_PRIME_MAX 8
+bool cmn_prime_register(void *page);
+void cmn_prime_unregister(void *page);
 /* Maps in the first len bytes of the malloc heap, from a block that was
  * just allocated (the first of the process) up to the heap's end at most:
  * a start-up's small allocations then write to mapped pages instead of

@@ -42,13 +42,14 @@ int dsd__ring_init(struct dsd__ring *r, size_t cap)
     if (cap < pg)
         cap = pg;
     cap = (cap + pg - 1) / pg * pg;
-    void *m = mmap(NULL, cap, PROT_READ | PROT_WRITE,
+    /* one page more, past the ring: it never holds data, and priming it
+     * before a rewrite of the address space (common.h) lets the ring's
+     * later faults skip the address-space lock */
+    char *m = mmap(NULL, cap + pg, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (m == MAP_FAILED)
         return -errno;
-    /* its later faults, cmn_mm_rewriting's, then skip the address-space
-     * lock */
-    cmn_prime_mapping(m);
+    (void)cmn_prime_register(m + cap);
     r->base = m;
     r->cap = cap;
     atomic_init(&r->head, 0);
@@ -67,8 +68,10 @@ void dsd__ring_free(struct dsd__ring *r)
     r->budgeted = 0;
     /* past its touched pages the mapping holds none: the exit takes it
      * when that much may be left to it */
+    if (r->base != NULL)
+        cmn_prime_unregister(r->base + r->cap);
     if (r->base != NULL && !cmn_alloc_keep_at_exit(r->touched))
-        munmap(r->base, r->cap);
+        munmap(r->base, r->cap + page_size());
     r->base = NULL;
     r->cap = 0;
 }

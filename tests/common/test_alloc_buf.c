@@ -218,8 +218,9 @@ Test(alloc, populate_maps_pages_in_and_keeps_their_contents)
 }
 
 /* cmn_touch_pages faults in exactly the pages of an unaligned range,
- * keeping their bytes; cmn_prime_mapping leaves no page resident;
- * cmn_mm_rewriting is true from the first begin to the last end. */
+ * keeping their bytes; priming a registered page (cmn_mm_rewrite_begin)
+ * leaves no page resident; cmn_mm_rewriting is true from the first begin
+ * to the last end. */
 Test(alloc, touch_pages_maps_the_range_in_and_keeps_its_contents)
 {
     const size_t pg = 4096, n = 16;
@@ -227,7 +228,11 @@ Test(alloc, touch_pages_maps_the_range_in_and_keeps_its_contents)
                             MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     cr_assert_neq(m, MAP_FAILED);
     unsigned char vec[16];
-    cmn_prime_mapping(m);
+    cr_assert(cmn_prime_register(m + 15 * pg));
+    cmn_mm_rewrite_begin();
+    cr_assert(cmn_mm_rewriting());
+    cmn_mm_rewrite_end();
+    cmn_prime_unregister(m + 15 * pg);
     cr_assert_eq(mincore(m, n * pg, vec), 0);
     for (size_t i = 0; i < n; i++)
         cr_assert_eq(vec[i] & 1, 0, "page %zu after priming", i);
