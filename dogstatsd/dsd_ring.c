@@ -267,22 +267,24 @@ static void ring_populate(struct dsd__ring *r, size_t end)
 {
     size_t pg = page_size();
     size_t lo = r->touched / pg * pg;
-    size_t hi = (end + DSD_RING_AHEAD - 1) / DSD_RING_AHEAD * DSD_RING_AHEAD;
-    size_t limit = DSD_RING_FLOOR + r->budgeted;
-    if (limit > r->cap)
-        limit = r->cap;
-    if (hi > limit)
-        hi = limit;
-    if (hi < end) /* the budget covers what is written (budget_slots) */
-        hi = (end + pg - 1) / pg * pg;
+    size_t upto = (end + pg - 1) / pg * pg; /* the pages written next */
     if (cmn_mm_rewriting()) {
-        /* the pages written next only, one fault each, without waiting
-         * for the address-space lock (common.h) */
-        hi = (end + pg - 1) / pg * pg;
-        cmn_touch_pages(r->base + lo, hi - lo);
-        r->touched = hi;
-    } else if (hi > lo && cmn_populate(r->base + lo, hi - lo) == 0) {
-        r->touched = hi;
+        /* one fault each, without waiting for the address-space lock
+         * (common.h) */
+        cmn_touch_pages(r->base + lo, upto - lo);
+        r->touched = upto;
+    } else {
+        size_t hi =
+            (end + DSD_RING_AHEAD - 1) / DSD_RING_AHEAD * DSD_RING_AHEAD;
+        size_t limit = DSD_RING_FLOOR + r->budgeted;
+        if (limit > r->cap)
+            limit = r->cap;
+        if (hi > limit)
+            hi = limit;
+        if (hi < end) /* the budget covers what is written (budget_slots) */
+            hi = upto;
+        if (hi > lo && cmn_populate(r->base + lo, hi - lo) == 0)
+            r->touched = hi;
     }
     r->grew_ms = mono_ms();
     r->shedding = false; /* the head needs the pages again */

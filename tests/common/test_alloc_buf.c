@@ -190,31 +190,44 @@ Test(alloc, exiting_leaves_big_blocks_to_the_exit)
     cr_expect_not(cmn_alloc_keep_at_exit(CMN_EXIT_KEEP_MAX));
 }
 
+enum { TP_PAGE = 4096, TP_PAGES = 16 };
+
+/* TP_PAGES fresh pages, none resident. */
+static unsigned char *fresh_pages(void)
+{
+    unsigned char *m = mmap(NULL, TP_PAGES * TP_PAGE, PROT_READ | PROT_WRITE,
+                            MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    cr_assert_neq(m, MAP_FAILED);
+    return m;
+}
+
+/* Exactly pages lo..hi of m are resident (by mincore); none when lo > hi. */
+static void expect_resident(const unsigned char *m, size_t lo, size_t hi)
+{
+    unsigned char vec[TP_PAGES];
+    cr_assert_eq(mincore((void *)m, TP_PAGES * TP_PAGE, vec), 0);
+    for (size_t i = 0; i < TP_PAGES; i++)
+        cr_assert_eq(vec[i] & 1, i >= lo && i <= hi, "page %zu", i);
+}
+
 /* cmn_populate maps pages in (resident by mincore) and leaves what they
  * hold as it was. */
 Test(alloc, populate_maps_pages_in_and_keeps_their_contents)
 {
-    const size_t pg = 4096, n = 16;
-    unsigned char *m = mmap(NULL, n * pg, PROT_READ | PROT_WRITE,
-                            MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    cr_assert_neq(m, MAP_FAILED);
-    unsigned char vec[16];
+    const size_t pg = TP_PAGE;
+    unsigned char *m = fresh_pages();
     m[3 * pg + 5] = 0xab; /* page 3 is resident, with a byte of data */
-    cr_assert_eq(mincore(m, n * pg, vec), 0);
-    for (size_t i = 0; i < n; i++)
-        cr_assert_eq(vec[i] & 1, i == 3, "page %zu", i);
+    expect_resident(m, 3, 3);
     /* an unaligned range: from inside page 2 to inside page 9 */
     int rc = cmn_populate(m + 2 * pg + 100, 7 * pg);
     if (rc == -EINVAL)
         cr_skip_test("no MADV_POPULATE_WRITE (Linux < 5.14)");
     cr_assert_eq(rc, 0);
-    cr_assert_eq(mincore(m, n * pg, vec), 0);
-    for (size_t i = 0; i < n; i++)
-        cr_assert_eq(vec[i] & 1, i >= 2 && i <= 9, "page %zu", i);
+    expect_resident(m, 2, 9);
     cr_assert_eq(m[3 * pg + 5], 0xab);
     cr_assert_eq(m[2 * pg], 0);
     cr_assert_eq(cmn_populate(m, 0), 0, "nothing to do");
-    munmap(m, n * pg);
+    munmap(m, TP_PAGES * pg);
 }
 
 /* cmn_touch_pages faults in exactly the pages of an unaligned range,
@@ -223,29 +236,22 @@ Test(alloc, populate_maps_pages_in_and_keeps_their_contents)
  * to the last end. */
 Test(alloc, touch_pages_maps_the_range_in_and_keeps_its_contents)
 {
-    const size_t pg = 4096, n = 16;
-    unsigned char *m = mmap(NULL, n * pg, PROT_READ | PROT_WRITE,
-                            MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    cr_assert_neq(m, MAP_FAILED);
-    unsigned char vec[16];
+    const size_t pg = TP_PAGE;
+    unsigned char *m = fresh_pages();
     cr_assert(cmn_prime_register(m + 15 * pg));
     cmn_mm_rewrite_begin();
     cr_assert(cmn_mm_rewriting());
     cmn_mm_rewrite_end();
     cmn_prime_unregister(m + 15 * pg);
-    cr_assert_eq(mincore(m, n * pg, vec), 0);
-    for (size_t i = 0; i < n; i++)
-        cr_assert_eq(vec[i] & 1, 0, "page %zu after priming", i);
-    m[3 * pg + 5] = 0xab; /* page 3 is resident, with a byte of data */
+    expect_resident(m, 1, 0); /* none */
+    m[3 * pg + 5] = 0xab;     /* page 3 is resident, with a byte of data */
     /* from inside page 2 to inside page 9 (its byte 3995) */
     cmn_touch_pages(m + 2 * pg + 100, 7 * pg + 3896);
-    cr_assert_eq(mincore(m, n * pg, vec), 0);
-    for (size_t i = 0; i < n; i++)
-        cr_assert_eq(vec[i] & 1, i >= 2 && i <= 9, "page %zu", i);
+    expect_resident(m, 2, 9);
     cr_assert_eq(m[3 * pg + 5], 0xab);
     cr_assert_eq(m[2 * pg + 100], 0);
     cr_assert_eq(m[9 * pg + 3995], 0);
-    munmap(m, n * pg);
+    munmap(m, TP_PAGES * pg);
 
     cr_assert_not(cmn_mm_rewriting());
     cmn_mm_rewrite_begin();
