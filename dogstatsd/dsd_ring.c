@@ -68,10 +68,11 @@ void dsd__ring_free(struct dsd__ring *r)
     r->budgeted = 0;
     /* past its touched pages the mapping holds none: the exit takes it
      * when that much may be left to it */
-    if (r->base != NULL)
+    if (r->base != NULL) {
         cmn_prime_unregister(r->base + r->cap);
-    if (r->base != NULL && !cmn_alloc_keep_at_exit(r->touched))
-        munmap(r->base, r->cap + page_size());
+        if (!cmn_alloc_keep_at_exit(r->touched))
+            munmap(r->base, r->cap + page_size());
+    }
     r->base = NULL;
     r->cap = 0;
 }
