@@ -7,7 +7,7 @@
  *                 [--mix counters|statsd|all] [--contexts N] [--tags N]
  *                 [--lines-per-packet N] [--packet-size B] [--rate L/s]
  *                 [--duration S] [--once] [--cpu N] [--batch N]
- *                 [--dump FILE --packets N]
+ *                 [--max-behind-ms M] [--dump FILE --packets N]
  *
  * Workloads (defaults that --mix/--contexts/... then refine):
  *   a  counters only, short names ("app.hit.0042:7|c"), 1000 contexts, 80
@@ -17,12 +17,20 @@
  *   c  all six DogStatsD types (g c s h ms d) with 3 tags each, 1000
  *      contexts, packets filled up to 1400 bytes
  *
+ * A paced sender that falls behind its schedule (its CPU stopped by the
+ * host, a late wake-up) sends the backlog back to back, at full speed.
+ * --max-behind-ms M bounds that backlog: the schedule slips so that it is
+ * never more than M ms behind (the lines of the slip are not sent), as a
+ * client whose own CPU stopped produces nothing meanwhile. The default
+ * bounds nothing.
+ *
  * --once sends every context exactly once (for the live-contexts RSS
  * figure) and exits. --dump writes N packets as [u32 length][bytes] records
  * to FILE instead of sending (the parse-only micro-bench reads them).
  *
  * On exit it prints one line:
  *   loadgen lines=N packets=N bytes=N elapsed_s=X rate_lps=X send_errors=N
+ *           max_behind_us=N slipped_us=N
  * Loopback only: the host must be 127.0.0.1 or ::1.
  */
 #include <arpa/inet.h>
@@ -54,6 +62,7 @@ struct lg_opts {
     uint64_t packet_size;
     double rate; /* lines/s, 0 = as fast as possible */
     double duration;
+    double max_behind_ms; /* < 0: unbounded */
     bool once;
     int cpu; /* -1 = no pinning */
     uint64_t batch;
@@ -81,7 +90,7 @@ static void usage(void)
             "[--workload a|b|c] [--mix counters|statsd|all] [--contexts N] "
             "[--tags N] [--lines-per-packet N] [--packet-size B] "
             "[--rate LINES_PER_S] [--duration S] [--once] [--cpu N] "
-            "[--batch N] [--dump FILE --packets N]\n");
+            "[--batch N] [--max-behind-ms M] [--dump FILE --packets N]\n");
     exit(2);
 }
 
@@ -119,6 +128,7 @@ static void parse_args(int argc, char **argv, struct lg_opts *o)
     o->duration = 5;
     o->cpu = -1;
     o->batch = 64;
+    o->max_behind_ms = -1;
     switch (o->workload) {
     case 'a':
         o->mix = "counters";
@@ -172,6 +182,8 @@ static void parse_args(int argc, char **argv, struct lg_opts *o)
             o->cpu = (int)arg_u64(v, 1023);
         else if (strcmp(a, "--batch") == 0)
             o->batch = arg_u64(v, 1024);
+        else if (strcmp(a, "--max-behind-ms") == 0)
+            o->max_behind_ms = arg_f64(v);
         else if (strcmp(a, "--dump") == 0)
             o->dump = v;
         else if (strcmp(a, "--packets") == 0)
@@ -419,6 +431,10 @@ int main(int argc, char **argv)
         return 1;
 
     uint64_t lines = 0, packets = 0, bytes = 0, errors = 0;
+    /* the furthest behind schedule it fell (a stop of its CPU, a late
+     * wake-up), in µs of the target rate: it then sends that backlog
+     * back to back, at full speed, not at the target rate */
+    uint64_t max_behind_us = 0, slipped_us = 0;
     size_t next = 0;
     double t0 = now_s(), deadline = t0 + o.duration;
     for (;;) {
@@ -437,6 +453,14 @@ int main(int argc, char **argv)
                     nanosleep(&ts, NULL);
                 }
                 continue;
+            }
+            double behind = (allowed - (double)lines) / o.rate * 1e6;
+            if (behind > (double)max_behind_us)
+                max_behind_us = (uint64_t)behind;
+            if (o.max_behind_ms >= 0 && behind > o.max_behind_ms * 1e3) {
+                double slip = behind / 1e6 - o.max_behind_ms / 1e3;
+                t0 += slip; /* the schedule slips */
+                slipped_us += (uint64_t)(slip * 1e6);
             }
         }
         size_t n = 0, first = next;
@@ -476,10 +500,12 @@ int main(int argc, char **argv)
     }
     double el = now_s() - t0;
     printf("loadgen lines=%llu packets=%llu bytes=%llu elapsed_s=%.6f "
-           "rate_lps=%.0f send_errors=%llu\n",
+           "rate_lps=%.0f send_errors=%llu max_behind_us=%llu "
+           "slipped_us=%llu\n",
            (unsigned long long)lines, (unsigned long long)packets,
            (unsigned long long)bytes, el, el > 0 ? (double)lines / el : 0,
-           (unsigned long long)errors);
+           (unsigned long long)errors, (unsigned long long)max_behind_us,
+           (unsigned long long)slipped_us);
     fflush(stdout);
     close(fd);
     for (size_t i = 0; i < npk; i++)

@@ -7,6 +7,7 @@
  *   bench_throughput [--workload a|b|c] [--rate LINES_PER_S] [--duration S]
  *                    [--rcvbuf BYTES] [--contexts N] [--once]
  *                    [--loadgen PATH] [--server-cpu N] [--loadgen-cpu N]
+ *                    [--max-behind-ms M]
  *   bench_throughput --parse-only FILE [--sink null|agg] [--seconds S]
  *
  * A run prints one line of key=value figures:
@@ -58,6 +59,7 @@ struct tp_opts {
     bool once;
     const char *loadgen;
     int server_cpu, loadgen_cpu;
+    double max_behind_ms; /* bench_loadgen --max-behind-ms; < 0: unset */
     const char *parse_only;
     const char *sink; /* null | agg */
     double seconds;
@@ -95,7 +97,8 @@ static void usage(void)
     fprintf(stderr,
             "usage: bench_throughput [--workload a|b|c] [--rate L/s] "
             "[--duration S] [--rcvbuf BYTES] [--contexts N] [--once] "
-            "[--loadgen PATH] [--server-cpu N] [--loadgen-cpu N]\n"
+            "[--loadgen PATH] [--server-cpu N] [--loadgen-cpu N] "
+            "[--max-behind-ms M]\n"
             "       bench_throughput --parse-only FILE [--sink null|agg] "
             "[--seconds S]\n");
     exit(2);
@@ -287,16 +290,17 @@ static void report(struct tp *t)
            (unsigned long long)as.contexts, (unsigned long long)t->payloads,
            (long long)t->exit_status);
     /* where a loss came from: the receive thread's view */
-    printf(
-        "receive ring_full=%llu ring_full_ms=%.3f max_gap_ms=%.3f "
-        "asleep_drops=%llu kernel_drops=%llu budget_refused=%llu naps=%llu\n",
-        (unsigned long long)(st.ring_full - t->st0.ring_full),
-        (double)(st.ring_full_ns - t->st0.ring_full_ns) / 1e6,
-        (double)st.rx_max_gap_ns_udp / 1e6,
-        (unsigned long long)st.rx_asleep_drops_udp,
-        (unsigned long long)st.kernel_drops_udp,
-        (unsigned long long)st.ring_budget_refused,
-        (unsigned long long)(st.rx_naps - t->st0.rx_naps));
+    printf("receive ring_full=%llu ring_full_ms=%.3f max_gap_ms=%.3f "
+           "asleep_drops=%llu kernel_drops=%llu budget_refused=%llu naps=%llu "
+           "sender_max_behind_ms=%.3f\n",
+           (unsigned long long)(st.ring_full - t->st0.ring_full),
+           (double)(st.ring_full_ns - t->st0.ring_full_ns) / 1e6,
+           (double)st.rx_max_gap_ns_udp / 1e6,
+           (unsigned long long)st.rx_asleep_drops_udp,
+           (unsigned long long)st.kernel_drops_udp,
+           (unsigned long long)st.ring_budget_refused,
+           (unsigned long long)(st.rx_naps - t->st0.rx_naps),
+           (double)parse_kv(t->outbuf, " max_behind_us=") / 1e3);
     fflush(stdout);
 }
 
@@ -365,6 +369,7 @@ static int run_socket(struct tp *t)
     struct dsd_config dcfg;
     struct dsd_sink sink;
     char port_s[16], rate_s[32], dur_s[32], ctx_s[32], cpu_s[16];
+    char behind_s[32];
     int err;
 
     pin_cpu(t->o.server_cpu);
@@ -418,6 +423,11 @@ static int run_socket(struct tp *t)
     }
     if (t->o.once)
         args[na++] = "--once";
+    if (t->o.max_behind_ms >= 0) {
+        snprintf(behind_s, sizeof(behind_s), "%g", t->o.max_behind_ms);
+        args[na++] = "--max-behind-ms";
+        args[na++] = behind_s;
+    }
     args[na] = NULL;
 
     uv_pipe_init(&t->loop, &t->out, 0);
@@ -619,6 +629,7 @@ int main(int argc, char **argv)
     o->rcvbuf = 4 << 20;
     o->server_cpu = 0;
     o->loadgen_cpu = 1;
+    o->max_behind_ms = -1;
     o->sink = "null";
     o->seconds = 2;
     for (int i = 1; i < argc; i++) {
@@ -646,6 +657,8 @@ int main(int argc, char **argv)
             o->server_cpu = (int)arg_u64(v, 1023);
         else if (strcmp(a, "--loadgen-cpu") == 0)
             o->loadgen_cpu = (int)arg_u64(v, 1023);
+        else if (strcmp(a, "--max-behind-ms") == 0)
+            o->max_behind_ms = arg_f64(v);
         else if (strcmp(a, "--parse-only") == 0)
             o->parse_only = v;
         else if (strcmp(a, "--sink") == 0)
