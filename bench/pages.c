@@ -29,18 +29,19 @@
 
 #define PG 4096u
 
-static void usage(void)
-{
-    fprintf(stderr, "usage: bench_pages [--mib N] [--rounds R] [--cpu C]\n");
-    exit(2);
-}
+static const char usage_s[] =
+    "usage: bench_pages [--mib N] [--rounds R] [--cpu C]\n";
 
-static uint64_t arg_u64(const char *v, uint64_t max)
+/* The value of option a, a whole number up to max; exits on anything
+ * else, naming the option. */
+static uint64_t opt_u64(const char *a, const char *v, uint64_t max)
 {
     uint64_t x;
-    if (cmn_parse_u64(cmn_slice(v, strlen(v)), max, &x) != 0)
-        usage();
-    return x;
+    if (v != NULL && cmn_parse_u64(cmn_slice(v, strlen(v)), max, &x) == 0)
+        return x;
+    fprintf(stderr, "bench_pages: %s wants a number up to %llu\n%s", a,
+            (unsigned long long)max, usage_s);
+    exit(2);
 }
 
 /* Writes one byte in each page; returns ns a page. */
@@ -56,21 +57,23 @@ int main(int argc, char **argv)
 {
     uint64_t mib = 64, rounds = 3;
     int cpu = -1;
-    for (int i = 1; i < argc; i++) {
-        if (i + 1 >= argc)
-            usage();
-        const char *a = argv[i], *v = argv[++i];
+    for (int i = 1; i < argc; i += 2) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--mib") == 0)
-            mib = arg_u64(v, 4096);
+            mib = opt_u64(a, v, 4096);
         else if (strcmp(a, "--rounds") == 0)
-            rounds = arg_u64(v, 1000);
+            rounds = opt_u64(a, v, 1000);
         else if (strcmp(a, "--cpu") == 0)
-            cpu = (int)arg_u64(v, 1023);
-        else
-            usage();
+            cpu = (int)opt_u64(a, v, 1023);
+        else {
+            fputs(usage_s, stderr);
+            return 2;
+        }
     }
-    if (mib == 0 || rounds == 0)
-        usage();
+    if (mib == 0 || rounds == 0) {
+        fputs(usage_s, stderr);
+        return 2;
+    }
     if (cpu >= 0) {
         cpu_set_t set;
         CPU_ZERO(&set);
