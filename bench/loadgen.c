@@ -437,6 +437,7 @@ int main(int argc, char **argv)
     uint64_t max_behind_us = 0, slipped_us = 0;
     size_t next = 0;
     double t0 = now_s(), deadline = t0 + o.duration;
+    const double start = t0; /* t0 is the schedule's, and slips */
     for (;;) {
         double t = now_s();
         if (o.once && next >= npk)
@@ -498,7 +499,7 @@ int main(int argc, char **argv)
         packets += (uint64_t)r;
         lines += blines;
     }
-    double el = now_s() - t0;
+    double el = now_s() - start;
     printf("loadgen lines=%llu packets=%llu bytes=%llu elapsed_s=%.6f "
            "rate_lps=%.0f send_errors=%llu max_behind_us=%llu "
            "slipped_us=%llu\n",
