@@ -51,8 +51,16 @@
 /* ...and only once the head has mapped no new page for this long: a ring
  * whose laps go deep now and then (a loop that falls behind for a moment
  * at 15 M lines/s) keeps its pages instead of giving 15 MiB back at the
- * next early wrap and mapping them in again at the next deep lap. */
-#define DSD_RING_SHED_QUIET_MS 1000u
+ * next early wrap and mapping them in again at the next deep lap. On a
+ * guest whose host shadows its page tables a page mapped in again costs
+ * ~5.5 us at its first write even after MADV_POPULATE_WRITE (bench_pages:
+ * ~1.8 us a datagram of (a)), and on one CPU that starves the loop into
+ * another deep lap: at 15 M lines/s and SO_RCVBUF 212992 on the test VM,
+ * 17 of 25 runs were lossless at 10 s against 7 of 25 at 1 s (2026-12-04,
+ * alternated). A one-off backlog's pages then stay 10 s after the ring
+ * last grew; an idle ring is still trimmed after 5 s (dsd_dgram.c,
+ * DSD_IDLE_TRIM_MS). */
+#define DSD_RING_SHED_QUIET_MS 10000u
 /* ...at most this many bytes an early wrap, from the top: on the test VM
  * one madvise of 15 MiB held the receive thread for 1.0-1.5 ms, as long
  * as a 212992-byte socket buffer lasts at 15 M lines/s. */

@@ -456,7 +456,7 @@ Test(ring, no_early_wrap_under_a_backlog)
  * DSD_RING_SHED_QUIET_MS, and then DSD_RING_SHED_STEP at a time, one step
  * an early wrap (one madvise of 15 MiB held the receive thread for
  * 1.0-1.5 ms on the test VM, and the next deep lap mapped them in again). */
-Test(ring, early_wrap_sheds_after_a_quiet_second_in_steps)
+Test(ring, early_wrap_sheds_after_a_quiet_spell_in_steps)
 {
     struct dsd__ring big;
     cr_assert_eq(dsd__ring_init(&big, (size_t)4 << 20), 0);
@@ -465,10 +465,10 @@ Test(ring, early_wrap_sheds_after_a_quiet_second_in_steps)
     backlog_3mib(&big);
     size_t top = big.touched;
     cr_assert_geq(top, (size_t)3 << 20);
-    laps_to(&big, 4); /* early wraps within the second: nothing given back */
+    laps_to(&big, 4); /* early wraps within the spell: nothing given back */
     cr_assert_eq(big.touched, top);
     cr_assert(resident(&big, top - 4096));
-    /* a second later (the clock the ring reads, moved back) */
+    /* the spell later (the clock the ring reads, moved back) */
     big.grew_ms = cmn_mono_ns() / 1000000u - DSD_RING_SHED_QUIET_MS;
     laps_to(&big, 5); /* one early wrap: one step */
     cr_assert_eq(big.touched, top - DSD_RING_SHED_STEP, "touched %zu",
