@@ -45,6 +45,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "bench.h"
 #include "common.h"
 #include "fake_lambda.h"
 #include "intake.h"
@@ -54,18 +55,6 @@ struct opts {
     int runs, invocations, contexts;
     int ext_cpu, bench_cpu; /* -1: not pinned (--no-pin, or one CPU) */
 };
-
-/* Pins the calling thread to cpu (no-op for -1). */
-static void pin(int cpu)
-{
-    if (cpu < 0)
-        return;
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    if (sched_setaffinity(0, sizeof(set), &set) != 0)
-        perror("sched_setaffinity");
-}
 
 struct ext {
     struct fl *fl;
@@ -123,9 +112,9 @@ static int start_ext(const struct opts *o, struct ext *x, const char *strategy,
                                      O_WRONLY | O_CREAT | O_TRUNC, 0600);
     posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
     /* the extension inherits the CPU this thread has at the spawn */
-    pin(o->ext_cpu);
+    bench_pin_cpu(o->ext_cpu);
     int err = posix_spawn(&x->pid, o->bin, &fa, NULL, argv, envp);
-    pin(o->bench_cpu);
+    bench_pin_cpu(o->bench_cpu);
     posix_spawn_file_actions_destroy(&fa);
     return err == 0 ? 0 : -1;
 }
@@ -184,9 +173,9 @@ static double exec_floor_ms(const struct opts *o)
         pid_t pid;
         int st;
         uint64_t t0 = cmn_mono_ns();
-        pin(o->ext_cpu);
+        bench_pin_cpu(o->ext_cpu);
         int err = posix_spawn(&pid, argv[0], NULL, NULL, argv, envp);
-        pin(o->bench_cpu);
+        bench_pin_cpu(o->bench_cpu);
         if (err == 0 && waitpid(pid, &st, 0) == pid)
             v[n++] = (double)(cmn_mono_ns() - t0) / 1e6;
     }
@@ -372,7 +361,7 @@ int main(int argc, char **argv)
         o.ext_cpu = o.bench_cpu = -1;
     /* before any thread: the fake Runtime API and the intake (which in
      * Lambda run outside the sandbox) get CPU 1, the extension CPU 0 */
-    pin(o.bench_cpu);
+    bench_pin_cpu(o.bench_cpu);
     printf("extension on CPU %d, fake Runtime API and intake on CPU %d (-1: "
            "not pinned)\n",
            o.ext_cpu, o.bench_cpu);

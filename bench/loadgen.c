@@ -46,6 +46,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
 #include "common.h"
 
 #define LG_MAX_PACKET 65000
@@ -358,13 +359,7 @@ int main(int argc, char **argv)
     memset(&o, 0, sizeof(o));
     parse_args(argc, argv, &o);
 
-    if (o.cpu >= 0) {
-        cpu_set_t set;
-        CPU_ZERO(&set);
-        CPU_SET(o.cpu, &set);
-        if (sched_setaffinity(0, sizeof(set), &set) != 0)
-            perror("sched_setaffinity (continuing unpinned)");
-    }
+    bench_pin_cpu(o.cpu);
 
     size_t npk = 0;
     uint64_t want =

@@ -25,6 +25,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "bench.h"
 #include "common.h"
 
 #define PG 4096u
@@ -44,13 +45,19 @@ static uint64_t opt_u64(const char *a, const char *v, uint64_t max)
     exit(2);
 }
 
+/* ns a page of len bytes, since t0 */
+static double per_page(uint64_t t0, size_t len)
+{
+    return (double)(cmn_mono_ns() - t0) / (double)(len / PG);
+}
+
 /* Writes one byte in each page; returns ns a page. */
 static double write_pages(volatile char *p, size_t len, char v)
 {
     uint64_t t0 = cmn_mono_ns();
     for (size_t i = 0; i < len; i += PG)
         p[i] = v;
-    return (double)(cmn_mono_ns() - t0) / (double)(len / PG);
+    return per_page(t0, len);
 }
 
 int main(int argc, char **argv)
@@ -74,13 +81,7 @@ int main(int argc, char **argv)
         fputs(usage_s, stderr);
         return 2;
     }
-    if (cpu >= 0) {
-        cpu_set_t set;
-        CPU_ZERO(&set);
-        CPU_SET(cpu, &set);
-        if (sched_setaffinity(0, sizeof(set), &set) != 0)
-            perror("sched_setaffinity");
-    }
+    bench_pin_cpu(cpu);
     size_t len = (size_t)mib << 20;
     printf("bench_pages: %llu MiB, ns per 4 KiB page\n",
            (unsigned long long)mib);
@@ -96,7 +97,7 @@ int main(int argc, char **argv)
         double fault = write_pages(a, len, 1);
         uint64_t t0 = cmn_mono_ns();
         int pe = cmn_populate(b, len);
-        double populate = (double)(cmn_mono_ns() - t0) / (double)(len / PG);
+        double populate = per_page(t0, len);
         double then = write_pages(b, len, 1);
         double resident = write_pages(b, len, 2);
         double refault = -1;

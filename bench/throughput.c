@@ -46,6 +46,7 @@
 #include <uv.h>
 
 #include "aggregator.h"
+#include "bench.h"
 #include "common.h"
 #include "dogstatsd.h"
 #include "forwarder.h"
@@ -188,15 +189,6 @@ static void snmp_udp(uint64_t out[2])
         h += hn;
         v += vn;
     }
-}
-
-static void pin_cpu(int cpu)
-{
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    if (sched_setaffinity(0, sizeof(set), &set) != 0)
-        perror("sched_setaffinity (continuing unpinned)");
 }
 
 static void submit_free(void *data, struct fwd_payload *p)
@@ -372,7 +364,7 @@ static int run_socket(struct tp *t)
     char behind_s[32];
     int err;
 
-    pin_cpu(t->o.server_cpu);
+    bench_pin_cpu(t->o.server_cpu);
     if (uv_loop_init(&t->loop) != 0)
         return 1;
     agg_config_defaults(&acfg);
@@ -541,7 +533,7 @@ static int run_parse_only(struct tp *t)
         return 1;
     }
 
-    pin_cpu(t->o.server_cpu);
+    bench_pin_cpu(t->o.server_cpu);
     if (uv_loop_init(&t->loop) != 0)
         return 1;
     struct dsd_sink sink;
