@@ -723,24 +723,43 @@ Test(lambda, kept_connection_closed_by_the_runtime_api_is_replaced,
  * delays that acknowledgement by at least 40 ms on a connection past its
  * first exchanges. The extension acknowledges at once: the subscribe on
  * the kept connection must not cost those 40 ms. The bound is 38 ms: a
- * delayed acknowledgement alone takes 40. Without one, register to /next
- * took 1.3-9.1 ms here under AddressSanitizer (16 runs, half of them
- * beside two busy processes), and 31.6 ms once in a fresh-clone CI run
- * (of b5de899), which the earlier bound of 30 ms failed. */
-Test(lambda, split_answers_on_a_kept_connection_are_not_delayed, .timeout = 30)
+ * delayed acknowledgement alone takes 40.
+ *
+ * A delayed acknowledgement costs its 40 ms on every start: without the
+ * quick ack, 12 of 12 runs here took 44.6-56.4 ms. A busy machine costs
+ * them only sometimes: with it, register to /next took 1.0-4.9 ms here
+ * under AddressSanitizer (20 runs), up to 21.9 ms beside two busy
+ * processes (150 runs, and a capture of 60 showed no acknowledgement on
+ * these connections later than 15 ms), and in fresh-clone CI runs once
+ * 31.6 ms (b5de899) and once 40.7 ms (eb9dff9). So the extension is
+ * started up to three times, and the fastest start must be under the
+ * bound: a defect fails all three, a stall must hit all three. */
+#define SPLIT_TRIES 3
+Test(lambda, split_answers_on_a_kept_connection_are_not_delayed, .timeout = 60)
 {
-    struct lx_test t;
-    lx_setup(&t, 0, false);
-    fl_set_split_answers(t.fl, true);
-    lx_run(&t);
-    struct fl_info in = expect_calls(&t, 1, 1, 0, 0);
-    uint64_t reg = in.register_ns, next = fl_next_ns(t.fl, 0);
-    cr_assert_eq(fl_next_conn(t.fl, 0), 1);
-    cr_assert_lt(next - reg, 38 * 1000000ull,
-                 "register to first /next: %llu us",
-                 (unsigned long long)(next - reg) / 1000);
-    two_invocations_delivered(&t);
-    lx_teardown(&t);
+    uint64_t took_us[SPLIT_TRIES];
+    for (int i = 0; i < SPLIT_TRIES; i++) {
+        struct lx_test t;
+        lx_setup(&t, 0, false);
+        fl_set_split_answers(t.fl, true);
+        lx_run(&t);
+        struct fl_info in = expect_calls(&t, 1, 1, 0, 0);
+        uint64_t reg = in.register_ns, next = fl_next_ns(t.fl, 0);
+        cr_assert_eq(fl_next_conn(t.fl, 0), 1);
+        took_us[i] = (next - reg) / 1000;
+        if (took_us[i] < 38000) {
+            two_invocations_delivered(&t);
+            lx_teardown(&t);
+            return;
+        }
+        uint64_t down;
+        cr_assert_eq(lx_shutdown(&t, 0, 2000, &down), 0);
+        lx_teardown(&t);
+    }
+    cr_assert_fail("register to first /next: %llu, %llu and %llu us",
+                   (unsigned long long)took_us[0],
+                   (unsigned long long)took_us[1],
+                   (unsigned long long)took_us[2]);
 }
 
 /* Each of n needles is in log, in this order; returns the last one. */
