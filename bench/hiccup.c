@@ -15,17 +15,27 @@
  * does (a 212992-byte SO_RCVBUF holds about 1 ms of (a) at 15 M
  * lines/s). A gap of both CPUs at once stops the sender too.
  *
+ * --nap-us U: the thread on CPU N naps instead, as the receive thread
+ * does between batches on one CPU (dsd_dgram.c, DSD_NAP_FILL): ppoll for U
+ * µs, at SCHED_FIFO 1 where permitted (the receive thread's priority),
+ * over and over. A CPU with nothing else to run halts meanwhile, and on a
+ * virtual machine the host restarts it. A "gap" is then a nap that ended
+ * at least 0.1 ms late, and its length is the whole time from the nap's
+ * start to the thread running again: the pause between two reads.
+ *
  * One line a window: CPU N's gaps of at least 0.1, 0.5, 1 and 5 ms, how
  * many of those of 0.5 ms or more CPU M ran through (no gap of its own
  * overlapping), and the longest; then how many windows had such a gap
- * of at least 0.5 and 1 ms.
+ * of at least 0.5 and 1 ms, and with --nap-us the naps taken.
  */
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common.h"
 
@@ -41,12 +51,13 @@ struct prober {
     uint64_t end;
     struct gap *gaps;
     size_t n, lost;
+    uint64_t nap_ns, naps; /* nap_ns 0: reads the clock in a tight loop */
 };
 
 static void usage(void)
 {
     fprintf(stderr, "usage: bench_hiccup [--cpu N] [--other M] [--seconds S] "
-                    "[--windows W]\n");
+                    "[--windows W] [--nap-us U]\n");
     exit(2);
 }
 
@@ -67,6 +78,23 @@ static void *probe(void *arg)
     if (pthread_setaffinity_np(pthread_self(), sizeof(set), &set) != 0) {
         fprintf(stderr, "bench_hiccup: cannot pin to CPU %d\n", p->cpu);
         exit(1);
+    }
+    if (p->nap_ns > 0) {
+        struct sched_param sp = {.sched_priority = 1};
+        (void)pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp);
+        struct timespec ts = {0, (long)p->nap_ns};
+        for (uint64_t t0 = cmn_mono_ns(); t0 < p->end; p->naps++) {
+            (void)ppoll(NULL, 0, &ts, NULL);
+            uint64_t t = cmn_mono_ns();
+            if (t - t0 >= p->nap_ns + GAP_MIN_NS) {
+                if (p->n < GAP_CAP)
+                    p->gaps[p->n++] = (struct gap){t0, t};
+                else
+                    p->lost++;
+            }
+            t0 = t;
+        }
+        return NULL;
     }
     uint64_t prev = cmn_mono_ns();
     while (prev < p->end) {
@@ -93,7 +121,7 @@ static bool overlapped(const struct gap *g, const struct prober *o)
 
 int main(int argc, char **argv)
 {
-    uint64_t cpu = 0, other = 1, seconds = 3, windows = 10;
+    uint64_t cpu = 0, other = 1, seconds = 3, windows = 10, nap_us = 0;
     if (argc % 2 == 0)
         usage();
     for (int i = 1; i + 1 < argc; i += 2) {
@@ -105,12 +133,15 @@ int main(int argc, char **argv)
             seconds = arg_u64(argv[i + 1], 3600);
         else if (strcmp(argv[i], "--windows") == 0)
             windows = arg_u64(argv[i + 1], 1000);
+        else if (strcmp(argv[i], "--nap-us") == 0)
+            nap_us = arg_u64(argv[i + 1], 999999);
         else
             usage();
     }
     uint64_t t0 = cmn_mono_ns(), win = seconds * 1000000000u;
-    struct prober p[2] = {{(int)cpu, t0 + windows * win, NULL, 0, 0},
-                          {(int)other, t0 + windows * win, NULL, 0, 0}};
+    struct prober p[2] = {
+        {(int)cpu, t0 + windows * win, NULL, 0, 0, nap_us * 1000u, 0},
+        {(int)other, t0 + windows * win, NULL, 0, 0, 0, 0}};
     pthread_t th[2];
     for (int k = 0; k < 2; k++) {
         p[k].gaps = cmn_calloc(GAP_CAP, sizeof(struct gap));
@@ -153,10 +184,12 @@ int main(int argc, char **argv)
                (double)longest_alone / 1e6);
     }
     printf("hiccup windows=%llu seconds=%llu other=%llu "
-           "windows_alone_0.5ms=%llu windows_alone_1ms=%llu unrecorded=%zu\n",
+           "windows_alone_0.5ms=%llu windows_alone_1ms=%llu unrecorded=%zu "
+           "nap_us=%llu naps=%llu\n",
            (unsigned long long)windows, (unsigned long long)seconds,
            (unsigned long long)other, (unsigned long long)w_half,
-           (unsigned long long)w_one, p[0].lost + p[1].lost);
+           (unsigned long long)w_one, p[0].lost + p[1].lost,
+           (unsigned long long)nap_us, (unsigned long long)p[0].naps);
     cmn_free(p[0].gaps);
     cmn_free(p[1].gaps);
     return 0;

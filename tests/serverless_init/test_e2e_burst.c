@@ -294,7 +294,7 @@ Test(burst, one_line_datagrams_default_config, .timeout = 900)
  * (2026-12-03) reads the socket while it is, the test VM lost in 1 burst
  * of about 2 100 (1 of 480, then 0 of 180, 0 of 840 on 2026-12-04 (240 of
  * them beside two busy processes, 200 under AddressSanitizer), 0 of 400
- * and, on 2026-12-04 19:00 UTC, the batches in bench/README.md). Until
+ * and, on 2026-12-04 18:53-18:56 UTC, the batches in bench/README.md). Until
  * then this test ran 40 bursts and allowed one lossy run with the
  * reader's pause as evidence (docs/receive-path.md); a lossy run now fails
  * it, with the pause and the drops in its message. */
