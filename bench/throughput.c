@@ -7,7 +7,7 @@
  *   bench_throughput [--workload a|b|c] [--rate LINES_PER_S] [--duration S]
  *                    [--rcvbuf BYTES] [--contexts N] [--once]
  *                    [--loadgen PATH] [--server-cpu N] [--loadgen-cpu N]
- *                    [--max-behind-ms M]
+ *                    [--max-behind-ms M] [--udp-sockets N]
  *   bench_throughput --parse-only FILE [--sink null|agg] [--seconds S]
  *
  * A run prints one line of key=value figures:
@@ -61,6 +61,7 @@ struct tp_opts {
     const char *loadgen;
     int server_cpu, loadgen_cpu;
     double max_behind_ms; /* bench_loadgen --max-behind-ms; < 0: unset */
+    int udp_sockets;      /* dsd_config.udp_sockets (0: the default) */
     const char *parse_only;
     const char *sink; /* null | agg */
     double seconds;
@@ -99,7 +100,7 @@ static void usage(void)
             "usage: bench_throughput [--workload a|b|c] [--rate L/s] "
             "[--duration S] [--rcvbuf BYTES] [--contexts N] [--once] "
             "[--loadgen PATH] [--server-cpu N] [--loadgen-cpu N] "
-            "[--max-behind-ms M]\n"
+            "[--max-behind-ms M] [--udp-sockets N]\n"
             "       bench_throughput --parse-only FILE [--sink null|agg] "
             "[--seconds S]\n");
     exit(2);
@@ -377,6 +378,7 @@ static int run_socket(struct tp *t)
     dsd_config_defaults(&dcfg);
     dcfg.port = -1;
     dcfg.so_rcvbuf = (int)t->o.rcvbuf;
+    dcfg.udp_sockets = t->o.udp_sockets;
     dsd_sink_from_agg(&sink, t->agg);
     err = dsd_create(&t->loop, &dcfg, &sink, &t->dsd);
     dsd_config_free(&dcfg);
@@ -651,6 +653,8 @@ int main(int argc, char **argv)
             o->loadgen_cpu = (int)arg_u64(v, 1023);
         else if (strcmp(a, "--max-behind-ms") == 0)
             o->max_behind_ms = arg_f64(v);
+        else if (strcmp(a, "--udp-sockets") == 0)
+            o->udp_sockets = (int)arg_u64(v, 8);
         else if (strcmp(a, "--parse-only") == 0)
             o->parse_only = v;
         else if (strcmp(a, "--sink") == 0)

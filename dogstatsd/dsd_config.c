@@ -192,6 +192,10 @@ int dsd_config_from_env(struct dsd_config *cfg, const struct cmn_env *env)
     cfg->ring_size = (size_t)i;
     if (cmn_env_bool(env, "DRAINPIPE_RECEIVE_REALTIME", &cfg->rx_realtime) != 0)
         return UV_EINVAL;
+    i = cfg->udp_sockets;
+    if (cmn_env_i64(env, "DRAINPIPE_UDP_SOCKETS", 0, DSD_GROUP_MAX, &i) != 0)
+        return UV_EINVAL;
+    cfg->udp_sockets = (int)i;
     if ((rc = env_eol(env, cfg)) != 0)
         return rc;
     if (cmn_env_bool(env, "DD_DOGSTATSD_NO_AGGREGATION_PIPELINE",

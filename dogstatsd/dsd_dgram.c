@@ -137,7 +137,17 @@
 #define DSD_SPIN_CREDIT_NS 1000000000
 #define DSD_THREAD_STACK (128u << 10)
 #define DSD_JOIN_SPIN_NS 2000000 /* at stop: waits awake, then joins */
-#define DSD_CMSG_SPACE CMSG_SPACE(sizeof(uint32_t))
+/* a batch entry's control buffer: the drop counter (SO_RXQ_OVFL), and in a
+ * socket group the receive timestamp (SO_TIMESTAMPNS) */
+#define DSD_CMSG_OVFL CMSG_SPACE(sizeof(uint32_t))
+#define DSD_CMSG_SPACE (DSD_CMSG_OVFL + CMSG_SPACE(sizeof(struct timespec)))
+/* In a socket group (dsd_sock.c, DSD_GROUP_AIM): a datagram is stamped
+ * as the sender's CPU hands it to the loopback device, and queued on its
+ * socket a moment later, a few microseconds on the sender's own CPU. A
+ * socket found empty can still get a datagram stamped up to this long
+ * before: datagrams of the other sockets stamped later wait for it
+ * (group_fill). */
+#define DSD_GROUP_RACE_NS 50000
 /* The rescuer (UDP, two or more usable CPUs). The receive thread can be
  * kept from its socket for longer than the buffer lasts while the other
  * CPU runs on: the host stops its virtual CPU (bench_hiccup on the test
@@ -185,7 +195,8 @@
  * Producer: kernel -> ring (the receive thread, or the loop thread once the
  * thread is joined at stop)
  */
-/* EMPTY: the socket is empty; MORE: max_calls reached. */
+/* EMPTY: the socket is empty (a group: each was emptied in turn); MORE:
+ * max_calls reached. */
 enum fill_result { FILL_EMPTY, FILL_MORE, FILL_FULL, FILL_ERROR };
 
 static void wake(int fd)
@@ -204,43 +215,87 @@ static void note_max(_Atomic uint64_t *v, uint64_t x)
         ;
 }
 
-/* The drop counter the kernel attached to a datagram (SO_RXQ_OVFL: only
- * present once it is non-zero). */
-static void read_ovfl(struct dsd__dgram *d, const struct msghdr *h)
+/* Socket i's drop counter (0: fd) is at least v: kernel_drops, their
+ * sum, follows (from the receive thread, or the loop's stats). */
+static void note_drops(struct dsd__dgram *d, unsigned i, uint64_t v)
 {
-    if (h->msg_controllen == 0)
-        return;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c != NULL;
-         c = CMSG_NXTHDR((struct msghdr *)h, c)) {
-        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL) {
-            uint32_t v;
-            memcpy(&v, CMSG_DATA(c), sizeof(v));
-            note_max(&d->kernel_drops, v);
+    uint64_t cur =
+        atomic_load_explicit(&d->sock_drops[i], memory_order_relaxed);
+    while (v > cur) {
+        if (atomic_compare_exchange_weak_explicit(&d->sock_drops[i], &cur, v,
+                                                  memory_order_relaxed,
+                                                  memory_order_relaxed)) {
+            atomic_fetch_add_explicit(&d->kernel_drops, v - cur,
+                                      memory_order_relaxed);
+            return;
         }
     }
 }
 
-/* The socket's drop counter, read directly (SO_MEMINFO, Linux 4.12+) and
- * kept; returns it (0 when it cannot be read). mi, when not NULL, gets
- * the whole of SO_MEMINFO (zeros when it cannot be read). */
-static uint64_t read_meminfo_all(struct dsd__dgram *d,
-                                 uint32_t mi[SK_MEMINFO_VARS])
+/* What the kernel attached to a datagram of socket i: its drop counter
+ * (SO_RXQ_OVFL: only present once it is non-zero), kept; returns its
+ * receive timestamp (SO_TIMESTAMPNS, a socket group only), 0 if none. */
+static uint64_t read_cmsgs(struct dsd__dgram *d, unsigned i,
+                           const struct msghdr *h)
+{
+    uint64_t ts = 0;
+    if (h->msg_controllen == 0)
+        return 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c != NULL;
+         c = CMSG_NXTHDR((struct msghdr *)h, c)) {
+        if (c->cmsg_level != SOL_SOCKET)
+            continue;
+        if (c->cmsg_type == SO_RXQ_OVFL) {
+            uint32_t v;
+            memcpy(&v, CMSG_DATA(c), sizeof(v));
+            note_drops(d, i, v);
+        } else if (c->cmsg_type == SCM_TIMESTAMPNS) {
+            struct timespec t;
+            memcpy(&t, CMSG_DATA(c), sizeof(t));
+            ts = (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+        }
+    }
+    return ts;
+}
+
+/* Socket i's fd (0: fd, then the group's). */
+static int sock_fd(const struct dsd__dgram *d, unsigned i)
+{
+    return i == 0 ? d->fd : d->gfd[i - 1];
+}
+
+/* Socket i's drop counter, read directly (SO_MEMINFO, Linux 4.12+) and
+ * kept. mi, when not NULL, gets the whole of SO_MEMINFO (zeros when it
+ * cannot be read). */
+static void read_sock_meminfo(struct dsd__dgram *d, unsigned i,
+                              uint32_t mi[SK_MEMINFO_VARS])
 {
     uint32_t own[SK_MEMINFO_VARS];
     if (mi == NULL)
         mi = own;
     memset(mi, 0, SK_MEMINFO_VARS * sizeof(uint32_t));
     socklen_t l = SK_MEMINFO_VARS * sizeof(uint32_t);
-    if (d->fd < 0 || getsockopt(d->fd, SOL_SOCKET, SO_MEMINFO, mi, &l) != 0 ||
+    int fd = sock_fd(d, i);
+    if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_MEMINFO, mi, &l) != 0 ||
         l <= SK_MEMINFO_DROPS * sizeof(uint32_t))
-        return 0;
-    note_max(&d->kernel_drops, mi[SK_MEMINFO_DROPS]);
-    return mi[SK_MEMINFO_DROPS];
+        return;
+    note_drops(d, i, mi[SK_MEMINFO_DROPS]);
 }
 
+/* The first socket's SO_MEMINFO into mi (see read_sock_meminfo): in a
+ * group each socket gets its share of the datagrams, and the first stands
+ * for them all. */
+static void read_meminfo_all(struct dsd__dgram *d, uint32_t mi[SK_MEMINFO_VARS])
+{
+    read_sock_meminfo(d, 0, mi);
+}
+
+/* Every socket's drop counter, read and kept; returns their sum. */
 static uint64_t read_meminfo(struct dsd__dgram *d)
 {
-    return read_meminfo_all(d, NULL);
+    for (unsigned i = 0; i <= d->ngfd; i++)
+        read_sock_meminfo(d, i, NULL);
+    return atomic_load_explicit(&d->kernel_drops, memory_order_relaxed);
 }
 
 /* Wakes the loop (from the receive thread or the rescuer). Before
@@ -265,22 +320,35 @@ static void signal_loop(struct dsd__dgram *d)
  * real-time priority on the loop's CPU can read a whole burst before the
  * loop runs again (it then neither woke the loop nor noted its pauses,
  * 2026-12-04). */
-static enum fill_result dgram_fill(struct dsd__dgram *d, size_t max_calls,
-                                   bool thread)
+static enum fill_result group_fill(struct dsd__dgram *d, size_t max_calls,
+                                   bool thread, bool force);
+
+/* Reserves ring room for up to a batch of datagrams (see
+ * dsd__ring_reserve); returns how many fit, 0 when the ring is full.
+ * After an early wrap the room is the tail's offset until the loop reads
+ * the PAD (dsd_ring.c early_room): the receive thread wakes it to read it
+ * now, not after a backlog that room may not hold. */
+static size_t reserve_batch(struct dsd__dgram *d, bool thread, char **at)
 {
+    uint64_t wraps = d->ring.early_wraps;
+    size_t n = dsd__ring_reserve(&d->ring, d->s->cfg.buffer_size, d->mmsg_n,
+                                 DSD_RING_RESET_AT, at);
+    if (thread && d->ring.early_wraps != wraps)
+        signal_loop(d);
+    return n;
+}
+
+static enum fill_result dgram_fill(struct dsd__dgram *d, size_t max_calls,
+                                   bool thread, bool force)
+{
+    if (d->ngfd > 0)
+        return group_fill(d, max_calls, thread, force);
     size_t bs = d->s->cfg.buffer_size;
     for (size_t call = 0; call < max_calls; call++) {
         if (thread && atomic_load_explicit(&d->stop, memory_order_relaxed))
             return FILL_EMPTY;
         char *at;
-        uint64_t wraps = d->ring.early_wraps;
-        size_t n =
-            dsd__ring_reserve(&d->ring, bs, d->mmsg_n, DSD_RING_RESET_AT, &at);
-        /* After an early wrap the room is the tail's offset until the loop
-         * reads the PAD (dsd_ring.c early_room): it is woken to read it
-         * now, not after a backlog that room may not hold. */
-        if (thread && d->ring.early_wraps != wraps)
-            signal_loop(d);
+        size_t n = reserve_batch(d, thread, &at);
         if (n == 0)
             return FILL_FULL;
         /* The drop counter comes with the batch's first datagram only:
@@ -290,7 +358,7 @@ static enum fill_result dgram_fill(struct dsd__dgram *d, size_t max_calls,
          * 0.06 % with one a call). The exact count is read from SO_MEMINFO
          * whenever statistics are taken. */
         for (size_t i = 0; i < n; i++) {
-            d->msgs[i].msg_hdr.msg_controllen = i == 0 ? DSD_CMSG_SPACE : 0;
+            d->msgs[i].msg_hdr.msg_controllen = i == 0 ? DSD_CMSG_OVFL : 0;
             d->msgs[i].msg_hdr.msg_flags = 0;
         }
         int k = recvmmsg(d->fd, d->msgs, (unsigned)n, MSG_DONTWAIT, NULL);
@@ -320,7 +388,7 @@ static enum fill_result dgram_fill(struct dsd__dgram *d, size_t max_calls,
                 (m->msg_hdr.msg_flags & MSG_TRUNC) ? DSD_RING_F_TRUNC : 0;
         }
         if (k > 0)
-            read_ovfl(d, &d->msgs[0].msg_hdr); /* the only one asked for */
+            (void)read_cmsgs(d, 0, &d->msgs[0].msg_hdr); /* the only one */
         size_t h = d->scratch_head;
         struct dsd__ring_src src = {d->scratch, h, d->scratch + d->mmsg_n * h,
                                     bs - h};
@@ -332,6 +400,211 @@ static enum fill_result dgram_fill(struct dsd__dgram *d, size_t max_calls,
                 d->unsignalled_ns = d->last_data_ns;
         }
         if ((size_t)k < n)
+            return FILL_EMPTY;
+    }
+    return FILL_MORE;
+}
+
+/* CLOCK_REALTIME in ns: the clock of the kernel's receive timestamps. */
+static uint64_t real_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/* Moves batch entry `from` to `to` (to <= from), shifting those between
+ * up one: the entries stay sorted by timestamp. */
+static void entry_move(struct dsd__dgram *d, size_t from, size_t to)
+{
+    struct mmsghdr m = d->msgs[from];
+    uint64_t ts = d->ts[from];
+    uint32_t len = d->lens[from], fl = d->flags[from], sl = d->slots[from];
+    size_t n = from - to;
+    memmove(&d->msgs[to + 1], &d->msgs[to], n * sizeof(*d->msgs));
+    memmove(&d->ts[to + 1], &d->ts[to], n * sizeof(*d->ts));
+    memmove(&d->lens[to + 1], &d->lens[to], n * sizeof(*d->lens));
+    memmove(&d->flags[to + 1], &d->flags[to], n * sizeof(*d->flags));
+    memmove(&d->slots[to + 1], &d->slots[to], n * sizeof(*d->slots));
+    d->msgs[to] = m;
+    d->ts[to] = ts;
+    d->lens[to] = len;
+    d->flags[to] = fl;
+    d->slots[to] = sl;
+}
+
+/* Socket i's bound from its next datagram, looked at and left there
+ * (MSG_PEEK): just before its stamp, or the time now less
+ * DSD_GROUP_RACE_NS when it is empty. */
+static uint64_t peek_bound(struct dsd__dgram *d, unsigned i)
+{
+    char byte;
+    union { /* aligned for struct cmsghdr */
+        struct cmsghdr h;
+        char buf[DSD_CMSG_SPACE];
+    } ctl;
+    struct iovec iov = {&byte, 1};
+    struct msghdr mh = {.msg_iov = &iov,
+                        .msg_iovlen = 1,
+                        .msg_control = ctl.buf,
+                        .msg_controllen = sizeof(ctl.buf)};
+    ssize_t r = recvmsg(sock_fd(d, i), &mh, MSG_PEEK | MSG_DONTWAIT);
+    uint64_t now = real_ns();
+    if (r < 0)
+        return now - DSD_GROUP_RACE_NS;
+    uint64_t ts = read_cmsgs(d, i, &mh);
+    return ts != 0 ? ts - 1 : now - DSD_GROUP_RACE_NS;
+}
+
+/* dgram_fill for a socket group (dsd_sock.c, DSD_GROUP_AIM): a merge of
+ * the sockets by the kernel's receive timestamps. Each socket's
+ * datagrams come in order, and gwm[i] bounds what socket i can still
+ * hold: after a read that filled what it asked, nothing older than the
+ * last datagram it gave; after one that emptied it, nothing stamped
+ * DSD_GROUP_RACE_NS before the read. Each call reads the socket with the
+ * lowest bound among those not yet emptied in this fill (the one holding
+ * the merge back), for half the free batch entries less one for each
+ * other socket (so each has room), inserts what it gave among the entries held
+ * back (msgs[0..held), oldest first), and publishes the entries no socket can
+ * still precede: those stamped at or before the lowest bound. The fill is
+ * EMPTY once every socket has been emptied in it (not all at once: a
+ * steady stream rarely leaves eight sockets empty together). force
+ * publishes everything read (a sync request; the stop drain once every
+ * socket was emptied). Only a batch held back whole, waiting for a socket
+ * it has no entry left for, is published past the bound (counted). */
+static enum fill_result group_fill(struct dsd__dgram *d, size_t max_calls,
+                                   bool thread, bool force)
+{
+    size_t bs = d->s->cfg.buffer_size, h = d->scratch_head;
+    unsigned nsock = d->ngfd + 1, emptied = 0; /* bit i: socket i emptied */
+    unsigned all = (1u << nsock) - 1;
+    for (size_t call = 0; call < max_calls; call++) {
+        if (thread && atomic_load_explicit(&d->stop, memory_order_relaxed))
+            return FILL_EMPTY;
+        char *at;
+        size_t room = reserve_batch(d, thread, &at);
+        if (room == 0)
+            return FILL_FULL;
+        size_t n = d->held, free = d->mmsg_n - n;
+        int err = 0;
+        /* with half the batch held back, the socket holding the bound
+         * is read again even if it was emptied: its bound then moves to
+         * the time of that read */
+        bool crowded = n > d->mmsg_n / 2;
+        unsigned i = nsock;
+        for (unsigned j = 0; j < nsock; j++)
+            if ((crowded || !(emptied & (1u << j))) &&
+                (i == nsock || d->gwm[j] < d->gwm[i]))
+                i = j;
+        if (i < nsock && free > 0) {
+            /* half the free entries, less one for each other socket:
+             * each gets read before the batch is full */
+            size_t ask = free > nsock ? (free - (nsock - 1)) / 2 : 1;
+            if (ask == 0)
+                ask = 1;
+            for (size_t x = n; x < n + ask; x++) {
+                d->msgs[x].msg_hdr.msg_controllen = DSD_CMSG_SPACE;
+                d->msgs[x].msg_hdr.msg_flags = 0;
+            }
+            int k = recvmmsg(sock_fd(d, i), &d->msgs[n], (unsigned)ask,
+                             MSG_DONTWAIT, NULL);
+            uint64_t now = real_ns();
+            if (k < 0) {
+                if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                    d->gwm[i] = now - DSD_GROUP_RACE_NS;
+                    emptied |= 1u << i;
+                } else if (errno != EINTR) {
+                    err = errno;
+                    emptied |= 1u << i;
+                }
+                k = 0;
+            }
+            size_t before = n;
+            for (int x = 0; x < k; x++, n++) {
+                struct mmsghdr *m = &d->msgs[n];
+                d->lens[n] = m->msg_len;
+                d->flags[n] =
+                    (m->msg_hdr.msg_flags & MSG_TRUNC) ? DSD_RING_F_TRUNC : 0;
+                d->slots[n] =
+                    (uint32_t)(((char *)m->msg_hdr.msg_iov[0].iov_base -
+                                d->scratch) /
+                               h);
+                uint64_t ts = read_cmsgs(d, i, &m->msg_hdr);
+                d->ts[n] = ts != 0 ? ts : now;
+            }
+            if (k > 0 && (size_t)k < ask) {
+                d->gwm[i] = now - DSD_GROUP_RACE_NS;
+                emptied |= 1u << i;
+            } else if (k > 0) {
+                d->gwm[i] = d->ts[n - 1];
+            }
+            /* the socket's datagrams are in order: insert them */
+            for (size_t x = before; x < n; x++) {
+                size_t to = x;
+                while (to > 0 && d->ts[to - 1] > d->ts[x])
+                    to--;
+                if (to != x)
+                    entry_move(d, x, to);
+            }
+            if (thread) {
+                uint64_t t = cmn_mono_ns();
+                if (d->prev_read_ns != 0)
+                    note_max(&d->max_gap_ns, t - d->prev_read_ns);
+                d->prev_read_ns = t;
+                if (k > 0)
+                    d->last_data_ns = t;
+            }
+        }
+        bool drained = emptied == all;
+        uint64_t w = UINT64_MAX;
+        if (!force && !(drained && !thread))
+            for (unsigned j = 0; j < nsock; j++)
+                w = d->gwm[j] < w ? d->gwm[j] : w;
+        size_t p = 0;
+        while (p < n && d->ts[p] <= w)
+            p++;
+        /* Held back whole: the bound is only a bound. The next datagram
+         * of the socket holding it is looked at (MSG_PEEK), which moves
+         * its bound to just before that datagram's stamp, at most once a
+         * socket. Only a batch newer than every socket's next datagram
+         * goes past the bound (its oldest half; counted). */
+        for (unsigned t = 0; p == 0 && n == d->mmsg_n && t < nsock; t++) {
+            unsigned m = 0;
+            for (unsigned j = 1; j < nsock; j++)
+                m = d->gwm[j] < d->gwm[m] ? j : m;
+            d->gwm[m] = peek_bound(d, m);
+            w = UINT64_MAX;
+            for (unsigned j = 0; j < nsock; j++)
+                w = d->gwm[j] < w ? d->gwm[j] : w;
+            while (p < n && d->ts[p] <= w)
+                p++;
+        }
+        if (p == 0 && n == d->mmsg_n) {
+            p = n / 2;
+            atomic_fetch_add_explicit(&d->merge_forced, 1,
+                                      memory_order_relaxed);
+        }
+        if (p > room)
+            p = room;
+        if (p > 0) {
+            struct dsd__ring_src src = {d->scratch, h,
+                                        d->scratch + d->mmsg_n * h, bs - h};
+            dsd__ring_pack_slots(&d->ring, at, &src, p, d->lens, d->flags,
+                                 d->slots);
+            if (thread && d->unsignalled_ns == 0)
+                d->unsignalled_ns = cmn_mono_ns();
+            /* the published entries' slots are free again: after the
+             * held ones */
+            for (size_t x = 0; x < n - p; x++)
+                entry_move(d, p + x, x);
+        }
+        d->held = n - p;
+        if (err != 0) {
+            atomic_store_explicit(&d->last_errno, err, memory_order_relaxed);
+            atomic_fetch_add_explicit(&d->read_errors, 1, memory_order_relaxed);
+            return FILL_ERROR;
+        }
+        if (drained)
             return FILL_EMPTY;
     }
     return FILL_MORE;
@@ -471,7 +744,7 @@ static ssize_t read_small(const char *path, char *buf, size_t cap)
  * CPU quota (a Cloud Run or Lambda container of one vCPU or less often
  * sees two CPUs in its affinity; spinning there would burn the job's own
  * quota). cgroup v2, then v1's cpu controller. */
-static unsigned usable_cpus(void)
+unsigned dsd__usable_cpus(void)
 {
     cpu_set_t cpus;
     unsigned n = sched_getaffinity(0, sizeof(cpus), &cpus) == 0
@@ -622,7 +895,13 @@ static void *reader_main(void *arg)
     d->nap = (struct dsd__nap){DSD_NAP_START_NS, 0};
     while (!atomic_load_explicit(&d->stop, memory_order_acquire)) {
         uint64_t data_before = d->last_data_ns;
-        enum fill_result r = dgram_fill(d, SIZE_MAX, true);
+        /* a group holds datagrams back (group_fill): a sync request
+         * publishes them all, and is answered for what it covered */
+        uint64_t req_before =
+            atomic_load_explicit(&d->sync_req, memory_order_acquire);
+        bool sync_due = atomic_load_explicit(
+                            &d->sync_ack, memory_order_relaxed) != req_before;
+        enum fill_result r = dgram_fill(d, SIZE_MAX, true, sync_due);
         if (r == FILL_FULL) {
             signal_loop(d);
             wait_room(d);
@@ -634,6 +913,10 @@ static void *reader_main(void *arg)
         /* The socket was empty (or failing): every sync request made
          * before now is answered by what was published. */
         uint64_t req = atomic_load_explicit(&d->sync_req, memory_order_acquire);
+        if (d->ngfd > 0)
+            req = d->held == 0 ? req_before
+                               : atomic_load_explicit(&d->sync_ack,
+                                                      memory_order_relaxed);
         if (atomic_load_explicit(&d->sync_ack, memory_order_relaxed) != req) {
             atomic_store_explicit(&d->sync_ack, req, memory_order_release);
             signal_loop(d);
@@ -651,9 +934,12 @@ static void *reader_main(void *arg)
             nap(d, now);
             continue;
         }
-        struct pollfd p[2] = {{d->fd, POLLIN, 0}, {d->wake_fd, POLLIN, 0}};
+        struct pollfd p[DSD_GROUP_MAX + 1] = {{d->fd, POLLIN, 0},
+                                              {d->wake_fd, POLLIN, 0}};
+        for (unsigned i = 0; i < d->ngfd; i++)
+            p[2 + i] = (struct pollfd){d->gfd[i], POLLIN, 0};
         struct timespec ts, *tsp = NULL;
-        int np = 2;
+        int np = 2 + (int)d->ngfd;
         if (error) {
             np = 1; /* not the socket: it would report the error again */
             ts = (struct timespec){0, DSD_ERROR_PAUSE_MS * 1000000L};
@@ -667,12 +953,19 @@ static void *reader_main(void *arg)
             ts = (struct timespec){DSD_IDLE_TRIM_MS / 1000, 0};
             tsp = &ts;
         }
+        /* a group's datagrams held back are published once every socket
+         * has been read again that much later (group_fill) */
+        if (d->held > 0 && !error &&
+            (tsp == NULL || ts.tv_sec > 0 || ts.tv_nsec > DSD_GROUP_RACE_NS)) {
+            ts = (struct timespec){0, DSD_GROUP_RACE_NS};
+            tsp = &ts;
+        }
         /* Drops while it sleeps: the socket is empty now (EAGAIN), so
          * what its counter gains until the thread runs again happened
          * after a datagram woke it and before it ran: a wake-up later
          * than the buffer lasts (a halted virtual CPU is the host's to
          * restart). A system call before and after each sleep. */
-        uint64_t drops_before = np == 2 ? read_meminfo(d) : 0;
+        uint64_t drops_before = np >= 2 ? read_meminfo(d) : 0;
         /* The sleep itself is a pause of its own choosing (its drops are
          * counted above and below), but the time awake on either side of
          * it is not: from the last read to here, and from the wake-up to
@@ -690,7 +983,10 @@ static void *reader_main(void *arg)
             d->nap = (struct dsd__nap){DSD_NAP_START_NS, 0};
         else if (d->nap.ns == 0 && slept >= DSD_NAP_MIN_NS)
             d->nap.ns = DSD_NAP_MIN_NS;
-        if (n > 0 && np == 2 && (p[0].revents & POLLIN)) {
+        bool readable = p[0].revents & POLLIN;
+        for (int i = 2; i < np; i++)
+            readable |= (p[i].revents & POLLIN) != 0;
+        if (n > 0 && np >= 2 && readable) {
             uint64_t drops_now = read_meminfo(d);
             if (drops_now > drops_before)
                 atomic_fetch_add_explicit(&d->asleep_drops,
@@ -699,7 +995,7 @@ static void *reader_main(void *arg)
         }
         d->prev_read_ns = cmn_mono_ns() - awake_ns;
         if (n == 0 && tsp != NULL && d->unsignalled_ns == 0 && !error &&
-            used == 0)
+            used == 0 && d->held == 0)
             dsd__ring_trim(&d->ring); /* idle: give the pages back */
         if (n > 0 && (p[1].revents & POLLIN)) {
             uint64_t v;
@@ -1030,8 +1326,8 @@ static void start_rescuer(struct dsd__dgram *d)
  * an error. */
 static bool rescuer_alloc(struct dsd__dgram *d)
 {
-    if (d != &d->s->udp || d->usable_cpus < 2)
-        return false;
+    if (d != &d->s->udp || d->usable_cpus < 2 || d->ngfd > 0)
+        return false; /* a group: see DSD_GROUP_AIM */
     if (d->rmsgs != NULL)
         return d->res_wake_fd >= 0;
     size_t bs = d->s->cfg.buffer_size, n = DSD_RESCUE_SLOTS;
@@ -1135,8 +1431,12 @@ static int alloc_batch(struct dsd__dgram *d)
     d->lens = cmn_calloc(d->mmsg_n, sizeof(*d->lens));
     d->flags = cmn_calloc(d->mmsg_n, sizeof(*d->flags));
     d->scratch = cmn_malloc(d->mmsg_n * bs); /* touched as datagrams land */
+    if (d->ngfd > 0) {
+        d->ts = cmn_calloc(d->mmsg_n, sizeof(*d->ts));
+        d->slots = cmn_calloc(d->mmsg_n, sizeof(*d->slots));
+    }
     if (!d->msgs || !d->iovs || !d->cmsg || !d->lens || !d->flags ||
-        !d->scratch)
+        !d->scratch || (d->ngfd > 0 && (!d->ts || !d->slots)))
         return UV_ENOMEM;
     size_t h = bs < DSD_SCRATCH_HEAD ? bs : DSD_SCRATCH_HEAD;
     d->scratch_head = h;
@@ -1158,6 +1458,10 @@ void dsd__dgram_free(struct dsd__dgram *d)
     cmn_free(d->cmsg);
     cmn_free(d->lens);
     cmn_free(d->flags);
+    cmn_free(d->ts);
+    cmn_free(d->slots);
+    d->ts = NULL;
+    d->slots = NULL;
     cmn_free(d->scratch);
     cmn_free(d->rmsgs);
     cmn_free(d->riovs);
@@ -1218,7 +1522,7 @@ int dsd__dgram_receive(struct dsd__dgram *d)
         return -errno;
     /* for the receive thread and the rescuer (published to the loop's
      * later reads with prio) */
-    d->usable_cpus = usable_cpus();
+    d->usable_cpus = dsd__usable_cpus();
     bool rescuer = rescuer_alloc(d);
     if ((rc = start_thread(d)) != 0)
         return rc;
@@ -1272,6 +1576,8 @@ void dsd__dgram_close_fd(struct dsd__dgram *d)
         read_meminfo(d);    /* the final drop count */
         close(d->fd);
         d->fd = -1;
+        while (d->ngfd > 0)
+            close(d->gfd[--d->ngfd]);
     }
 }
 
@@ -1322,16 +1628,19 @@ void dsd__dgram_stop(struct dsd__dgram *d, struct cmn_deadline dl)
             continue;
         if (socket_empty)
             break;
-        enum fill_result r = dgram_fill(d, 4, false);
-        socket_empty = r == FILL_EMPTY || r == FILL_ERROR;
+        enum fill_result r = dgram_fill(d, 4, false, false);
+        socket_empty = (r == FILL_EMPTY && d->held == 0) || r == FILL_ERROR;
     }
     log_read_errors(d);
     log_priority(d);
     read_meminfo(d);
     if (!ring_empty || !socket_empty) {
-        uint64_t left = ring_records(d);
+        uint64_t left = ring_records(d) + d->held;
         char probe;
-        bool more = recv(d->fd, &probe, 1, MSG_PEEK | MSG_DONTWAIT) >= 0;
+        bool more = false;
+        for (unsigned i = 0; i <= d->ngfd; i++)
+            more |=
+                recv(sock_fd(d, i), &probe, 1, MSG_PEEK | MSG_DONTWAIT) >= 0;
         s->stats.stop_unread += left;
         s->stats.stop_socket_left += more;
         if (left > 0 || more)
@@ -1343,6 +1652,14 @@ void dsd__dgram_stop(struct dsd__dgram *d, struct cmn_deadline dl)
     }
     CMN_LOGD(DSD_COMP, "%s: drained %llu datagrams on stop", d->kind,
              (unsigned long long)(s->stats.packets - n0));
+    uint64_t forced =
+        atomic_load_explicit(&d->merge_forced, memory_order_relaxed);
+    if (forced > 0)
+        CMN_LOGW(DSD_COMP,
+                 "%s: %llu times the socket group's merge published "
+                 "datagrams before a socket's older ones (its batch was "
+                 "full): a gauge's last value may be an earlier one",
+                 d->kind, (unsigned long long)forced);
     uv_close((uv_handle_t *)&d->async, dgram_closed);
 }
 

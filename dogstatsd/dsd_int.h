@@ -24,6 +24,9 @@
  * resident) and a burst stays in fewer cache lines. The rest of a larger
  * datagram goes to the slot's tail, mapped in on first use. */
 #define DSD_SCRATCH_HEAD 1536u
+/* The UDP socket group (dsd_sock.c, DSD_GROUP_AIM): at most this many
+ * sockets on the port. */
+#define DSD_GROUP_MAX 8
 /* The rescuer's ring (dsd_dgram.c, DSD_RESCUE_RATE): its size, and its
  * batch. */
 #define DSD_RESCUE_BYTES ((size_t)16 << 20)
@@ -50,8 +53,12 @@ struct dsd__nap {
 
 struct dsd__dgram {
     struct dsd *s;
-    uv_async_t async;  /* the receive thread's wake-up of the loop */
-    int fd;            /* -1 when not open */
+    uv_async_t async; /* the receive thread's wake-up of the loop */
+    int fd;           /* -1 when not open */
+    /* UDP: the group's other sockets on the port (dsd_sock.c,
+     * DSD_GROUP_AIM), ngfd of them; none without a group */
+    int gfd[DSD_GROUP_MAX - 1];
+    unsigned ngfd;
     bool eol_required; /* from the transport's dogstatsd_eol_required */
     bool live;         /* async handle initialised and not yet closed */
     const char *kind;  /* "udp" or "uds": static, for logs */
@@ -77,9 +84,19 @@ struct dsd__dgram {
      * DSD_SCRATCH_HEAD) */
     char *scratch;
     size_t scratch_head;
-    char *cmsg;               /* mmsg_n control buffers (SO_RXQ_OVFL) */
-    uint32_t *lens;           /* mmsg_n */
-    uint32_t *flags;          /* mmsg_n */
+    char *cmsg;      /* mmsg_n control buffers (SO_RXQ_OVFL) */
+    uint32_t *lens;  /* mmsg_n */
+    uint32_t *flags; /* mmsg_n */
+    /* a socket group only (dsd_dgram.c, group_fill): each batch entry's
+     * kernel timestamp (CLOCK_REALTIME ns) and scratch slot; the entries
+     * read and held back (msgs[0..held), oldest first); per socket (0:
+     * fd), the time before which it holds nothing unread; the socket the
+     * next round reads first */
+    uint64_t *ts;    /* mmsg_n */
+    uint32_t *slots; /* mmsg_n */
+    size_t held;
+    uint64_t gwm[DSD_GROUP_MAX];
+    unsigned gnext;
     uint64_t unsignalled_ns;  /* first publish the loop was not woken for */
     uint64_t last_data_ns;    /* the last read that returned data */
     unsigned usable_cpus;     /* affinity capped by a cgroup CPU quota,
@@ -95,7 +112,10 @@ struct dsd__dgram {
     bool defer_parse;         /* the loop waits for the socket to be quiet */
 
     /* written by the producer, read anywhere */
-    _Atomic uint64_t kernel_drops; /* the socket's drop counter */
+    _Atomic uint64_t kernel_drops; /* the sockets' drop counters, summed */
+    _Atomic uint64_t sock_drops[DSD_GROUP_MAX]; /* each socket's (0: fd) */
+    _Atomic uint64_t merge_forced; /* a group's batch published past the
+                                      merge's bound (dsd_dgram.c) */
     _Atomic uint64_t full_events;  /* times the ring was full */
     _Atomic uint64_t full_ns;      /* time spent waiting for room */
     _Atomic uint64_t max_gap_ns;   /* longest time between two reads of
@@ -257,6 +277,9 @@ void dsd__dgram_join(struct dsd__dgram *d);
  * both are empty or dl passes, and closes. */
 void dsd__dgram_stop(struct dsd__dgram *d, struct cmn_deadline dl);
 void dsd__dgram_close_fd(struct dsd__dgram *d);
+/* The CPUs this process may use at once: its affinity, capped by a
+ * cgroup CPU quota (dsd_dgram.c). */
+unsigned dsd__usable_cpus(void);
 /* Frees what dsd__dgram_start allocated (after the close callback). */
 void dsd__dgram_free(struct dsd__dgram *d);
 /* Asks the receive thread to read until EAGAIN and report back. */

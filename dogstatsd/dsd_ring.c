@@ -295,6 +295,14 @@ size_t dsd__ring_pack(struct dsd__ring *r, char *at,
                       const struct dsd__ring_src *src, size_t n,
                       const uint32_t *lens, const uint32_t *flags)
 {
+    return dsd__ring_pack_slots(r, at, src, n, lens, flags, NULL);
+}
+
+size_t dsd__ring_pack_slots(struct dsd__ring *r, char *at,
+                            const struct dsd__ring_src *src, size_t n,
+                            const uint32_t *lens, const uint32_t *flags,
+                            const uint32_t *slots)
+{
     char *w = at;
     for (size_t i = 0; i < n; i++) {
         uint32_t len = (flags[i] & DSD_RING_F_TRUNC) ? 0 : lens[i];
@@ -302,11 +310,12 @@ size_t dsd__ring_pack(struct dsd__ring *r, char *at,
         if (end > r->touched)
             ring_populate(r, end);
         put_hdr(w, len, flags[i]);
+        size_t k = slots != NULL ? slots[i] : i;
         size_t h = len < src->head_len ? len : src->head_len;
         if (h > 0)
-            memcpy(w + DSD_RING_HDR, src->head + i * src->head_len, h);
+            memcpy(w + DSD_RING_HDR, src->head + k * src->head_len, h);
         if (len > h)
-            memcpy(w + DSD_RING_HDR + h, src->tail + i * src->tail_len,
+            memcpy(w + DSD_RING_HDR + h, src->tail + k * src->tail_len,
                    len - h);
         w += DSD_RING_HDR + ALIGN8(len);
     }

@@ -174,6 +174,12 @@ struct dsd__ring_src {
 size_t dsd__ring_pack(struct dsd__ring *r, char *at,
                       const struct dsd__ring_src *src, size_t n,
                       const uint32_t *lens, const uint32_t *flags);
+/* The same, datagram i taken from src's slot slots[i] (its head at
+ * src->head + slots[i] * head_len, its tail likewise). */
+size_t dsd__ring_pack_slots(struct dsd__ring *r, char *at,
+                            const struct dsd__ring_src *src, size_t n,
+                            const uint32_t *lens, const uint32_t *flags,
+                            const uint32_t *slots);
 
 /* Consumer: the record at position pos (a tail value), or false when
  * pos == head (acquired). PAD records are skipped internally. */

@@ -11,6 +11,8 @@
  */
 #include "dsd_int.h"
 
+#include <linux/filter.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -119,25 +121,106 @@ int dsd__prepare_unix_path(const char *path, const char *var)
     return 0;
 }
 
+/* Asks for the receive buffer and the drop counter; logs only when
+ * what is not NULL. */
 static void set_rcvbuf(struct dsd *s, int fd, const char *what, int *eff)
 {
     int v = s->cfg.so_rcvbuf > 0 ? s->cfg.so_rcvbuf : DSD_RCVBUF_DEFAULT;
     /* SO_RCVBUFFORCE passes rmem_max where we may (CAP_NET_ADMIN);
      * elsewhere SO_RCVBUF gives at most rmem_max. */
     if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &v, sizeof(v)) != 0 &&
-        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v)) != 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v)) != 0 &&
+        what != NULL)
         CMN_LOGW(DSD_COMP, "%s: SO_RCVBUF %d: %s", what, v,
                  uv_strerror(-errno));
     int on = 1;
-    if (setsockopt(fd, SOL_SOCKET, SO_RXQ_OVFL, &on, sizeof(on)) != 0)
+    if (setsockopt(fd, SOL_SOCKET, SO_RXQ_OVFL, &on, sizeof(on)) != 0 &&
+        what != NULL)
         CMN_LOGD(DSD_COMP, "%s: SO_RXQ_OVFL: %s", what, uv_strerror(-errno));
     socklen_t l = sizeof(*eff);
     if (getsockopt(fd, SOL_SOCKET, SO_RCVBUF, eff, &l) != 0)
         *eff = 0;
-    CMN_LOGD(DSD_COMP,
-             "%s: SO_RCVBUF asked %d, effective %d (the kernel "
-             "counts twice the asked bytes)",
-             what, v, *eff);
+    if (what != NULL)
+        CMN_LOGD(DSD_COMP,
+                 "%s: SO_RCVBUF asked %d, effective %d (the kernel "
+                 "counts twice the asked bytes)",
+                 what, v, *eff);
+}
+
+/* The UDP socket group. With one usable CPU (a pinned process, a 1-vCPU
+ * container) the receive thread shares its CPU with the loop, and on a
+ * virtual machine the host stops that CPU now and then: on the 2-vCPU
+ * test VM for 1 ms or more in most 3 s windows, napping or busy, while
+ * the other CPU ran on (bench_hiccup --nap-us, docs/receive-path.md). A
+ * sender on another CPU fills the socket meanwhile, and one socket holds
+ * no more than rmem_max allows (212992 bytes asked, 425984 accounted on a
+ * stock kernel: under 1 ms of 15 M lines/s). So where the kernel gave
+ * less than DSD_GROUP_AIM, the port gets several sockets in a
+ * SO_REUSEPORT group, and a classic BPF program on the group sends each
+ * datagram to one of them at random: one sender fills them all, each at
+ * its share of the rate. The receive thread reads them in turn and puts
+ * the datagrams back in the order the kernel received them, by the
+ * timestamp each carries (SO_TIMESTAMPNS; dsd_dgram.c, group_fill), so
+ * a gauge's last value stays the last one sent. With two or more CPUs the
+ * rescuer covers such stops instead, and there is no group.
+ * DRAINPIPE_UDP_SOCKETS sets the number (1: never a group). */
+#define DSD_GROUP_AIM (4 << 20) /* kernel buffer, bytes as it counts them */
+
+static unsigned group_size(const struct dsd *s, int eff)
+{
+    if (s->cfg.udp_sockets > 0)
+        return (unsigned)s->cfg.udp_sockets;
+    if (eff >= DSD_GROUP_AIM || dsd__usable_cpus() > 1)
+        return 1;
+    unsigned n =
+        eff > 0 ? (unsigned)((DSD_GROUP_AIM + eff - 1) / eff) : DSD_GROUP_MAX;
+    return n < 2 ? 2 : n > DSD_GROUP_MAX ? DSD_GROUP_MAX : n;
+}
+
+/* Binds the group's other n - 1 sockets next to s->udp.fd (bound with
+ * SO_REUSEPORT) and spreads the datagrams over all of them. Without the
+ * spreading program the kernel would pick a socket by the sender's
+ * address: one sender, one socket. Then the others are closed. */
+static void open_group(struct dsd *s, const struct sockaddr_storage *ss,
+                       socklen_t alen, unsigned n)
+{
+    struct dsd__dgram *d = &s->udp;
+    int on = 1;
+    for (unsigned i = 1; i < n; i++) {
+        int fd =
+            socket(ss->ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            break;
+        int eff;
+        set_rcvbuf(s, fd, NULL, &eff);
+        if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0 ||
+            setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on)) != 0 ||
+            bind(fd, (const struct sockaddr *)ss, alen) != 0) {
+            close(fd);
+            break;
+        }
+        d->gfd[d->ngfd++] = fd;
+    }
+    struct sock_filter code[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, SKF_AD_OFF + SKF_AD_RANDOM),
+        BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, d->ngfd + 1),
+        BPF_STMT(BPF_RET | BPF_A, 0),
+    };
+    struct sock_fprog prog = {3, code};
+    if (d->ngfd > 0 && setsockopt(d->fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF,
+                                  &prog, sizeof(prog)) != 0) {
+        CMN_LOGD(DSD_COMP, "udp: no socket group: %s", uv_strerror(-errno));
+        while (d->ngfd > 0)
+            close(d->gfd[--d->ngfd]);
+    }
+    if (d->ngfd + 1 < n)
+        CMN_LOGD(DSD_COMP, "udp: %u of %u sockets in the group", d->ngfd + 1,
+                 n);
+    if (d->ngfd > 0)
+        CMN_LOGD(DSD_COMP,
+                 "udp: %u sockets in a SO_REUSEPORT group, %d bytes of "
+                 "buffer each (one usable CPU or DRAINPIPE_UDP_SOCKETS)",
+                 d->ngfd + 1, s->rcvbuf_udp);
 }
 
 /* Resolves the UDP bind address: 0.0.0.0 with non_local_traffic, else
@@ -170,6 +253,14 @@ int dsd__udp_open(struct dsd *s)
     if (fd < 0)
         return -errno;
     set_rcvbuf(s, fd, "udp", &s->rcvbuf_udp);
+    unsigned group = group_size(s, s->rcvbuf_udp);
+    int on = 1;
+    if (group > 1 &&
+        (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0 ||
+         setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on)) != 0)) {
+        CMN_LOGD(DSD_COMP, "udp: no socket group: %s", uv_strerror(-errno));
+        group = 1;
+    }
     socklen_t alen = ss.ss_family == AF_INET ? sizeof(struct sockaddr_in)
                                              : sizeof(struct sockaddr_in6);
     if (bind(fd, (struct sockaddr *)&ss, alen) != 0) {
@@ -183,6 +274,8 @@ int dsd__udp_open(struct dsd *s)
     }
     s->udp.fd = fd;
     memcpy(&s->udp_addr, &ss, sizeof(ss));
+    if (group > 1)
+        open_group(s, &ss, alen, group);
     return 0;
 out_close:
     CMN_LOGE(DSD_COMP, "udp port %d: %s", s->cfg.port, uv_strerror(rc));

@@ -90,6 +90,7 @@ static const char *const dp_vars[] = {
     "DRAINPIPE_SERVERLESS_DROP_EVENTS",
     "DRAINPIPE_SINK",
     DP_SUBMIT_QUEUE_ENV,
+    "DRAINPIPE_UDP_SOCKETS",
 };
 
 struct dp_kv {
