@@ -61,7 +61,7 @@ struct tp_opts {
     const char *loadgen;
     int server_cpu, loadgen_cpu;
     double max_behind_ms; /* bench_loadgen --max-behind-ms; < 0: unset */
-    int udp_sockets;      /* dsd_config.udp_sockets (0: the default) */
+    int udp_sockets;      /* dsd_config.udp_sockets; < 0: the default */
     const char *parse_only;
     const char *sink; /* null | agg */
     double seconds;
@@ -378,7 +378,8 @@ static int run_socket(struct tp *t)
     dsd_config_defaults(&dcfg);
     dcfg.port = -1;
     dcfg.so_rcvbuf = (int)t->o.rcvbuf;
-    dcfg.udp_sockets = t->o.udp_sockets;
+    if (t->o.udp_sockets >= 0)
+        dcfg.udp_sockets = t->o.udp_sockets;
     dsd_sink_from_agg(&sink, t->agg);
     err = dsd_create(&t->loop, &dcfg, &sink, &t->dsd);
     dsd_config_free(&dcfg);
@@ -624,6 +625,7 @@ int main(int argc, char **argv)
     o->server_cpu = 0;
     o->loadgen_cpu = 1;
     o->max_behind_ms = -1;
+    o->udp_sockets = -1;
     o->sink = "null";
     o->seconds = 2;
     for (int i = 1; i < argc; i++) {

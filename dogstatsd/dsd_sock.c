@@ -162,8 +162,15 @@ static void set_rcvbuf(struct dsd *s, int fd, const char *what, int *eff)
  * the datagrams back in the order the kernel received them, by the
  * timestamp each carries (SO_TIMESTAMPNS; dsd_dgram.c, group_fill), so
  * a gauge's last value stays the last one sent. With two or more CPUs the
- * rescuer covers such stops instead, and there is no group.
- * DRAINPIPE_UDP_SOCKETS sets the number (1: never a group). */
+ * rescuer covers such stops instead.
+ *
+ * Not by default: DRAINPIPE_UDP_SOCKETS sets the number (1, the default:
+ * one socket; 0: the group where the kernel gave less than DSD_GROUP_AIM
+ * and one CPU is usable). With the sender on the same single CPU the
+ * group's reads cost the job its time: a burst of 200 000 one-line
+ * datagrams at 212992 took the job 3.2 s instead of 0.75 s (bench/burst.sh
+ * under taskset -c 0, 2026-12-04). It pays where the senders run on other
+ * CPUs than drainpipe (a pinned sidecar). */
 #define DSD_GROUP_AIM (4 << 20) /* kernel buffer, bytes as it counts them */
 
 static unsigned group_size(const struct dsd *s, int eff)
