@@ -282,14 +282,6 @@ static void read_sock_meminfo(struct dsd__dgram *d, unsigned i,
     note_drops(d, i, mi[SK_MEMINFO_DROPS]);
 }
 
-/* The first socket's SO_MEMINFO into mi (see read_sock_meminfo): in a
- * group each socket gets its share of the datagrams, and the first stands
- * for them all. */
-static void read_meminfo_all(struct dsd__dgram *d, uint32_t mi[SK_MEMINFO_VARS])
-{
-    read_sock_meminfo(d, 0, mi);
-}
-
 /* Every socket's drop counter, read and kept; returns their sum. */
 static uint64_t read_meminfo(struct dsd__dgram *d)
 {
@@ -850,8 +842,10 @@ static void nap(struct dsd__dgram *d, uint64_t empty_ns)
         ssize_t rd = read(d->wake_fd, &v, sizeof(v));
         (void)rd;
     }
+    /* the first socket: in a group each gets its share of the datagrams,
+     * and the first stands for them all */
     uint32_t mi[SK_MEMINFO_VARS];
-    read_meminfo_all(d, mi);
+    read_sock_meminfo(d, 0, mi);
     atomic_fetch_add_explicit(&d->naps, 1, memory_order_relaxed);
     dsd__nap_next(&d->nap, cmn_mono_ns() - empty_ns, mi[SK_MEMINFO_RMEM_ALLOC],
                   mi[SK_MEMINFO_RCVBUF]);
@@ -1218,7 +1212,7 @@ static bool rescue(struct dsd__dgram *d)
 static uint64_t rescue_check(struct dsd__dgram *d)
 {
     uint32_t mi[SK_MEMINFO_VARS];
-    read_meminfo_all(d, mi);
+    read_sock_meminfo(d, 0, mi); /* no group with a rescuer: one socket */
     uint64_t queued = mi[SK_MEMINFO_RMEM_ALLOC];
     uint64_t head = atomic_load_explicit(&d->ring.head, memory_order_acquire);
     bool moved = head != d->rescue_head;
