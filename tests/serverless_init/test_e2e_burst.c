@@ -767,6 +767,48 @@ Test(burst, socket_group_keeps_the_senders_order, .timeout = 300)
     }
 }
 
+/* A socket group's stop drain ends once every socket is empty. With
+ * eight sockets it read four of them a round and never saw them all
+ * empty: it read on until its slice of the shutdown budget was up (a
+ * quarter of it, 2.25 s by default), and every job waited that long for
+ * its wrapper to exit (2026-12-04). The child sends 2 000 one-line
+ * datagrams over 20 contexts and exits at once: every sample arrives, and
+ * the wrapper exits within 1 s of its start (about 20 ms here; the stuck
+ * drain alone took 2.25 s). */
+Test(burst, socket_group_stop_ends_when_the_sockets_are_empty, .timeout = 120)
+{
+    static struct got g;
+    static char err[1 << 16];
+    for (int r = 0; r < 3; r++) {
+        struct e2e e;
+        struct ti *ti = e2e_with_intake(&e);
+        e2e_env(&e, "DD_LOG_LEVEL=debug");
+        e2e_env(&e, "DD_DOGSTATSD_SO_RCVBUF=212992");
+        e2e_env(&e, "DRAINPIPE_UDP_SOCKETS=8");
+        const char *args[] = {e.child, "burst", "udp", "2000",
+                              "20",    "1",     "-",   NULL};
+        uint64_t t0 = e2e_now_ms();
+        pid_t pid = e2e_start(&e, args);
+        int code = e2e_wait(pid, 60000);
+        uint64_t wall = e2e_now_ms() - t0;
+        e2e_read(e.errpath, err, sizeof(err));
+        collect(ti, &g);
+        e2e_fini(&e);
+        ti_stop(ti);
+        cr_assert_eq(code, 0, "run %d: exit %d, stderr:\n%s", r, code, err);
+        cr_assert_not_null(strstr(err, "udp: 8 sockets in a SO_REUSEPORT "
+                                       "group"),
+                           "run %d: no group:\n%s", r, err);
+        char why[256] = "";
+        int bad = check_exact(&g, 2000, 20, why, sizeof(why));
+        cr_assert_eq(bad, 0, "run %d: %d contexts wrong (%s)", r, bad, why);
+        cr_assert_lt(wall, 1000,
+                     "run %d: the wrapper exited %llu ms after its start; "
+                     "stderr:\n%s",
+                     r, (unsigned long long)wall, err);
+    }
+}
+
 static void touch_file(const char *path)
 {
     FILE *f = fopen(path, "w");
