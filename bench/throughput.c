@@ -656,7 +656,7 @@ int main(int argc, char **argv)
         else if (strcmp(a, "--max-behind-ms") == 0)
             o->max_behind_ms = arg_f64(v);
         else if (strcmp(a, "--udp-sockets") == 0)
-            o->udp_sockets = (int)arg_u64(v, 8);
+            o->udp_sockets = (int)arg_u64(v, 16);
         else if (strcmp(a, "--parse-only") == 0)
             o->parse_only = v;
         else if (strcmp(a, "--sink") == 0)

@@ -117,10 +117,11 @@ struct dsd_config {
                                  ring behind each datagram socket,
                                  DSD_RING_SIZE_DEFAULT; touched only as it
                                  fills */
-    int udp_sockets;          /* DRAINPIPE_UDP_SOCKETS (1): the UDP
-                                 sockets on the port, 1-8, or 0 for a
-                                 group with one usable CPU and a small
-                                 buffer (dsd_sock.c, DSD_GROUP_AIM) */
+    int udp_sockets;          /* DRAINPIPE_UDP_SOCKETS (0): the UDP
+                                 sockets on the port, 1-16, or 0 for a
+                                 group with one usable CPU of several
+                                 and a small buffer (dsd_sock.c,
+                                 DSD_GROUP_AIM) */
     bool rx_realtime;         /* DRAINPIPE_RECEIVE_REALTIME (true): run
                                  the receive threads at SCHED_FIFO 1 where
                                  permitted (CAP_SYS_NICE or RLIMIT_RTPRIO) */

@@ -27,7 +27,7 @@ void dsd_config_defaults(struct dsd_config *cfg)
     cfg->max_stream_conns = 1024;
     cfg->ring_size = DSD_RING_SIZE_DEFAULT;
     cfg->rx_realtime = true;
-    cfg->udp_sockets = 1;
+    cfg->udp_sockets = 0;
     cfg->stream_idle_timeout_ms = 300000;
     cfg->stream_conn_bytes_max = 0;
 }

@@ -405,24 +405,32 @@ static uint64_t real_ns(void)
     return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
-/* Moves batch entry `from` to `to` (to <= from), shifting those between
- * up one: the entries stay sorted by timestamp. */
-static void entry_move(struct dsd__dgram *d, size_t from, size_t to)
+/* Merges the slots just read (run[0..k), in the order read) into the
+ * held ones (ord[0..held), oldest first), by timestamp: a socket's
+ * datagrams come nearly in order (two senders stamp on their own CPUs and
+ * queue a moment later), so the run is sorted in place first, then merged
+ * in one pass; held ones go first on a tie. */
+static void merge_run(struct dsd__dgram *d, uint32_t *run, size_t k)
 {
-    struct mmsghdr m = d->msgs[from];
-    uint64_t ts = d->ts[from];
-    uint32_t len = d->lens[from], fl = d->flags[from], sl = d->slots[from];
-    size_t n = from - to;
-    memmove(&d->msgs[to + 1], &d->msgs[to], n * sizeof(*d->msgs));
-    memmove(&d->ts[to + 1], &d->ts[to], n * sizeof(*d->ts));
-    memmove(&d->lens[to + 1], &d->lens[to], n * sizeof(*d->lens));
-    memmove(&d->flags[to + 1], &d->flags[to], n * sizeof(*d->flags));
-    memmove(&d->slots[to + 1], &d->slots[to], n * sizeof(*d->slots));
-    d->msgs[to] = m;
-    d->ts[to] = ts;
-    d->lens[to] = len;
-    d->flags[to] = fl;
-    d->slots[to] = sl;
+    const uint64_t *ts = d->ts;
+    for (size_t x = 1; x < k; x++) {
+        uint32_t v = run[x];
+        size_t to = x;
+        while (to > 0 && ts[run[to - 1]] > ts[v]) {
+            run[to] = run[to - 1];
+            to--;
+        }
+        run[to] = v;
+    }
+    size_t a = 0, b = 0, o = 0, n = d->held;
+    while (a < n && b < k)
+        d->gtmp[o++] = ts[run[b]] < ts[d->ord[a]] ? run[b++] : d->ord[a++];
+    while (a < n)
+        d->gtmp[o++] = d->ord[a++];
+    while (b < k)
+        d->gtmp[o++] = run[b++];
+    memcpy(d->ord, d->gtmp, o * sizeof(*d->ord));
+    d->held = o;
 }
 
 /* Socket i's bound from its next datagram, looked at and left there
@@ -455,21 +463,23 @@ static uint64_t peek_bound(struct dsd__dgram *d, unsigned i)
  * last datagram it gave; after one that emptied it, nothing stamped
  * DSD_GROUP_RACE_NS before the read. Each call reads the socket with the
  * lowest bound among those not yet emptied in this fill (the one holding
- * the merge back), for half the free batch entries less one for each
- * other socket (so each has room), inserts what it gave among the entries held
- * back (msgs[0..held), oldest first), and publishes the entries no socket can
+ * the merge back), into half the free scratch slots less one for each
+ * other socket (so each has room), merges what it gave into the slots
+ * held back (ord, oldest first), and publishes the ones no socket can
  * still precede: those stamped at or before the lowest bound. The fill is
  * EMPTY once every socket has been emptied in it (not all at once: a
  * steady stream rarely leaves eight sockets empty together). force
  * publishes everything read (a sync request; the stop drain once every
  * socket was emptied). Only a batch held back whole, waiting for a socket
- * it has no entry left for, is published past the bound (counted). */
+ * it has no slot left for, is published past the bound (counted). */
 static enum fill_result group_fill(struct dsd__dgram *d, size_t max_calls,
                                    bool thread, bool force)
 {
     size_t bs = d->s->cfg.buffer_size, h = d->scratch_head;
     unsigned nsock = d->ngfd + 1, emptied = 0; /* bit i: socket i emptied */
     unsigned all = (1u << nsock) - 1;
+    struct dsd__ring_src src = {d->scratch, h, d->scratch + d->mmsg_n * h,
+                                bs - h};
     for (size_t call = 0; call < max_calls; call++) {
         if (thread && atomic_load_explicit(&d->stop, memory_order_relaxed))
             return FILL_EMPTY;
@@ -477,28 +487,36 @@ static enum fill_result group_fill(struct dsd__dgram *d, size_t max_calls,
         size_t room = reserve_batch(d, thread, &at);
         if (room == 0)
             return FILL_FULL;
-        size_t n = d->held, free = d->mmsg_n - n;
         int err = 0;
         /* with half the batch held back, the socket holding the bound
          * is read again even if it was emptied: its bound then moves to
          * the time of that read */
-        bool crowded = n > d->mmsg_n / 2;
+        bool crowded = d->held > d->mmsg_n / 2;
         unsigned i = nsock;
         for (unsigned j = 0; j < nsock; j++)
             if ((crowded || !(emptied & (1u << j))) &&
                 (i == nsock || d->gwm[j] < d->gwm[i]))
                 i = j;
-        if (i < nsock && free > 0) {
-            /* half the free entries, less one for each other socket:
-             * each gets read before the batch is full */
+        if (i < nsock && d->nfree > 0) {
+            /* half the free slots, less one for each other socket: each
+             * gets read before the batch is full */
+            size_t free = d->nfree;
             size_t ask = free > nsock ? (free - (nsock - 1)) / 2 : 1;
             if (ask == 0)
                 ask = 1;
-            for (size_t x = n; x < n + ask; x++) {
-                d->msgs[x].msg_hdr.msg_controllen = DSD_CMSG_SPACE;
-                d->msgs[x].msg_hdr.msg_flags = 0;
+            /* the read window: msgs[0..ask), on the free list's top
+             * slots (msgs[x] on gfree[free - 1 - x]) */
+            uint32_t got[DSD_GROUP_BATCH];
+            for (size_t x = 0; x < ask; x++) {
+                uint32_t sl = got[x] = d->gfree[free - 1 - x];
+                struct msghdr *mh = &d->msgs[x].msg_hdr;
+                mh->msg_iov = &d->iovs[2 * sl];
+                mh->msg_iovlen = bs > h ? 2 : 1;
+                mh->msg_control = d->cmsg + sl * DSD_CMSG_SPACE;
+                mh->msg_controllen = DSD_CMSG_SPACE;
+                mh->msg_flags = 0;
             }
-            int k = recvmmsg(sock_fd(d, i), &d->msgs[n], (unsigned)ask,
+            int k = recvmmsg(sock_fd(d, i), d->msgs, (unsigned)ask,
                              MSG_DONTWAIT, NULL);
             uint64_t now = real_ns();
             if (k < 0) {
@@ -511,33 +529,24 @@ static enum fill_result group_fill(struct dsd__dgram *d, size_t max_calls,
                 }
                 k = 0;
             }
-            size_t before = n;
-            for (int x = 0; x < k; x++, n++) {
-                struct mmsghdr *m = &d->msgs[n];
-                d->lens[n] = m->msg_len;
-                d->flags[n] =
+            for (int x = 0; x < k; x++) {
+                struct mmsghdr *m = &d->msgs[x];
+                uint32_t sl = got[x];
+                d->lens[sl] = m->msg_len;
+                d->flags[sl] =
                     (m->msg_hdr.msg_flags & MSG_TRUNC) ? DSD_RING_F_TRUNC : 0;
-                d->slots[n] =
-                    (uint32_t)(((char *)m->msg_hdr.msg_iov[0].iov_base -
-                                d->scratch) /
-                               h);
                 uint64_t ts = read_cmsgs(d, i, &m->msg_hdr);
-                d->ts[n] = ts != 0 ? ts : now;
+                d->ts[sl] = ts != 0 ? ts : now;
             }
             if (k > 0 && (size_t)k < ask) {
                 d->gwm[i] = now - DSD_GROUP_RACE_NS;
                 emptied |= 1u << i;
             } else if (k > 0) {
-                d->gwm[i] = d->ts[n - 1];
+                d->gwm[i] = d->ts[got[k - 1]];
             }
-            /* the socket's datagrams are in order: insert them */
-            for (size_t x = before; x < n; x++) {
-                size_t to = x;
-                while (to > 0 && d->ts[to - 1] > d->ts[x])
-                    to--;
-                if (to != x)
-                    entry_move(d, x, to);
-            }
+            /* the slots read (the top k) leave the free list */
+            d->nfree = free - (size_t)k;
+            merge_run(d, got, (size_t)k);
             if (thread) {
                 uint64_t t = cmn_mono_ns();
                 if (d->prev_read_ns != 0)
@@ -547,13 +556,14 @@ static enum fill_result group_fill(struct dsd__dgram *d, size_t max_calls,
                     d->last_data_ns = t;
             }
         }
+        size_t n = d->held;
         bool drained = emptied == all;
         uint64_t w = UINT64_MAX;
         if (!force && !(drained && !thread))
             for (unsigned j = 0; j < nsock; j++)
                 w = d->gwm[j] < w ? d->gwm[j] : w;
         size_t p = 0;
-        while (p < n && d->ts[p] <= w)
+        while (p < n && d->ts[d->ord[p]] <= w)
             p++;
         /* Held back whole: the bound is only a bound. The next datagram
          * of the socket holding it is looked at (MSG_PEEK), which moves
@@ -568,7 +578,7 @@ static enum fill_result group_fill(struct dsd__dgram *d, size_t max_calls,
             w = UINT64_MAX;
             for (unsigned j = 0; j < nsock; j++)
                 w = d->gwm[j] < w ? d->gwm[j] : w;
-            while (p < n && d->ts[p] <= w)
+            while (p < n && d->ts[d->ord[p]] <= w)
                 p++;
         }
         if (p == 0 && n == d->mmsg_n) {
@@ -579,18 +589,16 @@ static enum fill_result group_fill(struct dsd__dgram *d, size_t max_calls,
         if (p > room)
             p = room;
         if (p > 0) {
-            struct dsd__ring_src src = {d->scratch, h,
-                                        d->scratch + d->mmsg_n * h, bs - h};
             dsd__ring_pack_slots(&d->ring, at, &src, p, d->lens, d->flags,
-                                 d->slots);
+                                 d->ord);
             if (thread && d->unsignalled_ns == 0)
                 d->unsignalled_ns = cmn_mono_ns();
-            /* the published entries' slots are free again: after the
-             * held ones */
-            for (size_t x = 0; x < n - p; x++)
-                entry_move(d, p + x, x);
+            /* the published slots are free again */
+            memcpy(&d->gfree[d->nfree], d->ord, p * sizeof(*d->ord));
+            d->nfree += p;
+            memmove(d->ord, &d->ord[p], (n - p) * sizeof(*d->ord));
+            d->held = n - p;
         }
-        d->held = n - p;
         if (err != 0) {
             atomic_store_explicit(&d->last_errno, err, memory_order_relaxed);
             atomic_fetch_add_explicit(&d->read_errors, 1, memory_order_relaxed);
@@ -825,8 +833,9 @@ uint64_t dsd__nap_next(struct dsd__nap *n, uint64_t elapsed_ns, uint64_t queued,
         want = n->ns / 2; /* half full or more: halve, whatever the rate */
     if (want > grow)
         want = grow;
-    if (want > DSD_NAP_MAX_NS)
-        want = DSD_NAP_MAX_NS;
+    uint64_t max = n->max != 0 ? n->max : DSD_NAP_MAX_NS;
+    if (want > max)
+        want = max;
     n->ns = want < DSD_NAP_MIN_NS ? 0 : want;
     return n->ns;
 }
@@ -886,7 +895,12 @@ static void *reader_main(void *arg)
                                   memory_order_relaxed);
     bool spinning = false;
     bool naps = d == &d->s->udp;
-    d->nap = (struct dsd__nap){DSD_NAP_START_NS, 0};
+    /* a group of n sockets holds n times one's buffer, each filled at
+     * its share of the rate: its naps may be n / 4 times as long (fewer
+     * reads of a few datagrams each) */
+    uint64_t nap_max =
+        DSD_NAP_MAX_NS * (d->ngfd + 1 >= 8 ? (d->ngfd + 1) / 4 : 1);
+    d->nap = (struct dsd__nap){DSD_NAP_START_NS, 0, nap_max};
     while (!atomic_load_explicit(&d->stop, memory_order_acquire)) {
         uint64_t data_before = d->last_data_ns;
         /* a group holds datagrams back (group_fill): a sync request
@@ -973,8 +987,8 @@ static void *reader_main(void *arg)
          * rate too high to nap at (nap.ns 0) that left the socket empty
          * for the shortest nap is probed again from there. */
         uint64_t slept = cmn_mono_ns() - now;
-        if (slept > DSD_NAP_MAX_NS)
-            d->nap = (struct dsd__nap){DSD_NAP_START_NS, 0};
+        if (slept > nap_max)
+            d->nap = (struct dsd__nap){DSD_NAP_START_NS, 0, nap_max};
         else if (d->nap.ns == 0 && slept >= DSD_NAP_MIN_NS)
             d->nap.ns = DSD_NAP_MIN_NS;
         bool readable = p[0].revents & POLLIN;
@@ -1418,7 +1432,8 @@ static int alloc_batch(struct dsd__dgram *d)
         return 0; /* an earlier, failed dsd__dgram_receive got this far */
     size_t bs = d->s->cfg.buffer_size;
     size_t n = DSD_MMSG_BYTES / bs;
-    d->mmsg_n = n < 1 ? 1 : n > DSD_MMSG_MAX ? DSD_MMSG_MAX : n;
+    size_t max = d->ngfd > 0 ? DSD_GROUP_BATCH : DSD_MMSG_MAX;
+    d->mmsg_n = n < 1 ? 1 : n > max ? max : n;
     d->msgs = cmn_calloc(d->mmsg_n, sizeof(*d->msgs));
     d->iovs = cmn_calloc(2 * d->mmsg_n, sizeof(*d->iovs));
     d->cmsg = cmn_calloc(d->mmsg_n, DSD_CMSG_SPACE);
@@ -1427,10 +1442,17 @@ static int alloc_batch(struct dsd__dgram *d)
     d->scratch = cmn_malloc(d->mmsg_n * bs); /* touched as datagrams land */
     if (d->ngfd > 0) {
         d->ts = cmn_calloc(d->mmsg_n, sizeof(*d->ts));
-        d->slots = cmn_calloc(d->mmsg_n, sizeof(*d->slots));
+        d->ord = cmn_calloc(d->mmsg_n, sizeof(*d->ord));
+        d->gfree = cmn_calloc(d->mmsg_n, sizeof(*d->gfree));
+        d->gtmp = cmn_calloc(d->mmsg_n, sizeof(*d->gtmp));
+        if (d->gfree != NULL) /* every slot free, the first read first */
+            for (size_t i = 0; i < d->mmsg_n; i++)
+                d->gfree[i] = (uint32_t)(d->mmsg_n - 1 - i);
+        d->nfree = d->mmsg_n;
     }
     if (!d->msgs || !d->iovs || !d->cmsg || !d->lens || !d->flags ||
-        !d->scratch || (d->ngfd > 0 && (!d->ts || !d->slots)))
+        !d->scratch ||
+        (d->ngfd > 0 && (!d->ts || !d->ord || !d->gfree || !d->gtmp)))
         return UV_ENOMEM;
     size_t h = bs < DSD_SCRATCH_HEAD ? bs : DSD_SCRATCH_HEAD;
     d->scratch_head = h;
@@ -1453,9 +1475,13 @@ void dsd__dgram_free(struct dsd__dgram *d)
     cmn_free(d->lens);
     cmn_free(d->flags);
     cmn_free(d->ts);
-    cmn_free(d->slots);
+    cmn_free(d->ord);
+    cmn_free(d->gfree);
+    cmn_free(d->gtmp);
     d->ts = NULL;
-    d->slots = NULL;
+    d->ord = NULL;
+    d->gfree = NULL;
+    d->gtmp = NULL;
     cmn_free(d->scratch);
     cmn_free(d->rmsgs);
     cmn_free(d->riovs);

@@ -14,8 +14,14 @@
 #include <sys/socket.h>
 
 #define DSD_COMP "dogstatsd"
-#define DSD_LOG_LINE_MAX 200      /* bytes of a bad line shown in a log */
-#define DSD_MMSG_MAX 64           /* datagrams per recvmmsg call */
+#define DSD_LOG_LINE_MAX 200 /* bytes of a bad line shown in a log */
+#define DSD_MMSG_MAX 64      /* datagrams per recvmmsg call */
+/* A socket group's batch (dsd_dgram.c, group_fill): the merge holds a
+ * datagram back until every socket has been read past it, so each read
+ * gets about batch / sockets entries. At 64 a group of eight took 8
+ * datagrams a system call and cost (a) 54-58 ns a line at 15 M lines/s,
+ * against 40-47 at 256 (bench/README.md, 2026-12-04 22:17). */
+#define DSD_GROUP_BATCH 256
 #define DSD_MMSG_BYTES (4u << 20) /* cap on one batch's slot memory */
 /* The first bytes of every batch slot, kept together: a datagram up to
  * this size (a one-line datagram, a client's 1432-byte batch) lands in
@@ -26,7 +32,7 @@
 #define DSD_SCRATCH_HEAD 1536u
 /* The UDP socket group (dsd_sock.c, DSD_GROUP_AIM): at most this many
  * sockets on the port. */
-#define DSD_GROUP_MAX 8
+#define DSD_GROUP_MAX 16
 /* The rescuer's ring (dsd_dgram.c, DSD_RESCUE_RATE): its size, and its
  * batch. */
 #define DSD_RESCUE_BYTES ((size_t)16 << 20)
@@ -49,6 +55,7 @@ enum dsd__prio {
 struct dsd__nap {
     uint64_t ns;   /* the next nap, 0: none */
     uint64_t peak; /* the fastest fill rate lately, bytes a ms */
+    uint64_t max;  /* the longest nap; 0: DSD_NAP_MAX_NS */
 };
 
 struct dsd__dgram {
@@ -87,16 +94,18 @@ struct dsd__dgram {
     char *cmsg;      /* mmsg_n control buffers (SO_RXQ_OVFL) */
     uint32_t *lens;  /* mmsg_n */
     uint32_t *flags; /* mmsg_n */
-    /* a socket group only (dsd_dgram.c, group_fill): each batch entry's
-     * kernel timestamp (CLOCK_REALTIME ns) and scratch slot; the entries
-     * read and held back (msgs[0..held), oldest first); per socket (0:
-     * fd), the time before which it holds nothing unread; the socket the
-     * next round reads first */
+    /* a socket group only (dsd_dgram.c, group_fill): lens, flags and ts
+     * are per scratch slot there, msgs the read window; each slot's kernel
+     * timestamp (CLOCK_REALTIME ns); the slots read and held back, oldest
+     * first (ord[0..held)); the free ones (gfree[0..nfree)); the merge's
+     * scratch (gtmp); per socket (0: fd), the time before which it holds
+     * nothing unread */
     uint64_t *ts;    /* mmsg_n */
-    uint32_t *slots; /* mmsg_n */
-    size_t held;
+    uint32_t *ord;   /* mmsg_n */
+    uint32_t *gfree; /* mmsg_n */
+    uint32_t *gtmp;  /* mmsg_n */
+    size_t held, nfree;
     uint64_t gwm[DSD_GROUP_MAX];
-    unsigned gnext;
     uint64_t unsignalled_ns;  /* first publish the loop was not woken for */
     uint64_t last_data_ns;    /* the last read that returned data */
     unsigned usable_cpus;     /* affinity capped by a cgroup CPU quota,

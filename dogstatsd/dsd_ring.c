@@ -305,12 +305,12 @@ size_t dsd__ring_pack_slots(struct dsd__ring *r, char *at,
 {
     char *w = at;
     for (size_t i = 0; i < n; i++) {
-        uint32_t len = (flags[i] & DSD_RING_F_TRUNC) ? 0 : lens[i];
+        size_t k = slots != NULL ? slots[i] : i;
+        uint32_t len = (flags[k] & DSD_RING_F_TRUNC) ? 0 : lens[k];
         size_t end = (size_t)(w - r->base) + DSD_RING_HDR + ALIGN8(len);
         if (end > r->touched)
             ring_populate(r, end);
-        put_hdr(w, len, flags[i]);
-        size_t k = slots != NULL ? slots[i] : i;
+        put_hdr(w, len, flags[k]);
         size_t h = len < src->head_len ? len : src->head_len;
         if (h > 0)
             memcpy(w + DSD_RING_HDR, src->head + k * src->head_len, h);

@@ -175,7 +175,8 @@ size_t dsd__ring_pack(struct dsd__ring *r, char *at,
                       const struct dsd__ring_src *src, size_t n,
                       const uint32_t *lens, const uint32_t *flags);
 /* The same, datagram i taken from src's slot slots[i] (its head at
- * src->head + slots[i] * head_len, its tail likewise). */
+ * src->head + slots[i] * head_len, its tail likewise), its length and
+ * flags from lens and flags at that slot. */
 size_t dsd__ring_pack_slots(struct dsd__ring *r, char *at,
                             const struct dsd__ring_src *src, size_t n,
                             const uint32_t *lens, const uint32_t *flags,

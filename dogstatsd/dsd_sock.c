@@ -147,37 +147,40 @@ static void set_rcvbuf(struct dsd *s, int fd, const char *what, int *eff)
                  what, v, *eff);
 }
 
-/* The UDP socket group. With one usable CPU (a pinned process, a 1-vCPU
- * container) the receive thread shares its CPU with the loop, and on a
- * virtual machine the host stops that CPU now and then: on the 2-vCPU
- * test VM for 1 ms or more in most 3 s windows, napping or busy, while
- * the other CPU ran on (bench_hiccup --nap-us, docs/receive-path.md). A
- * sender on another CPU fills the socket meanwhile, and one socket holds
- * no more than rmem_max allows (212992 bytes asked, 425984 accounted on a
- * stock kernel: under 1 ms of 15 M lines/s). So where the kernel gave
- * less than DSD_GROUP_AIM, the port gets several sockets in a
- * SO_REUSEPORT group, and a classic BPF program on the group sends each
- * datagram to one of them at random: one sender fills them all, each at
- * its share of the rate. The receive thread reads them in turn and puts
- * the datagrams back in the order the kernel received them, by the
- * timestamp each carries (SO_TIMESTAMPNS; dsd_dgram.c, group_fill), so
- * a gauge's last value stays the last one sent. With two or more CPUs the
- * rescuer covers such stops instead.
+/* The UDP socket group. With one usable CPU (a pinned process, a
+ * container given one CPU of several) the receive thread shares its CPU
+ * with the loop, and on a virtual machine the host stops that CPU now and
+ * then: on the 2-vCPU test VM for 1 ms or more in most 3 s windows,
+ * napping or busy, while the other CPU ran on (bench_hiccup --nap-us,
+ * docs/receive-path.md). A sender on another CPU fills the socket
+ * meanwhile, and one socket holds no more than rmem_max allows (212992
+ * bytes asked, 425984 accounted on a stock kernel: under 1 ms of 15 M
+ * lines/s). So where the kernel gave less than DSD_GROUP_AIM, the port
+ * gets several sockets in a SO_REUSEPORT group, and a classic BPF program
+ * on the group sends each datagram to one of them at random: one sender
+ * fills them all, each at its share of the rate. The receive thread reads
+ * them in turn and puts the datagrams back in the order the kernel
+ * received them, by the timestamp each carries (SO_TIMESTAMPNS;
+ * dsd_dgram.c, group_fill), so a gauge's last value stays the last one
+ * sent. With two or more usable CPUs the rescuer covers such stops
+ * instead.
  *
- * Not by default: DRAINPIPE_UDP_SOCKETS sets the number (1, the default:
- * one socket; 0: the group where the kernel gave less than DSD_GROUP_AIM
- * and one CPU is usable). With the sender on the same single CPU the
- * group's reads cost the job its time: a burst of 200 000 one-line
- * datagrams at 212992 took the job 3.2 s instead of 0.75 s (bench/burst.sh
- * under taskset -c 0, 2026-12-04). It pays where the senders run on other
- * CPUs than drainpipe (a pinned sidecar). */
-#define DSD_GROUP_AIM (4 << 20) /* kernel buffer, bytes as it counts them */
+ * DRAINPIPE_UDP_SOCKETS sets the number: 1 is one socket; 0, the default,
+ * a group where the kernel gave less than DSD_GROUP_AIM, one CPU is
+ * usable and the machine has more online. On a machine with one CPU
+ * every sender stops with drainpipe's CPU, so a group would only cost:
+ * its timestamps, spreading and merge took a job that shares the CPU
+ * about 15 % more time for a burst of 200 000 one-line datagrams at
+ * 212992 (bench/burst.sh under taskset -c 0, 2026-12-04 22:40: 905 ms
+ * against 778). */
+#define DSD_GROUP_AIM (8 << 20) /* kernel buffer, bytes as it counts them */
 
 static unsigned group_size(const struct dsd *s, int eff)
 {
     if (s->cfg.udp_sockets > 0)
         return (unsigned)s->cfg.udp_sockets;
-    if (eff >= DSD_GROUP_AIM || dsd__usable_cpus() > 1)
+    if (eff >= DSD_GROUP_AIM || dsd__usable_cpus() > 1 ||
+        sysconf(_SC_NPROCESSORS_ONLN) < 2)
         return 1;
     unsigned n =
         eff > 0 ? (unsigned)((DSD_GROUP_AIM + eff - 1) / eff) : DSD_GROUP_MAX;
@@ -226,7 +229,8 @@ static void open_group(struct dsd *s, const struct sockaddr_storage *ss,
     if (d->ngfd > 0)
         CMN_LOGD(DSD_COMP,
                  "udp: %u sockets in a SO_REUSEPORT group, %d bytes of "
-                 "buffer each (one usable CPU or DRAINPIPE_UDP_SOCKETS)",
+                 "buffer each (one usable CPU of several, or "
+                 "DRAINPIPE_UDP_SOCKETS)",
                  d->ngfd + 1, s->rcvbuf_udp);
 }
 

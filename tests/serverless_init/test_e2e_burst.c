@@ -308,8 +308,9 @@ Test(burst, one_line_datagrams_small_socket_buffer, .timeout = 900)
  * wrapper, its receive thread and the child all share it (the affinity is
  * inherited). The thread never spins there, and naps between batches
  * (dsd_dgram.c, DSD_NAP_FILL): every run exact at the default
- * configuration and with SO_RCVBUF 212992, and the wrapper's stop
- * statistics show naps and no spinning. Before the naps the reader took
+ * configuration and with SO_RCVBUF 212992 (there a socket group, the
+ * machine having another CPU), and the wrapper's stop statistics show
+ * naps and no spinning. Before the naps the reader took
  * the CPU from the child for nearly every datagram: a 200 000-datagram
  * burst took the job 4.4 s instead of 0.8 s (bench/burst.sh under
  * taskset -c 0, 2026-12-03). */
@@ -340,6 +341,27 @@ Test(burst, one_line_datagrams_one_cpu, .timeout = 900)
     cr_assert_not_null(strstr(st, ", spun 0.000 ms in bursts, "), "%s", st);
     int64_t naps = stat_after(st, " ms in bursts, ");
     cr_expect_gt(naps, 0, "%s", st);
+
+    /* At 212992, on a machine with another CPU, the default opens a group
+     * of 16 sockets (dsd_sock.c, DSD_GROUP_AIM): the runs above used it */
+    ti = e2e_with_intake(&e);
+    e2e_env(&e, "DD_LOG_LEVEL=debug");
+    e2e_env(&e, "DD_DOGSTATSD_SO_RCVBUF=212992");
+    args[0] = e.child;
+    code = e2e_run(&e, args, 120000);
+    e2e_read(e.errpath, err, sizeof(err));
+    e2e_fini(&e);
+    ti_stop(ti);
+    cr_assert_eq(code, 0, "exit %d, stderr:\n%s", code, err);
+    const char *grp = "udp: 16 sockets in a SO_REUSEPORT group, 425984 "
+                      "bytes of buffer each";
+    if (sysconf(_SC_NPROCESSORS_ONLN) >= 2)
+        cr_assert_not_null(strstr(err, grp), "no group:\n%s", err);
+    else
+        cr_assert_null(strstr(err, "SO_REUSEPORT group"), "%s", err);
+    st = strstr(err, "(dogstatsd) stopped: 50000 packets");
+    cr_assert_not_null(st, "no stop statistics for 50000 datagrams:\n%s", err);
+    cr_assert_not_null(strstr(st, "kernel drops udp 0 "), "%s", st);
 }
 
 Test(burst, batched_datagrams_default_config, .timeout = 600)
