@@ -786,8 +786,13 @@ static void reader_init(struct dsd__dgram *d)
     /* The slots' heads, where the kernel writes a datagram: mapped in
      * ahead in one call, or touched where the kernel cannot. Touching a
      * page in each 8 KiB slot cost the child's spawn ~0.9 ms when this
-     * thread ran it at real-time priority on the CPU the spawn wanted. */
-    size_t len = d->mmsg_n * d->scratch_head;
+     * thread ran it at real-time priority on the CPU the spawn wanted.
+     * A socket group's batch (DSD_GROUP_BATCH) gets the first
+     * DSD_MMSG_MAX slots' so (its first reads use those): the rest are
+     * touched as a backlog first needs them, so an idle group's RSS
+     * stays that of one socket (all 256 mapped in: +416 KiB). */
+    size_t slots = d->mmsg_n < DSD_MMSG_MAX ? d->mmsg_n : DSD_MMSG_MAX;
+    size_t len = slots * d->scratch_head;
     if (cmn_mm_rewriting() || cmn_populate(d->scratch, len) != 0)
         cmn_touch_pages(d->scratch, len);
 }
