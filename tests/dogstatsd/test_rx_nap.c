@@ -70,6 +70,19 @@ Test(rx_nap, grows_at_most_twofold_and_never_past_the_cap)
     cr_expect_eq(dsd__nap_next(&n, 1, UINT32_MAX, UINT32_MAX), 0);
 }
 
+/* A socket group of 16 (dsd_dgram.c, reader_main) naps up to 2 ms: a
+ * trickle grows the nap past the single socket's 0.5 ms to that cap. */
+Test(rx_nap, a_groups_cap_is_its_own)
+{
+    struct dsd__nap n = {400000, 0, 2000000};
+    cr_expect_eq(dsd__nap_next(&n, 410000, 1000, RCVBUF), 800000);
+    cr_expect_eq(dsd__nap_next(&n, 810000, 1000, RCVBUF), 1600000);
+    cr_expect_eq(dsd__nap_next(&n, 1610000, 1000, RCVBUF), 2000000);
+    cr_expect_eq(dsd__nap_next(&n, 2010000, 1000, RCVBUF), 2000000);
+    /* half full still halves it */
+    cr_expect_eq(dsd__nap_next(&n, 2010000, RCVBUF / 2, RCVBUF), 1000000);
+}
+
 Test(rx_nap, a_buffer_too_small_for_the_rate_is_read_at_once)
 {
     /* 94 % full after 10 us: a nap would need under 20 us */
