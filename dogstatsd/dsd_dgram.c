@@ -456,6 +456,15 @@ static uint64_t peek_bound(struct dsd__dgram *d, unsigned i)
     return ts != 0 ? ts - 1 : now - DSD_GROUP_RACE_NS;
 }
 
+/* The socket with the lowest bound (gwm) of the group's nsock. */
+static unsigned lowest_bound(const struct dsd__dgram *d, unsigned nsock)
+{
+    unsigned m = 0;
+    for (unsigned j = 1; j < nsock; j++)
+        m = d->gwm[j] < d->gwm[m] ? j : m;
+    return m;
+}
+
 /* dgram_fill for a socket group (dsd_sock.c, DSD_GROUP_AIM): a merge of
  * the sockets by the kernel's receive timestamps. Each socket's
  * datagrams come in order, and gwm[i] bounds what socket i can still
@@ -478,6 +487,14 @@ static enum fill_result group_fill(struct dsd__dgram *d, size_t max_calls,
     size_t bs = d->s->cfg.buffer_size, h = d->scratch_head;
     unsigned nsock = d->ngfd + 1, emptied = 0; /* bit i: socket i emptied */
     unsigned all = (1u << nsock) - 1;
+    /* max_calls reads of each socket: the fill is EMPTY only once every
+     * socket was emptied in it (the stop drain's four reads in all never
+     * saw eight empty, and it read on until its time was up: 2.25 s of a
+     * one-CPU job, 2026-12-04) */
+    if (max_calls > SIZE_MAX / nsock)
+        max_calls = SIZE_MAX;
+    else
+        max_calls *= nsock;
     struct dsd__ring_src src = {d->scratch, h, d->scratch + d->mmsg_n * h,
                                 bs - h};
     for (size_t call = 0; call < max_calls; call++) {
@@ -497,10 +514,10 @@ static enum fill_result group_fill(struct dsd__dgram *d, size_t max_calls,
             if ((crowded || !(emptied & (1u << j))) &&
                 (i == nsock || d->gwm[j] < d->gwm[i]))
                 i = j;
-        if (i < nsock && d->nfree > 0) {
+        size_t free = d->mmsg_n - d->held; /* slots not held are free */
+        if (i < nsock && free > 0) {
             /* half the free slots, less one for each other socket: each
              * gets read before the batch is full */
-            size_t free = d->nfree;
             size_t ask = free > nsock ? (free - (nsock - 1)) / 2 : 1;
             if (ask == 0)
                 ask = 1;
@@ -544,8 +561,7 @@ static enum fill_result group_fill(struct dsd__dgram *d, size_t max_calls,
             } else if (k > 0) {
                 d->gwm[i] = d->ts[got[k - 1]];
             }
-            /* the slots read (the top k) leave the free list */
-            d->nfree = free - (size_t)k;
+            /* the slots read (the free list's top k) are held now */
             merge_run(d, got, (size_t)k);
             if (thread) {
                 uint64_t t = cmn_mono_ns();
@@ -560,8 +576,7 @@ static enum fill_result group_fill(struct dsd__dgram *d, size_t max_calls,
         bool drained = emptied == all;
         uint64_t w = UINT64_MAX;
         if (!force && !(drained && !thread))
-            for (unsigned j = 0; j < nsock; j++)
-                w = d->gwm[j] < w ? d->gwm[j] : w;
+            w = d->gwm[lowest_bound(d, nsock)];
         size_t p = 0;
         while (p < n && d->ts[d->ord[p]] <= w)
             p++;
@@ -571,13 +586,9 @@ static enum fill_result group_fill(struct dsd__dgram *d, size_t max_calls,
          * socket. Only a batch newer than every socket's next datagram
          * goes past the bound (its oldest half; counted). */
         for (unsigned t = 0; p == 0 && n == d->mmsg_n && t < nsock; t++) {
-            unsigned m = 0;
-            for (unsigned j = 1; j < nsock; j++)
-                m = d->gwm[j] < d->gwm[m] ? j : m;
+            unsigned m = lowest_bound(d, nsock);
             d->gwm[m] = peek_bound(d, m);
-            w = UINT64_MAX;
-            for (unsigned j = 0; j < nsock; j++)
-                w = d->gwm[j] < w ? d->gwm[j] : w;
+            w = d->gwm[lowest_bound(d, nsock)];
             while (p < n && d->ts[d->ord[p]] <= w)
                 p++;
         }
@@ -594,8 +605,7 @@ static enum fill_result group_fill(struct dsd__dgram *d, size_t max_calls,
             if (thread && d->unsignalled_ns == 0)
                 d->unsignalled_ns = cmn_mono_ns();
             /* the published slots are free again */
-            memcpy(&d->gfree[d->nfree], d->ord, p * sizeof(*d->ord));
-            d->nfree += p;
+            memcpy(&d->gfree[d->mmsg_n - n], d->ord, p * sizeof(*d->ord));
             memmove(d->ord, &d->ord[p], (n - p) * sizeof(*d->ord));
             d->held = n - p;
         }
@@ -1453,7 +1463,6 @@ static int alloc_batch(struct dsd__dgram *d)
         if (d->gfree != NULL) /* every slot free, the first read first */
             for (size_t i = 0; i < d->mmsg_n; i++)
                 d->gfree[i] = (uint32_t)(d->mmsg_n - 1 - i);
-        d->nfree = d->mmsg_n;
     }
     if (!d->msgs || !d->iovs || !d->cmsg || !d->lens || !d->flags ||
         !d->scratch ||
@@ -1547,7 +1556,8 @@ int dsd__dgram_receive(struct dsd__dgram *d)
         return -errno;
     /* for the receive thread and the rescuer (published to the loop's
      * later reads with prio) */
-    d->usable_cpus = dsd__usable_cpus();
+    if (d->usable_cpus == 0)
+        d->usable_cpus = dsd__usable_cpus();
     bool rescuer = rescuer_alloc(d);
     if ((rc = start_thread(d)) != 0)
         return rc;
@@ -1653,11 +1663,8 @@ void dsd__dgram_stop(struct dsd__dgram *d, struct cmn_deadline dl)
             continue;
         if (socket_empty)
             break;
-        /* a group's fill is EMPTY only once it has emptied every socket
-         * in one call: four reads a socket (with a group of eight, four
-         * in all never got there, and the drain spun on an empty socket
-         * until its time was up: 2.25 s of a one-CPU job, 2026-12-04) */
-        enum fill_result r = dgram_fill(d, 4 * (d->ngfd + 1), false, false);
+        /* four reads (of each socket of a group) */
+        enum fill_result r = dgram_fill(d, 4, false, false);
         socket_empty = (r == FILL_EMPTY && d->held == 0) || r == FILL_ERROR;
     }
     log_read_errors(d);

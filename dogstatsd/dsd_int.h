@@ -97,19 +97,21 @@ struct dsd__dgram {
     /* a socket group only (dsd_dgram.c, group_fill): lens, flags and ts
      * are per scratch slot there, msgs the read window; each slot's kernel
      * timestamp (CLOCK_REALTIME ns); the slots read and held back, oldest
-     * first (ord[0..held)); the free ones (gfree[0..nfree)); the merge's
-     * scratch (gtmp); per socket (0: fd), the time before which it holds
-     * nothing unread */
+     * first (ord[0..held)); the free ones, every other slot
+     * (gfree[0..mmsg_n - held)); the merge's scratch (gtmp); per socket
+     * (0: fd), the time before which it holds nothing unread */
     uint64_t *ts;    /* mmsg_n */
     uint32_t *ord;   /* mmsg_n */
     uint32_t *gfree; /* mmsg_n */
     uint32_t *gtmp;  /* mmsg_n */
-    size_t held, nfree;
+    size_t held;
     uint64_t gwm[DSD_GROUP_MAX];
     uint64_t unsignalled_ns;  /* first publish the loop was not woken for */
     uint64_t last_data_ns;    /* the last read that returned data */
     unsigned usable_cpus;     /* affinity capped by a cgroup CPU quota,
-                                 set by the loop before the threads start */
+                                 set by the loop before the threads start
+                                 (UDP: at bind, where the group rule read
+                                 it; 0 until then) */
     int64_t spin_credit_ns;   /* spinning left (see DSD_SPIN_NS) */
     uint64_t spin_at;         /* last update of spin_credit_ns */
     _Atomic uint64_t spin_ns; /* time spent spinning, for the stats */

@@ -175,12 +175,15 @@ static void set_rcvbuf(struct dsd *s, int fd, const char *what, int *eff)
  * against 778). */
 #define DSD_GROUP_AIM (8 << 20) /* kernel buffer, bytes as it counts them */
 
-static unsigned group_size(const struct dsd *s, int eff)
+static unsigned group_size(struct dsd *s, int eff)
 {
     if (s->cfg.udp_sockets > 0)
         return (unsigned)s->cfg.udp_sockets;
-    if (eff >= DSD_GROUP_AIM || dsd__usable_cpus() > 1 ||
-        sysconf(_SC_NPROCESSORS_ONLN) < 2)
+    if (eff >= DSD_GROUP_AIM)
+        return 1;
+    /* read once: the receive thread's set-up takes it from here */
+    s->udp.usable_cpus = dsd__usable_cpus();
+    if (s->udp.usable_cpus > 1 || sysconf(_SC_NPROCESSORS_ONLN) < 2)
         return 1;
     unsigned n =
         eff > 0 ? (unsigned)((DSD_GROUP_AIM + eff - 1) / eff) : DSD_GROUP_MAX;
